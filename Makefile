@@ -1,0 +1,27 @@
+# The two set-up commands of README.md. Both are idempotent: the venv is rebuilt only when
+# pyproject.toml or constraints.txt change.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# CPU torch by default (a local wheel here); on a GPU host install the CUDA torch first.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install serve test clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/nrg generate --prompt "a red circle moving right" --out out/demo.mp4
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out
