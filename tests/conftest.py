@@ -10,3 +10,37 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """``tiny_dir(family)``: a tiny diffusers directory of that family, written once per session."""
+    from guidance.families.tiny import make_tiny
+
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = make_tiny(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tiny_dir):
+    """``tiny_family(family)``: the tiny pipeline loaded through the real loader (cached)."""
+    from guidance.families import load_pipeline
+
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = load_pipeline(tiny_dir(family))
+        return cache[family]
+
+    return get

@@ -1,0 +1,87 @@
+"""Supported pipeline families and loading a local diffusers directory into one of them.
+
+Family modules import heavy diffusers classes, so they are imported only when a family is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import torch
+
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+
+#: family name -> (diffusers pipeline class, "module:adapter class")
+FAMILIES: dict[str, tuple[str, str]] = {
+    "wan": ("WanPipeline", "guidance.families.wan:WanFamily"),
+    "ltx": ("LTXPipeline", "guidance.families.ltx:LTXFamily"),
+    "hunyuan": ("HunyuanVideoPipeline", "guidance.families.hunyuan:HunyuanFamily"),
+    "cogvideox": ("CogVideoXPipeline", "guidance.families.cogvideox:CogVideoXFamily"),
+}
+
+__all__ = [
+    "FAMILIES",
+    "PipelineFamily",
+    "TextConditioning",
+    "VideoShape",
+    "adapter_class",
+    "family_of_directory",
+    "load_pipeline",
+    "supported_families_text",
+    "wrap_pipeline",
+]
+
+
+def supported_families_text() -> str:
+    return ", ".join(f"{name} ({cls})" for name, (cls, _) in FAMILIES.items())
+
+
+def adapter_class(family: str) -> type[PipelineFamily]:
+    """The adapter class of a family name; a clear error for anything else."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown pipeline family {family!r}; supported: {supported_families_text()}")
+    module, cls = FAMILIES[family][1].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def family_of_directory(path: str | Path) -> str:
+    """Recognise the family of a diffusers directory from its ``model_index.json``."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{path} is not a diffusers pipeline directory: {index} does not exist")
+    try:
+        class_name = json.loads(index.read_text())["_class_name"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise ValueError(f"{index} has no valid '_class_name': {exc}") from exc
+    for name, (cls, _) in FAMILIES.items():
+        if cls == class_name:
+            return name
+    raise ValueError(
+        f"unsupported pipeline class {class_name!r} in {index}; supported families: {supported_families_text()}"
+    )
+
+
+def wrap_pipeline(pipe: object) -> PipelineFamily:
+    """Adapter for an already constructed diffusers pipeline object."""
+    class_name = type(pipe).__name__
+    for name, (cls, _) in FAMILIES.items():
+        if cls == class_name:
+            return adapter_class(name)(pipe)
+    raise ValueError(f"unsupported pipeline class {class_name!r}; supported families: {supported_families_text()}")
+
+
+def load_pipeline(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> PipelineFamily:
+    """Load a local diffusers directory (safetensors only, never the hub) and wrap it."""
+    import diffusers
+
+    family = family_of_directory(path)
+    pipeline_cls = getattr(diffusers, FAMILIES[family][0])
+    pipe = pipeline_cls.from_pretrained(
+        str(path), dtype=dtype, use_safetensors=True, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return adapter_class(family)(pipe.to(device))

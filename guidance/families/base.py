@@ -1,0 +1,176 @@
+"""The contract between the shared guided sampler and one diffusers pipeline family.
+
+Each family (Wan, LTX-Video, HunyuanVideo, CogVideoX) wraps a loaded diffusers pipeline and exposes
+the handful of operations the sampler needs: encode prompts, draw the initial noise, call the
+denoiser, take a scheduler step, decode. Wherever the pipeline already has a helper (``encode_prompt``,
+``prepare_latents``, the VAE and its post-processing) the adapter calls it, so that with guidance off
+the sampler reproduces ``pipe(...)`` frame for frame. Only the loop itself is ours: diffusers cannot
+batch per-sample CFG scales and reward weights or differentiate through the denoiser.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+Prediction = Literal["flow", "v", "eps"]
+
+
+@dataclass
+class TextConditioning:
+    """Everything the denoiser needs from the prompts, batched on dim 0.
+
+    ``embeds`` is the main sequence of prompt embeddings (what a reward model sees as
+    ``prompt_embeds``); ``extras`` holds family-specific tensors such as attention masks or pooled
+    projections, each also batched on dim 0.
+    """
+
+    embeds: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def select(self, index: torch.Tensor | list[int]) -> TextConditioning:
+        """The conditioning of a subset of samples (for dropping finished or cancelled samples)."""
+        idx = torch.as_tensor(index, device=self.embeds.device, dtype=torch.long)
+        return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()})
+
+    def detach(self) -> TextConditioning:
+        return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()})
+
+
+@dataclass(frozen=True)
+class VideoShape:
+    """The output shape of a batch: every sample in a batch shares it."""
+
+    height: int
+    width: int
+    frames: int
+
+
+class PipelineFamily(ABC):
+    """Adapter around one loaded diffusers pipeline of a supported family.
+
+    Subclasses set the class attributes and implement the abstract methods; they must keep the
+    numerics of the pipeline's own ``__call__`` (same dtypes, same order of operations) so that the
+    unguided sampler matches it to 1e-4.
+    """
+
+    name: ClassVar[str]
+    pipeline_class: ClassVar[str]
+    prediction: ClassVar[Prediction]
+    #: Names of the transformer's ``nn.ModuleList`` s of blocks, in execution order. A reward-model
+    #: trunk keeps the first N blocks of the first list and none of the others.
+    block_lists: ClassVar[tuple[str, ...]]
+    default_shape: ClassVar[VideoShape]
+    default_steps: ClassVar[int] = 50
+    default_cfg: ClassVar[float] = 5.0
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def uses_cfg(self, cfg_scale: float) -> bool:
+        """Whether the pipeline runs an unconditional pass at this scale (diffusers: scale > 1)."""
+        return cfg_scale > 1.0
+
+    @abstractmethod
+    def check_shape(self, shape: VideoShape) -> None:
+        """Raise ``ValueError`` naming the field and the required multiple when the pipeline would
+        silently round the shape (the server must never return a different size than asked)."""
+
+    @abstractmethod
+    def encode_prompts(
+        self, prompts: list[str], negative_prompts: list[str] | None
+    ) -> tuple[TextConditioning, TextConditioning | None]:
+        """Conditional and (when ``negative_prompts`` is given) unconditional conditioning."""
+
+    @abstractmethod
+    def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        """Initial noise, one generator per sample, drawn exactly as the pipeline draws it."""
+
+    @abstractmethod
+    def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
+        """Configure the scheduler for ``steps`` steps and return its timesteps."""
+
+    @abstractmethod
+    def predict(
+        self,
+        model: torch.nn.Module,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: TextConditioning,
+        shape: VideoShape,
+        step_index: int,
+    ) -> torch.Tensor:
+        """One denoiser call in the pipeline's own parameterisation (``prediction``)."""
+
+    def denoiser(self, timestep: torch.Tensor) -> torch.nn.Module:
+        """The model that denoises at this timestep (Wan 2.2 switches experts mid-schedule)."""
+        return self.transformer
+
+    def noise_level(self, step_index: int, timestep: torch.Tensor) -> float:
+        """Noise level in [0, 1] (1 = pure noise) at this step: sigma for flow matching, else t/T."""
+        scheduler = self.pipe.scheduler
+        if self.prediction == "flow":
+            return float(scheduler.sigmas[step_index])
+        return float(timestep) / float(scheduler.config.num_train_timesteps)
+
+    def guidance_ratio(self, step_index: int, timestep: torch.Tensor) -> float:
+        """The factor that turns the reward gradient into a prediction offset, before strength.
+
+        Flow matching (REFERENCE §2.1): t / (1 - t).  eps-prediction (§2.5): sqrt(1 - abar).
+        v-prediction: with x fixed, eps = sqrt(1-abar) x + sqrt(abar) v, so shifting eps by
+        -c sqrt(1-abar) g shifts v by -c sqrt((1-abar)/abar) g. The caller bounds this value.
+        """
+        if self.prediction == "flow":
+            t = self.noise_level(step_index, timestep)
+            return float("inf") if t >= 1.0 else t / (1.0 - t)
+        abar = float(self.pipe.scheduler.alphas_cumprod[int(timestep)])
+        if self.prediction == "eps":
+            return (1.0 - abar) ** 0.5
+        return ((1.0 - abar) / abar) ** 0.5
+
+    def euler_dt(self, step_index: int) -> float | None:
+        """The step size when the scheduler is a plain flow Euler step (so the fused kernel can take
+        the whole step), else ``None`` and the scheduler's own ``step`` is used."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = self.pipe.scheduler
+        if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+            return None
+        if scheduler.config.stochastic_sampling or getattr(scheduler.config, "invert_sigmas", False):
+            return None
+        return float(scheduler.sigmas[step_index + 1] - scheduler.sigmas[step_index])
+
+    def scheduler_step(
+        self,
+        pred: torch.Tensor,
+        timestep: torch.Tensor,
+        latents: torch.Tensor,
+        step_index: int,
+        generators: list[torch.Generator],
+    ) -> torch.Tensor:
+        """One scheduler step with the (guided) prediction. ``generators`` (one per sample, in the
+        state the pipeline's single generator would be in) serve stochastic schedulers."""
+        return self.pipe.scheduler.step(pred, timestep, latents, return_dict=False)[0]
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        """Frames as float32 [B, F, H, W, 3] in [0, 1], exactly as ``output_type="np"`` gives them.
+        ``generators`` serve VAEs that add decode-time noise (LTX-Video 0.9.1+)."""

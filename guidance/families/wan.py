@@ -1,0 +1,129 @@
+"""Wan 2.1 / 2.2 text-to-video (``WanPipeline``): flow matching, velocity prediction."""
+
+from __future__ import annotations
+
+import torch
+
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+
+#: ``WanPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
+#: depend on the longest prompt in its batch.
+MAX_SEQUENCE_LENGTH = 512
+
+
+class WanFamily(PipelineFamily):
+    name = "wan"
+    pipeline_class = "WanPipeline"
+    prediction = "flow"
+    block_lists = ("blocks",)
+    default_shape = VideoShape(height=480, width=832, frames=81)
+    default_steps = 50
+    default_cfg = 5.0
+
+    def check_shape(self, shape: VideoShape) -> None:
+        pipe = self.pipe
+        temporal = pipe.vae_scale_factor_temporal
+        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
+            raise ValueError(f"frames must be {temporal}*k + 1 for this Wan model; got {shape.frames}")
+        patch = (self.transformer or pipe.transformer_2).config.patch_size
+        for name, value, multiple in (
+            ("height", shape.height, pipe.vae_scale_factor_spatial * patch[1]),
+            ("width", shape.width, pipe.vae_scale_factor_spatial * patch[2]),
+        ):
+            if value <= 0 or value % multiple != 0:
+                raise ValueError(f"{name} must be a positive multiple of {multiple} for this Wan model; got {value}")
+
+    def encode_prompts(
+        self, prompts: list[str], negative_prompts: list[str] | None
+    ) -> tuple[TextConditioning, TextConditioning | None]:
+        cond, uncond = self.pipe.encode_prompt(
+            prompt=prompts,
+            negative_prompt=negative_prompts,
+            do_classifier_free_guidance=negative_prompts is not None,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            device=self.device,
+        )
+        cond = TextConditioning(cond.to(self.dtype))
+        return cond, None if uncond is None else TextConditioning(uncond.to(self.dtype))
+
+    def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        channels = (self.transformer or self.pipe.transformer_2).config.in_channels
+        return self.pipe.prepare_latents(
+            len(generators), channels, shape.height, shape.width, shape.frames,
+            torch.float32, self.device, generators,
+        )
+
+    def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
+        self.pipe.scheduler.set_timesteps(steps, device=self.device)
+        self.pipe.scheduler.set_begin_index(0)
+        return self.pipe.scheduler.timesteps
+
+    def denoiser(self, timestep: torch.Tensor) -> torch.nn.Module:
+        """Wan 2.2 A14B hands the low-noise part of the schedule to ``transformer_2``."""
+        pipe = self.pipe
+        ratio = pipe.config.boundary_ratio
+        if ratio is None or timestep >= ratio * pipe.scheduler.config.num_train_timesteps:
+            return pipe.transformer
+        return pipe.transformer_2
+
+    def predict(
+        self,
+        model: torch.nn.Module,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: TextConditioning,
+        shape: VideoShape,
+        step_index: int,
+    ) -> torch.Tensor:
+        batch = latents.shape[0]
+        t = timestep.reshape(-1).expand(batch)
+        if self.pipe.config.expand_timesteps:
+            # Wan 2.2 TI2V: one timestep per latent token (all equal in text-to-video).
+            frames, height, width = latents.shape[2:]
+            tokens = frames * ((height + 1) // 2) * ((width + 1) // 2)
+            t = t.reshape(batch, 1).expand(batch, tokens)
+        return model(
+            hidden_states=latents.to(model.dtype),
+            timestep=t,
+            encoder_hidden_states=cond.embeds,
+            return_dict=False,
+        )[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        vae = self.pipe.vae
+        latents = latents.to(vae.dtype)
+        z = vae.config.z_dim
+        mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
+        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        frames = self.pipe.video_processor.postprocess_video(video, output_type="pt")
+        return frames.permute(0, 1, 3, 4, 2).float()
+
+
+def build_tiny_pipeline():
+    """A ~1 MB WanPipeline (2 blocks, 16 latent channels, 4x spatial / 4x temporal VAE)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from guidance.families.tiny import tiny_t5_tokenizer
+
+    tokenizer = tiny_t5_tokenizer()
+    vae = AutoencoderKLWan(
+        base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=UMT5EncoderModel(UMT5Config(
+            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8, relative_attention_max_distance=32,
+        )).eval(),
+        vae=vae.eval(),
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )

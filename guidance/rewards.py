@@ -1,0 +1,79 @@
+"""What the sampler needs from a reward: named objectives and scores of noisy latents.
+
+Two implementations: the learned :class:`guidance.reward_model.LatentRewardModel` and
+:class:`CallableReward`, which wraps a plain function ``r(latents, t, prompt_embeds) -> [B, K]`` so
+analytic rewards (tests, quick experiments) plug in with no training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from guidance.families.base import TextConditioning
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """Scores noisy latents: ``latents`` [B, ...] in the family's latent layout, ``t`` float32 [B]
+    noise levels in [0, 1] (1 = pure noise), returns float [B, K] in the order of ``objectives``."""
+
+    objectives: tuple[str, ...]
+
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning) -> torch.Tensor: ...
+
+
+class CallableReward:
+    """Adapts ``fn(latents, t, prompt_embeds) -> [B, K]`` to :class:`RewardFunction`."""
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        objectives: Sequence[str],
+    ) -> None:
+        if not objectives or len(set(objectives)) != len(objectives):
+            raise ValueError(f"objectives must be non-empty and unique; got {list(objectives)}")
+        self.fn = fn
+        self.objectives = tuple(objectives)
+
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+        scores = self.fn(latents, t, cond.embeds)
+        expected = (latents.shape[0], len(self.objectives))
+        if tuple(scores.shape) != expected:
+            raise ValueError(f"reward function returned shape {tuple(scores.shape)}; expected {expected}")
+        return scores
+
+
+def reward_and_gradients(
+    reward: RewardFunction,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    cond: TextConditioning,
+    weights: torch.Tensor,
+    mode: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores [B, K] and the gradients the guided step combines.
+
+    ``"sum"`` mode: one backward pass of sum_b sum_k w_bk r_bk (the paper; by linearity the same as
+    weighting per-objective gradients) giving [B, 1, ...], to be used with unit weights. Samples are
+    scored independently, so each sample's gradient is that of its own weighted reward.
+    ``"unit"`` mode: one backward pass per objective giving [B, K, ...], weighted by the kernel.
+    """
+    x = latents.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        scores = reward(x, t, cond.detach()).float()
+        if mode == "sum":
+            (grad,) = torch.autograd.grad((scores * weights).sum(), x, allow_unused=True, materialize_grads=True)
+            grads = grad.unsqueeze(1)
+        else:
+            per_objective = []
+            for k in range(scores.shape[1]):
+                (grad,) = torch.autograd.grad(
+                    scores[:, k].sum(), x, retain_graph=k + 1 < scores.shape[1],
+                    allow_unused=True, materialize_grads=True,
+                )
+                per_objective.append(grad)
+            grads = torch.stack(per_objective, dim=1)
+    return scores.detach(), grads

@@ -1,0 +1,198 @@
+"""The batched, guided sampling loop shared by every pipeline family.
+
+One loop, any family: the family adapter supplies prompt encoding, noise, denoiser calls, scheduler
+steps and decoding; this module supplies what diffusers cannot do, i.e. per-sample CFG scales,
+seeds and reward guidance inside one batch, and the reward gradient of every step. Each step:
+
+    denoiser (cond, and uncond for the samples that use CFG)
+    -> reward scores and gradients on x_t (only when some sample is guided at this t)
+    -> one fused guided step (``kernels.guided_step``): CFG, guidance, Euler update
+
+A sample's result never depends on its batch-mates: noise comes from its own generator, prompts are
+padded to a fixed length, and every per-sample number is a tensor indexed by sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.nrg import DEFAULT_MAX_RATIO, GuidanceSpec, guidance_coefficients
+from guidance.rewards import RewardFunction, reward_and_gradients
+from kernels.guided_step import guided_step
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One sample of a batch. ``None`` fields take the family's defaults."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    seed: int = 0
+    cfg_scale: float | None = None
+    guidance: GuidanceSpec | None = None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Reported after every step; ``rewards`` is [B, K] when the reward was evaluated at this step."""
+
+    step: int
+    steps: int
+    t: float
+    rewards: torch.Tensor | None
+    skipped: torch.Tensor | None
+
+
+@dataclass
+class SampleResult:
+    frames: torch.Tensor | None  # float32 [B, F, H, W, 3] in [0, 1]; None when decode=False
+    latents: torch.Tensor
+    #: Reward of the final latents (t = 0), [B, K], when a reward was given.
+    rewards: torch.Tensor | None
+    objectives: tuple[str, ...]
+    #: Steps per sample where guidance was wanted but skipped for a non-finite gradient.
+    skipped_steps: list[int]
+    guided_steps: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> str:
+    """Validate every sample's guidance; return the batch's combination mode."""
+    if not specs:
+        raise ValueError("a batch needs at least one sample")
+    modes = set()
+    for i, spec in enumerate(specs):
+        if spec.cfg_scale is not None and not (spec.cfg_scale >= 0 and spec.cfg_scale < float("inf")):
+            raise ValueError(f"sample {i}: cfg_scale must be a finite number >= 0; got {spec.cfg_scale!r}")
+        if spec.guidance is None:
+            continue
+        if reward is None and spec.guidance.active:
+            raise ValueError(f"sample {i}: reward guidance was requested but no reward model is loaded")
+        spec.guidance.validate(reward.objectives if reward is not None else ())
+        if spec.guidance.active:
+            modes.add(spec.guidance.mode)
+    if len(modes) > 1:
+        raise ValueError("all guided samples of one batch must share the combination mode")
+    return modes.pop() if modes else "sum"
+
+
+@torch.no_grad()
+def sample(
+    family: PipelineFamily,
+    specs: Sequence[SampleSpec],
+    shape: VideoShape,
+    steps: int,
+    reward: RewardFunction | None = None,
+    *,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    on_step: Callable[[StepEvent], None] | None = None,
+    progress: bool = False,
+    decode: bool = True,
+) -> SampleResult:
+    """Generate one batch. With no active guidance this reproduces the family's pipeline call."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    family.check_shape(shape)
+    mode = _check_specs(specs, reward)
+    device = family.device
+    batch = len(specs)
+    objectives = reward.objectives if reward is not None else ()
+    timings = {"encode_s": 0.0, "denoise_s": 0.0, "guidance_s": 0.0, "decode_s": 0.0}
+
+    cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
+    cfg_index = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
+    start = time.perf_counter()
+    negatives = [s.negative_prompt or "" for s in specs] if cfg_index else None
+    cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
+    if uncond is not None and len(cfg_index) < batch:
+        uncond = uncond.select(cfg_index)
+    _sync(device)
+    timings["encode_s"] = time.perf_counter() - start
+
+    generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
+    latents = family.prepare_latents(shape, generators)
+    timesteps = family.set_timesteps(steps, shape)
+    # A sample outside the CFG set gets uncond := cond and scale 1, i.e. exactly its cond prediction.
+    cfg = torch.tensor([c if i in cfg_index else 1.0 for i, c in enumerate(cfg_scales)], device=device)
+    guidance = [s.guidance for s in specs]
+    weights = torch.tensor(
+        [g.weight_vector(objectives) if g is not None else [0.0] * len(objectives) for g in guidance],
+        dtype=torch.float32, device=device,
+    ).reshape(batch, len(objectives))
+    unit_weights = torch.ones(batch, 1, device=device)
+    skipped = torch.zeros(batch, dtype=torch.long, device=device)
+    guided = torch.zeros(batch, dtype=torch.long, device=device)
+    no_grads: torch.Tensor | None = None
+
+    for i, timestep in enumerate(tqdm(timesteps, disable=not progress, desc="denoise", unit="step")):
+        start = time.perf_counter()
+        model = family.denoiser(timestep)
+        pred_cond = family.predict(model, latents, timestep, cond, shape, i)
+        pred_uncond = None
+        if uncond is not None:
+            u = family.predict(model, latents[cfg_index], timestep, uncond, shape, i)
+            pred_uncond = u if len(cfg_index) == batch else pred_cond.clone().index_copy_(
+                0, torch.tensor(cfg_index, device=device), u
+            )
+        _sync(device)
+        timings["denoise_s"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        level = family.noise_level(i, timestep)
+        coef_list = guidance_coefficients(guidance, level, family.guidance_ratio(i, timestep), max_ratio)
+        scores = None
+        if reward is not None and any(c != 0 for c in coef_list):
+            t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
+            scores, grads = reward_and_gradients(reward, latents, t_vec, cond, weights, mode)
+            step_weights = weights if mode == "unit" else unit_weights
+        else:
+            if no_grads is None:
+                no_grads = torch.zeros_like(pred_cond).unsqueeze(1)
+            grads, step_weights = no_grads, unit_weights
+        coef = torch.tensor(coef_list, dtype=torch.float32, device=device)
+        dt = family.euler_dt(i)
+        out, stats = guided_step(
+            pred_cond, grads, step_weights, coef,
+            pred_uncond=pred_uncond, cfg_scale=cfg if pred_uncond is not None else None,
+            x=latents if dt is not None else None,
+            dt=torch.full((batch,), dt, device=device) if dt is not None else None,
+            mode=mode,
+        )
+        latents = out if dt is not None else family.scheduler_step(out, timestep, latents, i, generators)
+        skipped += stats.skipped.long()
+        guided += ((coef != 0) & ~stats.skipped).long()
+        _sync(device)
+        timings["guidance_s"] += time.perf_counter() - start
+        if on_step is not None:
+            on_step(StepEvent(i + 1, len(timesteps), level, scores, stats.skipped))
+
+    final_rewards = None
+    if reward is not None:
+        final_rewards = reward(latents.float(), torch.zeros(batch, device=device), cond).float()
+
+    frames = None
+    if decode:
+        start = time.perf_counter()
+        frames = family.decode(latents, shape, generators)
+        _sync(device)
+        timings["decode_s"] = time.perf_counter() - start
+    return SampleResult(
+        frames=frames,
+        latents=latents,
+        rewards=final_rewards,
+        objectives=tuple(objectives),
+        skipped_steps=skipped.tolist(),
+        guided_steps=guided.tolist(),
+        timings=timings,
+    )

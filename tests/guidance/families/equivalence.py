@@ -1,0 +1,61 @@
+"""Shared checks every family's tests run: the unguided sampler equals the diffusers pipeline, and
+a sample's frames do not depend on its batch-mates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from guidance.families.base import PipelineFamily, VideoShape
+from guidance.sampler import SampleSpec, sample
+
+TOLERANCE = 1e-4
+PROMPTS = ("a red circle moving left", "a blue square moving up", "a yellow triangle moving down quickly")
+
+
+def assert_matches_pipeline(
+    family: PipelineFamily,
+    shape: VideoShape,
+    steps: int,
+    cfg_scale: float,
+    seed: int = 7,
+    pipeline_kwargs: dict[str, Any] | None = None,
+) -> None:
+    """``sample`` without guidance gives the frames of ``pipe(..., generator=manual_seed(seed))``."""
+    prompt, negative = PROMPTS[0], "blurry"
+    ours = sample(
+        family, [SampleSpec(prompt, negative_prompt=negative, seed=seed, cfg_scale=cfg_scale)], shape, steps
+    ).frames[0].numpy()
+    theirs = family.pipe(
+        prompt=prompt,
+        negative_prompt=negative,
+        height=shape.height,
+        width=shape.width,
+        num_frames=shape.frames,
+        num_inference_steps=steps,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+        **(pipeline_kwargs or {}),
+    ).frames[0]
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    diff = float(np.abs(ours - theirs).max())
+    assert diff <= TOLERANCE, f"max abs diff {diff} vs the diffusers pipeline"
+    # The check must be able to fail: another seed gives other frames.
+    other = sample(family, [SampleSpec(prompt, negative_prompt=negative, seed=seed + 1, cfg_scale=cfg_scale)],
+                   shape, steps).frames[0].numpy()
+    assert float(np.abs(other - theirs).max()) > 1e-3
+
+
+def assert_batch_invariant(family: PipelineFamily, shape: VideoShape, steps: int, cfg_scales: tuple[float, ...]) -> None:
+    """Each sample of a mixed batch (prompts, seeds, CFG scales) equals the same sample run alone."""
+    specs = [
+        SampleSpec(PROMPTS[i % len(PROMPTS)], seed=100 + i, cfg_scale=cfg_scales[i % len(cfg_scales)])
+        for i in range(3)
+    ]
+    together = sample(family, specs, shape, steps).frames
+    for i, spec in enumerate(specs):
+        alone = sample(family, [spec], shape, steps).frames[0]
+        diff = float((together[i] - alone).abs().max())
+        assert diff <= TOLERANCE, f"sample {i} differs by {diff} when batched"
