@@ -12,17 +12,20 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from guidance.families.base import TextConditioning
+from guidance.families.base import TextConditioning, VideoShape
 
 
 @runtime_checkable
 class RewardFunction(Protocol):
     """Scores noisy latents: ``latents`` [B, ...] in the family's latent layout, ``t`` float32 [B]
-    noise levels in [0, 1] (1 = pure noise), returns float [B, K] in the order of ``objectives``."""
+    noise levels in [0, 1] (1 = pure noise), ``shape`` the batch's video shape (packed layouts such
+    as LTX-Video's need it); returns float [B, K] in the order of ``objectives``."""
 
     objectives: tuple[str, ...]
 
-    def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning) -> torch.Tensor: ...
+    def __call__(
+        self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape
+    ) -> torch.Tensor: ...
 
 
 class CallableReward:
@@ -38,7 +41,9 @@ class CallableReward:
         self.fn = fn
         self.objectives = tuple(objectives)
 
-    def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+    def __call__(
+        self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape
+    ) -> torch.Tensor:
         scores = self.fn(latents, t, cond.embeds)
         expected = (latents.shape[0], len(self.objectives))
         if tuple(scores.shape) != expected:
@@ -51,6 +56,7 @@ def reward_and_gradients(
     latents: torch.Tensor,
     t: torch.Tensor,
     cond: TextConditioning,
+    shape: VideoShape,
     weights: torch.Tensor,
     mode: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +69,7 @@ def reward_and_gradients(
     """
     x = latents.detach().float().requires_grad_(True)
     with torch.enable_grad():
-        scores = reward(x, t, cond.detach()).float()
+        scores = reward(x, t, cond.detach(), shape).float()
         if mode == "sum":
             (grad,) = torch.autograd.grad((scores * weights).sum(), x, allow_unused=True, materialize_grads=True)
             grads = grad.unsqueeze(1)

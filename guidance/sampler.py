@@ -154,7 +154,7 @@ def sample(
         scores = None
         if reward is not None and any(c != 0 for c in coef_list):
             t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
-            scores, grads = reward_and_gradients(reward, latents, t_vec, cond, weights, mode)
+            scores, grads = reward_and_gradients(reward, latents, t_vec, cond, shape, weights, mode)
             step_weights = weights if mode == "unit" else unit_weights
         else:
             if no_grads is None:
@@ -179,7 +179,7 @@ def sample(
 
     final_rewards = None
     if reward is not None:
-        final_rewards = reward(latents.float(), torch.zeros(batch, device=device), cond).float()
+        final_rewards = reward(latents.float(), torch.zeros(batch, device=device), cond, shape).float()
 
     frames = None
     if decode:

@@ -77,8 +77,12 @@ def load_pipeline(
 ) -> PipelineFamily:
     """Load a local diffusers directory (safetensors only, never the hub) and wrap it."""
     import diffusers
+    import transformers
 
     family = family_of_directory(path)
+    # Loading bars for a handful of components are noise next to the sampler's own progress bar.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     pipeline_cls = getattr(diffusers, FAMILIES[family][0])
     pipe = pipeline_cls.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, local_files_only=True

@@ -66,6 +66,9 @@ class PipelineFamily(ABC):
     #: Names of the transformer's ``nn.ModuleList`` s of blocks, in execution order. A reward-model
     #: trunk keeps the first N blocks of the first list and none of the others.
     block_lists: ClassVar[tuple[str, ...]]
+    #: The transformer config keys that set the length of each of ``block_lists`` (same order), so a
+    #: trunk is built at its truncated size instead of building the whole model and cutting it.
+    block_config_keys: ClassVar[tuple[str, ...]] = ("num_layers",)
     default_shape: ClassVar[VideoShape]
     default_steps: ClassVar[int] = 50
     default_cfg: ClassVar[float] = 5.0

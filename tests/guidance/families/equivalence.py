@@ -23,7 +23,10 @@ def assert_matches_pipeline(
     seed: int = 7,
     pipeline_kwargs: dict[str, Any] | None = None,
 ) -> None:
-    """``sample`` without guidance gives the frames of ``pipe(..., generator=manual_seed(seed))``."""
+    """``sample`` without guidance gives the frames of ``pipe(..., generator=manual_seed(seed))``.
+
+    The pipeline gets ``guidance_scale=cfg_scale`` unless ``pipeline_kwargs`` says otherwise (as
+    HunyuanVideo's, whose real CFG scale is ``true_cfg_scale``)."""
     prompt, negative = PROMPTS[0], "blurry"
     ours = sample(
         family, [SampleSpec(prompt, negative_prompt=negative, seed=seed, cfg_scale=cfg_scale)], shape, steps
@@ -37,7 +40,7 @@ def assert_matches_pipeline(
         num_inference_steps=steps,
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type="np",
-        **(pipeline_kwargs or {}),
+        **{"guidance_scale": cfg_scale, **(pipeline_kwargs or {})},
     ).frames[0]
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     diff = float(np.abs(ours - theirs).max())

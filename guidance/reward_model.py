@@ -1,0 +1,217 @@
+"""The latent reward model (REFERENCE §2.3): scores noisy latents of one pipeline on named objectives.
+
+Trunk: the first N blocks of the pipeline's own transformer together with its patch, time and text
+embeddings (copied from the pipeline, so the trunk starts out understanding the latent space and the
+noise level). It is built at its truncated size from the transformer's config and called through the
+family adapter's ``predict``, i.e. exactly as the denoiser is called; a forward hook on the last kept
+block captures its video tokens and stops the forward pass there.
+
+Head: a few learned queries cross-attend over the tokens (query-attention pooling, as in DiNa-LRM and
+PAVRM), are modulated by an embedding of the noise level t, and an MLP maps them to one score per
+objective. Time dependence matters: the paper's ablation shows a reward trained on clean latents
+steers badly, so the model is trained and queried at the noise level of the latents it sees.
+
+On disk: ``reward_config.json`` (objectives, family, N, base-model fingerprint, head sizes) and
+``reward_model.safetensors``. Loading onto a pipeline of another family or another transformer
+configuration is an error, because the trunk's weights only make sense for the transformer they were
+copied from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+
+CONFIG_NAME = "reward_config.json"
+WEIGHTS_NAME = "reward_model.safetensors"
+FORMAT_VERSION = 1
+
+
+def _public_config(transformer: nn.Module) -> dict[str, Any]:
+    return {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
+
+
+def transformer_fingerprint(family: str, transformer: nn.Module) -> str:
+    """A stable hash of the family and the transformer's architecture (not its weights): a reward
+    model fits any checkpoint of the same architecture, e.g. a LoRA-aligned one."""
+    text = json.dumps({"family": family, "config": _public_config(transformer)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of noise levels t in [0, 1] (scaled to the usual 0..1000 range)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class QueryPoolingHead(nn.Module):
+    """Learned queries attend over trunk tokens; FiLM by t; an MLP gives one score per objective."""
+
+    def __init__(self, dim: int, num_objectives: int, num_queries: int = 4, num_heads: int = 1, hidden: int = 256):
+        super().__init__()
+        self.time_dim = 64
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.film = nn.Sequential(nn.Linear(self.time_dim, hidden), nn.SiLU(), nn.Linear(hidden, 2 * dim))
+        self.mlp = nn.Sequential(nn.LayerNorm(num_queries * dim), nn.Linear(num_queries * dim, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, num_objectives))
+        # Start as an identity modulation so the first steps of training see the plain pooled tokens.
+        nn.init.zeros_(self.film[-1].weight)
+        nn.init.zeros_(self.film[-1].bias)
+
+    def forward(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tokens = self.norm(tokens.float())
+        queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        pooled, _ = self.attn(queries, tokens, tokens, need_weights=False)
+        scale, shift = self.film(_timestep_embedding(t, self.time_dim)).chunk(2, dim=-1)
+        pooled = pooled * (1 + scale[:, None]) + shift[:, None]
+        return self.mlp(pooled.flatten(1))
+
+
+class _TrunkDone(Exception):
+    """Raised by the hook on the last trunk block to stop the forward pass with its tokens."""
+
+    def __init__(self, tokens: torch.Tensor):
+        super().__init__()
+        self.tokens = tokens
+
+
+def _build_trunk(family: PipelineFamily, config: dict[str, Any], num_blocks: int) -> nn.Module:
+    """The family's transformer class at N blocks in its first block list and none in the others."""
+    sizes = {key: (num_blocks if i == 0 else 0) for i, key in enumerate(family.block_config_keys)}
+    trunk = type(family.transformer).from_config({**config, **sizes})
+    return trunk.to(family.transformer.dtype)
+
+
+class LatentRewardModel(nn.Module):
+    """Time-dependent reward on noisy latents; implements :class:`guidance.rewards.RewardFunction`."""
+
+    def __init__(
+        self,
+        family: PipelineFamily,
+        objectives: Sequence[str],
+        num_blocks: int = 2,
+        num_queries: int = 4,
+        head_hidden: int = 256,
+        copy_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        objectives = tuple(objectives)
+        if not objectives or len(set(objectives)) != len(objectives) or not all(o.isidentifier() for o in objectives):
+            raise ValueError(f"objectives must be unique identifiers like vq,mq,ta; got {list(objectives)}")
+        available = len(getattr(family.transformer, family.block_lists[0]))
+        if not 1 <= num_blocks <= available:
+            raise ValueError(f"blocks must be between 1 and {available} for this transformer; got {num_blocks}")
+        self.family = family
+        self.objectives = objectives
+        self.num_blocks = num_blocks
+        self.fingerprint = transformer_fingerprint(family.name, family.transformer)
+        self.transformer_config = _public_config(family.transformer)
+        self.num_train_timesteps = int(family.pipe.scheduler.config.num_train_timesteps)
+        self.trunk = _build_trunk(family, self.transformer_config, num_blocks)
+        if copy_weights:
+            missing, _ = self.trunk.load_state_dict(family.transformer.state_dict(), strict=False)
+            if missing:
+                raise RuntimeError(f"trunk parameters not found in the transformer: {missing[:5]}")
+        config = family.transformer.config
+        dim = config.num_attention_heads * config.attention_head_dim
+        self.head = QueryPoolingHead(dim, len(objectives), num_queries, config.num_attention_heads, head_hidden)
+        self.head_config = {"num_queries": num_queries, "hidden": head_hidden}
+        last_block = getattr(self.trunk, family.block_lists[0])[num_blocks - 1]
+        last_block.register_forward_hook(self._stop_after_last_block)
+
+    @staticmethod
+    def _stop_after_last_block(module: nn.Module, args: Any, output: Any) -> None:
+        raise _TrunkDone(output[0] if isinstance(output, tuple) else output)
+
+    def trunk_tokens(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape):
+        """Video tokens [B, L, D] after the N-th block."""
+        timestep = t.to(latents.device, torch.float32) * self.num_train_timesteps
+        try:
+            self.family.predict(self.trunk, latents, timestep, cond, shape, 0)
+        except _TrunkDone as done:
+            return done.tokens
+        raise RuntimeError("the trunk's last block never ran; the family adapter's predict skipped it")
+
+    def forward(
+        self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape
+    ) -> torch.Tensor:
+        t = t.reshape(-1).to(latents.device).expand(latents.shape[0])
+        return self.head(self.trunk_tokens(latents, t, cond, shape), t)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "objectives": list(self.objectives),
+            "family": self.family.name,
+            "num_blocks": self.num_blocks,
+            "head": self.head_config,
+            "fingerprint": self.fingerprint,
+            "transformer_class": type(self.family.transformer).__name__,
+            "transformer_config": self.transformer_config,
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write config and weights (safetensors) to ``out_dir``; the weights file is replaced atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2, default=str))
+        tmp = out / (WEIGHTS_NAME + ".tmp")
+        save_model(self, str(tmp))
+        tmp.replace(out / WEIGHTS_NAME)
+        return out
+
+
+def read_reward_config(path: str | Path) -> dict[str, Any]:
+    config_file = Path(path) / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a reward model directory: {config_file} does not exist")
+    config = json.loads(config_file.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{config_file}: unsupported format_version {config.get('format_version')!r}")
+    return config
+
+
+def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardModel:
+    """Load a saved reward model onto ``family``'s pipeline, checking it was built for it."""
+    config = read_reward_config(path)
+    if config["family"] != family.name:
+        raise ValueError(
+            f"reward model at {path} was built for the {config['family']} family; this pipeline is {family.name}"
+        )
+    fingerprint = transformer_fingerprint(family.name, family.transformer)
+    if config["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"reward model at {path} was built for another {family.name} transformer configuration "
+            f"(fingerprint {config['fingerprint']}, this pipeline's is {fingerprint}); "
+            "train or init a reward model for this model"
+        )
+    model = LatentRewardModel(
+        family, config["objectives"], config["num_blocks"], config["head"]["num_queries"], config["head"]["hidden"],
+        copy_weights=False,
+    )
+    load_model(model, str(Path(path) / WEIGHTS_NAME), device=str(family.device))
+    return model.to(family.device).eval().requires_grad_(False)
+
+
+def init_reward_model(
+    family: PipelineFamily, objectives: Sequence[str], num_blocks: int = 2, seed: int = 0
+) -> LatentRewardModel:
+    """An untrained reward model for ``family``: copied trunk, randomly initialised head."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LatentRewardModel(family, objectives, num_blocks)
+    return model.to(family.device)
