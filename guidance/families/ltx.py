@@ -1,0 +1,217 @@
+"""LTX-Video text-to-video (``LTXPipeline``): flow matching, velocity prediction on packed latents.
+
+LTX differs from Wan in three ways the adapter has to reproduce: latents live packed as token
+sequences ``[B, L, C]`` (the transformer needs the latent grid passed alongside), the schedule is
+shifted by the video's sequence length (``mu``), and VAEs of LTX 0.9.1+ condition the decoder on a
+timestep and mix fresh noise into the latents before decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
+from diffusers.utils.torch_utils import randn_tensor
+
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+
+#: ``LTXPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
+#: depend on the longest prompt in its batch.
+MAX_SEQUENCE_LENGTH = 128
+#: ``LTXPipeline.check_inputs`` rejects any height or width that is not a multiple of 32, whatever
+#: the VAE's compression.
+PIPELINE_SPATIAL_MULTIPLE = 32
+
+
+class LTXFamily(PipelineFamily):
+    """Adapter for ``LTXPipeline``.
+
+    ``frame_rate``, ``decode_timestep`` and ``decode_noise_scale`` are the pipeline call arguments
+    of the same names, with the same defaults (LTX 0.9.1+ recommends ``decode_timestep=0.05``,
+    ``decode_noise_scale=0.025``). The pipeline's ``guidance_rescale`` is not supported: its default
+    (0) leaves CFG exactly ``u + c * (cond - u)``, which is what the sampler computes. A VAE with
+    ``decoder_inject_noise`` draws that noise from torch's global RNG inside ``vae.decode`` (diffusers
+    passes it no generator), so such a VAE is reproducible neither here nor in the pipeline.
+    """
+
+    name = "ltx"
+    pipeline_class = "LTXPipeline"
+    prediction = "flow"
+    block_lists = ("transformer_blocks",)
+    block_config_keys = ("num_layers",)
+    default_shape = VideoShape(height=512, width=704, frames=161)
+    default_steps = 50
+    default_cfg = 3.0
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        frame_rate: int = 25,
+        decode_timestep: float = 0.0,
+        decode_noise_scale: float | None = None,
+    ) -> None:
+        super().__init__(pipe)
+        self.frame_rate = frame_rate
+        self.decode_timestep = decode_timestep
+        self.decode_noise_scale = decode_noise_scale
+
+    def _latent_grid(self, shape: VideoShape) -> tuple[int, int, int]:
+        """(frames, height, width) of the unpacked latent, computed as ``LTXPipeline.__call__`` does."""
+        pipe = self.pipe
+        return (
+            (shape.frames - 1) // pipe.vae_temporal_compression_ratio + 1,
+            shape.height // pipe.vae_spatial_compression_ratio,
+            shape.width // pipe.vae_spatial_compression_ratio,
+        )
+
+    def check_shape(self, shape: VideoShape) -> None:
+        pipe = self.pipe
+        temporal = pipe.vae_temporal_compression_ratio
+        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
+            raise ValueError(f"frames must be {temporal}*k + 1 for this LTX model; got {shape.frames}")
+        patch_t = pipe.transformer_temporal_patch_size
+        latent_frames = (shape.frames - 1) // temporal + 1
+        if latent_frames % patch_t != 0:
+            raise ValueError(
+                f"frames must be {temporal}*k + 1 with k + 1 a multiple of {patch_t} for this LTX model; "
+                f"got {shape.frames}"
+            )
+        spatial = pipe.vae_spatial_compression_ratio * pipe.transformer_spatial_patch_size
+        multiple = math.lcm(PIPELINE_SPATIAL_MULTIPLE, spatial)
+        for name, value in (("height", shape.height), ("width", shape.width)):
+            if value <= 0 or value % multiple != 0:
+                raise ValueError(f"{name} must be a positive multiple of {multiple} for this LTX model; got {value}")
+
+    def encode_prompts(
+        self, prompts: list[str], negative_prompts: list[str] | None
+    ) -> tuple[TextConditioning, TextConditioning | None]:
+        cond, cond_mask, uncond, uncond_mask = self.pipe.encode_prompt(
+            prompt=prompts,
+            negative_prompt=negative_prompts,
+            do_classifier_free_guidance=negative_prompts is not None,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            device=self.device,
+        )
+        # Embeddings stay in the text encoder's dtype, as the pipeline feeds them to the transformer.
+        cond = TextConditioning(cond, {"attention_mask": cond_mask})
+        if uncond is None:
+            return cond, None
+        return cond, TextConditioning(uncond, {"attention_mask": uncond_mask})
+
+    def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        return self.pipe.prepare_latents(
+            len(generators), self.transformer.config.in_channels, shape.height, shape.width, shape.frames,
+            torch.float32, self.device, generators,
+        )
+
+    def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
+        """The pipeline's schedule: linear sigmas shifted by ``mu`` from the video's sequence length."""
+        scheduler = self.pipe.scheduler
+        frames, height, width = self._latent_grid(shape)
+        mu = calculate_shift(
+            frames * height * width,
+            scheduler.config.get("base_image_seq_len", 256),
+            scheduler.config.get("max_image_seq_len", 4096),
+            scheduler.config.get("base_shift", 0.5),
+            scheduler.config.get("max_shift", 1.15),
+        )
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        timesteps, _ = retrieve_timesteps(scheduler, steps, self.device, sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        return timesteps
+
+    def predict(
+        self,
+        model: torch.nn.Module,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: TextConditioning,
+        shape: VideoShape,
+        step_index: int,
+    ) -> torch.Tensor:
+        pipe = self.pipe
+        frames, height, width = self._latent_grid(shape)
+        spatial = pipe.vae_spatial_compression_ratio
+        return model(
+            hidden_states=latents.to(model.dtype),
+            encoder_hidden_states=cond.embeds.to(model.dtype),
+            timestep=timestep.reshape(-1).expand(latents.shape[0]),
+            encoder_attention_mask=cond.extras["attention_mask"],
+            num_frames=frames,
+            height=height,
+            width=width,
+            rope_interpolation_scale=(pipe.vae_temporal_compression_ratio / self.frame_rate, spatial, spatial),
+            return_dict=False,
+        )[0].float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        pipe = self.pipe
+        vae = pipe.vae
+        batch = latents.shape[0]
+        frames, height, width = self._latent_grid(shape)
+        latents = pipe._unpack_latents(
+            latents, frames, height, width, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        )
+        latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        latents = latents.to(pipe.text_encoder.dtype)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            # Drawn even when the scale is 0, as the pipeline does: it advances each sample's generator.
+            noise = randn_tensor(latents.shape, generator=generators, device=latents.device, dtype=latents.dtype)
+            noise_scale = self.decode_timestep if self.decode_noise_scale is None else self.decode_noise_scale
+            timestep = torch.tensor([self.decode_timestep] * batch, device=latents.device, dtype=latents.dtype)
+            scale = torch.tensor([noise_scale] * batch, device=latents.device, dtype=latents.dtype)
+            scale = scale[:, None, None, None, None]
+            latents = (1 - scale) * latents + scale * noise
+        video = vae.decode(latents.to(vae.dtype), timestep, return_dict=False)[0]
+        frames_out = pipe.video_processor.postprocess_video(video, output_type="pt")
+        return frames_out.permute(0, 1, 3, 4, 2).float()
+
+
+def build_tiny_pipeline():
+    """A ~1 MB LTXPipeline: 2 blocks, 8 latent channels, a 16x spatial / 4x temporal VAE whose
+    decoder is timestep-conditioned (as in LTX 0.9.1+), and LTX-Video's own scheduler config."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+
+    from guidance.families.tiny import tiny_t5_encoder, tiny_t5_tokenizer
+
+    tokenizer = tiny_t5_tokenizer()
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8,
+        block_out_channels=(8, 8, 16),
+        decoder_block_out_channels=(8, 8, 8),
+        layers_per_block=(1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, False),
+        decoder_inject_noise=(False, False, False, False),
+        upsample_residual=(False, False, False),
+        upsample_factor=(1, 1, 1),
+        timestep_conditioning=True,
+        patch_size=4,
+    )
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        num_layers=2, caption_channels=32,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05, shift=1.0,
+        shift_terminal=0.1, use_dynamic_shifting=True,
+    )
+    return LTXPipeline(
+        scheduler=scheduler,
+        vae=vae.eval(),
+        text_encoder=tiny_t5_encoder(len(tokenizer)),
+        tokenizer=tokenizer,
+        transformer=transformer.eval(),
+    )
