@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+
+from guidance.families.base import VideoShape
+from guidance.nrg import GuidanceSpec
+from guidance.reward_model import CONFIG_NAME, LatentRewardModel, init_reward_model, load_reward_model
+from guidance.sampler import SampleSpec, sample
+
+SHAPE = VideoShape(height=32, width=32, frames=9)
+OBJECTIVES = ("vq", "mq", "ta")
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_family):
+    return tiny_family("wan")
+
+
+@pytest.fixture(scope="module")
+def reward(wan):
+    return init_reward_model(wan, OBJECTIVES, num_blocks=1, seed=0)
+
+
+def _inputs(wan, batch=2):
+    cond, _ = wan.encode_prompts(["a red circle moving left", "a blue square"][:batch], None)
+    latents = wan.prepare_latents(SHAPE, [torch.Generator().manual_seed(i) for i in range(batch)])
+    return latents, cond
+
+
+def test_scores_every_objective_and_depends_on_t(wan, reward):
+    latents, cond = _inputs(wan)
+    early = reward(latents, torch.full((2,), 0.9), cond, SHAPE)
+    late = reward(latents, torch.full((2,), 0.1), cond, SHAPE)
+    assert early.shape == (2, len(OBJECTIVES))
+    assert not torch.allclose(early, late)
+
+
+def test_trunk_is_copied_from_the_pipeline_transformer(wan, reward):
+    assert len(reward.trunk.blocks) == 1
+    source = wan.transformer.state_dict()
+    for name, tensor in reward.trunk.state_dict().items():
+        assert torch.equal(tensor, source[name]), name
+
+
+def test_gradient_reaches_the_latents(wan, reward):
+    latents, cond = _inputs(wan)
+    x = latents.clone().requires_grad_(True)
+    reward(x, torch.full((2,), 0.5), cond, SHAPE)[:, 0].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_save_load_round_trip(wan, reward, tmp_path):
+    reward.save(tmp_path)
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert config["objectives"] == list(OBJECTIVES) and config["family"] == "wan" and config["num_blocks"] == 1
+    loaded = load_reward_model(tmp_path, wan)
+    latents, cond = _inputs(wan)
+    t = torch.tensor([0.3, 0.7])
+    assert torch.equal(loaded(latents, t, cond, SHAPE), reward(latents, t, cond, SHAPE))
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("family", "ltx", "built for the ltx family"), ("fingerprint", "0" * 16, "another wan transformer configuration"),
+     ("format_version", 99, "unsupported format_version")],
+)
+def test_loading_onto_a_mismatched_pipeline_is_a_clear_error(wan, reward, tmp_path, field, value, message):
+    reward.save(tmp_path)
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    config[field] = value
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        load_reward_model(tmp_path, wan)
+
+
+def test_missing_directory_is_a_clear_error(wan, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a reward model directory"):
+        load_reward_model(tmp_path, wan)
+
+
+@pytest.mark.parametrize(
+    ("objectives", "blocks", "message"),
+    [((), 1, "objectives"), (("vq", "vq"), 1, "objectives"), (("v q",), 1, "objectives"), (("vq",), 0, "blocks"),
+     (("vq",), 3, "blocks must be between 1 and 2")],
+)
+def test_bad_construction_arguments(wan, objectives, blocks, message):
+    with pytest.raises(ValueError, match=message):
+        LatentRewardModel(wan, objectives, blocks)
+
+
+def test_guides_the_sampler(wan, reward):
+    reward.requires_grad_(False)
+    spec = SampleSpec("a red circle moving left", seed=2)
+    plain = sample(wan, [spec], SHAPE, 4, reward)
+    guided = sample(wan, [SampleSpec(spec.prompt, seed=2, guidance=GuidanceSpec({"vq": 1.0}, strength=50.0))],
+                    SHAPE, 4, reward)
+    assert guided.guided_steps == [3] and guided.skipped_steps == [0]
+    assert torch.isfinite(guided.latents).all()
+    assert not torch.equal(plain.latents, guided.latents)

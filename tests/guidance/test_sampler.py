@@ -1,0 +1,155 @@
+"""Flow-NRG behaviour of the shared sampler, on the tiny Wan pipeline with analytic rewards."""
+
+import math
+
+import pytest
+import torch
+
+from guidance.families.base import VideoShape
+from guidance.nrg import GuidanceSpec
+from guidance.rewards import CallableReward
+from guidance.sampler import SampleSpec, sample
+
+SHAPE = VideoShape(height=32, width=32, frames=9)
+STEPS = 6
+PROMPT = "a green square moving right"
+
+
+def _halves(latents, t, prompt_embeds):
+    """Two known heads: the mean of the first and of the last 8 latent channels."""
+    flat = latents.float()
+    return torch.stack([flat[:, :8].mean(dim=(1, 2, 3, 4)), flat[:, 8:].mean(dim=(1, 2, 3, 4))], dim=1)
+
+
+REWARD = CallableReward(_halves, ["a", "b"])
+
+
+def _run(family, guidance=None, reward=REWARD, seed=3, **kwargs):
+    return sample(family, [SampleSpec(PROMPT, seed=seed, cfg_scale=3.0, guidance=guidance)], SHAPE, STEPS, reward,
+                  **kwargs)
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_family):
+    return tiny_family("wan")
+
+
+def test_guidance_raises_reward_monotonically_with_strength(wan):
+    finals = [
+        _run(wan, GuidanceSpec({"a": 1.0}, strength=s)).rewards[0, 0].item() for s in (0.0, 20.0, 60.0, 150.0)
+    ]
+    assert all(lo < hi for lo, hi in zip(finals, finals[1:])), finals
+
+
+def test_raising_one_weight_raises_that_objective_more(wan):
+    base = _run(wan).rewards[0]
+    more_a = _run(wan, GuidanceSpec({"a": 1.0, "b": 0.2}, strength=80.0)).rewards[0] - base
+    more_b = _run(wan, GuidanceSpec({"a": 0.2, "b": 1.0}, strength=80.0)).rewards[0] - base
+    assert more_a[0] > more_a[1] > 0
+    assert more_b[1] > more_b[0] > 0
+
+
+@pytest.mark.parametrize(
+    "guidance", [GuidanceSpec({"a": 0.0, "b": 0.0}, strength=100.0), GuidanceSpec({"a": 1.0}, strength=0.0), None]
+)
+def test_inactive_guidance_is_unguided_bit_for_bit(wan, guidance):
+    unguided = _run(wan, reward=None).frames
+    assert torch.equal(_run(wan, guidance).frames, unguided)
+
+
+def test_guidance_changes_the_output(wan):
+    # The bit-for-bit check above must be able to fail: real guidance moves the frames.
+    unguided = _run(wan, reward=None).frames
+    assert not torch.equal(_run(wan, GuidanceSpec({"a": 1.0}, strength=50.0)).frames, unguided)
+
+
+def test_window_limits_the_guided_steps(wan):
+    full = _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0))
+    late = _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0, window=(0.0, 0.5)))
+    # Step 0 is at t = 1, where the paper skips guidance.
+    assert full.guided_steps == [STEPS - 1]
+    assert 0 < late.guided_steps[0] < STEPS - 1
+
+
+def test_non_finite_gradient_skips_only_that_sample(wan):
+    def poisoned(latents, t, prompt_embeds):
+        scale = torch.ones(latents.shape[0], device=latents.device)
+        scale[0] = float("nan")
+        return (latents.float().mean(dim=(1, 2, 3, 4)) * scale)[:, None]
+
+    reward = CallableReward(poisoned, ["a"])
+    spec = GuidanceSpec({"a": 1.0}, strength=50.0)
+    specs = [SampleSpec(PROMPT, seed=1, cfg_scale=3.0, guidance=spec), SampleSpec(PROMPT, seed=2, guidance=spec)]
+    result = sample(wan, specs, SHAPE, STEPS, reward)
+    assert result.skipped_steps == [STEPS - 1, 0]
+    assert result.guided_steps == [0, STEPS - 1]
+    assert torch.isfinite(result.latents).all()
+    unguided = sample(wan, [SampleSpec(s.prompt, seed=s.seed, cfg_scale=s.cfg_scale) for s in specs], SHAPE, STEPS)
+    assert torch.equal(result.frames[0], unguided.frames[0])
+    assert not torch.equal(result.frames[1], unguided.frames[1])
+
+
+def test_guided_sample_is_batch_invariant(wan):
+    specs = [
+        SampleSpec(PROMPT, seed=5, cfg_scale=4.0, guidance=GuidanceSpec({"a": 1.0}, strength=40.0)),
+        SampleSpec("a red circle moving up", seed=6, cfg_scale=1.0, guidance=GuidanceSpec({"b": 2.0}, strength=5.0)),
+        SampleSpec("a blue triangle", seed=7, cfg_scale=2.0),
+    ]
+    together = sample(wan, specs, SHAPE, STEPS, REWARD).frames
+    for i, spec in enumerate(specs):
+        alone = sample(wan, [spec], SHAPE, STEPS, REWARD).frames[0]
+        assert (together[i] - alone).abs().max().item() <= 1e-4
+
+
+def test_unit_mode_ignores_gradient_scale_but_sum_mode_does_not(wan):
+    def scaled(factor):
+        return CallableReward(lambda x, t, e: _halves(x, t, e) * torch.tensor([factor, 1.0]), ["a", "b"])
+
+    spec_unit = GuidanceSpec({"a": 1.0, "b": 1.0}, strength=1.0, mode="unit")
+    unit_small = _run(wan, spec_unit, reward=scaled(1.0)).latents
+    unit_large = _run(wan, spec_unit, reward=scaled(1000.0)).latents
+    assert (unit_small - unit_large).abs().max().item() < 1e-5
+    spec_sum = GuidanceSpec({"a": 1.0, "b": 1.0}, strength=1.0, mode="sum")
+    assert (_run(wan, spec_sum, reward=scaled(1.0)).latents - _run(wan, spec_sum, reward=scaled(1000.0)).latents
+            ).abs().max().item() > 1e-2
+
+
+def test_step_events_report_progress_and_rewards(wan):
+    events = []
+    _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0), on_step=events.append)
+    assert [e.step for e in events] == list(range(1, STEPS + 1))
+    assert events[0].t == pytest.approx(1.0) and events[0].rewards is None
+    assert all(e.rewards is not None and e.rewards.shape == (1, 2) for e in events[1:])
+    assert all(a.t > b.t for a, b in zip(events, events[1:]))
+
+
+@pytest.mark.parametrize(
+    ("guidance", "message"),
+    [
+        (GuidanceSpec({"zz": 1.0}), "unknown objective 'zz'"),
+        (GuidanceSpec({"a": math.nan}), "weights.a must be a finite number"),
+        (GuidanceSpec({"a": math.inf}), "weights.a must be a finite number"),
+        (GuidanceSpec({"a": 1.0}, strength=-1.0), "strength must be a finite number >= 0"),
+        (GuidanceSpec({"a": 1.0}, strength=math.nan), "strength must be a finite number >= 0"),
+        (GuidanceSpec({"a": 1.0}, window=(0.6, 0.2)), "window must satisfy"),
+        (GuidanceSpec({"a": 1.0}, window=(0.0, 1.5)), "window must satisfy"),
+        (GuidanceSpec({"a": 1.0}, mode="max"), "mode must be one of"),
+    ],
+)
+def test_bad_guidance_is_a_clear_error(wan, guidance, message):
+    with pytest.raises(ValueError, match=message):
+        _run(wan, guidance)
+
+
+def test_other_bad_inputs_are_clear_errors(wan):
+    with pytest.raises(ValueError, match="no reward model"):
+        _run(wan, GuidanceSpec({"a": 1.0}), reward=None)
+    with pytest.raises(ValueError, match="cfg_scale"):
+        sample(wan, [SampleSpec(PROMPT, cfg_scale=-1.0)], SHAPE, STEPS)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        sample(wan, [SampleSpec(PROMPT)], SHAPE, 0)
+    with pytest.raises(ValueError, match="combination mode"):
+        sample(wan, [SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="sum")),
+                     SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="unit"))], SHAPE, STEPS, REWARD)
+    with pytest.raises(ValueError, match="returned shape"):
+        _run(wan, GuidanceSpec({"a": 1.0}), reward=CallableReward(lambda x, t, e: x.mean()[None], ["a", "b"]))

@@ -1,0 +1,100 @@
+"""The ``nrg`` command line, run in-process."""
+
+import numpy as np
+import pytest
+
+from guidance.video_io import count_video_frames
+from server.cli import main
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reward")
+    assert main(["init-reward", "--model", str(tiny_dir("wan")), "--objectives", "vq,mq,ta", "--blocks", "1",
+                 str(out)]) == 0
+    return out
+
+
+def _generate(model, out, *extra):
+    return main(["generate", "--model", str(model), "--prompt", "a red circle moving left", "--frames", "9",
+                 "--size", "32x32", "--steps", "3", "--quiet", "--out", str(out), *extra])
+
+
+def test_make_tiny_writes_a_small_pipeline(tmp_path):
+    assert main(["make-tiny", "--family", "wan", str(tmp_path / "p")]) == 0
+    size = sum(f.stat().st_size for f in (tmp_path / "p").rglob("*") if f.is_file())
+    assert (tmp_path / "p" / "model_index.json").is_file() and size < 2_000_000
+
+
+def test_generate_mp4_is_a_playable_video_with_the_right_frame_count(tiny_dir, tmp_path, capsys):
+    assert _generate(tiny_dir("wan"), tmp_path / "v.mp4") == 0
+    assert count_video_frames(tmp_path / "v.mp4") == 9
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_generate_npy_is_float_frames_in_unit_range(tiny_dir, tmp_path):
+    assert _generate(tiny_dir("wan"), tmp_path / "v.npy", "--seed", "4") == 0
+    frames = np.load(tmp_path / "v.npy")
+    assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.float32
+    assert 0.0 <= frames.min() and frames.max() <= 1.0
+
+
+def test_generate_with_reward_guidance_prints_rewards(tiny_dir, reward_dir, tmp_path, capsys):
+    assert _generate(tiny_dir("wan"), tmp_path / "g.npy", "--reward", str(reward_dir), "--weights", "vq=1,ta=0.5",
+                     "--strength", "20", "--window", "0,0.9") == 0
+    out = capsys.readouterr().out
+    assert "final-latent rewards: vq=" in out and "mq=" in out and "ta=" in out
+    assert "guided steps: 2" in out
+
+
+def test_generate_without_model_uses_the_embedded_default(tmp_path):
+    assert main(["generate", "--prompt", "a blue square", "--steps", "2", "--quiet", "--out",
+                 str(tmp_path / "d.npy")]) == 0
+    assert np.load(tmp_path / "d.npy").shape == (17, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--weights", "zz=1"], "unknown objective 'zz'"),
+        (["--weights", "vq=nan"], "weights.vq must be a finite number"),
+        (["--weights", "vq=1", "--strength", "-3"], "strength must be a finite number >= 0"),
+        (["--weights", "vq=1", "--window", "0.9,0.1"], "window must satisfy"),
+    ],
+)
+def test_bad_guidance_flags_exit_2_with_a_message(tiny_dir, reward_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _generate(tiny_dir("wan"), tmp_path / "x.npy", "--reward", str(reward_dir), *extra)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--weights", "vq=1"], "need --reward"),
+        (["--size", "32by32"], "size must be WIDTHxHEIGHT"),
+        (["--frames", "8"], "frames must be 4*k + 1"),
+        (["--size", "30x32"], "width must be a positive multiple of 16"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(tiny_dir, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--model", str(tiny_dir("wan")), "--prompt", "p", "--steps", "2", "--quiet",
+              "--out", str(tmp_path / "x.npy"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unsupported_model_directory_names_the_supported_families(tmp_path, capsys):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(tmp_path), "--prompt", "p", "--out", str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err
+    assert "unsupported pipeline class 'StableDiffusionPipeline'" in err and "wan (WanPipeline)" in err
+
+
+def test_bad_output_suffix(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--prompt", "p", "--out", str(tmp_path / "x.gif")])
+    assert "--out must end in .mp4 or .npy" in capsys.readouterr().err
