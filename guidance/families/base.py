@@ -62,7 +62,8 @@ class PipelineFamily(ABC):
 
     name: ClassVar[str]
     pipeline_class: ClassVar[str]
-    prediction: ClassVar[Prediction]
+    #: A class default; an adapter may set it per instance (CogVideoX reads its scheduler config).
+    prediction: Prediction
     #: Names of the transformer's ``nn.ModuleList`` s of blocks, in execution order. A reward-model
     #: trunk keeps the first N blocks of the first list and none of the others.
     block_lists: ClassVar[tuple[str, ...]]
@@ -147,7 +148,8 @@ class PipelineFamily(ABC):
         abar = float(self.pipe.scheduler.alphas_cumprod[int(timestep)])
         if self.prediction == "eps":
             return (1.0 - abar) ** 0.5
-        return ((1.0 - abar) / abar) ** 0.5
+        # Zero-terminal-SNR schedules (CogVideoX) reach abar = 0 exactly at the first timestep.
+        return float("inf") if abar <= 0.0 else ((1.0 - abar) / abar) ** 0.5
 
     def euler_dt(self, step_index: int) -> float | None:
         """The step size when the scheduler is a plain flow Euler step (so the fused kernel can take

@@ -1,0 +1,216 @@
+"""CogVideoX 1.0 / 1.5 text-to-video (``CogVideoXPipeline``): diffusion, v- (or eps-) prediction.
+
+Unlike the flow families, CogVideoX steps with its own DDIM or DPM-Solver++ scheduler, so the sampler
+hands every step to :meth:`CogVideoXFamily.scheduler_step`. Latents are [B, F, C, H, W] (frames
+before channels). The pipeline's ``use_dynamic_cfg`` (a cosine ramp of the CFG scale over the
+schedule, off by default) is not reproduced: samples use their constant per-request scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import CogVideoXDPMScheduler
+
+from guidance.families.base import PipelineFamily, Prediction, TextConditioning, VideoShape
+
+#: ``CogVideoXPipeline.__call__``'s default; prompts are padded to it (and models with sin-cos
+#: position embeddings need exactly ``max_text_seq_length`` = 226 text tokens).
+MAX_SEQUENCE_LENGTH = 226
+
+#: Scheduler ``prediction_type`` -> the parameterisation ``guidance_ratio`` works in.
+_PREDICTIONS: dict[str, Prediction] = {"v_prediction": "v", "epsilon": "eps"}
+
+
+class CogVideoXFamily(PipelineFamily):
+    name = "cogvideox"
+    pipeline_class = "CogVideoXPipeline"
+    prediction = "v"
+    block_lists = ("transformer_blocks",)
+    default_shape = VideoShape(height=480, width=720, frames=49)
+    default_steps = 50
+    default_cfg = 6.0
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(pipe)
+        prediction_type = pipe.scheduler.config.prediction_type
+        if prediction_type not in _PREDICTIONS:
+            raise ValueError(
+                f"unsupported CogVideoX scheduler prediction_type {prediction_type!r}; "
+                f"supported: {', '.join(_PREDICTIONS)}"
+            )
+        # Every released CogVideoX is v-prediction, but the parameterisation is the scheduler's
+        # setting, so it is read per pipeline rather than assumed.
+        self.prediction = _PREDICTIONS[prediction_type]
+        # DPM-Solver++ is a two-step method: each step needs the previous step's x0 prediction and
+        # timestep. The pipeline keeps them as loop locals; the adapter keeps them between calls.
+        self._timesteps: torch.Tensor | None = None
+        self._old_pred_original_sample: torch.Tensor | None = None
+        self._rotary_key: tuple[int, int, int, torch.device] | None = None
+        self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _latent_frames(self, shape: VideoShape) -> tuple[int, int]:
+        """(latent frames, leading padding frames). CogVideoX 1.5 patches ``patch_size_t`` latent frames
+        together, so the pipeline pads the latent video at the front and drops the padding before
+        decoding: the output keeps the requested length, and the noise is drawn for the padded one."""
+        frames = (shape.frames - 1) // self.pipe.vae_scale_factor_temporal + 1
+        patch_t = self.transformer.config.patch_size_t
+        padding = 0 if patch_t is None else -frames % patch_t
+        return frames + padding, padding
+
+    def check_shape(self, shape: VideoShape) -> None:
+        pipe = self.pipe
+        config = self.transformer.config
+        temporal = pipe.vae_scale_factor_temporal
+        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
+            raise ValueError(f"frames must be {temporal}*k + 1 for this CogVideoX model; got {shape.frames}")
+        multiple = pipe.vae_scale_factor_spatial * config.patch_size
+        for name, value, sample in (
+            ("height", shape.height, config.sample_height),
+            ("width", shape.width, config.sample_width),
+        ):
+            if value <= 0 or value % multiple != 0:
+                raise ValueError(
+                    f"{name} must be a positive multiple of {multiple} for this CogVideoX model; got {value}"
+                )
+            native = sample * pipe.vae_scale_factor_spatial
+            if config.use_learned_positional_embeddings and value != native:
+                raise ValueError(f"{name} must be {native} (learned position embeddings); got {value}")
+            if config.use_rotary_positional_embeddings and config.patch_size_t is not None and value > native:
+                # 1.5 slices its rotary grid out of a fixed sample_height x sample_width one.
+                raise ValueError(f"{name} must be at most {native} for this CogVideoX model; got {value}")
+
+    def encode_prompts(
+        self, prompts: list[str], negative_prompts: list[str] | None
+    ) -> tuple[TextConditioning, TextConditioning | None]:
+        cond, uncond = self.pipe.encode_prompt(
+            prompt=prompts,
+            negative_prompt=negative_prompts,
+            do_classifier_free_guidance=negative_prompts is not None,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            device=self.device,
+        )
+        return TextConditioning(cond), None if uncond is None else TextConditioning(uncond)
+
+    def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        """Noise in the text encoder's dtype, as the pipeline draws it (``prompt_embeds.dtype``)."""
+        padding = self._latent_frames(shape)[1]
+        return self.pipe.prepare_latents(
+            len(generators),
+            self.transformer.config.in_channels,
+            shape.frames + padding * self.pipe.vae_scale_factor_temporal,
+            shape.height,
+            shape.width,
+            self.pipe.text_encoder.dtype,
+            self.device,
+            generators,
+        )
+
+    def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
+        self.pipe.scheduler.set_timesteps(steps, device=self.device)
+        self._timesteps = self.pipe.scheduler.timesteps
+        self._old_pred_original_sample = None
+        return self._timesteps
+
+    def _rotary_embeddings(self, shape: VideoShape) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The pipeline's rotary embeddings for this shape, computed once per shape."""
+        if not self.transformer.config.use_rotary_positional_embeddings:
+            return None
+        frames = self._latent_frames(shape)[0]
+        key = (shape.height, shape.width, frames, self.device)
+        if key != self._rotary_key:
+            self._rotary = self.pipe._prepare_rotary_positional_embeddings(
+                shape.height, shape.width, frames, self.device
+            )
+            self._rotary_key = key
+        return self._rotary
+
+    def predict(
+        self,
+        model: torch.nn.Module,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: TextConditioning,
+        shape: VideoShape,
+        step_index: int,
+    ) -> torch.Tensor:
+        """The prediction in float32, as the pipeline upcasts it before CFG and the scheduler step."""
+        batch = latents.shape[0]
+        model_input = self.pipe.scheduler.scale_model_input(latents, timestep)
+        return model(
+            hidden_states=model_input.to(model.dtype),
+            encoder_hidden_states=cond.embeds.to(model.dtype),
+            timestep=timestep.reshape(-1).expand(batch),
+            image_rotary_emb=self._rotary_embeddings(shape),
+            return_dict=False,
+        )[0].float()
+
+    def scheduler_step(
+        self,
+        pred: torch.Tensor,
+        timestep: torch.Tensor,
+        latents: torch.Tensor,
+        step_index: int,
+        generators: list[torch.Generator],
+    ) -> torch.Tensor:
+        """The pipeline's step; per-sample generators keep DPM-Solver++'s noise batch invariant."""
+        scheduler = self.pipe.scheduler
+        extra = self.pipe.prepare_extra_step_kwargs(generators, 0.0)
+        if isinstance(scheduler, CogVideoXDPMScheduler):
+            previous = self._timesteps[step_index - 1] if step_index > 0 else None
+            latents_next, self._old_pred_original_sample = scheduler.step(
+                pred, self._old_pred_original_sample, timestep, previous, latents, **extra, return_dict=False
+            )
+        else:
+            latents_next = scheduler.step(pred, timestep, latents, **extra, return_dict=False)[0]
+        return latents_next.to(latents.dtype)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        padding = self._latent_frames(shape)[1]
+        video = self.pipe.decode_latents(latents[:, padding:].to(self.pipe.vae.dtype))
+        return torch.from_numpy(self.pipe.video_processor.postprocess_video(video=video, output_type="np"))
+
+
+def build_tiny_pipeline():
+    """A tiny CogVideoXPipeline (CogVideoX-5b layout: rotary positions, v-prediction DDIM with the
+    released zero-terminal-SNR schedule; 8x spatial / 4x temporal VAE, 16 latent channels)."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    from guidance.families.tiny import tiny_t5_encoder, tiny_t5_tokenizer
+
+    tokenizer = tiny_t5_tokenizer()
+    vae = AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+        sample_height=32,
+        sample_width=32,
+    )
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16, time_embed_dim=32,
+        text_embed_dim=32, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=MAX_SEQUENCE_LENGTH,
+        use_rotary_positional_embeddings=True,
+    )
+    scheduler = CogVideoXDDIMScheduler(
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+        clip_sample=False, snr_shift_scale=1.0,
+    )
+    return CogVideoXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_t5_encoder(len(tokenizer)),
+        vae=vae.eval(),
+        transformer=transformer.eval(),
+        scheduler=scheduler,
+    )
