@@ -43,7 +43,7 @@ def v15_family(tiny_family):
 def test_unguided_sampler_matches_cogvideox_pipeline(tiny_family, cfg_scale):
     family = tiny_family("cogvideox")
     assert family.prediction == "v"
-    assert_matches_pipeline(family, SHAPE, steps=4, cfg_scale=cfg_scale, pipeline_kwargs={"guidance_scale": cfg_scale})
+    assert_matches_pipeline(family, SHAPE, steps=4, cfg_scale=cfg_scale)
 
 
 def test_cogvideox_batch_invariance(tiny_family):
@@ -52,7 +52,7 @@ def test_cogvideox_batch_invariance(tiny_family):
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 4.0])
 def test_unguided_sampler_matches_cogvideox_pipeline_with_dpm(dpm_family, cfg_scale):
-    assert_matches_pipeline(dpm_family, SHAPE, steps=4, cfg_scale=cfg_scale, pipeline_kwargs={"guidance_scale": cfg_scale})
+    assert_matches_pipeline(dpm_family, SHAPE, steps=4, cfg_scale=cfg_scale)
 
 
 def test_cogvideox_dpm_batch_invariance(dpm_family):
@@ -60,7 +60,7 @@ def test_cogvideox_dpm_batch_invariance(dpm_family):
 
 
 def test_cogvideox_15_frame_padding_matches_pipeline(v15_family):
-    assert_matches_pipeline(v15_family, SHAPE, steps=3, cfg_scale=4.0, pipeline_kwargs={"guidance_scale": 4.0})
+    assert_matches_pipeline(v15_family, SHAPE, steps=3, cfg_scale=4.0)
 
 
 def test_cogvideox_guidance_ratio_is_v_prediction(tiny_family):
