@@ -15,7 +15,7 @@ padded to a fixed length, and every per-sample number is a tensor indexed by sam
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -47,15 +47,19 @@ class StepEvent:
     t: float
     rewards: torch.Tensor | None
     skipped: torch.Tensor | None
+    #: Positions in the caller's ``specs`` of the rows of ``rewards`` / ``skipped``.
+    ids: list[int]
 
 
 @dataclass
 class SampleResult:
-    frames: torch.Tensor | None  # float32 [B, F, H, W, 3] in [0, 1]; None when decode=False
+    frames: torch.Tensor | None  # float32 [B, F, H, W, 3] in [0, 1]; None when decode=False or all cancelled
     latents: torch.Tensor
     #: Reward of the final latents (t = 0), [B, K], when a reward was given.
     rewards: torch.Tensor | None
     objectives: tuple[str, ...]
+    #: Positions in the caller's ``specs`` of the returned rows (all of them unless some were cancelled).
+    ids: list[int]
     #: Steps per sample where guidance was wanted but skipped for a non-finite gradient.
     skipped_steps: list[int]
     guided_steps: list[int]
@@ -87,6 +91,69 @@ def _check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> 
     return modes.pop() if modes else "sum"
 
 
+@dataclass
+class _Batch:
+    """Per-sample state of a running batch, kept in step so samples can leave it mid-run."""
+
+    ids: list[int]  # positions in the caller's ``specs``
+    latents: torch.Tensor
+    cond: TextConditioning
+    uncond: TextConditioning | None  # rows for ``cfg_rows`` only
+    cfg_rows: list[int]  # local rows that run an unconditional pass
+    cfg: torch.Tensor  # [B]; 1.0 for samples without CFG
+    weights: torch.Tensor  # [B, K]
+    guidance: list[GuidanceSpec | None]
+    generators: list[torch.Generator]
+    skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
+    guided: torch.Tensor  # [B] steps actually guided
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every sample whose local row is not in ``rows`` (order preserved)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.latents.device)
+        kept = set(rows)
+        if self.uncond is not None:
+            self.uncond = self.uncond.select([j for j, row in enumerate(self.cfg_rows) if row in kept])
+            self.cfg_rows = [rows.index(row) for row in self.cfg_rows if row in kept]
+            if not self.cfg_rows:
+                self.uncond = None
+        self.ids = [self.ids[row] for row in rows]
+        self.guidance = [self.guidance[row] for row in rows]
+        self.generators = [self.generators[row] for row in rows]
+        self.cond = self.cond.select(rows)
+        for name in ("latents", "cfg", "weights", "skipped", "guided"):
+            setattr(self, name, getattr(self, name)[index])
+
+
+def _start_batch(
+    family: PipelineFamily, specs: Sequence[SampleSpec], shape: VideoShape, objectives: Sequence[str]
+) -> _Batch:
+    device = family.device
+    cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
+    cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
+    negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
+    cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
+    if uncond is not None and len(cfg_rows) < len(specs):
+        uncond = uncond.select(cfg_rows)
+    generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
+    guidance = [s.guidance for s in specs]
+    zeros = [0.0] * len(objectives)
+    return _Batch(
+        ids=list(range(len(specs))),
+        latents=family.prepare_latents(shape, generators),
+        cond=cond,
+        uncond=uncond,
+        cfg_rows=cfg_rows,
+        # A sample outside the CFG set gets uncond := cond and scale 1: exactly its cond prediction.
+        cfg=torch.tensor([c if i in cfg_rows else 1.0 for i, c in enumerate(cfg_scales)], device=device),
+        weights=torch.tensor([g.weight_vector(objectives) if g else zeros for g in guidance],
+                             dtype=torch.float32, device=device).reshape(len(specs), len(objectives)),
+        guidance=guidance,
+        generators=generators,
+        skipped=torch.zeros(len(specs), dtype=torch.long, device=device),
+        guided=torch.zeros(len(specs), dtype=torch.long, device=device),
+    )
+
+
 @torch.no_grad()
 def sample(
     family: PipelineFamily,
@@ -97,65 +164,64 @@ def sample(
     *,
     max_ratio: float = DEFAULT_MAX_RATIO,
     on_step: Callable[[StepEvent], None] | None = None,
+    cancelled: Callable[[], Collection[int]] | None = None,
     progress: bool = False,
     decode: bool = True,
 ) -> SampleResult:
-    """Generate one batch. With no active guidance this reproduces the family's pipeline call."""
+    """Generate one batch. With no active guidance this reproduces the family's pipeline call.
+
+    ``cancelled`` is polled before every step and returns positions in ``specs`` to stop. A stopped
+    sample leaves the batch at once when the scheduler is a plain Euler step (no per-sample state);
+    with a multistep scheduler it rides along to the end (its history is batched) and is dropped
+    then. The others are undisturbed either way; ``SampleResult.ids`` lists the samples returned.
+    """
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
     family.check_shape(shape)
     mode = _check_specs(specs, reward)
     device = family.device
-    batch = len(specs)
     objectives = reward.objectives if reward is not None else ()
     timings = {"encode_s": 0.0, "denoise_s": 0.0, "guidance_s": 0.0, "decode_s": 0.0}
 
-    cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
-    cfg_index = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
     start = time.perf_counter()
-    negatives = [s.negative_prompt or "" for s in specs] if cfg_index else None
-    cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
-    if uncond is not None and len(cfg_index) < batch:
-        uncond = uncond.select(cfg_index)
+    state = _start_batch(family, specs, shape, objectives)
     _sync(device)
     timings["encode_s"] = time.perf_counter() - start
-
-    generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
-    latents = family.prepare_latents(shape, generators)
     timesteps = family.set_timesteps(steps, shape)
-    # A sample outside the CFG set gets uncond := cond and scale 1, i.e. exactly its cond prediction.
-    cfg = torch.tensor([c if i in cfg_index else 1.0 for i, c in enumerate(cfg_scales)], device=device)
-    guidance = [s.guidance for s in specs]
-    weights = torch.tensor(
-        [g.weight_vector(objectives) if g is not None else [0.0] * len(objectives) for g in guidance],
-        dtype=torch.float32, device=device,
-    ).reshape(batch, len(objectives))
-    unit_weights = torch.ones(batch, 1, device=device)
-    skipped = torch.zeros(batch, dtype=torch.long, device=device)
-    guided = torch.zeros(batch, dtype=torch.long, device=device)
+    stopped: set[int] = set()
     no_grads: torch.Tensor | None = None
 
     for i, timestep in enumerate(tqdm(timesteps, disable=not progress, desc="denoise", unit="step")):
+        if cancelled is not None:
+            stopped |= set(cancelled())
+            if stopped & set(state.ids) and family.euler_dt(i) is not None:
+                state.keep([row for row, sid in enumerate(state.ids) if sid not in stopped])
+                no_grads = None
+            if not state.ids or stopped >= set(state.ids):
+                break
+        batch = len(state.ids)
         start = time.perf_counter()
         model = family.denoiser(timestep)
-        pred_cond = family.predict(model, latents, timestep, cond, shape, i)
+        pred_cond = family.predict(model, state.latents, timestep, state.cond, shape, i)
         pred_uncond = None
-        if uncond is not None:
-            u = family.predict(model, latents[cfg_index], timestep, uncond, shape, i)
-            pred_uncond = u if len(cfg_index) == batch else pred_cond.clone().index_copy_(
-                0, torch.tensor(cfg_index, device=device), u
+        if state.uncond is not None:
+            rows = state.cfg_rows
+            u = family.predict(model, state.latents[rows], timestep, state.uncond, shape, i)
+            pred_uncond = u if len(rows) == batch else pred_cond.clone().index_copy_(
+                0, torch.tensor(rows, device=device), u
             )
         _sync(device)
         timings["denoise_s"] += time.perf_counter() - start
 
         start = time.perf_counter()
         level = family.noise_level(i, timestep)
-        coef_list = guidance_coefficients(guidance, level, family.guidance_ratio(i, timestep), max_ratio)
+        coef_list = guidance_coefficients(state.guidance, level, family.guidance_ratio(i, timestep), max_ratio)
+        unit_weights = torch.ones(batch, 1, device=device)
         scores = None
         if reward is not None and any(c != 0 for c in coef_list):
             t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
-            scores, grads = reward_and_gradients(reward, latents, t_vec, cond, shape, weights, mode)
-            step_weights = weights if mode == "unit" else unit_weights
+            scores, grads = reward_and_gradients(reward, state.latents, t_vec, state.cond, shape, state.weights, mode)
+            step_weights = state.weights if mode == "unit" else unit_weights
         else:
             if no_grads is None:
                 no_grads = torch.zeros_like(pred_cond).unsqueeze(1)
@@ -164,35 +230,43 @@ def sample(
         dt = family.euler_dt(i)
         out, stats = guided_step(
             pred_cond, grads, step_weights, coef,
-            pred_uncond=pred_uncond, cfg_scale=cfg if pred_uncond is not None else None,
-            x=latents if dt is not None else None,
+            pred_uncond=pred_uncond, cfg_scale=state.cfg if pred_uncond is not None else None,
+            x=state.latents if dt is not None else None,
             dt=torch.full((batch,), dt, device=device) if dt is not None else None,
             mode=mode,
         )
-        latents = out if dt is not None else family.scheduler_step(out, timestep, latents, i, generators)
-        skipped += stats.skipped.long()
-        guided += ((coef != 0) & ~stats.skipped).long()
+        state.latents = out if dt is not None else family.scheduler_step(
+            out, timestep, state.latents, i, state.generators
+        )
+        state.skipped += stats.skipped.long()
+        state.guided += ((coef != 0) & ~stats.skipped).long()
         _sync(device)
         timings["guidance_s"] += time.perf_counter() - start
         if on_step is not None:
-            on_step(StepEvent(i + 1, len(timesteps), level, scores, stats.skipped))
+            on_step(StepEvent(i + 1, len(timesteps), level, scores, stats.skipped, list(state.ids)))
+
+    if stopped & set(state.ids):
+        state.keep([row for row, sid in enumerate(state.ids) if sid not in stopped])
+    if not state.ids:
+        return SampleResult(None, state.latents, None, tuple(objectives), [], [], [], timings)
 
     final_rewards = None
     if reward is not None:
-        final_rewards = reward(latents.float(), torch.zeros(batch, device=device), cond, shape).float()
-
+        t_zero = torch.zeros(len(state.ids), device=device)
+        final_rewards = reward(state.latents.float(), t_zero, state.cond, shape).float()
     frames = None
     if decode:
         start = time.perf_counter()
-        frames = family.decode(latents, shape, generators)
+        frames = family.decode(state.latents, shape, state.generators)
         _sync(device)
         timings["decode_s"] = time.perf_counter() - start
     return SampleResult(
         frames=frames,
-        latents=latents,
+        latents=state.latents,
         rewards=final_rewards,
         objectives=tuple(objectives),
-        skipped_steps=skipped.tolist(),
-        guided_steps=guided.tolist(),
+        ids=list(state.ids),
+        skipped_steps=state.skipped.tolist(),
+        guided_steps=state.guided.tolist(),
         timings=timings,
     )

@@ -153,3 +153,26 @@ def test_other_bad_inputs_are_clear_errors(wan):
                      SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="unit"))], SHAPE, STEPS, REWARD)
     with pytest.raises(ValueError, match="returned shape"):
         _run(wan, GuidanceSpec({"a": 1.0}), reward=CallableReward(lambda x, t, e: x.mean()[None], ["a", "b"]))
+
+
+def test_cancelled_sample_leaves_the_batch_without_disturbing_the_others(wan):
+    specs = [SampleSpec(PROMPT, seed=s, cfg_scale=c) for s, c in ((11, 3.0), (12, 4.0), (13, 1.0))]
+    seen = []
+
+    def cancelled():
+        seen.append(len(seen))
+        return {1} if len(seen) >= 3 else set()
+
+    events = []
+    result = sample(wan, specs, SHAPE, STEPS, cancelled=cancelled, on_step=events.append)
+    assert result.ids == [0, 2] and result.frames.shape[0] == 2
+    assert events[1].ids == [0, 1, 2] and events[2].ids == [0, 2]
+    for row, spec in zip(range(2), (specs[0], specs[2])):
+        alone = sample(wan, [spec], SHAPE, STEPS).frames[0]
+        assert (result.frames[row] - alone).abs().max().item() <= 1e-4
+
+
+def test_cancelling_every_sample_stops_early(wan):
+    events = []
+    result = sample(wan, [SampleSpec(PROMPT)], SHAPE, STEPS, cancelled=lambda: {0}, on_step=events.append)
+    assert result.ids == [] and result.frames is None and events == []
