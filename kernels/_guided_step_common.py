@@ -1,0 +1,159 @@
+"""What the guided-step backends share: the stats type and the argument checks.
+
+Both backends (the PyTorch reference and the Triton kernel) validate through :func:`prepare_inputs`, so
+a bad argument raises the same ``ValueError`` whichever backend runs, and both see the same flattened,
+contiguous ``[B, N]`` / ``[B, K, N]`` views (``N`` = elements per sample). Keeping this in its own module
+lets the dispatcher, the reference and the kernel import it without importing one another.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+MODES: tuple[str, ...] = ("sum", "unit")
+#: Storage dtypes of the big tensors; all arithmetic is float32 whichever is used.
+STORAGE_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class GuidedStepStats:
+    """Per-sample diagnostics of one guided step, on the input device (no host sync to build them).
+
+    ``grad_norms[b, k]`` is the float32 L2 norm of objective ``k``'s gradient for sample ``b``: ``inf`` or
+    ``nan`` when that gradient has a non-finite element, and also ``inf`` when a huge but finite gradient
+    overflows the float32 sum of squares. ``skipped[b]`` is True when sample ``b`` wanted guidance
+    (``coef[b] != 0``) but got none because a gradient with nonzero weight had a non-finite norm.
+    """
+
+    grad_norms: torch.Tensor
+    skipped: torch.Tensor
+
+
+@dataclass(frozen=True)
+class GuidedStepInputs:
+    """Validated arguments, flattened to ``[B, N]`` (``grads``: ``[B, K, N]``) and contiguous."""
+
+    pred_cond: torch.Tensor
+    grads: torch.Tensor
+    weights: torch.Tensor
+    coef: torch.Tensor
+    pred_uncond: torch.Tensor | None
+    cfg_scale: torch.Tensor | None
+    x: torch.Tensor | None
+    dt: torch.Tensor | None
+    mode: str
+    eps: float
+    out_shape: torch.Size
+    out_dtype: torch.dtype
+
+
+def _check_tensor(name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    return value
+
+
+def _check_big(
+    name: str, value: object, shape: tuple[int, ...], shape_text: str, device: torch.device
+) -> torch.Tensor:
+    """Check a latent-sized tensor: storage dtype, exact shape, device."""
+    t = _check_tensor(name, value)
+    if t.dtype not in STORAGE_DTYPES:
+        raise ValueError(f"{name} must be float32, float16 or bfloat16; got {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape_text} = {list(shape)}; got {list(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} must be on {device} like pred_cond; got {t.device}")
+    return t
+
+
+def _check_small(
+    name: str, value: object, shape: tuple[int, ...], shape_text: str, device: torch.device
+) -> torch.Tensor:
+    """Check a per-sample scalar tensor: float32 (it is read as float32 by the kernel), shape, device."""
+    t = _check_tensor(name, value)
+    if t.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32; got {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape_text} = {list(shape)}; got {list(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} must be on {device} like pred_cond; got {t.device}")
+    return t
+
+
+def prepare_inputs(
+    pred_cond: torch.Tensor,
+    grads: torch.Tensor,
+    weights: torch.Tensor,
+    coef: torch.Tensor,
+    *,
+    pred_uncond: torch.Tensor | None,
+    cfg_scale: torch.Tensor | None,
+    x: torch.Tensor | None,
+    dt: torch.Tensor | None,
+    mode: str,
+    eps: float,
+) -> GuidedStepInputs:
+    """Validate every argument (``ValueError`` naming it) and flatten the big ones.
+
+    Only shapes, dtypes and devices are inspected, never values, so this never synchronises with the
+    device. Non-contiguous inputs are copied to contiguous memory here: the kernel indexes samples as
+    flat rows, and a copy is what the reference would pay anyway.
+    """
+    pred_cond = _check_tensor("pred_cond", pred_cond)
+    if pred_cond.dim() < 1:
+        raise ValueError("pred_cond must have shape [B, *S]; got a 0-d tensor")
+    if pred_cond.dtype not in STORAGE_DTYPES:
+        raise ValueError(f"pred_cond must be float32, float16 or bfloat16; got {pred_cond.dtype}")
+    device = pred_cond.device
+    batch, spatial = pred_cond.shape[0], tuple(pred_cond.shape[1:])
+    grads = _check_tensor("grads", grads)
+    well_formed = grads.dim() == pred_cond.dim() + 1 and grads.shape[0] == batch and tuple(grads.shape[2:]) == spatial
+    if not well_formed or grads.shape[1] < 1:
+        raise ValueError(
+            f"grads must have shape [B, K, *S] = [{', '.join([str(batch), 'K', *map(str, spatial)])}] "
+            f"with K >= 1; got {list(grads.shape)}"
+        )
+    k = grads.shape[1]
+    _check_big("grads", grads, (batch, k, *spatial), "[B, K, *S]", device)
+    _check_small("weights", weights, (batch, k), "[B, K]", device)
+    _check_small("coef", coef, (batch,), "[B]", device)
+    if (pred_uncond is None) != (cfg_scale is None):
+        raise ValueError("pred_uncond and cfg_scale must be given together (CFG on) or both omitted (CFG off)")
+    if pred_uncond is not None:
+        _check_big("pred_uncond", pred_uncond, (batch, *spatial), "[B, *S]", device)
+        _check_small("cfg_scale", cfg_scale, (batch,), "[B]", device)
+    if (x is None) != (dt is None):
+        raise ValueError(
+            "x and dt must be given together (output = next latents) or both omitted (output = prediction)"
+        )
+    if x is not None:
+        _check_big("x", x, (batch, *spatial), "[B, *S]", device)
+        _check_small("dt", dt, (batch,), "[B]", device)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0; got {eps!r}")
+
+    numel = math.prod(spatial)
+
+    def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.contiguous().reshape(batch, numel)
+
+    return GuidedStepInputs(
+        pred_cond=flat(pred_cond),
+        grads=grads.contiguous().reshape(batch, k, numel),
+        weights=weights.contiguous(),
+        coef=coef.contiguous(),
+        pred_uncond=flat(pred_uncond),
+        cfg_scale=None if cfg_scale is None else cfg_scale.contiguous(),
+        x=flat(x),
+        dt=None if dt is None else dt.contiguous(),
+        mode=mode,
+        eps=float(eps),
+        out_shape=pred_cond.shape,
+        out_dtype=pred_cond.dtype if x is None else x.dtype,
+    )

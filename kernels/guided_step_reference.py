@@ -1,0 +1,57 @@
+"""PyTorch reference of the guided step: the test oracle for the Triton kernel and the CPU path.
+
+It is written as the equations of ``docs/kernels.md``, one tensor op per term, in float32, with the same
+order of operations as the kernel (so that on CPU the two agree to rounding of the norms). It loops over
+the K objectives (a handful) but never over samples: a heterogeneous batch is one sequence of ops.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._guided_step_common import GuidedStepStats, prepare_inputs
+
+
+def guided_step_reference(
+    pred_cond: torch.Tensor,
+    grads: torch.Tensor,
+    weights: torch.Tensor,
+    coef: torch.Tensor,
+    *,
+    pred_uncond: torch.Tensor | None = None,
+    cfg_scale: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
+    dt: torch.Tensor | None = None,
+    mode: str = "sum",
+    eps: float = 1e-12,
+) -> tuple[torch.Tensor, GuidedStepStats]:
+    """Apply CFG, the reward-gradient correction and (optionally) the Euler update; see ``guided_step``."""
+    a = prepare_inputs(
+        pred_cond, grads, weights, coef,
+        pred_uncond=pred_uncond, cfg_scale=cfg_scale, x=x, dt=dt, mode=mode, eps=eps,
+    )
+    p_cfg = a.pred_cond.float()
+    if a.pred_uncond is not None:
+        uncond = a.pred_uncond.float()
+        p_cfg = uncond + a.cfg_scale[:, None] * (p_cfg - uncond)
+
+    g = a.grads.float()
+    # Plain sum of squares, not torch.linalg.vector_norm: the kernel does not rescale either, so a
+    # gradient whose squares overflow float32 reads as non-finite in both.
+    norms = g.square().sum(dim=-1).sqrt()
+    weighted = a.weights != 0
+    skipped = (a.coef != 0) & (weighted & ~torch.isfinite(norms)).any(dim=1)
+    active = (a.coef != 0) & ~skipped
+
+    scale = a.weights if a.mode == "sum" else a.weights / norms.clamp_min(a.eps)
+    # Zero-weight objectives are selected away, never multiplied by 0: 0 * inf and 0 * nan are nan.
+    scale = torch.where(weighted, scale, 0.0)
+    guidance = torch.zeros_like(p_cfg)
+    for k in range(g.shape[1]):
+        guidance = guidance + scale[:, k, None] * torch.where(weighted[:, k, None], g[:, k], 0.0)
+    # A select, not a multiplication by 0, so unguided samples get p_cfg bit for bit even when their
+    # guidance term is nan.
+    p = torch.where(active[:, None], p_cfg - a.coef[:, None] * guidance, p_cfg)
+
+    out = p if a.x is None else a.x.float() + a.dt[:, None] * p
+    return out.to(a.out_dtype).reshape(a.out_shape), GuidedStepStats(grad_norms=norms, skipped=skipped)
