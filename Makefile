@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/nrg generate --prompt "a red circle moving right" --out out/demo.mp4
+	$(VENV)/bin/nrg serve
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -7,9 +7,13 @@ prefixed ``nrg: error:`` with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
+
+from server.schema import Limits
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -63,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("out", type=Path)
 
+    _add_serve_parser(sub)
+
     init = sub.add_parser("init-reward", help="write an untrained latent reward model for a pipeline")
     _add_model_args(init)
     init.add_argument("--objectives", required=True, help="comma-separated objective names, e.g. vq,mq,ta")
@@ -70,6 +76,84 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("out", type=Path)
     return parser
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"NRG_{name}", default)
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in (_env(name) or "").split(",") if item.strip()]
+
+
+def _add_serve_parser(sub) -> None:
+    """``nrg serve``: every flag also reads ``NRG_<FLAG>`` (lists comma-separated)."""
+    limits = Limits()
+    serve = sub.add_parser("serve", help="run the HTTP video-jobs server",
+                           description="Every flag can also be set by the environment variable NRG_<FLAG> "
+                                       "(e.g. NRG_PORT, NRG_MODEL=a=/m/a,b=/m/b, NRG_API_KEYS=k1,k2).")
+    serve.add_argument("--model", action="append", default=_env_list("MODEL"), metavar="[NAME=]DIR",
+                       help="pipeline directory, repeatable (default: the embedded demo model as 'nrg-demo')")
+    serve.add_argument("--reward", action="append", default=_env_list("REWARD"), metavar="[MODEL=]DIR",
+                       help="reward model directory for a model (default: the first model)")
+    serve.add_argument("--checkpoint", action="append", default=_env_list("CHECKPOINT"),
+                       metavar="[MODEL/]NAME=DIR", help="aligned checkpoint (LoRA or full weights), repeatable")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")))
+    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")))
+    serve.add_argument("--max-batch", type=int, default=int(_env("MAX_BATCH", "4")))
+    serve.add_argument("--batch-wait-ms", type=float, default=float(_env("BATCH_WAIT_MS", "50")))
+    serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "64")))
+    serve.add_argument("--api-key", action="append", dest="api_keys", default=_env_list("API_KEYS"),
+                       help="accepted bearer key, repeatable (default: no auth)")
+    serve.add_argument("--device", default=_env("DEVICE"))
+    serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "float32"))
+    for name in fields(Limits):
+        flag = name.name.replace("_", "-")
+        kind = type(getattr(limits, name.name))
+        serve.add_argument(f"--{flag}", type=kind, default=kind(_env(name.name.upper(), str(getattr(limits, name.name)))),
+                           help=f"request limit (default {getattr(limits, name.name)})")
+
+
+def _named(items: list[str], default_name: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.rpartition("=")
+        out[name if sep else default_name] = Path(path)
+    return out
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import logging
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
+
+    models = {}
+    for item in args.model:
+        name, sep, path = item.rpartition("=")
+        models[name if sep else Path(path).name] = Path(path)
+    first = next(iter(models), DEMO_MODEL_NAME)
+    checkpoints: dict[str, dict[str, Path]] = {}
+    for item in args.checkpoint:
+        target, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--checkpoint expects [MODEL/]NAME=DIR; got {item!r}")
+        model, slash, name = target.rpartition("/")
+        checkpoints.setdefault(model if slash else first, {})[name] = Path(path)
+    config = ServerConfig(
+        models=models, rewards=_named(args.reward, first), checkpoints=checkpoints,
+        host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
+        device=args.device, dtype=args.dtype,
+        limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config, load_models(config))
+    print(f"nrg-serve on http://{config.host}:{config.port} (models: {', '.join(app.state.engine.models)})", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, timeout_graceful_shutdown=5, log_level="info")
 
 
 def _load(args: argparse.Namespace):
@@ -135,7 +219,7 @@ def _init_reward(args: argparse.Namespace) -> None:
     print(f"wrote untrained reward model ({', '.join(objectives)}; {args.blocks} trunk blocks) to {args.out}")
 
 
-COMMANDS = {"generate": _generate, "make-tiny": _make_tiny, "init-reward": _init_reward}
+COMMANDS = {"generate": _generate, "make-tiny": _make_tiny, "init-reward": _init_reward, "serve": _serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

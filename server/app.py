@@ -1,0 +1,380 @@
+"""The HTTP API: OpenAI-style video jobs with per-request reward guidance.
+
+Handlers never touch tensors: they validate, write the job row, and wake the engine's worker. Bodies
+are accepted as JSON and as form data (the official ``openai`` SDK sends ``videos.create`` as
+multipart, nesting ``extra_body`` fields as ``reward_guidance[weights][vq]``). Every error is an
+OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status naming the field
+and the limit; the catch-all handler exists so that even a bug answers with JSON, not a dropped
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from guidance.families.base import VideoShape
+from guidance.nrg import GuidanceSpec
+from server.config import ServerConfig
+from server.engine import Engine, HostedModel
+from server.events import EventBus
+from server.metrics import Metrics
+from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build_request_model
+from server.store import ACTIVE, CANCELLED, COMPLETED, Job, JobStore
+
+log = logging.getLogger("nrg.server")
+SSE_PING_S = 15.0
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str = "invalid_value",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _unflatten_form(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """``a[b][c]=v`` / ``a[b][]=v`` form keys (as the openai SDK writes them) to nested dicts/lists."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        if not isinstance(value, str):
+            raise APIError(400, f"{key}: file uploads are not supported", param=key)
+        parts = re.findall(r"[^\[\]]+|\[\]", key)
+        node = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if part == "[]":
+                raise APIError(400, f"{key}: malformed form key", param=key)
+            if not last and parts[i + 1] == "[]":
+                node.setdefault(part, []).append(value)
+                break
+            if last:
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise APIError(400, f"{key}: conflicting form keys", param=key)
+                node = child
+    return out
+
+
+def _video_object(job: Job) -> dict[str, Any]:
+    p, r = job.params, job.result
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    return VideoObject(
+        id=job.id, model=p["model"], status=job.status, progress=job.progress, created_at=int(job.created_at),
+        completed_at=int(job.completed_at) if job.completed_at else None, prompt=p["prompt"],
+        size=f"{p['width']}x{p['height']}", seconds=p["seconds"], error=error,
+        negative_prompt=p.get("negative_prompt"), width=p["width"], height=p["height"],
+        num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
+        guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), reward_guidance=p.get("reward_guidance"),
+        **{k: r.get(k) for k in ("rewards", "guidance_skipped_steps", "batch_size", "queue_time_s",
+                                 "inference_time_s", "encode_time_s", "peak_memory_mb")},
+    ).model_dump(mode="json")
+
+
+def _snap_frames(hosted: HostedModel, width: int, height: int, wanted: int, limit: int) -> int:
+    """The valid frame count nearest to ``wanted`` (seconds * fps + 1) on the model's frame grid."""
+    for delta in range(0, 64):
+        for frames in (wanted - delta, wanted + delta):
+            if 1 <= frames <= limit:
+                try:
+                    hosted.family.check_shape(VideoShape(height, width, frames))
+                    return frames
+                except ValueError:
+                    continue
+    raise APIError(400, f"no valid frame count near {wanted} for model {hosted.name}", param="seconds")
+
+
+def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
+    """The app over already loaded ``models`` (see ``server.config.load_models``)."""
+    if not models:
+        raise ValueError("at least one model must be hosted")
+    limits = config.limits
+    request_model = build_request_model(limits)
+    store = JobStore(config.data_dir)
+    bus = EventBus()
+    metrics = Metrics()
+    engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms)
+    default_model = next(iter(models))
+    keys = tuple(k.encode() for k in config.api_keys)
+    state = {"accepting": True}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        state["accepting"] = False
+        finished = await asyncio.to_thread(engine.stop, config.shutdown_grace_s)
+        if not finished:
+            log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
+        store.close()
+
+    app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")
+    app.state.engine, app.state.store, app.state.metrics = engine, store, metrics
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_query(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"][1:]) or None
+        return APIError(400, f"{param}: {first['msg']}", param=param).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return APIError(500, f"internal error: {type(exc).__name__}", code="internal_error").response()
+
+    @app.middleware("http")
+    async def _auth_and_size(request: Request, call_next):
+        if keys and request.url.path != "/health":
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k) for k in keys):
+                return APIError(401, "missing or invalid API key (Authorization: Bearer KEY)",
+                                code="invalid_api_key").response()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            return APIError(413, f"request body exceeds max_body_bytes {limits.max_body_bytes}",
+                            code="body_too_large").response()
+        return await call_next(request)
+
+    def _job_or_404(video_id: str) -> Job:
+        job = store.get(video_id)
+        if job is None:
+            raise APIError(404, f"no video with id {video_id!r}", param="video_id", code="not_found")
+        return job
+
+    async def _read_body(request: Request) -> dict[str, Any]:
+        content_type = request.headers.get("content-type", "")
+        raw = await request.body()
+        if len(raw) > limits.max_body_bytes:
+            raise APIError(413, f"request body exceeds max_body_bytes {limits.max_body_bytes}", code="body_too_large")
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            try:
+                form = await request.form(max_files=0)
+            except Exception as exc:  # noqa: BLE001 - any parser failure is the client's malformed body
+                raise APIError(400, f"malformed form body: {exc}") from None
+            return _unflatten_form(form.multi_items())
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise APIError(400, f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "body must be a JSON object")
+        return body
+
+    def _resolve(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            req = request_model.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            messages = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise APIError(400, messages, param=param) from None
+        name = req.model or default_model
+        if name not in models:
+            raise APIError(400, f"unknown model {name!r}; available: {', '.join(models)}", param="model",
+                           code="model_not_found")
+        hosted = models[name]
+        width = req.width or hosted.default_shape.width
+        height = req.height or hosted.default_shape.height
+        if width * height > limits.max_pixels:
+            raise APIError(400, f"size {width}x{height} exceeds max_pixels {limits.max_pixels}", param="size")
+        if req.num_frames is not None:
+            frames = req.num_frames
+        elif req.seconds is not None:
+            frames = _snap_frames(hosted, width, height, round(req.seconds * req.fps) + 1, limits.max_frames)
+        else:
+            frames = hosted.default_shape.frames
+        if frames > limits.max_frames:
+            raise APIError(400, f"num_frames {frames} exceeds max_frames {limits.max_frames}", param="num_frames")
+        try:
+            hosted.family.check_shape(VideoShape(height, width, frames))
+        except ValueError as exc:
+            field = str(exc).split()[0]
+            raise APIError(400, str(exc), param={"frames": "num_frames"}.get(field, field)) from None
+        steps = req.num_inference_steps or min(hosted.default_steps, limits.max_steps)
+        if req.checkpoint is not None:
+            names = hosted.checkpoints.names if hosted.checkpoints is not None else []
+            if req.checkpoint not in names:
+                raise APIError(400, f"unknown checkpoint {req.checkpoint!r} for model {name}; registered: "
+                               f"{', '.join(names) or 'none'}", param="checkpoint", code="checkpoint_not_found")
+        guidance = None
+        if req.reward_guidance is not None:
+            if hosted.reward is None:
+                raise APIError(400, f"model {name} has no reward model, so reward_guidance is unavailable",
+                               param="reward_guidance")
+            spec = GuidanceSpec(req.reward_guidance.weights, req.reward_guidance.strength,
+                                tuple(req.reward_guidance.window), req.reward_guidance.mode)
+            try:
+                spec.validate(hosted.reward.objectives)
+            except ValueError as exc:
+                raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
+            guidance = req.reward_guidance.model_dump(mode="json")
+        cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
+        return {
+            "model": name, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
+            "width": width, "height": height, "num_frames": frames, "fps": req.fps,
+            "seconds": f"{(frames - 1) / req.fps:g}",
+            "seed": req.seed if req.seed is not None else secrets.randbelow(2**63),
+            "num_inference_steps": steps, "guidance_scale": float(cfg), "checkpoint": req.checkpoint,
+            "reward_guidance": guidance,
+        }
+
+    @app.post("/v1/videos", response_model=VideoObject, tags=["videos"],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"$ref": "#/components/schemas/VideoCreateRequest"}},
+                  "multipart/form-data": {"schema": {"$ref": "#/components/schemas/VideoCreateRequest"}}}}})
+    async def create_video(request: Request) -> JSONResponse:
+        """Queue a video job. Extension fields (reward_guidance, checkpoint, ...) ride in extra_body."""
+        if not state["accepting"] or not engine.alive:
+            raise APIError(503, "server is shutting down", code="unavailable", headers={"Retry-After": "5"})
+        params = _resolve(await _read_body(request))
+        if store.count_active() >= config.max_queue:
+            metrics.requests.labels(status="rejected").inc()
+            raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
+                           code="queue_full", headers={"Retry-After": "2"})
+        job = store.create(params)
+        bus.publish(job.id, "queued")
+        engine.wake()
+        return JSONResponse(_video_object(job))
+
+    @app.get("/v1/videos", response_model=VideoList, tags=["videos"])
+    async def list_videos(after: str | None = Query(None, max_length=64),
+                          limit: int = Query(20, ge=1, le=100),
+                          order: str = Query("desc", pattern="^(asc|desc)$")) -> dict[str, Any]:
+        try:
+            jobs, has_more = store.list(after, limit, order)
+        except KeyError:
+            raise APIError(400, f"after: no video with id {after!r}", param="after") from None
+        data = [_video_object(j) for j in jobs]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+    @app.get("/v1/videos/{video_id}", response_model=VideoObject, tags=["videos"])
+    async def get_video(video_id: str) -> dict[str, Any]:
+        return _video_object(_job_or_404(video_id))
+
+    @app.delete("/v1/videos/{video_id}", response_model=VideoObject | VideoDeleted, tags=["videos"])
+    async def delete_video(video_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job (it leaves its batch at the next step); delete a finished one."""
+        job = _job_or_404(video_id)
+        if job.status in ACTIVE:
+            engine.cancel(video_id)
+            if store.finish(video_id, CANCELLED, error=("cancelled", "cancelled by the client")):
+                metrics.requests.labels(status=CANCELLED).inc()
+                bus.publish(video_id, CANCELLED, error={"code": "cancelled", "message": "cancelled by the client"})
+            engine.wake()
+            return _video_object(_job_or_404(video_id))
+        store.delete(video_id)
+        return {"id": video_id, "object": "video.deleted", "deleted": True}
+
+    @app.get("/v1/videos/{video_id}/content", tags=["videos"],
+             responses={200: {"content": {"video/mp4": {}, "image/webp": {}}}})
+    async def video_content(video_id: str, variant: str = Query("video", pattern="^(video|thumbnail)$")):
+        job = _job_or_404(video_id)
+        if job.status != COMPLETED:
+            raise APIError(409, f"video {video_id} is {job.status}, not completed", code="video_not_ready")
+        if variant == "video":
+            return FileResponse(store.video_path(video_id), media_type="video/mp4", filename=f"{video_id}.mp4")
+        return FileResponse(store.thumbnail_path(video_id), media_type="image/webp", filename=f"{video_id}.webp")
+
+    @app.get("/v1/videos/{video_id}/events", tags=["videos"], responses={200: {"content": {"text/event-stream": {}}}})
+    async def video_events(video_id: str, request: Request) -> StreamingResponse:
+        """Server-Sent Events: queued, started, one ``step`` per step (t, per-objective rewards), and
+        completed / failed / cancelled, after which the stream ends."""
+        job = _job_or_404(video_id)
+
+        async def stream() -> AsyncIterator[str]:
+            past, queue = bus.subscribe(video_id)
+            try:
+                if not past and job.status not in ACTIVE:
+                    # Finished in an earlier process: only the outcome is known.
+                    payload = {"id": video_id, **({"error": {"code": job.error_code, "message": job.error_message}}
+                                                  if job.error_code else job.result)}
+                    yield f"event: {job.status}\ndata: {json.dumps(payload)}\n\n"
+                    return
+                for event in past:
+                    yield f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
+                    if event.terminal:
+                        return
+                while not await request.is_disconnected():
+                    try:
+                        event = await asyncio.wait_for(queue.get(), timeout=SSE_PING_S)
+                    except TimeoutError:
+                        yield ": ping\n\n"
+                        continue
+                    yield f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
+                    if event.terminal:
+                        return
+            finally:
+                bus.unsubscribe(video_id, queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/v1/models", response_model=ModelList, tags=["models"])
+    async def list_models() -> dict[str, Any]:
+        data = []
+        for name, hosted in models.items():
+            shape = hosted.default_shape
+            data.append({
+                "id": name, "object": "model", "family": hosted.family.name,
+                "reward_objectives": list(hosted.reward.objectives) if hosted.reward else [],
+                "checkpoints": hosted.checkpoints.describe() if hosted.checkpoints else [],
+                "defaults": {"width": shape.width, "height": shape.height, "num_frames": shape.frames,
+                             "num_inference_steps": hosted.default_steps,
+                             "guidance_scale": hosted.family.default_cfg},
+            })
+        return {"object": "list", "data": data}
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> JSONResponse:
+        ok = state["accepting"] and engine.alive
+        return JSONResponse({"ready": ok, "queued": store.count_queued()}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        metrics.queue_depth.set(store.count_queued())
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["VideoCreateRequest"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

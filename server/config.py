@@ -1,0 +1,71 @@
+"""Server settings (``nrg serve`` flags and their ``NRG_*`` environment variables) and model loading."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from server.engine import HostedModel
+from server.schema import Limits
+
+log = logging.getLogger("nrg.server")
+
+DEMO_MODEL_NAME = "nrg-demo"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    #: model name -> local diffusers directory; empty means the embedded demo model.
+    models: dict[str, Path] = field(default_factory=dict)
+    #: model name -> reward model directory.
+    rewards: dict[str, Path] = field(default_factory=dict)
+    #: model name -> {checkpoint name -> directory}.
+    checkpoints: dict[str, dict[str, Path]] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    max_batch: int = 4
+    batch_wait_ms: float = 50.0
+    max_queue: int = 64
+    api_keys: tuple[str, ...] = ()
+    device: str | None = None
+    dtype: str = "float32"
+    limits: Limits = field(default_factory=Limits)
+    shutdown_grace_s: float = 30.0
+
+
+def load_models(config: ServerConfig) -> dict[str, HostedModel]:
+    """Load every configured pipeline with its reward model and checkpoints (fails fast, clearly)."""
+    from guidance import demo
+    from guidance.families import load_pipeline
+    from guidance.reward_model import load_reward_model
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, config.dtype)
+    sources = config.models or {DEMO_MODEL_NAME: demo.DEFAULT_MODEL_DIR}
+    unknown = (set(config.rewards) | set(config.checkpoints)) - set(sources)
+    if unknown:
+        raise ValueError(f"reward/checkpoint given for unknown model(s) {sorted(unknown)}; models: {sorted(sources)}")
+    hosted = {}
+    for name, path in sources.items():
+        log.info("loading model %s from %s", name, path)
+        family = load_pipeline(path, device=device, dtype=dtype)
+        reward = load_reward_model(config.rewards[name], family) if name in config.rewards else None
+        registry = None
+        if config.checkpoints.get(name):
+            from guidance.checkpoints import CheckpointRegistry
+
+            registry = CheckpointRegistry(family, config.checkpoints[name])
+        embedded = not config.models
+        hosted[name] = HostedModel(
+            name=name,
+            family=family,
+            reward=reward,
+            checkpoints=registry,
+            default_shape=demo.DEFAULT_SHAPE if embedded else family.default_shape,
+            default_steps=demo.DEFAULT_STEPS if embedded else family.default_steps,
+        )
+    return hosted

@@ -1,0 +1,185 @@
+"""Request and response models of the video-jobs API (OpenAI Videos shape plus diffusion fields).
+
+The request model is built per server from its :class:`Limits`, so the limits an operator sets at
+start are both enforced and published in ``/openapi.json``. Every violation becomes a 400 that names
+the field and the limit (see ``server.errors``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request size and work limits, configurable at start (``nrg serve --max-frames`` ...)."""
+
+    max_frames: int = 129
+    max_pixels: int = 1280 * 720
+    max_steps: int = 100
+    max_prompt_chars: int = 2000
+    max_cfg: float = 50.0
+    max_strength: float = 10000.0
+    max_weight: float = 1000.0
+    max_fps: int = 60
+    max_body_bytes: int = 1 << 20
+
+
+class RewardGuidance(BaseModel):
+    """Flow-NRG settings of one request (see docs/guidance.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Objective name -> weight lambda_k (names from GET /v1/models). Need not sum to 1.",
+    )
+    strength: float = Field(100.0, ge=0, description="Guidance strength w (the paper's 100 by default).")
+    window: tuple[float, float] = Field(
+        (0.0, 1.0), description="Noise levels [t_lo, t_hi] in [0, 1] where guidance applies (1 = pure noise)."
+    )
+    mode: Literal["sum", "unit"] = Field("sum", description="sum: weighted sum; unit: per-objective unit-norm.")
+
+    @field_validator("window")
+    @classmethod
+    def _window_in_range(cls, window: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = window
+        if not (0.0 <= lo <= hi <= 1.0):
+            raise ValueError(f"window must satisfy 0 <= t_lo <= t_hi <= 1; got [{lo}, {hi}]")
+        return window
+
+
+def build_request_model(limits: Limits) -> type[BaseModel]:
+    """The POST /v1/videos body model with this server's limits baked into its fields."""
+
+    class GuidanceWithLimits(RewardGuidance):
+        strength: float = Field(100.0, ge=0, le=limits.max_strength, allow_inf_nan=False,
+                                description=f"Guidance strength w, 0..{limits.max_strength}.")
+
+        @field_validator("weights")
+        @classmethod
+        def _weights_bounded(cls, weights: dict[str, float]) -> dict[str, float]:
+            for name, value in weights.items():
+                if not math.isfinite(value) or abs(value) > limits.max_weight:
+                    raise ValueError(f"weights.{name} must be finite with |value| <= {limits.max_weight}; got {value}")
+            return weights
+
+    class VideoCreateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", title="VideoCreateRequest")
+
+        model: str | None = Field(None, pattern=NAME_PATTERN, description="Registered model name; default: first.")
+        prompt: str = Field(..., min_length=1, max_length=limits.max_prompt_chars)
+        negative_prompt: str | None = Field(None, max_length=limits.max_prompt_chars)
+        size: str | None = Field(None, pattern=SIZE_PATTERN, description="WIDTHxHEIGHT; or width and height.")
+        width: int | None = Field(None, ge=1, le=8192)
+        height: int | None = Field(None, ge=1, le=8192)
+        seconds: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                      description="Clip length; frames = seconds * fps + 1, snapped to the model's grid.")
+        num_frames: int | None = Field(None, ge=1, le=limits.max_frames, description="Exact frame count (wins over seconds).")
+        fps: int = Field(16, ge=1, le=limits.max_fps)
+        seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Default: random, reported on the job.")
+        num_inference_steps: int | None = Field(None, ge=1, le=limits.max_steps)
+        guidance_scale: float | None = Field(None, ge=0, le=limits.max_cfg, allow_inf_nan=False,
+                                             description="Classifier-free guidance scale.")
+        reward_guidance: GuidanceWithLimits | None = None
+        checkpoint: str | None = Field(None, pattern=NAME_PATTERN, description="Registered aligned checkpoint name.")
+
+        @field_validator("seconds", mode="before")
+        @classmethod
+        def _seconds_from_string(cls, value: Any) -> Any:
+            # OpenAI's SDK sends seconds as a string ("4").
+            return value.strip() if isinstance(value, str) else value
+
+        @model_validator(mode="after")
+        def _size_consistent(self) -> VideoCreateRequest:
+            if self.size is not None:
+                width, height = (int(v) for v in self.size.split("x"))
+                if (self.width or width) != width or (self.height or height) != height:
+                    raise ValueError("size disagrees with width/height")
+                self.width, self.height = width, height
+            if (self.width is None) != (self.height is None):
+                raise ValueError("give both width and height (or size)")
+            if self.width is not None and self.width * self.height > limits.max_pixels:
+                raise ValueError(f"size {self.width}x{self.height} exceeds max_pixels {limits.max_pixels}")
+            if self.num_frames is None and self.seconds is not None:
+                frames = round(self.seconds * self.fps) + 1
+                if frames > limits.max_frames:
+                    raise ValueError(f"seconds * fps + 1 = {frames} frames exceeds max_frames {limits.max_frames}")
+            return self
+
+    return VideoCreateRequest
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class VideoObject(BaseModel):
+    """A video job, shaped like OpenAI's video object with the diffusion peers' extra fields."""
+
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+    progress: int = Field(..., ge=0, le=100)
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    prompt: str
+    size: str
+    seconds: str
+    error: VideoError | None = None
+    negative_prompt: str | None = None
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    checkpoint: str | None = None
+    reward_guidance: RewardGuidance | None = None
+    rewards: dict[str, float] | None = Field(None, description="Per-objective reward of the final latents.")
+    guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
+    batch_size: int | None = Field(None, description="Samples in the batch this job ran in.")
+    queue_time_s: float | None = None
+    inference_time_s: float | None = None
+    encode_time_s: float | None = None
+    peak_memory_mb: float | None = None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    family: str
+    reward_objectives: list[str]
+    checkpoints: list[dict[str, str]]
+    defaults: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
