@@ -1,0 +1,254 @@
+"""The HTTP API over real sockets: lifecycle, SSE, cancel, queue limits, validation, auth, batching."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from guidance.video_io import count_video_frames
+from server.schema import Limits
+from tests.server.conftest import running_server, wait_for
+
+SMALL = {"prompt": "a red circle moving left", "num_inference_steps": 4, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def server(hosted_wan, tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("api"), {"tiny-wan": hosted_wan}, max_batch=2,
+                        batch_wait_ms=300) as (url, app):
+        yield url, app
+
+
+@pytest.fixture()
+def client(server):
+    with httpx.Client(base_url=server[0], timeout=60) as c:
+        yield c
+
+
+def _events(client, video_id):
+    events = []
+    with client.stream("GET", f"/v1/videos/{video_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    return events
+
+
+def _frames(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.int16)
+
+
+def test_full_lifecycle(client, tmp_path):
+    job = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"vq": 1.0}, "strength": 5}}).json()
+    assert job["object"] == "video" and job["status"] == "queued" and job["size"] == "32x32"
+    events = _events(client, job["id"])
+    kinds = [k for k, _ in events]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "completed"
+    steps = [d for k, d in events if k == "step"]
+    assert [d["step"] for d in steps] == [1, 2, 3, 4]
+    assert all(a["t"] > b["t"] for a, b in zip(steps, steps[1:]))
+    assert "rewards" not in steps[0] and set(steps[-1]["rewards"]) == {"vq", "mq", "ta"}
+    done = wait_for(client, job["id"])
+    assert done["progress"] == 100 and set(done["rewards"]) == {"vq", "mq", "ta"}
+    assert done["inference_time_s"] > 0 and done["queue_time_s"] >= 0 and done["encode_time_s"] > 0
+    assert done["reward_guidance"] == {"weights": {"vq": 1.0}, "strength": 5.0, "window": [0.0, 1.0], "mode": "sum"}
+    video = client.get(f"/v1/videos/{job['id']}/content")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    (tmp_path / "v.mp4").write_bytes(video.content)
+    assert count_video_frames(tmp_path / "v.mp4") == 9
+    thumb = client.get(f"/v1/videos/{job['id']}/content", params={"variant": "thumbnail"})
+    assert thumb.status_code == 200 and thumb.content[:4] == b"RIFF"
+    assert any(j["id"] == job["id"] for j in client.get("/v1/videos").json()["data"])
+    assert client.delete(f"/v1/videos/{job['id']}").json() == {"id": job["id"], "object": "video.deleted",
+                                                              "deleted": True}
+    assert client.get(f"/v1/videos/{job['id']}").status_code == 404
+
+
+def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(client, tmp_path):
+    bodies = [
+        {**SMALL, "seed": 21, "reward_guidance": {"weights": {"vq": 1.0}, "strength": 30}},
+        {**SMALL, "seed": 22, "prompt": "a blue square moving up", "guidance_scale": 2.0,
+         "reward_guidance": {"weights": {"ta": 2.0, "mq": -1.0}, "strength": 10}},
+    ]
+    together = [client.post("/v1/videos", json=b).json()["id"] for b in bodies]
+    together = [wait_for(client, i) for i in together]
+    assert [j["batch_size"] for j in together] == [2, 2]
+    for body, job in zip(bodies, together):
+        alone = wait_for(client, client.post("/v1/videos", json=body).json()["id"])
+        assert alone["batch_size"] == 1
+        for name, value in job["rewards"].items():
+            assert alone["rewards"][name] == pytest.approx(value, abs=1e-4)
+        for tag, j in (("a", alone), ("b", job)):
+            (tmp_path / f"{tag}.mp4").write_bytes(client.get(f"/v1/videos/{j['id']}/content").content)
+        assert np.abs(_frames(tmp_path / "a.mp4") - _frames(tmp_path / "b.mp4")).max() <= 2
+
+
+def test_cancel_mid_run(client):
+    job = client.post("/v1/videos", json={**SMALL, "num_inference_steps": 400}).json()
+    wait_for(client, job["id"], statuses=("in_progress",))
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/videos/{job['id']}").json()["progress"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cancelled = client.delete(f"/v1/videos/{job['id']}").json()
+    assert cancelled["status"] == "cancelled" and cancelled["error"]["code"] == "cancelled"
+    assert _events(client, job["id"])[-1][0] == "cancelled"
+    assert client.get(f"/v1/videos/{job['id']}/content").status_code == 409
+    # The worker is free again: the next job completes.
+    assert wait_for(client, client.post("/v1/videos", json=SMALL).json()["id"])["status"] == "completed"
+
+
+def test_cancel_queued_job(client):
+    running = client.post("/v1/videos", json={**SMALL, "num_inference_steps": 200}).json()
+    queued = client.post("/v1/videos", json={**SMALL, "num_frames": 5}).json()
+    assert client.delete(f"/v1/videos/{queued['id']}").json()["status"] == "cancelled"
+    assert wait_for(client, running["id"])["status"] == "completed"
+    assert client.get(f"/v1/videos/{queued['id']}").json()["status"] == "cancelled"
+
+
+def test_list_pagination(client):
+    ids = [client.post("/v1/videos", json={**SMALL, "num_inference_steps": 1}).json()["id"] for _ in range(3)]
+    for i in ids:
+        wait_for(client, i)
+    page = client.get("/v1/videos", params={"limit": 2, "order": "asc", "after": ids[0]}).json()
+    assert [j["id"] for j in page["data"]] == ids[1:3]
+    newest = client.get("/v1/videos", params={"limit": 1}).json()
+    assert newest["data"][0]["id"] == ids[-1] and newest["has_more"] is True
+
+
+def test_models_listing(client):
+    model = client.get("/v1/models").json()["data"][0]
+    assert model["id"] == "tiny-wan" and model["family"] == "wan"
+    assert model["reward_objectives"] == ["vq", "mq", "ta"] and model["checkpoints"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({}, "prompt", "Field required"),
+        ({"prompt": ""}, "prompt", "at least 1 character"),
+        ({"prompt": "x" * 2001}, "prompt", "at most 2000 characters"),
+        ({**SMALL, "num_inference_steps": 401}, "num_inference_steps", "less than or equal to 400"),
+        ({**SMALL, "num_frames": 8}, "num_frames", "frames must be 4*k + 1"),
+        ({**SMALL, "num_frames": 500}, "num_frames", "less than or equal to 129"),
+        ({**SMALL, "size": "32by32"}, "size", "should match pattern"),
+        ({**SMALL, "size": "1280x1280"}, None, "exceeds max_pixels 921600"),
+        ({**SMALL, "size": "40x32"}, "width", "multiple of 16"),
+        ({**SMALL, "guidance_scale": 51}, "guidance_scale", "less than or equal to 50"),
+        ({**SMALL, "seed": -1}, "seed", "greater than or equal to 0"),
+        ({**SMALL, "model": "nope"}, "model", "unknown model 'nope'"),
+        ({**SMALL, "checkpoint": "dpo"}, "checkpoint", "unknown checkpoint 'dpo'"),
+        ({**SMALL, "reward_guidance": {"weights": {"zz": 1}}}, "reward_guidance.weights", "unknown objective"),
+        ({**SMALL, "reward_guidance": {"weights": {"vq": 1e9}}}, "reward_guidance.weights", "|value| <= 1000"),
+        ({**SMALL, "reward_guidance": {"strength": 1e6}}, "reward_guidance.strength", "less than or equal to 10000"),
+        ({**SMALL, "reward_guidance": {"window": [0.9, 0.1]}}, "reward_guidance.window", "t_lo <= t_hi"),
+        ({**SMALL, "reward_guidance": {"mode": "max"}}, "reward_guidance.mode", "'sum' or 'unit'"),
+        ({**SMALL, "colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({**SMALL, "seconds": "abc"}, "seconds", "valid number"),
+    ],
+)
+def test_invalid_bodies_are_400_naming_the_field(client, body, param, fragment):
+    response = client.post("/v1/videos", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and fragment in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object"),
+     (b'{"prompt": "p", "reward_guidance": {"weights": {"vq": NaN}}}', "finite"),
+     (b"\xff\xfe", "not valid JSON")],
+)
+def test_malformed_bodies_are_400(client, content, fragment):
+    response = client.post("/v1/videos", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and fragment in response.json()["error"]["message"]
+
+
+def test_oversized_body_is_413(client):
+    response = client.post("/v1/videos", content=b"x" * (Limits().max_body_bytes + 1),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "max_body_bytes" in response.json()["error"]["message"]
+
+
+def test_bad_queries_and_unknown_ids(client):
+    assert client.get("/v1/videos", params={"limit": 0}).status_code == 400
+    assert client.get("/v1/videos", params={"order": "up"}).json()["error"]["param"] == "order"
+    assert client.get("/v1/videos", params={"after": "video_nope"}).status_code == 400
+    assert client.get("/v1/videos/video_nope").json()["error"]["code"] == "not_found"
+    assert client.delete("/v1/videos/video_nope").status_code == 404
+    assert client.get("/v1/videos/video_nope/content").status_code == 404
+    assert client.get("/v1/videos/video_nope/events").status_code == 404
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_form_body_with_nested_extension_fields(client, multipart):
+    form = {"prompt": "a green circle", "num_inference_steps": "2", "seed": "5", "size": "32x32",
+            "reward_guidance[weights][ta]": "0.5", "reward_guidance[strength]": "3",
+            "reward_guidance[window][]": ["0.1", "0.9"]}
+    if multipart:
+        parts = [(k, (None, v)) for k, vs in form.items() for v in (vs if isinstance(vs, list) else [vs])]
+        response = client.post("/v1/videos", files=parts)
+        assert response.request.headers["content-type"].startswith("multipart/form-data")
+    else:
+        response = client.post("/v1/videos", data=form)
+    job = response.json()
+    assert job["reward_guidance"]["window"] == [0.1, 0.9]
+    assert job["reward_guidance"]["weights"] == {"ta": 0.5} and job["num_inference_steps"] == 2
+    assert wait_for(client, job["id"])["status"] == "completed"
+
+
+def test_metrics_are_exported(client):
+    wait_for(client, client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"vq": 1}}}).json()["id"])
+    text = client.get("/metrics").text
+    for name in ("nrg_requests_total{status=\"completed\"}", "nrg_queue_depth", "nrg_batch_size_bucket",
+                 "nrg_step_seconds_bucket", "nrg_queue_wait_seconds_bucket", "nrg_e2e_latency_seconds_bucket",
+                 "nrg_guidance_time_share_bucket", "nrg_final_reward_bucket{le=\"0.0\",objective=\"vq\"}",
+                 "nrg_guidance_skipped_steps_total", "nrg_device_memory_bytes"):
+        assert name in text, name
+
+
+def test_openapi_documents_fields_with_limits(client):
+    schema = client.get("/openapi.json").json()
+    body = schema["components"]["schemas"]["VideoCreateRequest"]["properties"]
+    assert body["num_inference_steps"]["anyOf"][0]["maximum"] == 400
+    assert body["prompt"]["maxLength"] == 2000
+    assert "reward_guidance" in body and "/v1/videos/{video_id}/events" in schema["paths"]
+
+
+def test_health_and_ready(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").status_code == 200
+
+
+def test_queue_full_is_429_with_retry_after(hosted_wan, tmp_path):
+    with running_server(tmp_path, {"tiny-wan": hosted_wan}, max_queue=1) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            first = client.post("/v1/videos", json={**SMALL, "num_inference_steps": 300}).json()
+            response = client.post("/v1/videos", json=SMALL)
+            assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
+            assert response.json()["error"]["code"] == "queue_full"
+            client.delete(f"/v1/videos/{first['id']}")
+            assert "nrg_requests_total{status=\"rejected\"} 1.0" in client.get("/metrics").text
+
+
+def test_api_keys(hosted_wan, tmp_path):
+    with running_server(tmp_path, {"tiny-wan": hosted_wan}, api_keys=("k1", "k2")) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert client.get("/health").status_code == 200
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "k1"}):
+                response = client.get("/v1/models", headers=headers)
+                assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+            assert client.post("/v1/videos", json=SMALL).status_code == 401
+            assert client.get("/metrics").status_code == 401
+            assert client.get("/v1/models", headers={"Authorization": "Bearer k2"}).status_code == 200

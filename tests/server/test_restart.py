@@ -1,0 +1,95 @@
+"""The real ``nrg serve`` process: kill -9 mid-job and restart, and graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from tests.server.conftest import free_port, wait_for
+
+GUIDED = {"prompt": "a blue circle moving up", "seed": 77, "size": "32x32", "num_frames": 9,
+          "reward_guidance": {"weights": {"ta": 1.0}, "strength": 10}}
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tiny_dir, tmp_path_factory):
+    from server.cli import main
+
+    out = tmp_path_factory.mktemp("restart-reward")
+    main(["init-reward", "--model", str(tiny_dir("wan")), "--objectives", "vq,ta", "--blocks", "1", str(out)])
+    return out
+
+
+@contextmanager
+def serve(model_dir, reward_dir, data_dir, port):
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--model", f"tiny={model_dir}", "--reward", str(reward_dir),
+           "--data-dir", str(data_dir), "--port", str(port), "--max-steps", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server did not start: {proc.stdout.read().decode()[-3000:]}")
+        time.sleep(0.2)
+    try:
+        yield proc, httpx.Client(base_url=url, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+
+
+def _start_long_job(client, steps):
+    job = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": steps}).json()
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/videos/{job['id']}").json()["progress"] < 2:
+        assert time.monotonic() < deadline, "job never progressed"
+        time.sleep(0.02)
+    return job
+
+
+def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
+        finished = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 3}).json()["id"])
+        assert finished["status"] == "completed"
+        video = client.get(f"/v1/videos/{finished['id']}/content").content
+        running = _start_long_job(client, 600)
+        queued = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 5, "num_frames": 5}).json()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
+        assert client.get(f"/v1/videos/{finished['id']}/content").content == video
+        redone = wait_for(client, running["id"])
+        assert redone["status"] == "completed" and redone["seed"] == running["seed"] == 77
+        assert wait_for(client, queued["id"])["status"] == "completed"
+        # Same seed, same result: a fresh identical job gives the same final rewards.
+        again = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 600}).json()["id"])
+        for name, value in again["rewards"].items():
+            assert redone["rewards"][name] == pytest.approx(value, abs=1e-5)
+
+
+def test_sigterm_finishes_the_running_job_and_exits(tiny_dir, reward_dir, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
+        job = _start_long_job(client, 300)
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in proc.stdout.read().decode()
+    with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
+        # Finished during the shutdown grace, not re-queued: completed as soon as the server is back.
+        assert client.get(f"/v1/videos/{job['id']}").json()["status"] == "completed"
