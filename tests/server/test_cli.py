@@ -98,3 +98,28 @@ def test_bad_output_suffix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--prompt", "p", "--out", str(tmp_path / "x.gif")])
     assert "--out must end in .mp4 or .npy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("family", "size", "cfg_kwargs"),
+    [
+        ("wan", "32x32", {"guidance_scale": 4.0}),
+        ("ltx", "64x32", {"guidance_scale": 4.0}),
+        ("hunyuan", "32x32", {"true_cfg_scale": 4.0, "guidance_scale": 6.0}),
+        ("cogvideox", "32x32", {"guidance_scale": 4.0}),
+    ],
+)
+def test_generate_equals_the_diffusers_pipeline_for_every_family(tiny_dir, tiny_family, tmp_path, family, size,
+                                                                 cfg_kwargs):
+    import torch
+
+    out = tmp_path / "v.npy"
+    assert main(["generate", "--model", str(tiny_dir(family)), "--prompt", "a red circle moving left",
+                 "--negative-prompt", "blurry", "--frames", "9", "--size", size, "--steps", "3", "--cfg", "4",
+                 "--seed", "11", "--quiet", "--out", str(out)]) == 0
+    width, height = (int(v) for v in size.split("x"))
+    expected = tiny_family(family).pipe(
+        prompt="a red circle moving left", negative_prompt="blurry", height=height, width=width, num_frames=9,
+        num_inference_steps=3, generator=torch.Generator("cpu").manual_seed(11), output_type="np", **cfg_kwargs,
+    ).frames[0]
+    assert np.abs(np.load(out) - expected).max() <= 1e-4
