@@ -1,0 +1,284 @@
+"""The asynchronous client: :class:`nrg_client.Client` method for method, awaited."""
+
+from __future__ import annotations
+
+import os
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nrg_client._base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT,
+    EventReplay,
+    Settings,
+    SSEDecoder,
+    connection_error,
+    create_body,
+    download_target,
+    list_params,
+    retry_delay,
+    should_retry_exception,
+    should_retry_status,
+    temp_path,
+)
+from nrg_client.errors import APIConnectionError, VideoFailedError, WaitTimeout, error_from_response
+from nrg_client.types import (
+    Event,
+    GeneratedVideo,
+    ModelInfo,
+    ModelList,
+    Video,
+    VideoDeleted,
+    VideoList,
+)
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """Talks to one nrg-serve server from asyncio code (``async with AsyncClient() as client:``).
+
+    ``base_url`` defaults to ``$NRG_BASE_URL`` or http://127.0.0.1:8000; ``api_key`` to ``$NRG_API_KEY``
+    (sent as ``Authorization: Bearer``). 429 and 503 answers are retried up to ``max_retries`` times,
+    waiting the server's ``Retry-After`` (capped at ``max_retry_wait`` seconds) or an exponential
+    backoff; then the typed error is raised. ``timeout`` is seconds or an ``httpx.Timeout``.
+    """
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
+                 timeout: float | httpx.Timeout | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
+                 max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT, headers: Mapping[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._settings = s = Settings(base_url, api_key, timeout, max_retries, max_retry_wait, headers)
+        self._http = httpx.AsyncClient(base_url=s.base_url, timeout=s.timeout, headers=s.headers, transport=transport)
+        #: Retries made so far (429/503 answers and broken connections), for load generators.
+        self.retry_count = 0
+
+    @property
+    def base_url(self) -> str:
+        return self._settings.base_url
+
+    @property
+    def max_retries(self) -> int:
+        return self._settings.max_retries
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- transport --------------------------------------------------------------------------------
+    async def _sleep_before_retry(self, attempt: int, response: httpx.Response | None) -> None:
+        self.retry_count += 1
+        await asyncio.sleep(retry_delay(attempt, response, self._settings.max_retry_wait))
+
+    async def _request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                 raise_errors: bool = True) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError as exc:
+                if attempt < self._settings.max_retries and should_retry_exception(method, exc):
+                    await self._sleep_before_retry(attempt, None)
+                    attempt += 1
+                    continue
+                raise connection_error(exc, f"{method} {path}") from exc
+            if response.is_success or not raise_errors:
+                return response
+            if should_retry_status(response.status_code) and attempt < self._settings.max_retries:
+                await self._sleep_before_retry(attempt, response)
+                attempt += 1
+                continue
+            raise error_from_response(response)
+
+    async def _open_stream(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """A streaming GET with the same retry policy; the caller must close the response."""
+        attempt = 0
+        while True:
+            request = self._http.build_request("GET", path, params=params, timeout=self._settings.stream_timeout)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if attempt < self._settings.max_retries and should_retry_exception("GET", exc):
+                    await self._sleep_before_retry(attempt, None)
+                    attempt += 1
+                    continue
+                raise connection_error(exc, f"GET {path}") from exc
+            if response.is_success:
+                return response
+            await response.aread()
+            await response.aclose()
+            if should_retry_status(response.status_code) and attempt < self._settings.max_retries:
+                await self._sleep_before_retry(attempt, response)
+                attempt += 1
+                continue
+            raise error_from_response(response)
+
+    # -- videos -----------------------------------------------------------------------------------
+    async def create(self, prompt: str, *, model: str | None = None, negative_prompt: str | None = None,
+               size: str | tuple[int, int] | None = None, width: int | None = None, height: int | None = None,
+               seconds: float | None = None, num_frames: int | None = None, fps: int | None = None,
+               seed: int | None = None, num_inference_steps: int | None = None,
+               guidance_scale: float | None = None, checkpoint: str | None = None,
+               reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
+               window: tuple[float, float] | None = None, mode: str | None = None,
+               extra_body: Mapping[str, Any] | None = None) -> Video:
+        """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
+
+        ``reward_weights`` (objective -> weight), ``strength``, ``window`` ``(t_lo, t_hi)`` and ``mode``
+        (``"sum"``/``"unit"``) form the request's ``reward_guidance``; without any of them the job is
+        unguided.
+        """
+        body = create_body(
+            prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
+            seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, checkpoint=checkpoint, reward_weights=reward_weights, strength=strength,
+            window=window, mode=mode, extra_body=extra_body,
+        )
+        return Video.model_validate((await self._request("POST", "/v1/videos", json=body)).json())
+
+    async def get(self, video_id: str) -> Video:
+        return Video.model_validate((await self._request("GET", f"/v1/videos/{video_id}")).json())
+
+    async def list(self, *, after: str | None = None, limit: int | None = None, order: str | None = None) -> VideoList:
+        """One page of jobs (``order`` "desc", newest first, by default; ``limit`` 1..100)."""
+        response = await self._request("GET", "/v1/videos", params=list_params(after, limit, order))
+        return VideoList.model_validate(response.json())
+
+    async def iter_videos(self, *, order: str = "desc", page_size: int = 100,
+                          after: str | None = None) -> AsyncIterator[Video]:
+        """Every job, fetching pages of ``page_size`` as the iteration goes."""
+        while True:
+            page = await self.list(after=after, limit=page_size, order=order)
+            for video in page.data:
+                yield video
+            if not page.has_more or not page.data:
+                return
+            after = page.last_id
+
+    async def cancel(self, video_id: str) -> Video:
+        """Cancel a queued or running job (a running one leaves its batch at the next step).
+
+        A job that has already finished is returned unchanged (the server's DELETE would delete it; if
+        the job finishes between the check and the DELETE, the server deletes it and a ``NotFoundError``
+        follows from the re-read)."""
+        video = await self.get(video_id)
+        if video.done:
+            return video
+        data = (await self._request("DELETE", f"/v1/videos/{video_id}")).json()
+        if data.get("object") == "video.deleted":
+            return await self.get(video_id)
+        return Video.model_validate(data)
+
+    async def delete(self, video_id: str) -> VideoDeleted:
+        """Delete a job and its files; an active job is cancelled first."""
+        data = (await self._request("DELETE", f"/v1/videos/{video_id}")).json()
+        if data.get("object") != "video.deleted":  # it was active: the first DELETE cancelled it
+            data = (await self._request("DELETE", f"/v1/videos/{video_id}")).json()
+        return VideoDeleted.model_validate(data)
+
+    async def wait(self, video_id: str, *, timeout: float | None = 600.0, poll_interval: float = 0.2,
+             max_poll_interval: float = 2.0) -> Video:
+        """Poll until the job is completed, failed or cancelled and return it (it does not raise on a
+        failed job: check ``status``). The interval grows 1.5x per poll from ``poll_interval`` up to
+        ``max_poll_interval``; past ``timeout`` seconds :class:`WaitTimeout` is raised."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval
+        video = None
+        while True:
+            video = await self.get(video_id)
+            if video.done:
+                return video
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(video_id, timeout, video)
+                await asyncio.sleep(min(interval, remaining))
+            else:
+                await asyncio.sleep(interval)
+            interval = min(interval * 1.5, max(max_poll_interval, poll_interval))
+
+    async def events(self, video_id: str) -> AsyncIterator[Event]:
+        """The job's Server-Sent Events as typed :class:`Event` s, ending after the terminal one.
+
+        A dropped connection is re-opened (up to ``max_retries`` times); the server replays the job's
+        events and the ones already yielded are skipped."""
+        replay = EventReplay()
+        reconnects = 0
+        while True:
+            response = await self._open_stream(f"/v1/videos/{video_id}/events")
+            replay.restart()
+            try:
+                decoder = SSEDecoder()
+                async for line in response.aiter_lines():
+                    event = decoder.feed(line)
+                    if event is None:
+                        continue
+                    if replay.accept(event):
+                        yield event
+                    if replay.done:
+                        return
+            except httpx.TransportError as exc:
+                if reconnects >= self._settings.max_retries:
+                    raise connection_error(exc, f"GET /v1/videos/{video_id}/events") from exc
+            finally:
+                await response.aclose()
+            if reconnects >= self._settings.max_retries:
+                raise APIConnectionError(f"event stream of {video_id} ended before a terminal event")
+            await self._sleep_before_retry(reconnects, None)
+            reconnects += 1
+
+    async def download(self, video_id: str, path: str | Path, *, variant: str = "video") -> Path:
+        """Stream the video (``.mp4``) or thumbnail (``.webp``) to ``path`` (a file, or a directory to
+        write ``<id>.mp4`` / ``<id>.webp`` in). The file appears atomically, complete or not at all."""
+        target = download_target(path, video_id, variant)
+        tmp = temp_path(target)
+        response = await self._open_stream(f"/v1/videos/{video_id}/content", params={"variant": variant})
+        try:
+            with open(tmp, "wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except httpx.TransportError as exc:
+            raise connection_error(exc, f"GET /v1/videos/{video_id}/content") from exc
+        finally:
+            await response.aclose()
+            tmp.unlink(missing_ok=True)
+        return target
+
+    async def generate(self, prompt: str, *, output: str | Path = ".", variant: str = "video",
+                       timeout: float | None = 600.0, poll_interval: float = 0.2, **create_kwargs: Any) -> GeneratedVideo:
+        """``create`` + ``wait`` + ``download``: the completed job with ``path`` set to the written file.
+
+        Raises :class:`VideoFailedError` when the job fails or is cancelled, :class:`WaitTimeout` past
+        ``timeout``. ``create_kwargs`` are :meth:`create`'s keyword arguments."""
+        video = await self.create(prompt, **create_kwargs)
+        video = await self.wait(video.id, timeout=timeout, poll_interval=poll_interval)
+        if video.status != "completed":
+            raise VideoFailedError(video)
+        path = await self.download(video.id, output, variant=variant)
+        return GeneratedVideo.model_validate({**video.model_dump(), "path": path})
+
+    # -- server -----------------------------------------------------------------------------------
+    async def models(self) -> list[ModelInfo]:
+        return ModelList.model_validate((await self._request("GET", "/v1/models")).json()).data
+
+    async def health(self) -> dict[str, Any]:
+        return (await self._request("GET", "/health")).json()
+
+    async def ready(self) -> dict[str, Any]:
+        """``{"ready": bool, "queued": int}`` (a not-ready server answers 503; this does not raise)."""
+        return (await self._request("GET", "/ready", raise_errors=False)).json()
+
+    async def metrics(self) -> str:
+        """The Prometheus text of ``GET /metrics``."""
+        return (await self._request("GET", "/metrics")).text

@@ -1,0 +1,203 @@
+"""Typed request and response models of the nrg-serve video-jobs API.
+
+Response models accept fields they do not know (``extra="allow"``), so a newer server never breaks an
+older client; the request models forbid unknown fields, so a typo fails here, before a round trip.
+``tests/clients/python/test_contract.py`` checks both against a live server's ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_EVENTS",
+    "TERMINAL_STATUSES",
+    "Event",
+    "GeneratedVideo",
+    "ModelInfo",
+    "ModelList",
+    "RewardGuidance",
+    "RewardGuidanceParams",
+    "Video",
+    "VideoCreateParams",
+    "VideoDeleted",
+    "VideoError",
+    "VideoList",
+]
+
+#: Job statuses, as the server reports them in ``Video.status``.
+ACTIVE_STATUSES = ("queued", "in_progress")
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+#: Event types that end an SSE stream.
+TERMINAL_EVENTS = TERMINAL_STATUSES
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class RewardGuidanceParams(BaseModel):
+    """The ``reward_guidance`` object of a create request; unset fields take the server's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] | None = None
+    strength: float | None = None
+    window: tuple[float, float] | None = None
+    #: "sum" or "unit"; a plain string so that the server, which knows its modes, names a bad one.
+    mode: str | None = None
+
+
+class VideoCreateParams(BaseModel):
+    """The body of ``POST /v1/videos`` as the client sends it (``None`` fields are left out)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    prompt: str
+    model: str | None = None
+    negative_prompt: str | None = None
+    size: str | None = None
+    width: int | None = None
+    height: int | None = None
+    seconds: float | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    seed: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    checkpoint: str | None = None
+    reward_guidance: RewardGuidanceParams | None = None
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+class VideoError(_Response):
+    code: str
+    message: str
+
+
+class RewardGuidance(_Response):
+    weights: dict[str, float] = Field(default_factory=dict)
+    strength: float = 100.0
+    window: tuple[float, float] = (0.0, 1.0)
+    mode: str = "sum"
+
+
+class Video(_Response):
+    """A video job (``GET /v1/videos/{id}``)."""
+
+    id: str
+    object: str = "video"
+    model: str
+    #: queued | in_progress | completed | failed | cancelled (a plain string: new statuses never break parsing)
+    status: str
+    progress: int = 0
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    prompt: str
+    size: str
+    seconds: str
+    error: VideoError | None = None
+    negative_prompt: str | None = None
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    checkpoint: str | None = None
+    reward_guidance: RewardGuidance | None = None
+    rewards: dict[str, float] | None = None
+    guidance_skipped_steps: int | None = None
+    batch_size: int | None = None
+    queue_time_s: float | None = None
+    inference_time_s: float | None = None
+    encode_time_s: float | None = None
+    peak_memory_mb: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the job has reached a terminal status (completed, failed or cancelled)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def guided(self) -> bool:
+        return self.reward_guidance is not None
+
+
+class GeneratedVideo(Video):
+    """What :meth:`Client.generate` returns: the completed job and where its file was written."""
+
+    path: Path | None = None
+
+
+class VideoList(_Response):
+    object: str = "list"
+    data: list[Video]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class VideoDeleted(_Response):
+    id: str
+    object: str = "video.deleted"
+    deleted: bool
+
+
+class ModelInfo(_Response):
+    """A hosted model (``GET /v1/models``): its family, reward objectives, checkpoints, defaults."""
+
+    id: str
+    object: str = "model"
+    family: str
+    reward_objectives: list[str] = Field(default_factory=list)
+    checkpoints: list[dict[str, str]] = Field(default_factory=list)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelList(_Response):
+    object: str = "list"
+    data: list[ModelInfo]
+
+
+class Event(_Response):
+    """One Server-Sent Event of ``GET /v1/videos/{id}/events``.
+
+    ``type`` is queued, started, step, completed, failed or cancelled. ``step`` events carry ``step``,
+    ``steps``, ``t`` (noise level, 1 = pure noise) and ``progress``, and ``rewards`` per objective at
+    the steps where the reward model was evaluated; ``started`` carries ``batch_size``; ``completed``
+    carries the job's result fields; ``failed`` and ``cancelled`` carry ``error``.
+    """
+
+    type: str
+    id: str
+    step: int | None = None
+    steps: int | None = None
+    t: float | None = None
+    progress: int | None = None
+    rewards: dict[str, float] | None = None
+    batch_size: int | None = None
+    error: VideoError | None = None
+    guidance_skipped_steps: int | None = None
+    queue_time_s: float | None = None
+    inference_time_s: float | None = None
+    encode_time_s: float | None = None
+    peak_memory_mb: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
