@@ -179,3 +179,53 @@ class PipelineFamily(ABC):
     def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         """Frames as float32 [B, F, H, W, 3] in [0, 1], exactly as ``output_type="np"`` gives them.
         ``generators`` serve VAEs that add decode-time noise (LTX-Video 0.9.1+)."""
+
+    def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """Clips to latents in the family's layout and normalisation: the inverse convention of
+        :meth:`decode` (the same layout :meth:`prepare_latents` gives for ``shape``).
+
+        ``frames``: float [B, F, H, W, 3] in [0, 1] with (F, H, W) = ``shape``. The VAE posterior's
+        mode is used (deterministic), as diffusers' video-to-video pipelines do with
+        ``sample_mode="argmax"``. Used to train reward models from pixel clips.
+        """
+        raise NotImplementedError(f"the {self.name} adapter cannot encode clips")
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noisy latents x_t at noise level ``t`` ([B], in [0, 1], 1 = pure noise) of clean
+        ``latents`` x_0 with ``noise`` (same shape), in the family's forward process.
+
+        Flow matching (REFERENCE §2.1, t = sigma): x_t = (1 - t) x_0 + t noise.
+        Diffusion (eps or v prediction): with abar the scheduler's ``alphas_cumprod`` at timestep
+        round(t (T - 1)), T = ``num_train_timesteps``: x_t = sqrt(abar) x_0 + sqrt(1 - abar) noise.
+        Computed in float32 and returned in ``latents``' dtype.
+        """
+        if noise.shape != latents.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} differs from latents shape {tuple(latents.shape)}")
+        t = torch.as_tensor(t, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
+        if bool(((t < 0) | (t > 1)).any()):
+            raise ValueError(f"noise levels t must lie in [0, 1]; got {t.tolist()}")
+        view = (-1,) + (1,) * (latents.ndim - 1)
+        x0, eps = latents.float(), noise.to(latents.device, torch.float32)
+        if self.prediction == "flow":
+            t = t.view(view)
+            return ((1.0 - t) * x0 + t * eps).to(latents.dtype)
+        scheduler = self.pipe.scheduler
+        steps = int(scheduler.config.num_train_timesteps)
+        index = torch.round(t * (steps - 1)).long()
+        abar = scheduler.alphas_cumprod.to(latents.device, torch.float32)[index].view(view)
+        return (abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps).to(latents.dtype)
+
+
+def frames_to_vae_input(frames: torch.Tensor, shape: VideoShape, vae: torch.nn.Module) -> torch.Tensor:
+    """Clips [B, F, H, W, 3] in [0, 1] as a VAE takes them: [B, 3, F, H, W] in [-1, 1], in the VAE's
+    dtype and device (diffusers' ``VideoProcessor.preprocess_video`` without resizing)."""
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [B, F, H, W, 3]; got {tuple(frames.shape)}")
+    if tuple(frames.shape[1:4]) != (shape.frames, shape.height, shape.width):
+        raise ValueError(
+            f"frames are {tuple(frames.shape[1:4])} (frames, height, width) but the shape says "
+            f"{(shape.frames, shape.height, shape.width)}"
+        )
+    param = next(vae.parameters())
+    video = frames.to(param.device, torch.float32).permute(0, 4, 1, 2, 3) * 2.0 - 1.0
+    return video.to(param.dtype)

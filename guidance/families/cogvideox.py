@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from diffusers import CogVideoXDPMScheduler
 
-from guidance.families.base import PipelineFamily, Prediction, TextConditioning, VideoShape
+from guidance.families.base import PipelineFamily, Prediction, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``CogVideoXPipeline.__call__``'s default; prompts are padded to it (and models with sin-cos
 #: position embeddings need exactly ``max_text_seq_length`` = 226 text tokens).
@@ -171,6 +171,23 @@ class CogVideoXFamily(PipelineFamily):
         padding = self._latent_frames(shape)[1]
         video = self.pipe.decode_latents(latents[:, padding:].to(self.pipe.vae.dtype))
         return torch.from_numpy(self.pipe.video_processor.postprocess_video(video=video, output_type="np"))
+
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The inverse of :meth:`decode`: the posterior mode times the VAE's ``scaling_factor``,
+        permuted to [B, F, C, H, W] (as ``CogVideoXVideoToVideoPipeline``), in the dtype of
+        :meth:`prepare_latents`. CogVideoX 1.5 layouts get the leading padding frames that
+        :meth:`decode` drops, filled with copies of the first latent frames (as the 1.5
+        image-to-video pipeline pads its image latents)."""
+        self.check_shape(shape)
+        vae = self.pipe.vae
+        z = vae.encode(frames_to_vae_input(frames, shape, vae)).latent_dist.mode()
+        z = (z * vae.config.scaling_factor).permute(0, 2, 1, 3, 4)
+        padding = self._latent_frames(shape)[1]
+        if padding:
+            z = torch.cat([z[:, :padding], z], dim=1)
+        return z.to(self.pipe.text_encoder.dtype)
 
 
 def build_tiny_pipeline():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE, retrieve_timesteps
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``HunyuanVideoPipeline.__call__``'s default: the Llama prompt is padded to this many tokens after
 #: the template is cropped, so a sample's embeddings never depend on the longest prompt in its batch.
@@ -124,6 +124,16 @@ class HunyuanFamily(PipelineFamily):
         video = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         frames = self.pipe.video_processor.postprocess_video(video, output_type="pt")
         return frames.permute(0, 1, 3, 4, 2).float()
+
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The inverse of :meth:`decode`: the posterior mode times the VAE's ``scaling_factor`` (as
+        ``HunyuanVideoImageToVideoPipeline``); float32 like :meth:`prepare_latents`."""
+        self.check_shape(shape)
+        vae = self.pipe.vae
+        z = vae.encode(frames_to_vae_input(frames, shape, vae)).latent_dist.mode()
+        return (z * vae.config.scaling_factor).float()
 
 
 def _tiny_llama_tokenizer():

@@ -16,7 +16,7 @@ import torch
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``LTXPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
 #: depend on the longest prompt in its batch.
@@ -171,6 +171,20 @@ class LTXFamily(PipelineFamily):
         video = vae.decode(latents.to(vae.dtype), timestep, return_dict=False)[0]
         frames_out = pipe.video_processor.postprocess_video(video, output_type="pt")
         return frames_out.permute(0, 1, 3, 4, 2).float()
+
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The inverse of :meth:`decode`: the posterior mode, normalised with the pipeline's
+        ``_normalize_latents`` (with the VAE's ``scaling_factor``, which decode divides by) and
+        packed into tokens [B, L, C] with ``_pack_latents``; float32 like :meth:`prepare_latents`."""
+        self.check_shape(shape)
+        pipe = self.pipe
+        vae = pipe.vae
+        z = vae.encode(frames_to_vae_input(frames, shape, vae)).latent_dist.mode()
+        z = pipe._normalize_latents(z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        z = pipe._pack_latents(z, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+        return z.float()
 
 
 def build_tiny_pipeline():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``WanPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
 #: depend on the longest prompt in its batch.
@@ -99,6 +99,19 @@ class WanFamily(PipelineFamily):
         video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
         frames = self.pipe.video_processor.postprocess_video(video, output_type="pt")
         return frames.permute(0, 1, 3, 4, 2).float()
+
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The inverse of :meth:`decode`: the posterior mode, then (z - latents_mean) / latents_std
+        (as ``WanVideoToVideoPipeline.prepare_latents``); float32 like :meth:`prepare_latents`."""
+        self.check_shape(shape)
+        vae = self.pipe.vae
+        z = vae.encode(frames_to_vae_input(frames, shape, vae)).latent_dist.mode()
+        dim = vae.config.z_dim
+        mean = torch.tensor(vae.config.latents_mean).view(1, dim, 1, 1, 1).to(z.device, z.dtype)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, dim, 1, 1, 1).to(z.device, z.dtype)
+        return ((z - mean) * inv_std).float()
 
 
 def build_tiny_pipeline():

@@ -99,3 +99,25 @@ def test_cogvideox_predict_takes_a_timestep_per_sample(tiny_family):
         alone = family.predict(family.transformer, latents[i : i + 1], timesteps[i], cond.select([i]), SHAPE, 0)
         assert float((together[i] - alone[0]).abs().max()) <= 1e-5
     assert float((together[0] - together[1]).abs().max()) > 1e-3
+
+
+def test_cogvideox_encode_gives_the_prepare_latents_layout(tiny_family, v15_family):
+    frames = torch.rand(2, SHAPE.frames, SHAPE.height, SHAPE.width, 3, generator=torch.Generator().manual_seed(0))
+    for family in (tiny_family("cogvideox"), v15_family):
+        latents = family.encode(frames, SHAPE)
+        noise = family.prepare_latents(SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
+        assert latents.shape == noise.shape and latents.dtype == noise.dtype  # [B, F, C, H, W]
+    # 1.5: one leading padding frame (a copy of the first), which decode drops again.
+    assert torch.equal(latents[:, 0], latents[:, 1])
+
+
+def test_diffusion_add_noise_uses_the_schedulers_alphas_cumprod(tiny_family):
+    family = tiny_family("cogvideox")
+    abar = family.pipe.scheduler.alphas_cumprod
+    x0, noise = torch.randn(3, 3, 16, 4, 4), torch.randn(3, 3, 16, 4, 4)
+    t = torch.tensor([0.0, 0.5, 1.0])
+    x_t = family.add_noise(x0, noise, t)
+    for i, step in enumerate((0, round(0.5 * 999), 999)):
+        expected = abar[step].sqrt() * x0[i] + (1 - abar[step]).sqrt() * noise[i]
+        assert torch.allclose(x_t[i], expected, atol=1e-6), step
+    assert float(abar[999]) < 1e-3  # zero terminal SNR: t = 1 is (almost) pure noise

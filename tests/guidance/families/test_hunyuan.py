@@ -54,3 +54,15 @@ def test_hunyuan_prompt_encoding_is_batch_independent(tiny_family):
 def test_hunyuan_rejects_shapes_the_pipeline_would_round(tiny_family, shape, field):
     with pytest.raises(ValueError, match=field):
         tiny_family("hunyuan").check_shape(shape)
+
+
+def test_hunyuan_encode_gives_the_prepare_latents_layout(tiny_family):
+    family = tiny_family("hunyuan")
+    frames = torch.rand(2, SHAPE.frames, SHAPE.height, SHAPE.width, 3, generator=torch.Generator().manual_seed(0))
+    latents = family.encode(frames, SHAPE)
+    noise = family.prepare_latents(SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert latents.shape == noise.shape and latents.dtype == noise.dtype
+    # Flow matching: add_noise is the linear interpolation (REFERENCE §2.1).
+    t = torch.tensor([0.3, 0.9])
+    assert torch.allclose(family.add_noise(latents, noise, t), (1 - t).view(-1, 1, 1, 1, 1) * latents
+                          + t.view(-1, 1, 1, 1, 1) * noise, atol=1e-6)

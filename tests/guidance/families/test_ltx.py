@@ -75,3 +75,13 @@ def test_ltx_pipeline_cfg_needs_no_rescale():
 def test_ltx_rejects_shapes_the_pipeline_would_round(tiny_family, shape, field):
     with pytest.raises(ValueError, match=field):
         tiny_family("ltx").check_shape(shape)
+
+
+def test_ltx_encode_gives_the_packed_prepare_latents_layout(tiny_family):
+    family = tiny_family("ltx")
+    frames = torch.rand(2, SHAPE.frames, SHAPE.height, SHAPE.width, 3, generator=torch.Generator().manual_seed(0))
+    latents = family.encode(frames, SHAPE)
+    noise = family.prepare_latents(SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert latents.shape == noise.shape == (2, 24, 8) and latents.dtype == noise.dtype
+    decoded = family.decode(latents, SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert decoded.shape == frames.shape
