@@ -1,0 +1,303 @@
+"""Server throughput against the plain diffusers pipeline, same requests, same machine, one run.
+
+::
+
+    python -m server.bench_vs_diffusers --num-prompts 16 --steps 10 --max-batch 4
+
+1. Starts nrg-serve in this process (uvicorn in a thread, the model loaded once) unless ``--base-url``
+   names a running one, and drives it with the ``nrg-bench`` workload (``nrg_client.bench``): all
+   requests unguided (diffusers has no reward guidance), sent at ``--request-rate`` (default: all at
+   once) with at most ``--max-concurrency`` in flight, each followed to completion. The server encodes
+   every video to mp4 and a webp thumbnail.
+2. Stops the server, loads the same directory with ``DiffusionPipeline.from_pretrained`` and runs the
+   same prompts, seeds, shapes, steps and CFG scales one by one, as a user would without the server::
+
+       frames = pipe(prompt=p, height=h, width=w, num_frames=f, num_inference_steps=n, guidance_scale=g,
+                     generator=torch.Generator("cpu").manual_seed(seed), output_type="np").frames[0]
+       export_to_video(frames, path, fps=16)
+
+3. Prints both throughputs (requests/s, frames/s) and their ratio, server / diffusers; with
+   ``--verify`` (default) it also checks that the first request's video from the server and from the
+   pipeline decode to the same frames, so that both sides did the same work.
+
+Needs torch and diffusers (it lives in the server package); the client part needs ``nrg-client``
+(``pip install -e clients/python``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from guidance.demo import DEFAULT_MODEL_DIR
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, max_queue: int,
+                     device: str | None, dtype: str, data_dir: Path) -> Iterator[tuple[str, str]]:
+    """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name)."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
+    from server.schema import Limits
+
+    embedded = Path(model_dir).resolve() == Path(DEFAULT_MODEL_DIR).resolve()
+    name = DEMO_MODEL_NAME if embedded else Path(model_dir).name
+    config = ServerConfig(models={} if embedded else {name: Path(model_dir)}, port=_free_port(), data_dir=data_dir,
+                          max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, device=device,
+                          dtype=dtype, limits=Limits())
+    app = create_app(config, load_models(config))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="nrg-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}", name
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def run_diffusers(model_dir: Path, requests: Sequence[dict[str, Any]], *, warmup: int, device: str | None,
+                  dtype: str, out_dir: Path, fps: int, verify_first: bool) -> dict[str, Any]:
+    """The same requests one by one through ``pipe(...)`` + ``export_to_video``; timed after ``warmup`` calls."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import export_to_video
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    pipe = DiffusionPipeline.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), use_safetensors=True,
+                                             local_files_only=True).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    load_s = time.perf_counter() - start
+
+    def call(request: dict[str, Any]):
+        return pipe(prompt=request["prompt"], height=request["height"], width=request["width"],
+                    num_frames=request["num_frames"], num_inference_steps=request["num_inference_steps"],
+                    guidance_scale=request["guidance_scale"],
+                    generator=torch.Generator("cpu").manual_seed(request["seed"]), output_type="np").frames[0]
+
+    for i in range(warmup):
+        call(requests[i % len(requests)])
+    latencies, first_frames = [], None
+    start = time.perf_counter()
+    for i, request in enumerate(requests):
+        t0 = time.perf_counter()
+        frames = call(request)
+        export_to_video(list(frames), str(out_dir / f"diffusers_{i}.mp4"), fps=fps)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        latencies.append(time.perf_counter() - t0)
+        if i == 0 and verify_first:
+            first_frames = frames
+    duration = time.perf_counter() - start
+    frames_total = sum(r["num_frames"] for r in requests)
+    return {"requests": len(requests), "warmup_requests": warmup, "load_s": load_s, "duration_s": duration,
+            "request_throughput": len(requests) / duration, "frame_throughput": frames_total / duration,
+            "latency_mean_s": sum(latencies) / len(latencies), "first_frames": first_frames}
+
+
+def _decoded(path: Path):
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.int16)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m server.bench_vs_diffusers", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="diffusers directory (default: embedded demo)")
+    p.add_argument("--base-url", default=None, help="a running server hosting --model (default: start one here)")
+    p.add_argument("--model-name", default=None, help="the model's name on --base-url (default: its first)")
+    p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--size", default="64x64", help="WIDTHxHEIGHT")
+    p.add_argument("--num-frames", type=int, default=17)
+    p.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's)")
+    p.add_argument("--fps", type=int, default=16)
+    p.add_argument("--max-batch", type=int, default=4, help="server batch size limit (in-process server)")
+    p.add_argument("--batch-wait-ms", type=float, default=50.0, help="server batch wait (in-process server)")
+    p.add_argument("--max-concurrency", type=int, default=None, help="requests in flight (default: all)")
+    p.add_argument("--request-rate", type=float, default=math.inf, help="Poisson arrival rate (default: all at once)")
+    p.add_argument("--warmup-requests", type=int, default=1, help="untimed requests on each side first")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip checking that server and pipeline produced the same first video")
+    p.add_argument("--output-file", "--output", dest="output_file", type=Path, default=None)
+    p.add_argument("--disable-tqdm", "--no-progress", dest="disable_progress", action="store_true")
+    return p
+
+
+def _machine(device: str | None) -> str:
+    import torch
+
+    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {name}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: other work on a shared machine shows up here."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from nrg_client.async_client import AsyncClient
+        from nrg_client.bench import BenchConfig, run_async
+    except ImportError as exc:
+        raise RuntimeError(f"nrg-client is not installed ({exc}); pip install -e clients/python") from None
+    import asyncio
+
+    width, _, height = args.size.lower().partition("x")
+    size = f"{int(width)}x{int(height)}"
+    config = BenchConfig(num_prompts=args.num_prompts, request_rate=args.request_rate,
+                         max_concurrency=args.max_concurrency, guided_fraction=0.0, warmup_requests=args.warmup_requests,
+                         size=size, num_frames=args.num_frames, steps=args.steps, guidance_scale=args.guidance_scale,
+                         seed=args.seed, guidance_probes=0, progress=not args.disable_progress)
+
+    async def bench_and_fetch_first(base_url: str, model: str | None, out: Path) -> dict[str, Any]:
+        config.base_url, config.model = base_url, model
+        result = await run_async(config)
+        first = result["requests"][0]
+        if args.verify and first["status"] == "completed":
+            async with AsyncClient(base_url) as client:
+                await client.download(first["id"], out / "server_0.mp4")
+        return result
+
+    load_before = _load()
+    with tempfile.TemporaryDirectory(prefix="nrg-bench-") as tmp:
+        tmp_dir = Path(tmp)
+        if args.base_url:
+            served = asyncio.run(bench_and_fetch_first(args.base_url, args.model_name, tmp_dir))
+        else:
+            with serve_in_process(args.model, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                                  max_queue=max(64, args.num_prompts + args.warmup_requests),
+                                  device=args.device, dtype=args.dtype, data_dir=tmp_dir / "data") as (url, name):
+                served = asyncio.run(bench_and_fetch_first(url, name, tmp_dir))
+        if served["completed"] != served["num_requests"]:
+            raise RuntimeError(f"server: {served['failed']} of {served['num_requests']} requests failed: "
+                               f"{served['errors']}")
+        requests = [{k: r[k] for k in ("prompt", "seed", "width", "height", "num_frames", "num_inference_steps",
+                                       "guidance_scale")} for r in served["requests"]]
+        plain = run_diffusers(args.model, requests, warmup=args.warmup_requests, device=args.device, dtype=args.dtype,
+                              out_dir=tmp_dir, fps=args.fps, verify_first=args.verify)
+        verify = None
+        first_frames = plain.pop("first_frames")
+        if args.verify:
+            from guidance.video_io import write_video
+
+            write_video(first_frames, tmp_dir / "diffusers_0_same_encoder.mp4", fps=args.fps)
+            a, b = _decoded(tmp_dir / "server_0.mp4"), _decoded(tmp_dir / "diffusers_0_same_encoder.mp4")
+            verify = {"shape_equal": a.shape == b.shape,
+                      "max_abs_diff_uint8": int(abs(a - b).max()) if a.shape == b.shape else None}
+
+    ratio = served["request_throughput"] / plain["request_throughput"]
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m server.bench_vs_diffusers", *args.argv]),
+        "machine": _machine(args.device),
+        "load_average": {"before": load_before, "after": _load()},
+        "model": str(args.model),
+        "workload": {"num_prompts": args.num_prompts, "size": size, "num_frames": args.num_frames,
+                     "steps": args.steps, "guidance_scale": requests[0]["guidance_scale"],
+                     "max_batch": None if args.base_url else args.max_batch,
+                     "max_concurrency": args.max_concurrency, "request_rate": served["config"]["request_rate"],
+                     "warmup_requests": args.warmup_requests},
+        "server": {k: served[k] for k in ("num_requests", "completed", "duration_s", "request_throughput",
+                                          "frame_throughput", "latency_s", "queue_time_s", "inference_time_s",
+                                          "encode_time_s", "batch_size")},
+        "diffusers": plain,
+        "throughput_ratio": ratio,
+        "verify": verify,
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    s, d, w = result["server"], result["diffusers"], result["workload"]
+    batches = s["batch_size"]["metrics"]
+    lines = [
+        " nrg-serve vs diffusers ".center(72, "="),
+        f"{'Machine:':<40}{result['machine']}",
+        f"{'Load average before / after:':<40}{result['load_average']['before']} / {result['load_average']['after']}",
+        f"{'Workload:':<40}{w['num_prompts']} unguided requests, {w['size']} x {w['num_frames']} frames, "
+        f"{w['steps']} steps, cfg {w['guidance_scale']}",
+        f"{'Server max batch / mean batch:':<40}{w['max_batch'] or '-'} / "
+        f"{batches['mean'] if batches['mean'] is None else round(batches['mean'], 2)}",
+        f"{'':<40}{'requests/s':>12}{'frames/s':>12}{'time (s)':>10}",
+        f"{'nrg-serve (HTTP, batched):':<40}{s['request_throughput']:>12.3f}{s['frame_throughput']:>12.2f}"
+        f"{s['duration_s']:>10.2f}",
+        f"{'diffusers pipe(), one by one:':<40}{d['request_throughput']:>12.3f}{d['frame_throughput']:>12.2f}"
+        f"{d['duration_s']:>10.2f}",
+        f"{'Throughput ratio (server/diffusers):':<40}{result['throughput_ratio']:.2f}x",
+    ]
+    if result["verify"] is not None:
+        v = result["verify"]
+        lines.append(f"{'Same first video (max |diff|, 0-255):':<40}{v['max_abs_diff_uint8']}")
+    lines.append("=" * 72)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        result = run(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        parser.exit(2, f"bench_vs_diffusers: error: {exc}\n")
+    print(format_report(result))
+    if args.output_file is not None:
+        args.output_file.parent.mkdir(parents=True, exist_ok=True)
+        args.output_file.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {args.output_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
