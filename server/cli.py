@@ -1,4 +1,4 @@
-"""The ``nrg`` command line: generate videos, build tiny pipelines, initialise reward models.
+"""The ``nrg`` command line: generate videos, build tiny pipelines, initialise and train reward models.
 
 Errors a user can fix (bad flags, unknown objectives, wrong directories) are printed as one line
 prefixed ``nrg: error:`` with exit status 2, never as a traceback.
@@ -75,7 +75,51 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--blocks", type=int, default=2, help="transformer blocks in the trunk (default 2)")
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("out", type=Path)
+
+    _add_train_reward_parser(sub)
+    _add_demo_parsers(sub)
     return parser
+
+
+def _add_demo_parsers(sub) -> None:
+    """``nrg demo train|make-pairs`` and ``nrg eval``: the synthetic demo world (docs/demo.md)."""
+    demo = sub.add_parser("demo", help="the synthetic demo world: train its model, make preference pairs")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+
+    train = demo_sub.add_parser("train", help="train the demo Wan pipeline on the synthetic world (CPU)")
+    train.add_argument("--out", type=Path, default=Path("out/demo-pipeline"), help="output diffusers directory")
+    train.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget; sets the step counts")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--vae-steps", type=int, default=None, help="override the VAE step count")
+    train.add_argument("--dit-steps", type=int, default=None, help="override the transformer step count")
+    train.add_argument("--latent-clips", type=int, default=None, help="clips pre-encoded for the transformer")
+    train.add_argument("--check-clips", type=int, default=None, help="held-out clips scored at the end (0: none)")
+    train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train_reward_parser(sub) -> None:
+    """``nrg train-reward``: Bradley-Terry-with-ties training on a preference data set
+    (docs/reward_training.md)."""
+    train = sub.add_parser("train-reward", help="train a latent reward model on a preference data set",
+                           description="Train a latent reward model on noisy latents of preference pairs "
+                                       "(see docs/reward_training.md for the data set format).")
+    _add_model_args(train)
+    train.add_argument("--data", type=Path, required=True, help="preference data set directory (dataset.json, pairs.jsonl)")
+    train.add_argument("--out", type=Path, required=True, help="output reward model directory")
+    train.add_argument("--objectives", default=None, help="comma-separated subset to train (default: the data set's)")
+    train.add_argument("--blocks", type=int, default=None, help="transformer blocks in the trunk (default 2)")
+    train.add_argument("--init", type=Path, default=None, help="resume from this reward model directory")
+    train.add_argument("--epochs", type=int, default=2, help="passes over the training pairs (default 2)")
+    train.add_argument("--batch-size", type=int, default=8, help="pairs per step (default 8)")
+    train.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    train.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default 1.0)")
+    train.add_argument("--t-min", type=float, default=0.0, help="lowest training noise level (default 0)")
+    train.add_argument("--t-max", type=float, default=1.0, help="highest training noise level (default 1)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--freeze-trunk", action="store_true", help="train the head only")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -219,7 +263,45 @@ def _init_reward(args: argparse.Namespace) -> None:
     print(f"wrote untrained reward model ({', '.join(objectives)}; {args.blocks} trunk blocks) to {args.out}")
 
 
-COMMANDS = {"generate": _generate, "make-tiny": _make_tiny, "init-reward": _init_reward, "serve": _serve}
+def _train_reward(args: argparse.Namespace) -> None:
+    from guidance.train.preference_data import load_preference_data, read_pairs
+    from guidance.train.reward import TrainConfig, train_reward_model
+
+    objectives = None
+    if args.objectives is not None:
+        objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+        if not objectives:
+            raise ValueError(f"--objectives must name at least one objective; got {args.objectives!r}")
+    config = TrainConfig(
+        objectives=objectives, num_blocks=args.blocks, init=None if args.init is None else str(args.init),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip, t_min=args.t_min, t_max=args.t_max, seed=args.seed, freeze_trunk=args.freeze_trunk,
+    )
+    config.validate()
+    read_pairs(args.data)  # fail on a malformed data set before loading the pipeline
+    family = _load(args)
+    data = load_preference_data(args.data, family, objectives, progress=not args.quiet)
+    train_reward_model(family, data, config, args.out, progress=not args.quiet)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    if args.demo_command == "train":
+        from guidance.demo.train import TrainConfig, train_demo
+
+        cfg = TrainConfig(seed=args.seed, minutes=args.minutes, vae_steps=args.vae_steps, dit_steps=args.dit_steps,
+                          threads=args.threads)
+        if args.latent_clips is not None:
+            cfg.latent_clips = args.latent_clips
+        if args.check_clips is not None:
+            cfg.check_clips = args.check_clips
+        summary = train_demo(args.out, cfg, progress=not args.quiet)
+        print(f"wrote demo pipeline to {args.out} in {summary['total_minutes']} min")
+
+
+COMMANDS = {
+    "generate": _generate, "make-tiny": _make_tiny, "init-reward": _init_reward, "serve": _serve,
+    "train-reward": _train_reward, "demo": _demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

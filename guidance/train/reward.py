@@ -1,0 +1,465 @@
+"""Training the latent reward model on preference pairs (``nrg train-reward``).
+
+Loss: Bradley-Terry with ties (REFERENCE §2.4, VideoReward Eq. 1-2), theta = 5, per objective. With
+d = r_A - r_B and c = log theta::
+
+    P(A > B) = sigmoid(d - c)
+    P(B > A) = sigmoid(-d - c)
+    P(tie)   = (theta^2 - 1) sigmoid(d - c) sigmoid(-d - c)        (the three sum to 1)
+    loss     = - log P(observed label)
+
+averaged over the non-missing labels of each objective in the minibatch, then over the objectives
+that have labels in it (so every objective weighs the same, whatever its label density).
+
+Noisy pairs (REFERENCE §2.3): every step draws one t ~ U(t_min, t_max) per pair and ONE noise tensor
+per pair; both clips of the pair are noised with that same noise at that same t
+(``family.add_noise``), so the score difference reflects the clips, not the noise draw. Scores are
+r = model(x_t, t, prompt embeddings, shape).
+
+What is trained: the trunk's transformer blocks and the head. The trunk's patch, time and text
+embeddings (everything of the copied transformer outside its first block list) stay frozen: they are
+the interface to the pipeline's latent space, noise-level embedding and text encoder, which the
+reward model must keep speaking; with a few thousand pairs, retraining them would only overfit.
+``freeze_trunk`` freezes the blocks too (head only: a linear probe with attention pooling).
+
+Evaluation: on the held-out pairs, at the midpoints of four noise-level buckets, with fixed noise
+(pair i gets noise from seed ``EVAL_SEED + i``), so numbers are reproducible and comparable between
+epochs. Accuracy counts decisive labels only (sign of r_A - r_B against A/B); ties are counted
+separately (with the share of ties where P(tie) is the most probable outcome).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.reward_model import LatentRewardModel, init_reward_model, load_reward_model, read_reward_config
+from guidance.train.preference_data import A_WINS, B_WINS, MISSING, TIE, PreferenceData
+
+THETA = 5.0
+#: Noise-level buckets of the held-out evaluation; each is evaluated at its midpoint.
+BUCKETS: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+#: Held-out pair i is noised with ``torch.Generator().manual_seed(EVAL_SEED + i)``.
+EVAL_SEED = 1_000_003
+REPORT_NAME = "training_report.json"
+
+
+# -- the loss ----------------------------------------------------------------------------------
+
+
+def bt_ties_log_probs(d: torch.Tensor, theta: float = THETA) -> torch.Tensor:
+    """log P(A > B), log P(B > A), log P(tie) of score differences ``d = r_A - r_B``: [..., 3]."""
+    if not theta > 1.0:
+        raise ValueError(f"theta must be > 1; got {theta}")
+    c = math.log(theta)
+    d = d.float()
+    log_a = nn.functional.logsigmoid(d - c)
+    log_b = nn.functional.logsigmoid(-d - c)
+    log_tie = math.log(theta * theta - 1.0) + log_a + log_b
+    return torch.stack([log_a, log_b, log_tie], dim=-1)
+
+
+def bt_ties_loss(d: torch.Tensor, labels: torch.Tensor, theta: float = THETA) -> torch.Tensor:
+    """Mean - log P(label) of ``d`` [N, K] against ``labels`` [N, K] (0 A, 1 B, 2 tie, -1 missing):
+    averaged over each objective's non-missing labels, then over objectives that have any."""
+    if d.shape != labels.shape:
+        raise ValueError(f"scores {tuple(d.shape)} and labels {tuple(labels.shape)} differ in shape")
+    log_probs = bt_ties_log_probs(d, theta)
+    present = labels != MISSING
+    nll = -log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
+    counts = present.sum(dim=0)
+    has = counts > 0
+    if not bool(has.any()):
+        raise ValueError("no labels: every label of the batch is missing")
+    per_objective = nll.sum(dim=0)[has] / counts[has]
+    return per_objective.mean()
+
+
+# -- noisy pairs -------------------------------------------------------------------------------
+
+
+def noise_pair(
+    family: PipelineFamily, a: torch.Tensor, b: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both clips of each pair noised with the same ``noise`` at the same ``t`` ([B])."""
+    return family.add_noise(a, noise, t), family.add_noise(b, noise, t)
+
+
+def draw_noisy_pairs(
+    family: PipelineFamily,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    generator: torch.Generator,
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One t ~ U(t_min, t_max) and one noise tensor per pair, drawn on the CPU from ``generator``
+    (so a seed gives the same draws on any device): returns (x_t^A, x_t^B, t, noise)."""
+    if a.shape != b.shape:
+        raise ValueError(f"the clips of a pair must have one shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+    t = t_min + (t_max - t_min) * torch.rand(a.shape[0], generator=generator)
+    noise = torch.randn(a.shape, generator=generator).to(a.device)
+    t = t.to(a.device)
+    x_a, x_b = noise_pair(family, a, b, noise, t)
+    return x_a, x_b, t, noise
+
+
+# -- prompts -----------------------------------------------------------------------------------
+
+
+def cat_conditioning(parts: Sequence[TextConditioning]) -> TextConditioning:
+    return TextConditioning(
+        torch.cat([p.embeds for p in parts]), {k: torch.cat([p.extras[k] for p in parts]) for k in parts[0].extras}
+    )
+
+
+class PromptCache:
+    """Prompt embeddings from the family's ``encode_prompts``, computed once per prompt."""
+
+    def __init__(self, family: PipelineFamily):
+        self.family = family
+        self._cache: dict[str, TextConditioning] = {}
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str]) -> TextConditioning:
+        new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if new:
+            cond, _ = self.family.encode_prompts(new, None)
+            for i, prompt in enumerate(new):
+                self._cache[prompt] = cond.select([i]).detach()
+        return cat_conditioning([self._cache[p] for p in prompts])
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run (stored in the report as ``args``)."""
+
+    objectives: Sequence[str] | None = None  # default: the data set's (or the --init model's)
+    num_blocks: int | None = None  # default 2, or the init model's
+    init: str | None = None  # an existing reward model directory to resume from
+    epochs: int = 2
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    t_min: float = 0.0
+    t_max: float = 1.0
+    seed: int = 0
+    freeze_trunk: bool = False
+    theta: float = THETA
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0; got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1; got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number; got {self.lr}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight decay must be >= 0; got {self.weight_decay}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad clip must be > 0 (use inf for none); got {self.grad_clip}")
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise ValueError(f"need 0 <= t-min < t-max <= 1; got t-min {self.t_min}, t-max {self.t_max}")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"blocks must be >= 1; got {self.num_blocks}")
+        if not self.theta > 1.0:
+            raise ValueError(f"theta must be > 1; got {self.theta}")
+
+
+@dataclass
+class TrainResult:
+    model: LatentRewardModel
+    report: dict[str, Any]
+    out_dir: Path | None = None
+    #: Mean training loss of every step, in order.
+    step_losses: list[float] = field(default_factory=list)
+
+
+def resolve_objectives(config: TrainConfig, data_objectives: Sequence[str]) -> tuple[str, ...]:
+    """The objectives to train: --objectives, else the init model's, else the data set's."""
+    wanted = tuple(config.objectives) if config.objectives else None
+    if config.init is not None:
+        init_objectives = tuple(read_reward_config(config.init)["objectives"])
+        if wanted is not None and wanted != init_objectives:
+            raise ValueError(
+                f"--objectives {','.join(wanted)} differ from the --init model's ({','.join(init_objectives)})"
+            )
+        wanted = init_objectives
+    wanted = wanted or tuple(data_objectives)
+    unknown = [o for o in wanted if o not in data_objectives]
+    if unknown:
+        raise ValueError(
+            f"objective(s) {', '.join(unknown)} not in the data set (its objectives: {', '.join(data_objectives)})"
+        )
+    return wanted
+
+
+def build_model(family: PipelineFamily, objectives: Sequence[str], config: TrainConfig) -> LatentRewardModel:
+    """A fresh model (copied trunk, seeded head) or the --init model, with the trainable parameters
+    set: trunk blocks (unless ``freeze_trunk``) and head; the trunk's embeddings stay frozen."""
+    if config.init is not None:
+        model = load_reward_model(config.init, family)
+        if tuple(model.objectives) != tuple(objectives):
+            raise ValueError(f"the --init model's objectives {list(model.objectives)} differ from {list(objectives)}")
+        if config.num_blocks is not None and config.num_blocks != model.num_blocks:
+            raise ValueError(f"--blocks {config.num_blocks} differs from the --init model's {model.num_blocks}")
+    else:
+        model = init_reward_model(family, objectives, num_blocks=config.num_blocks or 2, seed=config.seed)
+    model.requires_grad_(False)
+    getattr(model.trunk, family.block_lists[0]).requires_grad_(not config.freeze_trunk)
+    model.head.requires_grad_(True)
+    return model
+
+
+def trainable_parameter_count(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+# -- batching ----------------------------------------------------------------------------------
+
+
+def make_batches(data: PreferenceData, indices: Sequence[int], batch_size: int,
+                 generator: torch.Generator | None) -> list[list[int]]:
+    """Minibatches of pairs that share one video and latent shape. With a generator the pairs are
+    shuffled within each shape and the batches shuffled between shapes; without, kept in order."""
+    groups: dict[tuple, list[int]] = {}
+    for i in indices:
+        groups.setdefault((data.shapes[i], tuple(data.latents_a[i].shape)), []).append(i)
+    batches = []
+    for members in groups.values():
+        if generator is not None:
+            members = [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+        batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
+    if generator is not None:
+        batches = [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+def _stack(data: PreferenceData, batch: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.stack([data.latents_a[i] for i in batch]).to(device)
+    b = torch.stack([data.latents_b[i] for i in batch]).to(device)
+    return a, b
+
+
+def score_pairs(
+    model: LatentRewardModel,
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    t: torch.Tensor,
+    cond: TextConditioning,
+    shape: VideoShape,
+) -> torch.Tensor:
+    """d = r_A - r_B [B, K], both clips scored in one forward pass (batch of 2B)."""
+    scores = model(torch.cat([x_a, x_b]), torch.cat([t, t]), cat_conditioning([cond, cond]), shape).float()
+    return scores[: x_a.shape[0]] - scores[x_a.shape[0] :]
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: LatentRewardModel,
+    family: PipelineFamily,
+    data: PreferenceData,
+    indices: Sequence[int] | None = None,
+    prompts: PromptCache | None = None,
+    batch_size: int = 8,
+    theta: float = THETA,
+) -> dict[str, Any] | None:
+    """Held-out accuracy per objective and noise-level bucket (``None`` without held-out pairs).
+
+    Returns ``{"pairs": N, "t": [midpoints], "buckets": [...], "objectives": {name: {"accuracy":
+    [per bucket], "mean": float, "decisive": n, "ties": n, "tie_top": [per bucket]}}}``; an accuracy
+    is ``None`` where an objective has no decisive held-out label.
+    """
+    indices = data.indices("test") if indices is None else list(indices)
+    if not indices:
+        return None
+    prompts = prompts or PromptCache(family)
+    was_training = model.training
+    model.eval()
+    mids = [(lo + hi) / 2 for lo, hi in BUCKETS]
+    device = family.device
+    diffs = torch.zeros(len(mids), len(indices), len(data.objectives))
+    position = {i: p for p, i in enumerate(indices)}
+    for batch in make_batches(data, indices, batch_size, None):
+        a, b = _stack(data, batch, device)
+        noise = torch.stack(
+            [torch.randn(a.shape[1:], generator=torch.Generator().manual_seed(EVAL_SEED + i)) for i in batch]
+        ).to(device)
+        cond = prompts([data.prompts[i] for i in batch])
+        rows = [position[i] for i in batch]
+        for m, mid in enumerate(mids):
+            t = torch.full((len(batch),), mid, device=device)
+            x_a, x_b = noise_pair(family, a, b, noise, t)
+            diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]]).cpu()
+    model.train(was_training)
+    labels = data.labels[indices]
+    result: dict[str, Any] = {
+        "pairs": len(indices),
+        "t": mids,
+        "buckets": [f"[{lo:.2f},{hi:.2f}{']' if hi == 1.0 else ')'}" for lo, hi in BUCKETS],
+        "objectives": {},
+    }
+    for k, name in enumerate(data.objectives):
+        decisive = (labels[:, k] == A_WINS) | (labels[:, k] == B_WINS)
+        ties = labels[:, k] == TIE
+        accuracy, tie_top = [], []
+        for m in range(len(mids)):
+            d = diffs[m, :, k]
+            predicted = torch.where(d > 0, A_WINS, torch.where(d < 0, B_WINS, -2))
+            correct = (predicted == labels[:, k]) & decisive
+            accuracy.append(float(correct.sum()) / int(decisive.sum()) if bool(decisive.any()) else None)
+            top_is_tie = bt_ties_log_probs(d, theta).argmax(dim=-1) == TIE
+            tie_top.append(float((top_is_tie & ties).sum()) / int(ties.sum()) if bool(ties.any()) else None)
+        known = [x for x in accuracy if x is not None]
+        result["objectives"][name] = {
+            "accuracy": accuracy,
+            "mean": sum(known) / len(known) if known else None,
+            "decisive": int(decisive.sum()),
+            "ties": int(ties.sum()),
+            "tie_top": tie_top,
+        }
+    return result
+
+
+def format_accuracy_table(evaluation: dict[str, Any] | None) -> str:
+    """The held-out accuracies as a fixed-width text table."""
+    if evaluation is None:
+        return "no held-out pairs: accuracies not computed (mark some pairs \"split\": \"test\")"
+    t_heads = [f"t={t:.3f}" for t in evaluation["t"]]
+    header = f"{'objective':<12}" + "".join(f"{h:>9}" for h in t_heads) + f"{'mean':>9}{'pairs':>7}{'ties':>6}"
+    lines = [f"held-out accuracy ({evaluation['pairs']} pairs; decisive labels only, ties counted apart)", header]
+    for name, entry in evaluation["objectives"].items():
+        cells = "".join(f"{'-' if a is None else f'{a:.3f}':>9}" for a in entry["accuracy"])
+        mean = "-" if entry["mean"] is None else f"{entry['mean']:.3f}"
+        lines.append(f"{name:<12}{cells}{mean:>9}{entry['decisive']:>7}{entry['ties']:>6}")
+    return "\n".join(lines)
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def train_reward_model(
+    family: PipelineFamily,
+    data: PreferenceData,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train a :class:`LatentRewardModel` for ``family`` on ``data`` (see the module docstring).
+
+    Evaluates after every epoch (and once before training when ``epochs`` is 0); with ``out_dir``
+    saves the model (``reward_config.json``, ``reward_model.safetensors``) and
+    ``training_report.json`` there. Deterministic given ``config.seed`` (on one device and torch).
+    Returns the trained model in eval mode without gradients, as :func:`load_reward_model` does.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or TrainConfig()
+    config.validate()
+    say = log or (lambda _: None)
+    objectives = resolve_objectives(config, data.objectives)
+    if tuple(objectives) != tuple(data.objectives):
+        columns = [data.objectives.index(o) for o in objectives]
+        data = replace(data, objectives=tuple(objectives), labels=data.labels[:, columns])
+    train_idx = [i for i in data.indices("train") if bool((data.labels[i] != MISSING).any())]
+    test_idx = data.indices("test")
+    if not train_idx:
+        raise ValueError("the data set has no training pairs with labels on the trained objectives")
+    start = time.perf_counter()
+    model = build_model(family, objectives, config)
+    trainable, total = trainable_parameter_count(model)
+    say(f"reward model for {', '.join(objectives)}: {model.num_blocks} trunk blocks, "
+        f"{trainable:,} of {total:,} parameters trained; {len(train_idx)} training pairs, {len(test_idx)} held out")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    prompts = PromptCache(family)
+    device = family.device
+
+    epoch_losses: list[float] = []
+    step_losses: list[float] = []
+    evaluations: list[dict[str, Any] | None] = []
+    model.train()
+    for epoch in range(config.epochs):
+        batches = make_batches(data, train_idx, config.batch_size, generator)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        total_loss, count = 0.0, 0
+        for batch in bar:
+            a, b = _stack(data, batch, device)
+            x_a, x_b, t, _ = draw_noisy_pairs(family, a, b, generator, config.t_min, config.t_max)
+            cond = prompts([data.prompts[i] for i in batch])
+            with torch.enable_grad():
+                d = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]])
+                loss = bt_ties_loss(d, data.labels[batch].to(d.device), config.theta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            value = float(loss.detach())
+            step_losses.append(value)
+            total_loss += value * len(batch)
+            count += len(batch)
+            bar.set_postfix(loss=f"{total_loss / count:.4f}")
+        bar.close()
+        epoch_losses.append(total_loss / max(count, 1))
+        evaluation = evaluate(model, family, data, test_idx, prompts, config.batch_size, config.theta)
+        evaluations.append(evaluation)
+        say(f"epoch {epoch + 1}/{config.epochs}: train loss {epoch_losses[-1]:.4f}")
+        say(format_accuracy_table(evaluation))
+    if config.epochs == 0:
+        evaluations.append(evaluate(model, family, data, test_idx, prompts, config.batch_size, config.theta))
+        say(format_accuracy_table(evaluations[-1]))
+    model.eval().requires_grad_(False)
+
+    report = {
+        "format_version": 1,
+        "family": family.name,
+        "objectives": list(objectives),
+        "num_blocks": model.num_blocks,
+        "args": {**asdict(config), "objectives": list(objectives), "num_blocks": model.num_blocks},
+        "data": {
+            "root": None if data.root is None else str(data.root.resolve()),
+            "description": data.description,
+            "train_pairs": len(train_idx),
+            "test_pairs": len(test_idx),
+            "dropped_pairs": data.dropped,
+            "labels": {
+                name: {label: int((data.labels[:, k] == code).sum()) for label, code in
+                       (("A", A_WINS), ("B", B_WINS), ("tie", TIE), ("missing", MISSING))}
+                for k, name in enumerate(objectives)
+            },
+        },
+        "parameters": {"trained": trainable, "total": total},
+        "loss": epoch_losses,
+        "steps": len(step_losses),
+        "evaluations": evaluations,
+        "accuracy": evaluations[-1] if evaluations else None,
+        "seconds": round(time.perf_counter() - start, 3),
+        "device": str(device),
+        "dtype": str(family.dtype).removeprefix("torch."),
+    }
+    out = None
+    if out_dir is not None:
+        out = model.save(out_dir)
+        (out / REPORT_NAME).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        say(f"wrote reward model and {REPORT_NAME} to {out}")
+    return TrainResult(model, report, out, step_losses)

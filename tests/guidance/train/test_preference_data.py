@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from guidance.families.base import VideoShape
+from guidance.train.preference_data import (
+    MISSING,
+    PreferenceDataError,
+    default_split,
+    load_preference_data,
+    read_pairs,
+    write_pairs,
+)
+from guidance.video_io import write_video
+from tests.guidance.train.synthetic import OBJECTIVES, clip_records, latent_records
+
+SHAPE = VideoShape(height=32, width=32, frames=9)
+WAN_LATENT = (16, 3, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_family):
+    return tiny_family("wan")
+
+
+def test_latents_round_trip(wan, tmp_path):
+    records = list(latent_records(WAN_LATENT, 6))
+    write_pairs(tmp_path, OBJECTIVES, records, kind="latents", description="synthetic")
+    data = load_preference_data(tmp_path, wan)
+    assert data.objectives == OBJECTIVES and data.description == "synthetic" and len(data) == 6
+    for i, record in enumerate(records):
+        assert torch.equal(data.latents_a[i], record["a"]) and torch.equal(data.latents_b[i], record["b"])
+        assert data.prompts[i] == record["prompt"] and data.shapes[i] == SHAPE
+        for k, name in enumerate(OBJECTIVES):
+            code = {"A": 0, "B": 1, "tie": 2}.get(record["labels"].get(name), MISSING)
+            assert int(data.labels[i, k]) == code
+    assert data.indices("test") == [0, 4]
+    # A subset of objectives; pairs without any label on it are dropped and counted.
+    other = load_preference_data(tmp_path, wan, ["other"])
+    assert other.labels.shape == (3, 1) and other.dropped == 3
+
+
+def test_clips_round_trip_encodes_with_the_pipeline_vae(wan, tmp_path):
+    records = list(clip_records(SHAPE.frames, SHAPE.height, SHAPE.width, 2))
+    write_pairs(tmp_path, ["bright"], records, kind="clips")
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir())[0] == "000000_a.npy"
+    data = load_preference_data(tmp_path, wan)
+    expected = wan.encode(records[1]["b"][None], SHAPE)[0]
+    assert data.latents_b[1].shape == WAN_LATENT and torch.allclose(data.latents_b[1], expected, atol=1e-6)
+
+
+def test_mp4_clips_and_the_default_hash_split(wan, tmp_path):
+    clip = next(clip_records(SHAPE.frames, SHAPE.height, SHAPE.width, 1))
+    for side in ("a", "b"):
+        write_video(clip[side], tmp_path / f"{side}.mp4")
+    (tmp_path / "dataset.json").write_text(json.dumps({"objectives": ["vq"]}))
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"prompt": "p", "a": "a.mp4", "b": "b.mp4", "labels": {"vq": "A"}}))
+    data = load_preference_data(tmp_path, wan)
+    assert data.latents_a[0].shape == WAN_LATENT and torch.isfinite(data.latents_a[0]).all()
+    assert bool(data.test[0]) == (default_split("p", "a.mp4", "b.mp4") == "test")
+    splits = [default_split(f"prompt {i}", "a", "b") for i in range(2000)]
+    assert splits == [default_split(f"prompt {i}", "a", "b") for i in range(2000)]
+    assert 0.07 < splits.count("test") / len(splits) < 0.13
+
+
+def _dataset(tmp_path, rows, objectives=("vq", "mq")):
+    np.save(tmp_path / "a.npy", np.zeros((9, 32, 32, 3), np.float32))
+    np.save(tmp_path / "b.npy", np.ones((9, 32, 32, 3), np.float32))
+    np.save(tmp_path / "short.npy", np.ones((5, 32, 32, 3), np.float32))
+    np.save(tmp_path / "odd.npy", np.ones((8, 32, 32, 3), np.float32))
+    (tmp_path / "dataset.json").write_text(json.dumps({"objectives": list(objectives)}))
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+GOOD = {"prompt": "p", "a": "a.npy", "b": "b.npy", "labels": {"vq": "A"}}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({**GOOD, "labels": {"vq": "C"}}, r"line 2: labels.vq must be \"A\", \"B\" or \"tie\""),
+        ({**GOOD, "labels": {"ta": "A"}}, "line 2: labels: unknown objective 'ta'"),
+        ({**GOOD, "b": "missing.npy"}, "line 2: b: file not found: missing.npy"),
+        ({**GOOD, "a": "a.gif"}, "line 2: a: unsupported file type '.gif'"),
+        ({**GOOD, "split": "val"}, "line 2: split must be"),
+        ({k: v for k, v in GOOD.items() if k != "prompt"}, "line 2: missing field 'prompt'"),
+        ({**GOOD, "labels": ["A"]}, "line 2: labels must be an object"),
+        ({**GOOD, "shape": {"frames": 9}}, "line 2: shape: shape must be"),
+    ],
+)
+def test_malformed_pairs_name_the_line_and_field(tmp_path, row, message):
+    _dataset(tmp_path, [GOOD, row])
+    with pytest.raises(PreferenceDataError, match=message):
+        read_pairs(tmp_path)
+
+
+def test_invalid_dataset_json_and_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        read_pairs(tmp_path)
+    _dataset(tmp_path, [GOOD], objectives=["vq", "vq"])
+    with pytest.raises(PreferenceDataError, match="unique identifiers"):
+        read_pairs(tmp_path)
+    (tmp_path / "dataset.json").write_text("{")
+    with pytest.raises(PreferenceDataError, match="dataset.json: not valid JSON"):
+        read_pairs(tmp_path)
+    _dataset(tmp_path, [GOOD])
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(GOOD) + "\n{nope\n")
+    with pytest.raises(PreferenceDataError, match="line 2: not valid JSON"):
+        read_pairs(tmp_path)
+
+
+def test_shape_mismatches_and_unknown_objectives_are_load_errors(wan, tmp_path):
+    _dataset(tmp_path, [GOOD, {**GOOD, "b": "short.npy"}])
+    with pytest.raises(PreferenceDataError, match=r"line 2: a and b have different shapes: 9 frames .* vs 5 frames"):
+        load_preference_data(tmp_path, wan)
+    _dataset(tmp_path, [{**GOOD, "a": "odd.npy", "b": "odd.npy"}])
+    with pytest.raises(PreferenceDataError, match="line 1: a: clip .* does not fit this pipeline: frames must be"):
+        load_preference_data(tmp_path, wan)
+    _dataset(tmp_path, [GOOD])
+    with pytest.raises(PreferenceDataError, match="objective.* ta not in the data set"):
+        load_preference_data(tmp_path, wan, ["vq", "ta"])
+
+
+def test_latents_are_checked_against_the_pipeline_layout(wan, tmp_path):
+    write_pairs(tmp_path, ["vq"], [{"prompt": "p", "a": torch.zeros(16, 3, 4, 5), "b": torch.zeros(16, 3, 4, 5),
+                                    "labels": {"vq": "tie"}}])
+    with pytest.raises(PreferenceDataError, match="line 1: a: .*cannot tell the video shape"):
+        load_preference_data(tmp_path, wan)
+    write_pairs(tmp_path, ["vq"], [{"prompt": "p", "a": torch.zeros(WAN_LATENT), "b": torch.zeros(WAN_LATENT),
+                                    "labels": {"vq": "tie"}, "shape": {"frames": 9, "height": 32, "width": 64}}])
+    with pytest.raises(PreferenceDataError, match=r"latents have shape \(16, 3, 4, 4\), but .* are \(16, 3, 4, 8\)"):
+        load_preference_data(tmp_path, wan)
+
+
+def test_write_pairs_validates_records(tmp_path):
+    record = {"prompt": "p", "a": torch.zeros(2, 2), "b": torch.zeros(2, 2), "labels": {"vq": "A"}}
+    with pytest.raises(PreferenceDataError, match="record 0: labels: unknown objective 'mq'"):
+        write_pairs(tmp_path, ["vq"], [{**record, "labels": {"mq": "A"}}])
+    with pytest.raises(PreferenceDataError, match="record 0: a and b have different shapes"):
+        write_pairs(tmp_path, ["vq"], [{**record, "b": torch.zeros(2, 3)}])
+    with pytest.raises(PreferenceDataError, match="record 0: a: a clip must be"):
+        write_pairs(tmp_path, ["vq"], [record], kind="clips")

@@ -1,0 +1,124 @@
+import json
+
+import pytest
+import torch
+
+from guidance.families.base import VideoShape
+from guidance.reward_model import CONFIG_NAME, WEIGHTS_NAME, load_reward_model
+from guidance.train.preference_data import load_preference_data, write_pairs
+from guidance.train.reward import (
+    REPORT_NAME,
+    PromptCache,
+    TrainConfig,
+    draw_noisy_pairs,
+    score_pairs,
+    train_reward_model,
+)
+from tests.guidance.train.synthetic import OBJECTIVES, clip_records, latent_records
+
+SHAPE = VideoShape(height=32, width=32, frames=9)
+WAN_LATENT = (16, 3, 4, 4)
+FAST = {"num_blocks": 1, "batch_size": 8, "lr": 3e-3}
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_family):
+    return tiny_family("wan")
+
+
+@pytest.fixture(scope="module")
+def synthetic(wan, tmp_path_factory):
+    root = write_pairs(tmp_path_factory.mktemp("synthetic"), OBJECTIVES, latent_records(WAN_LATENT, 64))
+    return load_preference_data(root, wan)
+
+
+@pytest.fixture(scope="module")
+def trained(wan, synthetic, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reward")
+    return train_reward_model(wan, synthetic, TrainConfig(epochs=4, **FAST), out, progress=False, log=None)
+
+
+@pytest.mark.parametrize("family_name", ["wan", "cogvideox"])
+def test_both_clips_of_a_pair_get_the_same_noise_and_t(tiny_family, family_name):
+    family = tiny_family(family_name)
+    a, b = torch.randn(2, 3, 16, 4, 4), torch.randn(2, 3, 16, 4, 4)
+    x_a, x_b, t, noise = draw_noisy_pairs(family, a, b, torch.Generator().manual_seed(0), 0.2, 0.6)
+    assert t.shape == (2,) and bool(((t >= 0.2) & (t <= 0.6)).all()) and t[0] != t[1]
+    assert not torch.allclose(noise[0], noise[1])
+    # The same t and noise for A and B: noising each clip alone with them gives x_t of both.
+    for i in range(2):
+        for clean, noisy in ((a, x_a), (b, x_b)):
+            alone = family.add_noise(clean[i : i + 1], noise[i : i + 1], t[i : i + 1])
+            assert torch.allclose(alone[0], noisy[i], atol=1e-6)
+    if family.prediction == "flow":  # x_t^A - x_t^B = (1 - t)(x0^A - x0^B): the shared noise cancels
+        assert torch.allclose(x_a - x_b, (1 - t).view(-1, 1, 1, 1, 1) * (a - b), atol=1e-5)
+    # Same seed, same draws.
+    again = draw_noisy_pairs(family, a, b, torch.Generator().manual_seed(0), 0.2, 0.6)
+    assert torch.equal(again[0], x_a) and torch.equal(again[2], t)
+
+
+def test_training_learns_a_synthetic_preference(synthetic, trained):
+    report = trained.report
+    accuracy = report["accuracy"]["objectives"]
+    # Opposite rules on separate outputs, both learned, at the lowest noise level and on average.
+    for name in ("bright", "dark"):
+        assert accuracy[name]["accuracy"][0] >= 0.75 and accuracy[name]["mean"] >= 0.8, accuracy
+    assert report["loss"][-1] < 0.6 * report["loss"][0]
+    assert len(report["evaluations"]) == 4 and report["data"]["test_pairs"] == 16
+    # Ties are excluded from accuracy and counted apart; missing labels are masked.
+    ties = int((synthetic.labels[synthetic.test][:, 0] == 2).sum())
+    assert ties >= 1 and accuracy["bright"]["ties"] == ties and accuracy["bright"]["decisive"] == 16 - ties
+    assert accuracy["other"]["decisive"] == 16 and report["data"]["labels"]["other"]["missing"] == 32
+    # Embeddings frozen, blocks and head trained.
+    assert report["parameters"]["trained"] < report["parameters"]["total"]
+
+
+def test_saved_model_reloads_and_reproduces_the_scores(wan, trained):
+    out = trained.out_dir
+    assert (out / CONFIG_NAME).is_file() and (out / WEIGHTS_NAME).is_file()
+    saved = json.loads((out / REPORT_NAME).read_text())
+    assert saved["args"]["epochs"] == 4 and saved["objectives"] == list(OBJECTIVES) and len(saved["loss"]) == 4
+    loaded = load_reward_model(out, wan)
+    cond, _ = wan.encode_prompts(["a blue square", "a red circle"], None)
+    latents = torch.randn(2, *WAN_LATENT, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([0.1, 0.8])
+    assert torch.equal(loaded(latents, t, cond, SHAPE), trained.model(latents, t, cond, SHAPE))
+
+
+def test_training_is_deterministic_given_the_seed_and_resumes(wan, synthetic, trained, tmp_path):
+    config = TrainConfig(epochs=1, freeze_trunk=True, **FAST)
+    first = train_reward_model(wan, synthetic, config, progress=False, log=None)
+    second = train_reward_model(wan, synthetic, config, progress=False, log=None)
+    assert first.step_losses == second.step_losses
+    for (name, p), q in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    # freeze_trunk: the copied blocks are untouched.
+    source = wan.transformer.state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in first.model.trunk.state_dict().items())
+    # --init resumes from the trained model (its objectives and blocks).
+    resumed = train_reward_model(wan, synthetic, TrainConfig(epochs=0, init=str(trained.out_dir)), tmp_path,
+                                 progress=False, log=None)
+    assert resumed.report["accuracy"] == trained.report["accuracy"]
+    with pytest.raises(ValueError, match="differ from the --init model"):
+        train_reward_model(wan, synthetic, TrainConfig(objectives=["bright"], init=str(trained.out_dir)), log=None)
+
+
+@pytest.mark.parametrize(("family_name", "shape"), [
+    ("cogvideox", VideoShape(height=32, width=32, frames=9)),
+    ("ltx", VideoShape(height=32, width=64, frames=9)),
+    ("hunyuan", VideoShape(height=32, width=32, frames=9)),
+])
+def test_training_runs_for_other_families_from_clips(tiny_family, tmp_path, family_name, shape):
+    family = tiny_family(family_name)
+    write_pairs(tmp_path / "data", ["bright"], clip_records(shape.frames, shape.height, shape.width, 4), kind="clips")
+    data = load_preference_data(tmp_path / "data", family)
+    result = train_reward_model(family, data, TrainConfig(epochs=1, num_blocks=1, batch_size=2), tmp_path / "out",
+                                progress=False, log=None)
+    assert result.report["steps"] == 1 and result.report["family"] == family_name
+    assert result.report["accuracy"]["objectives"]["bright"]["decisive"] == 2
+    loaded = load_reward_model(tmp_path / "out", family)
+    cond = PromptCache(family)(data.prompts[:1])
+    a = data.latents_a[0][None]
+    t = torch.tensor([0.5])
+    assert float(score_pairs(loaded, a, a, t, cond, shape).abs().max()) < 1e-5  # same clip, same noise
+    assert torch.allclose(loaded(a, t, cond, shape), result.model(a, t, cond, shape))
