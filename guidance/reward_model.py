@@ -90,10 +90,18 @@ class _TrunkDone(Exception):
 
 
 def _build_trunk(family: PipelineFamily, config: dict[str, Any], num_blocks: int) -> nn.Module:
-    """The family's transformer class at N blocks in its first block list and none in the others."""
+    """The family's transformer class at N blocks in its first block list and none in the others.
+
+    Each tensor takes the dtype of its namesake in the pipeline's transformer, so modules that
+    diffusers keeps in float32 inside a bf16 model (norms, time embedding) stay float32 here too.
+    """
     sizes = {key: (num_blocks if i == 0 else 0) for i, key in enumerate(family.block_config_keys)}
     trunk = type(family.transformer).from_config({**config, **sizes})
-    return trunk.to(family.transformer.dtype)
+    source = family.transformer.state_dict()
+    for name, tensor in [*trunk.named_parameters(), *trunk.named_buffers()]:
+        if name in source and tensor.dtype != source[name].dtype:
+            tensor.data = tensor.data.to(source[name].dtype)
+    return trunk
 
 
 class LatentRewardModel(nn.Module):
