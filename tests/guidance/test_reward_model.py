@@ -100,3 +100,14 @@ def test_guides_the_sampler(wan, reward):
     assert guided.guided_steps == [3] and guided.skipped_steps == [0]
     assert torch.isfinite(guided.latents).all()
     assert not torch.equal(plain.latents, guided.latents)
+
+
+def test_trunk_keeps_the_source_dtypes_in_a_bf16_pipeline(tiny_dir):
+    from guidance.families import load_pipeline
+
+    family = load_pipeline(tiny_dir("wan"), dtype=torch.bfloat16)
+    model = init_reward_model(family, ["vq"], num_blocks=1)
+    source = family.transformer.state_dict()
+    dtypes = {name: tensor.dtype for name, tensor in model.trunk.state_dict().items()}
+    assert dtypes == {name: source[name].dtype for name in dtypes}
+    assert {torch.bfloat16, torch.float32} <= set(dtypes.values())
