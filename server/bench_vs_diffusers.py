@@ -16,9 +16,9 @@
                      generator=torch.Generator("cpu").manual_seed(seed), output_type="np").frames[0]
        export_to_video(frames, path, fps=16)
 
-3. Prints both throughputs (requests/s, frames/s) and their ratio, server / diffusers; with
-   ``--verify`` (default) it also checks that the first request's video from the server and from the
-   pipeline decode to the same frames, so that both sides did the same work.
+3. Prints both throughputs (requests/s, frames/s) and their ratio, server / diffusers; unless
+   ``--no-verify`` it also checks that the first request's video from the server holds the frames the
+   pipeline made for it (see :func:`compare_videos`), so that both sides did the same work.
 
 Needs torch and diffusers (it lives in the server package); the client part needs ``nrg-client``
 (``pip install -e clients/python``).
@@ -134,6 +134,25 @@ def _decoded(path: Path):
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.int16)
 
 
+def compare_videos(server_mp4: Path, frames, tmp_dir: Path, fps: int) -> dict[str, Any]:
+    """Whether the server's mp4 holds the pipeline's ``frames``: both encoded by the same encoder
+    (``guidance.video_io.write_video``) and decoded. A sample run in a batch may round a few pixels
+    one level differently, which H.264 spreads a little, so "same" means the two decoded videos differ
+    by less than a quarter of the encoder's own mean error (another seed differs by tens of levels)."""
+    from guidance.video_io import frames_to_uint8, write_video
+
+    write_video(frames, tmp_dir / "diffusers_0_same_encoder.mp4", fps=fps)
+    a, b = _decoded(server_mp4), _decoded(tmp_dir / "diffusers_0_same_encoder.mp4")
+    raw = frames_to_uint8(frames).astype(b.dtype)
+    if a.shape != b.shape:
+        return {"same": False, "shape_equal": False}
+    diff = abs(a - b)
+    codec = float(abs(b - raw).mean())
+    mean = float(diff.mean())
+    return {"same": mean <= max(0.25 * codec, 0.5), "shape_equal": True, "max_abs_diff_uint8": int(diff.max()),
+            "mean_abs_diff_uint8": round(mean, 4), "codec_mean_abs_error_uint8": round(codec, 4)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m server.bench_vs_diffusers", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -229,12 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         verify = None
         first_frames = plain.pop("first_frames")
         if args.verify:
-            from guidance.video_io import write_video
-
-            write_video(first_frames, tmp_dir / "diffusers_0_same_encoder.mp4", fps=args.fps)
-            a, b = _decoded(tmp_dir / "server_0.mp4"), _decoded(tmp_dir / "diffusers_0_same_encoder.mp4")
-            verify = {"shape_equal": a.shape == b.shape,
-                      "max_abs_diff_uint8": int(abs(a - b).max()) if a.shape == b.shape else None}
+            verify = compare_videos(tmp_dir / "server_0.mp4", first_frames, tmp_dir, args.fps)
 
     ratio = served["request_throughput"] / plain["request_throughput"]
     return {
@@ -277,7 +291,8 @@ def format_report(result: dict[str, Any]) -> str:
     ]
     if result["verify"] is not None:
         v = result["verify"]
-        lines.append(f"{'Same first video (max |diff|, 0-255):':<40}{v['max_abs_diff_uint8']}")
+        lines.append(f"{'Same first video as diffusers:':<40}{'yes' if v['same'] else 'NO'} (mean |diff| "
+                     f"{v.get('mean_abs_diff_uint8')} vs codec error {v.get('codec_mean_abs_error_uint8')}, 0-255)")
     lines.append("=" * 72)
     return "\n".join(lines)
 
