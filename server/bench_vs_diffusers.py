@@ -215,7 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     width, _, height = args.size.lower().partition("x")
     size = f"{int(width)}x{int(height)}"
     config = BenchConfig(num_prompts=args.num_prompts, request_rate=args.request_rate,
-                         max_concurrency=args.max_concurrency, guided_fraction=0.0, warmup_requests=args.warmup_requests,
+                         max_concurrency=args.max_concurrency, guided_fraction=0.0,
+                         warmup_requests=args.warmup_requests,
                          size=size, num_frames=args.num_frames, steps=args.steps, guidance_scale=args.guidance_scale,
                          seed=args.seed, guidance_probes=0, progress=not args.disable_progress)
 

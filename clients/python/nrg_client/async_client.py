@@ -256,7 +256,8 @@ class AsyncClient:
         return target
 
     async def generate(self, prompt: str, *, output: str | Path = ".", variant: str = "video",
-                       timeout: float | None = 600.0, poll_interval: float = 0.2, **create_kwargs: Any) -> GeneratedVideo:
+                       timeout: float | None = 600.0, poll_interval: float = 0.2,
+                       **create_kwargs: Any) -> GeneratedVideo:
         """``create`` + ``wait`` + ``download``: the completed job with ``path`` set to the written file.
 
         Raises :class:`VideoFailedError` when the job fails or is cancelled, :class:`WaitTimeout` past

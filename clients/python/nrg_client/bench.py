@@ -139,7 +139,7 @@ def build_workload(num: int, objectives: Sequence[str], weights: str, guided_fra
         if i in guided:
             if kind == "random":
                 raw = [rng.random() + 1e-6 for _ in objectives]
-                w = {name: round(v / sum(raw), 6) for name, v in zip(objectives, raw)}
+                w = {name: round(v / sum(raw), 6) for name, v in zip(objectives, raw, strict=True)}
             else:
                 w = dict(fixed or {})
         out.append(BenchRequest(i, prompts[(seed_offset + i) % len(prompts)], seed * 100_000 + seed_offset + i, w))
@@ -335,7 +335,7 @@ class _Runner:
 
         ids = [r["id"] for r in records if r["id"]]
         videos = await asyncio.gather(*(get(i) for i in ids))
-        return {i: v for i, v in zip(ids, videos) if v is not None}
+        return {i: v for i, v in zip(ids, videos, strict=True) if v is not None}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -539,8 +539,8 @@ def format_table(result: dict[str, Any]) -> str:
              ("Inference ratio (workload)", _fmt(g["inference_ratio"]))]
     if g["probe"] and "error" not in g["probe"]:
         p = g["probe"]
-        rows += [("Inference ratio (alone)", f"{_fmt(p['inference_ratio'])} "
-                                             f"({_fmt(p['guided_inference_s'])} / {_fmt(p['unguided_inference_s'])} s)")]
+        alone = f"{_fmt(p['inference_ratio'])} ({_fmt(p['guided_inference_s'])} / {_fmt(p['unguided_inference_s'])} s)"
+        rows += [("Inference ratio (alone)", alone)]
     elif g["probe"]:
         rows += [("Probe", g["probe"]["error"])]
     errors = ", ".join(f"{k}: {v}" for k, v in result["errors"].items()) or "none"

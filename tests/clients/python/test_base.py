@@ -37,7 +37,8 @@ def _error(status: int, code: str, headers=None) -> httpx.Response:
 
 
 def _sse(*events: tuple[str, dict]) -> bytes:
-    return "".join(f"event: {kind}\ndata: {json.dumps({'id': 'video_1', **data})}\n\n" for kind, data in events).encode()
+    text = "".join(f"event: {kind}\ndata: {json.dumps({'id': 'video_1', **data})}\n\n" for kind, data in events)
+    return text.encode()
 
 
 STREAM = [("queued", {}), ("started", {"batch_size": 2}), ("step", {"step": 1, "steps": 2, "t": 0.9}),

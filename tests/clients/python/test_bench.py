@@ -61,7 +61,8 @@ def test_closed_loop_run_counts_match(server_url, tmp_path, capsys):
     assert result["completed"] == 4 and result["failed"] == 0 and result["errors"] == {}
     assert result["guided"] == 2 and result["unguided"] == 2 and len(result["requests"]) == 4
     assert [r["index"] for r in result["requests"]] == [0, 1, 2, 3]
-    assert {r["status"] for r in result["requests"]} == {"completed"} and len({r["id"] for r in result["requests"]}) == 4
+    assert {r["status"] for r in result["requests"]} == {"completed"}
+    assert len({r["id"] for r in result["requests"]}) == 4
     assert result["shapes"] == [{"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 2}]
     assert result["request_throughput"] == pytest.approx(4 / result["duration_s"])
     assert result["frame_throughput"] == pytest.approx(4 * 5 / result["duration_s"])
