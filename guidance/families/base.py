@@ -61,6 +61,8 @@ class PipelineFamily(ABC):
     """
 
     name: ClassVar[str]
+    #: The family's name in messages ("Wan", "LTX", ...).
+    label: ClassVar[str]
     pipeline_class: ClassVar[str]
     #: A class default; an adapter may set it per instance (CogVideoX reads its scheduler config).
     prediction: Prediction
@@ -92,6 +94,23 @@ class PipelineFamily(ABC):
     def uses_cfg(self, cfg_scale: float) -> bool:
         """Whether the pipeline runs an unconditional pass at this scale (diffusers: scale > 1)."""
         return cfg_scale > 1.0
+
+    def check_grid(
+        self, shape: VideoShape, temporal: int, multiple: tuple[int, int], latent_frame_multiple: int = 1
+    ) -> None:
+        """The rules every family shares: frames = temporal * k + 1 (with k + 1 a multiple of the
+        transformer's temporal patch), height and width positive multiples of ``multiple``."""
+        model = f"this {self.label} model"
+        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
+            raise ValueError(f"frames must be {temporal}*k + 1 for {model}; got {shape.frames}")
+        if ((shape.frames - 1) // temporal + 1) % latent_frame_multiple != 0:
+            raise ValueError(
+                f"frames must be {temporal}*k + 1 with k + 1 a multiple of {latent_frame_multiple} for {model}; "
+                f"got {shape.frames}"
+            )
+        for name, value, step in (("height", shape.height, multiple[0]), ("width", shape.width, multiple[1])):
+            if value <= 0 or value % step != 0:
+                raise ValueError(f"{name} must be a positive multiple of {step} for {model}; got {value}")
 
     @abstractmethod
     def check_shape(self, shape: VideoShape) -> None:

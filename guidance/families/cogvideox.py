@@ -25,6 +25,7 @@ _PREDICTIONS: dict[str, Prediction] = {"v_prediction": "v", "epsilon": "eps"}
 
 class CogVideoXFamily(PipelineFamily):
     name = "cogvideox"
+    label = "CogVideoX"
     pipeline_class = "CogVideoXPipeline"
     prediction = "v"
     block_lists = ("transformer_blocks",)
@@ -62,18 +63,12 @@ class CogVideoXFamily(PipelineFamily):
     def check_shape(self, shape: VideoShape) -> None:
         pipe = self.pipe
         config = self.transformer.config
-        temporal = pipe.vae_scale_factor_temporal
-        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
-            raise ValueError(f"frames must be {temporal}*k + 1 for this CogVideoX model; got {shape.frames}")
         multiple = pipe.vae_scale_factor_spatial * config.patch_size
+        self.check_grid(shape, pipe.vae_scale_factor_temporal, (multiple, multiple))
         for name, value, sample in (
             ("height", shape.height, config.sample_height),
             ("width", shape.width, config.sample_width),
         ):
-            if value <= 0 or value % multiple != 0:
-                raise ValueError(
-                    f"{name} must be a positive multiple of {multiple} for this CogVideoX model; got {value}"
-                )
             native = sample * pipe.vae_scale_factor_spatial
             if config.use_learned_positional_embeddings and value != native:
                 raise ValueError(f"{name} must be {native} (learned position embeddings); got {value}")

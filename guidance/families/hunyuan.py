@@ -37,6 +37,7 @@ class HunyuanFamily(PipelineFamily):
     pipeline passes it) and ``pooled_projections`` (CLIP's pooled output)."""
 
     name = "hunyuan"
+    label = "HunyuanVideo"
     pipeline_class = "HunyuanVideoPipeline"
     prediction = "flow"
     block_lists = ("transformer_blocks", "single_transformer_blocks")
@@ -49,22 +50,8 @@ class HunyuanFamily(PipelineFamily):
     def check_shape(self, shape: VideoShape) -> None:
         pipe = self.pipe
         config = self.transformer.config
-        temporal = pipe.vae_scale_factor_temporal
-        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
-            raise ValueError(f"frames must be {temporal}*k + 1 for this HunyuanVideo model; got {shape.frames}")
-        latent_frames = (shape.frames - 1) // temporal + 1
-        if latent_frames % config.patch_size_t != 0:
-            raise ValueError(
-                f"frames must be {temporal}*k + 1 with k + 1 a multiple of {config.patch_size_t} for this "
-                f"HunyuanVideo model; got {shape.frames}"
-            )
-        spatial = pipe.vae_scale_factor_spatial * config.patch_size
-        multiple = spatial * PIPELINE_SPATIAL_MULTIPLE // math.gcd(spatial, PIPELINE_SPATIAL_MULTIPLE)
-        for name, value in (("height", shape.height), ("width", shape.width)):
-            if value <= 0 or value % multiple != 0:
-                raise ValueError(
-                    f"{name} must be a positive multiple of {multiple} for this HunyuanVideo model; got {value}"
-                )
+        multiple = math.lcm(PIPELINE_SPATIAL_MULTIPLE, pipe.vae_scale_factor_spatial * config.patch_size)
+        self.check_grid(shape, pipe.vae_scale_factor_temporal, (multiple, multiple), config.patch_size_t)
 
     def _encode(self, prompts: list[str]) -> TextConditioning:
         embeds, pooled, mask = self.pipe.encode_prompt(

@@ -38,6 +38,7 @@ class LTXFamily(PipelineFamily):
     """
 
     name = "ltx"
+    label = "LTX"
     pipeline_class = "LTXPipeline"
     prediction = "flow"
     block_lists = ("transformer_blocks",)
@@ -70,21 +71,10 @@ class LTXFamily(PipelineFamily):
 
     def check_shape(self, shape: VideoShape) -> None:
         pipe = self.pipe
-        temporal = pipe.vae_temporal_compression_ratio
-        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
-            raise ValueError(f"frames must be {temporal}*k + 1 for this LTX model; got {shape.frames}")
-        patch_t = pipe.transformer_temporal_patch_size
-        latent_frames = (shape.frames - 1) // temporal + 1
-        if latent_frames % patch_t != 0:
-            raise ValueError(
-                f"frames must be {temporal}*k + 1 with k + 1 a multiple of {patch_t} for this LTX model; "
-                f"got {shape.frames}"
-            )
         spatial = pipe.vae_spatial_compression_ratio * pipe.transformer_spatial_patch_size
         multiple = math.lcm(PIPELINE_SPATIAL_MULTIPLE, spatial)
-        for name, value in (("height", shape.height), ("width", shape.width)):
-            if value <= 0 or value % multiple != 0:
-                raise ValueError(f"{name} must be a positive multiple of {multiple} for this LTX model; got {value}")
+        self.check_grid(shape, pipe.vae_temporal_compression_ratio, (multiple, multiple),
+                        pipe.transformer_temporal_patch_size)
 
     def encode_prompts(
         self, prompts: list[str], negative_prompts: list[str] | None

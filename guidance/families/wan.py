@@ -13,6 +13,7 @@ MAX_SEQUENCE_LENGTH = 512
 
 class WanFamily(PipelineFamily):
     name = "wan"
+    label = "Wan"
     pipeline_class = "WanPipeline"
     prediction = "flow"
     block_lists = ("blocks",)
@@ -22,16 +23,9 @@ class WanFamily(PipelineFamily):
 
     def check_shape(self, shape: VideoShape) -> None:
         pipe = self.pipe
-        temporal = pipe.vae_scale_factor_temporal
-        if shape.frames < 1 or (shape.frames - 1) % temporal != 0:
-            raise ValueError(f"frames must be {temporal}*k + 1 for this Wan model; got {shape.frames}")
         patch = (self.transformer or pipe.transformer_2).config.patch_size
-        for name, value, multiple in (
-            ("height", shape.height, pipe.vae_scale_factor_spatial * patch[1]),
-            ("width", shape.width, pipe.vae_scale_factor_spatial * patch[2]),
-        ):
-            if value <= 0 or value % multiple != 0:
-                raise ValueError(f"{name} must be a positive multiple of {multiple} for this Wan model; got {value}")
+        spatial = pipe.vae_scale_factor_spatial
+        self.check_grid(shape, pipe.vae_scale_factor_temporal, (spatial * patch[1], spatial * patch[2]))
 
     def encode_prompts(
         self, prompts: list[str], negative_prompts: list[str] | None
