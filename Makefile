@@ -1,5 +1,5 @@
 # The two set-up commands of README.md. Both are idempotent: the venv is rebuilt only when
-# pyproject.toml or constraints.txt change.
+# a pyproject.toml or constraints.txt changes.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install serve test clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
