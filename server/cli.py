@@ -97,6 +97,32 @@ def _add_demo_parsers(sub) -> None:
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    pairs = demo_sub.add_parser("make-pairs", help="sample the demo model and write ground-truth-labelled preference pairs")
+    pairs.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
+    pairs.add_argument("--out", type=Path, required=True, help="data set directory (docs/reward_training.md format)")
+    pairs.add_argument("--pairs", type=int, default=800, help="number of pairs (default 800)")
+    pairs.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
+    pairs.add_argument("--batch", type=int, default=32, help="samples per sampler batch (default 32)")
+    pairs.add_argument("--device", default="cpu")
+    pairs.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="Flow-NRG on the demo world: guided vs unguided, ground-truth metrics")
+    ev.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
+    ev.add_argument("--reward", type=Path, default=None, help="reward model (default: the embedded demo reward)")
+    ev.add_argument("--settings", default="0:0:1,0.1:0.1:0.8,0.5:0.5:0,1:1:1",
+                    help="comma-separated VQ:MQ:TA weight settings")
+    ev.add_argument("--strengths", default="30,100", help="comma-separated guidance strengths w (default 30,100)")
+    ev.add_argument("--prompts", type=int, default=None, help="first N held-out prompts (default: all 8)")
+    ev.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4)")
+    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
+    ev.add_argument("--window", type=_window, default=(0.0, 1.0), help="noise levels t_lo,t_hi to guide (default 0,1)")
+    ev.add_argument("--mode", choices=("sum", "unit"), default="sum")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--output", type=Path, default=None, help="write the full report as JSON")
+    ev.add_argument("--benchmarks", type=Path, default=None,
+                    help="append the table with its command, device and date to this file (e.g. docs/benchmarks.md)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
 
 def _add_train_reward_parser(sub) -> None:
     """``nrg train-reward``: Bradley-Terry-with-ties training on a preference data set
@@ -221,7 +247,10 @@ def _generate(args: argparse.Namespace) -> None:
     if args.out.suffix not in (".mp4", ".npy"):
         raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
     if (args.weights or args.strength is not None) and args.reward is None:
-        raise ValueError("--weights/--strength need --reward DIR (a reward model to guide with)")
+        if args.model is None and demo.DEFAULT_REWARD_DIR.is_dir():
+            args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
+        else:
+            raise ValueError("--weights/--strength need --reward DIR (a reward model to guide with)")
     family = _load(args)
     embedded = args.model is None
     default_shape = demo.DEFAULT_SHAPE if embedded else family.default_shape
@@ -296,11 +325,39 @@ def _demo(args: argparse.Namespace) -> None:
             cfg.check_clips = args.check_clips
         summary = train_demo(args.out, cfg, progress=not args.quiet)
         print(f"wrote demo pipeline to {args.out} in {summary['total_minutes']} min")
+    elif args.demo_command == "make-pairs":
+        from guidance.demo.pairs import make_pairs
+
+        summary = make_pairs(args.out, args.pairs, args.model, args.steps, args.batch, args.device, not args.quiet)
+        print(f"wrote {summary['pairs']} pairs to {args.out} (splits {summary['splits']}; "
+              f"sampling {summary['sample_seconds']} s)")
+        for objective, counts in summary["labels"].items():
+            print(f"  {objective}: {counts}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from guidance.demo import evaluate
+
+    try:
+        strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    report = evaluate.run_eval(
+        model=args.model, reward=args.reward, settings=settings, strengths=strengths, prompts=args.prompts,
+        seeds=args.seeds, steps=args.steps, window=args.window, mode=args.mode, device=args.device,
+        progress=not args.quiet, command=evaluate.command_line(),
+    )
+    print(evaluate.format_table(report))
+    if args.output:
+        print(f"wrote {evaluate.write_json(report, args.output)}")
+    if args.benchmarks:
+        print(f"appended the table to {evaluate.append_benchmarks(args.benchmarks, report)}")
 
 
 COMMANDS = {
     "generate": _generate, "make-tiny": _make_tiny, "init-reward": _init_reward, "serve": _serve,
-    "train-reward": _train_reward, "demo": _demo,
+    "train-reward": _train_reward, "demo": _demo, "eval": _eval,
 }
 
 

@@ -53,7 +53,10 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     for name, path in sources.items():
         log.info("loading model %s from %s", name, path)
         family = load_pipeline(path, device=device, dtype=dtype)
-        reward = load_reward_model(config.rewards[name], family) if name in config.rewards else None
+        reward_dir = config.rewards.get(name)
+        if reward_dir is None and not config.models and demo.DEFAULT_REWARD_DIR.is_dir():
+            reward_dir = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
+        reward = load_reward_model(reward_dir, family) if reward_dir is not None else None
         registry = None
         if config.checkpoints.get(name):
             from guidance.checkpoints import CheckpointRegistry

@@ -1,7 +1,10 @@
 """The embedded default model: what ``nrg generate`` and ``nrg serve`` use without ``--model``.
 
-It is a small Wan-architecture pipeline committed with the package (``pipeline/``), loaded through
-the same code path as any real checkpoint. Its defaults are sized for a CPU.
+It is a small Wan-architecture pipeline trained on the synthetic demo world (``world.py``; trained by
+``nrg demo train``, see docs/demo.md) and committed with the package (``pipeline/``), loaded through
+the same code path as any real checkpoint. ``reward/`` is its latent reward model (objectives vq, mq,
+ta), trained on preference pairs labelled by the world's ground-truth metrics (``metrics.py``); it is
+the default reward of the embedded model. Defaults are sized for a CPU.
 """
 
 from __future__ import annotations
@@ -12,5 +15,6 @@ from guidance.families.base import VideoShape
 
 DEMO_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = DEMO_DIR / "pipeline"
+DEFAULT_REWARD_DIR = DEMO_DIR / "reward"
 DEFAULT_SHAPE = VideoShape(height=64, width=64, frames=17)
 DEFAULT_STEPS = 20

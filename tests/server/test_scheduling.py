@@ -11,7 +11,7 @@ B = {**A, "num_frames": 5}  # another shape: another batch key
 def test_oldest_job_first_and_batches_by_key(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, max_batch=3, batch_wait_ms=0) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
-            blocker = client.post("/v1/videos", json={**A, "num_inference_steps": 60}).json()["id"]
+            blocker = client.post("/v1/videos", json={**A, "num_inference_steps": 100}).json()["id"]
             wait_for(client, blocker, statuses=("in_progress",))
             # Queued behind the blocker, in this order: B first, then three A jobs.
             b = client.post("/v1/videos", json=B).json()["id"]
