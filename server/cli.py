@@ -94,13 +94,15 @@ def _add_demo_parsers(sub) -> None:
     train.add_argument("--dit-steps", type=int, default=None, help="override the transformer step count")
     train.add_argument("--latent-clips", type=int, default=None, help="clips pre-encoded for the transformer")
     train.add_argument("--check-clips", type=int, default=None, help="held-out clips scored at the end (0: none)")
+    train.add_argument("--vae-from", type=Path, default=None,
+                       help="reuse the trained VAE of an earlier run's output directory (same seed: identical)")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     pairs = demo_sub.add_parser("make-pairs", help="sample the demo model and write ground-truth-labelled preference pairs")
     pairs.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
     pairs.add_argument("--out", type=Path, required=True, help="data set directory (docs/reward_training.md format)")
-    pairs.add_argument("--pairs", type=int, default=800, help="number of pairs (default 800)")
+    pairs.add_argument("--pairs", type=int, default=640, help="number of pairs (default 640)")
     pairs.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
     pairs.add_argument("--batch", type=int, default=32, help="samples per sampler batch (default 32)")
     pairs.add_argument("--device", default="cpu")
@@ -323,6 +325,8 @@ def _demo(args: argparse.Namespace) -> None:
             cfg.latent_clips = args.latent_clips
         if args.check_clips is not None:
             cfg.check_clips = args.check_clips
+        if args.vae_from is not None:
+            cfg.vae_from = str(args.vae_from)
         summary = train_demo(args.out, cfg, progress=not args.quiet)
         print(f"wrote demo pipeline to {args.out} in {summary['total_minutes']} min")
     elif args.demo_command == "make-pairs":
