@@ -97,6 +97,7 @@ def run_eval(
     warm = GuidanceSpec(parse_setting(configs[-1][0]), configs[-1][1], window, mode) if len(configs) > 1 else None
     sample(family, [SampleSpec(items[0][0], seed=items[0][1], guidance=warm)], DEFAULT_SHAPE, 2, reward_model)
 
+    load_before = os.getloadavg()[0]
     results: dict[tuple, dict] = {}
     for setting, strength in tqdm(configs, desc="eval", unit="config", disable=not progress):
         guidance = None if setting is None else GuidanceSpec(parse_setting(setting), strength, window, mode)
@@ -140,6 +141,7 @@ def run_eval(
         "steps": steps, "cfg": family.default_cfg, "window": list(window), "mode": mode,
         "prompts": [p.text for p in chosen], "seeds": [world.EVAL_SEED_BASE + j for j in range(seeds)],
         "clips_per_row": len(items), "tie_margin": TIE_MARGIN,
+        "load_average": [load_before, os.getloadavg()[0]],
         "unguided": {**means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
         "rows": rows,
         "per_clip": {"unguided": base["scores"],
@@ -175,10 +177,11 @@ def format_table(report: dict) -> str:
 
 def benchmark_section(report: dict) -> str:
     return "\n".join([
-        f"### Flow-NRG on the demo world (`nrg eval`), {report['date']}",
+        f"## Flow-NRG on the demo world (`nrg eval`), {report['date']}",
         "",
         f"- command: `{report['command']}`",
-        f"- device: {report['device']}",
+        f"- device: {report['device']}; 1-min load average before / after: "
+        f"{report['load_average'][0]:.2f} / {report['load_average'][1]:.2f} (the cores are shared with other jobs)",
         f"- date: {report['date']}",
         f"- {report['clips_per_row']} clips per row ({len(report['prompts'])} held-out prompts x "
         f"{len(report['seeds'])} seeds), {report['steps']} steps, CFG {report['cfg']:g}, window "
