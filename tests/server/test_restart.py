@@ -45,7 +45,7 @@ def serve(model_dir, reward_dir, data_dir, port):
             raise RuntimeError(f"server did not start: {proc.stdout.read().decode()[-3000:]}")
         time.sleep(0.2)
     try:
-        yield proc, httpx.Client(base_url=url, timeout=30)
+        yield proc, httpx.Client(base_url=url, timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -73,11 +73,12 @@ def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
         proc.wait(30)
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
         assert client.get(f"/v1/videos/{finished['id']}/content").content == video
-        redone = wait_for(client, running["id"])
+        redone = wait_for(client, running["id"], timeout=600)
         assert redone["status"] == "completed" and redone["seed"] == running["seed"] == 77
-        assert wait_for(client, queued["id"])["status"] == "completed"
+        assert wait_for(client, queued["id"], timeout=600)["status"] == "completed"
         # Same seed, same result: a fresh identical job gives the same final rewards.
-        again = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 600}).json()["id"])
+        again = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 600}).json()["id"],
+                         timeout=600)
         for name, value in again["rewards"].items():
             assert redone["rewards"][name] == pytest.approx(value, abs=1e-5)
 
