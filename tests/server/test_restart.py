@@ -29,9 +29,14 @@ def reward_dir(tiny_dir, tmp_path_factory):
 
 @contextmanager
 def serve(model_dir, reward_dir, data_dir, port):
+    """The server as a child process. Its log goes to a file, never to an unread pipe: a full pipe
+    would block the server on its next log line (every polled GET writes one)."""
     cmd = [sys.executable, "-m", "server.cli", "serve", "--model", f"tiny={model_dir}", "--reward", str(reward_dir),
            "--data-dir", str(data_dir), "--port", str(port), "--max-steps", "1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    log = data_dir.parent / f"server-{time.monotonic_ns()}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ})
+    proc.log = log
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -42,7 +47,7 @@ def serve(model_dir, reward_dir, data_dir, port):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"server did not start: {proc.stdout.read().decode()[-3000:]}")
+            raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
         time.sleep(0.2)
     try:
         yield proc, httpx.Client(base_url=url, timeout=120)
@@ -90,7 +95,7 @@ def test_sigterm_finishes_the_running_job_and_exits(tiny_dir, reward_dir, tmp_pa
         proc.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
         assert proc.wait(60) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in proc.stdout.read().decode()
+        assert "Application shutdown complete" in proc.log.read_text()
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
         # Finished during the shutdown grace, not re-queued: completed as soon as the server is back.
         assert client.get(f"/v1/videos/{job['id']}").json()["status"] == "completed"
