@@ -91,7 +91,9 @@ def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
 def test_sigterm_finishes_the_running_job_and_exits(tiny_dir, reward_dir, tmp_path):
     data, port = tmp_path / "data", free_port()
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
-        job = _start_long_job(client, 300)
+        # Long enough to be running at the signal, short enough to end well inside the 30 s grace
+        # on a loaded 2-core machine.
+        job = _start_long_job(client, 80)
         proc.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
         assert proc.wait(60) in (0, -signal.SIGTERM)
