@@ -113,9 +113,9 @@ def _add_demo_parsers(sub) -> None:
     ev.add_argument("--reward", type=Path, default=None, help="reward model (default: the embedded demo reward)")
     ev.add_argument("--settings", default="0:0:1,0.1:0.1:0.8,0.5:0.5:0,1:1:1",
                     help="comma-separated VQ:MQ:TA weight settings")
-    ev.add_argument("--strengths", default="30,100", help="comma-separated guidance strengths w (default 30,100)")
+    ev.add_argument("--strengths", default="3,10", help="comma-separated guidance strengths w (default 3,10)")
     ev.add_argument("--prompts", type=int, default=None, help="first N held-out prompts (default: all 8)")
-    ev.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4)")
+    ev.add_argument("--seeds", type=int, default=6, help="seeds per prompt (default 6)")
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
     ev.add_argument("--window", type=_window, default=(0.0, 1.0), help="noise levels t_lo,t_hi to guide (default 0,1)")
     ev.add_argument("--mode", choices=("sum", "unit"), default="sum")
@@ -350,7 +350,7 @@ def _eval(args: argparse.Namespace) -> None:
     report = evaluate.run_eval(
         model=args.model, reward=args.reward, settings=settings, strengths=strengths, prompts=args.prompts,
         seeds=args.seeds, steps=args.steps, window=args.window, mode=args.mode, device=args.device,
-        progress=not args.quiet, command=evaluate.command_line(),
+        progress=not args.quiet, command=evaluate.command_line(args.argv),
     )
     print(evaluate.format_table(report))
     if args.output:
@@ -368,6 +368,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for reports (nrg eval)
     try:
         COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

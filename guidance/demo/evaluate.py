@@ -26,8 +26,8 @@ from guidance.demo.metrics import OBJECTIVES, evaluate
 from guidance.demo.pairs import TIE_MARGIN
 
 DEFAULT_SETTINGS = ("0:0:1", "0.1:0.1:0.8", "0.5:0.5:0", "1:1:1")
-DEFAULT_STRENGTHS = (30.0, 100.0)
-DEFAULT_SEEDS = 4
+DEFAULT_STRENGTHS = (3.0, 10.0)
+DEFAULT_SEEDS = 6
 
 
 def parse_setting(text: str) -> dict[str, float]:
@@ -140,6 +140,7 @@ def run_eval(
         "reward": str(reward or DEFAULT_REWARD_DIR),
         "steps": steps, "cfg": family.default_cfg, "window": list(window), "mode": mode,
         "prompts": [p.text for p in chosen], "seeds": [world.EVAL_SEED_BASE + j for j in range(seeds)],
+        "settings": list(settings), "strengths": [float(w) for w in strengths],
         "clips_per_row": len(items), "tie_margin": TIE_MARGIN,
         "load_average": [load_before, os.getloadavg()[0]],
         "unguided": {**means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
@@ -183,6 +184,8 @@ def benchmark_section(report: dict) -> str:
         f"- device: {report['device']}; 1-min load average before / after: "
         f"{report['load_average'][0]:.2f} / {report['load_average'][1]:.2f} (the cores are shared with other jobs)",
         f"- date: {report['date']}",
+        f"- settings (VQ:MQ:TA): {', '.join(report['settings'])}; strengths: "
+        f"{', '.join(f'{w:g}' for w in report['strengths'])}",
         f"- {report['clips_per_row']} clips per row ({len(report['prompts'])} held-out prompts x "
         f"{len(report['seeds'])} seeds), {report['steps']} steps, CFG {report['cfg']:g}, window "
         f"{report['window']}, mode {report['mode']}; win rate = wins / non-tied pairs against the unguided "
