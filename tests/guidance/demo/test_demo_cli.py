@@ -82,3 +82,18 @@ def test_demo_training_is_deterministic_given_the_seed(tmp_path):
         assert all((first[part][k] == second[part][k]).all() for k in first[part]), part
     config = json.loads((tmp_path / "a" / "demo_training.json").read_text())
     assert config["vae"]["steps"] == 2 and config["transformer"]["steps"] == 2
+
+
+def test_generate_on_the_embedded_model_guides_with_the_demo_reward_by_default(tmp_path, capsys):
+    assert main(["generate", "--prompt", "a red circle moving left", "--weights", "ta=1", "--strength", "3",
+                 "--steps", "2", "--quiet", "--out", str(tmp_path / "g.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "final-latent rewards: vq=" in out and "ta=" in out
+
+
+def test_serve_loads_the_demo_reward_for_the_embedded_model():
+    from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
+
+    hosted = load_models(ServerConfig())
+    assert hosted[DEMO_MODEL_NAME].reward is not None
+    assert hosted[DEMO_MODEL_NAME].reward.objectives == ("vq", "mq", "ta")
