@@ -194,7 +194,11 @@ def read_reward_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardModel:
-    """Load a saved reward model onto ``family``'s pipeline, checking it was built for it."""
+    """Load a saved reward model onto ``family``'s pipeline, checking it was built for it.
+
+    Like :func:`init_reward_model`, it returns the model ready for inference (eval mode, no
+    parameter gradients); training code switches to train mode and enables gradients itself.
+    """
     config = read_reward_config(path)
     if config["family"] != family.name:
         raise ValueError(
@@ -218,8 +222,14 @@ def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardM
 def init_reward_model(
     family: PipelineFamily, objectives: Sequence[str], num_blocks: int = 2, seed: int = 0
 ) -> LatentRewardModel:
-    """An untrained reward model for ``family``: copied trunk, randomly initialised head."""
+    """An untrained reward model for ``family``: copied trunk, randomly initialised head.
+
+    Returned in the same state as :func:`load_reward_model` (eval mode, no parameter gradients): a
+    reward model this module hands out is ready for inference, whichever way it was made. PyTorch
+    takes other kernels in train mode or with gradients on (attention's fast path among them), so two
+    modes would give outputs that differ in the last bits for the same weights.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LatentRewardModel(family, objectives, num_blocks)
-    return model.to(family.device)
+    return model.to(family.device).eval().requires_grad_(False)

@@ -333,6 +333,7 @@ def test_reference_path_needs_no_triton() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_h100() -> None:
     """The interpreter is not the compiler: build the kernels' PTX for sm_90, and check vector loads."""
     root = Path(__file__).resolve().parents[2]

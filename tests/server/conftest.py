@@ -30,7 +30,7 @@ def free_port() -> int:
 def hosted_wan(tiny_family):
     """The tiny Wan pipeline with an untrained 3-objective reward model, as the server hosts it."""
     family = tiny_family("wan")
-    reward = init_reward_model(family, ["vq", "mq", "ta"], num_blocks=1, seed=0).eval().requires_grad_(False)
+    reward = init_reward_model(family, ["vq", "mq", "ta"], num_blocks=1, seed=0)
     return HostedModel("tiny-wan", family, reward, None, DEFAULT_SHAPE.__class__(32, 32, 9), 4)
 
 

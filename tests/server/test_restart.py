@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import httpx
 import pytest
 
 from tests.server.conftest import free_port, wait_for
+
+# Each test starts real server processes (about 10 s of imports each on a small machine).
+pytestmark = pytest.mark.slow
 
 GUIDED = {"prompt": "a blue circle moving up", "seed": 77, "size": "32x32", "num_frames": 9,
           "reward_guidance": {"weights": {"ta": 1.0}, "strength": 10}}
@@ -57,13 +61,20 @@ def serve(model_dir, reward_dir, data_dir, port):
         proc.wait(30)
 
 
-def _start_long_job(client, steps):
-    job = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": steps}).json()
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/videos/{job['id']}").json()["progress"] < 2:
-        assert time.monotonic() < deadline, "job never progressed"
-        time.sleep(0.02)
-    return job
+def _first_step_event(client, video_id) -> None:
+    """Block until the job reports its first denoising step (an event, not a clock)."""
+    with client.stream("GET", f"/v1/videos/{video_id}/events") as response:
+        for line in response.iter_lines():
+            if line == "event: step":
+                return
+            assert not line.startswith(("event: completed", "event: failed", "event: cancelled")), line
+    raise AssertionError(f"{video_id}: the event stream ended before any step")
+
+
+def _status_in_store(data_dir, video_id) -> str:
+    """The job's status as the server last committed it, read straight from its SQLite file."""
+    with closing(sqlite3.connect(f"file:{data_dir / 'jobs.sqlite3'}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT status FROM jobs WHERE id = ?", (video_id,)).fetchone()[0]
 
 
 def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
@@ -72,8 +83,14 @@ def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
         finished = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 3}).json()["id"])
         assert finished["status"] == "completed"
         video = client.get(f"/v1/videos/{finished['id']}/content").content
-        running = _start_long_job(client, 600)
+        running = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 40}).json()
+        _first_step_event(client, running["id"])
         queued = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 5, "num_frames": 5}).json()
+        # Freeze the server before the kill, so that "killed mid-job" is a fact read from the store,
+        # not a race against a clock: however loaded the machine, the job has started and not ended.
+        proc.send_signal(signal.SIGSTOP)
+        statuses = [_status_in_store(data, job["id"]) for job in (running, queued)]
+        assert statuses == ["in_progress", "queued"], f"{statuses} when frozen; give the running job more steps"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
@@ -82,7 +99,7 @@ def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
         assert redone["status"] == "completed" and redone["seed"] == running["seed"] == 77
         assert wait_for(client, queued["id"], timeout=600)["status"] == "completed"
         # Same seed, same result: a fresh identical job gives the same final rewards.
-        again = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 600}).json()["id"],
+        again = wait_for(client, client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 40}).json()["id"],
                          timeout=600)
         for name, value in again["rewards"].items():
             assert redone["rewards"][name] == pytest.approx(value, abs=1e-5)
@@ -91,9 +108,9 @@ def test_kill_9_then_restart_loses_nothing(tiny_dir, reward_dir, tmp_path):
 def test_sigterm_finishes_the_running_job_and_exits(tiny_dir, reward_dir, tmp_path):
     data, port = tmp_path / "data", free_port()
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
-        # Long enough to be running at the signal, short enough to end well inside the 30 s grace
-        # on a loaded 2-core machine.
-        job = _start_long_job(client, 80)
+        # Running at the signal (it has reported a step); 40 tiny steps end well inside the grace.
+        job = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 40}).json()
+        _first_step_event(client, job["id"])
         proc.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
         assert proc.wait(60) in (0, -signal.SIGTERM)

@@ -67,6 +67,7 @@ def test_eval_rejects_bad_settings(capsys):
     assert exit_info.value.code == 2 and "VQ:MQ:TA" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_training_is_deterministic_given_the_seed(tmp_path):
     from guidance.demo.train import TrainConfig, train_demo
 
