@@ -1,14 +1,21 @@
-"""Flow-NRG: the per-request guidance settings, their validation, and the guidance coefficient.
+"""Flow-NRG: the per-request guidance settings, their defaults, validation and step coefficients.
 
-The guided prediction of every family has one shape (REFERENCE §2.1, §2.5):
+Three modes turn a reward gradient into a prediction offset (docs/guidance.md has the equations):
 
-    pred~ = pred_cfg - coef * G,   coef = strength * min(ratio(t), max_ratio)
+* ``relative`` (the default): per objective, ``strength * w_k * RMS(v_c - v_u) * g_k / RMS(g_k)``.
+  The push is sized against the classifier-free guidance term of the same sample and step
+  (FreeDoM-style), so it is constant in t and independent of the reward's scale: ``strength`` 3
+  means "three CFG terms' worth" on any reward model. Without CFG the reference is RMS(v_c).
+* ``sum``: the paper's rule, ``strength * min(t / (1 - t), max_ratio) * grad(sum_k w_k r_k)``. Its
+  push grows without bound towards t = 1 (hence the cap ``max_ratio``, default 10, reached at
+  t = 10/11 ~ 0.91) and its useful strength depends on the scale of the reward's gradient.
+* ``unit``: the paper's schedule with each objective's gradient rescaled to unit L2 norm.
 
-with ``G`` the gradient of the request's weighted reward with respect to the noisy latents and
-``ratio`` the family's factor (``t / (1 - t)`` for flow matching). ``ratio`` grows without bound as
-t -> 1, so it is capped at ``max_ratio`` (default 10, reached at t = 10/11 ~ 0.91) and guidance is
-skipped outright at t = 1, as in the paper. The cap keeps the first, almost pure-noise steps from
-receiving a gradient step hundreds of times larger than the rest of the schedule.
+Every mode is skipped outright at t = 1 and outside the request's window. The default window
+[0.2, 0.8] keeps guidance off the noisiest steps, where a latent reward model is least accurate
+(pair accuracy near chance) and easiest to game, and off the last steps, where there is little
+left to steer. A reward model may carry its own recommended defaults (``GuidanceDefaults``, stored
+in its ``reward_config.json`` by ``nrg eval --tune``); a request that gives only weights gets those.
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-Mode = Literal["sum", "unit"]
-MODES: tuple[str, ...] = ("sum", "unit")
+Mode = Literal["relative", "sum", "unit"]
+MODES: tuple[str, ...] = ("relative", "sum", "unit")
+#: Modes that scale the gradient by the paper's t / (1 - t) schedule.
+PAPER_MODES: tuple[str, ...] = ("sum", "unit")
 #: Default bound on t / (1 - t): see the module docstring.
 DEFAULT_MAX_RATIO = 10.0
-#: The paper's guidance strength w.
-DEFAULT_STRENGTH = 100.0
+#: The default strength of mode ``relative``: the push is this many CFG terms (RMS) per objective.
+DEFAULT_STRENGTH = 3.0
+#: The paper's w, the default strength of the paper's modes when nothing better is known.
+PAPER_STRENGTH = 100.0
+#: Noise levels where guidance applies by default: see the module docstring.
+DEFAULT_WINDOW = (0.2, 0.8)
 
 
 @dataclass(frozen=True)
@@ -32,17 +45,16 @@ class GuidanceSpec:
 
     ``weights`` maps objective names (from the reward model's metadata) to lambda_k; they need not
     sum to 1 and may be negative (to push an objective down). ``window`` is the closed range of noise
-    levels t in [0, 1] (1 = pure noise) where guidance is applied. ``mode`` combines objectives:
-    ``"sum"`` is the paper's single backward pass of sum_k lambda_k r_k; ``"unit"`` rescales each
-    objective's gradient to unit L2 norm per sample before weighting, so that an objective whose
-    reward happens to have a steep gradient cannot drown the others (weights then set the mix of
-    directions, strength the step size).
+    levels t in [0, 1] (1 = pure noise) where guidance is applied. ``mode`` is one of ``MODES`` (see
+    the module docstring): ``"relative"`` normalises each objective's gradient and sizes the push
+    against the CFG term; ``"sum"`` is the paper's single backward pass of sum_k lambda_k r_k on the
+    t / (1 - t) schedule; ``"unit"`` is that schedule with unit-norm gradients per objective.
     """
 
     weights: Mapping[str, float] = field(default_factory=dict)
     strength: float = DEFAULT_STRENGTH
-    window: tuple[float, float] = (0.0, 1.0)
-    mode: Mode = "sum"
+    window: tuple[float, float] = DEFAULT_WINDOW
+    mode: Mode = "relative"
 
     def validate(self, objectives: Sequence[str]) -> None:
         """Raise ``ValueError`` naming the field and the limit for any bad value."""
@@ -72,6 +84,65 @@ class GuidanceSpec:
         return [float(self.weights.get(name, 0.0)) for name in objectives]
 
 
+@dataclass(frozen=True)
+class GuidanceDefaults:
+    """What a request gets for the settings it leaves out; a reward model may carry its own.
+
+    ``strength`` and ``window`` belong to ``mode``: a request that picks another mode gets that mode's
+    built-in strength (``DEFAULT_STRENGTH`` for ``relative``, the paper's ``PAPER_STRENGTH`` otherwise)
+    and this window. ``source`` says where the values come from (e.g. the ``nrg eval --tune`` run).
+    """
+
+    mode: Mode = "relative"
+    strength: float = DEFAULT_STRENGTH
+    window: tuple[float, float] = DEFAULT_WINDOW
+    source: str = "built-in"
+
+    def complete(
+        self,
+        weights: Mapping[str, float],
+        strength: float | None = None,
+        window: Sequence[float] | None = None,
+        mode: str | None = None,
+    ) -> GuidanceSpec:
+        """A full spec from what a request gave; the rest from these defaults."""
+        mode = mode or self.mode
+        if strength is None:
+            strength = self.strength if mode == self.mode else builtin_strength(mode)
+        return GuidanceSpec(dict(weights), float(strength), tuple(window or self.window), mode)  # type: ignore[arg-type]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "strength": self.strength, "window": list(self.window), "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> GuidanceDefaults:
+        """Parse ``reward_config.json``'s ``guidance_defaults``, validated like a request."""
+        try:
+            defaults = cls(data["mode"], float(data["strength"]), tuple(float(v) for v in data["window"]),
+                           str(data.get("source", where)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: guidance_defaults needs mode, strength and window [t_lo, t_hi]; {exc}") from None
+        try:
+            GuidanceSpec({}, defaults.strength, defaults.window, defaults.mode).validate(())
+        except ValueError as exc:
+            raise ValueError(f"{where}: guidance_defaults.{exc}") from None
+        return defaults
+
+
+#: The defaults of a reward model that carries none (and of analytic rewards).
+BUILTIN_DEFAULTS = GuidanceDefaults()
+
+
+def builtin_strength(mode: str) -> float:
+    return DEFAULT_STRENGTH if mode == "relative" else PAPER_STRENGTH
+
+
+def defaults_for(reward: object | None) -> GuidanceDefaults:
+    """The recommended defaults of ``reward`` (its ``guidance_defaults`` attribute), else the built-in ones."""
+    defaults = getattr(reward, "guidance_defaults", None)
+    return defaults if isinstance(defaults, GuidanceDefaults) else BUILTIN_DEFAULTS
+
+
 def parse_weights(text: str) -> dict[str, float]:
     """Parse ``"vq=1,mq=0.5"`` (the CLI form) into a mapping, with errors that quote the input."""
     weights: dict[str, float] = {}
@@ -92,7 +163,8 @@ def guidance_coefficients(
     ratio: float,
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> list[float]:
-    """Per-sample coef = strength * min(ratio, max_ratio) inside the sample's window, else 0.
+    """Per-sample coef inside the sample's window, else 0: ``strength`` in mode ``relative`` (the
+    kernel sizes the push), ``strength * min(ratio, max_ratio)`` in the paper's modes.
 
     Plain floats, so the sampler decides on the host, with no device sync, whether any sample needs
     a reward gradient at this step. Exactly 0 at t >= 1, outside a window, and for inactive specs, so those
@@ -102,5 +174,8 @@ def guidance_coefficients(
     coefs = []
     for spec in specs:
         inside = spec is not None and spec.active and spec.window[0] <= noise_level <= spec.window[1]
-        coefs.append(spec.strength * bounded if inside and noise_level < 1.0 else 0.0)
+        if not inside or noise_level >= 1.0:
+            coefs.append(0.0)
+        else:
+            coefs.append(spec.strength * (bounded if spec.mode in PAPER_MODES else 1.0))
     return coefs

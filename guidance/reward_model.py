@@ -31,6 +31,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.nrg import BUILTIN_DEFAULTS, GuidanceDefaults
 
 CONFIG_NAME = "reward_config.json"
 WEIGHTS_NAME = "reward_model.safetensors"
@@ -138,6 +139,8 @@ class LatentRewardModel(nn.Module):
         dim = config.num_attention_heads * config.attention_head_dim
         self.head = QueryPoolingHead(dim, len(objectives), num_queries, config.num_attention_heads, head_hidden)
         self.head_config = {"num_queries": num_queries, "hidden": head_hidden}
+        #: Recommended guidance settings for this reward (``reward_config.json``, written by ``nrg eval --tune``).
+        self.guidance_defaults: GuidanceDefaults = BUILTIN_DEFAULTS
         last_block = getattr(self.trunk, family.block_lists[0])[num_blocks - 1]
         last_block.register_forward_hook(self._stop_after_last_block)
 
@@ -170,6 +173,7 @@ class LatentRewardModel(nn.Module):
             "fingerprint": self.fingerprint,
             "transformer_class": type(self.family.transformer).__name__,
             "transformer_config": self.transformer_config,
+            "guidance_defaults": self.guidance_defaults.to_json(),
         }
 
     def save(self, out_dir: str | Path) -> Path:
@@ -191,6 +195,17 @@ def read_reward_config(path: str | Path) -> dict[str, Any]:
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{config_file}: unsupported format_version {config.get('format_version')!r}")
     return config
+
+
+def write_guidance_defaults(path: str | Path, defaults: GuidanceDefaults) -> Path:
+    """Store recommended guidance settings in a saved reward model's config (atomically)."""
+    config_file = Path(path) / CONFIG_NAME
+    config = read_reward_config(path)
+    config["guidance_defaults"] = defaults.to_json()
+    tmp = config_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, default=str))
+    tmp.replace(config_file)
+    return config_file
 
 
 def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardModel:
@@ -216,6 +231,8 @@ def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardM
         copy_weights=False,
     )
     load_model(model, str(Path(path) / WEIGHTS_NAME), device=str(family.device))
+    if "guidance_defaults" in config:
+        model.guidance_defaults = GuidanceDefaults.from_json(config["guidance_defaults"], str(Path(path) / CONFIG_NAME))
     return model.to(family.device).eval().requires_grad_(False)
 
 

@@ -59,13 +59,16 @@ def reward_and_gradients(
     shape: VideoShape,
     weights: torch.Tensor,
     mode: str,
+    used: Sequence[bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores [B, K] and the gradients the guided step combines.
 
     ``"sum"`` mode: one backward pass of sum_b sum_k w_bk r_bk (the paper; by linearity the same as
     weighting per-objective gradients) giving [B, 1, ...], to be used with unit weights. Samples are
     scored independently, so each sample's gradient is that of its own weighted reward.
-    ``"unit"`` mode: one backward pass per objective giving [B, K, ...], weighted by the kernel.
+    ``"relative"`` and ``"unit"`` modes: one backward pass per objective giving [B, K, ...], normalised
+    and weighted by the kernel. ``used[k]`` False (no sample weights objective k) skips its backward
+    pass; its gradient is left zero, which the kernel never reads behind a zero weight.
     """
     x = latents.detach().float().requires_grad_(True)
     with torch.enable_grad():
@@ -74,12 +77,10 @@ def reward_and_gradients(
             (grad,) = torch.autograd.grad((scores * weights).sum(), x, allow_unused=True, materialize_grads=True)
             grads = grad.unsqueeze(1)
         else:
-            per_objective = []
-            for k in range(scores.shape[1]):
-                (grad,) = torch.autograd.grad(
-                    scores[:, k].sum(), x, retain_graph=k + 1 < scores.shape[1],
-                    allow_unused=True, materialize_grads=True,
+            needed = [k for k in range(scores.shape[1]) if used is None or used[k]]
+            grads = torch.zeros((x.shape[0], scores.shape[1], *x.shape[1:]), dtype=x.dtype, device=x.device)
+            for k in needed:
+                (grads[:, k],) = torch.autograd.grad(
+                    scores[:, k].sum(), x, retain_graph=k != needed[-1], allow_unused=True, materialize_grads=True,
                 )
-                per_objective.append(grad)
-            grads = torch.stack(per_objective, dim=1)
     return scores.detach(), grads

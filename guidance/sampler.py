@@ -106,6 +106,8 @@ class _Batch:
     generators: list[torch.Generator]
     skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
     guided: torch.Tensor  # [B] steps actually guided
+    #: Per objective, whether some sample of the batch weights it: the others need no backward pass.
+    used: list[bool]
 
     def keep(self, rows: list[int]) -> None:
         """Drop every sample whose local row is not in ``rows`` (order preserved)."""
@@ -137,6 +139,7 @@ def _start_batch(
     generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
     guidance = [s.guidance for s in specs]
     zeros = [0.0] * len(objectives)
+    vectors = [g.weight_vector(objectives) if g else zeros for g in guidance]
     return _Batch(
         ids=list(range(len(specs))),
         latents=family.prepare_latents(shape, generators),
@@ -145,12 +148,12 @@ def _start_batch(
         cfg_rows=cfg_rows,
         # A sample outside the CFG set gets uncond := cond and scale 1: exactly its cond prediction.
         cfg=torch.tensor([c if i in cfg_rows else 1.0 for i, c in enumerate(cfg_scales)], device=device),
-        weights=torch.tensor([g.weight_vector(objectives) if g else zeros for g in guidance],
-                             dtype=torch.float32, device=device).reshape(len(specs), len(objectives)),
+        weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(len(specs), len(objectives)),
         guidance=guidance,
         generators=generators,
         skipped=torch.zeros(len(specs), dtype=torch.long, device=device),
         guided=torch.zeros(len(specs), dtype=torch.long, device=device),
+        used=[any(v[k] != 0 for v in vectors) for k in range(len(objectives))],
     )
 
 
@@ -220,8 +223,9 @@ def sample(
         scores = None
         if reward is not None and any(c != 0 for c in coef_list):
             t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
-            scores, grads = reward_and_gradients(reward, state.latents, t_vec, state.cond, shape, state.weights, mode)
-            step_weights = state.weights if mode == "unit" else unit_weights
+            scores, grads = reward_and_gradients(reward, state.latents, t_vec, state.cond, shape, state.weights, mode,
+                                                 used=state.used)
+            step_weights = unit_weights if mode == "sum" else state.weights
         else:
             if no_grads is None:
                 no_grads = torch.zeros_like(pred_cond).unsqueeze(1)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-MODES: tuple[str, ...] = ("sum", "unit")
+#: How the objectives' gradients are scaled before the weighted sum (docs/kernels.md):
+#: ``relative`` w_k * RMS(ref) / RMS(g_k); ``sum`` w_k (raw); ``unit`` w_k / ||g_k||.
+MODES: tuple[str, ...] = ("relative", "sum", "unit")
 #: Storage dtypes of the big tensors; all arithmetic is float32 whichever is used.
 STORAGE_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -30,6 +32,9 @@ class GuidedStepStats:
 
     grad_norms: torch.Tensor
     skipped: torch.Tensor
+    #: Mode ``relative`` only: the per-sample RMS the push is sized against ([B] float32), that of
+    #: ``pred_cond - pred_uncond`` (the CFG difference), or of ``pred_cond`` where that is all zero.
+    reference_rms: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ the K objectives (a handful) but never over samples: a heterogeneous batch is on
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kernels._guided_step_common import GuidedStepStats, prepare_inputs
@@ -30,10 +32,9 @@ def guided_step_reference(
         pred_cond, grads, weights, coef,
         pred_uncond=pred_uncond, cfg_scale=cfg_scale, x=x, dt=dt, mode=mode, eps=eps,
     )
-    p_cfg = a.pred_cond.float()
-    if a.pred_uncond is not None:
-        uncond = a.pred_uncond.float()
-        p_cfg = uncond + a.cfg_scale[:, None] * (p_cfg - uncond)
+    cond = a.pred_cond.float()
+    uncond = None if a.pred_uncond is None else a.pred_uncond.float()
+    p_cfg = cond if uncond is None else uncond + a.cfg_scale[:, None] * (cond - uncond)
 
     g = a.grads.float()
     # Plain sum of squares, not torch.linalg.vector_norm: the kernel does not rescale either, so a
@@ -43,7 +44,15 @@ def guided_step_reference(
     skipped = (a.coef != 0) & (weighted & ~torch.isfinite(norms)).any(dim=1)
     active = (a.coef != 0) & ~skipped
 
-    scale = a.weights if a.mode == "sum" else a.weights / norms.clamp_min(a.eps)
+    reference = None
+    if a.mode == "relative":
+        reference = reference_rms(cond, uncond)
+        rms = norms / math.sqrt(g.shape[-1])
+        scale = a.weights * reference[:, None] / rms.clamp_min(a.eps)
+    elif a.mode == "unit":
+        scale = a.weights / norms.clamp_min(a.eps)
+    else:
+        scale = a.weights
     # Zero-weight objectives are selected away, never multiplied by 0: 0 * inf and 0 * nan are nan.
     scale = torch.where(weighted, scale, 0.0)
     guidance = torch.zeros_like(p_cfg)
@@ -54,4 +63,17 @@ def guided_step_reference(
     p = torch.where(active[:, None], p_cfg - a.coef[:, None] * guidance, p_cfg)
 
     out = p if a.x is None else a.x.float() + a.dt[:, None] * p
-    return out.to(a.out_dtype).reshape(a.out_shape), GuidedStepStats(grad_norms=norms, skipped=skipped)
+    stats = GuidedStepStats(grad_norms=norms, skipped=skipped, reference_rms=reference)
+    return out.to(a.out_dtype).reshape(a.out_shape), stats
+
+
+def reference_rms(cond: torch.Tensor, uncond: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample RMS of the CFG difference ``cond - uncond`` ([B, N] float32 in, [B] out).
+
+    A sample without CFG has no such term (no ``uncond``, or ``uncond`` a copy of ``cond`` in a batch
+    where others use CFG): its all-zero difference falls back to the RMS of ``cond`` itself, so mode
+    ``relative`` then sizes the push against the velocity rather than silently not pushing.
+    """
+    diff_sq = torch.zeros(cond.shape[0], device=cond.device) if uncond is None else (cond - uncond).square().sum(-1)
+    chosen = torch.where(diff_sq > 0, diff_sq, cond.square().sum(-1))
+    return (chosen / cond.shape[-1]).sqrt()

@@ -9,9 +9,12 @@ minimises passes over the big tensors and never loops over samples on the host:
   skip flags; ``_unguided_fixup_kernel`` rewrites the samples that must be skipped with their unguided
   step. Its loads and stores are masked by the skip flag, so in the normal case (no skip) it moves no
   data. Each gradient is read once.
-* mode ``"unit"``: each gradient's scale depends on its norm, so the norms come first:
-  ``_sumsq_kernel`` (partial sums of squares), ``_finalize_kernel``, then ``_guided_step_kernel`` with
-  ``UNIT=True``, which reads only the gradients that carry weight in samples that are guided.
+* modes ``"unit"`` and ``"relative"``: each gradient's scale depends on its norm, so the norms come
+  first: ``_sumsq_kernel`` (partial sums of squares), ``_finalize_kernel``, then ``_guided_step_kernel``
+  with ``NORMED=True``, which reads only the gradients that carry weight in samples that are guided.
+  ``"relative"`` also needs each sample's reference RMS (of the CFG difference, or of the conditional
+  prediction where that difference is all zero): ``_reference_sumsq_kernel`` writes its partial sums
+  in the same first pass and ``_finalize_kernel`` reduces them beside the norms.
 
 Partial sums go to a ``[B, K, num_chunks]`` float32 buffer and are reduced in a fixed order, not with
 atomics, so the norms (and the skip decision) are deterministic run to run. Every decision is taken
@@ -22,6 +25,7 @@ dtype at the store (this also keeps Triton's CPU interpreter, which mishandles b
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -82,24 +86,52 @@ def _sumsq_kernel(g_ptr, partial_ptr, N, num_chunks, BLOCK_SIZE: tl.constexpr):
 
 
 @triton.jit
+def _reference_sumsq_kernel(pc_ptr, pu_ptr, ref_partial_ptr, N, num_chunks, HAS_UNCOND: tl.constexpr,
+                            BLOCK_SIZE: tl.constexpr):
+    """Pass 1 of mode "relative": per (sample, chunk), partial sums of squares of the CFG difference
+    ``pred_cond - pred_uncond`` (slot 0) and of ``pred_cond`` (slot 1, the fallback reference)."""
+    chunk = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    offs = chunk * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    mask = offs < N
+    cond = tl.load(pc_ptr + b * N + offs, mask=mask, other=0.0).to(tl.float32)
+    diff = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
+    if HAS_UNCOND:
+        diff = cond - tl.load(pu_ptr + b * N + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(ref_partial_ptr + (b * 2) * num_chunks + chunk, tl.sum(diff * diff))
+    tl.store(ref_partial_ptr + (b * 2 + 1) * num_chunks + chunk, tl.sum(cond * cond))
+
+
+@triton.jit
+def _sum_partials(partial_ptr, row, num_chunks, BLOCK_C: tl.constexpr):
+    """The partial sums of one row, reduced in a fixed order (deterministic, no atomics)."""
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for start in range(0, num_chunks, BLOCK_C):
+        offs = start + tl.arange(0, BLOCK_C)
+        acc += tl.load(partial_ptr + row * num_chunks + offs, mask=offs < num_chunks, other=0.0)
+    return tl.sum(acc)
+
+
+@triton.jit
 def _finalize_kernel(
-    partial_ptr, w_ptr, coef_ptr, norm_ptr, skip_ptr, num_chunks,
-    K: tl.constexpr, BLOCK_C: tl.constexpr,
+    partial_ptr, w_ptr, coef_ptr, norm_ptr, skip_ptr, ref_partial_ptr, ref_ptr, num_chunks, N,
+    K: tl.constexpr, BLOCK_C: tl.constexpr, RELATIVE: tl.constexpr,
 ):
-    """Per sample: reduce the partials to the K norms and set the skip flag.
+    """Per sample: reduce the partials to the K norms (and, mode "relative", the reference RMS) and
+    set the skip flag.
 
     A non-finite partial (from a nan/inf element, or float32 overflow of the squares) makes the norm
     non-finite; it skips the sample only if that objective has nonzero weight and coef != 0.
     """
     b = tl.program_id(0).to(tl.int64)
+    if RELATIVE:
+        diff_sq = _sum_partials(ref_partial_ptr, b * 2, num_chunks, BLOCK_C)
+        cond_sq = _sum_partials(ref_partial_ptr, b * 2 + 1, num_chunks, BLOCK_C)
+        tl.store(ref_ptr + b, tl.sqrt_rn(tl.where(diff_sq > 0, diff_sq, cond_sq) / N))
     bad = 0
     for k in tl.static_range(K):
         row = b * K + k
-        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for start in range(0, num_chunks, BLOCK_C):
-            offs = start + tl.arange(0, BLOCK_C)
-            acc += tl.load(partial_ptr + row * num_chunks + offs, mask=offs < num_chunks, other=0.0)
-        norm = tl.sqrt_rn(tl.sum(acc))
+        norm = tl.sqrt_rn(_sum_partials(partial_ptr, row, num_chunks, BLOCK_C))
         tl.store(norm_ptr + row, norm)
         # `norm < inf` is False for both inf and nan.
         bad = tl.maximum(bad, tl.where(tl.load(w_ptr + row) != 0, tl.where(norm < float("inf"), 0, 1), 0))
@@ -109,17 +141,18 @@ def _finalize_kernel(
 @triton.jit
 def _guided_step_kernel(
     out_ptr, pc_ptr, pu_ptr, cfg_ptr, x_ptr, dt_ptr, g_ptr, w_ptr, coef_ptr,
-    norm_ptr, skip_ptr, partial_ptr, N, num_chunks, eps,
-    K: tl.constexpr, HAS_UNCOND: tl.constexpr, HAS_X: tl.constexpr, UNIT: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
+    norm_ptr, skip_ptr, partial_ptr, ref_ptr, N, num_chunks, eps, sqrt_n,
+    K: tl.constexpr, HAS_UNCOND: tl.constexpr, HAS_X: tl.constexpr, NORMED: tl.constexpr,
+    RELATIVE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
 ):
     """One chunk of one sample: CFG, the weighted gradient sum, the guided update, the Euler step.
 
-    ``UNIT=False`` (mode "sum", before the norms are known): every gradient is read (its partial sum
+    ``NORMED=False`` (mode "sum", before the norms are known): every gradient is read (its partial sum
     of squares is written for ``_finalize_kernel``) and the update uses the raw coef; samples that
     must be skipped are rewritten afterwards by ``_unguided_fixup_kernel``.
-    ``UNIT=True`` (mode "unit", after pass 1): the skip flag and norms are read, each gradient is
-    scaled by weight / max(norm, eps), and gradients that do not contribute are never loaded.
+    ``NORMED=True`` (modes "unit" and "relative", after pass 1): the skip flag and norms are read, each
+    gradient is scaled by weight / max(norm, eps) (``unit``) or weight * ref / max(norm / sqrt(N), eps)
+    (``relative``), and gradients that do not contribute are never loaded.
     """
     chunk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -127,14 +160,21 @@ def _guided_step_kernel(
     offs = chunk * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < N
     coef = tl.load(coef_ptr + b)
-    if UNIT:
+    if NORMED:
         coef = tl.where(tl.load(skip_ptr + b) != 0, 0.0, coef)
+    if RELATIVE:
+        reference = tl.load(ref_ptr + b)
     guidance = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
     for k in tl.static_range(K):
         w = tl.load(w_ptr + b * K + k)
         g_row = (b * K + k) * N
-        if UNIT:
-            scale = tl.where(coef != 0, tl.where(w != 0, w / tl.maximum(tl.load(norm_ptr + b * K + k), eps), 0.0), 0.0)
+        if NORMED:
+            norm = tl.load(norm_ptr + b * K + k)
+            if RELATIVE:
+                ratio = w * reference / tl.maximum(norm / sqrt_n, eps)
+            else:
+                ratio = w / tl.maximum(norm, eps)
+            scale = tl.where(coef != 0, tl.where(w != 0, ratio, 0.0), 0.0)
             # The mask is built as `offs < (N or 0)`: `mask & scalar_bool` is mistyped by the
             # interpreter. A zero scale loads nothing, so unused gradients cost no bandwidth and a
             # nan in them is never read.
@@ -205,10 +245,11 @@ def guided_step_triton(
         raise ValueError(
             f"pred_cond has {numel} elements per sample; the Triton kernel supports at most {2**31 - block_size}"
         )
-    unit = a.mode == "unit"
-    if (batch * num_obj if unit else batch) > MAX_GRID_Y:
+    normed, relative = a.mode in ("unit", "relative"), a.mode == "relative"
+    if (batch * num_obj if normed else batch) > MAX_GRID_Y:
         raise ValueError(
-            f"the Triton kernel supports B <= {MAX_GRID_Y} (B * K in mode unit); got B={batch}, K={num_obj}"
+            f"the Triton kernel supports B <= {MAX_GRID_Y} (B * K in modes unit and relative); "
+            f"got B={batch}, K={num_obj}"
         )
 
     num_chunks = max(1, triton.cdiv(numel, block_size))
@@ -216,6 +257,9 @@ def guided_step_triton(
     partials = torch.empty((batch, num_obj, num_chunks), dtype=torch.float32, device=device)
     norms = torch.empty((batch, num_obj), dtype=torch.float32, device=device)
     skip = torch.empty((batch,), dtype=torch.uint8, device=device)
+    # Mode "relative" only; elsewhere a one-element stand-in that the constexpr flags keep unread.
+    ref_partials = torch.empty((batch, 2, num_chunks) if relative else (1,), dtype=torch.float32, device=device)
+    reference = torch.empty((batch,) if relative else (1,), dtype=torch.float32, device=device)
     # Absent optional tensors are replaced by any valid pointer; the constexpr flags keep them unread.
     pred_uncond_arg = a.pred_cond if a.pred_uncond is None else a.pred_uncond
     cfg_arg = a.coef if a.cfg_scale is None else a.cfg_scale
@@ -227,23 +271,29 @@ def guided_step_triton(
     def step() -> None:
         _guided_step_kernel[grid](
             out, a.pred_cond, pred_uncond_arg, cfg_arg, x_arg, dt_arg, a.grads, a.weights, a.coef,
-            norms, skip, partials, numel, num_chunks, a.eps,
-            K=num_obj, HAS_UNCOND=has_uncond, HAS_X=has_x, UNIT=unit, BLOCK_SIZE=block_size,
-            num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
+            norms, skip, partials, reference, numel, num_chunks, a.eps, math.sqrt(numel),
+            K=num_obj, HAS_UNCOND=has_uncond, HAS_X=has_x, NORMED=normed, RELATIVE=relative,
+            BLOCK_SIZE=block_size, num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
 
     def finalize() -> None:
         _finalize_kernel[(batch,)](
-            partials, a.weights, a.coef, norms, skip, num_chunks,
-            K=num_obj, BLOCK_C=min(MAX_FINALIZE_BLOCK, triton.next_power_of_2(num_chunks)),
+            partials, a.weights, a.coef, norms, skip, ref_partials, reference, num_chunks, numel,
+            K=num_obj, BLOCK_C=min(MAX_FINALIZE_BLOCK, triton.next_power_of_2(num_chunks)), RELATIVE=relative,
             enable_fp_fusion=ENABLE_FP_FUSION,
         )
 
-    if unit:
+    if normed:
         _sumsq_kernel[(num_chunks, batch * num_obj)](
             a.grads, partials, numel, num_chunks,
             BLOCK_SIZE=block_size, num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
+        if relative:
+            _reference_sumsq_kernel[grid](
+                a.pred_cond, pred_uncond_arg, ref_partials, numel, num_chunks,
+                HAS_UNCOND=has_uncond, BLOCK_SIZE=block_size, num_warps=NUM_WARPS,
+                enable_fp_fusion=ENABLE_FP_FUSION,
+            )
         finalize()
         step()
     else:
@@ -254,4 +304,5 @@ def guided_step_triton(
             HAS_UNCOND=has_uncond, HAS_X=has_x, BLOCK_SIZE=block_size,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
-    return out.reshape(a.out_shape), GuidedStepStats(grad_norms=norms, skipped=skip.view(torch.bool))
+    stats = GuidedStepStats(grad_norms=norms, skipped=skip.view(torch.bool), reference_rms=reference if relative else None)
+    return out.reshape(a.out_shape), stats

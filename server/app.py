@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import ValidationError
 
 from guidance.families.base import VideoShape
-from guidance.nrg import GuidanceSpec
+from guidance.nrg import defaults_for
 from server.config import ServerConfig
 from server.engine import Engine, HostedModel
 from server.events import EventBus
@@ -227,13 +227,15 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             if hosted.reward is None:
                 raise APIError(400, f"model {name} has no reward model, so reward_guidance is unavailable",
                                param="reward_guidance")
-            spec = GuidanceSpec(req.reward_guidance.weights, req.reward_guidance.strength,
-                                tuple(req.reward_guidance.window), req.reward_guidance.mode)
+            given = req.reward_guidance
+            spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode)
             try:
                 spec.validate(hosted.reward.objectives)
             except ValueError as exc:
                 raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
-            guidance = req.reward_guidance.model_dump(mode="json")
+            # The effective settings, defaults filled in, are what the job runs with and reports.
+            guidance = {"weights": dict(spec.weights), "strength": spec.strength, "window": list(spec.window),
+                        "mode": spec.mode}
         cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
         return {
             "model": name, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
@@ -347,6 +349,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                 "defaults": {"width": shape.width, "height": shape.height, "num_frames": shape.frames,
                              "num_inference_steps": hosted.default_steps,
                              "guidance_scale": hosted.family.default_cfg},
+                "reward_guidance_defaults": defaults_for(hosted.reward).to_json() if hosted.reward else None,
             })
         return {"object": "list", "data": data}
 

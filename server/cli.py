@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from guidance.nrg import MODES
 from server.schema import Limits
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -55,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--reward", type=Path, default=None, help="reward model directory (from init-reward/train-reward)")
     gen.add_argument("--weights", default=None, help="objective weights, e.g. vq=1,mq=0.5,ta=0")
-    gen.add_argument("--strength", type=float, default=None, help="guidance strength w (default: 100)")
-    gen.add_argument("--window", type=_window, default=(0.0, 1.0), help="noise levels t_lo,t_hi to guide (default 0,1)")
-    gen.add_argument("--mode", choices=("sum", "unit"), default="sum", help="objective combination (default: sum)")
+    gen.add_argument("--strength", type=float, default=None,
+                     help="guidance strength (default: the reward model's recommended one)")
+    gen.add_argument("--window", type=_window, default=None,
+                     help="noise levels t_lo,t_hi to guide (default: the reward model's recommended window)")
+    gen.add_argument("--mode", choices=MODES, default=None,
+                     help="relative (push sized against the CFG term), sum (the paper's t/(1-t) rule) or unit "
+                          "(default: the reward model's recommended one)")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -241,18 +246,18 @@ def _load(args: argparse.Namespace):
 def _generate(args: argparse.Namespace) -> None:
     from guidance import demo
     from guidance.families.base import VideoShape
-    from guidance.nrg import DEFAULT_STRENGTH, GuidanceSpec, parse_weights
+    from guidance.nrg import defaults_for, parse_weights
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
     from guidance.video_io import write_video
 
     if args.out.suffix not in (".mp4", ".npy"):
         raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
-    if (args.weights or args.strength is not None) and args.reward is None:
+    if (args.weights or args.strength is not None or args.mode or args.window) and args.reward is None:
         if args.model is None and demo.DEFAULT_REWARD_DIR.is_dir():
             args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
         else:
-            raise ValueError("--weights/--strength need --reward DIR (a reward model to guide with)")
+            raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
     family = _load(args)
     embedded = args.model is None
     default_shape = demo.DEFAULT_SHAPE if embedded else family.default_shape
@@ -262,12 +267,7 @@ def _generate(args: argparse.Namespace) -> None:
     reward = load_reward_model(args.reward, family) if args.reward else None
     guidance = None
     if reward is not None and args.weights:
-        guidance = GuidanceSpec(
-            weights=parse_weights(args.weights),
-            strength=DEFAULT_STRENGTH if args.strength is None else args.strength,
-            window=args.window,
-            mode=args.mode,
-        )
+        guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode)
     spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance)
     result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
     path = write_video(result.frames[0], args.out, fps=args.fps)

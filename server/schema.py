@@ -41,15 +41,23 @@ class RewardGuidance(BaseModel):
         default_factory=dict,
         description="Objective name -> weight lambda_k (names from GET /v1/models). Need not sum to 1.",
     )
-    strength: float = Field(100.0, ge=0, description="Guidance strength w (the paper's 100 by default).")
-    window: tuple[float, float] = Field(
-        (0.0, 1.0), description="Noise levels [t_lo, t_hi] in [0, 1] where guidance applies (1 = pure noise)."
+    strength: float | None = Field(
+        None, ge=0, description="Guidance strength. Default: the reward model's recommended one (GET /v1/models)."
     )
-    mode: Literal["sum", "unit"] = Field("sum", description="sum: weighted sum; unit: per-objective unit-norm.")
+    window: tuple[float, float] | None = Field(
+        None, description="Noise levels [t_lo, t_hi] in [0, 1] where guidance applies (1 = pure noise). "
+                          "Default: the reward model's recommended window."
+    )
+    mode: Literal["relative", "sum", "unit"] | None = Field(
+        None, description="relative: each objective's push sized against the CFG term (the default); "
+                          "sum: the paper's t/(1-t) rule on the weighted sum; unit: that rule with unit-norm gradients.",
+    )
 
     @field_validator("window")
     @classmethod
-    def _window_in_range(cls, window: tuple[float, float]) -> tuple[float, float]:
+    def _window_in_range(cls, window: tuple[float, float] | None) -> tuple[float, float] | None:
+        if window is None:
+            return None
         lo, hi = window
         if not (0.0 <= lo <= hi <= 1.0):
             raise ValueError(f"window must satisfy 0 <= t_lo <= t_hi <= 1; got [{lo}, {hi}]")
@@ -60,8 +68,9 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
     """The POST /v1/videos body model with this server's limits baked into its fields."""
 
     class GuidanceWithLimits(RewardGuidance):
-        strength: float = Field(100.0, ge=0, le=limits.max_strength, allow_inf_nan=False,
-                                description=f"Guidance strength w, 0..{limits.max_strength}.")
+        strength: float | None = Field(None, ge=0, le=limits.max_strength, allow_inf_nan=False,
+                                       description=f"Guidance strength, 0..{limits.max_strength}. Default: the "
+                                                   "reward model's recommended one (GET /v1/models).")
 
         @field_validator("weights")
         @classmethod
@@ -177,6 +186,8 @@ class ModelCard(BaseModel):
     reward_objectives: list[str]
     checkpoints: list[dict[str, str]]
     defaults: dict[str, Any]
+    #: What reward_guidance fields left out become (mode, strength, window, where they come from).
+    reward_guidance_defaults: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from guidance.families.base import VideoShape
-from guidance.nrg import GuidanceSpec
-from guidance.reward_model import CONFIG_NAME, LatentRewardModel, init_reward_model, load_reward_model
+from guidance.nrg import BUILTIN_DEFAULTS, GuidanceDefaults, GuidanceSpec
+from guidance.reward_model import (
+    CONFIG_NAME,
+    LatentRewardModel,
+    init_reward_model,
+    load_reward_model,
+    write_guidance_defaults,
+)
 from guidance.sampler import SampleSpec, sample
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
@@ -70,6 +76,19 @@ def test_save_load_round_trip(wan, reward, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_recommended_guidance_defaults_are_stored_and_loaded(wan, reward, tmp_path):
+    reward.save(tmp_path)
+    assert load_reward_model(tmp_path, wan).guidance_defaults == BUILTIN_DEFAULTS
+    tuned = GuidanceDefaults("relative", 2.5, (0.25, 0.75), "nrg eval --tune (test)")
+    write_guidance_defaults(tmp_path, tuned)
+    assert load_reward_model(tmp_path, wan).guidance_defaults == tuned
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    config["guidance_defaults"]["window"] = [0.9, 0.1]
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="reward_config.json: guidance_defaults.window must satisfy"):
+        load_reward_model(tmp_path, wan)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("family", "ltx", "built for the ltx family"), ("fingerprint", "0" * 16, "another wan transformer configuration"),
@@ -103,7 +122,7 @@ def test_guides_the_sampler(wan, reward):
     reward.requires_grad_(False)
     spec = SampleSpec("a red circle moving left", seed=2)
     plain = sample(wan, [spec], SHAPE, 4, reward)
-    guided = sample(wan, [SampleSpec(spec.prompt, seed=2, guidance=GuidanceSpec({"vq": 1.0}, strength=50.0))],
+    guided = sample(wan, [SampleSpec(spec.prompt, seed=2, guidance=GuidanceSpec({"vq": 1.0}, strength=50.0, window=(0.0, 1.0)))],
                     SHAPE, 4, reward)
     assert guided.guided_steps == [3] and guided.skipped_steps == [0]
     assert torch.isfinite(guided.latents).all()

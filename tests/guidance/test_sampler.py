@@ -22,6 +22,8 @@ def _halves(latents, t, prompt_embeds):
 
 
 REWARD = CallableReward(_halves, ["a", "b"])
+#: The paper's rule on every step: what the tests of the t / (1 - t) schedule and of mode sum use.
+PAPER = dict(window=(0.0, 1.0), mode="sum")
 
 
 def _run(family, guidance=None, reward=REWARD, seed=3, **kwargs):
@@ -36,15 +38,15 @@ def wan(tiny_family):
 
 def test_guidance_raises_reward_monotonically_with_strength(wan):
     finals = [
-        _run(wan, GuidanceSpec({"a": 1.0}, strength=s)).rewards[0, 0].item() for s in (0.0, 20.0, 60.0, 150.0)
+        _run(wan, GuidanceSpec({"a": 1.0}, strength=s, **PAPER)).rewards[0, 0].item() for s in (0.0, 20.0, 60.0, 150.0)
     ]
     assert all(lo < hi for lo, hi in zip(finals, finals[1:])), finals
 
 
 def test_raising_one_weight_raises_that_objective_more(wan):
     base = _run(wan).rewards[0]
-    more_a = _run(wan, GuidanceSpec({"a": 1.0, "b": 0.2}, strength=80.0)).rewards[0] - base
-    more_b = _run(wan, GuidanceSpec({"a": 0.2, "b": 1.0}, strength=80.0)).rewards[0] - base
+    more_a = _run(wan, GuidanceSpec({"a": 1.0, "b": 0.2}, strength=80.0, **PAPER)).rewards[0] - base
+    more_b = _run(wan, GuidanceSpec({"a": 0.2, "b": 1.0}, strength=80.0, **PAPER)).rewards[0] - base
     assert more_a[0] > more_a[1] > 0
     assert more_b[1] > more_b[0] > 0
 
@@ -64,8 +66,8 @@ def test_guidance_changes_the_output(wan):
 
 
 def test_window_limits_the_guided_steps(wan):
-    full = _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0))
-    late = _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0, window=(0.0, 0.5)))
+    full = _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0, **PAPER))
+    late = _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0, window=(0.0, 0.5), mode="sum"))
     # Step 0 is at t = 1, where the paper skips guidance.
     assert full.guided_steps == [STEPS - 1]
     assert 0 < late.guided_steps[0] < STEPS - 1
@@ -78,7 +80,7 @@ def test_non_finite_gradient_skips_only_that_sample(wan):
         return (latents.float().mean(dim=(1, 2, 3, 4)) * scale)[:, None]
 
     reward = CallableReward(poisoned, ["a"])
-    spec = GuidanceSpec({"a": 1.0}, strength=50.0)
+    spec = GuidanceSpec({"a": 1.0}, strength=50.0, **PAPER)
     specs = [SampleSpec(PROMPT, seed=1, cfg_scale=3.0, guidance=spec), SampleSpec(PROMPT, seed=2, guidance=spec)]
     result = sample(wan, specs, SHAPE, STEPS, reward)
     assert result.skipped_steps == [STEPS - 1, 0]
@@ -114,9 +116,33 @@ def test_unit_mode_ignores_gradient_scale_but_sum_mode_does_not(wan):
             ).abs().max().item() > 1e-2
 
 
+def test_relative_mode_ignores_the_rewards_scale_and_guides_inside_its_window(wan):
+    def scaled(factor):
+        return CallableReward(lambda x, t, e: _halves(x, t, e) * torch.tensor([factor, 1.0]), ["a", "b"])
+
+    spec = GuidanceSpec({"a": 1.0, "b": 1.0}, strength=10.0)
+    events = []
+    small = _run(wan, spec, reward=scaled(1.0), on_step=events.append)
+    large = _run(wan, spec, reward=scaled(1000.0))
+    assert (small.latents - large.latents).abs().max().item() < 1e-4
+    assert (small.latents - _run(wan).latents).abs().max().item() > 1e-3
+    # Exactly the steps whose noise level lies in the default window [0.2, 0.8].
+    inside = [e.step for e in events if 0.2 <= e.t <= 0.8]
+    assert 0 < len(inside) < STEPS - 1 and small.guided_steps == [len(inside)]
+    assert [e.step for e in events if e.rewards is not None] == inside
+
+
+def test_relative_mode_raises_only_the_weighted_objective(wan):
+    base = _run(wan).rewards[0]
+    more_a = _run(wan, GuidanceSpec({"a": 1.0}, strength=2.0)).rewards[0] - base
+    more_b = _run(wan, GuidanceSpec({"b": 1.0}, strength=2.0)).rewards[0] - base
+    assert more_a[0] > 0 and more_b[1] > 0
+    assert more_a[0] > more_b[0] and more_b[1] > more_a[1]
+
+
 def test_step_events_report_progress_and_rewards(wan):
     events = []
-    _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0), on_step=events.append)
+    _run(wan, GuidanceSpec({"a": 1.0}, strength=10.0, **PAPER), on_step=events.append)
     assert [e.step for e in events] == list(range(1, STEPS + 1))
     assert events[0].t == pytest.approx(1.0) and events[0].rewards is None
     assert all(e.rewards is not None and e.rewards.shape == (1, 2) for e in events[1:])

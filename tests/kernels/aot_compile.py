@@ -40,18 +40,23 @@ def main() -> int:
         big, small = f"*{dt}", "*fp32"
         step_sig = dict(
             out_ptr=big, pc_ptr=big, pu_ptr=big, cfg_ptr=small, x_ptr=big, dt_ptr=small, g_ptr=big, w_ptr=small,
-            coef_ptr=small, norm_ptr=small, skip_ptr="*u8", partial_ptr=small, N="i32", num_chunks="i32", eps="fp32",
-            K="constexpr", HAS_UNCOND="constexpr", HAS_X="constexpr", UNIT="constexpr", BLOCK_SIZE="constexpr",
+            coef_ptr=small, norm_ptr=small, skip_ptr="*u8", partial_ptr=small, ref_ptr=small, N="i32",
+            num_chunks="i32", eps="fp32", sqrt_n="fp32", K="constexpr", HAS_UNCOND="constexpr", HAS_X="constexpr",
+            NORMED="constexpr", RELATIVE="constexpr", BLOCK_SIZE="constexpr",
         )
         fixup_sig = dict(
             out_ptr=big, pc_ptr=big, pu_ptr=big, cfg_ptr=small, x_ptr=big, dt_ptr=small, skip_ptr="*u8", N="i32",
             HAS_UNCOND="constexpr", HAS_X="constexpr", BLOCK_SIZE="constexpr",
         )
         sumsq_sig = dict(g_ptr=big, partial_ptr=small, N="i32", num_chunks="i32", BLOCK_SIZE="constexpr")
+        ref_sig = dict(pc_ptr=big, pu_ptr=big, ref_partial_ptr=small, N="i32", num_chunks="i32",
+                       HAS_UNCOND="constexpr", BLOCK_SIZE="constexpr")
         flags = dict(K=3, HAS_UNCOND=True, HAS_X=True, **block)
         kernels = [
-            (f"step_sum_{dt}", gst._guided_step_kernel, step_sig, dict(UNIT=False, **flags)),
-            (f"step_unit_{dt}", gst._guided_step_kernel, step_sig, dict(UNIT=True, **flags)),
+            (f"step_sum_{dt}", gst._guided_step_kernel, step_sig, dict(NORMED=False, RELATIVE=False, **flags)),
+            (f"step_unit_{dt}", gst._guided_step_kernel, step_sig, dict(NORMED=True, RELATIVE=False, **flags)),
+            (f"step_relative_{dt}", gst._guided_step_kernel, step_sig, dict(NORMED=True, RELATIVE=True, **flags)),
+            (f"reference_sumsq_{dt}", gst._reference_sumsq_kernel, ref_sig, dict(HAS_UNCOND=True, **block)),
             (f"fixup_{dt}", gst._unguided_fixup_kernel, fixup_sig, dict(HAS_UNCOND=True, HAS_X=True, **block)),
             (f"sumsq_{dt}", gst._sumsq_kernel, sumsq_sig, block),
         ]
@@ -59,11 +64,15 @@ def main() -> int:
             ptx = compile_ptx(fn, sig, consts)
             print(name, "ld.global.v4", ptx.count("ld.global.v4"), "st.global.v4", ptx.count("st.global.v4"))
     finalize_sig = dict(
-        partial_ptr="*fp32", w_ptr="*fp32", coef_ptr="*fp32", norm_ptr="*fp32", skip_ptr="*u8", num_chunks="i32",
-        K="constexpr", BLOCK_C="constexpr",
+        partial_ptr="*fp32", w_ptr="*fp32", coef_ptr="*fp32", norm_ptr="*fp32", skip_ptr="*u8",
+        ref_partial_ptr="*fp32", ref_ptr="*fp32", num_chunks="i32", N="i32",
+        K="constexpr", BLOCK_C="constexpr", RELATIVE="constexpr",
     )
-    ptx = compile_ptx(gst._finalize_kernel, finalize_sig, dict(K=3, BLOCK_C=gst.MAX_FINALIZE_BLOCK))
-    print("finalize", "ld.global.v4", ptx.count("ld.global.v4"), "st.global.v4", ptx.count("st.global.v4"))
+    for relative in (False, True):
+        consts = dict(K=3, BLOCK_C=gst.MAX_FINALIZE_BLOCK, RELATIVE=relative)
+        ptx = compile_ptx(gst._finalize_kernel, finalize_sig, consts)
+        print("finalize_relative" if relative else "finalize",
+              "ld.global.v4", ptx.count("ld.global.v4"), "st.global.v4", ptx.count("st.global.v4"))
     return 0
 
 

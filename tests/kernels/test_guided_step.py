@@ -27,6 +27,7 @@ SMALL_BLOCK = 64
 #: Makes the per-chunk partials of a sample (up to 7 chunks here) take several reduction iterations.
 SMALL_FINALIZE_BLOCK = 4
 BACKENDS = ("torch", "triton")
+MODES = ("relative", "sum", "unit")
 #: Output tolerances per storage dtype (the kernel and the reference differ by the summation order of
 #: the norms, and the interpreter rounds float32 -> bfloat16 by truncation, i.e. up to 1 ulp).
 TOL = {
@@ -136,6 +137,11 @@ def hand_args(mode: str) -> Args:
         ("sum", [[0.15, -0.3, -1.45], [3.0, 5.0, 5.0]]),
         # unit: G0 = [0.6, 0.8, 0] + 0.5 * [0, 0, 1] = [0.6, 0.8, 0.5]; G1 = 2 * [1, 2, 2] / 3.
         ("unit", [[0.03, -0.46, -1.475], [5 / 3, 7 / 3, 7 / 3]]),
+        # relative: reference RMS = RMS(cond - uncond) = sqrt(6 / 3) and sqrt(12 / 3) = 2; gradient RMS
+        # = norm / sqrt(3). G0 = sqrt(2) * sqrt(3) * ([3, 4, 0] / 5 + 0.5 * [0, 0, 2] / 2)
+        # = sqrt(6) * [0.6, 0.8, 0.5]; G1 = 2 * 2 * [1, 2, 2] / sqrt(3).
+        ("relative", [[0.05 * 6 ** 0.5 * 0.6, -0.5 + 0.05 * 6 ** 0.5 * 0.8, -1.5 + 0.05 * 6 ** 0.5 * 0.5],
+                      [1 + 4 / 3 ** 0.5, 1 + 8 / 3 ** 0.5, 1 + 8 / 3 ** 0.5]]),
     ],
 )
 def test_reference_by_hand(mode: str, expected: list[list[float]]) -> None:
@@ -143,6 +149,37 @@ def test_reference_by_hand(mode: str, expected: list[list[float]]) -> None:
     torch.testing.assert_close(out, torch.tensor(expected), rtol=0, atol=1e-6)
     assert stats.skipped.tolist() == [False, False]
     torch.testing.assert_close(stats.grad_norms, torch.tensor([[5.0, 2.0], [float("nan"), 3.0]]), equal_nan=True)
+
+
+def test_relative_reports_the_reference_rms_and_falls_back_without_cfg() -> None:
+    args = hand_args("relative")
+    _, stats = guided_step_reference(**args)
+    torch.testing.assert_close(stats.reference_rms, torch.tensor([2 ** 0.5, 2.0]))
+    # Sample 1 without CFG inside a CFG batch: its uncond is a copy of cond, the difference is zero,
+    # and the push is sized against RMS(cond) = 1 instead.
+    args["pred_uncond"] = args["pred_uncond"].clone()
+    args["pred_uncond"][1] = args["pred_cond"][1]
+    _, stats = guided_step_reference(**args)
+    torch.testing.assert_close(stats.reference_rms, torch.tensor([2 ** 0.5, 1.0]))
+    for name in ("pred_uncond", "cfg_scale"):
+        del args[name]
+    _, stats = guided_step_reference(**args)
+    torch.testing.assert_close(stats.reference_rms, torch.tensor([(14 / 3) ** 0.5, 1.0]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_relative_push_ignores_the_gradient_scale_and_follows_the_cfg_term(run: Runner, backend: str) -> None:
+    """The rule the server defaults to: scaling a reward (its gradient) changes nothing, while the push
+    grows with the CFG difference, so one strength means the same on any reward and any t."""
+    args = make_args(3, 2, (4, 3, 5, 7), torch.float32, mode="relative", with_x=False)
+    out, _ = run(backend, args)
+    steeper, _ = run(backend, {**args, "grads": args["grads"] * 1000.0})
+    torch.testing.assert_close(steeper, out, rtol=1e-5, atol=1e-5)
+    push = out - run(backend, unguided_args(args))[0]
+    wider = {**args, "pred_uncond": args["pred_cond"] - 2 * (args["pred_cond"] - args["pred_uncond"])}
+    wider_push = run(backend, wider)[0] - run(backend, unguided_args(wider))[0]
+    torch.testing.assert_close(wider_push, 2 * push, rtol=1e-4, atol=1e-5)
+    assert push[0].abs().max() > 0 and push[1].abs().max() == 0  # make_args gives sample 1 coef 0
 
 
 def test_reference_by_hand_without_cfg_or_x() -> None:
@@ -154,7 +191,7 @@ def test_reference_by_hand_without_cfg_or_x() -> None:
     torch.testing.assert_close(out, torch.tensor([[0.7, 1.6, 2.9], [3.0, 5.0, 5.0]]), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["sum", "unit"])
+@pytest.mark.parametrize("mode", MODES)
 def test_kernel_by_hand(run: Runner, mode: str) -> None:
     ref_out, ref_stats = guided_step_reference(**hand_args(mode))
     out, stats = run("triton", hand_args(mode))
@@ -175,7 +212,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["sum", "unit"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize(("batch", "num_obj", "spatial", "cfg", "with_x"), CASES)
 def test_kernel_matches_reference(
@@ -192,6 +229,10 @@ def test_kernel_matches_reference(
     torch.testing.assert_close(stats.grad_norms, ref_stats.grad_norms, rtol=1e-5, atol=1e-6)
     assert stats.skipped.dtype == torch.bool and stats.skipped.shape == (batch,)
     assert not stats.skipped.any()
+    if mode == "relative":
+        torch.testing.assert_close(stats.reference_rms, ref_stats.reference_rms, rtol=1e-5, atol=1e-6)
+    else:
+        assert stats.reference_rms is None and ref_stats.reference_rms is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -226,7 +267,7 @@ def test_non_contiguous_inputs(run: Runner, backend: str) -> None:
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's numpy squares
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e30], ids=["nan", "inf", "overflow"])
-@pytest.mark.parametrize("mode", ["sum", "unit"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nonfinite_gradient_skips_only_its_sample(run: Runner, backend: str, mode: str, bad: float) -> None:
     """A nan/inf element (or squares overflowing float32) in a weighted gradient skips that sample."""
@@ -247,7 +288,7 @@ def test_nonfinite_gradient_skips_only_its_sample(run: Runner, backend: str, mod
     assert_close(out, ref_out, torch.float32)
 
 
-@pytest.mark.parametrize("mode", ["sum", "unit"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_gradient_with_zero_weight_is_ignored(run: Runner, backend: str, mode: str) -> None:
     args = make_args(3, 3, (4, 3, 5, 7), torch.float32, mode=mode)
@@ -264,7 +305,7 @@ def test_nan_gradient_with_zero_weight_is_ignored(run: Runner, backend: str, mod
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("mode", ["sum", "unit"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_coef_zero_is_bit_identical_to_unguided(run: Runner, backend: str, mode: str, dtype: torch.dtype) -> None:
     """coef 0 selects p_cfg; it is not skipped and never reads its (here nan) gradients."""
@@ -345,7 +386,7 @@ def test_kernels_compile_for_h100() -> None:
     assert result.returncode == 0, result.stderr
     counts = {line.split()[0]: int(line.split()[2]) for line in result.stdout.splitlines()}
     # 128-bit loads for every streamed tensor: x, pred_cond, pred_uncond and the 3 gradients.
-    assert counts["step_sum_bf16"] >= 6 and counts["step_unit_bf16"] >= 6, result.stdout
+    assert all(counts[f"step_{mode}_bf16"] >= 6 for mode in MODES), result.stdout
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,7 +415,7 @@ BAD_ARGS = [
     (dict(dt=None), "x and dt must be given together"),
     (dict(x=torch.zeros(1, 4, 5)), r"x must have shape \[B, \*S\]"),
     (dict(dt=torch.zeros(2, dtype=torch.float64)), "dt must be float32"),
-    (dict(mode="mean"), "mode must be one of sum, unit; got 'mean'"),
+    (dict(mode="mean"), "mode must be one of relative, sum, unit; got 'mean'"),
     (dict(eps=0.0), "eps must be a finite number > 0"),
 ]
 BAD_ARG_IDS = [f"{i}-{message.split()[0]}" for i, (_, message) in enumerate(BAD_ARGS)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 
@@ -9,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from guidance.nrg import GuidanceDefaults
 from guidance.video_io import count_video_frames
 from server.schema import Limits
 from tests.server.conftest import running_server, wait_for
@@ -58,11 +61,16 @@ def test_full_lifecycle(client, tmp_path):
     steps = [d for k, d in events if k == "step"]
     assert [d["step"] for d in steps] == [1, 2, 3, 4]
     assert all(a["t"] > b["t"] for a, b in zip(steps, steps[1:]))
-    assert "rewards" not in steps[0] and set(steps[-1]["rewards"]) == {"vq", "mq", "ta"}
+    # The reward is evaluated (and reported) on the steps it guides: those inside the default window.
+    scored = [d["step"] for d in steps if "rewards" in d]
+    assert scored == [d["step"] for d in steps if 0.2 <= d["t"] <= 0.8] and scored
+    assert all(set(d["rewards"]) == {"vq", "mq", "ta"} for d in steps if "rewards" in d)
     done = wait_for(client, job["id"])
     assert done["progress"] == 100 and set(done["rewards"]) == {"vq", "mq", "ta"}
     assert done["inference_time_s"] > 0 and done["queue_time_s"] >= 0 and done["encode_time_s"] > 0
-    assert done["reward_guidance"] == {"weights": {"vq": 1.0}, "strength": 5.0, "window": [0.0, 1.0], "mode": "sum"}
+    # The job reports the settings it ran with: the strength it gave, the reward model's defaults for the rest.
+    assert done["reward_guidance"] == {"weights": {"vq": 1.0}, "strength": 5.0, "window": [0.2, 0.8],
+                                       "mode": "relative"}
     video = client.get(f"/v1/videos/{job['id']}/content")
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     (tmp_path / "v.mp4").write_bytes(video.content)
@@ -130,6 +138,24 @@ def test_models_listing(client):
     model = client.get("/v1/models").json()["data"][0]
     assert model["id"] == "tiny-wan" and model["family"] == "wan"
     assert model["reward_objectives"] == ["vq", "mq", "ta"] and model["checkpoints"] == []
+
+
+def test_a_request_with_only_weights_gets_the_reward_models_recommended_settings(hosted_wan, tmp_path):
+    """The reward model's own defaults (written by nrg eval --tune) fill in what a request leaves out,
+    and /v1/models publishes them."""
+    reward = copy.copy(hosted_wan.reward)
+    reward.guidance_defaults = GuidanceDefaults("relative", 1.5, (0.3, 0.9), "test")
+    hosted = dataclasses.replace(hosted_wan, reward=reward)
+    with running_server(tmp_path, {"tiny-wan": hosted}) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
+        card = client.get("/v1/models").json()["data"][0]
+        assert card["reward_guidance_defaults"] == {"mode": "relative", "strength": 1.5, "window": [0.3, 0.9],
+                                                    "source": "test"}
+        only_weights = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}}}).json()
+        assert only_weights["reward_guidance"] == {"weights": {"ta": 1.0}, "strength": 1.5, "window": [0.3, 0.9],
+                                                   "mode": "relative"}
+        paper = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}, "mode": "sum"}})
+        assert paper.json()["reward_guidance"]["strength"] == 100.0  # the paper's w, not the tuned relative one
+        assert wait_for(client, only_weights["id"])["status"] == "completed"
 
 
 @pytest.mark.parametrize(

@@ -134,8 +134,8 @@ class Client:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
         ``reward_weights`` (objective -> weight), ``strength``, ``window`` ``(t_lo, t_hi)`` and ``mode``
-        (``"sum"``/``"unit"``) form the request's ``reward_guidance``; without any of them the job is
-        unguided.
+        (``"relative"``, ``"sum"`` or ``"unit"``) form the request's ``reward_guidance``; the reward model's
+        recommended settings fill in what is left out; without any of them the job is unguided.
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,

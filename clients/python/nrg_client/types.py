@@ -51,7 +51,7 @@ class RewardGuidanceParams(BaseModel):
     weights: dict[str, float] | None = None
     strength: float | None = None
     window: tuple[float, float] | None = None
-    #: "sum" or "unit"; a plain string so that the server, which knows its modes, names a bad one.
+    #: "relative", "sum" or "unit"; a plain string so that the server, which knows its modes, names a bad one.
     mode: str | None = None
 
 
@@ -88,10 +88,12 @@ class VideoError(_Response):
 
 
 class RewardGuidance(_Response):
+    """The settings a job ran with: the request's, with the reward model's defaults filled in."""
+
     weights: dict[str, float] = Field(default_factory=dict)
-    strength: float = 100.0
-    window: tuple[float, float] = (0.0, 1.0)
-    mode: str = "sum"
+    strength: float | None = None
+    window: tuple[float, float] | None = None
+    mode: str | None = None
 
 
 class Video(_Response):
@@ -167,6 +169,8 @@ class ModelInfo(_Response):
     reward_objectives: list[str] = Field(default_factory=list)
     checkpoints: list[dict[str, str]] = Field(default_factory=list)
     defaults: dict[str, Any] = Field(default_factory=dict)
+    #: What ``reward_guidance`` fields left out become: mode, strength, window and their source.
+    reward_guidance_defaults: dict[str, Any] | None = None
 
 
 class ModelList(_Response):

@@ -48,7 +48,8 @@ def test_generate_and_concurrent_jobs_batch(server_url, tmp_path):
 def test_events_stream(server_url):
     async def main():
         async with AsyncClient(server_url) as client:
-            video = await client.create("a yellow triangle", seed=6, reward_weights={"mq": 1.0}, **FAST)
+            video = await client.create("a yellow triangle", seed=6, reward_weights={"mq": 1.0}, window=(0.0, 1.0),
+                                        **FAST)
             events = [e async for e in client.events(video.id)]
             types = [e.type for e in events]
             assert types[:2] == ["queued", "started"] and types[-1] == "completed"

@@ -55,7 +55,8 @@ def test_generate_end_to_end(client, tmp_path):
 
 
 def test_events_stream_typed(client):
-    video = client.create("a blue square moving up", seed=4, reward_weights={"ta": 1.0, "mq": 0.5}, **FAST)
+    video = client.create("a blue square moving up", seed=4, reward_weights={"ta": 1.0, "mq": 0.5},
+                          window=(0.0, 1.0), **FAST)
     events = list(client.events(video.id))
     assert all(isinstance(e, Event) and e.id == video.id for e in events)
     types = [e.type for e in events]
