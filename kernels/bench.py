@@ -39,7 +39,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"{' '.join(map(str, CPU_SHAPE))} on CPU)",
     )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="storage dtype (default: bf16)")
-    parser.add_argument("--mode", choices=["sum", "unit"], default="sum", help="objective combination (default: sum)")
+    parser.add_argument("--mode", choices=["relative", "sum", "unit"], default="relative",
+                        help="guidance mode (default: relative, the server's default)")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 100 on GPU, 20 on CPU)")
     parser.add_argument(
         "--warmup", type=int, default=None, help="untimed iterations first (default: 10 on GPU, 3 on CPU)"
@@ -80,11 +81,13 @@ def make_inputs(batch: int, num_obj: int, shape: Sequence[int], dtype: torch.dty
 
 def bytes_moved(batch: int, num_obj: int, numel: int, dtype: torch.dtype, mode: str) -> tuple[int, str]:
     """The algorithmic traffic of one step, and how it was counted (printed with the results)."""
-    tensors = 3 + num_obj + 1 + (num_obj if mode == "unit" else 0)
+    normed = mode in ("unit", "relative")
+    tensors = 3 + num_obj + 1 + (num_obj if normed else 0) + (2 if mode == "relative" else 0)
     how = (
         f"bytes = {tensors} x B x N x {dtype.itemsize}: reads of x, pred_cond, pred_uncond and the K={num_obj} "
         "gradients, the write of the output"
-        + (", and pass 1 re-reading the K gradients for their norms (mode unit)" if mode == "unit" else "")
+        + (f", and pass 1 re-reading the K gradients for their norms (mode {mode})" if normed else "")
+        + (" and pred_cond, pred_uncond for the reference RMS" if mode == "relative" else "")
         + "; the [B, K] and [B, K, chunks] float32 side buffers are ignored"
     )
     return tensors * batch * numel * dtype.itemsize, how

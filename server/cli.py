@@ -116,14 +116,24 @@ def _add_demo_parsers(sub) -> None:
     ev = sub.add_parser("eval", help="Flow-NRG on the demo world: guided vs unguided, ground-truth metrics")
     ev.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
     ev.add_argument("--reward", type=Path, default=None, help="reward model (default: the embedded demo reward)")
-    ev.add_argument("--settings", default="0:0:1,0.1:0.1:0.8,0.5:0.5:0,1:1:1",
-                    help="comma-separated VQ:MQ:TA weight settings")
-    ev.add_argument("--strengths", default="3,10", help="comma-separated guidance strengths w (default 3,10)")
+    ev.add_argument("--settings", default="0:0:1,0.1:0.1:0.8,0.5:0.5:0,1:0:0,0:1:0,1:1:1",
+                    help="comma-separated VQ:MQ:TA weight settings (default: the paper's Table 5 rows, "
+                         "1:0:0, 0:1:0 and 1:1:1)")
+    ev.add_argument("--strengths", default=None,
+                    help="comma-separated guidance strengths (default: the reward model's recommended one)")
     ev.add_argument("--prompts", type=int, default=None, help="first N held-out prompts (default: all 8)")
-    ev.add_argument("--seeds", type=int, default=6, help="seeds per prompt (default 6)")
+    ev.add_argument("--seeds", type=int, default=None,
+                    help="seeds per prompt (default 12, i.e. 96 clips per row; 4 with --tune)")
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
-    ev.add_argument("--window", type=_window, default=(0.0, 1.0), help="noise levels t_lo,t_hi to guide (default 0,1)")
-    ev.add_argument("--mode", choices=("sum", "unit"), default="sum")
+    ev.add_argument("--window", type=_window, default=None,
+                    help="noise levels t_lo,t_hi to guide (default: the reward model's recommended window)")
+    ev.add_argument("--mode", choices=MODES, default=None, help="guidance mode (default: the reward model's)")
+    ev.add_argument("--tune", action="store_true",
+                    help="choose the strength on tuning seeds (the single-objective rows; never the report's seeds)")
+    ev.add_argument("--write-defaults", action="store_true",
+                    help="with --tune: store the chosen mode, strength and window in the reward model's config")
+    ev.add_argument("--figures", type=Path, default=None,
+                    help="directory for the contact sheet and trade-off plot PNGs")
     ev.add_argument("--device", default=None)
     ev.add_argument("--output", type=Path, default=None, help="write the full report as JSON")
     ev.add_argument("--benchmarks", type=Path, default=None,
@@ -340,19 +350,38 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from guidance.demo import evaluate
+    from guidance.demo import DEFAULT_REWARD_DIR, evaluate
 
-    try:
-        strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
-    except ValueError:
-        raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
-    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    report = evaluate.run_eval(
-        model=args.model, reward=args.reward, settings=settings, strengths=strengths, prompts=args.prompts,
-        seeds=args.seeds, steps=args.steps, window=args.window, mode=args.mode, device=args.device,
-        progress=not args.quiet, command=evaluate.command_line(args.argv),
-    )
-    print(evaluate.format_table(report))
+    strengths = None
+    if args.strengths is not None:
+        try:
+            strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
+        except ValueError:
+            raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+    if args.write_defaults and not args.tune:
+        raise ValueError("--write-defaults stores what --tune chooses; give --tune too")
+    if args.tune and not strengths:
+        raise ValueError("--tune needs --strengths to choose from, e.g. --strengths 1,2,3,5")
+    common = dict(model=args.model, reward=args.reward, prompts=args.prompts, steps=args.steps, window=args.window,
+                  mode=args.mode, device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
+                  figures=args.figures)
+    if args.tune:
+        report, best = evaluate.tune(strengths, seeds=args.seeds or 4, **common)
+        print(evaluate.format_table(report))
+        print(f"chosen strength: {best:g} (mode {report['mode']}, window {report['window']})")
+        if args.write_defaults:
+            from guidance.nrg import GuidanceDefaults
+            from guidance.reward_model import write_guidance_defaults
+
+            source = (f"nrg eval --tune, {report['date']}: seeds {report['seeds'][0]}..{report['seeds'][-1]}, "
+                      f"scores {report['tuning_scores']}")
+            chosen = GuidanceDefaults(report["mode"], best, tuple(report["window"]), source)
+            print(f"wrote guidance_defaults to {write_guidance_defaults(args.reward or DEFAULT_REWARD_DIR, chosen)}")
+    else:
+        settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+        report = evaluate.run_eval(settings=settings, strengths=strengths, seeds=args.seeds or evaluate.DEFAULT_SEEDS,
+                                   **common)
+        print(evaluate.format_table(report))
     if args.output:
         print(f"wrote {evaluate.write_json(report, args.output)}")
     if args.benchmarks:

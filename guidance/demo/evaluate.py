@@ -1,10 +1,15 @@
 """``nrg eval``: Flow-NRG against the demo world's ground truth, in the form of REFERENCE §2.2.
 
 For every weight setting VQ:MQ:TA and every strength, each held-out (prompt, seed) is sampled guided
-and unguided from the same noise. Reported per row: the ground-truth VQ, MQ, TA means of the guided
-clips, the win rate against the unguided clip of the same prompt and seed (wins / (wins + losses);
-pairs whose scores differ by less than the labelling margin ``pairs.TIE_MARGIN`` are ties and left
-out), and seconds per clip. Every configuration is one batch of all its clips, so the times compare.
+and unguided from the same noise. Reported per row and objective: the ground-truth means of the guided
+clips; wins, losses and ties against the unguided clip of the same prompt and seed (pairs whose scores
+differ by less than the labelling margin ``pairs.TIE_MARGIN`` are ties); the win rate over decisive
+pairs with its 95% Wilson interval and a two-sided sign-test p-value (``stats``); and seconds per clip
+against unguided. Every configuration is one batch of all its clips, so the times compare.
+
+Settings are chosen on one seed range and reported on another: ``tune`` runs the single-objective
+rows on ``TUNE_SEED_BASE + j`` and picks the strength whose rows win most on their own objective; the
+report uses ``world.EVAL_SEED_BASE + j``, which no choice ever looked at.
 """
 
 from __future__ import annotations
@@ -24,10 +29,18 @@ import numpy as np
 from guidance.demo import world
 from guidance.demo.metrics import OBJECTIVES, evaluate
 from guidance.demo.pairs import TIE_MARGIN
+from guidance.demo.stats import win_rate
 
-DEFAULT_SETTINGS = ("0:0:1", "0.1:0.1:0.8", "0.5:0.5:0", "1:1:1")
-DEFAULT_STRENGTHS = (3.0, 10.0)
-DEFAULT_SEEDS = 6
+#: The rows of the paper's Table 5 (VQ:MQ:TA), plus the two single-objective rows it lacks and 1:1:1.
+DEFAULT_SETTINGS = ("0:0:1", "0.1:0.1:0.8", "0.5:0.5:0", "1:0:0", "0:1:0", "1:1:1")
+#: The rows tuning looks at, each with the objective it should raise.
+SINGLE_OBJECTIVE = {"1:0:0": "vq", "0:1:0": "mq", "0:0:1": "ta"}
+#: 8 held-out prompts x 12 seeds = 96 clips per row.
+DEFAULT_SEEDS = 12
+#: Tuning seeds: far from the report's (``world.EVAL_SEED_BASE + j``) and from training's (below it).
+TUNE_SEED_BASE = world.EVAL_SEED_BASE + 500_000
+#: (prompt, seed) pairs shown on the contact sheet.
+SHEET_ITEMS = 6
 
 
 def parse_setting(text: str) -> dict[str, float]:
@@ -48,33 +61,43 @@ def device_text(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads)"
 
 
+def _means(scores: list[dict]) -> dict[str, float]:
+    return {o: float(np.mean([s[o] for s in scores])) for o in OBJECTIVES}
+
+
 def run_eval(
     model: str | Path | None = None,
     reward: str | Path | None = None,
     settings: Sequence[str] = DEFAULT_SETTINGS,
-    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+    strengths: Sequence[float] | None = None,
     prompts: int | None = None,
     seeds: int = DEFAULT_SEEDS,
+    seed_base: int = world.EVAL_SEED_BASE,
     steps: int | None = None,
-    window: tuple[float, float] = (0.0, 1.0),
-    mode: str = "sum",
+    window: tuple[float, float] | None = None,
+    mode: str | None = None,
     device: str | None = None,
     progress: bool = True,
     command: str | None = None,
+    figures: str | Path | None = None,
 ) -> dict:
+    """Evaluate every (setting, strength); unset strengths, window and mode come from the reward
+    model's recommended defaults, as for a request that gives only weights. With ``figures`` (a
+    directory) the contact sheet and the trade-off plot are written there too."""
     import torch
     from tqdm.auto import tqdm
 
     from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_REWARD_DIR, DEFAULT_SHAPE, DEFAULT_STEPS
+    from guidance.demo.figures import contact_sheet, tradeoff_plot
     from guidance.families import load_pipeline
-    from guidance.nrg import GuidanceSpec
+    from guidance.nrg import defaults_for
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
 
     parsed = [parse_setting(s) for s in settings]
     if not parsed:
         raise ValueError("give at least one weight setting")
-    if not strengths or any(not (w >= 0 and w < float("inf")) for w in strengths):
+    if strengths is not None and (not strengths or any(not (w >= 0 and w < float("inf")) for w in strengths)):
         raise ValueError(f"strengths must be finite numbers >= 0; got {list(strengths)}")
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got {seeds}")
@@ -85,22 +108,30 @@ def run_eval(
     missing = [o for o in OBJECTIVES if o not in reward_model.objectives]
     if missing:
         raise ValueError(f"the reward model lacks objective(s) {missing}; it has {list(reward_model.objectives)}")
+    defaults = defaults_for(reward_model)
+    mode = mode or defaults.mode
+    window = tuple(window or defaults.window)
+    strengths = [float(w) for w in strengths] if strengths is not None else [defaults.complete({}, mode=mode).strength]
     chosen = world.eval_prompts()
     if prompts is not None:
         if not 1 <= prompts <= len(chosen):
             raise ValueError(f"--prompts must be between 1 and {len(chosen)}; got {prompts}")
         chosen = chosen[:prompts]
-    items = [(p.text, world.EVAL_SEED_BASE + j) for p in chosen for j in range(seeds)]
-    configs = [(None, 0.0)] + [(s, float(w)) for s in settings for w in strengths]
+    items = [(p.text, seed_base + j) for j in range(seeds) for p in chosen]
+    configs = [(None, 0.0)] + [(s, w) for s in settings for w in strengths]
+
+    def spec_of(setting: str, strength: float):
+        return defaults.complete(parse_setting(setting), strength, window, mode)
 
     # Warm-up (first-call allocations, lazy inits) so that no row's time includes it.
-    warm = GuidanceSpec(parse_setting(configs[-1][0]), configs[-1][1], window, mode) if len(configs) > 1 else None
+    warm = spec_of(configs[-1][0], configs[-1][1]) if len(configs) > 1 else None
     sample(family, [SampleSpec(items[0][0], seed=items[0][1], guidance=warm)], DEFAULT_SHAPE, 2, reward_model)
 
     load_before = os.getloadavg()[0]
     results: dict[tuple, dict] = {}
+    sheet: dict[tuple, list[np.ndarray]] = {}
     for setting, strength in tqdm(configs, desc="eval", unit="config", disable=not progress):
-        guidance = None if setting is None else GuidanceSpec(parse_setting(setting), strength, window, mode)
+        guidance = None if setting is None else spec_of(setting, strength)
         specs = [SampleSpec(text, seed=seed, guidance=guidance) for text, seed in items]
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -109,28 +140,27 @@ def run_eval(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        scores = [evaluate(frames, text) for frames, (text, _) in zip(out.frames, items)]
+        frames = out.frames.float().cpu().numpy()
+        scores = [evaluate(clip, text) for clip, (text, _) in zip(frames, items)]
         results[(setting, strength)] = {"scores": scores, "seconds_per_clip": seconds / len(items),
                                         "skipped_steps": int(sum(out.skipped_steps))}
+        sheet[(setting, strength)] = list(frames[:SHEET_ITEMS])
 
     base = results[(None, 0.0)]
-    def means(scores):
-        return {o: float(np.mean([s[o] for s in scores])) for o in OBJECTIVES}
-
     rows = []
     for setting, strength in configs[1:]:
         res = results[(setting, strength)]
-        wins, losses, ties = {}, {}, {}
-        for o in OBJECTIVES:
-            diff = np.array([g[o] - u[o] for g, u in zip(res["scores"], base["scores"])])
-            decisive = np.abs(diff) >= TIE_MARGIN[o]
-            wins[o], losses[o] = int((decisive & (diff > 0)).sum()), int((decisive & (diff < 0)).sum())
-            ties[o] = int((~decisive).sum())
+        stats = {o: win_rate([g[o] - u[o] for g, u in zip(res["scores"], base["scores"])], TIE_MARGIN[o])
+                 for o in OBJECTIVES}
         rows.append({
-            "weights": setting, "strength": strength, **means(res["scores"]),
-            "win_rate": {o: (wins[o] / (wins[o] + losses[o]) if wins[o] + losses[o] else None) for o in OBJECTIVES},
-            "wins": wins, "losses": losses, "ties": ties,
-            "seconds_per_clip": res["seconds_per_clip"], "skipped_steps": res["skipped_steps"],
+            "weights": setting, "strength": strength, "mode": mode, **_means(res["scores"]),
+            "win_rate": {o: stats[o].rate for o in OBJECTIVES},
+            "wins": {o: stats[o].wins for o in OBJECTIVES}, "losses": {o: stats[o].losses for o in OBJECTIVES},
+            "ties": {o: stats[o].ties for o in OBJECTIVES},
+            "stats": {o: stats[o].to_json() for o in OBJECTIVES},
+            "seconds_per_clip": res["seconds_per_clip"],
+            "cost_vs_unguided": res["seconds_per_clip"] / base["seconds_per_clip"],
+            "skipped_steps": res["skipped_steps"],
         })
     report = {
         "command": command,
@@ -138,59 +168,103 @@ def run_eval(
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": str(model or DEFAULT_MODEL_DIR),
         "reward": str(reward or DEFAULT_REWARD_DIR),
+        "reward_defaults": defaults.to_json(),
+        "objectives": list(OBJECTIVES),
         "steps": steps, "cfg": family.default_cfg, "window": list(window), "mode": mode,
-        "prompts": [p.text for p in chosen], "seeds": [world.EVAL_SEED_BASE + j for j in range(seeds)],
-        "settings": list(settings), "strengths": [float(w) for w in strengths],
+        "prompts": [p.text for p in chosen], "seeds": [seed_base + j for j in range(seeds)],
+        "settings": list(settings), "strengths": strengths,
         "clips_per_row": len(items), "tie_margin": TIE_MARGIN,
         "load_average": [load_before, os.getloadavg()[0]],
-        "unguided": {**means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
+        "unguided": {**_means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
         "rows": rows,
         "per_clip": {"unguided": base["scores"],
                      **{f"{s}@{w:g}": results[(s, w)]["scores"] for s, w in configs[1:]}},
     }
+    if figures is not None:
+        figures = Path(figures)
+        labels = ["unguided"] + [f"{s} @ {w:g}" for s, w in configs[1:]]
+        shown = range(min(SHEET_ITEMS, len(items)))
+        report["figures"] = {
+            "contact_sheet": str(contact_sheet(
+                labels, [f"{items[i][0]} (seed {items[i][1]})" for i in shown],
+                [[sheet[c][i] for c in configs] for i in shown], figures / "eval_contact_sheet.png")),
+            "tradeoff": str(tradeoff_plot(report, figures / "eval_tradeoff.png")),
+        }
     return report
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+def tune(
+    strengths: Sequence[float],
+    seeds: int = 4,
+    **kwargs,
+) -> tuple[dict, float]:
+    """Pick the strength whose single-objective rows win most on their own objective, on tuning seeds.
+
+    The score of a strength is the mean, over the rows 1:0:0, 0:1:0 and 0:0:1, of the win rate on the
+    objective the row weights (a row without a decisive pair counts 0.5). Returns the tuning report
+    (with ``tuning_scores``) and the chosen strength.
+    """
+    report = run_eval(settings=tuple(SINGLE_OBJECTIVE), strengths=strengths, seeds=seeds,
+                      seed_base=TUNE_SEED_BASE, **kwargs)
+    scores: dict[float, list[float]] = {}
+    for row in report["rows"]:
+        rate = row["win_rate"][SINGLE_OBJECTIVE[row["weights"]]]
+        scores.setdefault(row["strength"], []).append(0.5 if rate is None else rate)
+    report["tuning_scores"] = {f"{w:g}": float(np.mean(v)) for w, v in scores.items()}
+    best = max(scores, key=lambda w: (np.mean(scores[w]), -w))
+    return report, best
+
+
+def _win_cell(stats: dict) -> str:
+    """``62.5 [48-75] 40/64 p=0.06``: win rate %, 95% interval, wins / decisive pairs, sign test."""
+    if stats["rate"] is None:
+        return f"- (0 decisive, {stats['ties']} ties)"
+    lo, hi = stats["ci95"]
+    return (f"**{100 * stats['rate']:.1f}** [{100 * lo:.0f}-{100 * hi:.0f}] {stats['wins']}/{stats['decisive']} "
+            f"p={stats['p_value']:.2g}")
 
 
 def format_table(report: dict) -> str:
-    """The REFERENCE §2.2-style table (win rates in %, means of ground-truth scores)."""
+    """The REFERENCE §2.2-style table: win rates against unguided with their evidence, means, cost."""
     u = report["unguided"]
     lines = [
-        "| VQ:MQ:TA | strength | win VQ | win MQ | win TA | mean VQ | mean MQ | mean TA | s/clip |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| unguided | 0 | - | - | - | {u['vq']:.3f} | {u['mq']:.3f} | {u['ta']:.3f} | {u['seconds_per_clip']:.3f} |",
+        "| VQ:MQ:TA | mode | strength | win VQ | win MQ | win TA | mean VQ / MQ / TA | s/clip (x unguided) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| unguided | - | 0 | - | - | - | {u['vq']:.3f} / {u['mq']:.3f} / {u['ta']:.3f} | "
+        f"{u['seconds_per_clip']:.3f} |",
     ]
     for r in report["rows"]:
-        wr = r["win_rate"]
+        cells = " | ".join(_win_cell(r["stats"][o]) for o in OBJECTIVES)
         lines.append(
-            f"| {r['weights']} | {r['strength']:g} | {_pct(wr['vq'])} | {_pct(wr['mq'])} | {_pct(wr['ta'])} | "
-            f"{r['vq']:.3f} | {r['mq']:.3f} | {r['ta']:.3f} | {r['seconds_per_clip']:.3f} |"
+            f"| {r['weights']} | {r['mode']} | {r['strength']:g} | {cells} | {r['vq']:.3f} / {r['mq']:.3f} / "
+            f"{r['ta']:.3f} | {r['seconds_per_clip']:.3f} ({r['cost_vs_unguided']:.2f}x) |"
         )
     lines.append("")
-    lines.append("Non-tied pairs per row (VQ/MQ/TA): " + "; ".join(
-        f"{r['weights']}@{r['strength']:g}: " + "/".join(str(r["wins"][o] + r["losses"][o]) for o in OBJECTIVES)
-        for r in report["rows"]))
+    lines.append("Win cells: win rate % [95% Wilson interval] wins/decisive pairs, two-sided sign-test p.")
+    if "tuning_scores" in report:
+        lines.append("Tuning score per strength (mean own-objective win rate of the single-objective rows): "
+                     + ", ".join(f"{w}: {100 * v:.1f}" for w, v in report["tuning_scores"].items()))
     return "\n".join(lines)
 
 
 def benchmark_section(report: dict) -> str:
+    kind = "tuning run (tuning seeds; not a result)" if "tuning_scores" in report else "report"
+    figures = report.get("figures")
     return "\n".join([
-        f"## Flow-NRG on the demo world (`nrg eval`), {report['date']}",
+        f"## Flow-NRG on the demo world (`nrg eval`, {kind}), {report['date']}",
         "",
         f"- command: `{report['command']}`",
         f"- device: {report['device']}; 1-min load average before / after: "
         f"{report['load_average'][0]:.2f} / {report['load_average'][1]:.2f} (the cores are shared with other jobs)",
         f"- date: {report['date']}",
         f"- settings (VQ:MQ:TA): {', '.join(report['settings'])}; strengths: "
-        f"{', '.join(f'{w:g}' for w in report['strengths'])}",
+        f"{', '.join(f'{w:g}' for w in report['strengths'])}; reward defaults: {report['reward_defaults']}",
         f"- {report['clips_per_row']} clips per row ({len(report['prompts'])} held-out prompts x "
-        f"{len(report['seeds'])} seeds), {report['steps']} steps, CFG {report['cfg']:g}, window "
-        f"{report['window']}, mode {report['mode']}; win rate = wins / non-tied pairs against the unguided "
-        f"clip of the same prompt and seed (tie margins {report['tie_margin']}); means are ground-truth "
-        "scores (guidance.demo.metrics)",
+        f"{len(report['seeds'])} seeds {report['seeds'][0]}..{report['seeds'][-1]}), {report['steps']} steps, "
+        f"CFG {report['cfg']:g}, window {report['window']}, mode {report['mode']}; decisive pair = the guided and "
+        f"unguided clip of one prompt and seed differ by at least the tie margin {report['tie_margin']}; means are "
+        "ground-truth scores (guidance.demo.metrics)",
+        *([f"- pictures: `{figures['contact_sheet']}`, `{figures['tradeoff']}`"] if figures else []),
         "",
         format_table(report),
         "",

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_REWARD_DIR, DEFAULT_SHAPE
@@ -43,22 +44,59 @@ def test_make_pairs_writes_a_valid_preference_data_set(demo_family, tmp_path):
     assert summary["pairs"] == 3 and len(summary["scores"]) == 3
 
 
-def test_eval_tiny_run_writes_the_report(tmp_path, capsys):
+def test_eval_tiny_run_writes_the_report_and_pictures(tmp_path, capsys):
     out = tmp_path / "eval.json"
     bench = tmp_path / "benchmarks.md"
-    assert main(["eval", "--prompts", "2", "--seeds", "1", "--steps", "2", "--settings", "0:0:1,0.5:0.5:0",
-                 "--strengths", "10,30", "--output", str(out), "--benchmarks", str(bench), "--quiet"]) == 0
+    assert main(["eval", "--prompts", "2", "--seeds", "1", "--steps", "3", "--settings", "0:0:1,0.5:0.5:0",
+                 "--strengths", "1,3", "--output", str(out), "--benchmarks", str(bench),
+                 "--figures", str(tmp_path / "fig"), "--quiet"]) == 0
     report = json.loads(out.read_text())
-    assert {"command", "device", "date", "unguided", "rows", "prompts", "seeds", "steps"} <= set(report)
+    assert {"command", "device", "date", "unguided", "rows", "prompts", "seeds", "steps", "reward_defaults"} <= set(report)
+    assert report["mode"] == "relative" and report["window"] == [0.2, 0.8]  # the reward model's defaults
+    assert report["seeds"] == [1_000_000] and report["clips_per_row"] == 2
     assert set(report["unguided"]) == {"vq", "mq", "ta", "seconds_per_clip"}
     assert len(report["rows"]) == 4
     for row in report["rows"]:
-        assert {"weights", "strength", "vq", "mq", "ta", "win_rate", "wins", "losses", "ties",
-                "seconds_per_clip"} <= set(row)
-        assert set(row["win_rate"]) == {"vq", "mq", "ta"}
-    assert "| 0:0:1 | 10 |" in capsys.readouterr().out
+        assert {"weights", "strength", "vq", "mq", "ta", "win_rate", "wins", "losses", "ties", "stats",
+                "seconds_per_clip", "cost_vs_unguided"} <= set(row)
+        for o in ("vq", "mq", "ta"):
+            stats = row["stats"][o]
+            assert stats["wins"] + stats["losses"] + stats["ties"] == 2
+            assert (stats["rate"] is None) == (stats["decisive"] == 0)
+    assert "| 0:0:1 | relative | 1 |" in capsys.readouterr().out
     text = bench.read_text()
     assert "every figure" in text.lower() and "command: `nrg eval --prompts 2" in text
+    for name in ("contact_sheet", "tradeoff"):
+        picture = Image.open(report["figures"][name])
+        assert picture.format == "PNG" and picture.width > 100
+
+
+def test_eval_tune_picks_on_tuning_seeds_and_writes_the_reward_defaults(tmp_path, capsys):
+    import shutil
+
+    from guidance.reward_model import read_reward_config
+
+    reward = tmp_path / "reward"
+    shutil.copytree(DEFAULT_REWARD_DIR, reward)
+    out = tmp_path / "tune.json"
+    assert main(["eval", "--tune", "--write-defaults", "--reward", str(reward), "--prompts", "1", "--seeds", "1",
+                 "--steps", "3", "--strengths", "0.5,2", "--window", "0.1,0.9", "--output", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"] == ["1:0:0", "0:1:0", "0:0:1"]
+    assert all(seed >= 1_500_000 for seed in report["seeds"])  # never the report's seeds
+    assert set(report["tuning_scores"]) == {"0.5", "2"}
+    defaults = read_reward_config(reward)["guidance_defaults"]
+    best = max(report["tuning_scores"].items(), key=lambda kv: (kv[1], -float(kv[0])))[0]
+    assert defaults["strength"] == float(best) and defaults["window"] == [0.1, 0.9] and defaults["mode"] == "relative"
+    assert "nrg eval --tune" in defaults["source"]
+    assert f"chosen strength: {best}" in capsys.readouterr().out
+
+
+def test_eval_tune_needs_strengths_and_write_defaults_needs_tune(capsys):
+    for argv, message in ((["--tune"], "--tune needs --strengths"), (["--write-defaults"], "give --tune too")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["eval", *argv, "--quiet"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_eval_rejects_bad_settings(capsys):
