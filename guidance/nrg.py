@@ -11,6 +11,15 @@ Three modes turn a reward gradient into a prediction offset (docs/guidance.md ha
   t = 10/11 ~ 0.91) and its useful strength depends on the scale of the reward's gradient.
 * ``unit``: the paper's schedule with each objective's gradient rescaled to unit L2 norm.
 
+Two gradient-free modes use the same reward as a verifier instead (``guidance.search``): each runs
+``particles`` copies of the request from different noise and keeps the best, so they work even where
+the reward's gradient points nowhere useful:
+
+* ``best_of_n``: score the particles once, at the middle of the window, continue the best one.
+* ``fk``: Feynman-Kac steering (REFERENCE §2.6): at every step inside the window, weight the particles
+  by exp(strength * (r_t - r_previous)) and resample them when the effective sample size falls below
+  half; return the particle with the best final reward.
+
 Every mode is skipped outright at t = 1 and outside the request's window. The default window
 [0.2, 0.8] keeps guidance off the noisiest steps, where a latent reward model is least accurate
 (pair accuracy near chance) and easiest to game, and off the last steps, where there is little
@@ -25,8 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Mode = Literal["relative", "sum", "unit"]
-MODES: tuple[str, ...] = ("relative", "sum", "unit")
+Mode = Literal["relative", "sum", "unit", "best_of_n", "fk"]
+#: Modes that push along the reward's gradient; the kernel combines them (``kernels.guided_step``).
+GRADIENT_MODES: tuple[str, ...] = ("relative", "sum", "unit")
+#: Modes that select among particles by the reward, with no gradient (``guidance.search``).
+SEARCH_MODES: tuple[str, ...] = ("best_of_n", "fk")
+MODES: tuple[str, ...] = GRADIENT_MODES + SEARCH_MODES
 #: Modes that scale the gradient by the paper's t / (1 - t) schedule.
 PAPER_MODES: tuple[str, ...] = ("sum", "unit")
 #: Default bound on t / (1 - t): see the module docstring.
@@ -37,6 +50,11 @@ DEFAULT_STRENGTH = 3.0
 PAPER_STRENGTH = 100.0
 #: Noise levels where guidance applies by default: see the module docstring.
 DEFAULT_WINDOW = (0.2, 0.8)
+#: Particles of the search modes by default, and at most (each costs a denoiser pass per step).
+DEFAULT_PARTICLES = 4
+MAX_PARTICLES = 16
+#: Feynman-Kac's potential scale lambda (REFERENCE §2.6), the default strength of mode ``fk``.
+FK_STRENGTH = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,13 @@ class GuidanceSpec:
     strength: float = DEFAULT_STRENGTH
     window: tuple[float, float] = DEFAULT_WINDOW
     mode: Mode = "relative"
+    #: Copies of the request run in the search modes (ignored by the gradient modes).
+    particles: int = DEFAULT_PARTICLES
+
+    @property
+    def search(self) -> bool:
+        """Whether this spec selects among particles (an active search mode) instead of pushing."""
+        return self.active and self.mode in SEARCH_MODES
 
     def validate(self, objectives: Sequence[str]) -> None:
         """Raise ``ValueError`` naming the field and the limit for any bad value."""
@@ -74,6 +99,12 @@ class GuidanceSpec:
             raise ValueError(f"window must satisfy 0 <= t_lo <= t_hi <= 1; got {self.window!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.mode in SEARCH_MODES and (
+            isinstance(self.particles, bool) or not isinstance(self.particles, int)
+            or not 2 <= self.particles <= MAX_PARTICLES
+        ):
+            raise ValueError(f"particles must be an integer from 2 to {MAX_PARTICLES} in mode {self.mode}; "
+                             f"got {self.particles!r}")
 
     @property
     def active(self) -> bool:
@@ -104,12 +135,14 @@ class GuidanceDefaults:
         strength: float | None = None,
         window: Sequence[float] | None = None,
         mode: str | None = None,
+        particles: int | None = None,
     ) -> GuidanceSpec:
         """A full spec from what a request gave; the rest from these defaults."""
         mode = mode or self.mode
         if strength is None:
             strength = self.strength if mode == self.mode else builtin_strength(mode)
-        return GuidanceSpec(dict(weights), float(strength), tuple(window or self.window), mode)  # type: ignore[arg-type]
+        return GuidanceSpec(dict(weights), float(strength), tuple(window or self.window), mode,  # type: ignore[arg-type]
+                            DEFAULT_PARTICLES if particles is None else particles)
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "strength": self.strength, "window": list(self.window), "source": self.source}
@@ -134,7 +167,8 @@ BUILTIN_DEFAULTS = GuidanceDefaults()
 
 
 def builtin_strength(mode: str) -> float:
-    return DEFAULT_STRENGTH if mode == "relative" else PAPER_STRENGTH
+    """relative: 3 CFG terms; the paper's modes: its w = 100; fk: lambda = 10; best_of_n: unused (1)."""
+    return {"relative": DEFAULT_STRENGTH, "fk": FK_STRENGTH, "best_of_n": 1.0}.get(mode, PAPER_STRENGTH)
 
 
 def defaults_for(reward: object | None) -> GuidanceDefaults:
@@ -164,7 +198,8 @@ def guidance_coefficients(
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> list[float]:
     """Per-sample coef inside the sample's window, else 0: ``strength`` in mode ``relative`` (the
-    kernel sizes the push), ``strength * min(ratio, max_ratio)`` in the paper's modes.
+    kernel sizes the push), ``strength * min(ratio, max_ratio)`` in the paper's modes, 0 in the
+    search modes (they take no gradient step).
 
     Plain floats, so the sampler decides on the host, with no device sync, whether any sample needs
     a reward gradient at this step. Exactly 0 at t >= 1, outside a window, and for inactive specs, so those
@@ -174,7 +209,7 @@ def guidance_coefficients(
     coefs = []
     for spec in specs:
         inside = spec is not None and spec.active and spec.window[0] <= noise_level <= spec.window[1]
-        if not inside or noise_level >= 1.0:
+        if not inside or noise_level >= 1.0 or spec.mode in SEARCH_MODES:
             coefs.append(0.0)
         else:
             coefs.append(spec.strength * (bounded if spec.mode in PAPER_MODES else 1.0))

@@ -4,9 +4,10 @@ One loop, any family: the family adapter supplies prompt encoding, noise, denois
 steps and decoding; this module supplies what diffusers cannot do, i.e. per-sample CFG scales,
 seeds and reward guidance inside one batch, and the reward gradient of every step. Each step:
 
-    denoiser (cond, and uncond for the samples that use CFG)
+    particle selection of the search modes (``guidance.search``; only when some sample uses one)
+    -> denoiser (cond, and uncond for the samples that use CFG)
     -> reward scores and gradients on x_t (only when some sample is guided at this t)
-    -> one fused guided step (``kernels.guided_step``): CFG, guidance, Euler update
+    -> one fused guided step (``kernels.guided_step``) per gradient mode present: CFG, guidance, Euler
 
 A sample's result never depends on its batch-mates: noise comes from its own generator, prompts are
 padded to a fixed length, and every per-sample number is a tensor indexed by sample.
@@ -15,16 +16,19 @@ padded to a fixed length, and every per-sample number is a tensor indexed by sam
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance import search
+from guidance.batch_state import BatchState
+from guidance.families.base import PipelineFamily, VideoShape
 from guidance.nrg import DEFAULT_MAX_RATIO, GuidanceSpec, guidance_coefficients
 from guidance.rewards import RewardFunction, reward_and_gradients
-from kernels.guided_step import guided_step
+from kernels.guided_step import GuidedStepStats, guided_step
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class SampleResult:
     skipped_steps: list[int]
     guided_steps: list[int]
     timings: dict[str, float] = field(default_factory=dict)
+    #: Denoiser passes spent per returned sample: ``steps`` unguided or gradient-guided, more for the
+    #: particles of the search modes (their cost, e.g. 4 particles pruned at mid-window ~ 2.5x).
+    denoiser_passes: list[int] = field(default_factory=list)
 
 
 def _sync(device: torch.device) -> None:
@@ -71,11 +78,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> str:
-    """Validate every sample's guidance; return the batch's combination mode."""
+def _check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> None:
+    """Validate every sample's guidance (``ValueError`` naming the sample)."""
     if not specs:
         raise ValueError("a batch needs at least one sample")
-    modes = set()
     for i, spec in enumerate(specs):
         if spec.cfg_scale is not None and not (spec.cfg_scale >= 0 and spec.cfg_scale < float("inf")):
             raise ValueError(f"sample {i}: cfg_scale must be a finite number >= 0; got {spec.cfg_scale!r}")
@@ -83,52 +89,17 @@ def _check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> 
             continue
         if reward is None and spec.guidance.active:
             raise ValueError(f"sample {i}: reward guidance was requested but no reward model is loaded")
-        spec.guidance.validate(reward.objectives if reward is not None else ())
-        if spec.guidance.active:
-            modes.add(spec.guidance.mode)
-    if len(modes) > 1:
-        raise ValueError("all guided samples of one batch must share the combination mode")
-    return modes.pop() if modes else "sum"
-
-
-@dataclass
-class _Batch:
-    """Per-sample state of a running batch, kept in step so samples can leave it mid-run."""
-
-    ids: list[int]  # positions in the caller's ``specs``
-    latents: torch.Tensor
-    cond: TextConditioning
-    uncond: TextConditioning | None  # rows for ``cfg_rows`` only
-    cfg_rows: list[int]  # local rows that run an unconditional pass
-    cfg: torch.Tensor  # [B]; 1.0 for samples without CFG
-    weights: torch.Tensor  # [B, K]
-    guidance: list[GuidanceSpec | None]
-    generators: list[torch.Generator]
-    skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
-    guided: torch.Tensor  # [B] steps actually guided
-    #: Per objective, whether some sample of the batch weights it: the others need no backward pass.
-    used: list[bool]
-
-    def keep(self, rows: list[int]) -> None:
-        """Drop every sample whose local row is not in ``rows`` (order preserved)."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.latents.device)
-        kept = set(rows)
-        if self.uncond is not None:
-            self.uncond = self.uncond.select([j for j, row in enumerate(self.cfg_rows) if row in kept])
-            self.cfg_rows = [rows.index(row) for row in self.cfg_rows if row in kept]
-            if not self.cfg_rows:
-                self.uncond = None
-        self.ids = [self.ids[row] for row in rows]
-        self.guidance = [self.guidance[row] for row in rows]
-        self.generators = [self.generators[row] for row in rows]
-        self.cond = self.cond.select(rows)
-        for name in ("latents", "cfg", "weights", "skipped", "guided"):
-            setattr(self, name, getattr(self, name)[index])
+        try:
+            spec.guidance.validate(reward.objectives if reward is not None else ())
+        except ValueError as exc:
+            raise ValueError(f"sample {i}: {exc}") from None
 
 
 def _start_batch(
     family: PipelineFamily, specs: Sequence[SampleSpec], shape: VideoShape, objectives: Sequence[str]
-) -> _Batch:
+) -> BatchState:
+    """Encode the prompts, then draw the noise of every row (a search sample's particles one after the
+    other from its own generator)."""
     device = family.device
     cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
     cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
@@ -136,25 +107,60 @@ def _start_batch(
     cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
     if uncond is not None and len(cfg_rows) < len(specs):
         uncond = uncond.select(cfg_rows)
-    generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
     guidance = [s.guidance for s in specs]
     zeros = [0.0] * len(objectives)
     vectors = [g.weight_vector(objectives) if g else zeros for g in guidance]
-    return _Batch(
-        ids=list(range(len(specs))),
-        latents=family.prepare_latents(shape, generators),
+    batch = len(specs)
+    state = BatchState(
+        ids=list(range(batch)),
+        latents=torch.empty(batch, 0, device=device),
         cond=cond,
         uncond=uncond,
         cfg_rows=cfg_rows,
         # A sample outside the CFG set gets uncond := cond and scale 1: exactly its cond prediction.
         cfg=torch.tensor([c if i in cfg_rows else 1.0 for i, c in enumerate(cfg_scales)], device=device),
-        weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(len(specs), len(objectives)),
+        weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(batch, len(objectives)),
         guidance=guidance,
-        generators=generators,
-        skipped=torch.zeros(len(specs), dtype=torch.long, device=device),
-        guided=torch.zeros(len(specs), dtype=torch.long, device=device),
+        generators=[torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs],
+        skipped=torch.zeros(batch, dtype=torch.long, device=device),
+        guided=torch.zeros(batch, dtype=torch.long, device=device),
         used=[any(v[k] != 0 for v in vectors) for k in range(len(objectives))],
+        log_weights=torch.zeros(batch, device=device),
+        last_scores=torch.zeros(batch, device=device),
     )
+    rows = search.particle_rows(guidance)
+    if len(rows) > batch:
+        state.take(rows)
+    state.latents = family.prepare_latents(shape, state.generators)
+    return state
+
+
+def _guided_update(
+    state: BatchState, coef_list: list[float], grads: torch.Tensor, weights: torch.Tensor, **step: torch.Tensor | None
+) -> tuple[torch.Tensor, GuidedStepStats]:
+    """The fused guided step, once per gradient mode present among the guided rows (usually one).
+
+    Unguided rows (coef 0) go with the first group: their output is the unguided step in any mode.
+    """
+    modes = list(dict.fromkeys(g.mode for g, c in zip(state.guidance, coef_list) if c != 0)) or ["sum"]
+    coef = torch.tensor(coef_list, dtype=torch.float32, device=state.latents.device)
+    if len(modes) == 1:
+        return guided_step(step.pop("pred_cond"), grads, weights, coef, mode=modes[0], **step)
+    groups = {mode: [] for mode in modes}
+    for row, (spec, c) in enumerate(zip(state.guidance, coef_list)):
+        groups[spec.mode if c != 0 else modes[0]].append(row)
+    out, norms, skipped = None, None, None
+    for mode, rows in groups.items():
+        index = torch.tensor(rows, device=state.latents.device)
+        part = {name: None if value is None else value[index] for name, value in step.items()}
+        out_m, stats = guided_step(part.pop("pred_cond"), grads[index], weights[index], coef[index], mode=mode,
+                                   **part)
+        if out is None:
+            out = out_m.new_empty((len(coef_list), *out_m.shape[1:]))
+            norms = stats.grad_norms.new_empty((len(coef_list), *stats.grad_norms.shape[1:]))
+            skipped = stats.skipped.new_empty(len(coef_list))
+        out[index], norms[index], skipped[index] = out_m, stats.grad_norms, stats.skipped
+    return out, GuidedStepStats(grad_norms=norms, skipped=skipped)
 
 
 @torch.no_grad()
@@ -181,7 +187,8 @@ def sample(
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
     family.check_shape(shape)
-    mode = _check_specs(specs, reward)
+    _check_specs(specs, reward)
+    search.check_searchable(family, [s.guidance for s in specs])
     device = family.device
     objectives = reward.objectives if reward is not None else ()
     timings = {"encode_s": 0.0, "denoise_s": 0.0, "guidance_s": 0.0, "decode_s": 0.0}
@@ -192,17 +199,22 @@ def sample(
     timings["encode_s"] = time.perf_counter() - start
     timesteps = family.set_timesteps(steps, shape)
     stopped: set[int] = set()
-    no_grads: torch.Tensor | None = None
+    passes: Counter[int] = Counter()
 
     for i, timestep in enumerate(tqdm(timesteps, disable=not progress, desc="denoise", unit="step")):
         if cancelled is not None:
             stopped |= set(cancelled())
             if stopped & set(state.ids) and family.euler_dt(i) is not None:
                 state.keep([row for row, sid in enumerate(state.ids) if sid not in stopped])
-                no_grads = None
             if not state.ids or stopped >= set(state.ids):
                 break
+        level = family.noise_level(i, timestep)
+        if reward is not None and len(state.ids) > len(set(state.ids)):
+            start = time.perf_counter()
+            search.select(state, reward, level, shape)
+            timings["guidance_s"] += time.perf_counter() - start
         batch = len(state.ids)
+        passes.update(state.ids)
         start = time.perf_counter()
         model = family.denoiser(timestep)
         pred_cond = family.predict(model, state.latents, timestep, state.cond, shape, i)
@@ -217,37 +229,39 @@ def sample(
         timings["denoise_s"] += time.perf_counter() - start
 
         start = time.perf_counter()
-        level = family.noise_level(i, timestep)
         coef_list = guidance_coefficients(state.guidance, level, family.guidance_ratio(i, timestep), max_ratio)
-        unit_weights = torch.ones(batch, 1, device=device)
         scores = None
-        if reward is not None and any(c != 0 for c in coef_list):
+        guided_modes = {g.mode for g, c in zip(state.guidance, coef_list) if c != 0}
+        if reward is not None and guided_modes:
             t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
-            scores, grads = reward_and_gradients(reward, state.latents, t_vec, state.cond, shape, state.weights, mode,
-                                                 used=state.used)
-            step_weights = unit_weights if mode == "sum" else state.weights
+            # One backward pass of the weighted sum when every guided row is in mode sum, else one per
+            # weighted objective (the kernel normalises and weights them).
+            grad_mode = "sum" if guided_modes == {"sum"} else "unit"
+            scores, grads = reward_and_gradients(reward, state.latents, t_vec, state.cond, shape, state.weights,
+                                                 grad_mode, used=state.used)
+            step_weights = torch.ones(batch, 1, device=device) if grad_mode == "sum" else state.weights
         else:
-            if no_grads is None:
-                no_grads = torch.zeros_like(pred_cond).unsqueeze(1)
-            grads, step_weights = no_grads, unit_weights
-        coef = torch.tensor(coef_list, dtype=torch.float32, device=device)
+            grads, step_weights = torch.zeros_like(pred_cond).unsqueeze(1), torch.ones(batch, 1, device=device)
         dt = family.euler_dt(i)
-        out, stats = guided_step(
-            pred_cond, grads, step_weights, coef,
-            pred_uncond=pred_uncond, cfg_scale=state.cfg if pred_uncond is not None else None,
+        out, stats = _guided_update(
+            state, coef_list, grads, step_weights,
+            pred_cond=pred_cond, pred_uncond=pred_uncond, cfg_scale=state.cfg if pred_uncond is not None else None,
             x=state.latents if dt is not None else None,
             dt=torch.full((batch,), dt, device=device) if dt is not None else None,
-            mode=mode,
         )
         state.latents = out if dt is not None else family.scheduler_step(
             out, timestep, state.latents, i, state.generators
         )
+        coef = torch.tensor(coef_list, dtype=torch.float32, device=device)
         state.skipped += stats.skipped.long()
         state.guided += ((coef != 0) & ~stats.skipped).long()
         _sync(device)
         timings["guidance_s"] += time.perf_counter() - start
         if on_step is not None:
-            on_step(StepEvent(i + 1, len(timesteps), level, scores, stats.skipped, list(state.ids)))
+            # One row per sample: a search sample's particles are reported by their first row.
+            first = state.first_rows()
+            on_step(StepEvent(i + 1, len(timesteps), level, None if scores is None else scores[first],
+                              stats.skipped[first], [state.ids[row] for row in first]))
 
     if stopped & set(state.ids):
         state.keep([row for row, sid in enumerate(state.ids) if sid not in stopped])
@@ -258,6 +272,7 @@ def sample(
     if reward is not None:
         t_zero = torch.zeros(len(state.ids), device=device)
         final_rewards = reward(state.latents.float(), t_zero, state.cond, shape).float()
+        final_rewards = final_rewards[search.finish(state, (final_rewards * state.weights).sum(dim=1))]
     frames = None
     if decode:
         start = time.perf_counter()
@@ -273,4 +288,5 @@ def sample(
         skipped_steps=state.skipped.tolist(),
         guided_steps=state.guided.tolist(),
         timings=timings,
+        denoiser_passes=[passes[sid] for sid in state.ids],
     )

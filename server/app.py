@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import ValidationError
 
 from guidance.families.base import VideoShape
-from guidance.nrg import defaults_for
+from guidance.nrg import SEARCH_MODES, defaults_for
 from server.config import ServerConfig
 from server.engine import Engine, HostedModel
 from server.events import EventBus
@@ -85,7 +85,7 @@ def _video_object(job: Job) -> dict[str, Any]:
         negative_prompt=p.get("negative_prompt"), width=p["width"], height=p["height"],
         num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
         guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), reward_guidance=p.get("reward_guidance"),
-        **{k: r.get(k) for k in ("rewards", "guidance_skipped_steps", "batch_size", "queue_time_s",
+        **{k: r.get(k) for k in ("rewards", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
                                  "inference_time_s", "encode_time_s", "peak_memory_mb")},
     ).model_dump(mode="json")
 
@@ -228,14 +228,18 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                 raise APIError(400, f"model {name} has no reward model, so reward_guidance is unavailable",
                                param="reward_guidance")
             given = req.reward_guidance
-            spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode)
+            spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode,
+                                                        given.particles)
             try:
                 spec.validate(hosted.reward.objectives)
             except ValueError as exc:
                 raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
+            if spec.search and not hosted.family.euler_scheduler:
+                raise APIError(400, f"mode {spec.mode} needs a flow-matching model (an Euler scheduler); {name} is "
+                               f"{hosted.family.name}", param="reward_guidance.mode")
             # The effective settings, defaults filled in, are what the job runs with and reports.
             guidance = {"weights": dict(spec.weights), "strength": spec.strength, "window": list(spec.window),
-                        "mode": spec.mode}
+                        "mode": spec.mode, "particles": spec.particles if spec.mode in SEARCH_MODES else None}
         cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
         return {
             "model": name, "prompt": req.prompt, "negative_prompt": req.negative_prompt,

@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--window", type=_window, default=None,
                      help="noise levels t_lo,t_hi to guide (default: the reward model's recommended window)")
     gen.add_argument("--mode", choices=MODES, default=None,
-                     help="relative (push sized against the CFG term), sum (the paper's t/(1-t) rule) or unit "
-                          "(default: the reward model's recommended one)")
+                     help="relative (push sized against the CFG term), sum (the paper's t/(1-t) rule), unit, or the "
+                          "gradient-free best_of_n / fk (default: the reward model's recommended one)")
+    gen.add_argument("--particles", type=int, default=None, help="copies run by best_of_n and fk (default 4)")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -277,7 +278,9 @@ def _generate(args: argparse.Namespace) -> None:
     reward = load_reward_model(args.reward, family) if args.reward else None
     guidance = None
     if reward is not None and args.weights:
-        guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode)
+        guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
+                                                 args.particles)
+        guidance.validate(reward.objectives)
     spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance)
     result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
     path = write_video(result.frames[0], args.out, fps=args.fps)
@@ -286,7 +289,10 @@ def _generate(args: argparse.Namespace) -> None:
         scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
         print(f"final-latent rewards: {scores}")
         if guidance is not None:
-            print(f"guided steps: {result.guided_steps[0]}, skipped (non-finite gradient): {result.skipped_steps[0]}")
+            print(f"guidance: mode {guidance.mode}, strength {guidance.strength:g}, window {list(guidance.window)}"
+                  + (f", {guidance.particles} particles" if guidance.search else ""))
+            print(f"guided steps: {result.guided_steps[0]}, skipped (non-finite gradient): {result.skipped_steps[0]}, "
+                  f"cost vs unguided: {result.denoiser_passes[0] / steps:.2f}x")
 
 
 def _make_tiny(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """The worker that owns the device: batches queued jobs and runs them through the guided sampler.
 
 One thread, one device. Jobs are taken oldest first; the oldest queued job fixes the batch key
-(model, checkpoint, size, frames, steps, guidance mode) and the worker gathers up to ``max_batch``
+(model, checkpoint, size, frames, steps) and the worker gathers up to ``max_batch``
 queued jobs with that key, waiting at most ``batch_wait_ms`` for more. Taking the oldest job first
 means no key starves. Prompts, seeds, CFG scales, weights and strengths vary freely inside a batch.
 
@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from guidance.families.base import PipelineFamily, VideoShape
-from guidance.nrg import GuidanceSpec
+from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
 from guidance.rewards import RewardFunction
 from guidance.sampler import SampleSpec, StepEvent, sample
 from guidance.video_io import frames_to_uint8, write_video
@@ -52,10 +52,10 @@ class HostedModel:
 
 
 def batch_key(params: Mapping[str, Any]) -> tuple:
-    guidance = params.get("reward_guidance")
-    mode = guidance["mode"] if guidance else "sum"
+    """What jobs must share to run as one batch. Guidance (weights, strength, window, mode, particles)
+    is per sample in the sampler, so it is not part of the key."""
     return (params["model"], params.get("checkpoint"), params["width"], params["height"], params["num_frames"],
-            params["num_inference_steps"], mode)
+            params["num_inference_steps"])
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -245,6 +245,8 @@ class Engine:
             self._finish(job, COMPLETED, result={
                 "rewards": rewards,
                 "guidance_skipped_steps": result.skipped_steps[row],
+                # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
+                "cost_vs_unguided": round(result.denoiser_passes[row] / job.params["num_inference_steps"], 4),
                 "batch_size": len(jobs),
                 "queue_time_s": round(started_at - job.created_at, 4),
                 "inference_time_s": round(inference_s, 4),
@@ -262,6 +264,6 @@ class Engine:
             cfg_scale=params["guidance_scale"],
             guidance=GuidanceSpec(
                 weights=guidance["weights"], strength=guidance["strength"], window=tuple(guidance["window"]),
-                mode=guidance["mode"],
+                mode=guidance["mode"], particles=guidance.get("particles", DEFAULT_PARTICLES),
             ) if guidance else None,
         )

@@ -30,6 +30,7 @@ class Limits:
     max_weight: float = 1000.0
     max_fps: int = 60
     max_body_bytes: int = 1 << 20
+    max_particles: int = 8
 
 
 class RewardGuidance(BaseModel):
@@ -48,10 +49,14 @@ class RewardGuidance(BaseModel):
         None, description="Noise levels [t_lo, t_hi] in [0, 1] where guidance applies (1 = pure noise). "
                           "Default: the reward model's recommended window."
     )
-    mode: Literal["relative", "sum", "unit"] | None = Field(
+    mode: Literal["relative", "sum", "unit", "best_of_n", "fk"] | None = Field(
         None, description="relative: each objective's push sized against the CFG term (the default); "
-                          "sum: the paper's t/(1-t) rule on the weighted sum; unit: that rule with unit-norm gradients.",
+                          "sum: the paper's t/(1-t) rule on the weighted sum; unit: that rule with unit-norm gradients; "
+                          "best_of_n: run `particles` copies, keep the one the reward ranks first at mid-window; "
+                          "fk: Feynman-Kac particles resampled on the reward (strength = lambda).",
     )
+    particles: int | None = Field(None, description="Copies run by modes best_of_n and fk (default 4); each "
+                                                    "costs one denoiser pass per step.")
 
     @field_validator("window")
     @classmethod
@@ -71,6 +76,10 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
         strength: float | None = Field(None, ge=0, le=limits.max_strength, allow_inf_nan=False,
                                        description=f"Guidance strength, 0..{limits.max_strength}. Default: the "
                                                    "reward model's recommended one (GET /v1/models).")
+
+        particles: int | None = Field(None, ge=2, le=limits.max_particles, strict=True,
+                                      description=f"Copies run by modes best_of_n and fk, 2..{limits.max_particles} "
+                                                  "(default 4); each costs one denoiser pass per step.")
 
         @field_validator("weights")
         @classmethod
@@ -158,6 +167,8 @@ class VideoObject(BaseModel):
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = Field(None, description="Per-objective reward of the final latents.")
     guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
+    cost_vs_unguided: float | None = Field(None, description="Denoiser passes / steps: 1 unguided or gradient-guided, "
+                                                             "more for the particles of best_of_n and fk.")
     batch_size: int | None = Field(None, description="Samples in the batch this job ran in.")
     queue_time_s: float | None = None
     inference_time_s: float | None = None

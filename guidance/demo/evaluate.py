@@ -8,7 +8,7 @@ pairs with its 95% Wilson interval and a two-sided sign-test p-value (``stats``)
 against unguided. Every configuration is one batch of all its clips, so the times compare.
 
 Settings are chosen on one seed range and reported on another: ``tune`` runs the single-objective
-rows on ``TUNE_SEED_BASE + j`` and picks the strength whose rows win most on their own objective; the
+rows on ``TUNE_SEED_BASE + j`` and picks the strength whose rows most raise their own objective; the
 report uses ``world.EVAL_SEED_BASE + j``, which no choice ever looked at.
 """
 
@@ -193,25 +193,30 @@ def run_eval(
     return report
 
 
+def tuning_scores(report: dict) -> dict[float, float]:
+    """Per strength, the mean over the single-objective rows of (wins - losses) / clips on the
+    objective the row weights: the net share of clips guidance improves. A win *rate* would favour
+    near-no-op strengths (1 win of 1 decisive pair is 100%); the net share weighs effect and evidence."""
+    scores: dict[float, list[float]] = {}
+    for row in report["rows"]:
+        stats = row["stats"][SINGLE_OBJECTIVE[row["weights"]]]
+        scores.setdefault(row["strength"], []).append((stats["wins"] - stats["losses"]) / report["clips_per_row"])
+    return {w: float(np.mean(v)) for w, v in scores.items()}
+
+
 def tune(
     strengths: Sequence[float],
     seeds: int = 4,
     **kwargs,
 ) -> tuple[dict, float]:
-    """Pick the strength whose single-objective rows win most on their own objective, on tuning seeds.
-
-    The score of a strength is the mean, over the rows 1:0:0, 0:1:0 and 0:0:1, of the win rate on the
-    objective the row weights (a row without a decisive pair counts 0.5). Returns the tuning report
-    (with ``tuning_scores``) and the chosen strength.
-    """
+    """Pick the strength that best raises each single-objective row's own objective, on tuning seeds
+    (``tuning_scores``; ties go to the smaller strength). Returns the tuning report, with its scores,
+    and the chosen strength."""
     report = run_eval(settings=tuple(SINGLE_OBJECTIVE), strengths=strengths, seeds=seeds,
                       seed_base=TUNE_SEED_BASE, **kwargs)
-    scores: dict[float, list[float]] = {}
-    for row in report["rows"]:
-        rate = row["win_rate"][SINGLE_OBJECTIVE[row["weights"]]]
-        scores.setdefault(row["strength"], []).append(0.5 if rate is None else rate)
-    report["tuning_scores"] = {f"{w:g}": float(np.mean(v)) for w, v in scores.items()}
-    best = max(scores, key=lambda w: (np.mean(scores[w]), -w))
+    scores = tuning_scores(report)
+    report["tuning_scores"] = {f"{w:g}": v for w, v in scores.items()}
+    best = max(scores, key=lambda w: (scores[w], -w))
     return report, best
 
 
@@ -242,8 +247,9 @@ def format_table(report: dict) -> str:
     lines.append("")
     lines.append("Win cells: win rate % [95% Wilson interval] wins/decisive pairs, two-sided sign-test p.")
     if "tuning_scores" in report:
-        lines.append("Tuning score per strength (mean own-objective win rate of the single-objective rows): "
-                     + ", ".join(f"{w}: {100 * v:.1f}" for w, v in report["tuning_scores"].items()))
+        lines.append("Tuning score per strength (mean over the single-objective rows of (wins - losses) / clips "
+                     "on the row's own objective): "
+                     + ", ".join(f"{w}: {100 * v:+.1f}%" for w, v in report["tuning_scores"].items()))
     return "\n".join(lines)
 
 

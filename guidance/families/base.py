@@ -170,16 +170,23 @@ class PipelineFamily(ABC):
         # Zero-terminal-SNR schedules (CogVideoX) reach abar = 0 exactly at the first timestep.
         return float("inf") if abar <= 0.0 else ((1.0 - abar) / abar) ** 0.5
 
-    def euler_dt(self, step_index: int) -> float | None:
-        """The step size when the scheduler is a plain flow Euler step (so the fused kernel can take
-        the whole step), else ``None`` and the scheduler's own ``step`` is used."""
+    @property
+    def euler_scheduler(self) -> bool:
+        """Whether the scheduler is a plain, deterministic flow Euler step: the fused kernel then takes
+        the whole step, and rows can leave or be copied between steps (no per-row scheduler state)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         scheduler = self.pipe.scheduler
-        if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return isinstance(scheduler, FlowMatchEulerDiscreteScheduler) and not (
+            scheduler.config.stochastic_sampling or getattr(scheduler.config, "invert_sigmas", False)
+        )
+
+    def euler_dt(self, step_index: int) -> float | None:
+        """The step size when the scheduler is a plain flow Euler step, else ``None`` and the
+        scheduler's own ``step`` is used."""
+        if not self.euler_scheduler:
             return None
-        if scheduler.config.stochastic_sampling or getattr(scheduler.config, "invert_sigmas", False):
-            return None
+        scheduler = self.pipe.scheduler
         return float(scheduler.sigmas[step_index + 1] - scheduler.sigmas[step_index])
 
     def scheduler_step(

@@ -103,6 +103,68 @@ def test_guided_sample_is_batch_invariant(wan):
         assert (together[i] - alone).abs().max().item() <= 1e-4
 
 
+def test_every_mode_shares_one_batch_and_matches_each_sample_alone(wan):
+    """Modes are per sample, not part of the batch: gradient modes, search modes and unguided mix."""
+    specs = [
+        SampleSpec(PROMPT, seed=5, cfg_scale=4.0, guidance=GuidanceSpec({"a": 1.0}, strength=2.0)),
+        SampleSpec(PROMPT, seed=6, cfg_scale=3.0, guidance=GuidanceSpec({"b": 1.0}, strength=20.0, **PAPER)),
+        SampleSpec(PROMPT, seed=7, cfg_scale=3.0, guidance=GuidanceSpec({"a": 1.0, "b": 1.0}, 50.0, mode="unit")),
+        SampleSpec(PROMPT, seed=8, cfg_scale=3.0, guidance=GuidanceSpec({"a": 1.0}, mode="best_of_n", particles=3)),
+        SampleSpec(PROMPT, seed=9, cfg_scale=3.0, guidance=GuidanceSpec({"b": 1.0}, 10.0, mode="fk", particles=3)),
+        SampleSpec("a blue triangle", seed=10, cfg_scale=2.0),
+    ]
+    together = sample(wan, specs, SHAPE, STEPS, REWARD)
+    assert together.ids == list(range(len(specs)))
+    for i, spec in enumerate(specs):
+        alone = sample(wan, [spec], SHAPE, STEPS, REWARD)
+        assert (together.frames[i] - alone.frames[0]).abs().max().item() <= 1e-4, spec.guidance
+        assert together.denoiser_passes[i] == alone.denoiser_passes[0]
+
+
+def _searched(wan, mode, particles, seed=3, **kwargs):
+    spec = GuidanceSpec({"a": 1.0}, mode=mode, particles=particles, window=(0.0, 1.0), **kwargs)
+    return _run(wan, spec, seed=seed)
+
+
+def test_best_of_n_keeps_the_particle_the_reward_ranks_first(wan):
+    """Particle 0 is the unguided sample of the same seed; the kept one scores at least as well."""
+    unguided = _run(wan, seed=3)
+    best = _searched(wan, "best_of_n", 4)
+    assert best.rewards[0, 0] >= unguided.rewards[0, 0] - 1e-4
+    assert best.guided_steps == [0] and best.frames.shape == unguided.frames.shape
+    # Four particles up to the first step at or below t = 0.5 (the window's middle), one after.
+    levels = [e.t for e in _events(wan, GuidanceSpec({"a": 1.0}, mode="best_of_n", window=(0.0, 1.0)))]
+    before = next(i for i, t in enumerate(levels) if t <= 0.5)
+    assert best.denoiser_passes == [4 * before + (STEPS - before)]
+    # A reward that prefers the opposite picks another particle, from the same noise draws.
+    worst = _run(wan, GuidanceSpec({"a": -1.0}, mode="best_of_n", particles=4, window=(0.0, 1.0)), seed=3)
+    assert worst.rewards[0, 0] <= best.rewards[0, 0]
+    assert (worst.latents - best.latents).abs().max() > 1e-3
+
+
+def test_fk_particles_raise_the_reward_deterministically(wan):
+    unguided = _run(wan, seed=3)
+    first = _searched(wan, "fk", 4, strength=50.0)
+    again = _searched(wan, "fk", 4, strength=50.0)
+    assert torch.equal(first.latents, again.latents)  # resampling draws from the sample's own generator
+    assert first.rewards[0, 0] >= unguided.rewards[0, 0] - 1e-4
+    assert first.denoiser_passes == [4 * STEPS] and first.guided_steps == [0]
+
+
+def test_search_modes_need_an_euler_scheduler(tiny_family):
+    family = tiny_family("cogvideox")
+    spec = SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="fk"))
+    with pytest.raises(ValueError, match="sample 0: mode fk needs a flow-matching family"):
+        sample(family, [spec], VideoShape(height=16, width=16, frames=9), 2, REWARD)
+
+
+def _events(wan, guidance):
+    events = []
+    _run(wan, guidance, on_step=events.append)
+    assert all(len(e.ids) == 1 for e in events)  # particles are reported once per sample
+    return events
+
+
 def test_unit_mode_ignores_gradient_scale_but_sum_mode_does_not(wan):
     def scaled(factor):
         return CallableReward(lambda x, t, e: _halves(x, t, e) * torch.tensor([factor, 1.0]), ["a", "b"])
@@ -174,9 +236,9 @@ def test_other_bad_inputs_are_clear_errors(wan):
         sample(wan, [SampleSpec(PROMPT, cfg_scale=-1.0)], SHAPE, STEPS)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         sample(wan, [SampleSpec(PROMPT)], SHAPE, 0)
-    with pytest.raises(ValueError, match="combination mode"):
-        sample(wan, [SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="sum")),
-                     SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="unit"))], SHAPE, STEPS, REWARD)
+    with pytest.raises(ValueError, match="sample 1: particles must be an integer from 2 to 16"):
+        sample(wan, [SampleSpec(PROMPT), SampleSpec(PROMPT, guidance=GuidanceSpec({"a": 1.0}, mode="fk", particles=1))],
+               SHAPE, STEPS, REWARD)
     with pytest.raises(ValueError, match="returned shape"):
         _run(wan, GuidanceSpec({"a": 1.0}), reward=CallableReward(lambda x, t, e: x.mean()[None], ["a", "b"]))
 

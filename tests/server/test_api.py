@@ -70,7 +70,7 @@ def test_full_lifecycle(client, tmp_path):
     assert done["inference_time_s"] > 0 and done["queue_time_s"] >= 0 and done["encode_time_s"] > 0
     # The job reports the settings it ran with: the strength it gave, the reward model's defaults for the rest.
     assert done["reward_guidance"] == {"weights": {"vq": 1.0}, "strength": 5.0, "window": [0.2, 0.8],
-                                       "mode": "relative"}
+                                       "mode": "relative", "particles": None}
     video = client.get(f"/v1/videos/{job['id']}/content")
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     (tmp_path / "v.mp4").write_bytes(video.content)
@@ -152,15 +152,31 @@ def test_a_request_with_only_weights_gets_the_reward_models_recommended_settings
                                                     "source": "test"}
         only_weights = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}}}).json()
         assert only_weights["reward_guidance"] == {"weights": {"ta": 1.0}, "strength": 1.5, "window": [0.3, 0.9],
-                                                   "mode": "relative"}
+                                                   "mode": "relative", "particles": None}
         paper = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}, "mode": "sum"}})
         assert paper.json()["reward_guidance"]["strength"] == 100.0  # the paper's w, not the tuned relative one
         assert wait_for(client, only_weights["id"])["status"] == "completed"
 
 
+def test_search_modes_batch_with_gradient_guided_jobs_and_report_their_cost(client):
+    fk = client.post("/v1/videos", json={**SMALL, "seed": 21, "reward_guidance": {
+        "weights": {"ta": 1}, "mode": "fk", "particles": 3, "window": [0, 1]}}).json()
+    relative = client.post("/v1/videos", json={**SMALL, "seed": 22, "reward_guidance": {"weights": {"vq": 1}}}).json()
+    assert fk["reward_guidance"] == {"weights": {"ta": 1.0}, "strength": 10.0, "window": [0.0, 1.0], "mode": "fk",
+                                     "particles": 3}
+    done = [wait_for(client, job["id"]) for job in (fk, relative)]
+    assert [d["status"] for d in done] == ["completed", "completed"]
+    assert done[0]["batch_size"] == done[1]["batch_size"] == 2  # one batch: modes are not in the batch key
+    assert done[0]["cost_vs_unguided"] == 3.0 and done[1]["cost_vs_unguided"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("body", "param", "fragment"),
     [
+        ({"prompt": "p", "reward_guidance": {"weights": {"ta": 1}, "mode": "fk", "particles": 99}},
+         "reward_guidance.particles", "less than or equal to 8"),
+        ({"prompt": "p", "reward_guidance": {"weights": {"ta": 1}, "mode": "best_of_n", "particles": 2.5}},
+         "reward_guidance.particles", "integer"),
         ({}, "prompt", "Field required"),
         ({"prompt": ""}, "prompt", "at least 1 character"),
         ({"prompt": "x" * 2001}, "prompt", "at most 2000 characters"),
@@ -178,7 +194,7 @@ def test_a_request_with_only_weights_gets_the_reward_models_recommended_settings
         ({**SMALL, "reward_guidance": {"weights": {"vq": 1e9}}}, "reward_guidance.weights", "|value| <= 1000"),
         ({**SMALL, "reward_guidance": {"strength": 1e6}}, "reward_guidance.strength", "less than or equal to 10000"),
         ({**SMALL, "reward_guidance": {"window": [0.9, 0.1]}}, "reward_guidance.window", "t_lo <= t_hi"),
-        ({**SMALL, "reward_guidance": {"mode": "max"}}, "reward_guidance.mode", "'sum' or 'unit'"),
+        ({**SMALL, "reward_guidance": {"mode": "max"}}, "reward_guidance.mode", "'best_of_n' or 'fk'"),
         ({**SMALL, "colour": "red"}, "colour", "Extra inputs are not permitted"),
         ({**SMALL, "seconds": "abc"}, "seconds", "valid number"),
     ],

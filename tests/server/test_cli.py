@@ -44,7 +44,16 @@ def test_generate_with_reward_guidance_prints_rewards(tiny_dir, reward_dir, tmp_
                      "--strength", "20", "--window", "0,0.9") == 0
     out = capsys.readouterr().out
     assert "final-latent rewards: vq=" in out and "mq=" in out and "ta=" in out
-    assert "guided steps: 2" in out
+    assert "guidance: mode relative, strength 20, window [0.0, 0.9]" in out
+    assert "guided steps: 2" in out and "cost vs unguided: 1.00x" in out
+
+
+def test_generate_best_of_n_reports_its_particles_and_cost(tiny_dir, reward_dir, tmp_path, capsys):
+    assert _generate(tiny_dir("wan"), tmp_path / "b.npy", "--reward", str(reward_dir), "--weights", "ta=1",
+                     "--mode", "best_of_n", "--particles", "3", "--window", "0,1") == 0
+    out = capsys.readouterr().out
+    assert "guidance: mode best_of_n, strength 1, window [0.0, 1.0], 3 particles" in out
+    assert "guided steps: 0" in out and "cost vs unguided: 1.00x" not in out  # the particles cost more
 
 
 def test_generate_without_model_uses_the_embedded_default(tmp_path):

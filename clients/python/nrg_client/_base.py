@@ -136,15 +136,17 @@ def create_body(
     window: tuple[float, float] | None,
     mode: str | None,
     extra_body: Mapping[str, Any] | None,
+    particles: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode`` map to
+    """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
     last, for fields newer than this client."""
     if isinstance(size, tuple):
         size = f"{int(size[0])}x{int(size[1])}"
     guidance = None
-    if any(v is not None for v in (reward_weights, strength, window, mode)):
-        guidance = {"weights": reward_weights, "strength": strength, "window": window, "mode": mode}
+    if any(v is not None for v in (reward_weights, strength, window, mode, particles)):
+        guidance = {"weights": reward_weights, "strength": strength, "window": window, "mode": mode,
+                    "particles": particles}
     try:
         params = VideoCreateParams(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,

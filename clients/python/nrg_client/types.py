@@ -51,8 +51,11 @@ class RewardGuidanceParams(BaseModel):
     weights: dict[str, float] | None = None
     strength: float | None = None
     window: tuple[float, float] | None = None
-    #: "relative", "sum" or "unit"; a plain string so that the server, which knows its modes, names a bad one.
+    #: "relative", "sum", "unit", "best_of_n" or "fk"; a plain string so that the server, which knows its
+    #: modes, names a bad one.
     mode: str | None = None
+    #: Copies run by the search modes best_of_n and fk.
+    particles: int | None = None
 
 
 class VideoCreateParams(BaseModel):
@@ -94,6 +97,7 @@ class RewardGuidance(_Response):
     strength: float | None = None
     window: tuple[float, float] | None = None
     mode: str | None = None
+    particles: int | None = None
 
 
 class Video(_Response):
@@ -124,6 +128,7 @@ class Video(_Response):
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = None
     guidance_skipped_steps: int | None = None
+    cost_vs_unguided: float | None = None
     batch_size: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
@@ -197,6 +202,7 @@ class Event(_Response):
     batch_size: int | None = None
     error: VideoError | None = None
     guidance_skipped_steps: int | None = None
+    cost_vs_unguided: float | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
     encode_time_s: float | None = None
