@@ -64,6 +64,9 @@ class SampleResult:
     skipped_steps: list[int]
     guided_steps: list[int]
     timings: dict[str, float] = field(default_factory=dict)
+    #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
+    #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
+    nonfinite_steps: list[int] = field(default_factory=list)
 
 
 def _sync(device: torch.device) -> None:
@@ -106,6 +109,7 @@ class _Batch:
     generators: list[torch.Generator]
     skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
     guided: torch.Tensor  # [B] steps actually guided
+    first_nonfinite: torch.Tensor  # [B] first step with non-finite latents, 0 while finite
 
     def keep(self, rows: list[int]) -> None:
         """Drop every sample whose local row is not in ``rows`` (order preserved)."""
@@ -120,7 +124,7 @@ class _Batch:
         self.guidance = [self.guidance[row] for row in rows]
         self.generators = [self.generators[row] for row in rows]
         self.cond = self.cond.select(rows)
-        for name in ("latents", "cfg", "weights", "skipped", "guided"):
+        for name in ("latents", "cfg", "weights", "skipped", "guided", "first_nonfinite"):
             setattr(self, name, getattr(self, name)[index])
 
 
@@ -151,6 +155,7 @@ def _start_batch(
         generators=generators,
         skipped=torch.zeros(len(specs), dtype=torch.long, device=device),
         guided=torch.zeros(len(specs), dtype=torch.long, device=device),
+        first_nonfinite=torch.zeros(len(specs), dtype=torch.long, device=device),
     )
 
 
@@ -240,6 +245,9 @@ def sample(
         )
         state.skipped += stats.skipped.long()
         state.guided += ((coef != 0) & ~stats.skipped).long()
+        # On the device, no host sync: read once at the end.
+        bad = ~torch.isfinite(state.latents).flatten(1).all(1)
+        state.first_nonfinite = torch.where(bad & (state.first_nonfinite == 0), i + 1, state.first_nonfinite)
         _sync(device)
         timings["guidance_s"] += time.perf_counter() - start
         if on_step is not None:
@@ -269,4 +277,5 @@ def sample(
         skipped_steps=state.skipped.tolist(),
         guided_steps=state.guided.tolist(),
         timings=timings,
+        nonfinite_steps=state.first_nonfinite.tolist(),
     )
