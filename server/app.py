@@ -128,9 +128,10 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         yield
         state["accepting"] = False
         finished = await asyncio.to_thread(engine.stop, lifecycle.remaining_grace())
-        if not finished:
+        if finished:
+            store.close()
+        else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
             log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
-        store.close()
 
     app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")

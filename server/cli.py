@@ -233,7 +233,14 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config, load_models(config))
     print(f"nrg-serve on http://{config.host}:{config.port} (models: {', '.join(app.state.engine.models)})", flush=True)
-    return serving.run(app, config.host, config.port)
+    status = serving.run(app, config.host, config.port)
+    if not app.state.engine.finished:
+        # The grace ran out mid-batch (the store re-queues that batch at the next start). Interpreter
+        # teardown under a thread still inside torch aborts the process, so leave without it.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(status)
+    return status
 
 
 def _load(args: argparse.Namespace):

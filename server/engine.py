@@ -135,6 +135,11 @@ class Engine:
         return self._thread.is_alive() and not self._stopping and self.failure is None
 
     @property
+    def finished(self) -> bool:
+        """The worker thread has ended (stopped, failed, or never started)."""
+        return not self._thread.is_alive()
+
+    @property
     def busy(self) -> bool:
         with self._wake:
             return bool(self._running)

@@ -134,7 +134,7 @@ class JobStore:
                 if not is_corruption(exc):
                     raise
                 self._corruption = f"{self.data_dir / DB_NAME}: {exc}"
-                raise StoreCorrupt(f"{self._corruption}; move it aside or restore a backup") from exc
+                raise StoreCorrupt(f"{self._corruption} (move it aside or restore a backup)") from exc
             else:
                 if write:
                     self._write_failure = None

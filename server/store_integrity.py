@@ -16,7 +16,7 @@ from pathlib import Path
 from server.store_errors import StoreCorrupt, StoreError
 
 DB_NAME = "jobs.sqlite3"
-RESTORE_HINT = "move it aside or restore a backup"
+RESTORE_HINT = "(move it aside or restore a backup)"
 
 
 def check_data_dir(data_dir: Path, allow_empty: bool = False) -> None:
@@ -32,7 +32,7 @@ def check_data_dir(data_dir: Path, allow_empty: bool = False) -> None:
     if videos:
         state = "has no jobs" if db_path.exists() else "is missing"
         raise StoreError(
-            f"{db_path}: the job store {state} but {video_dir} holds {videos} videos of earlier jobs; restore "
+            f"{db_path}: the job store {state} but {video_dir} holds {videos} .mp4 file(s) of earlier jobs; restore "
             f"the database from a backup, move {video_dir} aside, or pass --allow-empty-store to start empty"
         )
 
@@ -43,9 +43,9 @@ def _checked_job_count(db_path: Path) -> int:
             problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
             if problems:
                 more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-                raise StoreCorrupt(f"{db_path}: failed its integrity check: {problems[0]}{more}; {RESTORE_HINT}")
+                raise StoreCorrupt(f"{db_path}: failed its integrity check: {problems[0]}{more} {RESTORE_HINT}")
             if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
                 return 0
             return db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise StoreCorrupt(f"{db_path}: {exc}; {RESTORE_HINT}") from None
+        raise StoreCorrupt(f"{db_path}: failed its integrity check: {exc} {RESTORE_HINT}") from None
