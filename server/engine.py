@@ -78,8 +78,11 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _write_thumbnail(frame: np.ndarray, path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(frame).save(tmp, format="WEBP", quality=85)
-    tmp.replace(path)
+    try:
+        Image.fromarray(frame).save(tmp, format="WEBP", quality=85)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a partial file after a full disk
 
 
 class Engine:

@@ -41,6 +41,11 @@ class Lifecycle:
             self._drain_deadline = time.monotonic() + self.shutdown_grace_s
             return True
 
+    def end_grace(self) -> None:
+        """A second signal: stop waiting for the running batch (it is re-queued at the next start)."""
+        with self._lock:
+            self._drain_deadline = time.monotonic()
+
     def remaining_grace(self) -> float:
         """Seconds the running batch may still take: the whole grace unless a drain already spent some."""
         if self._drain_deadline is None:
@@ -49,8 +54,9 @@ class Lifecycle:
 
     def fail(self, reason: str) -> None:
         """The server cannot go on: report it on /health and exit non-zero (via the runner, if any)."""
-        log.error("fatal: %s; exiting with status %d", reason, EXIT_FAILED)
+        log.error("fatal: %s", reason)
         self.failure = reason
         self.exit_code = EXIT_FAILED
         if self.request_exit is not None:
+            log.error("exiting with status %d for a supervisor to restart the server", EXIT_FAILED)
             self.request_exit()

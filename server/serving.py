@@ -34,6 +34,7 @@ class DrainingServer(uvicorn.Server):
                      sig, self.app.state.lifecycle.shutdown_grace_s)
             threading.Thread(target=self._drain, name="nrg-drain", daemon=True).start()
             return
+        self.app.state.lifecycle.end_grace()
         super().handle_exit(sig, frame)
 
     def _drain(self) -> None:

@@ -119,27 +119,31 @@ class JobStore:
         )
 
     def _attempt(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        """Run ``operation`` under the lock, retrying storage faults; record what kept failing."""
-        for delay in (*self.retry_delays_s, None):
+        """Run ``operation``, retrying storage faults; record a fault that outlasts the retries."""
+        for delay in self.retry_delays_s:
             try:
-                with self._lock:
-                    result = operation(self._db)
-            except sqlite3.OperationalError as exc:
-                if delay is None:
-                    if write:
-                        self._write_failure = f"store writes are failing: {exc}"
-                    raise StoreUnavailable(f"job store: {exc}") from exc
+                return self._once(operation, write)
+            except sqlite3.OperationalError:
                 time.sleep(delay)
-            except sqlite3.DatabaseError as exc:
-                if not is_corruption(exc):
-                    raise
-                self._corruption = f"{self.data_dir / DB_NAME}: {exc}"
-                raise StoreCorrupt(f"{self._corruption} (move it aside or restore a backup)") from exc
-            else:
-                if write:
-                    self._write_failure = None
-                return result
-        raise AssertionError("unreachable")
+        try:
+            return self._once(operation, write)
+        except sqlite3.OperationalError as exc:
+            if write:
+                self._write_failure = f"store writes are failing: {exc}"
+            raise StoreUnavailable(f"job store: {exc}") from exc
+
+    def _once(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        try:
+            with self._lock:
+                result = operation(self._db)
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            self._corruption = f"{self.data_dir / DB_NAME}: {exc}"
+            raise StoreCorrupt(f"{self._corruption} (move it aside or restore a backup)") from exc
+        if write:
+            self._write_failure = None
+        return result
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self._attempt(lambda db: db.execute(sql, args).fetchall(), write=False)
