@@ -16,7 +16,7 @@ from guidance.families.base import TextConditioning
 from guidance.nrg import GuidanceSpec
 
 #: The per-row tensors that ``take`` indexes (dim 0 is the row).
-ROW_TENSORS = ("latents", "cfg", "weights", "skipped", "guided", "log_weights", "last_scores")
+ROW_TENSORS = ("latents", "cfg", "weights", "skipped", "guided", "first_nonfinite", "log_weights", "last_scores")
 
 
 @dataclass
@@ -32,6 +32,7 @@ class BatchState:
     generators: list[torch.Generator]  # one per caller's sample, shared by its particles
     skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
     guided: torch.Tensor  # [B] steps actually guided
+    first_nonfinite: torch.Tensor  # [B] first step with non-finite latents, 0 while finite
     #: Per objective, whether some sample of the batch weights it: the others need no backward pass.
     used: list[bool]
     #: Feynman-Kac state per particle: log importance weight and the reward it was last scored with.

@@ -71,6 +71,9 @@ class SampleResult:
     #: Denoiser passes spent per returned sample: ``steps`` unguided or gradient-guided, more for the
     #: particles of the search modes (their cost, e.g. 4 particles pruned at mid-window ~ 2.5x).
     denoiser_passes: list[int] = field(default_factory=list)
+    #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
+    #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
+    nonfinite_steps: list[int] = field(default_factory=list)
 
 
 def _sync(device: torch.device) -> None:
@@ -127,6 +130,7 @@ def _start_batch(
         used=[any(v[k] != 0 for v in vectors) for k in range(len(objectives))],
         log_weights=torch.zeros(batch, device=device),
         last_scores=torch.zeros(batch, device=device),
+        first_nonfinite=torch.zeros(batch, dtype=torch.long, device=device),
     )
     rows = search.particle_rows(guidance)
     if len(rows) > batch:
@@ -255,6 +259,9 @@ def sample(
         coef = torch.tensor(coef_list, dtype=torch.float32, device=device)
         state.skipped += stats.skipped.long()
         state.guided += ((coef != 0) & ~stats.skipped).long()
+        # On the device, no host sync: read once at the end.
+        bad = ~torch.isfinite(state.latents).flatten(1).all(1)
+        state.first_nonfinite = torch.where(bad & (state.first_nonfinite == 0), i + 1, state.first_nonfinite)
         _sync(device)
         timings["guidance_s"] += time.perf_counter() - start
         if on_step is not None:
@@ -289,4 +296,5 @@ def sample(
         guided_steps=state.guided.tolist(),
         timings=timings,
         denoiser_passes=[passes[sid] for sid in state.ids],
+        nonfinite_steps=state.first_nonfinite.tolist(),
     )

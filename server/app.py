@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable
@@ -30,9 +31,11 @@ from guidance.nrg import SEARCH_MODES, defaults_for
 from server.config import ServerConfig
 from server.engine import Engine, HostedModel
 from server.events import EventBus
+from server.lifecycle import Lifecycle
 from server.metrics import Metrics
 from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build_request_model
 from server.store import ACTIVE, CANCELLED, COMPLETED, Job, JobStore
+from server.store_errors import StoreError
 
 log = logging.getLogger("nrg.server")
 SSE_PING_S = 15.0
@@ -109,10 +112,12 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         raise ValueError("at least one model must be hosted")
     limits = config.limits
     request_model = build_request_model(limits)
-    store = JobStore(config.data_dir)
+    store = JobStore(config.data_dir, allow_empty=config.allow_empty_store)
     bus = EventBus()
     metrics = Metrics()
-    engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms)
+    lifecycle = Lifecycle(config.shutdown_grace_s)
+    engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms,
+                    fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail)
     default_model = next(iter(models))
     keys = tuple(k.encode() for k in config.api_keys)
     state = {"accepting": True}
@@ -122,14 +127,16 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         engine.start()
         yield
         state["accepting"] = False
-        finished = await asyncio.to_thread(engine.stop, config.shutdown_grace_s)
-        if not finished:
+        finished = await asyncio.to_thread(engine.stop, lifecycle.remaining_grace())
+        if finished:
+            store.close()
+        else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
             log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
-        store.close()
 
     app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")
     app.state.engine, app.state.store, app.state.metrics = engine, store, metrics
+    app.state.lifecycle = lifecycle
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -140,6 +147,12 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"][1:]) or None
         return APIError(400, f"{param}: {first['msg']}", param=param).response()
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return APIError(503, f"the job store is unavailable: {exc}", code="store_unavailable",
+                        headers={"Retry-After": "5"}).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -256,7 +269,10 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                   "multipart/form-data": {"schema": {"$ref": "#/components/schemas/VideoCreateRequest"}}}}})
     async def create_video(request: Request) -> JSONResponse:
         """Queue a video job. Extension fields (reward_guidance, checkpoint, ...) ride in extra_body."""
-        if not state["accepting"] or not engine.alive:
+        if lifecycle.failure or engine.failure:
+            raise APIError(503, f"server failed: {lifecycle.failure or engine.failure}", code="unavailable",
+                           headers={"Retry-After": "5"})
+        if lifecycle.draining or not state["accepting"] or not engine.alive:
             raise APIError(503, "server is shutting down", code="unavailable", headers={"Retry-After": "5"})
         params = _resolve(await _read_body(request))
         if store.count_active() >= config.max_queue:
@@ -304,9 +320,15 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         job = _job_or_404(video_id)
         if job.status != COMPLETED:
             raise APIError(409, f"video {video_id} is {job.status}, not completed", code="video_not_ready")
-        if variant == "video":
-            return FileResponse(store.video_path(video_id), media_type="video/mp4", filename=f"{video_id}.mp4")
-        return FileResponse(store.thumbnail_path(video_id), media_type="image/webp", filename=f"{video_id}.webp")
+        path = store.video_path(video_id) if variant == "video" else store.thumbnail_path(video_id)
+        try:
+            stat = os.stat(path)  # handed to FileResponse, which then never stats a vanished file
+        except FileNotFoundError:
+            raise APIError(410, f"the {variant} file of completed video {video_id} is gone from the server "
+                           "(deleted meanwhile, or removed from the data directory)", param="video_id",
+                           code="video_file_missing") from None
+        media_type = "video/mp4" if variant == "video" else "image/webp"
+        return FileResponse(path, media_type=media_type, filename=path.name, stat_result=stat)
 
     @app.get("/v1/videos/{video_id}/events", tags=["videos"], responses={200: {"content": {"text/event-stream": {}}}})
     async def video_events(video_id: str, request: Request) -> StreamingResponse:
@@ -358,13 +380,32 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         return {"object": "list", "data": data}
 
     @app.get("/health", tags=["ops"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> JSONResponse:
+        """Liveness: 503 only when this process cannot go on (worker dead, store corrupt); restart it."""
+        reason = lifecycle.failure or engine.failure or (store.problem if store.corrupt else None)
+        if reason is not None:
+            return JSONResponse({"status": "failed", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "draining" if lifecycle.draining else "ok"})
 
     @app.get("/ready", tags=["ops"])
     async def ready() -> JSONResponse:
-        ok = state["accepting"] and engine.alive
-        return JSONResponse({"ready": ok, "queued": store.count_queued()}, status_code=200 if ok else 503)
+        """Readiness: 200 only while new jobs would be accepted and the store serves."""
+        reason = None
+        queued = None
+        try:
+            queued = store.count_queued()
+        except StoreError as exc:
+            reason = str(exc)
+        if lifecycle.draining or not state["accepting"]:
+            reason = "shutting down"
+        elif not engine.alive:
+            reason = engine.failure or lifecycle.failure or "the worker is not running"
+        elif store.problem is not None:
+            reason = store.problem
+        if reason is None:
+            return JSONResponse({"ready": True, "queued": queued})
+        return JSONResponse({"ready": False, "queued": queued, "reason": reason}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus() -> Response:

@@ -196,6 +196,11 @@ def _add_serve_parser(sub) -> None:
                        help="accepted bearer key, repeatable (default: no auth)")
     serve.add_argument("--device", default=_env("DEVICE"))
     serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "float32"))
+    serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
+                       help="after SIGTERM, how long the running jobs may take to finish (default 30)")
+    serve.add_argument("--allow-empty-store", action="store_true",
+                       default=_env("ALLOW_EMPTY_STORE", "") not in ("", "0", "false"),
+                       help="start even though the job store is missing or empty while DATA_DIR/videos holds files")
     for name in fields(Limits):
         flag = name.name.replace("_", "-")
         kind = type(getattr(limits, name.name))
@@ -211,13 +216,15 @@ def _named(items: list[str], default_name: str) -> dict[str, Path]:
     return out
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    import uvicorn
-
+    from server import serving
     from server.app import create_app
     from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
+    from server.store_integrity import check_data_dir
+
+    check_data_dir(args.data_dir, args.allow_empty_store)  # before minutes of model loading
 
     models = {}
     for item in args.model:
@@ -237,11 +244,19 @@ def _serve(args: argparse.Namespace) -> None:
         batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
+        shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config, load_models(config))
     print(f"nrg-serve on http://{config.host}:{config.port} (models: {', '.join(app.state.engine.models)})", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, timeout_graceful_shutdown=5, log_level="info")
+    status = serving.run(app, config.host, config.port)
+    if not app.state.engine.finished:
+        # The grace ran out mid-batch (the store re-queues that batch at the next start). Interpreter
+        # teardown under a thread still inside torch aborts the process, so leave without it.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(status)
+    return status
 
 
 def _load(args: argparse.Namespace):
@@ -258,6 +273,7 @@ def _generate(args: argparse.Namespace) -> None:
     from guidance import demo
     from guidance.families.base import VideoShape
     from guidance.nrg import defaults_for, parse_weights
+    from guidance.output_checks import output_problems
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
     from guidance.video_io import write_video
@@ -283,6 +299,9 @@ def _generate(args: argparse.Namespace) -> None:
         guidance.validate(reward.objectives)
     spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance)
     result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
+    problem = output_problems(result, steps)[0]
+    if problem is not None:
+        raise ValueError(f"generation failed, nothing written: {problem}")
     path = write_video(result.frames[0], args.out, fps=args.fps)
     print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height}, {steps} steps, seed {args.seed})")
     if result.rewards is not None:
@@ -401,14 +420,15 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from server.store_errors import StoreError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for reports (nrg eval)
     try:
-        COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+        return COMMANDS[args.command](args) or 0
+    except (ValueError, FileNotFoundError, StoreError) as exc:
         parser.exit(2, f"nrg: error: {exc}\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from server.engine import HostedModel
+from server.engine import FAULT_BACKOFF_S, HostedModel
 from server.schema import Limits
 
 log = logging.getLogger("nrg.server")
@@ -34,7 +34,12 @@ class ServerConfig:
     device: str | None = None
     dtype: str = "float32"
     limits: Limits = field(default_factory=Limits)
+    #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
+    #: Start although the job store is missing or empty while videos/ holds files of earlier jobs.
+    allow_empty_store: bool = False
+    #: The worker's waits between retries while storage faults persist; beyond them it gives up.
+    fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S
 
 
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:

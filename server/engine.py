@@ -7,7 +7,15 @@ means no key starves. Prompts, seeds, CFG scales, weights and strengths vary fre
 
 Failure isolation: when a batch of several raises (a CUDA OOM, a poison input), its jobs are re-run
 one by one, so only the job that really fails is failed, with a clear error; the worker keeps
-serving. Cancellation is checked before every step and a cancelled job leaves its batch there.
+serving. Cancellation is checked before every step and a cancelled job leaves its batch there; a job
+cancelled or deleted after its last step is dropped alone and leaves no files. A sample whose latents
+or frames are not finite fails alone with ``non_finite_output``.
+
+Storage faults (disk full, SQLite I/O errors) never fail a job: the jobs they interrupt go back to the
+queue (still ``in_progress`` in the store if even that write fails, which the next start re-queues),
+and the worker waits out ``fault_backoff_s`` before it tries again. When the faults outlast that
+backoff, or the database is corrupt, or the worker thread itself breaks, the engine reports a
+``failure`` (``/health`` answers 503 with it) and calls ``on_fatal`` so the process exits non-zero.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +33,20 @@ from PIL import Image
 
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
+from guidance.output_checks import output_problems
 from guidance.rewards import RewardFunction
 from guidance.sampler import SampleSpec, StepEvent, sample
 from guidance.video_io import frames_to_uint8, write_video
 from server.events import EventBus
 from server.metrics import Metrics
 from server.store import CANCELLED, COMPLETED, FAILED, Job, JobStore
+from server.store_errors import is_corruption, is_storage_fault
 
 log = logging.getLogger("nrg.engine")
+
+#: Waits of the worker between attempts while storage faults persist (about a minute in all); when a
+#: fault outlasts them the worker gives up and the process exits for its supervisor to restart it.
+FAULT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 @dataclass
@@ -64,13 +78,18 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _write_thumbnail(frame: np.ndarray, path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(frame).save(tmp, format="WEBP", quality=85)
-    tmp.replace(path)
+    try:
+        Image.fromarray(frame).save(tmp, format="WEBP", quality=85)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a partial file after a full disk
 
 
 class Engine:
     def __init__(self, models: Mapping[str, HostedModel], store: JobStore, bus: EventBus, metrics: Metrics,
-                 max_batch: int = 4, batch_wait_ms: float = 50.0) -> None:
+                 max_batch: int = 4, batch_wait_ms: float = 50.0,
+                 fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
+                 on_fatal: Callable[[str], None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1; got {max_batch}")
         self.models = dict(models)
@@ -79,15 +98,27 @@ class Engine:
         self.metrics = metrics
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000.0
+        self.fault_backoff_s = tuple(fault_backoff_s)
+        self.on_fatal = on_fatal
+        #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
+        self.failure: str | None = None
         self._wake = threading.Condition()
         self._stopping = False
+        #: Jobs the worker holds right now, and those of them the client cancelled.
+        self._running: set[str] = set()
         self._cancelled: set[str] = set()
+        #: Set by a storage fault: jobs it interrupted may still read in_progress and must be re-queued.
+        self._orphans = False
         self._thread = threading.Thread(target=self._loop, name="nrg-engine", daemon=True)
 
     # -- called from HTTP handlers ----------------------------------------------------------------
     def start(self) -> None:
         for job_id in self.store.recover():
             log.info("re-queued %s, which was running when the previous process stopped", job_id)
+        missing = self.store.missing_outputs()
+        if missing:
+            log.warning("%d completed jobs have lost their video file (their content answers 410): %s",
+                        len(missing), ", ".join(missing))
         self.metrics.queue_depth.set(self.store.count_queued())
         self._thread.start()
 
@@ -103,7 +134,18 @@ class Engine:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        """The worker runs and takes new work (false while stopping and after a failure)."""
+        return self._thread.is_alive() and not self._stopping and self.failure is None
+
+    @property
+    def finished(self) -> bool:
+        """The worker thread has ended (stopped, failed, or never started)."""
+        return not self._thread.is_alive()
+
+    @property
+    def busy(self) -> bool:
+        with self._wake:
+            return bool(self._running)
 
     def wake(self) -> None:
         self.metrics.queue_depth.set(self.store.count_queued())
@@ -111,21 +153,63 @@ class Engine:
             self._wake.notify_all()
 
     def cancel(self, job_id: str) -> None:
-        """Stop a running job at its next step (queued jobs are cancelled in the store directly)."""
+        """Stop a running job at its next step. Queued jobs are cancelled in the store directly and
+        never start, so only ids the worker holds are remembered (and forgotten when it lets go)."""
         with self._wake:
-            self._cancelled.add(job_id)
+            if job_id in self._running:
+                self._cancelled.add(job_id)
 
     # -- the worker thread ------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - whatever kills the worker must be reported
+            log.exception("the engine worker died")
+            self._fail(f"worker died: {type(exc).__name__}: {exc}")
+
+    def _serve(self) -> None:
+        """Run batches until stopped; wait out storage faults, give up when they persist."""
+        faults = 0
         while True:
-            with self._wake:
-                while not self._stopping and not self.store.count_queued():
-                    self._wake.wait(timeout=1.0)
-                if self._stopping:
+            try:
+                if not self._wait_for_work():
                     return
-            batch = self._collect()
-            if batch:
-                self._run(batch)
+                self._requeue_orphans()
+                batch = self._collect()
+                if batch:
+                    self._run(batch)
+                faults = 0
+            except Exception as exc:  # noqa: BLE001 - sorted below: wait and retry, or give up
+                if is_corruption(exc) or not is_storage_fault(exc):
+                    raise
+                self._orphans = True
+                if faults == len(self.fault_backoff_s):
+                    log.error("storage fault persists after %d retries: %s", faults, exc)
+                    self._fail(f"storage fault persists: {exc}")
+                    return
+                log.warning("storage fault (%s); retrying in %g s", exc, self.fault_backoff_s[faults])
+                with self._wake:
+                    self._wake.wait_for(lambda: self._stopping, timeout=self.fault_backoff_s[faults])
+                faults += 1
+
+    def _wait_for_work(self) -> bool:
+        """Block until a job is queued or orphans wait to be re-queued; False once stopping."""
+        with self._wake:
+            while not self._stopping and not self._orphans and not self.store.count_queued():
+                self._wake.wait(timeout=1.0)
+            return not self._stopping
+
+    def _requeue_orphans(self) -> None:
+        """Between batches no job runs, so every in_progress row is one a storage fault interrupted."""
+        if self._orphans:
+            for job_id in self.store.recover():
+                log.info("re-queued %s, interrupted by a storage fault", job_id)
+            self._orphans = False
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
     def _collect(self) -> list[Job]:
         """The oldest queued job and up to max_batch - 1 others with its key, waiting a little."""
@@ -145,17 +229,33 @@ class Engine:
                 self._wake.wait(timeout=remaining)
 
     def _run(self, jobs: list[Job]) -> None:
-        started = [job for job in jobs if self.store.mark_started(job.id)]
-        self.metrics.queue_depth.set(self.store.count_queued())
-        if not started:
-            return
-        now = time.time()
-        for job in started:
-            self.metrics.queue_wait.observe(now - job.created_at)
-            self.bus.publish(job.id, "started", batch_size=len(started))
+        ids = {job.id for job in jobs}
+        with self._wake:
+            self._running |= ids
         try:
-            self._execute(started)
+            self._run_held(jobs)
+        finally:
+            with self._wake:
+                self._running -= ids
+                self._cancelled -= ids
+
+    def _run_held(self, jobs: list[Job]) -> None:
+        started: list[Job] = []
+        try:
+            for job in jobs:
+                if self.store.mark_started(job.id):
+                    started.append(job)
+            self.metrics.queue_depth.set(self.store.count_queued())
+            if not started:
+                return
+            now = time.time()
+            for job in started:
+                self.metrics.queue_wait.observe(now - job.created_at)
+                self.bus.publish(job.id, "started", batch_size=len(started))
+            self._execute(started, started_at=now)
         except Exception as exc:  # noqa: BLE001 - isolate every failure to the jobs it hit
+            if is_storage_fault(exc) or is_corruption(exc):
+                raise  # the disk, not these jobs, failed: the loop re-queues them and waits
             if _is_oom(exc) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if len(started) > 1:
@@ -164,7 +264,7 @@ class Engine:
                     self.store.requeue(job.id)
                     refreshed = self.store.get(job.id)
                     if refreshed is not None:
-                        self._run([refreshed])
+                        self._run_held([refreshed])
                 return
             job = started[0]
             code = "out_of_memory" if _is_oom(exc) else "generation_error"
@@ -172,11 +272,10 @@ class Engine:
             self._finish(job, FAILED, error=(code, f"{type(exc).__name__}: {exc}"))
 
     def _finish(self, job: Job, status: str, result: dict[str, Any] | None = None,
-                error: tuple[str, str] | None = None) -> None:
-        with self._wake:
-            self._cancelled.discard(job.id)
+                error: tuple[str, str] | None = None) -> bool:
+        """Record the outcome; False if the job had already finished (cancelled or deleted meanwhile)."""
         if not self.store.finish(job.id, status, result, error):
-            return  # already finished, e.g. cancelled by the client while it ran
+            return False
         self.metrics.requests.labels(status=status).inc()
         if status == COMPLETED:
             self.metrics.latency.observe(time.time() - job.created_at)
@@ -185,8 +284,9 @@ class Engine:
             self.bus.publish(job.id, status, error={"code": error[0], "message": error[1]})
         else:
             self.bus.publish(job.id, status)
+        return True
 
-    def _execute(self, jobs: list[Job]) -> None:
+    def _execute(self, jobs: list[Job], started_at: float) -> None:
         params = jobs[0].params
         model = self.models[params["model"]]
         shape = VideoShape(height=params["height"], width=params["width"], frames=params["num_frames"])
@@ -206,7 +306,12 @@ class Engine:
             progress = int(100 * event.step / event.steps)
             for row, sample_id in enumerate(event.ids):
                 job_id = ids[sample_id]
-                self.store.set_progress(job_id, min(progress, 99))
+                try:
+                    self.store.set_progress(job_id, min(progress, 99))
+                except Exception as exc:  # noqa: BLE001 - progress is advisory; the outcome write is not
+                    if not is_storage_fault(exc):
+                        raise
+                    log.warning("could not record the progress of %s: %s", job_id, exc)
                 data: dict[str, Any] = {"step": event.step, "steps": event.steps, "t": round(event.t, 6),
                                         "progress": min(progress, 99)}
                 if event.rewards is not None:
@@ -230,19 +335,31 @@ class Engine:
             self.metrics.device_memory.set(peak_mb * 2**20)
         for sample_id in set(range(len(jobs))) - set(result.ids):
             self._finish(jobs[sample_id], CANCELLED, error=("cancelled", "cancelled by the client"))
+        problems = output_problems(result, steps)
         for row, sample_id in enumerate(result.ids):
             job = jobs[sample_id]
+            if problems[row] is not None:
+                log.error("job %s: %s", job.id, problems[row])
+                self._finish(job, FAILED, error=("non_finite_output", problems[row]))
+                continue
             encode_start = time.perf_counter()
-            write_video(result.frames[row], self.store.video_path(job.id), fps=job.params["fps"])
-            _write_thumbnail(frames_to_uint8(result.frames[row][0]), self.store.thumbnail_path(job.id))
+            try:
+                write_video(result.frames[row], self.store.video_path(job.id), fps=job.params["fps"])
+                _write_thumbnail(frames_to_uint8(result.frames[row][0]), self.store.thumbnail_path(job.id))
+            except Exception as exc:  # noqa: BLE001 - one job's encode failure is that job's alone
+                self.store.remove_outputs(job.id)
+                if is_storage_fault(exc):
+                    raise
+                log.exception("job %s: writing its video failed", job.id)
+                self._finish(job, FAILED, error=("encode_error", f"{type(exc).__name__}: {exc}"))
+                continue
             rewards = None
             if result.rewards is not None:
                 rewards = dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
                 for name, value in rewards.items():
                     self.metrics.final_reward.labels(objective=name).observe(value)
             self.metrics.skipped_steps.inc(result.skipped_steps[row])
-            started_at = self.store.get(job.id).started_at or job.created_at
-            self._finish(job, COMPLETED, result={
+            completed = self._finish(job, COMPLETED, result={
                 "rewards": rewards,
                 "guidance_skipped_steps": result.skipped_steps[row],
                 # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
@@ -253,6 +370,8 @@ class Engine:
                 "encode_time_s": round(time.perf_counter() - encode_start, 4),
                 "peak_memory_mb": None if peak_mb is None else round(peak_mb, 1),
             })
+            if not completed:
+                self.store.remove_outputs(job.id)  # cancelled or deleted while it was being encoded
 
     @staticmethod
     def _spec(params: Mapping[str, Any]) -> SampleSpec:
@@ -264,6 +383,6 @@ class Engine:
             cfg_scale=params["guidance_scale"],
             guidance=GuidanceSpec(
                 weights=guidance["weights"], strength=guidance["strength"], window=tuple(guidance["window"]),
-                mode=guidance["mode"], particles=guidance.get("particles", DEFAULT_PARTICLES),
+                mode=guidance["mode"], particles=guidance.get("particles") or DEFAULT_PARTICLES,
             ) if guidance else None,
         )

@@ -32,11 +32,11 @@ def reward_dir(tiny_dir, tmp_path_factory):
 
 
 @contextmanager
-def serve(model_dir, reward_dir, data_dir, port):
-    """The server as a child process. Its log goes to a file, never to an unread pipe: a full pipe
+def serve(model_dir, reward_dir, data_dir, port, *extra):
+    """The server as a child process (``extra``: more ``nrg serve`` flags). Its log goes to a file, never to an unread pipe: a full pipe
     would block the server on its next log line (every polled GET writes one)."""
     cmd = [sys.executable, "-m", "server.cli", "serve", "--model", f"tiny={model_dir}", "--reward", str(reward_dir),
-           "--data-dir", str(data_dir), "--port", str(port), "--max-steps", "1000"]
+           "--data-dir", str(data_dir), "--port", str(port), "--max-steps", "1000", *extra]
     log = data_dir.parent / f"server-{time.monotonic_ns()}.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ})
@@ -118,3 +118,51 @@ def test_sigterm_finishes_the_running_job_and_exits(tiny_dir, reward_dir, tmp_pa
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
         # Finished during the shutdown grace, not re-queued: completed as soon as the server is back.
         assert client.get(f"/v1/videos/{job['id']}").json()["status"] == "completed"
+
+
+def _wait_draining(client) -> None:
+    """Block until the server has taken the signal (its /health says so), bounded by a safety timeout."""
+    deadline = time.monotonic() + 60
+    while client.get("/health").json()["status"] != "draining":
+        assert time.monotonic() < deadline, "the server never started draining"
+        time.sleep(0.05)
+
+
+def test_sigterm_drains_answering_503_and_keeps_queued_jobs(tiny_dir, reward_dir, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    with serve(tiny_dir("wan"), reward_dir, data, port, "--shutdown-grace", "600") as (proc, client):
+        # Far more steps than the probes below take; the test ends the job itself, by cancelling it.
+        running = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 1000}).json()
+        _first_step_event(client, running["id"])
+        queued = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 3, "num_frames": 5}).json()
+        proc.send_signal(signal.SIGTERM)
+        _wait_draining(client)
+        # The listener stays open while draining: probes get answers, not connection errors.
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and int(ready.headers["retry-after"]) > 0
+        refused = client.post("/v1/videos", json=GUIDED)
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) > 0
+        assert refused.json()["error"]["code"] == "unavailable"
+        assert client.get(f"/v1/videos/{running['id']}").json()["status"] == "in_progress"
+        assert proc.poll() is None
+        # The running batch ends (here: cancelled), so the drain ends and the process exits cleanly.
+        client.delete(f"/v1/videos/{running['id']}")
+        assert proc.wait(120) == 0
+    assert _status_in_store(data, queued["id"]) == "queued"
+    with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
+        assert wait_for(client, queued["id"], timeout=600)["status"] == "completed"
+        assert client.get(f"/v1/videos/{running['id']}").json()["status"] == "cancelled"
+
+
+def test_sigterm_grace_elapsed_leaves_the_running_job_for_the_next_start(tiny_dir, reward_dir, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    with serve(tiny_dir("wan"), reward_dir, data, port, "--shutdown-grace", "0") as (proc, client):
+        running = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 1000}).json()
+        _first_step_event(client, running["id"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0
+    assert _status_in_store(data, running["id"]) == "in_progress"
+    with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
+        # Re-queued at start and running again (not failed, not lost); no need to watch it finish.
+        assert client.get(f"/v1/videos/{running['id']}").json()["status"] in ("queued", "in_progress")
+        client.delete(f"/v1/videos/{running['id']}")

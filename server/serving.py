@@ -1,0 +1,57 @@
+"""Run the app under uvicorn with a draining SIGTERM and an exit status that tells the truth.
+
+uvicorn closes its listener the moment SIGTERM arrives, so load balancers and probes see connection
+errors instead of the 503s the API promises. Here the first SIGTERM (or Ctrl-C) only starts a drain:
+the server keeps answering (new jobs and ``/ready`` get 503 with ``Retry-After``), the running batch
+finishes, and uvicorn is told to exit once it has or the shutdown grace is spent. Jobs still queued
+stay queued in the store for the next start. A second signal exits at once. ``run`` returns the exit
+status: non-zero after a fatal failure (see ``server.lifecycle``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+log = logging.getLogger("nrg.server")
+
+DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig in DRAIN_SIGNALS and self.app.state.lifecycle.begin_drain():
+            log.info("signal %d: draining (new jobs get 503) for up to %g s; signal again to exit at once",
+                     sig, self.app.state.lifecycle.shutdown_grace_s)
+            threading.Thread(target=self._drain, name="nrg-drain", daemon=True).start()
+            return
+        self.app.state.lifecycle.end_grace()
+        super().handle_exit(sig, frame)
+
+    def _drain(self) -> None:
+        lifecycle, engine = self.app.state.lifecycle, self.app.state.engine
+        if not engine.stop(lifecycle.remaining_grace()):
+            log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
+        self.should_exit = True
+
+
+def run(app: FastAPI, host: str, port: int) -> int:
+    """Serve until drained, interrupted or failed; the process exit status."""
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
+                                           log_level="info"), app)
+
+    def request_exit() -> None:
+        server.should_exit = True
+
+    app.state.lifecycle.request_exit = request_exit
+    server.run()
+    return app.state.lifecycle.exit_code
