@@ -35,6 +35,12 @@ class ServerConfig:
     dtype: str = "float32"
     limits: Limits = field(default_factory=Limits)
     shutdown_grace_s: float = 30.0
+    #: Host names accepted besides IP literals, localhost and ``host`` ("*": any); see server.origin_policy.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Origins allowed cross-origin requests (CORS); others may not POST or DELETE.
+    cors_origins: tuple[str, ...] = ()
+    #: Days a finished job's files are kept; 0 keeps them forever.
+    retention_days: float = 7.0
 
 
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:

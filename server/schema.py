@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true/false as 1/0; a boolean in a number field is a client bug.
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a number, not a boolean ({str(value).lower()})")
+    return value
+
+
+#: Marks a number field that refuses JSON booleans (form strings and numbers still convert).
+NoBool = BeforeValidator(_not_a_boolean)
 
 
 @dataclass(frozen=True)
@@ -37,12 +48,12 @@ class RewardGuidance(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights: dict[str, float] = Field(
+    weights: dict[str, Annotated[float, NoBool]] = Field(
         default_factory=dict,
         description="Objective name -> weight lambda_k (names from GET /v1/models). Need not sum to 1.",
     )
-    strength: float = Field(100.0, ge=0, description="Guidance strength w (the paper's 100 by default).")
-    window: tuple[float, float] = Field(
+    strength: Annotated[float, NoBool] = Field(100.0, ge=0, description="Guidance strength w (the paper's 100 by default).")
+    window: tuple[Annotated[float, NoBool], Annotated[float, NoBool]] = Field(
         (0.0, 1.0), description="Noise levels [t_lo, t_hi] in [0, 1] where guidance applies (1 = pure noise)."
     )
     mode: Literal["sum", "unit"] = Field("sum", description="sum: weighted sum; unit: per-objective unit-norm.")
@@ -60,7 +71,7 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
     """The POST /v1/videos body model with this server's limits baked into its fields."""
 
     class GuidanceWithLimits(RewardGuidance):
-        strength: float = Field(100.0, ge=0, le=limits.max_strength, allow_inf_nan=False,
+        strength: Annotated[float, NoBool] = Field(100.0, ge=0, le=limits.max_strength, allow_inf_nan=False,
                                 description=f"Guidance strength w, 0..{limits.max_strength}.")
 
         @field_validator("weights")
@@ -75,19 +86,24 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
         model_config = ConfigDict(extra="forbid", title="VideoCreateRequest")
 
         model: str | None = Field(None, pattern=NAME_PATTERN, description="Registered model name; default: first.")
-        prompt: str = Field(..., min_length=1, max_length=limits.max_prompt_chars)
+        prompt: str = Field(..., min_length=1, max_length=limits.max_prompt_chars, json_schema_extra={"pattern": r"\S"},
+                            description="What to generate; at least one non-whitespace character.")
         negative_prompt: str | None = Field(None, max_length=limits.max_prompt_chars)
         size: str | None = Field(None, pattern=SIZE_PATTERN, description="WIDTHxHEIGHT; or width and height.")
-        width: int | None = Field(None, ge=1, le=8192)
-        height: int | None = Field(None, ge=1, le=8192)
-        seconds: float | None = Field(None, gt=0, allow_inf_nan=False,
-                                      description="Clip length; frames = seconds * fps + 1, snapped to the model's grid.")
-        num_frames: int | None = Field(None, ge=1, le=limits.max_frames, description="Exact frame count (wins over seconds).")
-        fps: int = Field(16, ge=1, le=limits.max_fps)
-        seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Default: random, reported on the job.")
-        num_inference_steps: int | None = Field(None, ge=1, le=limits.max_steps)
-        guidance_scale: float | None = Field(None, ge=0, le=limits.max_cfg, allow_inf_nan=False,
-                                             description="Classifier-free guidance scale.")
+        width: Annotated[int | None, NoBool] = Field(None, ge=1, le=8192)
+        height: Annotated[int | None, NoBool] = Field(None, ge=1, le=8192)
+        # At 1 fps, seconds + 1 frames: the bound keeps seconds * fps finite and is never the binding limit.
+        seconds: Annotated[float | None, NoBool] = Field(
+            None, gt=0, le=limits.max_frames - 1, allow_inf_nan=False,
+            description="Clip length; frames = seconds * fps + 1, snapped to the model's grid.")
+        num_frames: Annotated[int | None, NoBool] = Field(None, ge=1, le=limits.max_frames,
+                                                          description="Exact frame count (wins over seconds).")
+        fps: Annotated[int, NoBool] = Field(16, ge=1, le=limits.max_fps)
+        seed: Annotated[int | None, NoBool] = Field(None, ge=0, le=2**63 - 1,
+                                                    description="Default: random, reported on the job.")
+        num_inference_steps: Annotated[int | None, NoBool] = Field(None, ge=1, le=limits.max_steps)
+        guidance_scale: Annotated[float | None, NoBool] = Field(None, ge=0, le=limits.max_cfg, allow_inf_nan=False,
+                                                                description="Classifier-free guidance scale.")
         reward_guidance: GuidanceWithLimits | None = None
         checkpoint: str | None = Field(None, pattern=NAME_PATTERN, description="Registered aligned checkpoint name.")
 
@@ -96,6 +112,13 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
         def _seconds_from_string(cls, value: Any) -> Any:
             # OpenAI's SDK sends seconds as a string ("4").
             return value.strip() if isinstance(value, str) else value
+
+        @field_validator("prompt")
+        @classmethod
+        def _prompt_not_blank(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError("prompt must contain a non-whitespace character; got only whitespace")
+            return value
 
         @model_validator(mode="after")
         def _size_consistent(self) -> VideoCreateRequest:
