@@ -3,15 +3,15 @@
 Handlers never touch tensors: they validate, write the job row, and wake the engine's worker. Bodies
 are accepted as JSON and as form data (the official ``openai`` SDK sends ``videos.create`` as
 multipart, nesting ``extra_body`` fields as ``reward_guidance[weights][vq]``). Every error is an
-OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status naming the field
-and the limit; the catch-all handler exists so that even a bug answers with JSON, not a dropped
-connection.
+OpenAI-shaped ``{"error": {"message", "type", "param", "code"}}`` (``server.errors``) with a 4xx
+status naming the field and the limit; the layers in front of the routes (``server.middleware``)
+check Host, Origin, key and body size, and make even a bug answer with JSON and ``Connection: close``
+rather than a dropped connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -22,17 +22,25 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from guidance.families.base import VideoShape
 from guidance.nrg import SEARCH_MODES, defaults_for
+from server import access_log
 from server.config import ServerConfig
 from server.engine import Engine, HostedModel
+from server.errors import APIError, install_error_handlers
 from server.events import EventBus
 from server.lifecycle import Lifecycle
+from server.json_body import MAX_DEPTH, JSONBodyError, parse_json_object
 from server.metrics import Metrics
+from server.middleware import BearerAuth, BodyLimit, HostCheck, OriginCheck, ResponseGuard
+from server.openapi_doc import document
+from server.origin_policy import HostPolicy
+from server.retention import Retention
 from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build_request_model
 from server.store import ACTIVE, CANCELLED, COMPLETED, Job, JobStore
 from server.store_errors import StoreError
@@ -41,16 +49,19 @@ log = logging.getLogger("nrg.server")
 SSE_PING_S = 15.0
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str = "invalid_value",
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+class VideoFileResponse(FileResponse):
+    """A FileResponse whose Range errors (Starlette answers them in plain text) use the error shape."""
 
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            raise APIError(400, f"Range: {exc.content}", param="Range", code="invalid_range") from None
+        except RangeNotSatisfiable as exc:
+            raise APIError(416, f"Range: not satisfiable for a file of {exc.max_size} bytes", param="Range",
+                           code="range_not_satisfiable",
+                           headers={"Content-Range": f"bytes */{exc.max_size}"}) from None
 
 
 def _unflatten_form(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
@@ -60,6 +71,9 @@ def _unflatten_form(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
         if not isinstance(value, str):
             raise APIError(400, f"{key}: file uploads are not supported", param=key)
         parts = re.findall(r"[^\[\]]+|\[\]", key)
+        if len(parts) > MAX_DEPTH:
+            raise APIError(400, f"{key[:100]}: form key nesting exceeds the limit of {MAX_DEPTH} levels",
+                           param=parts[0])
         node = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -78,12 +92,13 @@ def _unflatten_form(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _video_object(job: Job) -> dict[str, Any]:
+def _video_fields(job: Job, expires_at: float | None) -> dict[str, Any]:
     p, r = job.params, job.result
     error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
     return VideoObject(
         id=job.id, model=p["model"], status=job.status, progress=job.progress, created_at=int(job.created_at),
-        completed_at=int(job.completed_at) if job.completed_at else None, prompt=p["prompt"],
+        completed_at=int(job.completed_at) if job.completed_at else None,
+        expires_at=int(expires_at) if expires_at is not None else None, prompt=p["prompt"],
         size=f"{p['width']}x{p['height']}", seconds=p["seconds"], error=error,
         negative_prompt=p.get("negative_prompt"), width=p["width"], height=p["height"],
         num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
@@ -118,16 +133,18 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     lifecycle = Lifecycle(config.shutdown_grace_s)
     engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms,
                     fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail)
+    retention = Retention(store, config.retention_days)
     default_model = next(iter(models))
-    keys = tuple(k.encode() for k in config.api_keys)
     state = {"accepting": True}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        retention.start()
         yield
         state["accepting"] = False
         finished = await asyncio.to_thread(engine.stop, lifecycle.remaining_grace())
+        await asyncio.to_thread(retention.stop)
         if finished:
             store.close()
         else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
@@ -135,18 +152,9 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
     app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")
-    app.state.engine, app.state.store, app.state.metrics = engine, store, metrics
+    app.state.engine, app.state.store, app.state.metrics, app.state.retention = engine, store, metrics, retention
     app.state.lifecycle = lifecycle
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_query(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"][1:]) or None
-        return APIError(400, f"{param}: {first['msg']}", param=param).response()
+    install_error_handlers(app)
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -154,23 +162,20 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         return APIError(503, f"the job store is unavailable: {exc}", code="store_unavailable",
                         headers={"Retry-After": "5"}).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return APIError(500, f"internal error: {type(exc).__name__}", code="internal_error").response()
+    # add_middleware wraps: the last added is the outermost (see server.middleware for the order).
+    app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(BearerAuth, keys=tuple(config.api_keys))
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"])
+    app.add_middleware(OriginCheck, cors_origins=tuple(config.cors_origins))
+    app.add_middleware(HostCheck, policy=HostPolicy(config.host, config.allowed_hosts))
+    app.add_middleware(ResponseGuard)
+    access_log.install()
 
-    @app.middleware("http")
-    async def _auth_and_size(request: Request, call_next):
-        if keys and request.url.path != "/health":
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k) for k in keys):
-                return APIError(401, "missing or invalid API key (Authorization: Bearer KEY)",
-                                code="invalid_api_key").response()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return APIError(413, f"request body exceeds max_body_bytes {limits.max_body_bytes}",
-                            code="body_too_large").response()
-        return await call_next(request)
+    def _video_object(job: Job) -> dict[str, Any]:
+        return _video_fields(job, retention.expires_at(job))
 
     def _job_or_404(video_id: str) -> Job:
         job = store.get(video_id)
@@ -180,9 +185,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
     async def _read_body(request: Request) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "")
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise APIError(413, f"request body exceeds max_body_bytes {limits.max_body_bytes}", code="body_too_large")
+        raw = await request.body()  # BodyLimit stops it at max_body_bytes
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             try:
                 form = await request.form(max_files=0)
@@ -190,12 +193,9 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                 raise APIError(400, f"malformed form body: {exc}") from None
             return _unflatten_form(form.multi_items())
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "body must be a JSON object")
-        return body
+            return parse_json_object(raw)
+        except JSONBodyError as exc:
+            raise APIError(400, str(exc), param=exc.param) from None
 
     def _resolve(body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -320,6 +320,9 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         job = _job_or_404(video_id)
         if job.status != COMPLETED:
             raise APIError(409, f"video {video_id} is {job.status}, not completed", code="video_not_ready")
+        if retention.expired(job):
+            raise APIError(410, f"video {video_id} expired at {int(retention.expires_at(job))} (retention "
+                           f"{config.retention_days:g} days); its files are deleted", code="video_expired")
         path = store.video_path(video_id) if variant == "video" else store.thumbnail_path(video_id)
         try:
             stat = os.stat(path)  # handed to FileResponse, which then never stats a vanished file
@@ -328,7 +331,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                            "(deleted meanwhile, or removed from the data directory)", param="video_id",
                            code="video_file_missing") from None
         media_type = "video/mp4" if variant == "video" else "image/webp"
-        return FileResponse(path, media_type=media_type, filename=path.name, stat_result=stat)
+        return VideoFileResponse(path, media_type=media_type, filename=path.name, stat_result=stat)
 
     @app.get("/v1/videos/{video_id}/events", tags=["videos"], responses={200: {"content": {"text/event-stream": {}}}})
     async def video_events(video_id: str, request: Request) -> StreamingResponse:
@@ -421,7 +424,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["VideoCreateRequest"] = body
-            app.openapi_schema = schema
+            app.openapi_schema = document(schema, auth=bool(config.api_keys))
         return app.openapi_schema
 
     app.openapi = openapi

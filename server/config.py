@@ -40,6 +40,12 @@ class ServerConfig:
     allow_empty_store: bool = False
     #: The worker's waits between retries while storage faults persist; beyond them it gives up.
     fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S
+    #: Host names accepted besides IP literals, localhost and ``host`` ("*": any); see server.origin_policy.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Origins allowed cross-origin requests (CORS); others may not POST or DELETE.
+    cors_origins: tuple[str, ...] = ()
+    #: Days a finished job's files are kept; 0 keeps them forever.
+    retention_days: float = 7.0
 
 
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:

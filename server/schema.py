@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true/false as 1/0; a boolean in a number field is a client bug.
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a number, not a boolean ({str(value).lower()})")
+    return value
+
+
+#: Marks a number field that refuses JSON booleans (form strings and numbers still convert).
+NoBool = BeforeValidator(_not_a_boolean)
 
 
 @dataclass(frozen=True)
@@ -38,14 +49,14 @@ class RewardGuidance(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights: dict[str, float] = Field(
+    weights: dict[str, Annotated[float, NoBool]] = Field(
         default_factory=dict,
         description="Objective name -> weight lambda_k (names from GET /v1/models). Need not sum to 1.",
     )
-    strength: float | None = Field(
+    strength: Annotated[float | None, NoBool] = Field(
         None, ge=0, description="Guidance strength. Default: the reward model's recommended one (GET /v1/models)."
     )
-    window: tuple[float, float] | None = Field(
+    window: tuple[Annotated[float, NoBool], Annotated[float, NoBool]] | None = Field(
         None, description="Noise levels [t_lo, t_hi] in [0, 1] where guidance applies (1 = pure noise). "
                           "Default: the reward model's recommended window."
     )
@@ -55,8 +66,9 @@ class RewardGuidance(BaseModel):
                           "best_of_n: run `particles` copies, keep the one the reward ranks first at mid-window; "
                           "fk: Feynman-Kac particles resampled on the reward (strength = lambda).",
     )
-    particles: int | None = Field(None, description="Copies run by modes best_of_n and fk (default 4); each "
-                                                    "costs one denoiser pass per step.")
+    particles: Annotated[int | None, NoBool] = Field(
+        None, description="Copies run by modes best_of_n and fk (default 4); each costs one denoiser pass per step."
+    )
 
     @field_validator("window")
     @classmethod
@@ -73,13 +85,15 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
     """The POST /v1/videos body model with this server's limits baked into its fields."""
 
     class GuidanceWithLimits(RewardGuidance):
-        strength: float | None = Field(None, ge=0, le=limits.max_strength, allow_inf_nan=False,
-                                       description=f"Guidance strength, 0..{limits.max_strength}. Default: the "
-                                                   "reward model's recommended one (GET /v1/models).")
+        strength: Annotated[float | None, NoBool] = Field(
+            None, ge=0, le=limits.max_strength, allow_inf_nan=False,
+            description=f"Guidance strength, 0..{limits.max_strength}. Default: the reward model's recommended one "
+                        "(GET /v1/models).")
 
-        particles: int | None = Field(None, ge=2, le=limits.max_particles, strict=True,
-                                      description=f"Copies run by modes best_of_n and fk, 2..{limits.max_particles} "
-                                                  "(default 4); each costs one denoiser pass per step.")
+        particles: Annotated[int | None, NoBool] = Field(
+            None, ge=2, le=limits.max_particles,
+            description=f"Copies run by modes best_of_n and fk, 2..{limits.max_particles} (default 4); each costs "
+                        "one denoiser pass per step.")
 
         @field_validator("weights")
         @classmethod
@@ -93,19 +107,24 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
         model_config = ConfigDict(extra="forbid", title="VideoCreateRequest")
 
         model: str | None = Field(None, pattern=NAME_PATTERN, description="Registered model name; default: first.")
-        prompt: str = Field(..., min_length=1, max_length=limits.max_prompt_chars)
+        prompt: str = Field(..., min_length=1, max_length=limits.max_prompt_chars, json_schema_extra={"pattern": r"\S"},
+                            description="What to generate; at least one non-whitespace character.")
         negative_prompt: str | None = Field(None, max_length=limits.max_prompt_chars)
         size: str | None = Field(None, pattern=SIZE_PATTERN, description="WIDTHxHEIGHT; or width and height.")
-        width: int | None = Field(None, ge=1, le=8192)
-        height: int | None = Field(None, ge=1, le=8192)
-        seconds: float | None = Field(None, gt=0, allow_inf_nan=False,
-                                      description="Clip length; frames = seconds * fps + 1, snapped to the model's grid.")
-        num_frames: int | None = Field(None, ge=1, le=limits.max_frames, description="Exact frame count (wins over seconds).")
-        fps: int = Field(16, ge=1, le=limits.max_fps)
-        seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Default: random, reported on the job.")
-        num_inference_steps: int | None = Field(None, ge=1, le=limits.max_steps)
-        guidance_scale: float | None = Field(None, ge=0, le=limits.max_cfg, allow_inf_nan=False,
-                                             description="Classifier-free guidance scale.")
+        width: Annotated[int | None, NoBool] = Field(None, ge=1, le=8192)
+        height: Annotated[int | None, NoBool] = Field(None, ge=1, le=8192)
+        # At 1 fps, seconds + 1 frames: the bound keeps seconds * fps finite and is never the binding limit.
+        seconds: Annotated[float | None, NoBool] = Field(
+            None, gt=0, le=limits.max_frames - 1, allow_inf_nan=False,
+            description="Clip length; frames = seconds * fps + 1, snapped to the model's grid.")
+        num_frames: Annotated[int | None, NoBool] = Field(None, ge=1, le=limits.max_frames,
+                                                          description="Exact frame count (wins over seconds).")
+        fps: Annotated[int, NoBool] = Field(16, ge=1, le=limits.max_fps)
+        seed: Annotated[int | None, NoBool] = Field(None, ge=0, le=2**63 - 1,
+                                                    description="Default: random, reported on the job.")
+        num_inference_steps: Annotated[int | None, NoBool] = Field(None, ge=1, le=limits.max_steps)
+        guidance_scale: Annotated[float | None, NoBool] = Field(None, ge=0, le=limits.max_cfg, allow_inf_nan=False,
+                                                                description="Classifier-free guidance scale.")
         reward_guidance: GuidanceWithLimits | None = None
         checkpoint: str | None = Field(None, pattern=NAME_PATTERN, description="Registered aligned checkpoint name.")
 
@@ -114,6 +133,13 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
         def _seconds_from_string(cls, value: Any) -> Any:
             # OpenAI's SDK sends seconds as a string ("4").
             return value.strip() if isinstance(value, str) else value
+
+        @field_validator("prompt")
+        @classmethod
+        def _prompt_not_blank(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError("prompt must contain a non-whitespace character; got only whitespace")
+            return value
 
         @model_validator(mode="after")
         def _size_consistent(self) -> VideoCreateRequest:

@@ -232,6 +232,12 @@ class JobStore:
         self.video_path(job_id).unlink(missing_ok=True)
         self.thumbnail_path(job_id).unlink(missing_ok=True)
 
+    def finished_before(self, cutoff: float) -> list[str]:
+        """Ids of finished jobs whose ``completed_at`` is before ``cutoff`` (retention's sweep)."""
+        rows = self._execute("SELECT id FROM jobs WHERE status IN (?, ?, ?) AND completed_at < ? ORDER BY seq",
+                             (*FINISHED, cutoff)).fetchall()
+        return [r["id"] for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -1,0 +1,164 @@
+"""The ASGI layers in front of the routes, outermost first:
+
+``ResponseGuard``  every response says ``X-Content-Type-Options: nosniff``; every 5xx says
+                   ``Connection: close`` (a client must not reuse a connection after a server bug);
+                   an exception that escapes a route becomes a JSON 500 instead of a dropped connection.
+``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding).
+``OriginCheck``    403 ``cross_origin_forbidden`` for a state-changing request from a foreign origin.
+(CORS)             Starlette's CORSMiddleware, only for ``--cors-origin`` origins.
+``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key.
+``BodyLimit``      413 once a body passes ``max_body_bytes``, counted as it streams in (chunked or not),
+                   so memory never grows with what a client sends.
+
+Pure ASGI rather than ``@app.middleware("http")``: the body limit has to sit on ``receive`` itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import APIError, error_response
+from server.origin_policy import HostPolicy, normalise_origin, same_origin
+
+log = logging.getLogger("nrg.server")
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Routes that answer without a key (liveness probes).
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+class ResponseGuard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if message["status"] >= 500:
+                    headers["Connection"] = "close"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, guarded_send)
+        except APIError as exc:  # raised outside a route, e.g. by BodyLimit's receive
+            if started:
+                raise
+            await exc.response()(scope, receive, guarded_send)
+        except Exception as exc:
+            if started:
+                raise  # mid-stream: the server closes the connection, the client sees a truncated body
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
+            await response(scope, receive, guarded_send)
+
+
+class HostCheck:
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app, self.policy = app, policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host")
+            if host is not None and not self.policy.allows(host):
+                name = host if len(host) <= 100 else host[:100] + "..."
+                response = error_response(400, f"Host {name!r} is not allowed; start the server with "
+                                          "--allowed-host NAME (or NRG_ALLOWED_HOSTS) to accept it",
+                                          param="Host", code="invalid_host")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class OriginCheck:
+    """Browsers send ``Origin`` on cross-site requests; a foreign one may read (the missing CORS
+    headers keep the page from seeing the answer) but not create or delete jobs, nor preflight."""
+
+    def __init__(self, app: ASGIApp, cors_origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = frozenset(normalise_origin(o) for o in cors_origins)
+
+    def _allows(self, origin: str, headers: Headers, scheme: str) -> bool:
+        if "*" in self.allowed or normalise_origin(origin) in self.allowed:
+            return True
+        return same_origin(origin, headers.get("host", ""), scheme)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            method = scope["method"]
+            changes_state = method in STATE_CHANGING or (
+                method == "OPTIONS" and "access-control-request-method" in headers)
+            if origin is not None and changes_state and not self._allows(origin, headers, scope["scheme"]):
+                response = error_response(403, f"cross-origin {method} from {origin[:100]!r} is not allowed; "
+                                          "start the server with --cors-origin ORIGIN to allow it",
+                                          param="Origin", code="cross_origin_forbidden")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
+        self.app = app
+        self.keys = tuple(k.encode() for k in keys)
+
+    def _valid(self, authorization: str) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        given = token.strip().encode("latin-1")  # header bytes as sent
+        # Compare against every key, so the time taken says nothing about which one nearly matched.
+        matches = [hmac.compare_digest(given, key) for key in self.keys]
+        return scheme.lower() == "bearer" and any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys and scope["path"] not in PUBLIC_PATHS:
+            if not self._valid(Headers(scope=scope).get("authorization", "")):
+                response = error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
+                                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app, self.limit = app, max_body_bytes
+
+    def _too_large(self) -> APIError:
+        # Connection: close, because the rest of the body is never read.
+        return APIError(413, f"request body exceeds max_body_bytes {self.limit}", code="body_too_large",
+                        headers={"Connection": "close"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._too_large().response()(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted_receive, send)
