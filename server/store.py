@@ -234,8 +234,8 @@ class JobStore:
 
     def finished_before(self, cutoff: float) -> list[str]:
         """Ids of finished jobs whose ``completed_at`` is before ``cutoff`` (retention's sweep)."""
-        rows = self._execute("SELECT id FROM jobs WHERE status IN (?, ?, ?) AND completed_at < ? ORDER BY seq",
-                             (*FINISHED, cutoff)).fetchall()
+        rows = self._query("SELECT id FROM jobs WHERE status IN (?, ?, ?) AND completed_at < ? ORDER BY seq",
+                           (*FINISHED, cutoff))
         return [r["id"] for r in rows]
 
     def close(self) -> None:
