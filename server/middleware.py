@@ -19,6 +19,7 @@ import hmac
 import logging
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, error_response
@@ -65,29 +66,45 @@ class ResponseGuard:
             await response(scope, receive, guarded_send)
 
 
-class HostCheck:
-    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
-        self.app, self.policy = app, policy
+class _Gate:
+    """A layer that answers some HTTP requests itself, with a refusal, and passes the rest on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def refusal(self, scope: Scope) -> Response | None:
+        """The error response for this request, or None to let it through."""
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            host = Headers(scope=scope).get("host")
-            if host is not None and not self.policy.allows(host):
-                name = host if len(host) <= 100 else host[:100] + "..."
-                response = error_response(400, f"Host {name!r} is not allowed; start the server with "
-                                          "--allowed-host NAME (or NRG_ALLOWED_HOSTS) to accept it",
-                                          param="Host", code="invalid_host")
-                await response(scope, receive, send)
-                return
+        response = self.refusal(scope) if scope["type"] == "http" else None
+        if response is not None:
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
-class OriginCheck:
+class HostCheck(_Gate):
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        super().__init__(app)
+        self.policy = policy
+
+    def refusal(self, scope: Scope) -> Response | None:
+        host = Headers(scope=scope).get("host")
+        if host is None or self.policy.allows(host):
+            return None
+        name = host if len(host) <= 100 else host[:100] + "..."
+        return error_response(400, f"Host {name!r} is not allowed; start the server with "
+                              "--allowed-host NAME (or NRG_ALLOWED_HOSTS) to accept it",
+                              param="Host", code="invalid_host")
+
+
+class OriginCheck(_Gate):
     """Browsers send ``Origin`` on cross-site requests; a foreign one may read (the missing CORS
     headers keep the page from seeing the answer) but not create or delete jobs, nor preflight."""
 
     def __init__(self, app: ASGIApp, cors_origins: tuple[str, ...]) -> None:
-        self.app = app
+        super().__init__(app)
         self.allowed = frozenset(normalise_origin(o) for o in cors_origins)
 
     def _allows(self, origin: str, headers: Headers, scheme: str) -> bool:
@@ -95,25 +112,21 @@ class OriginCheck:
             return True
         return same_origin(origin, headers.get("host", ""), scheme)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = Headers(scope=scope)
-            origin = headers.get("origin")
-            method = scope["method"]
-            changes_state = method in STATE_CHANGING or (
-                method == "OPTIONS" and "access-control-request-method" in headers)
-            if origin is not None and changes_state and not self._allows(origin, headers, scope["scheme"]):
-                response = error_response(403, f"cross-origin {method} from {origin[:100]!r} is not allowed; "
-                                          "start the server with --cors-origin ORIGIN to allow it",
-                                          param="Origin", code="cross_origin_forbidden")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def refusal(self, scope: Scope) -> Response | None:
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        method = scope["method"]
+        changes_state = method in STATE_CHANGING or (method == "OPTIONS" and "access-control-request-method" in headers)
+        if origin is None or not changes_state or self._allows(origin, headers, scope["scheme"]):
+            return None
+        return error_response(403, f"cross-origin {method} from {origin[:100]!r} is not allowed; "
+                              "start the server with --cors-origin ORIGIN to allow it",
+                              param="Origin", code="cross_origin_forbidden")
 
 
-class BearerAuth:
+class BearerAuth(_Gate):
     def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
-        self.app = app
+        super().__init__(app)
         self.keys = tuple(k.encode() for k in keys)
 
     def _valid(self, authorization: str) -> bool:
@@ -123,14 +136,11 @@ class BearerAuth:
         matches = [hmac.compare_digest(given, key) for key in self.keys]
         return scheme.lower() == "bearer" and any(matches)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"] not in PUBLIC_PATHS:
-            if not self._valid(Headers(scope=scope).get("authorization", "")):
-                response = error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
-                                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def refusal(self, scope: Scope) -> Response | None:
+        if not self.keys or scope["path"] in PUBLIC_PATHS or self._valid(Headers(scope=scope).get("authorization", "")):
+            return None
+        return error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
+                              code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
 class BodyLimit:
