@@ -141,8 +141,10 @@ class GuidanceDefaults:
         mode = mode or self.mode
         if strength is None:
             strength = self.strength if mode == self.mode else builtin_strength(mode)
-        return GuidanceSpec(dict(weights), float(strength), tuple(window or self.window), mode,  # type: ignore[arg-type]
-                            DEFAULT_PARTICLES if particles is None else particles)
+        return GuidanceSpec(
+            dict(weights), float(strength), tuple(window or self.window), mode,  # type: ignore[arg-type]
+            DEFAULT_PARTICLES if particles is None else particles,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "strength": self.strength, "window": list(self.window), "source": self.source}
@@ -154,7 +156,9 @@ class GuidanceDefaults:
             defaults = cls(data["mode"], float(data["strength"]), tuple(float(v) for v in data["window"]),
                            str(data.get("source", where)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: guidance_defaults needs mode, strength and window [t_lo, t_hi]; {exc}") from None
+            raise ValueError(
+                f"{where}: guidance_defaults needs mode, strength and window [t_lo, t_hi]; {exc}"
+            ) from None
         try:
             GuidanceSpec({}, defaults.strength, defaults.window, defaults.mode).validate(())
         except ValueError as exc:

@@ -31,7 +31,8 @@ from guidance.rewards import RewardFunction
 
 def particle_rows(guidance: Sequence[GuidanceSpec | None]) -> list[int]:
     """The batch's rows at the start: each sample's position, once per particle."""
-    return [i for i, spec in enumerate(guidance) for _ in range(spec.particles if spec is not None and spec.search else 1)]
+    return [i for i, spec in enumerate(guidance)
+            for _ in range(spec.particles if spec is not None and spec.search else 1)]
 
 
 def check_searchable(family: PipelineFamily, guidance: Sequence[GuidanceSpec | None]) -> None:

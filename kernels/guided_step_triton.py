@@ -304,5 +304,6 @@ def guided_step_triton(
             HAS_UNCOND=has_uncond, HAS_X=has_x, BLOCK_SIZE=block_size,
             num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
-    stats = GuidedStepStats(grad_norms=norms, skipped=skip.view(torch.bool), reference_rms=reference if relative else None)
+    stats = GuidedStepStats(grad_norms=norms, skipped=skip.view(torch.bool),
+                            reference_rms=reference if relative else None)
     return out.reshape(a.out_shape), stats

@@ -62,7 +62,8 @@ class RewardGuidance(BaseModel):
     )
     mode: Literal["relative", "sum", "unit", "best_of_n", "fk"] | None = Field(
         None, description="relative: each objective's push sized against the CFG term (the default); "
-                          "sum: the paper's t/(1-t) rule on the weighted sum; unit: that rule with unit-norm gradients; "
+                          "sum: the paper's t/(1-t) rule on the weighted sum; "
+                          "unit: that rule with unit-norm gradients; "
                           "best_of_n: run `particles` copies, keep the one the reward ranks first at mid-window; "
                           "fk: Feynman-Kac particles resampled on the reward (strength = lambda).",
     )

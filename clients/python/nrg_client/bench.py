@@ -592,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of guided requests (default: 0.5 if the model has a reward model, else 0)")
     p.add_argument("--strength", type=float, default=None, help="guidance strength (default: the server's)")
     p.add_argument("--window", type=_window, default=None, help="guidance window T_LO,T_HI (default: the server's)")
-    p.add_argument("--mode", choices=("relative", "sum", "unit"), default=None, help="guidance mode (default: the server's)")
+    p.add_argument("--mode", choices=("relative", "sum", "unit", "best_of_n", "fk"), default=None,
+                   help="guidance mode (default: the server's)")
     p.add_argument("--warmup-requests", "--warmup", dest="warmup_requests", type=int, default=1,
                    help="requests run (all at once) before the measured ones and excluded from them")
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's)")
