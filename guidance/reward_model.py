@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,8 @@ class LatentRewardModel(nn.Module):
         self.head_config = {"num_queries": num_queries, "hidden": head_hidden}
         #: Recommended guidance settings for this reward (``reward_config.json``, written by ``nrg eval --tune``).
         self.guidance_defaults: GuidanceDefaults = BUILTIN_DEFAULTS
+        #: Scores' mean and std on the model's unguided samples, when measured (``nrg eval --calibrate``).
+        self.calibration: RewardCalibration | None = None
         last_block = getattr(self.trunk, family.block_lists[0])[num_blocks - 1]
         last_block.register_forward_hook(self._stop_after_last_block)
 
@@ -174,6 +177,7 @@ class LatentRewardModel(nn.Module):
             "transformer_class": type(self.family.transformer).__name__,
             "transformer_config": self.transformer_config,
             "guidance_defaults": self.guidance_defaults.to_json(),
+            **({"calibration": self.calibration.to_json()} if self.calibration is not None else {}),
         }
 
     def save(self, out_dir: str | Path) -> Path:
@@ -197,15 +201,65 @@ def read_reward_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def write_guidance_defaults(path: str | Path, defaults: GuidanceDefaults) -> Path:
-    """Store recommended guidance settings in a saved reward model's config (atomically)."""
+@dataclass(frozen=True)
+class RewardCalibration:
+    """What a reward model's raw scores mean: their mean and spread on the model's own unguided samples.
+
+    Raw scores have no unit (a Bradley-Terry head is defined up to a shift and scale), so a user
+    cannot tell whether 0.3 is good. ``z = (r - mean) / std`` says how many standard deviations a
+    clip sits above a typical unguided sample of the same model: 0 is typical, +1 better than ~84%.
+    """
+
+    mean: dict[str, float]
+    std: dict[str, float]
+    samples: int
+    source: str
+
+    def z_scores(self, rewards: dict[str, float]) -> dict[str, float]:
+        return {k: (v - self.mean[k]) / self.std[k] for k, v in rewards.items() if k in self.mean and self.std[k] > 0}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "samples": self.samples, "source": self.source}
+
+    @classmethod
+    def from_scores(cls, objectives: Sequence[str], scores: torch.Tensor, source: str) -> RewardCalibration:
+        """From final-latent scores [N, K] of unguided samples (N >= 2)."""
+        if scores.ndim != 2 or scores.shape[0] < 2 or scores.shape[1] != len(objectives):
+            raise ValueError(f"calibration needs scores [N >= 2, {len(objectives)}]; got {list(scores.shape)}")
+        mean, std = scores.float().mean(0).tolist(), scores.float().std(0).tolist()
+        return cls(dict(zip(objectives, mean)), dict(zip(objectives, std)), int(scores.shape[0]), source)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], objectives: Sequence[str], where: str) -> RewardCalibration:
+        try:
+            calibration = cls({k: float(data["mean"][k]) for k in objectives},
+                              {k: float(data["std"][k]) for k in objectives}, int(data["samples"]),
+                              str(data.get("source", where)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: calibration needs mean and std for {list(objectives)} and samples; "
+                             f"missing or bad {exc}") from None
+        return calibration
+
+
+def _update_config(path: str | Path, key: str, value: dict[str, Any]) -> Path:
+    """Set one entry of a saved reward model's config (atomically)."""
     config_file = Path(path) / CONFIG_NAME
     config = read_reward_config(path)
-    config["guidance_defaults"] = defaults.to_json()
+    config[key] = value
     tmp = config_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config, indent=2, default=str))
     tmp.replace(config_file)
     return config_file
+
+
+def write_guidance_defaults(path: str | Path, defaults: GuidanceDefaults) -> Path:
+    """Store recommended guidance settings in a saved reward model's config."""
+    return _update_config(path, "guidance_defaults", defaults.to_json())
+
+
+def write_calibration(path: str | Path, calibration: RewardCalibration) -> Path:
+    """Store a reward model's calibration in its saved config."""
+    return _update_config(path, "calibration", calibration.to_json())
 
 
 def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardModel:
@@ -233,6 +287,9 @@ def load_reward_model(path: str | Path, family: PipelineFamily) -> LatentRewardM
     load_model(model, str(Path(path) / WEIGHTS_NAME), device=str(family.device))
     if "guidance_defaults" in config:
         model.guidance_defaults = GuidanceDefaults.from_json(config["guidance_defaults"], str(Path(path) / CONFIG_NAME))
+    if "calibration" in config:
+        model.calibration = RewardCalibration.from_json(config["calibration"], model.objectives,
+                                                        str(Path(path) / CONFIG_NAME))
     return model.to(family.device).eval().requires_grad_(False)
 
 

@@ -103,7 +103,7 @@ def _video_fields(job: Job, expires_at: float | None) -> dict[str, Any]:
         negative_prompt=p.get("negative_prompt"), width=p["width"], height=p["height"],
         num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
         guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), reward_guidance=p.get("reward_guidance"),
-        **{k: r.get(k) for k in ("rewards", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
+        **{k: r.get(k) for k in ("rewards", "rewards_z", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
                                  "inference_time_s", "encode_time_s", "peak_memory_mb")},
     ).model_dump(mode="json")
 

@@ -131,8 +131,11 @@ def _add_demo_parsers(sub) -> None:
     ev.add_argument("--mode", choices=MODES, default=None, help="guidance mode (default: the reward model's)")
     ev.add_argument("--tune", action="store_true",
                     help="choose the strength on tuning seeds (the single-objective rows; never the report's seeds)")
+    ev.add_argument("--calibrate", action="store_true",
+                    help="only sample unguided clips on tuning seeds and measure the reward's score statistics")
     ev.add_argument("--write-defaults", action="store_true",
-                    help="with --tune: store the chosen mode, strength and window in the reward model's config")
+                    help="with --tune: store the chosen mode, strength and window in the reward model's config; "
+                         "with --tune or --calibrate: also its calibration (score mean and std on unguided clips)")
     ev.add_argument("--figures", type=Path, default=None,
                     help="directory for the contact sheet and trade-off plot PNGs")
     ev.add_argument("--device", default=None)
@@ -347,6 +350,9 @@ def _generate(args: argparse.Namespace) -> None:
     if result.rewards is not None:
         scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
         print(f"final-latent rewards: {scores}")
+        if reward.calibration is not None:
+            z = reward.calibration.z_scores(dict(zip(result.objectives, result.rewards[0].tolist())))
+            print("as z-scores against unguided samples: " + ", ".join(f"{k}={v:+.2f}" for k, v in z.items()))
         if guidance is not None:
             print(f"guidance: mode {guidance.mode}, strength {guidance.strength:g}, window {list(guidance.window)}"
                   + (f", {guidance.particles} particles" if guidance.search else ""))
@@ -423,14 +429,20 @@ def _eval(args: argparse.Namespace) -> None:
             strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
         except ValueError:
             raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
-    if args.write_defaults and not args.tune:
-        raise ValueError("--write-defaults stores what --tune chooses; give --tune too")
+    if args.write_defaults and not (args.tune or args.calibrate):
+        raise ValueError("--write-defaults stores what --tune or --calibrate measures; give one of them too")
+    if args.tune and args.calibrate:
+        raise ValueError("--tune already calibrates; give --tune or --calibrate, not both")
     if args.tune and not strengths:
         raise ValueError("--tune needs --strengths to choose from, e.g. --strengths 1,2,3,5")
     common = dict(model=args.model, reward=args.reward, prompts=args.prompts, steps=args.steps, window=args.window,
                   mode=args.mode, device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
                   figures=args.figures)
-    if args.tune:
+    reward_dir = args.reward or DEFAULT_REWARD_DIR
+    if args.calibrate:
+        report = evaluate.calibrate(seeds=args.seeds or 4, **common)
+        print(f"calibration: {report['calibration']}")
+    elif args.tune:
         report, best = evaluate.tune(strengths, seeds=args.seeds or 4, **common)
         print(evaluate.format_table(report))
         print(f"chosen strength: {best:g} (mode {report['mode']}, window {report['window']})")
@@ -441,15 +453,22 @@ def _eval(args: argparse.Namespace) -> None:
             source = (f"nrg eval --tune, {report['date']}: seeds {report['seeds'][0]}..{report['seeds'][-1]}, "
                       f"scores {report['tuning_scores']}")
             chosen = GuidanceDefaults(report["mode"], best, tuple(report["window"]), source)
-            print(f"wrote guidance_defaults to {write_guidance_defaults(args.reward or DEFAULT_REWARD_DIR, chosen)}")
+            print(f"wrote guidance_defaults to {write_guidance_defaults(reward_dir, chosen)}")
     else:
         settings = [s.strip() for s in args.settings.split(",") if s.strip()]
         report = evaluate.run_eval(settings=settings, strengths=strengths, seeds=args.seeds or evaluate.DEFAULT_SEEDS,
                                    **common)
         print(evaluate.format_table(report))
+    if args.write_defaults and report["calibration"] is None:
+        print("no calibration written: it needs at least 2 unguided clips (more --prompts or --seeds)")
+    elif args.write_defaults:
+        from guidance.reward_model import RewardCalibration, write_calibration
+
+        calibration = RewardCalibration.from_json(report["calibration"], report["objectives"], "report")
+        print(f"wrote calibration to {write_calibration(reward_dir, calibration)}")
     if args.output:
         print(f"wrote {evaluate.write_json(report, args.output)}")
-    if args.benchmarks:
+    if args.benchmarks and report["rows"]:
         print(f"appended the table to {evaluate.append_benchmarks(args.benchmarks, report)}")
 
 

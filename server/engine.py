@@ -353,14 +353,18 @@ class Engine:
                 log.exception("job %s: writing its video failed", job.id)
                 self._finish(job, FAILED, error=("encode_error", f"{type(exc).__name__}: {exc}"))
                 continue
-            rewards = None
+            rewards = rewards_z = None
             if result.rewards is not None:
                 rewards = dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
+                calibration = getattr(model.reward, "calibration", None)
+                rewards_z = None if calibration is None else {
+                    k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
                 for name, value in rewards.items():
                     self.metrics.final_reward.labels(objective=name).observe(value)
             self.metrics.skipped_steps.inc(result.skipped_steps[row])
             completed = self._finish(job, COMPLETED, result={
                 "rewards": rewards,
+                "rewards_z": rewards_z,
                 "guidance_skipped_steps": result.skipped_steps[row],
                 # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
                 "cost_vs_unguided": round(result.denoiser_passes[row] / job.params["num_inference_steps"], 4),

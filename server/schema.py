@@ -193,6 +193,9 @@ class VideoObject(BaseModel):
     checkpoint: str | None = None
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = Field(None, description="Per-objective reward of the final latents.")
+    rewards_z: dict[str, float] | None = Field(
+        None, description="The same as z-scores against the model's unguided samples ((r - mean) / std; 0 is a "
+                          "typical unguided clip), when the reward model is calibrated.")
     guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
     cost_vs_unguided: float | None = Field(None, description="Denoiser passes / steps: 1 unguided or gradient-guided, "
                                                              "more for the particles of best_of_n and fk.")

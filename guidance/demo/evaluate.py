@@ -91,12 +91,11 @@ def run_eval(
     from guidance.demo.figures import contact_sheet, tradeoff_plot
     from guidance.families import load_pipeline
     from guidance.nrg import defaults_for
-    from guidance.reward_model import load_reward_model
+    from guidance.reward_model import RewardCalibration, load_reward_model
     from guidance.sampler import SampleSpec, sample
 
-    parsed = [parse_setting(s) for s in settings]
-    if not parsed:
-        raise ValueError("give at least one weight setting")
+    for setting in settings:
+        parse_setting(setting)
     if strengths is not None and (not strengths or any(not (w >= 0 and w < float("inf")) for w in strengths)):
         raise ValueError(f"strengths must be finite numbers >= 0; got {list(strengths)}")
     if seeds < 1:
@@ -143,10 +142,13 @@ def run_eval(
         frames = out.frames.float().cpu().numpy()
         scores = [evaluate(clip, text) for clip, (text, _) in zip(frames, items)]
         results[(setting, strength)] = {"scores": scores, "seconds_per_clip": seconds / len(items),
-                                        "skipped_steps": int(sum(out.skipped_steps))}
+                                        "skipped_steps": int(sum(out.skipped_steps)), "rewards": out.rewards}
         sheet[(setting, strength)] = list(frames[:SHEET_ITEMS])
 
     base = results[(None, 0.0)]
+    calibration = None if len(items) < 2 else RewardCalibration.from_scores(
+        reward_model.objectives, base["rewards"],
+        f"nrg eval: final-latent scores of {len(items)} unguided clips, seeds {items[0][1]}..{items[-1][1]}")
     rows = []
     for setting, strength in configs[1:]:
         res = results[(setting, strength)]
@@ -176,11 +178,12 @@ def run_eval(
         "clips_per_row": len(items), "tie_margin": TIE_MARGIN,
         "load_average": [load_before, os.getloadavg()[0]],
         "unguided": {**_means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
+        "calibration": None if calibration is None else calibration.to_json(),
         "rows": rows,
         "per_clip": {"unguided": base["scores"],
                      **{f"{s}@{w:g}": results[(s, w)]["scores"] for s, w in configs[1:]}},
     }
-    if figures is not None:
+    if figures is not None and rows:
         figures = Path(figures)
         labels = ["unguided"] + [f"{s} @ {w:g}" for s, w in configs[1:]]
         shown = range(min(SHEET_ITEMS, len(items)))
@@ -191,6 +194,12 @@ def run_eval(
             "tradeoff": str(tradeoff_plot(report, figures / "eval_tradeoff.png")),
         }
     return report
+
+
+def calibrate(seeds: int = 4, **kwargs) -> dict:
+    """The unguided row alone on tuning seeds: the reward model's score statistics on the model's own
+    samples (``report["calibration"]``), with no guided configuration."""
+    return run_eval(settings=(), strengths=[0.0], seeds=seeds, seed_base=TUNE_SEED_BASE, **kwargs)
 
 
 def tuning_scores(report: dict) -> dict[float, float]:

@@ -10,6 +10,8 @@ from guidance.reward_model import (
     LatentRewardModel,
     init_reward_model,
     load_reward_model,
+    RewardCalibration,
+    write_calibration,
     write_guidance_defaults,
 )
 from guidance.sampler import SampleSpec, sample
@@ -86,6 +88,25 @@ def test_recommended_guidance_defaults_are_stored_and_loaded(wan, reward, tmp_pa
     config["guidance_defaults"]["window"] = [0.9, 0.1]
     (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="reward_config.json: guidance_defaults.window must satisfy"):
+        load_reward_model(tmp_path, wan)
+
+
+def test_calibration_turns_scores_into_z_scores_and_round_trips(wan, reward, tmp_path):
+    scores = torch.tensor([[1.0, 10.0, 0.0], [3.0, 10.0, 0.0], [5.0, 10.0, 0.0]])
+    calibration = RewardCalibration.from_scores(OBJECTIVES, scores, "test")
+    assert calibration.mean == {"vq": 3.0, "mq": 10.0, "ta": 0.0} and calibration.std["vq"] == pytest.approx(2.0)
+    # A constant objective has no spread: no z-score rather than a division by zero.
+    assert calibration.z_scores({"vq": 7.0, "mq": 11.0, "ta": 0.5}) == {"vq": pytest.approx(2.0)}
+    with pytest.raises(ValueError, match="calibration needs scores"):
+        RewardCalibration.from_scores(OBJECTIVES, scores[:1], "test")
+    reward.save(tmp_path)
+    assert load_reward_model(tmp_path, wan).calibration is None
+    write_calibration(tmp_path, calibration)
+    assert load_reward_model(tmp_path, wan).calibration == calibration
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    del config["calibration"]["std"]["ta"]
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="calibration needs mean and std"):
         load_reward_model(tmp_path, wan)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from guidance.nrg import GuidanceDefaults
+from guidance.reward_model import RewardCalibration
 from guidance.video_io import count_video_frames
 from server.schema import Limits
 from tests.server.conftest import running_server, wait_for
@@ -145,6 +146,7 @@ def test_a_request_with_only_weights_gets_the_reward_models_recommended_settings
     and /v1/models publishes them."""
     reward = copy.copy(hosted_wan.reward)
     reward.guidance_defaults = GuidanceDefaults("relative", 1.5, (0.3, 0.9), "test")
+    reward.calibration = RewardCalibration({"vq": 0.1, "mq": -0.2, "ta": 0.0}, {"vq": 0.5, "mq": 2.0, "ta": 0.25}, 32, "t")
     hosted = dataclasses.replace(hosted_wan, reward=reward)
     with running_server(tmp_path, {"tiny-wan": hosted}) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         card = client.get("/v1/models").json()["data"][0]
@@ -155,7 +157,11 @@ def test_a_request_with_only_weights_gets_the_reward_models_recommended_settings
                                                    "mode": "relative", "particles": None}
         paper = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}, "mode": "sum"}})
         assert paper.json()["reward_guidance"]["strength"] == 100.0  # the paper's w, not the tuned relative one
-        assert wait_for(client, only_weights["id"])["status"] == "completed"
+        done = wait_for(client, only_weights["id"])
+        assert done["status"] == "completed"
+        # Calibrated: the final rewards also as z-scores against the model's unguided samples.
+        mean, std = reward.calibration.mean, reward.calibration.std
+        assert done["rewards_z"] == {k: pytest.approx((v - mean[k]) / std[k], abs=1e-3) for k, v in done["rewards"].items()}
 
 
 def test_search_modes_batch_with_gradient_guided_jobs_and_report_their_cost(client):

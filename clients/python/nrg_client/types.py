@@ -127,6 +127,7 @@ class Video(_Response):
     checkpoint: str | None = None
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = None
+    rewards_z: dict[str, float] | None = None
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
     batch_size: int | None = None
@@ -199,6 +200,7 @@ class Event(_Response):
     t: float | None = None
     progress: int | None = None
     rewards: dict[str, float] | None = None
+    rewards_z: dict[str, float] | None = None
     batch_size: int | None = None
     error: VideoError | None = None
     guidance_skipped_steps: int | None = None

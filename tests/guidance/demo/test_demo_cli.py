@@ -79,7 +79,7 @@ def test_eval_tune_picks_on_tuning_seeds_and_writes_the_reward_defaults(tmp_path
     reward = tmp_path / "reward"
     shutil.copytree(DEFAULT_REWARD_DIR, reward)
     out = tmp_path / "tune.json"
-    assert main(["eval", "--tune", "--write-defaults", "--reward", str(reward), "--prompts", "1", "--seeds", "1",
+    assert main(["eval", "--tune", "--write-defaults", "--reward", str(reward), "--prompts", "1", "--seeds", "2",
                  "--steps", "3", "--strengths", "0.5,2", "--window", "0.1,0.9", "--output", str(out), "--quiet"]) == 0
     report = json.loads(out.read_text())
     assert report["settings"] == ["1:0:0", "0:1:0", "0:0:1"]
@@ -90,13 +90,32 @@ def test_eval_tune_picks_on_tuning_seeds_and_writes_the_reward_defaults(tmp_path
     assert defaults["strength"] == float(best) and defaults["window"] == [0.1, 0.9] and defaults["mode"] == "relative"
     assert "nrg eval --tune" in defaults["source"]
     assert f"chosen strength: {best}" in capsys.readouterr().out
+    calibration = read_reward_config(reward)["calibration"]
+    assert calibration["samples"] == 2 and set(calibration["mean"]) == {"vq", "mq", "ta"}
 
 
 def test_eval_tune_needs_strengths_and_write_defaults_needs_tune(capsys):
-    for argv, message in ((["--tune"], "--tune needs --strengths"), (["--write-defaults"], "give --tune too")):
+    for argv, message in ((["--tune"], "--tune needs --strengths"), (["--write-defaults"], "give one of them too"),
+                          (["--tune", "--calibrate"], "not both")):
         with pytest.raises(SystemExit) as exit_info:
             main(["eval", *argv, "--quiet"])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_calibrate_writes_the_score_statistics_of_unguided_clips(tmp_path, capsys):
+    import shutil
+
+    from guidance.reward_model import read_reward_config
+
+    reward = tmp_path / "reward"
+    shutil.copytree(DEFAULT_REWARD_DIR, reward)
+    before = read_reward_config(reward).get("guidance_defaults")
+    assert main(["eval", "--calibrate", "--write-defaults", "--reward", str(reward), "--prompts", "2", "--seeds", "1",
+                 "--steps", "2", "--quiet"]) == 0
+    config = read_reward_config(reward)
+    assert config["calibration"]["samples"] == 2 and all(v >= 0 for v in config["calibration"]["std"].values())
+    assert config.get("guidance_defaults") == before  # calibrating leaves the tuned settings alone
+    assert "wrote calibration to" in capsys.readouterr().out
 
 
 def test_eval_rejects_bad_settings(capsys):
