@@ -22,7 +22,7 @@ serve: $(STAMP)
 	$(VENV)/bin/nrg serve
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) out
