@@ -204,6 +204,7 @@ def sample(
     timesteps = family.set_timesteps(steps, shape)
     stopped: set[int] = set()
     passes: Counter[int] = Counter()
+    no_grads: torch.Tensor | None = None  # the zero gradient of unguided steps, reused while the batch keeps its rows
 
     for i, timestep in enumerate(tqdm(timesteps, disable=not progress, desc="denoise", unit="step")):
         if cancelled is not None:
@@ -245,7 +246,9 @@ def sample(
                                                  grad_mode, used=state.used)
             step_weights = torch.ones(batch, 1, device=device) if grad_mode == "sum" else state.weights
         else:
-            grads, step_weights = torch.zeros_like(pred_cond).unsqueeze(1), torch.ones(batch, 1, device=device)
+            if no_grads is None or no_grads.shape[0] != batch:
+                no_grads = torch.zeros_like(pred_cond).unsqueeze(1)
+            grads, step_weights = no_grads, torch.ones(batch, 1, device=device)
         dt = family.euler_dt(i)
         out, stats = _guided_update(
             state, coef_list, grads, step_weights,
