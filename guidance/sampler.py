@@ -140,14 +140,13 @@ def _start_batch(
 
 
 def _guided_update(
-    state: BatchState, coef_list: list[float], grads: torch.Tensor, weights: torch.Tensor, **step: torch.Tensor | None
+    state: BatchState, modes: list[str], coef_list: list[float], coef: torch.Tensor, grads: torch.Tensor,
+    weights: torch.Tensor, **step: torch.Tensor | None,
 ) -> tuple[torch.Tensor, GuidedStepStats]:
-    """The fused guided step, once per gradient mode present among the guided rows (usually one).
+    """The fused guided step, once per gradient mode in ``modes`` (those of the guided rows; usually one).
 
     Unguided rows (coef 0) go with the first group: their output is the unguided step in any mode.
     """
-    modes = list(dict.fromkeys(g.mode for g, c in zip(state.guidance, coef_list) if c != 0)) or ["sum"]
-    coef = torch.tensor(coef_list, dtype=torch.float32, device=state.latents.device)
     if len(modes) == 1:
         return guided_step(step.pop("pred_cond"), grads, weights, coef, mode=modes[0], **step)
     groups = {mode: [] for mode in modes}
@@ -236,12 +235,13 @@ def sample(
         start = time.perf_counter()
         coef_list = guidance_coefficients(state.guidance, level, family.guidance_ratio(i, timestep), max_ratio)
         scores = None
-        guided_modes = {g.mode for g, c in zip(state.guidance, coef_list) if c != 0}
+        coef = torch.tensor(coef_list, dtype=torch.float32, device=device)
+        guided_modes = list(dict.fromkeys(g.mode for g, c in zip(state.guidance, coef_list) if c != 0))
         if reward is not None and guided_modes:
             t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
             # One backward pass of the weighted sum when every guided row is in mode sum, else one per
             # weighted objective (the kernel normalises and weights them).
-            grad_mode = "sum" if guided_modes == {"sum"} else "unit"
+            grad_mode = "sum" if guided_modes == ["sum"] else "unit"
             scores, grads = reward_and_gradients(reward, state.latents, t_vec, state.cond, shape, state.weights,
                                                  grad_mode, used=state.used)
             step_weights = torch.ones(batch, 1, device=device) if grad_mode == "sum" else state.weights
@@ -251,7 +251,7 @@ def sample(
             grads, step_weights = no_grads, torch.ones(batch, 1, device=device)
         dt = family.euler_dt(i)
         out, stats = _guided_update(
-            state, coef_list, grads, step_weights,
+            state, guided_modes or ["sum"], coef_list, coef, grads, step_weights,
             pred_cond=pred_cond, pred_uncond=pred_uncond, cfg_scale=state.cfg if pred_uncond is not None else None,
             x=state.latents if dt is not None else None,
             dt=torch.full((batch,), dt, device=device) if dt is not None else None,
@@ -259,7 +259,6 @@ def sample(
         state.latents = out if dt is not None else family.scheduler_step(
             out, timestep, state.latents, i, state.generators
         )
-        coef = torch.tensor(coef_list, dtype=torch.float32, device=device)
         state.skipped += stats.skipped.long()
         state.guided += ((coef != 0) & ~stats.skipped).long()
         # On the device, no host sync: read once at the end.
