@@ -7,6 +7,7 @@ prefixed ``nrg: error:`` with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_parsers(sub) -> None:
-    """``nrg demo train|make-pairs`` and ``nrg eval``: the synthetic demo world (docs/demo.md)."""
+    """``nrg demo train|make-pairs|diagnose`` and ``nrg eval``: the synthetic demo world (docs/demo.md)."""
     demo = sub.add_parser("demo", help="the synthetic demo world: train its model, make preference pairs")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
 
@@ -108,11 +109,25 @@ def _add_demo_parsers(sub) -> None:
     pairs = demo_sub.add_parser("make-pairs", help="sample the demo model and write ground-truth-labelled preference pairs")
     pairs.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
     pairs.add_argument("--out", type=Path, required=True, help="data set directory (docs/reward_training.md format)")
-    pairs.add_argument("--pairs", type=int, default=640, help="number of pairs (default 640)")
+    pairs.add_argument("--pairs", type=int, default=640,
+                       help="prompt draws (default 640); each gives every pair of its --pool samples")
+    pairs.add_argument("--pool", type=int, default=2,
+                       help="samples per prompt draw, all of whose K(K-1)/2 pairs are written (default 2: one pair)")
+    pairs.add_argument("--contrastive", action="store_true",
+                       help="also one prompt-contrastive pair per sample (the clip under its prompt vs a changed one)")
     pairs.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
     pairs.add_argument("--batch", type=int, default=32, help="samples per sampler batch (default 32)")
     pairs.add_argument("--device", default="cpu")
     pairs.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    diag = demo_sub.add_parser("diagnose", help="cosine between a reward model's input gradients and the "
+                                                "differentiable oracle's, per noise level")
+    diag.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
+    diag.add_argument("--reward", type=Path, default=None, help="reward model (default: the embedded demo reward)")
+    diag.add_argument("--seeds", type=int, default=4, help="tuning seeds per held-out prompt (default 4: 32 clips)")
+    diag.add_argument("--steps", type=int, default=None, help="denoising steps of the samples (default 20)")
+    diag.add_argument("--device", default="cpu")
+    diag.add_argument("--output", type=Path, default=None, help="write the report as JSON")
 
     ev = sub.add_parser("eval", help="Flow-NRG on the demo world: guided vs unguided, ground-truth metrics")
     ev.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
@@ -138,6 +153,9 @@ def _add_demo_parsers(sub) -> None:
                          "with --tune or --calibrate: also its calibration (score mean and std on unguided clips)")
     ev.add_argument("--figures", type=Path, default=None,
                     help="directory for the contact sheet and trade-off plot PNGs")
+    ev.add_argument("--oracle", action="store_true",
+                    help="guide with the differentiable oracle of the ground truth instead of the reward model "
+                         "(the ceiling; slow: every guided step decodes and backpropagates through the VAE)")
     ev.add_argument("--device", default=None)
     ev.add_argument("--output", type=Path, default=None, help="write the full report as JSON")
     ev.add_argument("--benchmarks", type=Path, default=None,
@@ -166,6 +184,11 @@ def _add_train_reward_parser(sub) -> None:
     train.add_argument("--t-max", type=float, default=1.0, help="highest training noise level (default 1)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--freeze-trunk", action="store_true", help="train the head only")
+    train.add_argument("--decorrelation", type=float, default=0.0,
+                       help="weight of the penalty on the squared cosine between objectives' input gradients "
+                            "(default 0: off; e.g. 1)")
+    train.add_argument("--input-noise", type=float, default=0.0,
+                       help="Gaussian noise added to the noisy latents, as a share of their RMS (default 0; e.g. 0.1)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -388,6 +411,7 @@ def _train_reward(args: argparse.Namespace) -> None:
         objectives=objectives, num_blocks=args.blocks, init=None if args.init is None else str(args.init),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, t_min=args.t_min, t_max=args.t_max, seed=args.seed, freeze_trunk=args.freeze_trunk,
+        decorrelation=args.decorrelation, input_noise=args.input_noise,
     )
     config.validate()
     read_pairs(args.data)  # fail on a malformed data set before loading the pipeline
@@ -410,10 +434,20 @@ def _demo(args: argparse.Namespace) -> None:
             cfg.vae_from = str(args.vae_from)
         summary = train_demo(args.out, cfg, progress=not args.quiet)
         print(f"wrote demo pipeline to {args.out} in {summary['total_minutes']} min")
+    elif args.demo_command == "diagnose":
+        from guidance.demo.diagnose import format_gradient_report, run_diagnostic
+
+        report = run_diagnostic(args.model, args.reward, args.seeds, args.steps, args.device)
+        print(format_gradient_report(report))
+        if args.output is not None:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(report, indent=1))
+            print(f"wrote {args.output}")
     elif args.demo_command == "make-pairs":
         from guidance.demo.pairs import make_pairs
 
-        summary = make_pairs(args.out, args.pairs, args.model, args.steps, args.batch, args.device, not args.quiet)
+        summary = make_pairs(args.out, args.pairs, args.model, args.steps, args.batch, args.device, not args.quiet,
+                             args.pool, args.contrastive)
         print(f"wrote {summary['pairs']} pairs to {args.out} (splits {summary['splits']}; "
               f"sampling {summary['sample_seconds']} s)")
         for objective, counts in summary["labels"].items():
@@ -435,9 +469,11 @@ def _eval(args: argparse.Namespace) -> None:
         raise ValueError("--tune already calibrates; give --tune or --calibrate, not both")
     if args.tune and not strengths:
         raise ValueError("--tune needs --strengths to choose from, e.g. --strengths 1,2,3,5")
+    if args.oracle and (args.tune or args.calibrate):
+        raise ValueError("--oracle measures the ceiling of guidance; it does not tune or calibrate the reward model")
     common = dict(model=args.model, reward=args.reward, prompts=args.prompts, steps=args.steps, window=args.window,
                   mode=args.mode, device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
-                  figures=args.figures)
+                  figures=args.figures, **({"oracle": True} if args.oracle else {}))
     reward_dir = args.reward or DEFAULT_REWARD_DIR
     if args.calibrate:
         report = evaluate.calibrate(seeds=args.seeds or 4, **common)

@@ -80,10 +80,13 @@ def run_eval(
     progress: bool = True,
     command: str | None = None,
     figures: str | Path | None = None,
+    oracle: bool = False,
 ) -> dict:
     """Evaluate every (setting, strength); unset strengths, window and mode come from the reward
     model's recommended defaults, as for a request that gives only weights. With ``figures`` (a
-    directory) the contact sheet and the trade-off plot are written there too."""
+    directory) the contact sheet and the trade-off plot are written there too. With ``oracle`` the
+    guidance reward is the differentiable oracle of the ground truth (``oracle.OracleReward``)
+    instead of the reward model: the ceiling of what gradient guidance can do on this world."""
     import torch
     from tqdm.auto import tqdm
 
@@ -107,6 +110,11 @@ def run_eval(
     missing = [o for o in OBJECTIVES if o not in reward_model.objectives]
     if missing:
         raise ValueError(f"the reward model lacks objective(s) {missing}; it has {list(reward_model.objectives)}")
+    guide = reward_model
+    if oracle:
+        from guidance.demo.oracle import OracleReward
+
+        guide = OracleReward(family)
     defaults = defaults_for(reward_model)
     mode = mode or defaults.mode
     window = tuple(window or defaults.window)
@@ -124,7 +132,7 @@ def run_eval(
 
     # Warm-up (first-call allocations, lazy inits) so that no row's time includes it.
     warm = spec_of(configs[-1][0], configs[-1][1]) if len(configs) > 1 else None
-    sample(family, [SampleSpec(items[0][0], seed=items[0][1], guidance=warm)], DEFAULT_SHAPE, 2, reward_model)
+    sample(family, [SampleSpec(items[0][0], seed=items[0][1], guidance=warm)], DEFAULT_SHAPE, 2, guide)
 
     load_before = os.getloadavg()[0]
     results: dict[tuple, dict] = {}
@@ -135,7 +143,7 @@ def run_eval(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = sample(family, specs, DEFAULT_SHAPE, steps, reward_model)
+        out = sample(family, specs, DEFAULT_SHAPE, steps, guide)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -146,7 +154,7 @@ def run_eval(
         sheet[(setting, strength)] = list(frames[:SHEET_ITEMS])
 
     base = results[(None, 0.0)]
-    calibration = None if len(items) < 2 else RewardCalibration.from_scores(
+    calibration = None if len(items) < 2 or oracle else RewardCalibration.from_scores(
         reward_model.objectives, base["rewards"],
         f"nrg eval: final-latent scores of {len(items)} unguided clips, seeds {items[0][1]}..{items[-1][1]}")
     rows = []
@@ -169,7 +177,7 @@ def run_eval(
         "device": device_text(device),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": str(model or DEFAULT_MODEL_DIR),
-        "reward": str(reward or DEFAULT_REWARD_DIR),
+        "reward": "oracle (guidance.demo.oracle)" if oracle else str(reward or DEFAULT_REWARD_DIR),
         "reward_defaults": defaults.to_json(),
         "objectives": list(OBJECTIVES),
         "steps": steps, "cfg": family.default_cfg, "window": list(window), "mode": mode,

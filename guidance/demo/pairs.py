@@ -7,10 +7,20 @@ steps of 1/3, so its margin makes it a tie exactly when both clips get the same 
 (format: docs/reward_training.md) holds the final latents of the samples (what the sampler works in),
 so ``nrg train-reward`` needs no VAE pass.
 
-Prompts: pair i takes prompt i of a fixed cycle through every prompt of the grammar; pairs of the
-world's held-out combinations go to the ``test`` split, all others to ``train`` (so held-out accuracy
-is measured on exactly the prompts ``nrg eval`` guides on, with other seeds). Seeds are
-``PAIR_SEED_BASE + 2 i`` and ``+ 2 i + 1``, below the evaluation seeds.
+Prompts: draw i takes prompt i of a fixed cycle through every prompt of the grammar and samples it
+with ``pool`` seeds, ``PAIR_SEED_BASE + pool i + j``, below the evaluation seeds; every two samples of
+a draw make a pair (``pool`` = 2: one pair per draw, the original data set; larger pools give all
+within-prompt pairs, K (K - 1) / 2 per draw, so each sample is compared with several others). Draws
+of the world's held-out combinations go to the ``test`` split, all others to ``train`` (so held-out
+accuracy is measured on exactly the prompts ``nrg eval`` guides on, with other seeds).
+
+Prompt-contrastive pairs (``contrastive``): every sample also makes one pair with itself, scored once
+under its own prompt (A) and once under the prompt with one word changed (B, ``prompt_b``; the word
+cycles through colour, shape and direction). Its TA label is the ground truth's TA of the clip under
+each prompt; its VQ and MQ labels are ties, because the picture is the same. Without such pairs the
+prompt is common to both clips of every pair and cancels in r_A - r_B, so a reward model never has to
+read the text to rank them; these pairs make text alignment depend on the text, and teach the other
+objectives not to.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import replace
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +50,19 @@ def label(a: float, b: float, margin: float) -> str:
 
 
 def pair_prompts(pairs: int) -> list[world.Prompt]:
-    """The prompt of each pair: a fixed shuffle of all 144 prompts, cycled."""
+    """The prompt of each draw: a fixed shuffle of all 144 prompts, cycled."""
     order = world.all_prompts()
     np.random.default_rng(1234).shuffle(order)
     return [order[i % len(order)] for i in range(pairs)]
+
+
+def changed_prompt(prompt: world.Prompt, index: int) -> world.Prompt:
+    """``prompt`` with one word changed: the colour, shape or direction (by ``index`` mod 3), replaced
+    by the next value of the world's list."""
+    field, values = [("color", list(world.COLORS)), ("shape", list(world.SHAPES)),
+                     ("direction", list(world.DIRECTIONS))][index % 3]
+    current = getattr(prompt, field)
+    return replace(prompt, **{field: values[(values.index(current) + 1) % len(values)]})
 
 
 def make_pairs(
@@ -52,8 +73,12 @@ def make_pairs(
     batch: int = 32,
     device: str = "cpu",
     progress: bool = True,
+    pool: int = 2,
+    contrastive: bool = False,
 ) -> dict:
-    """Sample, score, label and write ``pairs`` pairs; returns a summary (also ``make_pairs.json``)."""
+    """Sample ``pairs`` prompt draws of ``pool`` samples each, score, label and write every
+    within-draw pair (and, with ``contrastive``, one prompt-contrastive pair per sample); returns a
+    summary (also ``make_pairs.json``)."""
     from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_SHAPE, DEFAULT_STEPS
     from guidance.families import load_pipeline
     from guidance.sampler import SampleSpec, sample
@@ -63,45 +88,60 @@ def make_pairs(
         raise ValueError(f"--pairs must be >= 1; got {pairs}")
     if batch < 2 or batch % 2:
         raise ValueError(f"batch must be an even number >= 2; got {batch}")
+    if not 2 <= pool <= 16:
+        raise ValueError(f"--pool must be between 2 and 16 samples per prompt; got {pool}")
     steps = steps or DEFAULT_STEPS
     family = load_pipeline(model or DEFAULT_MODEL_DIR, device=device)
     shape = DEFAULT_SHAPE
     prompts = pair_prompts(pairs)
-    specs = []
-    for i, prompt in enumerate(prompts):
-        specs += [SampleSpec(prompt.text, seed=PAIR_SEED_BASE + 2 * i),
-                  SampleSpec(prompt.text, seed=PAIR_SEED_BASE + 2 * i + 1)]
-    latents, scores = [], []
+    specs = [SampleSpec(prompt.text, seed=PAIR_SEED_BASE + pool * i + j)
+             for i, prompt in enumerate(prompts) for j in range(pool)]
+    latents, scores, contrasts = [], [], []
     start = time.perf_counter()
     for first in tqdm(range(0, len(specs), batch), desc="sample", unit="batch", disable=not progress):
         chunk = specs[first:first + batch]
         result = sample(family, chunk, shape, steps)
         latents.extend(result.latents.cpu())
-        scores.extend(evaluate(frames, spec.prompt) for frames, spec in zip(result.frames, chunk))
+        for n, (frames, spec) in enumerate(zip(result.frames, chunk)):
+            scores.append(evaluate(frames, spec.prompt))
+            if contrastive:
+                other = changed_prompt(world.parse_prompt(spec.prompt), first + n)
+                contrasts.append((other.text, evaluate(frames, other)["ta"]))
     seconds = time.perf_counter() - start
 
     records, counts = [], {o: Counter() for o in OBJECTIVES}
     for i, prompt in enumerate(prompts):
-        sa, sb = scores[2 * i], scores[2 * i + 1]
-        labels = {o: label(sa[o], sb[o], TIE_MARGIN[o]) for o in OBJECTIVES}
         split = "test" if prompt.held_out else "train"
-        for o in OBJECTIVES:
-            counts[o][f"{split}:{labels[o]}"] += 1
-        records.append({"prompt": prompt.text, "a": latents[2 * i], "b": latents[2 * i + 1], "labels": labels,
-                        "split": split, "shape": shape, "scores": (sa, sb)})
+        for ja, jb in combinations(range(pool), 2):
+            sa, sb = scores[pool * i + ja], scores[pool * i + jb]
+            labels = {o: label(sa[o], sb[o], TIE_MARGIN[o]) for o in OBJECTIVES}
+            for o in OBJECTIVES:
+                counts[o][f"{split}:{labels[o]}"] += 1
+            records.append({"prompt": prompt.text, "a": latents[pool * i + ja], "b": latents[pool * i + jb],
+                            "labels": labels, "split": split, "shape": shape, "scores": (sa, sb)})
+        for j in range(pool if contrastive else 0):
+            own, (other, other_ta) = scores[pool * i + j], contrasts[pool * i + j]
+            labels = {"vq": "tie", "mq": "tie", "ta": label(own["ta"], other_ta, TIE_MARGIN["ta"])}
+            counts["ta"][f"{split}:contrastive:{labels['ta']}"] += 1
+            records.append({"prompt": prompt.text, "prompt_b": other, "a": latents[pool * i + j],
+                            "b": latents[pool * i + j], "labels": labels, "split": split, "shape": shape,
+                            "scores": (own, {**own, "ta": other_ta})})
     out = Path(out_dir)
+    kinds = f"{pool} samples per prompt, every within-prompt pair" + (", prompt-contrastive pairs" if contrastive else "")
     write_pairs(out, OBJECTIVES, ({k: v for k, v in r.items() if k != "scores"} for r in records), kind="latents",
-                description=f"demo world: {pairs} pairs of the demo model ({steps} steps, default CFG), labelled "
-                            "by the ground-truth metrics of guidance.demo.metrics",
+                description=f"demo world: {len(records)} pairs from {pairs} prompt draws of the demo model "
+                            f"({kinds}; {steps} steps, default CFG), labelled by the ground-truth metrics of "
+                            "guidance.demo.metrics",
                 tie_margin=dict(TIE_MARGIN))
     all_scores = {o: float(np.mean([s[o] for s in scores])) for o in OBJECTIVES}
     summary = {
-        "pairs": pairs, "steps": steps, "sample_seconds": round(seconds, 1),
+        "pairs": len(records), "draws": pairs, "pool": pool, "contrastive": contrastive, "steps": steps,
+        "sample_seconds": round(seconds, 1),
         "splits": dict(Counter(r["split"] for r in records)),
         "labels": {o: dict(sorted(c.items())) for o, c in counts.items()},
         "mean_scores": all_scores, "tie_margin": TIE_MARGIN,
-        "scores": [{"prompt": r["prompt"], "split": r["split"], "a": r["scores"][0], "b": r["scores"][1]}
-                   for r in records],
+        "scores": [{"prompt": r["prompt"], **({"prompt_b": r["prompt_b"]} if "prompt_b" in r else {}),
+                    "split": r["split"], "a": r["scores"][0], "b": r["scores"][1]} for r in records],
     }
     (out / "make_pairs.json").write_text(json.dumps(summary, indent=1))
     return summary

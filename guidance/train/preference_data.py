@@ -5,6 +5,7 @@ A data set is a directory (the format is documented for users in ``docs/reward_t
     dataset.json   {"objectives": ["vq", "mq", "ta"], "description": "...", "tie_margin": {...}}
     pairs.jsonl    one pair per line:
                    {"prompt": str, "a": PATH, "b": PATH,
+                    "prompt_b": str,                                 # optional: B is scored under it
                     "labels": {"vq": "A" | "B" | "tie", ...},       # a missing objective is masked
                     "split": "train" | "test",                       # optional: hash-based 10% test
                     "shape": {"frames": F, "height": H, "width": W}} # optional, see below
@@ -16,6 +17,10 @@ already in the pipeline's latent space, in the layout its ``prepare_latents`` gi
 dimension); its video shape is the pair's ``shape`` field, or is inferred from the latent grid for
 families with unpacked latents (Wan, HunyuanVideo, CogVideoX). Both clips of a pair must have the
 same shape; different pairs may differ (training batches pairs of one shape).
+
+``prompt_b`` makes a prompt-contrastive pair: clip B is scored under ``prompt_b`` instead of
+``prompt`` (usually B is the same file as A and ``prompt_b`` the prompt with a word changed, so the
+label says which prompt the clip matches better). Without it both clips are scored under ``prompt``.
 
 Everything is validated with errors that name the file, the line and the field.
 """
@@ -74,6 +79,7 @@ class PairRecord:
     labels: dict[str, str]
     split: str
     shape: VideoShape | None = None
+    prompt_b: str | None = None
 
 
 @dataclass
@@ -97,6 +103,12 @@ class PreferenceData:
     dropped: int = 0
     root: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The prompt clip B of each pair is scored under (its ``prompt_b``, else its ``prompt``).
+    prompts_b: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompts_b is None:
+            self.prompts_b = list(self.prompts)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -205,6 +217,9 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
             prompt = row["prompt"]
             if not isinstance(prompt, str) or not prompt.strip():
                 raise PreferenceDataError(f"{where}: prompt must be a non-empty string; got {prompt!r}")
+            prompt_b = row.get("prompt_b")
+            if prompt_b is not None and (not isinstance(prompt_b, str) or not prompt_b.strip()):
+                raise PreferenceDataError(f"{where}: prompt_b must be a non-empty string or absent; got {prompt_b!r}")
             a = _clip_path(info.root, row["a"], f"{where}: a")
             b = _clip_path(info.root, row["b"], f"{where}: b")
             if (a.suffix == LATENT_SUFFIX) != (b.suffix == LATENT_SUFFIX):
@@ -232,7 +247,7 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
             elif split not in SPLITS:
                 raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
             shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
-            records.append(PairRecord(number, prompt, a, b, clean, split, shape))
+            records.append(PairRecord(number, prompt, a, b, clean, split, shape, prompt_b))
     if not records:
         raise PreferenceDataError(f"{path}: no pairs")
     return info, records
@@ -422,6 +437,7 @@ def load_preference_data(
     return PreferenceData(
         objectives=selected,
         prompts=[r.prompt for r in kept],
+        prompts_b=[r.prompt_b or r.prompt for r in kept],
         latents_a=latents_a,
         latents_b=latents_b,
         shapes=shapes,
@@ -460,7 +476,7 @@ def write_pairs(
 ) -> Path:
     """Write a preference data set to ``out_dir`` (created; an existing ``pairs.jsonl`` is replaced).
 
-    Each record: ``prompt`` (str), ``a`` and ``b`` (torch.Tensor or numpy array of one shape),
+    Each record: ``prompt`` (str), optionally ``prompt_b`` (str: B is scored under it), ``a`` and ``b`` (torch.Tensor or numpy array of one shape),
     ``labels`` ({objective: "A" | "B" | "tie"}; leave an objective out, or give None, for no label),
     optionally ``split`` ("train" | "test" | None for the hash split) and ``shape`` (a VideoShape or
     {"frames", "height", "width"}; recorded for latents, needed to load LTX latents).
@@ -503,6 +519,10 @@ def write_pairs(
             if a.shape != b.shape:
                 raise PreferenceDataError(f"{where}: a and b have different shapes: {a.shape} vs {b.shape}")
             row: dict[str, Any] = {"prompt": record["prompt"]}
+            if record.get("prompt_b") is not None:
+                if not isinstance(record["prompt_b"], str) or not record["prompt_b"].strip():
+                    raise PreferenceDataError(f"{where}: prompt_b must be a non-empty string or None")
+                row["prompt_b"] = record["prompt_b"]
             for side, array in (("a", a), ("b", b)):
                 name = f"{kind}/{i:06d}_{side}"
                 if kind == "clips":

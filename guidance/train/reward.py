@@ -87,6 +87,19 @@ def bt_ties_loss(d: torch.Tensor, labels: torch.Tensor, theta: float = THETA) ->
 # -- noisy pairs -------------------------------------------------------------------------------
 
 
+def augment_pair(x_a: torch.Tensor, x_b: torch.Tensor, std: float, generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both noisy clips of each pair plus one Gaussian draw of ``std`` times the pair's RMS.
+
+    The reward model is trained to score a neighbourhood of each state rather than the state alone,
+    which smooths its input gradient (randomised smoothing); sharing the draw keeps the pair's
+    difference about the clips."""
+    xi = torch.randn(x_a.shape, generator=generator).to(x_a.device, x_a.dtype)
+    view = (-1,) + (1,) * (x_a.ndim - 1)
+    rms = torch.cat([x_a, x_b], dim=1).float().pow(2).flatten(1).mean(1).sqrt().view(view).to(x_a.dtype)
+    return x_a + std * rms * xi, x_b + std * rms * xi
+
+
 def noise_pair(
     family: PipelineFamily, a: torch.Tensor, b: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +172,10 @@ class TrainConfig:
     seed: int = 0
     freeze_trunk: bool = False
     theta: float = THETA
+    #: Weight of :func:`gradient_correlation_penalty` (0: off).
+    decorrelation: float = 0.0
+    #: Std of Gaussian noise added to x_t, relative to its RMS (the same draw for both clips of a pair).
+    input_noise: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -177,6 +194,10 @@ class TrainConfig:
             raise ValueError(f"blocks must be >= 1; got {self.num_blocks}")
         if not self.theta > 1.0:
             raise ValueError(f"theta must be > 1; got {self.theta}")
+        if not (self.decorrelation >= 0 and math.isfinite(self.decorrelation)):
+            raise ValueError(f"decorrelation must be a number >= 0; got {self.decorrelation}")
+        if not (0 <= self.input_noise <= 1):
+            raise ValueError(f"input noise must be between 0 and 1 (a share of the latents' RMS); got {self.input_noise}")
 
 
 @dataclass
@@ -262,10 +283,38 @@ def score_pairs(
     t: torch.Tensor,
     cond: TextConditioning,
     shape: VideoShape,
+    cond_b: TextConditioning | None = None,
 ) -> torch.Tensor:
-    """d = r_A - r_B [B, K], both clips scored in one forward pass (batch of 2B)."""
-    scores = model(torch.cat([x_a, x_b]), torch.cat([t, t]), cat_conditioning([cond, cond]), shape).float()
+    """d = r_A - r_B [B, K], both clips scored in one forward pass (batch of 2B); clip B under
+    ``cond_b`` when given (prompt-contrastive pairs), else under ``cond``."""
+    cond_b = cond if cond_b is None else cond_b
+    scores = model(torch.cat([x_a, x_b]), torch.cat([t, t]), cat_conditioning([cond, cond_b]), shape).float()
     return scores[: x_a.shape[0]] - scores[x_a.shape[0] :]
+
+
+def gradient_correlation_penalty(
+    model: LatentRewardModel, x: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape
+) -> torch.Tensor:
+    """Mean over clips and objective pairs k < l of cos(grad_x r_k, grad_x r_l)^2, differentiable in
+    the model's parameters (double backpropagation).
+
+    Guidance follows each objective's input gradient; when all objectives' gradients point the same
+    way (a shared trunk learns one "good clip" direction), per-objective weights cannot select an
+    objective. Penalising the squared cosine lets each objective keep its own direction.
+    """
+    objectives = len(model.objectives)
+    if objectives < 2:
+        return x.new_zeros(())
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    x = x.detach().float().requires_grad_(True)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU/GPU attention kernels have no double backward
+        scores = model(x, t, cond, shape).float()
+        grads = [torch.autograd.grad(scores[:, k].sum(), x, create_graph=True)[0].flatten(1)
+                 for k in range(objectives)]
+    cosines = [torch.nn.functional.cosine_similarity(grads[k], grads[l], dim=-1, eps=1e-12) ** 2
+               for k in range(objectives) for l in range(k + 1, objectives)]
+    return torch.stack(cosines).mean()
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -303,11 +352,12 @@ def evaluate(
             [torch.randn(a.shape[1:], generator=torch.Generator().manual_seed(EVAL_SEED + i)) for i in batch]
         ).to(device)
         cond = prompts([data.prompts[i] for i in batch])
+        cond_b = prompts([data.prompts_b[i] for i in batch])
         rows = [position[i] for i in batch]
         for m, mid in enumerate(mids):
             t = torch.full((len(batch),), mid, device=device)
             x_a, x_b = noise_pair(family, a, b, noise, t)
-            diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]]).cpu()
+            diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]], cond_b).cpu()
     model.train(was_training)
     labels = data.labels[indices]
     result: dict[str, Any] = {
@@ -397,19 +447,31 @@ def train_reward_model(
 
     epoch_losses: list[float] = []
     step_losses: list[float] = []
+    epoch_penalties: list[float] = []  # mean gradient-correlation penalty per epoch
     evaluations: list[dict[str, Any] | None] = []
     model.train()
     for epoch in range(config.epochs):
         batches = make_batches(data, train_idx, config.batch_size, generator)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
         total_loss, count = 0.0, 0
+        penalties: list[float] = []
         for batch in bar:
             a, b = _stack(data, batch, device)
             x_a, x_b, t, _ = draw_noisy_pairs(family, a, b, generator, config.t_min, config.t_max)
+            if config.input_noise > 0:
+                x_a, x_b = augment_pair(x_a, x_b, config.input_noise, generator)
             cond = prompts([data.prompts[i] for i in batch])
+            cond_b = prompts([data.prompts_b[i] for i in batch])
+            shape = data.shapes[batch[0]]
             with torch.enable_grad():
-                d = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]])
+                d = score_pairs(model, x_a, x_b, t, cond, shape, cond_b)
                 loss = bt_ties_loss(d, data.labels[batch].to(d.device), config.theta)
+                if config.decorrelation > 0:  # on half the batch: double backpropagation is the dear part
+                    half = max(1, len(batch) // 2)
+                    penalty = gradient_correlation_penalty(model, x_a[:half], t[:half], cond.select(list(range(half))),
+                                                           shape)
+                    penalties.append(float(penalty.detach()))
+                    loss = loss + config.decorrelation * penalty
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -418,9 +480,11 @@ def train_reward_model(
             step_losses.append(value)
             total_loss += value * len(batch)
             count += len(batch)
-            bar.set_postfix(loss=f"{total_loss / count:.4f}")
+            bar.set_postfix(loss=f"{total_loss / count:.4f}", **({"corr2": f"{penalties[-1]:.3f}"} if penalties else {}))
         bar.close()
         epoch_losses.append(total_loss / max(count, 1))
+        if penalties:
+            epoch_penalties.append(sum(penalties) / len(penalties))
         evaluation = evaluate(model, family, data, test_idx, prompts, config.batch_size, config.theta)
         evaluations.append(evaluation)
         say(f"epoch {epoch + 1}/{config.epochs}: train loss {epoch_losses[-1]:.4f}")
@@ -451,6 +515,7 @@ def train_reward_model(
         "parameters": {"trained": trainable, "total": total},
         "loss": epoch_losses,
         "steps": len(step_losses),
+        **({"decorrelation_penalty": epoch_penalties} if epoch_penalties else {}),
         "evaluations": evaluations,
         "accuracy": evaluations[-1] if evaluations else None,
         "seconds": round(time.perf_counter() - start, 3),

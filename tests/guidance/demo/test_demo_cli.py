@@ -44,6 +44,44 @@ def test_make_pairs_writes_a_valid_preference_data_set(demo_family, tmp_path):
     assert summary["pairs"] == 3 and len(summary["scores"]) == 3
 
 
+def test_make_pairs_pools_and_prompt_contrastive_pairs(demo_family, tmp_path):
+    from guidance.demo.pairs import changed_prompt
+    from guidance.demo.world import parse_prompt
+    from guidance.train.preference_data import read_pairs
+
+    out = tmp_path / "pairs"
+    assert main(["demo", "make-pairs", "--out", str(out), "--pairs", "1", "--pool", "3", "--contrastive",
+                 "--steps", "2", "--batch", "4", "--quiet"]) == 0
+    records = read_pairs(out)[1]
+    within, contrastive = records[:3], records[3:]
+    assert len(within) == 3 and len(contrastive) == 3  # 3 * 2 / 2 pairs, one contrastive pair per sample
+    assert len({r.a for r in within} | {r.b for r in within}) == 6 and all(r.prompt_b is None for r in within)
+    for r in contrastive:
+        assert r.prompt_b is not None and r.prompt_b != r.prompt
+        assert r.labels["vq"] == "tie" and r.labels["mq"] == "tie"
+        assert load_file(r.a)["latents"].equal(load_file(r.b)["latents"])
+        words = [x for x, y in zip(r.prompt.split(), r.prompt_b.split()) if x != y]
+        assert len(words) == 1
+    summary = json.loads((out / "make_pairs.json").read_text())
+    assert summary["pairs"] == 6 and summary["pool"] == 3 and summary["contrastive"] is True
+    prompt = parse_prompt("a yellow triangle moving down quickly")
+    assert [changed_prompt(prompt, i).text for i in range(3)] == [
+        "a red triangle moving down quickly", "a yellow circle moving down quickly", "a yellow triangle moving left quickly"]
+
+
+def test_eval_oracle_guides_with_the_ground_truth_and_refuses_tuning(tmp_path):
+    out = tmp_path / "oracle.json"
+    assert main(["eval", "--oracle", "--prompts", "1", "--seeds", "1", "--steps", "2", "--settings", "1:0:0",
+                 "--strengths", "3", "--window", "0,1", "--output", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["reward"].startswith("oracle") and report["calibration"] is None
+    assert len(report["rows"]) == 1 and report["rows"][0]["skipped_steps"] == 0
+    assert report["per_clip"]["1:0:0@3"] != report["per_clip"]["unguided"]  # the oracle's gradient moved the clip
+    with pytest.raises(SystemExit) as refused:
+        main(["eval", "--oracle", "--tune", "--strengths", "1"])
+    assert refused.value.code == 2
+
+
 def test_eval_tiny_run_writes_the_report_and_pictures(tmp_path, capsys):
     out = tmp_path / "eval.json"
     bench = tmp_path / "benchmarks.md"
