@@ -29,7 +29,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from guidance.families.base import VideoShape
 from guidance.nrg import SEARCH_MODES, defaults_for
-from server import access_log
+from server import access_log, playground
 from server.config import ServerConfig
 from server.engine import Engine, HostedModel
 from server.errors import APIError, install_error_handlers
@@ -150,7 +150,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
             log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
 
-    app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")
     app.state.engine, app.state.store, app.state.metrics, app.state.retention = engine, store, metrics, retention
     app.state.lifecycle = lifecycle
@@ -165,6 +165,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     # add_middleware wraps: the last added is the outermost (see server.middleware for the order).
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(BearerAuth, keys=tuple(config.api_keys))
+    app.add_middleware(playground.PageSecurityHeaders)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
@@ -428,4 +429,5 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi
+    playground.install(app)
     return app
