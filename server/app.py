@@ -35,6 +35,7 @@ from server.engine import Engine, HostedModel
 from server.errors import APIError, install_error_handlers
 from server.events import EventBus
 from server.lifecycle import Lifecycle
+from server.job_log import JobLog
 from server.json_body import MAX_DEPTH, JSONBodyError, parse_json_object
 from server.metrics import Metrics
 from server.middleware import BearerAuth, BodyLimit, HostCheck, OriginCheck, ResponseGuard
@@ -128,7 +129,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     limits = config.limits
     request_model = build_request_model(limits)
     store = JobStore(config.data_dir, allow_empty=config.allow_empty_store)
-    bus = EventBus()
+    bus = EventBus(listeners=(JobLog(store),))
     metrics = Metrics()
     lifecycle = Lifecycle(config.shutdown_grace_s)
     engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms,
