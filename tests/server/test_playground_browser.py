@@ -9,19 +9,16 @@ Missing chromium or Playwright fails too (``.ci/run`` installs chromium), it nev
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from server.config import ServerConfig, load_models
+from server.playground_screenshot import CHROMIUM, CHROMIUM_ARGS
 from server.schema import Limits
 from tests.server.conftest import running_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 KEY = "sk-playground"
 TIMEOUT_MS = 120_000
 
@@ -45,7 +42,7 @@ def browser():
     except ImportError:
         pytest.fail("playwright is missing: pip install -c constraints.txt -e '.[test]'")
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
 
