@@ -52,5 +52,6 @@ def configure(fmt: str, stream: TextIO | None = None) -> logging.Handler:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
+        logger.setLevel(logging.INFO)
         logger.propagate = True
     return handler
