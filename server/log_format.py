@@ -16,7 +16,8 @@ from typing import TextIO
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: LogRecord attributes that are not ``extra`` fields (and uvicorn's ANSI-coloured copy of its message).
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName", "color_message"}
 
 
 class JSONFormatter(logging.Formatter):
