@@ -140,7 +140,9 @@ class BearerAuth(_Gate):
         return scheme.lower() == "bearer" and any(matches)
 
     def refusal(self, scope: Scope) -> Response | None:
-        if not self.keys or scope["path"] in PUBLIC_PATHS or is_public(scope["path"]) or self._valid(Headers(scope=scope).get("authorization", "")):
+        path = scope["path"]
+        if not self.keys or path in PUBLIC_PATHS or is_public(path) or self._valid(
+                Headers(scope=scope).get("authorization", "")):
             return None
         return error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
                               code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -57,7 +57,10 @@ def capture(out: Path, weights: dict[str, float], prompt: str, seed: int, steps:
         page.wait_for_function("() => [...document.querySelectorAll('#compare-view video')]"
                                ".every(v => v.readyState >= 2)")
         page.evaluate(f"""() => {{
-            for (const v of document.querySelectorAll('#compare-view video')) {{ v.pause(); v.currentTime = {frame_s}; }}
+            for (const v of document.querySelectorAll('#compare-view video')) {{
+                v.pause();
+                v.currentTime = {frame_s};
+            }}
         }}""")
         page.wait_for_function("() => [...document.querySelectorAll('#compare-view video')]"
                                ".every(v => !v.seeking && v.readyState >= 2)")
@@ -70,9 +73,12 @@ def capture(out: Path, weights: dict[str, float], prompt: str, seed: int, steps:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.playground_screenshot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/img/playground.png"), help="PNG path (default: %(default)s)")
-    parser.add_argument("--weights", default="vq=1,mq=1", help="weights A, e.g. vq=1,mq=1 (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="python -m server.playground_screenshot",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/img/playground.png"),
+                        help="PNG path (default: %(default)s)")
+    parser.add_argument("--weights", default="vq=1,mq=1",
+                        help="weights A, e.g. vq=1,mq=1 (default: %(default)s)")
     parser.add_argument("--prompt", default="a red circle moving right", help="prompt (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=3, help="seed of both videos (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
