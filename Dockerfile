@@ -2,19 +2,30 @@
 #   docker build -t nrg-serve .
 #   docker run --gpus all -p 8000:8000 -v /models:/models:ro -v nrg-data:/data nrg-serve \
 #       --model wan=/models/Wan2.1-T2V-1.3B-Diffusers --reward wan=/models/wan-reward --dtype bfloat16
+# The base's torch stack is recorded in docker/base-image-packages.txt; change both together.
 FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NRG_HOST=0.0.0.0 NRG_PORT=8000 NRG_DATA_DIR=/data
+# Triton compiles a small C launcher at the first kernel launch: the -runtime image has no compiler.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/nrg-serve
 COPY pyproject.toml constraints.txt README.md ./
+COPY docker/derive_constraints.py ./docker/
 COPY guidance ./guidance
 COPY kernels ./kernels
 COPY server ./server
-# The image's CUDA torch (and its triton) satisfy the torch requirement; every other pin applies.
-RUN grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
+# Every package the image ships (torch, triton, ...) stays at the image's version; constraints.txt pins
+# the rest (docker/derive_constraints.py).
+RUN pip list --format=freeze > /tmp/image.txt \
+    && python docker/derive_constraints.py constraints.txt /tmp/image.txt > /tmp/constraints.txt \
     && pip install --no-cache-dir -c /tmp/constraints.txt ".[triton]" \
-    && rm /tmp/constraints.txt
+    && rm /tmp/image.txt /tmp/constraints.txt
 
+# Not root: the server, Triton's kernel cache (~/.triton) and the jobs under /data belong to nrg.
+RUN useradd --create-home --uid 1000 nrg && mkdir -p /data && chown nrg:nrg /data
+USER nrg
 EXPOSE 8000
 VOLUME ["/data"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \

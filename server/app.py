@@ -29,12 +29,13 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from guidance.families.base import VideoShape
 from guidance.nrg import SEARCH_MODES, defaults_for
-from server import access_log
+from server import access_log, playground
 from server.config import ServerConfig
 from server.engine import Engine, HostedModel
 from server.errors import APIError, install_error_handlers
 from server.events import EventBus
 from server.lifecycle import Lifecycle
+from server.job_log import JobLog
 from server.json_body import MAX_DEPTH, JSONBodyError, parse_json_object
 from server.metrics import Metrics
 from server.middleware import BearerAuth, BodyLimit, HostCheck, OriginCheck, ResponseGuard
@@ -128,7 +129,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     limits = config.limits
     request_model = build_request_model(limits)
     store = JobStore(config.data_dir, allow_empty=config.allow_empty_store)
-    bus = EventBus()
+    bus = EventBus(listeners=(JobLog(store),))
     metrics = Metrics()
     lifecycle = Lifecycle(config.shutdown_grace_s)
     engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms,
@@ -150,7 +151,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
             log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
 
-    app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")
     app.state.engine, app.state.store, app.state.metrics, app.state.retention = engine, store, metrics, retention
     app.state.lifecycle = lifecycle
@@ -165,6 +166,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     # add_middleware wraps: the last added is the outermost (see server.middleware for the order).
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(BearerAuth, keys=tuple(config.api_keys))
+    app.add_middleware(playground.PageSecurityHeaders)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
@@ -428,4 +430,5 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi
+    playground.install(app)
     return app

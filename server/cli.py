@@ -253,6 +253,8 @@ def _add_serve_parser(sub) -> None:
     serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "float32"))
     serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
                        help="after SIGTERM, how long the running jobs may take to finish (default 30)")
+    serve.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"),
+                       help="log lines for people (text, the default) or one JSON object per line (json)")
     serve.add_argument("--allow-empty-store", action="store_true",
                        default=_env("ALLOW_EMPTY_STORE", "") not in ("", "0", "false"),
                        help="start even though the job store is missing or empty while DATA_DIR/videos holds files")
@@ -301,21 +303,26 @@ def server_config(args: argparse.Namespace):
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from server import serving
+    from server import listen, log_format, serving
     from server.app import create_app
     from server.config import load_models
     from server.store_integrity import check_data_dir
 
     check_data_dir(args.data_dir, args.allow_empty_store)  # before minutes of model loading
     config = server_config(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format not in log_format.FORMATS:  # NRG_LOG_FORMAT is not checked by argparse
+        raise ValueError(f"--log-format must be one of {', '.join(log_format.FORMATS)}; got {args.log_format!r}")
+    sock = listen.bind(config.host, config.port)  # a busy port fails now, in one line, not after loading
+    log_format.configure(args.log_format)
     app = create_app(config, load_models(config))
     if not config.allowed_hosts:
         logging.getLogger("nrg.server").info(
             "answering Host headers that are IP addresses, localhost or %s; list any other name clients use "
             "with --allowed-host (NRG_ALLOWED_HOSTS)", config.host)
-    print(f"nrg-serve on http://{config.host}:{config.port} (models: {', '.join(app.state.engine.models)})", flush=True)
-    status = serving.run(app, config.host, config.port)
+    url = f"http://{config.host}:{config.port}"
+    print(f"nrg-serve on {url} (models: {', '.join(app.state.engine.models)}); playground {url}/, "
+          f"API docs {url}/docs", flush=True)
+    status = serving.run(app, config.host, config.port, sock=sock, log_config=None)
     if not app.state.engine.finished:
         # The grace ran out mid-batch (the store re-queues that batch at the next start). Interpreter
         # teardown under a thread still inside torch aborts the process, so leave without it.
@@ -343,21 +350,26 @@ def _generate(args: argparse.Namespace) -> None:
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
     from guidance.video_io import write_video
+    from server import pipeline_defaults
+    from server.pipeline_defaults import PipelineDefaults
 
     if args.out.suffix not in (".mp4", ".npy"):
         raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
-    if (args.weights or args.strength is not None or args.mode or args.window) and args.reward is None:
-        if args.model is None and demo.DEFAULT_REWARD_DIR.is_dir():
-            args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
-        else:
-            raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
-    family = _load(args)
     embedded = args.model is None
-    default_shape = demo.DEFAULT_SHAPE if embedded else family.default_shape
-    width, height = args.size or (default_shape.width, default_shape.height)
-    shape = VideoShape(height=height, width=width, frames=args.frames or default_shape.frames)
-    steps = args.steps or (demo.DEFAULT_STEPS if embedded else family.default_steps)
+    if args.reward is None and embedded and demo.DEFAULT_REWARD_DIR.is_dir():
+        args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own trained reward, as the server uses
+    if (args.weights or args.strength is not None or args.mode or args.window) and args.reward is None:
+        raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
+    family = _load(args)
+    defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if embedded
+                else pipeline_defaults.read(args.model, family))
+    width, height = args.size or (defaults.shape.width, defaults.shape.height)
+    shape = VideoShape(height=height, width=width, frames=args.frames or defaults.shape.frames)
+    steps = args.steps or defaults.steps
     reward = load_reward_model(args.reward, family) if args.reward else None
+    if reward is not None:
+        source = "the embedded demo reward" if args.reward == demo.DEFAULT_REWARD_DIR else str(args.reward)
+        print(f"reward model: {source} (objectives {', '.join(reward.objectives)})")
     guidance = None
     if reward is not None and args.weights:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
@@ -386,7 +398,14 @@ def _generate(args: argparse.Namespace) -> None:
 def _make_tiny(args: argparse.Namespace) -> None:
     from guidance.families.tiny import make_tiny
 
-    print(f"wrote tiny {args.family} pipeline to {make_tiny(args.family, args.out, args.seed)}")
+    from server import pipeline_defaults
+
+    out = make_tiny(args.family, args.out, args.seed)
+    defaults = pipeline_defaults.TINY_BY_FAMILY.get(args.family, pipeline_defaults.TINY)
+    pipeline_defaults.write(out, args.family)
+    print(f"wrote tiny {args.family} pipeline to {out} (defaults in {pipeline_defaults.FILENAME}: "
+          f"{defaults['width']}x{defaults['height']}, {defaults['num_frames']} frames, "
+          f"{defaults['num_inference_steps']} steps)")
 
 
 def _init_reward(args: argparse.Namespace) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from server import pipeline_defaults
 from server.engine import FAULT_BACKOFF_S, HostedModel
+from server.pipeline_defaults import PipelineDefaults
 from server.schema import Limits
 
 log = logging.getLogger("nrg.server")
@@ -74,12 +76,35 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
 
             registry = CheckpointRegistry(family, config.checkpoints[name])
         embedded = not config.models
+        defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if embedded
+                    else pipeline_defaults.read(path, family))
         hosted[name] = HostedModel(
             name=name,
             family=family,
             reward=reward,
             checkpoints=registry,
-            default_shape=demo.DEFAULT_SHAPE if embedded else family.default_shape,
-            default_steps=demo.DEFAULT_STEPS if embedded else family.default_steps,
+            default_shape=defaults.shape,
+            default_steps=defaults.steps,
         )
+        _log_loaded(hosted[name], reward_dir)
     return hosted
+
+
+def _log_loaded(model: HostedModel, reward_dir: Path | None) -> None:
+    """What a model serves with: its defaults, its reward (objectives, guidance defaults), its checkpoints."""
+    shape = model.default_shape
+    log.info("model %s: %s family, default %dx%dx%d frames, %d steps", model.name, model.family.name,
+             shape.width, shape.height, shape.frames, model.default_steps,
+             extra={"model": model.name, "family": model.family.name})
+    if model.reward is None:
+        log.info("model %s: no reward model, so requests cannot use reward_guidance", model.name)
+    else:
+        from guidance.nrg import defaults_for
+
+        guidance = defaults_for(model.reward)
+        log.info("model %s: reward model %s, objectives %s; guidance defaults: mode %s, strength %g, window %s",
+                 model.name, reward_dir, ", ".join(model.reward.objectives), guidance.mode, guidance.strength,
+                 list(guidance.window), extra={"model": model.name, "objectives": list(model.reward.objectives)})
+    for checkpoint in model.checkpoints.describe() if model.checkpoints else []:
+        log.info("model %s: checkpoint %s (%s)", model.name, checkpoint["name"], checkpoint["kind"],
+                 extra={"model": model.name, "checkpoint": checkpoint["name"]})

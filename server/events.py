@@ -8,10 +8,16 @@ so a client that subscribes late (or reconnects) replays them in order before th
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("nrg.server")
+#: Called as ``listener(job_id, kind, data)`` for every recorded event, on the publishing thread.
+Listener = Callable[[str, str, dict[str, Any]], None]
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -27,7 +33,8 @@ class Event:
 
 
 class EventBus:
-    def __init__(self, keep_finished: int = 1000) -> None:
+    def __init__(self, keep_finished: int = 1000, listeners: tuple[Listener, ...] = ()) -> None:
+        self._listeners = listeners
         self._lock = threading.Lock()
         self._history: OrderedDict[str, list[Event]] = OrderedDict()
         self._subscribers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
@@ -46,6 +53,11 @@ class EventBus:
             subscribers = list(self._subscribers.get(job_id, ()))
         for loop, queue in subscribers:
             loop.call_soon_threadsafe(queue.put_nowait, event)
+        for listener in self._listeners:
+            try:
+                listener(job_id, kind, event.data)
+            except Exception:  # noqa: BLE001 - a listener (the job log) must never fail the job it reports
+                log.exception("event listener %r failed on %s %s", listener, kind, job_id)
 
     def subscribe(self, job_id: str) -> tuple[list[Event], asyncio.Queue]:
         """The events so far and a queue of the ones to come (atomically: none lost, none twice)."""

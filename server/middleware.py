@@ -6,7 +6,8 @@
 ``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding).
 ``OriginCheck``    403 ``cross_origin_forbidden`` for a state-changing request from a foreign origin.
 (CORS)             Starlette's CORSMiddleware, only for ``--cors-origin`` origins.
-``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key.
+``PageSecurityHeaders`` a Content-Security-Policy on the playground's pages (``server.playground``).
+``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key (the pages need none).
 ``BodyLimit``      413 once a body passes ``max_body_bytes``, counted as it streams in (chunked or not),
                    so memory never grows with what a client sends.
 
@@ -24,11 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, error_response
 from server.origin_policy import HostPolicy, normalise_origin, same_origin
+from server.playground import is_public
 
 log = logging.getLogger("nrg.server")
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: Routes that answer without a key (liveness probes).
+#: Routes that answer without a key (liveness probes); the playground's pages and assets are public too
+#: (``server.playground.is_public``), their API calls are not.
 PUBLIC_PATHS = frozenset({"/health"})
 
 
@@ -137,7 +140,9 @@ class BearerAuth(_Gate):
         return scheme.lower() == "bearer" and any(matches)
 
     def refusal(self, scope: Scope) -> Response | None:
-        if not self.keys or scope["path"] in PUBLIC_PATHS or self._valid(Headers(scope=scope).get("authorization", "")):
+        path = scope["path"]
+        if not self.keys or path in PUBLIC_PATHS or is_public(path) or self._valid(
+                Headers(scope=scope).get("authorization", "")):
             return None
         return error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
                               code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -44,14 +46,16 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def run(app: FastAPI, host: str, port: int) -> int:
-    """Serve until drained, interrupted or failed; the process exit status."""
+def run(app: FastAPI, host: str, port: int, sock: socket.socket | None = None,
+        log_config: dict[str, Any] | None | str = uvicorn.config.LOGGING_CONFIG) -> int:
+    """Serve until drained, interrupted or failed; the process exit status. ``sock``: already bound
+    (``server.listen.bind``); ``log_config=None`` leaves logging as ``server.log_format`` set it."""
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
-                                           log_level="info"), app)
+                                           log_level="info", log_config=log_config), app)
 
     def request_exit() -> None:
         server.should_exit = True
 
     app.state.lifecycle.request_exit = request_exit
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     return app.state.lifecycle.exit_code

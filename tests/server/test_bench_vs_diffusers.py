@@ -4,31 +4,52 @@ the same first video comes out, and the report's figures are consistent."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from server import bench_vs_diffusers
 
 
-def test_server_and_diffusers_run_the_same_requests(tiny_dir, tmp_path, capsys):
+def test_server_and_diffusers_run_the_same_requests_in_interleaved_rounds(tiny_dir, tmp_path, capsys):
     out = tmp_path / "vs.json"
     code = bench_vs_diffusers.main(["--model", str(tiny_dir("wan")), "--num-prompts", "3", "--steps", "2",
-                                    "--size", "32x32", "--num-frames", "5", "--max-batch", "2",
-                                    "--warmup-requests", "1", "--output-file", str(out), "--disable-tqdm"])
+                                    "--size", "32x32", "--num-frames", "5", "--max-batch", "2", "--rounds", "2",
+                                    "--warmup-requests", "1", "--output-file", str(out)])
     assert code == 0
-    report = capsys.readouterr().out
-    assert "Throughput ratio (server/diffusers)" in report and "diffusers pipe(), one by one" in report
+    captured = capsys.readouterr()
+    report = captured.out
+    assert "Throughput ratio (server/diffusers)" in report and "(median of 2 rounds)" in report
+    assert report.count("diffusers pipe(), one by one") == 2
+    assert "diffusers round 2/2" in captured.err  # progress while diffusers runs
     result = json.loads(out.read_text())
-    server, plain = result["server"], result["diffusers"]
-    assert server["num_requests"] == server["completed"] == plain["requests"] == 3
-    assert result["throughput_ratio"] == pytest.approx(server["request_throughput"] / plain["request_throughput"])
-    assert plain["frame_throughput"] == pytest.approx(3 * 5 / plain["duration_s"])
-    assert server["batch_size"]["metrics"]["samples"] == 3 and server["batch_size"]["metrics"]["batches"] >= 2
+    assert [r["round"] for r in result["rounds"]] == [1, 2]
+    for r in result["rounds"]:
+        server, plain = r["server"], r["diffusers"]
+        assert server["num_requests"] == server["completed"] == plain["requests"] == 3
+        assert r["throughput_ratio"] == pytest.approx(server["request_throughput"] / plain["request_throughput"])
+        assert plain["frame_throughput"] == pytest.approx(3 * 5 / plain["duration_s"])
+        assert server["batch_size"]["metrics"]["samples"] == 3 and server["batch_size"]["metrics"]["batches"] >= 2
+    ratios = sorted(r["throughput_ratio"] for r in result["rounds"])
+    assert result["throughput_ratio"] == pytest.approx(sum(ratios) / 2)
     # The server's first video and diffusers' pipe() for the same prompt/seed decode to the same frames.
     verify = result["verify"]
     assert verify["same"] and verify["mean_abs_diff_uint8"] < 0.25 * verify["codec_mean_abs_error_uint8"] + 0.5
     assert result["command"].startswith("python -m server.bench_vs_diffusers --model ")
     assert result["workload"]["guidance_scale"] == 5.0 and result["machine"]
+
+
+def test_load_warning_only_above_the_core_count():
+    assert bench_vs_diffusers.load_warning([1.5, 1.0, 1.0], cores=2) is None
+    assert "load average 3.5 exceeds the 2 cores" in bench_vs_diffusers.load_warning([3.5, 1.0, 1.0], cores=2)
+
+
+def test_help_states_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        bench_vs_diffusers.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--rounds" in text and "(default 3)" in text
+    assert "(default 16)" in text and not re.search(r"\(default: [0-9.]+\)", text)  # argparse's own, doubled
 
 
 def test_compare_videos_tells_other_frames_apart(tmp_path):

@@ -20,10 +20,16 @@ def _generate(model, out, *extra):
                  "--size", "32x32", "--steps", "3", "--quiet", "--out", str(out), *extra])
 
 
-def test_make_tiny_writes_a_small_pipeline(tmp_path):
+def test_make_tiny_writes_a_small_pipeline_with_small_defaults(tmp_path, capsys):
     assert main(["make-tiny", "--family", "wan", str(tmp_path / "p")]) == 0
     size = sum(f.stat().st_size for f in (tmp_path / "p").rglob("*") if f.is_file())
     assert (tmp_path / "p" / "model_index.json").is_file() and size < 2_000_000
+    assert "(defaults in nrg_defaults.json: 32x32, 9 frames, 4 steps)" in capsys.readouterr().out
+    # generate without --size/--frames/--steps takes the directory's defaults, not Wan's 832x480x81.
+    assert main(["generate", "--model", str(tmp_path / "p"), "--prompt", "x", "--quiet",
+                 "--out", str(tmp_path / "d.npy")]) == 0
+    assert np.load(tmp_path / "d.npy").shape == (9, 32, 32, 3)
+    assert "(9 frames, 32x32, 4 steps, seed 0)" in capsys.readouterr().out
 
 
 def test_generate_mp4_is_a_playable_video_with_the_right_frame_count(tiny_dir, tmp_path, capsys):
@@ -56,10 +62,13 @@ def test_generate_best_of_n_reports_its_particles_and_cost(tiny_dir, reward_dir,
     assert "guided steps: 0" in out and "cost vs unguided: 1.00x" not in out  # the particles cost more
 
 
-def test_generate_without_model_uses_the_embedded_default(tmp_path):
+def test_generate_without_model_uses_the_embedded_default_and_its_reward(tmp_path, capsys):
     assert main(["generate", "--prompt", "a blue square", "--steps", "2", "--quiet", "--out",
                  str(tmp_path / "d.npy")]) == 0
     assert np.load(tmp_path / "d.npy").shape == (17, 64, 64, 3)
+    out = capsys.readouterr().out
+    assert "reward model: the embedded demo reward (objectives vq, mq, ta)" in out
+    assert "final-latent rewards: vq=" in out
 
 
 @pytest.mark.parametrize(

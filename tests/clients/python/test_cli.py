@@ -1,0 +1,57 @@
+"""``nrg-client`` against a live server: generate (progress, download, rewards), list, get, events,
+download, cancel, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from guidance.video_io import count_video_frames
+from nrg_client.cli import main
+from tests.clients.conftest import FAST, LONG
+
+
+def _run(capsys, *argv):
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_generate_then_list_get_events_download(server_url, tmp_path, capsys):
+    status, out, err = _run(capsys, "--base-url", server_url, "generate", "a red circle", "--seed", "2",
+                            "--size", FAST["size"], "--frames", "9", "--steps", "2", "--weights", "ta=1",
+                            "--out", str(tmp_path))
+    assert status == 0, err
+    assert "started in a batch of" in err and "step 2/2" in err
+    path = tmp_path / out.splitlines()[0].removeprefix("wrote ").split("/")[-1]
+    assert count_video_frames(path) == 9
+    video_id = path.stem
+    assert out.splitlines()[1].startswith(f"{video_id}  completed") and "ta=" in out
+
+    status, out, _ = _run(capsys, "--base-url", server_url, "list", "--limit", "100")
+    assert status == 0 and any(line.startswith(video_id) for line in out.splitlines())
+    status, out, _ = _run(capsys, "--base-url", server_url, "get", video_id)
+    assert json.loads(out)["reward_guidance"]["weights"] == {"ta": 1.0}
+    status, out, _ = _run(capsys, "--base-url", server_url, "events", video_id)
+    kinds = [json.loads(line)["type"] for line in out.splitlines()]
+    assert kinds[0] == "queued" and kinds[-1] == "completed" and "step" in kinds
+    status, out, _ = _run(capsys, "--base-url", server_url, "download", video_id, "--thumbnail",
+                          "--out", str(tmp_path / "t.webp"))
+    assert status == 0 and (tmp_path / "t.webp").read_bytes()[8:12] == b"WEBP"
+
+
+def test_cancel_and_errors_are_one_line(server_url, tmp_path, capsys):
+    from nrg_client import Client
+
+    with Client(server_url) as client:
+        job = client.create("long", size=LONG["size"], num_frames=LONG["num_frames"],
+                            num_inference_steps=LONG["num_inference_steps"])
+    status, out, _ = _run(capsys, "--base-url", server_url, "cancel", job.id)
+    assert status == 0 and f"{job.id}  cancelled" in out
+    status, _, err = _run(capsys, "--base-url", server_url, "get", "video_nope")
+    assert status == 1 and err.startswith("nrg-client: error: ") and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "x", "--weights", "vq"])
+    assert exit_info.value.code == 2
+    assert "weights must be name=value" in capsys.readouterr().err
