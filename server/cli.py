@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="relative (push sized against the CFG term), sum (the paper's t/(1-t) rule), unit, or the "
                           "gradient-free best_of_n / fk (default: the reward model's recommended one)")
     gen.add_argument("--particles", type=int, default=None, help="copies run by best_of_n and fk (default 4)")
+    gen.add_argument("--checkpoint", type=Path, default=None,
+                     help="aligned checkpoint directory (LoRA or full weights, as nrg serve --checkpoint takes)")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -418,6 +420,11 @@ def _generate(args: argparse.Namespace) -> None:
     shape = VideoShape(height=height, width=width, frames=args.frames or default_shape.frames)
     steps = args.steps or (demo.DEFAULT_STEPS if embedded else family.default_steps)
     reward = load_reward_model(args.reward, family) if args.reward else None
+    if args.checkpoint is not None:
+        from guidance.checkpoints import CheckpointRegistry
+
+        # After the reward model: its trunk is copied from the base transformer, as in the server.
+        CheckpointRegistry(family, {"checkpoint": args.checkpoint}).activate("checkpoint")
     guidance = None
     if reward is not None and args.weights:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,

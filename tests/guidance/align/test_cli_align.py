@@ -53,3 +53,22 @@ def test_align_cli_errors_are_one_line(tiny_dir, data_dir, tmp_path, capsys, ext
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("nrg: error: ") and message in err
+
+
+def test_generate_with_an_aligned_checkpoint(tiny_dir, data_dir, tmp_path):
+    import numpy as np
+
+    from guidance.align.config import AlignConfig
+    from guidance.align.trainer import align
+    from guidance.train.preference_data import load_preference_data
+
+    family = load_pipeline(tiny_dir("wan"))
+    align(family, load_preference_data(data_dir, family), AlignConfig(objectives="mq", lora_rank=4, lora_alpha=8, steps=1, lr=1.0),
+          tmp_path / "ckpt", progress=False, log=None)
+    common = ["generate", "--model", str(tiny_dir("wan")), "--prompt", "a red circle moving left", "--size", "16x16",
+              "--frames", "5", "--steps", "2", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "base.npy")]) == 0
+    assert main([*common, "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "aligned.npy")]) == 0
+    assert not np.array_equal(np.load(tmp_path / "base.npy"), np.load(tmp_path / "aligned.npy"))
+    with pytest.raises(SystemExit):
+        main([*common, "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "x.npy")])
