@@ -146,6 +146,14 @@ def _add_demo_parsers(sub) -> None:
     ev.add_argument("--benchmarks", type=Path, default=None,
                     help="append the table with its command, device and date to this file (e.g. docs/benchmarks.md)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--checkpoint", action="append", default=[], metavar="NAME=DIR",
+                    help="compare this aligned checkpoint with the base model, with and without guidance, "
+                         "instead of the guidance table (repeatable; docs/align.md)")
+    ev.add_argument("--checkpoint-guidance", default="0:1:0", metavar="VQ:MQ:TA",
+                    help="with --checkpoint: the guidance setting of the '+ guidance' configs ('none': no guided "
+                         "configs; default 0:1:0, strength from --strengths or the reward model's default)")
+    ev.add_argument("--checkpoint-seeds", choices=("report", "tune"), default="report",
+                    help="with --checkpoint: the report seeds (default) or the tuning seeds")
 
 
 def _add_train_reward_parser(sub) -> None:
@@ -519,6 +527,9 @@ def _eval(args: argparse.Namespace) -> None:
             strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
         except ValueError:
             raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+    if args.checkpoint:
+        _eval_checkpoints(args, strengths)
+        return
     if args.write_defaults and not (args.tune or args.calibrate):
         raise ValueError("--write-defaults stores what --tune or --calibrate measures; give one of them too")
     if args.tune and args.calibrate:
@@ -560,6 +571,35 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {evaluate.write_json(report, args.output)}")
     if args.benchmarks and report["rows"]:
         print(f"appended the table to {evaluate.append_benchmarks(args.benchmarks, report)}")
+
+
+def _eval_checkpoints(args: argparse.Namespace, strengths: list[float] | None) -> None:
+    """``nrg eval --checkpoint NAME=DIR``: aligned vs base, with and without guidance (guidance/demo/compare.py)."""
+    from guidance.demo import compare, evaluate
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=DIR; got {item!r}")
+        checkpoints[name] = Path(path)
+    if strengths is not None and len(strengths) != 1:
+        raise ValueError(f"with --checkpoint, give one --strengths value; got {strengths}")
+    setting = None if args.checkpoint_guidance == "none" else args.checkpoint_guidance
+    report = compare.run_checkpoint_eval(
+        checkpoints, model=args.model, reward=args.reward, setting=setting,
+        strength=None if strengths is None else strengths[0], prompts=args.prompts,
+        seeds=args.seeds or evaluate.DEFAULT_SEEDS, seed_set=args.checkpoint_seeds, steps=args.steps,
+        device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
+    )
+    print(compare.format_checkpoint_table(report))
+    if args.output:
+        print(f"wrote {evaluate.write_json(report, args.output)}")
+    if args.benchmarks:
+        path = Path(args.benchmarks)
+        text = path.read_text() if path.is_file() else evaluate.BENCHMARKS_HEADER
+        path.write_text(text.rstrip("\n") + "\n\n" + compare.checkpoint_benchmark_section(report))
+        print(f"appended the table to {path}")
 
 
 COMMANDS = {

@@ -40,7 +40,7 @@ from guidance.align.lora import (
 from guidance.align.noising import prediction_errors
 from guidance.align.report import REPORT_NAME, HeldOutPairs, ImplicitAccuracy, format_accuracy
 from guidance.align.scored_clips import ScoredClips
-from guidance.families.base import PipelineFamily, VideoShape
+from guidance.families.base import PipelineFamily
 from guidance.reward_model import transformer_fingerprint
 from guidance.train.preference_data import PreferenceData
 from guidance.train.reward import PromptCache, cat_conditioning
