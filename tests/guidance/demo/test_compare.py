@@ -56,3 +56,20 @@ def test_eval_cli_checkpoint_mode(lora_dir, tmp_path, capsys):
     assert "Aligned checkpoints on the demo world" in bench.read_text()
     with pytest.raises(SystemExit):
         main(["eval", "--checkpoint", "base=" + str(lora_dir), "--quiet"])
+
+
+def test_serve_registers_the_embedded_checkpoints_for_the_demo_model(monkeypatch, lora_dir, tmp_path):
+    from guidance import demo
+    from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
+
+    committed = demo.embedded_checkpoints()
+    assert all((path / "pytorch_lora_weights.safetensors").is_file() for path in committed.values())
+    root = tmp_path / "checkpoints"
+    (root / "dpo-test").mkdir(parents=True)
+    for file in lora_dir.iterdir():
+        (root / "dpo-test" / file.name).write_bytes(file.read_bytes())
+    monkeypatch.setattr(demo, "DEFAULT_CHECKPOINTS_DIR", root)
+    hosted = load_models(ServerConfig())
+    assert hosted[DEMO_MODEL_NAME].checkpoints.describe() == [{"name": "dpo-test", "kind": "lora"}]
+    # A model given with --model gets only the checkpoints given for it.
+    assert load_models(ServerConfig(models={"m": demo.DEFAULT_MODEL_DIR}))["m"].checkpoints is None
