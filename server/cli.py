@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="relative (push sized against the CFG term), sum (the paper's t/(1-t) rule), unit, or the "
                           "gradient-free best_of_n / fk (default: the reward model's recommended one)")
     gen.add_argument("--particles", type=int, default=None, help="copies run by best_of_n and fk (default 4)")
+    gen.add_argument("--checkpoint", type=Path, default=None,
+                     help="aligned checkpoint directory (LoRA or full weights, as nrg serve --checkpoint takes)")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("out", type=Path)
 
     _add_train_reward_parser(sub)
+    _add_align_parser(sub)
     _add_demo_parsers(sub)
     return parser
 
@@ -161,6 +164,14 @@ def _add_demo_parsers(sub) -> None:
     ev.add_argument("--benchmarks", type=Path, default=None,
                     help="append the table with its command, device and date to this file (e.g. docs/benchmarks.md)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--checkpoint", action="append", default=[], metavar="NAME=DIR",
+                    help="compare this aligned checkpoint with the base model, with and without guidance, "
+                         "instead of the guidance table (repeatable; docs/align.md)")
+    ev.add_argument("--checkpoint-guidance", default="0:1:0", metavar="VQ:MQ:TA",
+                    help="with --checkpoint: the guidance setting of the '+ guidance' configs ('none': no guided "
+                         "configs; default 0:1:0, strength from --strengths or the reward model's default)")
+    ev.add_argument("--checkpoint-seeds", choices=("report", "tune"), default="report",
+                    help="with --checkpoint: the report seeds (default) or the tuning seeds")
 
 
 def _add_train_reward_parser(sub) -> None:
@@ -190,6 +201,88 @@ def _add_train_reward_parser(sub) -> None:
     train.add_argument("--input-noise", type=float, default=0.0,
                        help="Gaussian noise added to the noisy latents, as a share of their RMS (default 0; e.g. 0.1)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# -- nrg align (docs/align.md) ------------------------------------------------------------------
+
+
+def _add_align_parser(sub) -> None:
+    """``nrg align``: Flow-DPO on preference pairs or Flow-RWR on scored clips, writing a LoRA."""
+    from guidance.align.losses import BETA_SCHEDULES
+    from guidance.align.config import DEFAULT_TARGETS, METHODS, AlignConfig
+
+    d = AlignConfig()
+    align = sub.add_parser("align", help="train an aligned LoRA checkpoint (Flow-DPO or Flow-RWR)",
+                           description="Train a LoRA on a pipeline's transformer with Flow-DPO (preference pairs, "
+                                       "pairs.jsonl) or Flow-RWR (scored clips, clips.jsonl); the output directory "
+                                       "loads with nrg serve --checkpoint NAME=DIR (see docs/align.md).")
+    _add_model_args(align)
+    align.add_argument("--method", required=True, choices=METHODS)
+    align.add_argument("--data", type=Path, required=True, help="data set directory (dataset.json + pairs.jsonl "
+                                                                "or clips.jsonl)")
+    align.add_argument("--out", type=Path, required=True, help="output checkpoint directory")
+    align.add_argument("--objectives", default=None,
+                       help="objectives and weights, e.g. mq or vq=1,mq=0.5 (default: all, weight 1)")
+    align.add_argument("--lora-rank", type=int, default=d.lora_rank, help=f"default {d.lora_rank}")
+    align.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help=f"default {d.lora_alpha:g}")
+    align.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                       help=f"comma-separated module names to adapt (default {','.join(DEFAULT_TARGETS)})")
+    align.add_argument("--beta", type=float, default=d.beta, help=f"Flow-DPO beta, mean-reduced errors (default {d.beta:g})")
+    align.add_argument("--beta-schedule", choices=BETA_SCHEDULES, default=d.beta_schedule,
+                       help="constant beta (default) or the paper's beta (1 - t)^2")
+    align.add_argument("--tau", type=float, default=d.tau, help=f"Flow-RWR temperature: weights exp(r / tau) "
+                                                               f"(default {d.tau:g})")
+    align.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    align.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    align.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    length = align.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    length.add_argument("--epochs", type=int, default=None, help="passes over the training data (default 1)")
+    align.add_argument("--batch", type=int, default=d.batch, help=f"pairs or clips per step (default {d.batch})")
+    align.add_argument("--t-min", type=float, default=d.t_min)
+    align.add_argument("--t-max", type=float, default=d.t_max)
+    align.add_argument("--seed", type=int, default=d.seed)
+    align.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
+    align.add_argument("--save-every", type=int, default=None, help="steps between saved states (default: eval)")
+    align.add_argument("--eval-pairs", type=Path, default=None,
+                       help="Flow-RWR: preference data set whose test pairs measure implicit accuracy "
+                            "(default: --data's pairs.jsonl if it has one)")
+    align.add_argument("--resume", action="store_true", help="continue from the state saved in --out")
+    align.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _align(args: argparse.Namespace) -> None:
+    from guidance.align.data import parse_objective_weights
+    from guidance.align.scored_clips import load_scored_clips, read_clips
+    from guidance.align.config import AlignConfig
+    from guidance.align.trainer import align
+    from guidance.train.preference_data import PAIRS_FILE, load_preference_data, read_pairs
+
+    config = AlignConfig(
+        method=args.method, objectives=args.objectives, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()), beta=args.beta,
+        beta_schedule=args.beta_schedule, tau=args.tau, lr=args.lr, weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip, steps=args.steps, epochs=args.epochs, batch=args.batch, t_min=args.t_min,
+        t_max=args.t_max, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every,
+    )
+    config.validate()
+    # Fail on a malformed data set or objective before minutes of loading.
+    info, _ = read_pairs(args.data) if args.method == "flow-dpo" else read_clips(args.data)
+    weights = parse_objective_weights(args.objectives, info.objectives)
+    eval_dir = args.eval_pairs
+    if eval_dir is None and args.method == "flow-rwr" and (args.data / PAIRS_FILE).is_file():
+        eval_dir = args.data
+    if eval_dir is not None:
+        read_pairs(eval_dir)
+    family = _load(args)
+    progress = not args.quiet
+    if args.method == "flow-dpo":
+        data = load_preference_data(args.data, family, list(weights), progress=progress)
+    else:
+        data = load_scored_clips(args.data, family, list(weights), progress=progress)
+    eval_pairs = None if eval_dir is None else load_preference_data(eval_dir, family, list(weights), progress=progress)
+    align(family, data, config, args.out, resume=args.resume, eval_pairs=eval_pairs, model_path=args.model,
+          progress=progress)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -370,6 +463,11 @@ def _generate(args: argparse.Namespace) -> None:
     if reward is not None:
         source = "the embedded demo reward" if args.reward == demo.DEFAULT_REWARD_DIR else str(args.reward)
         print(f"reward model: {source} (objectives {', '.join(reward.objectives)})")
+    if args.checkpoint is not None:
+        from guidance.checkpoints import CheckpointRegistry
+
+        # After the reward model: its trunk is copied from the base transformer, as in the server.
+        CheckpointRegistry(family, {"checkpoint": args.checkpoint}).activate("checkpoint")
     guidance = None
     if reward is not None and args.weights:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
@@ -482,6 +580,9 @@ def _eval(args: argparse.Namespace) -> None:
             strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
         except ValueError:
             raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+    if args.checkpoint:
+        _eval_checkpoints(args, strengths)
+        return
     if args.write_defaults and not (args.tune or args.calibrate):
         raise ValueError("--write-defaults stores what --tune or --calibrate measures; give one of them too")
     if args.tune and args.calibrate:
@@ -527,9 +628,38 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"appended the table to {evaluate.append_benchmarks(args.benchmarks, report)}")
 
 
+def _eval_checkpoints(args: argparse.Namespace, strengths: list[float] | None) -> None:
+    """``nrg eval --checkpoint NAME=DIR``: aligned vs base, with and without guidance (guidance/demo/compare.py)."""
+    from guidance.demo import compare, evaluate
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=DIR; got {item!r}")
+        checkpoints[name] = Path(path)
+    if strengths is not None and len(strengths) != 1:
+        raise ValueError(f"with --checkpoint, give one --strengths value; got {strengths}")
+    setting = None if args.checkpoint_guidance == "none" else args.checkpoint_guidance
+    report = compare.run_checkpoint_eval(
+        checkpoints, model=args.model, reward=args.reward, setting=setting,
+        strength=None if strengths is None else strengths[0], prompts=args.prompts,
+        seeds=args.seeds or evaluate.DEFAULT_SEEDS, seed_set=args.checkpoint_seeds, steps=args.steps,
+        device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
+    )
+    print(compare.format_checkpoint_table(report))
+    if args.output:
+        print(f"wrote {evaluate.write_json(report, args.output)}")
+    if args.benchmarks:
+        path = Path(args.benchmarks)
+        text = path.read_text() if path.is_file() else evaluate.BENCHMARKS_HEADER
+        path.write_text(text.rstrip("\n") + "\n\n" + compare.checkpoint_benchmark_section(report))
+        print(f"appended the table to {path}")
+
+
 COMMANDS = {
     "generate": _generate, "make-tiny": _make_tiny, "init-reward": _init_reward, "serve": _serve,
-    "train-reward": _train_reward, "demo": _demo, "eval": _eval,
+    "train-reward": _train_reward, "demo": _demo, "eval": _eval, "align": _align,
 }
 
 

@@ -71,11 +71,14 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
             reward_dir = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
         reward = load_reward_model(reward_dir, family) if reward_dir is not None else None
         registry = None
-        if config.checkpoints.get(name):
+        embedded = not config.models
+        checkpoints = dict(config.checkpoints.get(name, {}))
+        if embedded:
+            checkpoints = {**demo.embedded_checkpoints(), **checkpoints}  # the demo's aligned LoRAs, e.g. dpo-mq
+        if checkpoints:
             from guidance.checkpoints import CheckpointRegistry
 
-            registry = CheckpointRegistry(family, config.checkpoints[name])
-        embedded = not config.models
+            registry = CheckpointRegistry(family, checkpoints)
         defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if embedded
                     else pipeline_defaults.read(path, family))
         hosted[name] = HostedModel(

@@ -5,7 +5,8 @@ from the ground-truth metrics of the decoded clips (``guidance.demo.metrics``): 
 clip with the higher score, "tie" when the scores differ by less than ``TIE_MARGIN`` (TA moves in
 steps of 1/3, so its margin makes it a tie exactly when both clips get the same TA). The data set
 (format: docs/reward_training.md) holds the final latents of the samples (what the sampler works in),
-so ``nrg train-reward`` needs no VAE pass.
+so ``nrg train-reward`` needs no VAE pass. The same directory is also a scored-clips data set
+(``clips.jsonl``: every sample with its three ground-truth scores, for ``nrg align --method flow-rwr``).
 
 Prompts: draw i takes prompt i of a fixed cycle through every prompt of the grammar and samples it
 with ``pool`` seeds, ``PAIR_SEED_BASE + pool i + j``, below the evaluation seeds; every two samples of
@@ -144,4 +145,24 @@ def make_pairs(
                     "split": r["split"], "a": r["scores"][0], "b": r["scores"][1]} for r in records],
     }
     (out / "make_pairs.json").write_text(json.dumps(summary, indent=1))
+    scored_clips_from_pairs(out)
     return summary
+
+
+def scored_clips_from_pairs(data_dir: str | Path) -> Path:
+    """Write ``clips.jsonl`` for a ``make-pairs`` directory: both samples of every pair with their
+    ground-truth scores from ``make_pairs.json`` as rewards, in the pair's split and shape.
+    Prompt-contrastive pairs are left out (their B side is the A clip scored under another prompt);
+    with ``pool`` > 2 a sample is listed once per pair it is in, i.e. ``pool - 1`` times, so every
+    sample keeps the same weight."""
+    from guidance.align.scored_clips import write_scored_clips
+
+    out = Path(data_dir)
+    scores = json.loads((out / "make_pairs.json").read_text())["scores"]
+    rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    if len(rows) != len(scores):
+        raise ValueError(f"{out}: pairs.jsonl has {len(rows)} pairs but make_pairs.json scores {len(scores)}")
+    records = ({"prompt": row["prompt"], "clip": row[side], "rewards": score[side], "split": row.get("split"),
+                "shape": row.get("shape")} for row, score in zip(rows, scores) if "prompt_b" not in row
+               for side in ("a", "b"))
+    return write_scored_clips(out, OBJECTIVES, records)

@@ -342,6 +342,54 @@ def _pair_shape_error(record: PairRecord, what: str) -> PreferenceDataError:
     return PreferenceDataError(f"{PAIRS_FILE} line {record.line}: {what}")
 
 
+def load_latents(
+    family: PipelineFamily, path: Path, shape_hint: VideoShape | None, where: str
+) -> tuple[torch.Tensor, VideoShape]:
+    """Clean latents (float32, CPU, no batch dimension) and the video shape of one file for ``family``:
+    a clip is encoded with its VAE, a latents file is checked against its latent layout. ``shape_hint``
+    is the record's ``shape`` field; errors start with ``where`` (file, line and field)."""
+    if path.suffix == LATENT_SUFFIX:
+        try:
+            latents = read_latents(path)
+        except PreferenceDataError as exc:
+            raise PreferenceDataError(f"{where}: {exc}") from None
+        shape = shape_hint or infer_video_shape(family, latents.shape)
+        if shape is None and latents.ndim > 1 and latents.shape[0] == 1:
+            shape = infer_video_shape(family, latents.shape[1:])
+        if shape is None:
+            raise PreferenceDataError(
+                f"{where}: cannot tell the video shape of latents {tuple(latents.shape)} for the {family.name} "
+                "family; add \"shape\": {\"frames\": F, \"height\": H, \"width\": W} to its line"
+            )
+        try:
+            expected = expected_latent_shape(family, shape)
+        except ValueError as exc:
+            raise PreferenceDataError(f"{where}: shape does not fit this pipeline: {exc}") from None
+        if latents.ndim == len(expected) + 1 and latents.shape[0] == 1:
+            latents = latents[0]  # tolerate a leading batch dimension of 1
+        if tuple(latents.shape) != expected:
+            raise PreferenceDataError(
+                f"{where}: latents have shape {tuple(latents.shape)}, but this {family.name} pipeline's latents "
+                f"for {shape.frames} frames of {shape.width}x{shape.height} are {expected}"
+            )
+    else:
+        try:
+            clip = read_clip(path)
+        except PreferenceDataError as exc:
+            raise PreferenceDataError(f"{where}: {exc}") from None
+        shape = VideoShape(height=clip.shape[1], width=clip.shape[2], frames=clip.shape[0])
+        if shape_hint is not None and shape_hint != shape:
+            raise PreferenceDataError(f"{where}: clip is {_shape_text(shape)} but the line's shape says "
+                                      f"{_shape_text(shape_hint)}")
+        try:
+            family.check_shape(shape)
+        except ValueError as exc:
+            raise PreferenceDataError(f"{where}: clip ({_shape_text(shape)}) does not fit this pipeline: {exc}") \
+                from None
+        latents = family.encode(torch.from_numpy(clip)[None], shape)[0].float().cpu()
+    return latents, shape
+
+
 def load_preference_data(
     data_dir: str | Path,
     family: PipelineFamily,
@@ -373,49 +421,8 @@ def load_preference_data(
     cache: dict[Path, tuple[torch.Tensor, VideoShape]] = {}
 
     def load(record: PairRecord, path: Path, field_name: str) -> tuple[torch.Tensor, VideoShape]:
-        if path in cache:
-            return cache[path]
-        where = f"{PAIRS_FILE} line {record.line}: {field_name}"
-        if path.suffix == LATENT_SUFFIX:
-            try:
-                latents = read_latents(path)
-            except PreferenceDataError as exc:
-                raise PreferenceDataError(f"{where}: {exc}") from None
-            shape = record.shape or infer_video_shape(family, latents.shape)
-            if shape is None and latents.ndim > 1 and latents.shape[0] == 1:
-                shape = infer_video_shape(family, latents.shape[1:])
-            if shape is None:
-                raise PreferenceDataError(
-                    f"{where}: cannot tell the video shape of latents {tuple(latents.shape)} for the {family.name} "
-                    "family; add \"shape\": {\"frames\": F, \"height\": H, \"width\": W} to the pair"
-                )
-            try:
-                expected = expected_latent_shape(family, shape)
-            except ValueError as exc:
-                raise PreferenceDataError(f"{where}: shape does not fit this pipeline: {exc}") from None
-            if latents.ndim == len(expected) + 1 and latents.shape[0] == 1:
-                latents = latents[0]  # tolerate a leading batch dimension of 1
-            if tuple(latents.shape) != expected:
-                raise PreferenceDataError(
-                    f"{where}: latents have shape {tuple(latents.shape)}, but this {family.name} pipeline's latents "
-                    f"for {shape.frames} frames of {shape.width}x{shape.height} are {expected}"
-                )
-        else:
-            try:
-                clip = read_clip(path)
-            except PreferenceDataError as exc:
-                raise PreferenceDataError(f"{where}: {exc}") from None
-            shape = VideoShape(height=clip.shape[1], width=clip.shape[2], frames=clip.shape[0])
-            if record.shape is not None and record.shape != shape:
-                raise PreferenceDataError(f"{where}: clip is {_shape_text(shape)} but the pair's shape says "
-                                          f"{_shape_text(record.shape)}")
-            try:
-                family.check_shape(shape)
-            except ValueError as exc:
-                raise PreferenceDataError(f"{where}: clip ({_shape_text(shape)}) does not fit this pipeline: {exc}") \
-                    from None
-            latents = family.encode(torch.from_numpy(clip)[None], shape)[0].float().cpu()
-        cache[path] = (latents, shape)
+        if path not in cache:
+            cache[path] = load_latents(family, path, record.shape, f"{PAIRS_FILE} line {record.line}: {field_name}")
         return cache[path]
 
     latents_a, latents_b, shapes = [], [], []

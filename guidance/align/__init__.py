@@ -1,0 +1,16 @@
+"""Training-time alignment that produces the checkpoints the server hosts (``nrg align``, docs/align.md).
+
+- :mod:`guidance.align.losses`: Flow-DPO (REFERENCE §3, Eq. 6) and Flow-RWR, as pure tensor math.
+- :mod:`guidance.align.noising`: per family, the model timestep, the training target and the
+  per-sample prediction error at a noise level t (flow: velocity; diffusion: eps or v).
+- :mod:`guidance.align.data`: which clip of a preference pair wins for weighted objectives.
+- :mod:`guidance.align.scored_clips`: the scored-clips data format (Flow-RWR), its loader and writer.
+- :mod:`guidance.align.lora`: the trained LoRA adapter on the live transformer; the reference is the
+  same transformer with the adapter disabled; saving in the diffusers LoRA layout; resumable state.
+- :mod:`guidance.align.trainer`: the training loop, deterministic per seed and resumable.
+- :mod:`guidance.align.report`: held-out implicit-reward accuracy and ``align_report.json``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["data", "lora", "losses", "noising", "report", "scored_clips", "trainer"]

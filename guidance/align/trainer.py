@@ -1,0 +1,341 @@
+"""The ``nrg align`` training loop: Flow-DPO on preference pairs or Flow-RWR on scored clips.
+
+One step (Flow-DPO): a minibatch of pairs oriented winner first (``data.orient_pairs``); one t ~
+U(t_min, t_max) and one noise tensor per pair, shared by winner and loser; the reference errors with
+the adapter disabled (no gradient); the policy errors of winners and losers in one forward pass; the
+loss of ``losses.flow_dpo_loss``; AdamW on the LoRA parameters only. Flow-RWR: a minibatch of clips,
+one t and noise per clip, ``losses.flow_rwr_loss`` with exp(r / tau) weights.
+
+Determinism and resuming: the minibatches of epoch e are a permutation drawn from a generator seeded
+by (seed, e), and the t and noise of step s from one seeded by (seed, s), all on the CPU. So a step
+depends only on the seed, the step number and the weights, and a run resumed from its saved state
+(``align_state/``: adapter, AdamW moments, progress) continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from guidance.align import losses
+from guidance.align.config import RESUMABLE_CHANGES, AlignConfig
+from guidance.align.data import OrientedPairs, orient_pairs, parse_objective_weights, winners_losers
+from guidance.align.lora import (
+    attach_lora,
+    adapter_disabled,
+    lora_parameters,
+    load_state,
+    read_progress,
+    save_lora,
+    save_state,
+)
+from guidance.align.noising import prediction_errors
+from guidance.align.report import REPORT_NAME, HeldOutPairs, ImplicitAccuracy, format_accuracy
+from guidance.align.scored_clips import ScoredClips
+from guidance.families.base import PipelineFamily
+from guidance.reward_model import transformer_fingerprint
+from guidance.train.preference_data import PreferenceData
+from guidance.train.reward import PromptCache, cat_conditioning
+
+@dataclass
+class AlignResult:
+    report: dict[str, Any]
+    out_dir: Path
+    step_losses: list[float] = field(default_factory=list)
+
+
+def _seed(*parts: int) -> int:
+    """A generator seed from integers (stable across processes and machines)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**63)
+
+
+def epoch_batches(keys: Sequence[Any], batch: int, seed: int, epoch: int) -> list[list[int]]:
+    """Minibatches (positions into ``keys``) of items with equal keys (one latent shape), shuffled
+    within each key and between batches by a generator of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(_seed(seed, epoch, 0xBA7C4))
+    groups: dict[Any, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    batches = []
+    for members in groups.values():
+        members = [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+        batches += [members[k:k + batch] for k in range(0, len(members), batch)]
+    return [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def _draw(shape: torch.Size, count: int, seed: int, step: int, t_min: float, t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The t [count] and noise [count, *shape] of one step (CPU generator of (seed, step))."""
+    generator = torch.Generator().manual_seed(_seed(seed, step, 0x7))
+    t = t_min + (t_max - t_min) * torch.rand(count, generator=generator)
+    return t, torch.randn((count, *shape), generator=generator)
+
+
+class _Task:
+    """What differs between the methods: the items of an epoch and the loss of a minibatch."""
+
+    keys: list[Any]
+
+    def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
+        raise NotImplementedError
+
+
+class _DpoTask(_Task):
+    def __init__(self, family: PipelineFamily, data: PreferenceData, pairs: OrientedPairs, config: AlignConfig,
+                 prompts: PromptCache) -> None:
+        self.family, self.data, self.pairs, self.config, self.prompts = family, data, pairs, config, prompts
+        self.keys = [(data.shapes[i], tuple(data.latents_a[i].shape)) for i in pairs.index]
+
+    def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
+        family, config = self.family, self.config
+        device = family.device
+        win, lose = (x.to(device) for x in winners_losers(self.data, self.pairs, rows))
+        t, noise = _draw(win.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
+        t, noise = t.to(device), noise.to(device)
+        shape = self.data.shapes[self.pairs.index[rows[0]]]
+        cond = self.prompts([self.data.prompts[self.pairs.index[r]] for r in rows])
+        both, x0, n2, t2 = cat_conditioning([cond, cond]), torch.cat([win, lose]), torch.cat([noise, noise]), torch.cat([t, t])
+        with adapter_disabled(family):
+            ref = prediction_errors(family, family.transformer, x0, n2, t2, both, shape)
+        err = prediction_errors(family, family.transformer, x0, n2, t2, both, shape)
+        b = len(rows)
+        beta_t = losses.beta_at(config.beta, t, config.beta_schedule)
+        weights = torch.tensor([self.pairs.weight[r] for r in rows], device=device)
+        loss, z = losses.flow_dpo_loss(err[:b], ref[:b], err[b:], ref[b:], beta_t, weights)
+        return loss, float((z > 0).float().mean())
+
+
+class _RwrTask(_Task):
+    def __init__(self, family: PipelineFamily, clips: ScoredClips, index: list[int], weights: torch.Tensor,
+                 config: AlignConfig, prompts: PromptCache) -> None:
+        self.family, self.clips, self.index, self.weights, self.config, self.prompts = (
+            family, clips, index, weights, config, prompts)
+        self.keys = [(clips.shapes[i], tuple(clips.latents[i].shape)) for i in index]
+
+    def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
+        family, config = self.family, self.config
+        device = family.device
+        items = [self.index[r] for r in rows]
+        x0 = torch.stack([self.clips.latents[i] for i in items]).to(device)
+        t, noise = _draw(x0.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
+        cond = self.prompts([self.clips.prompts[i] for i in items])
+        err = prediction_errors(family, family.transformer, x0, noise.to(device), t.to(device), cond,
+                                self.clips.shapes[items[0]])
+        return losses.flow_rwr_loss(err, self.weights[rows].to(device)), None
+
+
+def held_out_pairs(data: PreferenceData, weights: dict[str, float]) -> HeldOutPairs:
+    """The test split's pairs that the weighted labels decide, winner first."""
+    pairs = orient_pairs(data, weights, data.indices("test"))
+    win, lose = ([], []) if not pairs.index else winners_losers(data, pairs, range(len(pairs.index)))
+    return HeldOutPairs(list(win), list(lose), [data.prompts[i] for i in pairs.index],
+                        [data.shapes[i] for i in pairs.index])
+
+
+def held_out_clip_pairs(clips: ScoredClips, rewards: torch.Tensor) -> HeldOutPairs:
+    """Pairs of held-out clips of one prompt (consecutive in file order), the higher reward winning;
+    equal rewards give no pair."""
+    by_prompt: dict[str, list[int]] = {}
+    for i in clips.indices("test"):
+        by_prompt.setdefault(clips.prompts[i], []).append(i)
+    pairs = HeldOutPairs([], [], [], [])
+    for prompt, members in by_prompt.items():
+        for a, b in zip(members[0::2], members[1::2]):
+            if clips.shapes[a] != clips.shapes[b] or float(rewards[a]) == float(rewards[b]):
+                continue
+            w, lo = (a, b) if float(rewards[a]) > float(rewards[b]) else (b, a)
+            pairs.winners.append(clips.latents[w])
+            pairs.losers.append(clips.latents[lo])
+            pairs.prompts.append(prompt)
+            pairs.shapes.append(clips.shapes[a])
+    return pairs
+
+
+def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: str, out: Path) -> None:
+    saved = progress["config"]
+    current = json.loads(json.dumps(asdict(config)))
+    differing = [f"{k}: {saved.get(k)!r} (now {current[k]!r})" for k in current
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    if differing:
+        raise ValueError(f"--resume: {out} was trained with other settings: " + "; ".join(differing))
+    if progress["fingerprint"] != fingerprint:
+        raise ValueError(f"--resume: {out} was trained on another base model (fingerprint {progress['fingerprint']}, "
+                         f"now {fingerprint})")
+
+
+def align(
+    family: PipelineFamily,
+    data: PreferenceData | ScoredClips,
+    config: AlignConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    eval_pairs: PreferenceData | None = None,
+    model_path: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    stop_after: int | None = None,
+) -> AlignResult:
+    """Train a LoRA on ``family``'s transformer (see the module docstring) and write it to ``out_dir``
+    with ``align_report.json``; the state for ``resume`` is saved every ``save_every`` steps.
+
+    ``data``: preference pairs for Flow-DPO, scored clips for Flow-RWR. Held-out implicit accuracy is
+    measured on the test pairs of ``data`` (Flow-DPO) or of ``eval_pairs`` (Flow-RWR; without it,
+    pairs of held-out scored clips). ``stop_after`` ends the run after that many steps of this call,
+    with its state saved but no LoRA written (to test resuming). The adapter stays on the
+    transformer, trained, when this returns.
+    """
+    from tqdm.auto import tqdm
+
+    config.validate()
+    say = log or (lambda _: None)
+    out = Path(out_dir)
+    start_time = time.perf_counter()
+    weights = parse_objective_weights(config.objectives, data.objectives)
+    prompts = PromptCache(family)
+    fingerprint = transformer_fingerprint(family.name, family.transformer)
+
+    if config.method == "flow-dpo":
+        if not isinstance(data, PreferenceData):
+            raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
+        pairs = orient_pairs(data, weights, data.indices("train"))
+        if not pairs.index:
+            raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
+        task: _Task = _DpoTask(family, data, pairs, config, prompts)
+        held_out = held_out_pairs(data, weights)
+        data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
+                     "undecided_train_pairs": len(data.indices("train")) - len(pairs.index)}
+    else:
+        if not isinstance(data, ScoredClips):
+            raise ValueError("--method flow-rwr trains on scored clips (clips.jsonl); got preference pairs")
+        rewards = data.combined(weights)
+        index = data.indices("train")
+        if not index:
+            raise ValueError("the scored clips have no training clip (every clip is in the test split)")
+        rwr = losses.rwr_weights(rewards[index], config.tau)
+        task = _RwrTask(family, data, index, rwr, config, prompts)
+        held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else held_out_clip_pairs(data, rewards)
+        data_info = {"clips": len(data), "train_clips": len(index), "test_pairs": len(held_out),
+                     "reward_mean": float(rewards[index].mean()), "reward_std": float(rewards[index].std()),
+                     "weight_max": float(rwr.max()), "weight_min": float(rwr.min()),
+                     "effective_sample_size": float(rwr.sum() ** 2 / (rwr ** 2).sum())}
+
+    steps_per_epoch = len(epoch_batches(task.keys, config.batch, config.seed, 0))
+    total = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 1)
+    eval_every = config.eval_every or max(1, total // 10)
+    save_every = config.save_every or eval_every
+
+    params = attach_lora(family, config.lora_rank, config.lora_alpha, config.targets, config.seed)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    state: dict[str, Any] = {"step": 0, "losses": [], "train_accuracy": [], "evaluations": [], "seconds": 0.0,
+                             "resumed_at": []}
+    if resume:
+        saved = read_progress(out)
+        if saved is None:
+            raise FileNotFoundError(f"--resume: {out} has no saved state ({out / 'align_state'})")
+        _check_resume(saved, config, fingerprint, out)
+        load_state(out, family, optimizer)
+        state = {k: saved[k] for k in state}
+        state["resumed_at"].append(state["step"])
+        say(f"resuming {out} at step {state['step']} of {total}")
+    trained, all_params = sum(p.numel() for p in params), sum(p.numel() for p in family.transformer.parameters())
+    say(f"{config.method} on {', '.join(f'{k}={v:g}' for k, v in weights.items())}: LoRA r={config.lora_rank} "
+        f"alpha={config.lora_alpha:g} on {','.join(config.targets)} ({trained:,} of {all_params:,} parameters trained); "
+        f"{len(task.keys)} training items, {steps_per_epoch} steps per epoch, {total} steps; {len(held_out)} held-out pairs")
+    accuracy = ImplicitAccuracy(family, held_out, prompts, config.batch)
+
+    def save(progress_seconds: float) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_state(out, family, optimizer, {**state, "seconds": progress_seconds, "config": json.loads(json.dumps(asdict(config))),
+                                            "fingerprint": fingerprint})
+
+    family.transformer.train()
+    bar = tqdm(total=total, initial=state["step"], desc=config.method, unit="step", disable=not progress)
+    last_eval = state["evaluations"][-1]["accuracy"] if state["evaluations"] else None
+    ran = 0
+    session_start = time.perf_counter() - state["seconds"]
+    while state["step"] < total and (stop_after is None or ran < stop_after):
+        step = state["step"]
+        batches = epoch_batches(task.keys, config.batch, config.seed, step // steps_per_epoch)
+        loss, train_acc = task.loss(step, batches[step % steps_per_epoch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        state["losses"].append(float(loss.detach()))
+        if train_acc is not None:
+            state["train_accuracy"].append(train_acc)
+        state["step"] = step + 1
+        ran += 1
+        if state["step"] % eval_every == 0 or state["step"] == total:
+            family.transformer.eval()
+            result = accuracy()
+            family.transformer.train()
+            if result is not None:
+                state["evaluations"].append({"step": state["step"], **result})
+                last_eval = result["accuracy"]
+        if state["step"] % save_every == 0 or state["step"] == total:
+            save(time.perf_counter() - session_start)
+        window = state["losses"][-50:]
+        postfix = {"loss": f"{sum(window) / len(window):.4f}"}
+        if last_eval is not None:
+            postfix["heldout_acc"] = f"{100 * last_eval:.1f}%"
+        if state["train_accuracy"]:
+            recent = state["train_accuracy"][-50:]
+            postfix["train_acc"] = f"{100 * sum(recent) / len(recent):.1f}%"
+        bar.set_postfix(postfix)
+        bar.update(1)
+    bar.close()
+    family.transformer.eval()
+    if state["step"] < total:
+        save(time.perf_counter() - session_start)
+        say(f"stopped at step {state['step']} of {total}; state saved in {out} (--resume continues)")
+        return AlignResult({}, out, state["losses"])
+
+    final = state["evaluations"][-1] if state["evaluations"] else None
+    say(format_accuracy(final))
+    save_lora(family, out)
+    report = {
+        "format_version": 1,
+        "method": config.method,
+        "family": family.name,
+        "base_model": {"path": None if model_path is None else str(Path(model_path).resolve()),
+                       "fingerprint": fingerprint, "transformer_class": type(family.transformer).__name__},
+        "data": {"root": None if data.root is None else str(data.root.resolve()), "description": data.description,
+                 "objectives": weights, **data_info},
+        "args": {**json.loads(json.dumps(asdict(config))), "steps": total, "eval_every": eval_every,
+                 "save_every": save_every},
+        "lora": {"rank": config.lora_rank, "alpha": config.lora_alpha, "targets": list(config.targets),
+                 "trained_parameters": trained, "layers": len(lora_parameters(family)) // 2},
+        "steps": total,
+        "steps_per_epoch": steps_per_epoch,
+        "loss": state["losses"],
+        "loss_curve": _curve(state["losses"], eval_every),
+        "train_accuracy_curve": _curve(state["train_accuracy"], eval_every),
+        "implicit_accuracy": final,
+        "evaluations": state["evaluations"],
+        "resumed_at": state["resumed_at"],
+        "seconds": round(time.perf_counter() - session_start, 3),
+        "seconds_this_session": round(time.perf_counter() - start_time, 3),
+        "device": str(family.device),
+        "dtype": str(family.dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    (out / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
+    say(f"wrote the LoRA and {REPORT_NAME} to {out}")
+    return AlignResult(report, out, state["losses"])
+
+
+def _curve(values: list[float], every: int) -> list[dict[str, float]]:
+    """Means of consecutive windows of ``every`` steps: ``[{"step": last step, "mean": ...}]``."""
+    return [{"step": min(k + every, len(values)), "mean": sum(values[k:k + every]) / len(values[k:k + every])}
+            for k in range(0, len(values), every)]
