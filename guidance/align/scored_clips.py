@@ -38,6 +38,7 @@ from guidance.train.preference_data import (
     _check_objectives,
     _clip_path,
     _parse_shape,
+    jsonl_rows,
     load_latents,
     read_dataset_info,
 )
@@ -107,44 +108,29 @@ def read_clips(data_dir: str | Path) -> tuple[Any, list[ClipRecord]]:
     if not path.is_file():
         raise FileNotFoundError(f"{info.root} is not a scored-clips data set: {path} does not exist")
     records = []
-    with path.open() as lines:
-        for number, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            where = f"{path.name} line {number}"
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise PreferenceDataError(f"{where}: not valid JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise PreferenceDataError(f"{where}: must be a JSON object")
-            for key in ("prompt", "clip", "rewards"):
-                if key not in row:
-                    raise PreferenceDataError(f"{where}: missing field {key!r}")
-            prompt = row["prompt"]
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise PreferenceDataError(f"{where}: prompt must be a non-empty string; got {prompt!r}")
-            clip = _clip_path(info.root, row["clip"], f"{where}: clip")
-            rewards = row["rewards"]
-            if not isinstance(rewards, dict):
-                raise PreferenceDataError(f"{where}: rewards must be an object like {{\"mq\": 0.4}}; got {rewards!r}")
-            clean = {}
-            for objective, value in rewards.items():
-                if objective not in info.objectives:
-                    raise PreferenceDataError(
-                        f"{where}: rewards: unknown objective {objective!r} "
-                        f"(the data set's objectives: {', '.join(info.objectives)})"
-                    )
-                reward = _reward(value, f"{where}: rewards.{objective}")
-                if reward is not None:
-                    clean[objective] = reward
-            split = row.get("split")
-            if split is None:
-                split = default_clip_split(prompt, row["clip"])
-            elif split not in SPLITS:
-                raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
-            shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
-            records.append(ClipRecord(number, prompt, clip, clean, split, shape))
+    for number, where, row in jsonl_rows(path, ("prompt", "clip", "rewards")):
+        prompt = row["prompt"]
+        clip = _clip_path(info.root, row["clip"], f"{where}: clip")
+        rewards = row["rewards"]
+        if not isinstance(rewards, dict):
+            raise PreferenceDataError(f"{where}: rewards must be an object like {{\"mq\": 0.4}}; got {rewards!r}")
+        clean = {}
+        for objective, value in rewards.items():
+            if objective not in info.objectives:
+                raise PreferenceDataError(
+                    f"{where}: rewards: unknown objective {objective!r} "
+                    f"(the data set's objectives: {', '.join(info.objectives)})"
+                )
+            reward = _reward(value, f"{where}: rewards.{objective}")
+            if reward is not None:
+                clean[objective] = reward
+        split = row.get("split")
+        if split is None:
+            split = default_clip_split(prompt, row["clip"])
+        elif split not in SPLITS:
+            raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
+        shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
+        records.append(ClipRecord(number, prompt, clip, clean, split, shape))
     if not records:
         raise PreferenceDataError(f"{path}: no clips")
     return info, records

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -192,14 +192,10 @@ def _clip_path(root: Path, value: Any, where: str) -> Path:
     return full
 
 
-def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
-    """Read and validate ``dataset.json`` and ``pairs.jsonl`` (and that every file exists) without
-    opening any clip; cheap, so a command can fail fast before loading a pipeline."""
-    info = read_dataset_info(data_dir)
-    path = info.root / PAIRS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{info.root} is not a preference data set: {path} does not exist")
-    records = []
+def jsonl_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line number, "FILE line N", row)`` of every non-blank line of a JSONL file, each checked to
+    be a JSON object with the ``required`` fields and a non-empty string ``prompt``; errors name the
+    line and field."""
     with path.open() as lines:
         for number, text in enumerate(lines, start=1):
             if not text.strip():
@@ -211,43 +207,56 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
                 raise PreferenceDataError(f"{where}: not valid JSON: {exc}") from None
             if not isinstance(row, dict):
                 raise PreferenceDataError(f"{where}: must be a JSON object")
-            for key in ("prompt", "a", "b", "labels"):
+            for key in required:
                 if key not in row:
                     raise PreferenceDataError(f"{where}: missing field {key!r}")
-            prompt = row["prompt"]
-            if not isinstance(prompt, str) or not prompt.strip():
+            prompt = row.get("prompt")
+            if "prompt" in required and (not isinstance(prompt, str) or not prompt.strip()):
                 raise PreferenceDataError(f"{where}: prompt must be a non-empty string; got {prompt!r}")
-            prompt_b = row.get("prompt_b")
-            if prompt_b is not None and (not isinstance(prompt_b, str) or not prompt_b.strip()):
-                raise PreferenceDataError(f"{where}: prompt_b must be a non-empty string or absent; got {prompt_b!r}")
-            a = _clip_path(info.root, row["a"], f"{where}: a")
-            b = _clip_path(info.root, row["b"], f"{where}: b")
-            if (a.suffix == LATENT_SUFFIX) != (b.suffix == LATENT_SUFFIX):
-                raise PreferenceDataError(f"{where}: a and b must both be clips or both be .safetensors latents")
-            labels = row["labels"]
-            if not isinstance(labels, dict):
-                raise PreferenceDataError(f"{where}: labels must be an object like {{\"vq\": \"A\"}}; got {labels!r}")
-            clean = {}
-            for objective, label in labels.items():
-                if objective not in info.objectives:
-                    raise PreferenceDataError(
-                        f"{where}: labels: unknown objective {objective!r} "
-                        f"(the data set's objectives: {', '.join(info.objectives)})"
-                    )
-                if label is None:
-                    continue
-                if label not in LABELS:
-                    raise PreferenceDataError(
-                        f"{where}: labels.{objective} must be \"A\", \"B\" or \"tie\" (or null); got {label!r}"
-                    )
-                clean[objective] = label
-            split = row.get("split")
-            if split is None:
-                split = default_split(prompt, row["a"], row["b"])
-            elif split not in SPLITS:
-                raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
-            shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
-            records.append(PairRecord(number, prompt, a, b, clean, split, shape, prompt_b))
+            yield number, where, row
+
+
+def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
+    """Read and validate ``dataset.json`` and ``pairs.jsonl`` (and that every file exists) without
+    opening any clip; cheap, so a command can fail fast before loading a pipeline."""
+    info = read_dataset_info(data_dir)
+    path = info.root / PAIRS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{info.root} is not a preference data set: {path} does not exist")
+    records = []
+    for number, where, row in jsonl_rows(path, ("prompt", "a", "b", "labels")):
+        prompt = row["prompt"]
+        prompt_b = row.get("prompt_b")
+        if prompt_b is not None and (not isinstance(prompt_b, str) or not prompt_b.strip()):
+            raise PreferenceDataError(f"{where}: prompt_b must be a non-empty string or absent; got {prompt_b!r}")
+        a = _clip_path(info.root, row["a"], f"{where}: a")
+        b = _clip_path(info.root, row["b"], f"{where}: b")
+        if (a.suffix == LATENT_SUFFIX) != (b.suffix == LATENT_SUFFIX):
+            raise PreferenceDataError(f"{where}: a and b must both be clips or both be .safetensors latents")
+        labels = row["labels"]
+        if not isinstance(labels, dict):
+            raise PreferenceDataError(f"{where}: labels must be an object like {{\"vq\": \"A\"}}; got {labels!r}")
+        clean = {}
+        for objective, label in labels.items():
+            if objective not in info.objectives:
+                raise PreferenceDataError(
+                    f"{where}: labels: unknown objective {objective!r} "
+                    f"(the data set's objectives: {', '.join(info.objectives)})"
+                )
+            if label is None:
+                continue
+            if label not in LABELS:
+                raise PreferenceDataError(
+                    f"{where}: labels.{objective} must be \"A\", \"B\" or \"tie\" (or null); got {label!r}"
+                )
+            clean[objective] = label
+        split = row.get("split")
+        if split is None:
+            split = default_split(prompt, row["a"], row["b"])
+        elif split not in SPLITS:
+            raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
+        shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
+        records.append(PairRecord(number, prompt, a, b, clean, split, shape, prompt_b))
     if not records:
         raise PreferenceDataError(f"{path}: no pairs")
     return info, records
