@@ -33,6 +33,7 @@ from typing import Any, TextIO
 import httpx
 
 from nrg_client import __version__
+from nrg_client.arg_types import window
 from nrg_client.async_client import AsyncClient
 from nrg_client.errors import NRGError
 from nrg_client.types import Video
@@ -566,14 +567,6 @@ def _size(text: str) -> str:
     return f"{int(w)}x{int(h)}"
 
 
-def _window(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"window must be T_LO,T_HI; got {text!r}") from None
-    return lo, hi
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nrg-bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -591,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guided-fraction", type=float, default=None,
                    help="share of guided requests (default: 0.5 if the model has a reward model, else 0)")
     p.add_argument("--strength", type=float, default=None, help="guidance strength (default: the server's)")
-    p.add_argument("--window", type=_window, default=None, help="guidance window T_LO,T_HI (default: the server's)")
+    p.add_argument("--window", type=window, default=None, help="guidance window T_LO,T_HI (default: the server's)")
     p.add_argument("--mode", choices=("relative", "sum", "unit", "best_of_n", "fk"), default=None,
                    help="guidance mode (default: the server's)")
     p.add_argument("--warmup-requests", "--warmup", dest="warmup_requests", type=int, default=1,

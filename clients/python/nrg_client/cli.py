@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nrg_client.arg_types import window
 from nrg_client.client import Client
 from nrg_client.errors import NRGError
 from nrg_client.types import Video
@@ -32,14 +33,6 @@ def _weights(text: str) -> dict[str, float]:
         if not sep or not name.strip():
             raise argparse.ArgumentTypeError(f"weights must be name=value,..., e.g. vq=0.5,ta=1; got {text!r}")
     return weights
-
-
-def _window(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"window must be T_LO,T_HI, e.g. 0.2,0.8; got {text!r}") from None
-    return lo, hi
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--weights", type=_weights, default=None, dest="reward_weights",
                      help="objective weights, e.g. vq=0.1,mq=0.1,ta=0.8 (default: unguided)")
     gen.add_argument("--strength", type=float, default=None)
-    gen.add_argument("--window", type=_window, default=None, help="t_lo,t_hi")
+    gen.add_argument("--window", type=window, default=None, help="t_lo,t_hi")
     gen.add_argument("--mode", choices=MODES, default=None)
     gen.add_argument("--particles", type=int, default=None)
     gen.add_argument("--out", type=Path, default=Path("."), help="file or directory (default: .)")
