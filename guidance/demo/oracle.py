@@ -143,12 +143,11 @@ def soft_metrics(frames: torch.Tensor, prompts: Sequence[str | Prompt]) -> torch
         (presence[i] * _shape_probability(fill[i], p.shape)).sum() / presence[i].sum().clamp(min=1e-6)
         for i, p in enumerate(parsed)])
 
-    units = torch.tensor([DIRECTIONS[p.direction] for p in parsed], dtype=clip.dtype, device=clip.device)
-    along = (d * units).sum(-1)
-    others = torch.stack([d @ torch.tensor(u, dtype=clip.dtype, device=clip.device)
-                          for u in DIRECTIONS.values()], dim=-1)
-    best_other = torch.where(others >= along[:, None] - 1e-6, -1e9, others).amax(-1)
-    best_other = torch.where(best_other < -1e8, along - 10.0, best_other)
+    projections = d @ torch.tensor(list(DIRECTIONS.values()), dtype=clip.dtype, device=clip.device).T
+    target = torch.tensor([list(DIRECTIONS).index(p.direction) for p in parsed], device=clip.device)
+    along = projections.gather(1, target[:, None]).squeeze(1)
+    others = projections.scatter(1, target[:, None], float("-inf"))
+    best_other = others.amax(-1)
     p_dir = torch.sigmoid((along - hard.MIN_TRAVEL) / TRAVEL_WIDTH) * torch.sigmoid((along - best_other) / TRAVEL_WIDTH)
     ta = (p_color + p_shape + p_dir) / 3.0
     return torch.stack([vq, mq, ta], dim=-1)
