@@ -1,70 +1,386 @@
-"""The per-sample state of a running batch, kept in step so rows can leave, or be copied, mid-run.
+"""A steppable guided batch: samples join at a step boundary, take one step each, and leave when done.
 
-A row is one trajectory. Usually each of the caller's samples is one row; the search modes
-(``guidance.search``) run several rows, its particles, for one sample, drop all but the best
-(best-of-N) or copy the fittest (Feynman-Kac resampling). ``ids[row]`` names the caller's sample a
-row belongs to, so the same id may appear on several rows until the search picks one.
+This is the loop body of ``guidance.sampler.sample`` turned inside out, so a server can keep one
+batch running and refill it (step-level continuous batching):
+
+    batch = BatchState(family, shape, reward)
+    batch.add(specs, steps, ids)          # encode prompts, draw noise, schedules and coefficients
+    while batch:
+        batch.step()                      # one step of every row, whatever step each row is at
+        if batch.finished():
+            result = batch.pop_finished() # final rewards, particle choice, decode; rows leave
+        batch.add(...)                    # newcomers join here; batch.remove(ids) for cancels
+
+Every row carries its own schedule (``guidance.schedule``): timesteps, noise levels, guidance
+coefficients and Euler step sizes are per row, so rows at different steps, with different step
+counts, CFG scales, weights, strengths and windows share one denoiser call. A step is: particle
+selection (search modes only) -> denoiser per expert (cond, uncond for the CFG rows) -> reward
+gradients for the rows guided at this step only -> one fused kernel call per gradient mode present,
+and one gradient-free call (``grads=None``) for the unguided rows. One host read per step (``tolist``)
+brings back the per-sample report; phase timings use CUDA events, not syncs.
+
+A sample's result never depends on its batch-mates or on when it joined: noise comes from its own
+generator, prompts are padded to a fixed length, and every per-sample number is indexed by row.
+A scheduler that is not a plain flow Euler step (CogVideoX's DDIM / DPM-Solver++) keeps batched
+history: such a batch starts together, takes no newcomers, and its cancelled samples ride along to
+the end and are dropped then.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 
 import torch
 
-from guidance.families.base import TextConditioning
-from guidance.nrg import GuidanceSpec
+from guidance import search
+from guidance.batch_rows import BatchRows
+from guidance.families.base import PipelineFamily, VideoShape
+from guidance.nrg import DEFAULT_MAX_RATIO
+from guidance.rewards import RewardFunction, reward_and_gradients
+from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
+from guidance.schedule import Schedule
+from guidance.timing import PhaseTimer
+from kernels.guided_step import guided_step
 
-#: The per-row tensors that ``take`` indexes (dim 0 is the row).
-ROW_TENSORS = ("latents", "cfg", "weights", "skipped", "guided", "first_nonfinite", "log_weights", "last_scores")
+
+def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> None:
+    """Validate every sample's guidance (``ValueError`` naming the sample)."""
+    if not specs:
+        raise ValueError("a batch needs at least one sample")
+    for i, spec in enumerate(specs):
+        if spec.cfg_scale is not None and not (spec.cfg_scale >= 0 and spec.cfg_scale < float("inf")):
+            raise ValueError(f"sample {i}: cfg_scale must be a finite number >= 0; got {spec.cfg_scale!r}")
+        if spec.guidance is None:
+            continue
+        if reward is None and spec.guidance.active:
+            raise ValueError(f"sample {i}: reward guidance was requested but no reward model is loaded")
+        try:
+            spec.guidance.validate(reward.objectives if reward is not None else ())
+        except ValueError as exc:
+            raise ValueError(f"sample {i}: {exc}") from None
 
 
-@dataclass
 class BatchState:
-    ids: list[int]  # positions in the caller's ``specs``; repeated for the particles of one sample
-    latents: torch.Tensor
-    cond: TextConditioning
-    uncond: TextConditioning | None  # rows for ``cfg_rows`` only
-    cfg_rows: list[int]  # local rows that run an unconditional pass
-    cfg: torch.Tensor  # [B]; 1.0 for samples without CFG
-    weights: torch.Tensor  # [B, K]
-    guidance: list[GuidanceSpec | None]
-    generators: list[torch.Generator]  # one per caller's sample, shared by its particles
-    skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
-    guided: torch.Tensor  # [B] steps actually guided
-    first_nonfinite: torch.Tensor  # [B] first step with non-finite latents, 0 while finite
-    #: Per objective, whether some sample of the batch weights it: the others need no backward pass.
-    used: list[bool]
-    #: Feynman-Kac state per particle: log importance weight and the reward it was last scored with.
-    log_weights: torch.Tensor  # [B] float32
-    last_scores: torch.Tensor  # [B] float32
+    """The running batch of one (family, shape, reward); see the module docstring."""
 
-    def take(self, rows: list[int]) -> None:
-        """Keep the rows listed, in that order; a row listed twice is copied (particle resampling)."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.latents.device)
-        if self.uncond is not None:
-            position = {row: j for j, row in enumerate(self.cfg_rows)}
-            picked = [(new, position[row]) for new, row in enumerate(rows) if row in position]
-            self.uncond = self.uncond.select([j for _, j in picked]) if picked else None
-            self.cfg_rows = [new for new, _ in picked]
-        self.ids = [self.ids[row] for row in rows]
-        self.guidance = [self.guidance[row] for row in rows]
-        self.generators = [self.generators[row] for row in rows]
-        self.cond = self.cond.select(rows)
-        for name in ROW_TENSORS:
-            setattr(self, name, getattr(self, name)[index])
+    def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
+                 *, max_ratio: float = DEFAULT_MAX_RATIO) -> None:
+        family.check_shape(shape)
+        self.family = family
+        self.shape = shape
+        self.reward = reward
+        self.max_ratio = max_ratio
+        self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
+        self.device = family.device
+        self.timer = PhaseTimer(self.device)
+        self.rows: BatchRows | None = None
+        #: Denoiser passes per sample so far (its particles count each).
+        self.passes: Counter[Hashable] = Counter()
+        #: Cancelled samples that must ride along to the end (non-joinable schedules).
+        self._dropped: set[Hashable] = set()
 
-    def keep(self, rows: list[int]) -> None:
-        """Drop every row not in ``rows`` (order preserved)."""
-        self.take(sorted(set(rows)))
+    # -- membership -------------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[Hashable]:
+        """The samples in the batch (one per sample, however many particle rows it has)."""
+        return [] if self.rows is None else list(self.rows.groups())
 
-    def groups(self) -> dict[int, list[int]]:
-        """The rows of each sample still in the batch, samples in order of their first row."""
-        rows: dict[int, list[int]] = {}
-        for row, sid in enumerate(self.ids):
-            rows.setdefault(sid, []).append(row)
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __bool__(self) -> bool:
+        return self.rows is not None and len(self.rows) > 0
+
+    @property
+    def rows_in_use(self) -> int:
+        """Rows the denoiser runs per step (a search sample's particles count each)."""
+        return 0 if self.rows is None else len(self.rows)
+
+    @property
+    def joinable(self) -> bool:
+        """Whether samples can join now: an empty batch, or one whose rows all step independently."""
+        return self.rows is None or all(s.joinable for s in self.rows.schedules)
+
+    @torch.no_grad()
+    def add(self, specs: Sequence[SampleSpec], steps: int, ids: Iterable[Hashable]) -> None:
+        """Encode, draw the noise of and schedule new samples, which take their first step at the next
+        :meth:`step`. ``ValueError`` for bad specs, a repeated id, or a batch that cannot take them."""
+        ids = list(ids)
+        if len(ids) != len(specs) or len(set(ids)) != len(ids):
+            raise ValueError(f"add needs one distinct id per sample; got {len(ids)} ids for {len(specs)} samples")
+        present = set(self.ids) & set(ids)
+        if present:
+            raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
+        check_specs(specs, self.reward)
+        search.check_searchable(self.family, [s.guidance for s in specs])
+        if not self.joinable:
+            raise ValueError(f"this batch cannot take new samples: {self.family.name}'s scheduler keeps "
+                             "batched history, so its batches start together")
+        schedule = self.family.schedule(steps, self.shape)
+        with self.timer.phase("encode_s"):
+            new = self._new_rows(specs, schedule, ids)
+        if self.rows is None or not len(self.rows):
+            self.rows = new
+        else:
+            self.rows.extend(new)
+
+    def remove(self, ids: Iterable[Hashable]) -> list[Hashable]:
+        """Stop samples (cancelled): they leave at once, or at the end on a non-joinable schedule
+        (dropped from its result then). Returns the ids that were in the batch."""
+        gone = set(ids) & set(self.ids)
+        if not gone:
+            return []
+        present = [sid for sid in self.ids if sid in gone]
+        if self.joinable:
+            self.rows.keep([row for row, sid in enumerate(self.rows.ids) if sid not in gone])
+            for sid in gone:
+                self.passes.pop(sid, None)
+        else:
+            self._dropped |= gone
+        return present
+
+    @property
+    def live_ids(self) -> list[Hashable]:
+        """The samples still wanted (in the batch and not cancelled)."""
+        return [sid for sid in self.ids if sid not in self._dropped]
+
+    def finished(self) -> list[Hashable]:
+        """Samples whose every row has taken its last step (they leave with :meth:`pop_finished`)."""
+        if self.rows is None:
+            return []
+        done = set(self.rows.finished_rows())
+        return [sid for sid, rows in self.rows.groups().items() if all(row in done for row in rows)]
+
+    # -- one step ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> list[SampleProgress]:
+        """One step of every unfinished row; the per-sample report, read back with one host sync."""
+        rows = self.rows
+        if rows is None or not len(rows):
+            raise ValueError("the batch is empty: add samples before stepping it")
+        if rows.finished_rows():
+            raise ValueError("finished samples must leave (pop_finished) before the next step")
+        if self.reward is not None and len(rows) > len(set(rows.ids)):
+            with self.timer.phase("guidance_s"):
+                search.select(rows, self.reward, self.shape)
+        batch, device = len(rows), self.device
+        index = rows.steps_done
+        schedules = rows.schedules
+        levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
+        self.passes.update(rows.ids)
+        with self.timer.phase("denoise_s"):
+            timesteps = torch.tensor([s.timesteps[i] for s, i in zip(schedules, index)],
+                                     dtype=schedules[0].timestep_dtype, device=device)
+            pred_cond, pred_uncond = self._predict(timesteps, [s.experts[i] for s, i in zip(schedules, index)])
+        with self.timer.phase("guidance_s"):
+            coefs = [c[i] for c, i in zip(rows.coefs, index)]
+            out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, levels)
+            if schedules[0].dt is None:  # every row shares the step: the batch started together
+                timestep = torch.tensor(schedules[0].timesteps[index[0]], dtype=schedules[0].timestep_dtype,
+                                        device=device)
+                out = self.family.scheduler_step(out, timestep, rows.latents, index[0], rows.generators)
+            rows.latents = out
+            coef = torch.tensor(coefs, dtype=torch.float32, device=device)
+            rows.skipped += skipped.long()
+            rows.guided += ((coef != 0) & ~skipped).long()
+            rows.steps_done = [i + 1 for i in index]
+            taken = torch.tensor(rows.steps_done, device=device)
+            bad = ~torch.isfinite(rows.latents).flatten(1).all(1)
+            rows.first_nonfinite = torch.where(bad & (rows.first_nonfinite == 0), taken, rows.first_nonfinite)
+        return self._report(levels, coefs, skipped, scores)
+
+    def _predict(self, timesteps: torch.Tensor, experts: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The cond prediction of every row and the uncond one (cond itself for rows without CFG),
+        one denoiser call per expert present (usually one)."""
+        rows, family, shape = self.rows, self.family, self.shape
+        models = family.denoisers
+        by_expert: dict[int, list[int]] = {}
+        for row, expert in enumerate(experts):
+            by_expert.setdefault(expert, []).append(row)
+        batch = len(rows)
+        position = {row: j for j, row in enumerate(rows.cfg_rows)}
+        pred_cond = pred_uncond = None
+        for expert, members in by_expert.items():
+            model = models[expert]
+            whole = len(members) == batch
+            idx = torch.tensor(members, device=self.device)
+            cond = family.predict(model, rows.latents if whole else rows.latents[idx],
+                                  timesteps if whole else timesteps[idx],
+                                  rows.cond if whole else rows.cond.select(members), shape)
+            if pred_cond is None:
+                pred_cond = cond if whole else cond.new_empty((batch, *cond.shape[1:]))
+            if not whole:
+                pred_cond[idx] = cond
+            cfg = [row for row in members if row in position]
+            if rows.uncond is None or not cfg:
+                continue
+            uncond = family.predict(model, rows.latents[cfg], timesteps[cfg],
+                                    rows.uncond.select([position[row] for row in cfg]), shape)
+            if pred_uncond is None:
+                pred_uncond = torch.empty_like(pred_cond)
+            pred_uncond[torch.tensor(cfg, device=self.device)] = uncond
+        if pred_uncond is not None and len(rows.cfg_rows) < batch:
+            # A row outside the CFG set gets uncond := cond and scale 1: exactly its cond prediction.
+            plain = torch.tensor([row for row in range(batch) if row not in position], device=self.device)
+            pred_uncond[plain] = pred_cond[plain]
+        return pred_cond, pred_uncond
+
+    def _update(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None, coefs: list[float],
+                levels: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Reward gradients of the rows guided at this step, then the fused step: one call per gradient
+        mode among them and one gradient-free call for the rest. Returns the kernel's output (next
+        latents, or the guided prediction for a scheduler's own step), skip flags [B] and, for the
+        guided rows, their scores [B, K] (nan elsewhere)."""
+        rows, device = self.rows, self.device
+        batch = len(rows)
+        guided = [row for row, c in enumerate(coefs) if c != 0]
+        coef = torch.tensor(coefs, dtype=torch.float32, device=device)
+        dt = rows.schedules[0].dt is not None
+        step_dt = torch.tensor([s.dt[i] for s, i in zip(rows.schedules, rows.steps_done)], device=device) if dt else None
+        common = dict(pred_uncond=pred_uncond, cfg_scale=rows.cfg if pred_uncond is not None else None,
+                      x=rows.latents if dt else None, dt=step_dt)
+        scores_all = None
+        groups: list[tuple[list[int], str, torch.Tensor | None, torch.Tensor | None]] = []
+        if guided and self.reward is not None:
+            modes = list(dict.fromkeys(rows.guidance[row].mode for row in guided))
+            # One backward pass of the weighted sum when every guided row is in mode sum, else one per
+            # weighted objective (the kernel normalises and weights them).
+            grad_mode = "sum" if modes == ["sum"] else "unit"
+            whole = len(guided) == batch
+            gidx = torch.tensor(guided, device=device)
+            weights = rows.weights if whole else rows.weights[gidx]
+            # Objectives no guided row weights need no backward pass (read from the specs: no host sync).
+            used = [any(rows.guidance[row].weights.get(name, 0.0) != 0 for row in guided) for name in self.objectives]
+            scores, grads = reward_and_gradients(
+                self.reward, rows.latents if whole else rows.latents[gidx],
+                torch.tensor([levels[row] for row in guided], dtype=torch.float32, device=device),
+                rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, used=used,
+            )
+            step_weights = torch.ones(len(guided), 1, device=device) if grad_mode == "sum" else weights
+            scores_all = scores if whole else torch.full((batch, scores.shape[1]), float("nan"), device=device)
+            if not whole:
+                scores_all[gidx] = scores
+            where = {row: j for j, row in enumerate(guided)}
+            for mode in modes:
+                members = [row for row in guided if rows.guidance[row].mode == mode]
+                pick = torch.tensor([where[row] for row in members], device=device) if len(modes) > 1 else None
+                groups.append((members, mode, grads if pick is None else grads[pick],
+                               step_weights if pick is None else step_weights[pick]))
+        unguided = [row for row in range(batch) if coefs[row] == 0 or self.reward is None]
+        if unguided:
+            groups.append((unguided, "sum", None, None))
+        if len(groups) == 1:
+            members, mode, grads, weights = groups[0]
+            out, stats = guided_step(pred_cond, grads, weights, coef if grads is not None else None, mode=mode,
+                                     **common)
+            return out, stats.skipped, scores_all
+        out, skipped = None, torch.zeros(batch, dtype=torch.bool, device=device)
+        for members, mode, grads, weights in groups:
+            idx = torch.tensor(members, device=device)
+            part = {name: None if value is None else value[idx] for name, value in common.items()}
+            out_m, stats = guided_step(pred_cond[idx], grads, weights, coef[idx] if grads is not None else None,
+                                       mode=mode, **part)
+            if out is None:
+                out = out_m.new_empty((batch, *out_m.shape[1:]))
+            out[idx], skipped[idx] = out_m, stats.skipped
+        return out, skipped, scores_all
+
+    def _report(self, levels: list[float], coefs: list[float], skipped: torch.Tensor,
+                scores: torch.Tensor | None) -> list[SampleProgress]:
+        """One row per sample (a search sample's particles by their first row), one host read; rewards
+        for the samples guided at this step (the only ones scored)."""
+        rows = self.rows
+        first = rows.first_rows()
+        idx = torch.tensor(first, device=self.device)
+        packed = skipped[idx].float().unsqueeze(1)
+        if scores is not None:
+            packed = torch.cat([packed, scores[idx].float()], dim=1)
+        values = packed.tolist()
+        report = []
+        for row, value in zip(first, values):
+            rewards = value[1:] if scores is not None and coefs[row] != 0 else None
+            report.append(SampleProgress(rows.ids[row], rows.steps_done[row], rows.schedules[row].steps,
+                                         levels[row], rewards, bool(value[0])))
+        return report
+
+    # -- leaving ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def pop_finished(self, decode: bool = True) -> SampleResult:
+        """The finished samples leave: final rewards (t = 0), the best particle of search samples, and
+        the frames (``decode=False`` skips decoding). Cancelled riders are dropped here."""
+        done = set(self.finished())
+        rows = self.rows
+        part = rows.split([row for row, sid in enumerate(rows.ids) if sid in done])
+        if self._dropped & done:
+            part.keep([row for row, sid in enumerate(part.ids) if sid not in self._dropped])
+            self._dropped -= done
+        if not len(rows):
+            self.rows = None
+        passes = [self.passes.pop(sid, 0) for sid in part.groups()]
+        for sid in done:
+            self.passes.pop(sid, None)
+        if not len(part):
+            return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
+        final_rewards = None
+        if self.reward is not None:
+            t_zero = torch.zeros(len(part), device=self.device)
+            final_rewards = self.reward(part.latents.float(), t_zero, part.cond, self.shape).float()
+            final_rewards = final_rewards[search.finish(part, (final_rewards * part.weights).sum(dim=1))]
+        frames = None
+        if decode:
+            with self.timer.phase("decode_s"):
+                frames = self.family.decode(part.latents, self.shape, part.generators)
+        return SampleResult(
+            frames=frames,
+            latents=part.latents,
+            rewards=final_rewards,
+            objectives=self.objectives,
+            ids=list(part.ids),
+            skipped_steps=part.skipped.tolist(),
+            guided_steps=part.guided.tolist(),
+            timings=self.timer.totals(),
+            denoiser_passes=passes,
+            nonfinite_steps=part.first_nonfinite.tolist(),
+        )
+
+    # -- joining ----------------------------------------------------------------------------------
+    def _new_rows(self, specs: Sequence[SampleSpec], schedule: Schedule, ids: list[Hashable]) -> BatchRows:
+        """Encode the prompts, then draw the noise of every row (a search sample's particles one after
+        the other from its own generator)."""
+        family, device, objectives = self.family, self.device, self.objectives
+        cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
+        cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
+        negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
+        cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
+        if uncond is not None and len(cfg_rows) < len(specs):
+            uncond = uncond.select(cfg_rows)
+        guidance = [s.guidance for s in specs]
+        zeros = [0.0] * len(objectives)
+        vectors = [g.weight_vector(objectives) if g else zeros for g in guidance]
+        batch = len(specs)
+        rows = BatchRows(
+            ids=list(ids),
+            latents=torch.empty(batch, 0, device=device),
+            cond=cond,
+            uncond=uncond,
+            cfg_rows=cfg_rows,
+            # A sample outside the CFG set gets uncond := cond and scale 1: exactly its cond prediction.
+            cfg=torch.tensor([c if i in cfg_rows else 1.0 for i, c in enumerate(cfg_scales)], device=device),
+            weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(batch, len(objectives)),
+            guidance=guidance,
+            generators=[torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs],
+            schedules=[schedule] * batch,
+            coefs=[schedule.coefficients(g, self.max_ratio) for g in guidance],
+            steps_done=[0] * batch,
+            skipped=torch.zeros(batch, dtype=torch.long, device=device),
+            guided=torch.zeros(batch, dtype=torch.long, device=device),
+            first_nonfinite=torch.zeros(batch, dtype=torch.long, device=device),
+            log_weights=torch.zeros(batch, device=device),
+            last_scores=torch.zeros(batch, device=device),
+        )
+        particles = search.particle_rows(guidance)
+        if len(particles) > batch:
+            rows.take(particles)
+        rows.latents = family.prepare_latents(self.shape, rows.generators)
         return rows
-
-    def first_rows(self) -> list[int]:
-        """One row per sample still in the batch (its first), for reporting per sample."""
-        return [rows[0] for rows in self.groups().values()]

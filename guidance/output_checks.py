@@ -8,17 +8,21 @@ decoded frames, into one clear message per broken sample.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from guidance.sampler import SampleResult
+from guidance.sample_types import SampleResult
 
 
-def output_problems(result: SampleResult, steps: int) -> list[str | None]:
-    """Per returned sample (row of ``result``): why its output is unusable, or None if it is fine."""
+def output_problems(result: SampleResult, steps: int | Sequence[int]) -> list[str | None]:
+    """Per returned sample (row of ``result``): why its output is unusable, or None if it is fine.
+    ``steps`` is the step count of every sample, or one per row (samples of a continuous batch)."""
     problems: list[str | None] = [None] * len(result.ids)
+    totals = [steps] * len(problems) if isinstance(steps, int) else list(steps)
     for row, step in enumerate(result.nonfinite_steps):
         if step:
-            problems[row] = (f"non-finite latents (NaN or inf) after denoising step {step} of {steps}; "
+            problems[row] = (f"non-finite latents (NaN or inf) after denoising step {step} of {totals[row]}; "
                              "try float32, another seed or another number of steps")
     if result.frames is None:
         return problems

@@ -155,7 +155,7 @@ class LatentRewardModel(nn.Module):
         """Video tokens [B, L, D] after the N-th block."""
         timestep = t.to(latents.device, torch.float32) * self.num_train_timesteps
         try:
-            self.family.predict(self.trunk, latents, timestep, cond, shape, 0)
+            self.family.predict(self.trunk, latents, timestep, cond, shape)
         except _TrunkDone as done:
             return done.tokens
         raise RuntimeError("the trunk's last block never ran; the family adapter's predict skipped it")

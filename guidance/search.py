@@ -19,11 +19,11 @@ therefore need a flow-matching family (a multistep scheduler keeps batched histo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 
-from guidance.batch_state import BatchState
+from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.nrg import GuidanceSpec
 from guidance.rewards import RewardFunction
@@ -51,25 +51,29 @@ def _due(spec: GuidanceSpec, level: float) -> bool:
     return lo <= level <= hi
 
 
-def weighted_scores(reward: RewardFunction, state: BatchState, rows: list[int], level: float,
+def weighted_scores(reward: RewardFunction, state: BatchRows, rows: list[int], levels: Sequence[float],
                     shape: VideoShape) -> torch.Tensor:
-    """sum_k w_k r_k of the listed rows at noise level ``level``, float32 [len(rows)]."""
+    """sum_k w_k r_k of the listed rows, each at its noise level in ``levels`` (one per batch row),
+    float32 [len(rows)]."""
     index = torch.tensor(rows, dtype=torch.long, device=state.latents.device)
-    t = torch.full((len(rows),), level, dtype=torch.float32, device=state.latents.device)
+    t = torch.tensor([levels[row] for row in rows], dtype=torch.float32, device=state.latents.device)
     scores = reward(state.latents[index].float(), t, state.cond.select(rows), shape).float()
     return (scores * state.weights[index]).sum(dim=1)
 
 
-def select(state: BatchState, reward: RewardFunction, level: float, shape: VideoShape) -> bool:
-    """Prune or resample the particles of every sample due at this noise level; True if rows changed."""
+def select(state: BatchRows, reward: RewardFunction, shape: VideoShape) -> bool:
+    """Prune or resample the particles of every sample due at its next step's noise level; True if
+    rows changed. A sample's particles share its schedule, so they are always at the same step."""
+    levels = state.noise_levels()
     groups = state.groups()
-    due = {sid: rows for sid, rows in groups.items() if len(rows) > 1 and _due(state.guidance[rows[0]], level)}
+    due = {sid: rows for sid, rows in groups.items()
+           if len(rows) > 1 and _due(state.guidance[rows[0]], levels[rows[0]])}
     if not due:
         return False
     scored = [row for rows in due.values() for row in rows]
-    scores = weighted_scores(reward, state, scored, level, shape)
-    chosen: dict[int, list[int]] = {}
-    reset: set[int] = set()
+    scores = weighted_scores(reward, state, scored, levels, shape)
+    chosen: dict[Hashable, list[int]] = {}
+    reset: set[Hashable] = set()
     start = 0
     for sid, rows in due.items():
         r, start = scores[start:start + len(rows)], start + len(rows)
@@ -93,7 +97,7 @@ def select(state: BatchState, reward: RewardFunction, level: float, shape: Video
     return True
 
 
-def finish(state: BatchState, final_scores: torch.Tensor) -> list[int]:
+def finish(state: BatchRows, final_scores: torch.Tensor) -> list[int]:
     """Keep, for each sample with several rows left, the row of best final weighted reward; return
     the rows kept (to index what was computed for the old rows)."""
     rows = [group[int(final_scores[group].argmax())] if len(group) > 1 else group[0]

@@ -91,9 +91,9 @@ def _check_small(
 
 def prepare_inputs(
     pred_cond: torch.Tensor,
-    grads: torch.Tensor,
-    weights: torch.Tensor,
-    coef: torch.Tensor,
+    grads: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    coef: torch.Tensor | None,
     *,
     pred_uncond: torch.Tensor | None,
     cfg_scale: torch.Tensor | None,
@@ -103,6 +103,9 @@ def prepare_inputs(
     eps: float,
 ) -> GuidedStepInputs:
     """Validate every argument (``ValueError`` naming it) and flatten the big ones.
+
+    ``grads=None`` (with ``weights=None``; ``coef`` may be None too) is the unguided step: CFG and Euler
+    only, with an empty ``[B, 0, N]`` gradient so no backend reads or reduces one.
 
     Only shapes, dtypes and devices are inspected, never values, so this never synchronises with the
     device. Non-contiguous inputs are copied to contiguous memory here: the kernel indexes samples as
@@ -115,9 +118,20 @@ def prepare_inputs(
         raise ValueError(f"pred_cond must be float32, float16 or bfloat16; got {pred_cond.dtype}")
     device = pred_cond.device
     batch, spatial = pred_cond.shape[0], tuple(pred_cond.shape[1:])
-    grads = _check_tensor("grads", grads)
+    if grads is None:
+        # The unguided rows of a batch: no gradient is read, no norm is computed (K = 0, mode sum).
+        if weights is not None:
+            raise ValueError("weights must be None when grads is None (no objective to weight)")
+        grads = pred_cond.new_empty((batch, 0, *spatial))
+        weights = torch.empty((batch, 0), dtype=torch.float32, device=device)
+        coef = torch.zeros(batch, dtype=torch.float32, device=device) if coef is None else coef
+        mode = "sum"
+        unguided = True
+    else:
+        grads = _check_tensor("grads", grads)
+        unguided = False
     well_formed = grads.dim() == pred_cond.dim() + 1 and grads.shape[0] == batch and tuple(grads.shape[2:]) == spatial
-    if not well_formed or grads.shape[1] < 1:
+    if not well_formed or (grads.shape[1] < 1 and not unguided):
         raise ValueError(
             f"grads must have shape [B, K, *S] = [{', '.join([str(batch), 'K', *map(str, spatial)])}] "
             f"with K >= 1; got {list(grads.shape)}"

@@ -50,9 +50,9 @@ def guided_step_backend(tensor: torch.Tensor) -> str:
 
 def guided_step(
     pred_cond: torch.Tensor,
-    grads: torch.Tensor,
-    weights: torch.Tensor,
-    coef: torch.Tensor,
+    grads: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    coef: torch.Tensor | None,
     *,
     pred_uncond: torch.Tensor | None = None,
     cfg_scale: torch.Tensor | None = None,
@@ -72,7 +72,9 @@ def guided_step(
     ``pred_cond.dtype``.
 
     Shapes: ``pred_cond``, ``pred_uncond``, ``x``: ``[B, *S]``; ``grads``: ``[B, K, *S]``; ``weights``:
-    ``[B, K]`` float32; ``coef``, ``cfg_scale``, ``dt``: ``[B]`` float32. ``pred_uncond``/``cfg_scale``
+    ``[B, K]`` float32; ``coef``, ``cfg_scale``, ``dt``: ``[B]`` float32. ``grads=None`` and
+    ``weights=None`` (``coef`` then optional) is the unguided step of rows with no gradient at this step:
+    no gradient is allocated, read or reduced. ``pred_uncond``/``cfg_scale``
     and ``x``/``dt`` are given in pairs. All tensors must be on one device; non-contiguous ones are
     copied. Returns the output and ``GuidedStepStats`` (per-objective gradient norms, skip flags), both
     on the input device, without a host synchronisation on the Triton path.

@@ -16,9 +16,9 @@ from kernels._guided_step_common import GuidedStepStats, prepare_inputs
 
 def guided_step_reference(
     pred_cond: torch.Tensor,
-    grads: torch.Tensor,
-    weights: torch.Tensor,
-    coef: torch.Tensor,
+    grads: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    coef: torch.Tensor | None,
     *,
     pred_uncond: torch.Tensor | None = None,
     cfg_scale: torch.Tensor | None = None,

@@ -212,9 +212,9 @@ def _unguided_fixup_kernel(
 
 def guided_step_triton(
     pred_cond: torch.Tensor,
-    grads: torch.Tensor,
-    weights: torch.Tensor,
-    coef: torch.Tensor,
+    grads: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    coef: torch.Tensor | None,
     *,
     pred_uncond: torch.Tensor | None = None,
     cfg_scale: torch.Tensor | None = None,
@@ -266,12 +266,16 @@ def guided_step_triton(
     x_arg = a.pred_cond if a.x is None else a.x
     dt_arg = a.coef if a.dt is None else a.dt
     has_uncond, has_x = a.pred_uncond is not None, a.x is not None
+    # K = 0 (grads=None): the empty gradient, weight, norm and partial buffers may have null pointers,
+    # which a launch refuses; the loop over objectives is empty, so any valid pointer stands in.
+    grads_arg, weights_arg = (a.grads, a.weights) if num_obj else (a.pred_cond, a.coef)
+    norms_arg, partials_arg = (norms, partials) if num_obj else (a.coef, a.coef)
     grid = (num_chunks, batch)
 
     def step() -> None:
         _guided_step_kernel[grid](
-            out, a.pred_cond, pred_uncond_arg, cfg_arg, x_arg, dt_arg, a.grads, a.weights, a.coef,
-            norms, skip, partials, reference, numel, num_chunks, a.eps, math.sqrt(numel),
+            out, a.pred_cond, pred_uncond_arg, cfg_arg, x_arg, dt_arg, grads_arg, weights_arg, a.coef,
+            norms_arg, skip, partials_arg, reference, numel, num_chunks, a.eps, math.sqrt(numel),
             K=num_obj, HAS_UNCOND=has_uncond, HAS_X=has_x, NORMED=normed, RELATIVE=relative,
             BLOCK_SIZE=block_size, num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,
         )
@@ -283,7 +287,10 @@ def guided_step_triton(
             enable_fp_fusion=ENABLE_FP_FUSION,
         )
 
-    if normed:
+    if num_obj == 0:  # the unguided step (grads=None): one pass, nothing to reduce or fix up
+        step()
+        skip.zero_()
+    elif normed:
         _sumsq_kernel[(num_chunks, batch * num_obj)](
             a.grads, partials, numel, num_chunks,
             BLOCK_SIZE=block_size, num_warps=NUM_WARPS, enable_fp_fusion=ENABLE_FP_FUSION,

@@ -31,7 +31,8 @@ from guidance.families.base import VideoShape
 from guidance.nrg import SEARCH_MODES, defaults_for
 from server import access_log, playground
 from server.config import ServerConfig
-from server.engine import Engine, HostedModel
+from server.engine import Engine
+from server.hosted_model import HostedModel
 from server.errors import APIError, install_error_handlers
 from server.events import EventBus
 from server.lifecycle import Lifecycle
@@ -132,7 +133,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     bus = EventBus(listeners=(JobLog(store),))
     metrics = Metrics()
     lifecycle = Lifecycle(config.shutdown_grace_s)
-    engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms,
+    engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                     fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail)
     retention = Retention(store, config.retention_days)
     default_model = next(iter(models))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from guidance.nrg import MODES
 from server.schema import Limits
+from server.scheduling import BATCHING_MODES
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -331,6 +332,9 @@ def _add_serve_parser(sub) -> None:
     serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")))
     serve.add_argument("--max-batch", type=int, default=int(_env("MAX_BATCH", "4")))
     serve.add_argument("--batch-wait-ms", type=float, default=float(_env("BATCH_WAIT_MS", "50")))
+    serve.add_argument("--batching", choices=BATCHING_MODES, default=_env("BATCHING", "continuous"),
+                       help="continuous (default): jobs join a running batch at the next step and take the slots "
+                       "of finished ones; static: a batch is fixed when it starts (waiting --batch-wait-ms to fill)")
     serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "64")))
     serve.add_argument("--api-key", action=listed, dest="api_keys", default=_env_list("API_KEYS"),
                        help="accepted bearer key, repeatable (default: no auth)")
@@ -385,7 +389,7 @@ def server_config(args: argparse.Namespace):
     return ServerConfig(
         models=models, rewards=_named(args.reward, first), checkpoints=checkpoints,
         host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
+        batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,

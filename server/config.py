@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from server import pipeline_defaults
-from server.engine import FAULT_BACKOFF_S, HostedModel
+from server.engine import FAULT_BACKOFF_S
+from server.hosted_model import HostedModel
 from server.pipeline_defaults import PipelineDefaults
 from server.schema import Limits
 
@@ -31,6 +32,8 @@ class ServerConfig:
     data_dir: Path = Path("data")
     max_batch: int = 4
     batch_wait_ms: float = 50.0
+    #: ``continuous``: jobs join a running batch between steps; ``static``: a batch is fixed at its start.
+    batching: str = "continuous"
     max_queue: int = 64
     api_keys: tuple[str, ...] = ()
     device: str | None = None

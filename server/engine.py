@@ -1,45 +1,46 @@
-"""The worker that owns the device: batches queued jobs and runs them through the guided sampler.
+"""The worker that owns the device: admits queued jobs into the running batch and steps it.
 
-One thread, one device. Jobs are taken oldest first; the oldest queued job fixes the batch key
-(model, checkpoint, size, frames, steps) and the worker gathers up to ``max_batch``
-queued jobs with that key, waiting at most ``batch_wait_ms`` for more. Taking the oldest job first
-means no key starves. Prompts, seeds, CFG scales, weights and strengths vary freely inside a batch.
+One thread, one device. At every step boundary the worker asks the batching policy
+(``server.scheduling``) which queued jobs start a batch or join the running one (``--batching``:
+``continuous`` lets compatible jobs join between steps and refills the slots of finished and
+cancelled samples; ``static`` fixes a batch when it starts), has the executor (``server.executor``)
+take one step of the batch, publishes each sample's progress, and hands finished samples to the
+output writer (``server.output_writer``), which encodes them on its own thread.
 
-Failure isolation: when a batch of several raises (a CUDA OOM, a poison input), its jobs are re-run
-one by one, so only the job that really fails is failed, with a clear error; the worker keeps
-serving. Cancellation is checked before every step and a cancelled job leaves its batch there; a job
-cancelled or deleted after its last step is dropped alone and leaves no files. A sample whose latents
-or frames are not finite fails alone with ``non_finite_output``.
+Failure isolation: when adding jobs or stepping a batch of several raises (a CUDA OOM, a poison
+input), its jobs are re-queued to run alone (``solo``), so only the job that really fails is failed,
+with a clear error; the worker keeps serving. Cancellation is taken before every step and a cancelled
+job leaves its batch there; a job cancelled or deleted after its last step is dropped alone and leaves
+no files. A sample whose latents or frames are not finite fails alone with ``non_finite_output``.
 
-Storage faults (disk full, SQLite I/O errors) never fail a job: the jobs they interrupt go back to the
-queue (still ``in_progress`` in the store if even that write fails, which the next start re-queues),
-and the worker waits out ``fault_backoff_s`` before it tries again. When the faults outlast that
-backoff, or the database is corrupt, or the worker thread itself breaks, the engine reports a
-``failure`` (``/health`` answers 503 with it) and calls ``on_fatal`` so the process exits non-zero.
+Storage faults (disk full, SQLite I/O errors) never fail a job: the running batch is dropped, the jobs
+it held go back to the queue (still ``in_progress`` in the store if even that write fails, which the
+next start re-queues), and the worker waits out ``fault_backoff_s`` before it tries again. When the
+faults outlast that backoff, or the database is corrupt, or the worker thread itself breaks, the
+engine reports a ``failure`` (``/health`` answers 503 with it) and calls ``on_fatal`` so the process
+exits non-zero.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from guidance.families.base import PipelineFamily, VideoShape
-from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
-from guidance.output_checks import output_problems
-from guidance.rewards import RewardFunction
-from guidance.sampler import SampleSpec, StepEvent, sample
-from guidance.video_io import frames_to_uint8, write_video
-from server.events import EventBus
+from guidance.sample_types import SampleProgress
+from server.cancellation import CancelRequests, LocalCancelRequests
+from server.events import EventSink
+from server.executor import BatchExecutor, FinishedSample
+from server.hosted_model import HostedModel
 from server.metrics import Metrics
-from server.store import CANCELLED, COMPLETED, FAILED, Job, JobStore
+from server.output_writer import Output, OutputWriter
+from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
+from server.store import COMPLETED, FAILED, Job, JobStore
 from server.store_errors import is_corruption, is_storage_fault
 
 log = logging.getLogger("nrg.engine")
@@ -47,68 +48,47 @@ log = logging.getLogger("nrg.engine")
 #: Waits of the worker between attempts while storage faults persist (about a minute in all); when a
 #: fault outlasts them the worker gives up and the process exits for its supervisor to restart it.
 FAULT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-
-
-@dataclass
-class HostedModel:
-    """A loaded pipeline with what serves it: reward model, aligned checkpoints, defaults."""
-
-    name: str
-    family: PipelineFamily
-    reward: RewardFunction | None
-    checkpoints: Any | None  # guidance.checkpoints.CheckpointRegistry
-    default_shape: VideoShape
-    default_steps: int
-
-    def activate(self, checkpoint: str | None) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints.activate(checkpoint)
-
-
-def batch_key(params: Mapping[str, Any]) -> tuple:
-    """What jobs must share to run as one batch. Guidance (weights, strength, window, mode, particles)
-    is per sample in the sampler, so it is not part of the key."""
-    return (params["model"], params.get("checkpoint"), params["width"], params["height"], params["num_frames"],
-            params["num_inference_steps"])
+#: Progress is written to the store at most this often per batch (events go out every step).
+PROGRESS_INTERVAL_S = 0.5
 
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _write_thumbnail(frame: np.ndarray, path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        Image.fromarray(frame).save(tmp, format="WEBP", quality=85)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a partial file after a full disk
-
-
 class Engine:
-    def __init__(self, models: Mapping[str, HostedModel], store: JobStore, bus: EventBus, metrics: Metrics,
-                 max_batch: int = 4, batch_wait_ms: float = 50.0,
+    def __init__(self, models: Mapping[str, HostedModel], store: JobStore, bus: EventSink, metrics: Metrics,
+                 max_batch: int = 4, batch_wait_ms: float = 50.0, batching: BatchingMode = "continuous",
                  fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
-                 on_fatal: Callable[[str], None] | None = None) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1; got {max_batch}")
+                 on_fatal: Callable[[str], None] | None = None,
+                 cancels: CancelRequests | None = None) -> None:
+        self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
         self.models = dict(models)
         self.store = store
         self.bus = bus
         self.metrics = metrics
-        self.max_batch = max_batch
-        self.batch_wait_s = batch_wait_ms / 1000.0
         self.fault_backoff_s = tuple(fault_backoff_s)
         self.on_fatal = on_fatal
+        self.cancels = cancels or LocalCancelRequests()
+        self.executor = BatchExecutor(self.models, metrics)
+        self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None
         self._wake = threading.Condition()
         self._stopping = False
-        #: Jobs the worker holds right now, and those of them the client cancelled.
-        self._running: set[str] = set()
-        self._cancelled: set[str] = set()
+        #: Jobs whose batch failed: each is retried in a batch of its own.
+        self._solo: set[str] = set()
+        #: Storage faults met by the writer thread, raised in the worker's loop.
+        self._writer_faults: queue.Queue[BaseException] = queue.Queue()
         #: Set by a storage fault: jobs it interrupted may still read in_progress and must be re-queued.
         self._orphans = False
+        self._progress_written = 0.0
+        #: Outcomes written so far (by the worker and the writer): a storage fault ends when it grows.
+        self._recorded = 0
+        #: Bumped whenever the queue may have changed; with the running batch's size it tells whether
+        #: the last plan still holds (so a running batch does not read the queue at every step).
+        self._queue_version = 0
+        self._planned: tuple[int, int] | None = None
         self._thread = threading.Thread(target=self._loop, name="nrg-engine", daemon=True)
 
     # -- called from HTTP handlers ----------------------------------------------------------------
@@ -120,17 +100,20 @@ class Engine:
             log.warning("%d completed jobs have lost their video file (their content answers 410): %s",
                         len(missing), ", ".join(missing))
         self.metrics.queue_depth.set(self.store.count_queued())
+        self.writer.start()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Finish the running batch (up to ``timeout``) and stop; True if it finished. Work still
-        running when the process exits stays ``in_progress`` in the store and is re-queued at the next
-        start, so nothing is lost either way."""
+        """Finish the running batch and its videos (up to ``timeout``) and stop; True if they finished.
+        Work still running when the process exits stays ``in_progress`` in the store and is re-queued
+        at the next start, so nothing is lost either way."""
+        deadline = time.monotonic() + timeout
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        written = self.writer.stop(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive() and written
 
     @property
     def alive(self) -> bool:
@@ -144,20 +127,21 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        with self._wake:
-            return bool(self._running)
+        return bool(self.executor.jobs) or bool(self.writer.pending)
 
     def wake(self) -> None:
+        """The queue changed (a job was created or cancelled): plan again at the next step boundary."""
         self.metrics.queue_depth.set(self.store.count_queued())
         with self._wake:
+            self._queue_version += 1
             self._wake.notify_all()
 
     def cancel(self, job_id: str) -> None:
         """Stop a running job at its next step. Queued jobs are cancelled in the store directly and
-        never start, so only ids the worker holds are remembered (and forgotten when it lets go)."""
-        with self._wake:
-            if job_id in self._running:
-                self._cancelled.add(job_id)
+        never start, and a job past its last step is dropped by the writer (its finish finds it
+        cancelled), so only jobs in the batch are asked to stop."""
+        if job_id in self.executor.jobs:
+            self.cancels.request(job_id)
 
     # -- the worker thread ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -168,21 +152,18 @@ class Engine:
             self._fail(f"worker died: {type(exc).__name__}: {exc}")
 
     def _serve(self) -> None:
-        """Run batches until stopped; wait out storage faults, give up when they persist."""
-        faults = 0
+        """Step until stopped; wait out storage faults, give up when they persist."""
+        faults, recorded = 0, self._recorded
         while True:
             try:
-                if not self._wait_for_work():
+                if not self._tick():
                     return
-                self._requeue_orphans()
-                batch = self._collect()
-                if batch:
-                    self._run(batch)
-                faults = 0
+                if self._recorded != recorded:  # an outcome was written: the store works again
+                    faults, recorded = 0, self._recorded
             except Exception as exc:  # noqa: BLE001 - sorted below: wait and retry, or give up
                 if is_corruption(exc) or not is_storage_fault(exc):
                     raise
-                self._orphans = True
+                self._interrupted()
                 if faults == len(self.fault_backoff_s):
                     log.error("storage fault persists after %d retries: %s", faults, exc)
                     self._fail(f"storage fault persists: {exc}")
@@ -192,90 +173,162 @@ class Engine:
                     self._wake.wait_for(lambda: self._stopping, timeout=self.fault_backoff_s[faults])
                 faults += 1
 
-    def _wait_for_work(self) -> bool:
-        """Block until a job is queued or orphans wait to be re-queued; False once stopping."""
-        with self._wake:
-            while not self._stopping and not self._orphans and not self.store.count_queued():
-                self._wake.wait(timeout=1.0)
-            return not self._stopping
-
-    def _requeue_orphans(self) -> None:
-        """Between batches no job runs, so every in_progress row is one a storage fault interrupted."""
-        if self._orphans:
+    def _tick(self) -> bool:
+        """One step boundary: admit, cancel, step, let finished samples go. False once stopped."""
+        try:
+            raise self._writer_faults.get_nowait()
+        except queue.Empty:
+            pass
+        idle = not self.executor.job_ids
+        if idle and self._orphans:
+            self.writer.drain()  # what the writer holds is not orphaned
             for job_id in self.store.recover():
                 log.info("re-queued %s, interrupted by a storage fault", job_id)
             self._orphans = False
+        wait_s = None
+        running = len(self.executor.jobs)
+        if not self._stopping and (running == 0 or self._planned != (self._queue_version, running)):
+            self._planned = (self._queue_version, running)
+            wait_s = self._admit()
+        if not self.executor.job_ids:
+            with self._wake:
+                if self._stopping:
+                    return False
+                if wait_s is None and self.store.count_queued():
+                    return True  # jobs queued that cannot start yet: ask the policy again
+                self._wake.wait(timeout=1.0 if wait_s is None else wait_s)
+            return True
+        self._cancel_requested()
+        if self.executor.job_ids:
+            self._step()
+        return True
+
+    def _admit(self) -> float | None:
+        """Start or join what the policy says; how long an idle engine may wait, if at all."""
+        jobs = {job.id: job for job in self.store.queued()}
+        queued = [QueuedJob(job.id, self._key(job.params), job.created_at, job.id in self._solo)
+                  for job in jobs.values()]
+        plan = self.policy.plan(queued, self.executor.running(), time.time())
+        if not plan.admit:
+            return plan.wait_s
+        started: list[Job] = []
+        for job_id in plan.admit:
+            job = jobs.get(job_id)
+            if job is not None and self.store.mark_started(job_id):
+                started.append(job)
+        self.metrics.queue_depth.set(self.store.count_queued())
+        if not started:
+            return None
+        now = time.time()
+        size = len(self.executor.job_ids) + len(started)
+        for job in started:
+            self.metrics.queue_wait.observe(now - job.created_at)
+            self.bus.publish(job.id, "started", batch_size=size)
+        key = self._key(started[0].params)
+        solo = any(job.id in self._solo for job in started)
+        try:
+            self.executor.admit(started, key, now, solo=solo)
+        except Exception as exc:  # noqa: BLE001 - isolate the failure to the jobs that joined
+            self._isolate(started, exc)
+        return None
+
+    def _key(self, params: Mapping[str, Any]) -> tuple:
+        return self.policy.key(params, steppable=self.models[params["model"]].family.euler_scheduler)
+
+    def _cancel_requested(self) -> None:
+        wanted = self.cancels.take(self.executor.job_ids)
+        if wanted:
+            self.executor.cancel(wanted)  # the handler has recorded them as cancelled already
+
+    def _step(self) -> None:
+        objectives = self.executor.batch.objectives  # before the batch may empty and go
+        try:
+            report = self.executor.step()
+            finished = self.executor.pop_finished()
+        except Exception as exc:  # noqa: BLE001 - isolate the failure to this batch's jobs
+            if is_storage_fault(exc) or is_corruption(exc):
+                raise
+            self._isolate(self.executor.abandon(), exc)
+            return
+        self._publish_progress(report, objectives)
+        for sample in finished:
+            self._release(sample)
+        self._cancel_requested()  # and requests for the jobs that just left are dropped
+
+    def _isolate(self, jobs: list[Job], exc: Exception) -> None:
+        """A batch (or the jobs joining it) failed: retry its jobs alone, or fail the one that ran alone."""
+        if is_storage_fault(exc) or is_corruption(exc):
+            raise exc
+        if _is_oom(exc) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(jobs) > 1:
+            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(jobs), exc)
+            for job in jobs:
+                self._solo.add(job.id)
+                self.store.requeue(job.id)
+            with self._wake:
+                self._queue_version += 1
+            return
+        job = jobs[0]
+        self._solo.discard(job.id)
+        code = "out_of_memory" if _is_oom(exc) else "generation_error"
+        log.error("job %s failed: %s: %s", job.id, type(exc).__name__, exc, exc_info=exc)
+        self._finish(job, FAILED, None, (code, f"{type(exc).__name__}: {exc}"))
+
+    def _publish_progress(self, report: list[SampleProgress], objectives: tuple[str, ...]) -> None:
+        progress: dict[str, int] = {}
+        for sample in report:
+            value = min(int(100 * sample.step / sample.steps), 99)
+            progress[str(sample.id)] = value
+            data: dict[str, Any] = {"step": sample.step, "steps": sample.steps, "t": round(sample.t, 6),
+                                    "progress": value}
+            if sample.rewards is not None:
+                data["rewards"] = dict(zip(objectives, sample.rewards))
+            self.bus.publish(str(sample.id), "step", **data)
+        now = time.monotonic()
+        if now - self._progress_written >= PROGRESS_INTERVAL_S:
+            self._progress_written = now
+            try:
+                self.store.set_progress_many(progress)
+            except Exception as exc:  # noqa: BLE001 - progress is advisory; the outcome write is not
+                if not is_storage_fault(exc):
+                    raise
+                log.warning("could not record the progress of %d jobs: %s", len(progress), exc)
+
+    def _release(self, sample: FinishedSample) -> None:
+        job = sample.job
+        self._solo.discard(job.id)
+        if sample.problem is not None:
+            log.error("job %s: %s", job.id, sample.problem)
+            self._finish(job, FAILED, None, ("non_finite_output", sample.problem))
+            return
+        for name, value in (sample.result["rewards"] or {}).items():
+            self.metrics.final_reward.labels(objective=name).observe(value)
+        self.metrics.skipped_steps.inc(sample.result["guidance_skipped_steps"])
+        self.writer.submit(Output(job, sample.frames, sample.result))
+
+    def _interrupted(self) -> None:
+        """After a storage fault: drop the running batch; its jobs are re-queued once the store heals."""
+        for job in self.executor.abandon():
+            self._solo.discard(job.id)
+        self._orphans = True
+
+    def _writer_fault(self, exc: BaseException) -> None:
+        self._writer_faults.put(exc)
+        with self._wake:
+            self._wake.notify_all()
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
         if self.on_fatal is not None:
             self.on_fatal(reason)
 
-    def _collect(self) -> list[Job]:
-        """The oldest queued job and up to max_batch - 1 others with its key, waiting a little."""
-        deadline = time.monotonic() + self.batch_wait_s
-        while True:
-            queued = self.store.queued()
-            if not queued:
-                return []
-            key = batch_key(queued[0].params)
-            batch = [job for job in queued if batch_key(job.params) == key][: self.max_batch]
-            remaining = deadline - time.monotonic()
-            if len(batch) >= self.max_batch or remaining <= 0:
-                return batch
-            with self._wake:
-                if self._stopping:
-                    return []
-                self._wake.wait(timeout=remaining)
-
-    def _run(self, jobs: list[Job]) -> None:
-        ids = {job.id for job in jobs}
-        with self._wake:
-            self._running |= ids
-        try:
-            self._run_held(jobs)
-        finally:
-            with self._wake:
-                self._running -= ids
-                self._cancelled -= ids
-
-    def _run_held(self, jobs: list[Job]) -> None:
-        started: list[Job] = []
-        try:
-            for job in jobs:
-                if self.store.mark_started(job.id):
-                    started.append(job)
-            self.metrics.queue_depth.set(self.store.count_queued())
-            if not started:
-                return
-            now = time.time()
-            for job in started:
-                self.metrics.queue_wait.observe(now - job.created_at)
-                self.bus.publish(job.id, "started", batch_size=len(started))
-            self._execute(started, started_at=now)
-        except Exception as exc:  # noqa: BLE001 - isolate every failure to the jobs it hit
-            if is_storage_fault(exc) or is_corruption(exc):
-                raise  # the disk, not these jobs, failed: the loop re-queues them and waits
-            if _is_oom(exc) and torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if len(started) > 1:
-                log.warning("batch of %d failed (%s); retrying its jobs one by one", len(started), exc)
-                for job in started:
-                    self.store.requeue(job.id)
-                    refreshed = self.store.get(job.id)
-                    if refreshed is not None:
-                        self._run_held([refreshed])
-                return
-            job = started[0]
-            code = "out_of_memory" if _is_oom(exc) else "generation_error"
-            log.exception("job %s failed", job.id)
-            self._finish(job, FAILED, error=(code, f"{type(exc).__name__}: {exc}"))
-
     def _finish(self, job: Job, status: str, result: dict[str, Any] | None = None,
                 error: tuple[str, str] | None = None) -> bool:
         """Record the outcome; False if the job had already finished (cancelled or deleted meanwhile)."""
         if not self.store.finish(job.id, status, result, error):
             return False
+        self._recorded += 1
         self.metrics.requests.labels(status=status).inc()
         if status == COMPLETED:
             self.metrics.latency.observe(time.time() - job.created_at)
@@ -285,108 +338,3 @@ class Engine:
         else:
             self.bus.publish(job.id, status)
         return True
-
-    def _execute(self, jobs: list[Job], started_at: float) -> None:
-        params = jobs[0].params
-        model = self.models[params["model"]]
-        shape = VideoShape(height=params["height"], width=params["width"], frames=params["num_frames"])
-        steps = params["num_inference_steps"]
-        specs = [self._spec(job.params) for job in jobs]
-        ids = [job.id for job in jobs]
-        device = model.family.device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        model.activate(params.get("checkpoint"))
-        last_step = [time.perf_counter()]
-
-        def on_step(event: StepEvent) -> None:
-            now = time.perf_counter()
-            self.metrics.step_time.observe(now - last_step[0])
-            last_step[0] = now
-            progress = int(100 * event.step / event.steps)
-            for row, sample_id in enumerate(event.ids):
-                job_id = ids[sample_id]
-                try:
-                    self.store.set_progress(job_id, min(progress, 99))
-                except Exception as exc:  # noqa: BLE001 - progress is advisory; the outcome write is not
-                    if not is_storage_fault(exc):
-                        raise
-                    log.warning("could not record the progress of %s: %s", job_id, exc)
-                data: dict[str, Any] = {"step": event.step, "steps": event.steps, "t": round(event.t, 6),
-                                        "progress": min(progress, 99)}
-                if event.rewards is not None:
-                    data["rewards"] = dict(zip(model.reward.objectives, event.rewards[row].tolist()))
-                self.bus.publish(job_id, "step", **data)
-
-        def cancelled() -> set[int]:
-            with self._wake:
-                return {i for i, job_id in enumerate(ids) if job_id in self._cancelled}
-
-        start = time.perf_counter()
-        result = sample(model.family, specs, shape, steps, model.reward, on_step=on_step, cancelled=cancelled)
-        inference_s = time.perf_counter() - start
-        timings = result.timings
-        busy = timings["denoise_s"] + timings["guidance_s"]
-        self.metrics.batch_size.observe(len(jobs))
-        if busy > 0:
-            self.metrics.guidance_share.observe(timings["guidance_s"] / busy if model.reward else 0.0)
-        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        if peak_mb is not None:
-            self.metrics.device_memory.set(peak_mb * 2**20)
-        for sample_id in set(range(len(jobs))) - set(result.ids):
-            self._finish(jobs[sample_id], CANCELLED, error=("cancelled", "cancelled by the client"))
-        problems = output_problems(result, steps)
-        for row, sample_id in enumerate(result.ids):
-            job = jobs[sample_id]
-            if problems[row] is not None:
-                log.error("job %s: %s", job.id, problems[row])
-                self._finish(job, FAILED, error=("non_finite_output", problems[row]))
-                continue
-            encode_start = time.perf_counter()
-            try:
-                write_video(result.frames[row], self.store.video_path(job.id), fps=job.params["fps"])
-                _write_thumbnail(frames_to_uint8(result.frames[row][0]), self.store.thumbnail_path(job.id))
-            except Exception as exc:  # noqa: BLE001 - one job's encode failure is that job's alone
-                self.store.remove_outputs(job.id)
-                if is_storage_fault(exc):
-                    raise
-                log.exception("job %s: writing its video failed", job.id)
-                self._finish(job, FAILED, error=("encode_error", f"{type(exc).__name__}: {exc}"))
-                continue
-            rewards = rewards_z = None
-            if result.rewards is not None:
-                rewards = dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
-                calibration = getattr(model.reward, "calibration", None)
-                rewards_z = None if calibration is None else {
-                    k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
-                for name, value in rewards.items():
-                    self.metrics.final_reward.labels(objective=name).observe(value)
-            self.metrics.skipped_steps.inc(result.skipped_steps[row])
-            completed = self._finish(job, COMPLETED, result={
-                "rewards": rewards,
-                "rewards_z": rewards_z,
-                "guidance_skipped_steps": result.skipped_steps[row],
-                # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
-                "cost_vs_unguided": round(result.denoiser_passes[row] / job.params["num_inference_steps"], 4),
-                "batch_size": len(jobs),
-                "queue_time_s": round(started_at - job.created_at, 4),
-                "inference_time_s": round(inference_s, 4),
-                "encode_time_s": round(time.perf_counter() - encode_start, 4),
-                "peak_memory_mb": None if peak_mb is None else round(peak_mb, 1),
-            })
-            if not completed:
-                self.store.remove_outputs(job.id)  # cancelled or deleted while it was being encoded
-
-    @staticmethod
-    def _spec(params: Mapping[str, Any]) -> SampleSpec:
-        guidance = params.get("reward_guidance")
-        return SampleSpec(
-            prompt=params["prompt"],
-            negative_prompt=params.get("negative_prompt"),
-            seed=params["seed"],
-            cfg_scale=params["guidance_scale"],
-            guidance=GuidanceSpec(
-                weights=guidance["weights"], strength=guidance["strength"], window=tuple(guidance["window"]),
-                mode=guidance["mode"], particles=guidance.get("particles") or DEFAULT_PARTICLES,
-            ) if guidance else None,
-        )

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("nrg.server")
 #: Called as ``listener(job_id, kind, data)`` for every recorded event, on the publishing thread.
@@ -30,6 +30,13 @@ class Event:
     @property
     def terminal(self) -> bool:
         return self.kind in TERMINAL
+
+
+class EventSink(Protocol):
+    """Where the engine reports job events; a deployment with the engine in another process can
+    implement it over the shared store."""
+
+    def publish(self, job_id: str, kind: str, **data: Any) -> None: ...
 
 
 class EventBus:

@@ -17,7 +17,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter("nrg_requests", "Video jobs by final or rejected status", ["status"], registry=r)
         self.queue_depth = Gauge("nrg_queue_depth", "Jobs waiting in the queue", registry=r)
-        self.batch_size = Histogram("nrg_batch_size", "Samples per executed batch", buckets=(1, 2, 3, 4, 6, 8, 12, 16),
+        self.batch_size = Histogram("nrg_batch_size", "Samples sharing each denoising step (the achieved batch size)", buckets=(1, 2, 3, 4, 6, 8, 12, 16),
                                     registry=r)
         self.step_time = Histogram("nrg_step_seconds", "Wall time of one denoising step of a batch",
                                    buckets=STEP_BUCKETS, registry=r)

@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -195,7 +195,23 @@ class JobStore:
         ) == 1
 
     def set_progress(self, job_id: str, progress: int) -> None:
-        self._write("UPDATE jobs SET progress = ? WHERE id = ? AND status = ?", (progress, job_id, IN_PROGRESS))
+        self.set_progress_many({job_id: progress})
+
+    def set_progress_many(self, progress: Mapping[str, int]) -> None:
+        """Record the progress of several running jobs in one transaction (one per batch step at most)."""
+        rows = [(value, job_id, IN_PROGRESS) for job_id, value in progress.items()]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            try:
+                db.executemany("UPDATE jobs SET progress = ? WHERE id = ? AND status = ?", rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        if rows:
+            self._attempt(write, write=True)
 
     def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
                error: tuple[str, str] | None = None) -> bool:

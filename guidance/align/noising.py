@@ -53,5 +53,5 @@ def prediction_errors(
 ) -> torch.Tensor:
     """Per-sample e(x) = mean |target - model(x_t, t, c)|^2 [B] for clean latents ``x0`` (one shape)."""
     x_t = family.add_noise(x0, noise, t)
-    pred = family.predict(model, x_t, model_timestep(family, t).to(x0.device), cond, shape, 0)
+    pred = family.predict(model, x_t, model_timestep(family, t).to(x0.device), cond, shape)
     return sample_errors(pred, training_target(family, x0, noise, t))

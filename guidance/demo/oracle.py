@@ -191,7 +191,7 @@ class OracleReward:
         if not bool((t > 0).any()):
             return latents.float()
         timestep = t * float(self.family.pipe.scheduler.config.num_train_timesteps)
-        velocity = self.family.predict(self.family.transformer, latents, timestep, cond, shape, 0).float()
+        velocity = self.family.predict(self.family.transformer, latents, timestep, cond, shape).float()
         return latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,

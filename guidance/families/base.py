@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from guidance.schedule import Schedule
+
 Prediction = Literal["flow", "v", "eps"]
 
 
@@ -38,6 +40,14 @@ class TextConditioning:
         """The conditioning of a subset of samples (for dropping finished or cancelled samples)."""
         idx = torch.as_tensor(index, device=self.embeds.device, dtype=torch.long)
         return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()})
+
+    def cat(self, other: TextConditioning) -> TextConditioning:
+        """Both batches' conditioning, ``other``'s after this one's (samples joining a batch). Prompts
+        are padded to the family's fixed length, so the sequences always line up."""
+        if set(self.extras) != set(other.extras):
+            raise ValueError(f"conditioning extras differ: {sorted(self.extras)} vs {sorted(other.extras)}")
+        return TextConditioning(torch.cat([self.embeds, other.embeds]),
+                                {k: torch.cat([v, other.extras[k]]) for k, v in self.extras.items()})
 
     def detach(self) -> TextConditioning:
         return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()})
@@ -78,6 +88,8 @@ class PipelineFamily(ABC):
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
+        #: Schedules of a flow Euler scheduler, by (scheduler, steps, shape): pure functions of those.
+        self._schedules: dict[tuple[int, int, VideoShape], Schedule] = {}
 
     @property
     def transformer(self) -> torch.nn.Module:
@@ -136,16 +148,49 @@ class PipelineFamily(ABC):
         self,
         model: torch.nn.Module,
         latents: torch.Tensor,
-        timestep: torch.Tensor,
+        timesteps: torch.Tensor,
         cond: TextConditioning,
         shape: VideoShape,
-        step_index: int,
     ) -> torch.Tensor:
-        """One denoiser call in the pipeline's own parameterisation (``prediction``)."""
+        """One denoiser call in the pipeline's own parameterisation (``prediction``). ``timesteps`` is
+        one model timestep per row ([B]; a scalar is broadcast): rows of a batch may be at different
+        steps of their schedules."""
 
     def denoiser(self, timestep: torch.Tensor) -> torch.nn.Module:
         """The model that denoises at this timestep (Wan 2.2 switches experts mid-schedule)."""
         return self.transformer
+
+    @property
+    def denoisers(self) -> tuple[torch.nn.Module, ...]:
+        """Every model :meth:`denoiser` can return; a :class:`Schedule` names one by its index here."""
+        return (self.transformer,)
+
+    def schedule(self, steps: int, shape: VideoShape) -> Schedule:
+        """A sample's whole schedule for ``steps`` steps at ``shape`` (see ``guidance.schedule``).
+
+        For a plain flow Euler scheduler the tables are pure functions of (steps, shape) and are cached.
+        Any other scheduler keeps per-run state (multistep history), so this call also starts a run
+        on it: it is made once, when such a batch starts, and the batch steps its rows together.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1; got {steps}")
+        euler = self.euler_scheduler
+        key = (id(self.pipe.scheduler), steps, shape)
+        if euler and key in self._schedules:
+            return self._schedules[key]
+        timesteps = self.set_timesteps(steps, shape)
+        models = self.denoisers
+        schedule = Schedule(
+            timesteps=tuple(timesteps.tolist()),
+            timestep_dtype=timesteps.dtype,
+            noise_levels=tuple(self.noise_level(i, t) for i, t in enumerate(timesteps)),
+            ratios=tuple(self.guidance_ratio(i, t) for i, t in enumerate(timesteps)),
+            dt=tuple(self.euler_dt(i) for i in range(len(timesteps))) if euler else None,
+            experts=tuple(next(j for j, m in enumerate(models) if m is self.denoiser(t)) for t in timesteps),
+        )
+        if euler:
+            self._schedules[key] = schedule
+        return schedule
 
     def noise_level(self, step_index: int, timestep: torch.Tensor) -> float:
         """Noise level in [0, 1] (1 = pure noise) at this step: sigma for flow matching, else t/T."""

@@ -125,18 +125,17 @@ class CogVideoXFamily(PipelineFamily):
         self,
         model: torch.nn.Module,
         latents: torch.Tensor,
-        timestep: torch.Tensor,
+        timesteps: torch.Tensor,
         cond: TextConditioning,
         shape: VideoShape,
-        step_index: int,
     ) -> torch.Tensor:
         """The prediction in float32, as the pipeline upcasts it before CFG and the scheduler step."""
         batch = latents.shape[0]
-        model_input = self.pipe.scheduler.scale_model_input(latents, timestep)
+        model_input = self.pipe.scheduler.scale_model_input(latents, timesteps)
         return model(
             hidden_states=model_input.to(model.dtype),
             encoder_hidden_states=cond.embeds.to(model.dtype),
-            timestep=timestep.reshape(-1).expand(batch),
+            timestep=timesteps.reshape(-1).expand(batch),
             image_rotary_emb=self._rotary_embeddings(shape),
             return_dict=False,
         )[0].float()

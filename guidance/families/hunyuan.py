@@ -88,16 +88,15 @@ class HunyuanFamily(PipelineFamily):
         self,
         model: torch.nn.Module,
         latents: torch.Tensor,
-        timestep: torch.Tensor,
+        timesteps: torch.Tensor,
         cond: TextConditioning,
         shape: VideoShape,
-        step_index: int,
     ) -> torch.Tensor:
         batch = latents.shape[0]
         guidance = torch.full((batch,), EMBEDDED_GUIDANCE_SCALE, dtype=model.dtype, device=latents.device) * 1000.0
         return model(
             hidden_states=latents.to(model.dtype),
-            timestep=timestep.reshape(-1).expand(batch).to(latents.dtype),
+            timestep=timesteps.reshape(-1).expand(batch).to(latents.dtype),
             encoder_hidden_states=cond.embeds,
             encoder_attention_mask=cond.extras["attention_mask"],
             pooled_projections=cond.extras["pooled_projections"],

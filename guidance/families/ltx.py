@@ -118,10 +118,9 @@ class LTXFamily(PipelineFamily):
         self,
         model: torch.nn.Module,
         latents: torch.Tensor,
-        timestep: torch.Tensor,
+        timesteps: torch.Tensor,
         cond: TextConditioning,
         shape: VideoShape,
-        step_index: int,
     ) -> torch.Tensor:
         pipe = self.pipe
         frames, height, width = self._latent_grid(shape)
@@ -129,7 +128,7 @@ class LTXFamily(PipelineFamily):
         return model(
             hidden_states=latents.to(model.dtype),
             encoder_hidden_states=cond.embeds.to(model.dtype),
-            timestep=timestep.reshape(-1).expand(latents.shape[0]),
+            timestep=timesteps.reshape(-1).expand(latents.shape[0]),
             encoder_attention_mask=cond.extras["attention_mask"],
             num_frames=frames,
             height=height,

@@ -60,17 +60,22 @@ class WanFamily(PipelineFamily):
             return pipe.transformer
         return pipe.transformer_2
 
+    @property
+    def denoisers(self) -> tuple[torch.nn.Module, ...]:
+        pipe = self.pipe
+        return (pipe.transformer,) if getattr(pipe, "transformer_2", None) is None else (
+            pipe.transformer, pipe.transformer_2)
+
     def predict(
         self,
         model: torch.nn.Module,
         latents: torch.Tensor,
-        timestep: torch.Tensor,
+        timesteps: torch.Tensor,
         cond: TextConditioning,
         shape: VideoShape,
-        step_index: int,
     ) -> torch.Tensor:
         batch = latents.shape[0]
-        t = timestep.reshape(-1).expand(batch)
+        t = timesteps.reshape(-1).expand(batch)
         if self.pipe.config.expand_timesteps:
             # Wan 2.2 TI2V: one timestep per latent token (all equal in text-to-video).
             frames, height, width = latents.shape[2:]

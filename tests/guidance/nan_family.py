@@ -17,8 +17,14 @@ class NanWan(WanFamily):
         self.poisoned = torch.tensor(["nan" in p for p in prompts])
         return super().encode_prompts(prompts, negative_prompts)
 
-    def predict(self, model, latents, timestep, cond, shape, step):
-        out = super().predict(model, latents, timestep, cond, shape, step)
-        if step == self.NAN_STEP - 1 and latents.shape[0] == len(self.poisoned):
-            out[self.poisoned.to(out.device)] = float("nan")
+    def set_timesteps(self, steps, shape):
+        timesteps = super().set_timesteps(steps, shape)
+        self.nan_timestep = float(timesteps[self.NAN_STEP - 1])
+        return timesteps
+
+    def predict(self, model, latents, timesteps, cond, shape):
+        out = super().predict(model, latents, timesteps, cond, shape)
+        at_step = timesteps.reshape(-1).expand(latents.shape[0]) == self.nan_timestep
+        if latents.shape[0] == len(self.poisoned):
+            out[self.poisoned.to(out.device) & at_step] = float("nan")
         return out

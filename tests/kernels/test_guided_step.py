@@ -324,6 +324,24 @@ def test_coef_zero_is_bit_identical_to_unguided(run: Runner, backend: str, mode:
         assert torch.equal(out[1], f["x"][1] + f["dt"][1] * p_cfg)
 
 
+@pytest.mark.parametrize(("cfg", "with_x"), [(True, True), (False, True), (True, False)], ids=["cfg-x", "x", "cfg"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_gradient_is_the_unguided_step(run: Runner, backend: str, cfg: bool, with_x: bool) -> None:
+    """grads=None: the rows of a batch not guided at this step; no gradient exists, the output is the
+    CFG + Euler step, equal to coef 0 with any gradient."""
+    args = make_args(3, 2, (4, 3, 5, 7), torch.float32, cfg=cfg, with_x=with_x)
+    expected, _ = run(backend, unguided_args(args))
+    out, stats = run(backend, {**args, "grads": None, "weights": None, "coef": None})
+
+    assert torch.equal(out, expected)
+    assert stats.grad_norms.shape == (3, 0) and stats.skipped.tolist() == [False, False, False]
+
+
+def test_no_gradient_refuses_weights() -> None:
+    with pytest.raises(ValueError, match="weights must be None when grads is None"):
+        guided_step_reference(**{**make_args(2, 1, (4,), torch.float32), "grads": None})
+
+
 # --------------------------------------------------------------------------------------------------
 # Dispatch.
 

@@ -16,7 +16,7 @@ from guidance.demo import DEFAULT_SHAPE
 from guidance.reward_model import init_reward_model
 from server.app import create_app
 from server.config import ServerConfig
-from server.engine import HostedModel
+from server.hosted_model import HostedModel
 from server.schema import Limits
 
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from server.engine import HostedModel
+from server.hosted_model import HostedModel
 from tests.server.conftest import running_server, wait_for
 from tests.server.faults import HeldDecodeWan
 
@@ -40,7 +40,7 @@ def test_delete_and_cancel_after_the_last_step_leave_no_files_and_spare_the_batc
             while engine.busy and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not engine.busy and engine.alive
-            assert engine._cancelled == set()  # no id stays behind, queued or running
+            assert engine.cancels.take([mate, deleted, cancelled, queued]) == set()  # no request stays behind
     for job_id in (deleted, cancelled, queued):
         assert not store.video_path(job_id).exists() and not store.thumbnail_path(job_id).exists()
     assert store.video_path(mate).exists() and store.thumbnail_path(mate).exists()

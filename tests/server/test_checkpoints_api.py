@@ -6,7 +6,7 @@ import numpy as np
 
 from guidance.checkpoints import CheckpointRegistry
 from guidance.families import load_pipeline
-from server.engine import HostedModel
+from server.hosted_model import HostedModel
 from tests.guidance.test_checkpoints import _save_diffusers_lora
 from tests.server.conftest import running_server, wait_for
 from tests.server.test_api import _frames

@@ -4,7 +4,7 @@ import httpx
 import torch
 
 from guidance.families.wan import WanFamily
-from server.engine import HostedModel
+from server.hosted_model import HostedModel
 from tests.server.conftest import running_server, wait_for
 
 BODY = {"prompt": "a red circle", "num_inference_steps": 2}

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from server import cli
-from server.engine import HostedModel
+from server.hosted_model import HostedModel
 from tests.guidance.nan_family import NanWan
 from tests.server.conftest import running_server, wait_for
 

@@ -78,6 +78,8 @@ class BenchConfig:
     size: str | None = None
     num_frames: int | None = None
     steps: int | None = None
+    #: Mixed step counts: each request draws one of these (overrides ``steps``).
+    steps_mix: list[int] = field(default_factory=list)
     guidance_scale: float | None = None
     negative_prompt: str | None = None
     seed: int = 1
@@ -97,6 +99,7 @@ class BenchRequest:
     prompt: str
     seed: int
     weights: dict[str, float] | None  # None = unguided
+    steps: int | None = None  # None = the config's ``steps``
 
     @property
     def guided(self) -> bool:
@@ -122,9 +125,13 @@ def parse_weights_spec(spec: str, objectives: Sequence[str]) -> tuple[str, dict[
 
 
 def build_workload(num: int, objectives: Sequence[str], weights: str, guided_fraction: float, seed: int,
-                   prompts: Sequence[str], seed_offset: int = 0) -> list[BenchRequest]:
+                   prompts: Sequence[str], seed_offset: int = 0, steps_mix: Sequence[int] = ()) -> list[BenchRequest]:
     """``num`` requests, deterministic in ``seed``: exactly ``round(num * guided_fraction)`` guided
-    ones at random positions, each with the fixed weights or a random point of the simplex."""
+    ones at random positions, each with the fixed weights or a random point of the simplex, and (with
+    ``steps_mix``) a step count drawn from it, from a generator of its own so the rest is unchanged."""
+    if any(steps < 1 for steps in steps_mix):
+        raise ValueError(f"--steps-mix values must be >= 1; got {list(steps_mix)}")
+    steps_rng = random.Random(seed * 7_919 + seed_offset)
     if not 0.0 <= guided_fraction <= 1.0:
         raise ValueError(f"--guided-fraction must be in [0, 1]; got {guided_fraction}")
     if guided_fraction > 0 and not objectives:
@@ -143,7 +150,9 @@ def build_workload(num: int, objectives: Sequence[str], weights: str, guided_fra
                 w = {name: round(v / sum(raw), 6) for name, v in zip(objectives, raw, strict=True)}
             else:
                 w = dict(fixed or {})
-        out.append(BenchRequest(i, prompts[(seed_offset + i) % len(prompts)], seed * 100_000 + seed_offset + i, w))
+        steps = steps_rng.choice(list(steps_mix)) if steps_mix else None
+        out.append(BenchRequest(i, prompts[(seed_offset + i) % len(prompts)], seed * 100_000 + seed_offset + i, w,
+                                steps))
     return out
 
 
@@ -191,7 +200,8 @@ def parse_histogram(text: str, name: str) -> dict[str, Any]:
 
 
 def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What was observed between two snapshots: count, sum, mean and per-bucket (non-cumulative) counts."""
+    """What ``nrg_batch_size`` (samples per denoising step) observed between two snapshots: the steps
+    run, the sample-steps they served, their mean (the achieved batch size) and per-bucket counts."""
     count = after["count"] - before["count"]
     total = after["sum"] - before["sum"]
     cumulative = {le: after["buckets"].get(le, 0.0) - before["buckets"].get(le, 0.0) for le in after["buckets"]}
@@ -203,7 +213,7 @@ def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
         if n:
             label = "+Inf" if le == "+Inf" else f"{float(le):g}"
             buckets[f"<={label}"] = int(round(n))
-    return {"batches": int(round(count)), "samples": total, "mean": total / count if count else None,
+    return {"steps": int(round(count)), "sample_steps": total, "mean": total / count if count else None,
             "histogram": buckets}
 
 
@@ -262,7 +272,7 @@ class _Runner:
         c = self.config
         kwargs: dict[str, Any] = {
             "model": self.model, "seed": request.seed, "size": c.size, "num_frames": c.num_frames,
-            "num_inference_steps": c.steps, "guidance_scale": c.guidance_scale, "negative_prompt": c.negative_prompt,
+            "num_inference_steps": request.steps or c.steps, "guidance_scale": c.guidance_scale, "negative_prompt": c.negative_prompt,
             "extra_body": c.extra_request_body or None,
         }
         if request.guided:
@@ -369,7 +379,7 @@ async def run_async(config: BenchConfig) -> dict[str, Any]:
         objectives = list(info.reward_objectives)
         fraction = config.guided_fraction if config.guided_fraction is not None else (0.5 if objectives else 0.0)
         workload = build_workload(config.num_prompts, objectives, config.weights, fraction, config.seed,
-                                  config.prompts)
+                                  config.prompts, steps_mix=config.steps_mix)
         warmup = build_workload(config.warmup_requests, objectives, config.weights, fraction, config.seed,
                                 config.prompts, seed_offset=50_000) if config.warmup_requests else []
         runner = _Runner(client, config, info.id)
@@ -529,7 +539,7 @@ def format_table(result: dict[str, Any]) -> str:
     hist = " ".join(f"{k}:{v}" for k, v in batches["metrics"]["histogram"].items()) or "-"
     job_hist = " ".join(f"{k}:{v}" for k, v in batches["jobs"]["histogram"].items()) or "-"
     rows += ["Batching",
-             ("Batches run (/metrics)", batches["metrics"]["batches"]),
+             ("Denoising steps run (/metrics)", batches["metrics"]["steps"]),
              ("Mean batch size (/metrics)", _fmt(batches["metrics"]["mean"], 2)),
              ("Batch histogram (/metrics)", hist),
              ("Mean batch size (jobs)", _fmt(batches["jobs"]["mean"], 2)),
@@ -558,6 +568,16 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 # -- command line -----------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
 
 
 def _size(text: str) -> str:
@@ -592,6 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's)")
     p.add_argument("--num-frames", type=int, default=None, help="frames (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--steps-mix", type=_int_list, default=[], metavar="N,N,...",
+                   help="mixed step counts: each request draws one of these (overrides --steps)")
     p.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--seed", type=int, default=1, help="seeds the workload: arrivals, guided picks, weights, seeds")
@@ -624,6 +646,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         request_rate=args.request_rate, max_concurrency=args.max_concurrency, weights=args.weights,
         guided_fraction=args.guided_fraction, strength=args.strength, window=args.window, mode=args.mode,
         warmup_requests=args.warmup_requests, size=args.size, num_frames=args.num_frames, steps=args.steps,
+        steps_mix=args.steps_mix,
         guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed, prompts=prompts,
         completion=args.completion, download_dir=args.download_dir, guidance_probes=args.guidance_probes,
         timeout=args.timeout, max_retries=args.max_retries, extra_request_body=extra,

@@ -44,7 +44,7 @@ def test_statistics():
     assert bench.percentile([0, 10], 90) == pytest.approx(9.0) and bench.percentile([], 50) is None
     delta = bench.histogram_delta(bench.parse_histogram(METRICS_BEFORE, "nrg_batch_size"),
                                   bench.parse_histogram(METRICS_AFTER, "nrg_batch_size"))
-    assert delta == {"batches": 3, "samples": 8.0, "mean": 8 / 3, "histogram": {"<=2": 2, "<=4": 1}}
+    assert delta == {"steps": 3, "sample_steps": 8.0, "mean": 8 / 3, "histogram": {"<=2": 2, "<=4": 1}}
 
 
 def test_closed_loop_run_counts_match(server_url, tmp_path, capsys):
@@ -68,9 +68,9 @@ def test_closed_loop_run_counts_match(server_url, tmp_path, capsys):
     assert result["frame_throughput"] == pytest.approx(4 * 5 / result["duration_s"])
     assert 0 < result["latency_s"]["p50"] <= result["latency_s"]["p99"] <= result["latency_s"]["max"]
     assert result["queue_time_s"]["mean"] >= 0 and result["inference_time_s"]["mean"] > 0
-    # Every measured job ran in exactly one batch observed by /metrics during the measured window.
+    # Every measured job took its 2 steps in the measured window, each step observed by /metrics.
     batches = result["batch_size"]
-    assert batches["metrics"]["samples"] == 4 and sum(batches["jobs"]["histogram"].values()) == 4
+    assert batches["metrics"]["sample_steps"] == 4 * 2 and sum(batches["jobs"]["histogram"].values()) == 4
     assert all(1 <= r["batch_size"] <= 2 for r in result["requests"])  # max concurrency 2
     probe = result["guided_vs_unguided"]["probe"]
     assert probe["batch_sizes"] == [1] and probe["inference_ratio"] > 0

@@ -94,9 +94,9 @@ def test_cogvideox_predict_takes_a_timestep_per_sample(tiny_family):
     cond, _ = family.encode_prompts(["a red circle", "a blue square"], None)
     latents = family.prepare_latents(SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
     timesteps = torch.tensor([999, 250])
-    together = family.predict(family.transformer, latents, timesteps, cond, SHAPE, 0)
+    together = family.predict(family.transformer, latents, timesteps, cond, SHAPE)
     for i in range(2):
-        alone = family.predict(family.transformer, latents[i : i + 1], timesteps[i], cond.select([i]), SHAPE, 0)
+        alone = family.predict(family.transformer, latents[i : i + 1], timesteps[i], cond.select([i]), SHAPE)
         assert float((together[i] - alone[0]).abs().max()) <= 1e-5
     assert float((together[0] - together[1]).abs().max()) > 1e-3
 

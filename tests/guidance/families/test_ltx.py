@@ -50,9 +50,9 @@ def test_ltx_predict_takes_a_timestep_per_sample(tiny_family):
     cond, _ = family.encode_prompts(["a red circle", "a blue square"], None)
     timesteps = family.set_timesteps(4, SHAPE)
     with torch.no_grad():
-        per_sample = family.predict(family.transformer, latents, timesteps[[0, 2]], cond, SHAPE, 0)
+        per_sample = family.predict(family.transformer, latents, timesteps[[0, 2]], cond, SHAPE)
         for b, i in enumerate((0, 2)):
-            alone = family.predict(family.transformer, latents[b : b + 1], timesteps[i], cond.select([b]), SHAPE, i)
+            alone = family.predict(family.transformer, latents[b : b + 1], timesteps[i], cond.select([b]), SHAPE)
             assert float((per_sample[b] - alone[0]).abs().max()) <= 1e-5
 
 

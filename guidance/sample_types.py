@@ -1,0 +1,76 @@
+"""What a caller gives and gets per sample: the request (``SampleSpec``), the per-step report
+(``SampleProgress`` from the steppable batch, ``StepEvent`` from ``sample()``) and the result.
+
+Kept apart from the loop so the batch (``guidance.batch_state``), the loop (``guidance.sampler``) and
+the checks on results (``guidance.output_checks``) share them without importing one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from guidance.nrg import GuidanceSpec
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One sample of a batch. ``None`` fields take the family's defaults."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    seed: int = 0
+    cfg_scale: float | None = None
+    guidance: GuidanceSpec | None = None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Reported by ``sample()`` after every step; ``rewards`` is [B, K] when the reward was evaluated
+    at this step for some sample (guided there), with rows of nan for the samples it was not."""
+
+    step: int
+    steps: int
+    t: float
+    rewards: torch.Tensor | None
+    skipped: torch.Tensor | None
+    #: Positions in the caller's ``specs`` of the rows of ``rewards`` / ``skipped``.
+    ids: list[int]
+
+
+@dataclass
+class SampleResult:
+    frames: torch.Tensor | None  # float32 [B, F, H, W, 3] in [0, 1]; None when decode=False or all cancelled
+    latents: torch.Tensor
+    #: Reward of the final latents (t = 0), [B, K], when a reward was given.
+    rewards: torch.Tensor | None
+    objectives: tuple[str, ...]
+    #: The samples' ids, one per returned row: positions in ``specs`` for ``sample()`` (all of them
+    #: unless some were cancelled), the caller's ids for ``BatchState.pop_finished``.
+    ids: list[Hashable]
+    #: Steps per sample where guidance was wanted but skipped for a non-finite gradient.
+    skipped_steps: list[int]
+    guided_steps: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    #: Denoiser passes spent per returned sample: ``steps`` unguided or gradient-guided, more for the
+    #: particles of the search modes (their cost, e.g. 4 particles pruned at mid-window ~ 2.5x).
+    denoiser_passes: list[int] = field(default_factory=list)
+    #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
+    #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
+    nonfinite_steps: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SampleProgress:
+    """One sample after one step of a running batch (``BatchState.step``), as plain numbers."""
+
+    id: Hashable
+    #: Steps taken so far and in all, and the noise level of the step just taken.
+    step: int
+    steps: int
+    t: float
+    #: The reward of each objective at this step when the sample was guided here, else None.
+    rewards: list[float] | None
+    skipped: bool

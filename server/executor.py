@@ -1,0 +1,198 @@
+"""The executor: owns the device and the running batch, admits jobs into it, steps it, lets them go.
+
+It knows jobs only as far as turning their parameters into samples and their samples' results
+into the fields a finished job reports; which jobs to admit is the policy's (``server.scheduling``),
+recording outcomes the engine's and the writer's. One executor serves every hosted model, one
+batch at a time: a batch has one model, checkpoint and shape (the policy's key).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from guidance.batch_state import BatchState
+from guidance.families.base import VideoShape
+from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
+from guidance.output_checks import output_problems
+from guidance.sample_types import SampleProgress, SampleSpec
+from server.hosted_model import HostedModel
+from server.metrics import Metrics
+from server.scheduling import RunningBatch
+from server.store import Job
+
+
+def sample_spec(params: Mapping[str, Any]) -> SampleSpec:
+    """A job's parameters as the sampler's per-sample settings."""
+    guidance = params.get("reward_guidance")
+    return SampleSpec(
+        prompt=params["prompt"],
+        negative_prompt=params.get("negative_prompt"),
+        seed=params["seed"],
+        cfg_scale=params["guidance_scale"],
+        guidance=GuidanceSpec(
+            weights=guidance["weights"], strength=guidance["strength"], window=tuple(guidance["window"]),
+            mode=guidance["mode"], particles=guidance.get("particles") or DEFAULT_PARTICLES,
+        ) if guidance else None,
+    )
+
+
+@dataclass
+class RunningJob:
+    job: Job
+    #: Wall-clock start (queue time ends here) and the monotonic clock at admission.
+    started_at: float
+    admitted: float
+    #: Samples that shared each of its steps (its achieved batch size is their mean).
+    sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class FinishedSample:
+    """A sample that left the batch: its frames on the host (None when unusable), or the problem."""
+
+    job: Job
+    frames: torch.Tensor | None
+    problem: str | None
+    result: dict[str, Any]
+
+
+class BatchExecutor:
+    def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics) -> None:
+        self.models = dict(models)
+        self.metrics = metrics
+        self.batch: BatchState | None = None
+        self.model: HostedModel | None = None
+        self.key: tuple | None = None
+        self.solo = False
+        self.jobs: dict[str, RunningJob] = {}
+        self._last_step = time.perf_counter()
+
+    @property
+    def job_ids(self) -> set[str]:
+        return set(self.jobs)
+
+    def running(self) -> RunningBatch | None:
+        """The running batch as the policy sees it; None when nothing runs."""
+        if not self.jobs:
+            return None
+        return RunningBatch(self.key, len(self.jobs), joinable=self.batch.joinable and not self.solo)
+
+    def admit(self, jobs: list[Job], key: tuple, started_at: float, solo: bool = False) -> None:
+        """Start a batch with ``jobs`` or add them to the running one (same ``key``). Raises what the
+        sampler raises (bad input, out of memory); the running batch is untouched then."""
+        if not jobs:
+            return
+        params = jobs[0].params
+        if not self.jobs:
+            model = self.models[params["model"]]
+            model.activate(params.get("checkpoint"))
+            shape = VideoShape(height=params["height"], width=params["width"], frames=params["num_frames"])
+            device = model.family.device
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            self.batch, self.model, self.key, self.solo = BatchState(model.family, shape, model.reward), model, key, solo
+        elif key != self.key:
+            raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
+        by_steps: dict[int, list[Job]] = {}
+        for job in jobs:
+            by_steps.setdefault(job.params["num_inference_steps"], []).append(job)
+        added: list[str] = []
+        try:
+            for steps, group in by_steps.items():
+                self.batch.add([sample_spec(job.params) for job in group], steps, [job.id for job in group])
+                added += [job.id for job in group]
+        except Exception:
+            self.batch.remove(added)  # all or none of ``jobs`` join
+            if not self.jobs:
+                self._reset()
+            raise
+        now = time.perf_counter()
+        if not self.jobs:
+            self._last_step = now
+        for job in jobs:
+            self.jobs[job.id] = RunningJob(job, started_at, now)
+
+    def cancel(self, job_ids: set[str]) -> list[Job]:
+        """Stop these jobs; those that left the batch at once (the others ride along to its end)."""
+        if self.batch is None:
+            return []
+        removed = self.batch.remove(job_ids)
+        left = [self.jobs.pop(job_id).job for job_id in removed if job_id not in self.batch.ids]
+        if not self.jobs:
+            self._reset()
+        return left
+
+    def step(self) -> list[SampleProgress]:
+        report = self.batch.step()
+        now = time.perf_counter()
+        self.metrics.step_time.observe(now - self._last_step)
+        self._last_step = now
+        size = len(report)
+        self.metrics.batch_size.observe(size)
+        for progress in report:
+            running = self.jobs.get(progress.id)
+            if running is not None:
+                running.sizes.append(size)
+        return report
+
+    def pop_finished(self) -> list[FinishedSample]:
+        """The samples that took their last step, with their frames moved to the host."""
+        if self.batch is None or not self.batch.finished():
+            return []
+        done = set(self.batch.finished())
+        result = self.batch.pop_finished()
+        model = self.model
+        timings = result.timings
+        busy = timings["denoise_s"] + timings["guidance_s"]
+        if busy > 0:
+            self.metrics.guidance_share.observe(timings["guidance_s"] / busy if model.reward else 0.0)
+        device = model.family.device
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        if peak_mb is not None:
+            self.metrics.device_memory.set(peak_mb * 2**20)
+        runs = [self.jobs[sid] for sid in result.ids]
+        problems = output_problems(result, [run.job.params["num_inference_steps"] for run in runs])
+        frames = None if result.frames is None else result.frames.cpu()
+        now = time.perf_counter()
+        finished = []
+        for row, run in enumerate(runs):
+            job = run.job
+            rewards = rewards_z = None
+            if result.rewards is not None:
+                rewards = dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
+                calibration = getattr(model.reward, "calibration", None)
+                rewards_z = None if calibration is None else {
+                    k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
+            sizes = run.sizes or [1]
+            finished.append(FinishedSample(job, None if problems[row] else frames[row], problems[row], {
+                "rewards": rewards,
+                "rewards_z": rewards_z,
+                "guidance_skipped_steps": result.skipped_steps[row],
+                # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
+                "cost_vs_unguided": round(result.denoiser_passes[row] / job.params["num_inference_steps"], 4),
+                "batch_size": max(1, round(sum(sizes) / len(sizes))),
+                "queue_time_s": round(run.started_at - job.created_at, 4),
+                "inference_time_s": round(now - run.admitted, 4),
+                "peak_memory_mb": None if peak_mb is None else round(peak_mb, 1),
+            }))
+        for job_id in done:
+            self.jobs.pop(job_id, None)  # cancelled riders included: they were dropped from the result
+        if not self.jobs:
+            self._reset()
+        return finished
+
+    def abandon(self) -> list[Job]:
+        """Drop the running batch (its step failed, or the store did); the jobs it held."""
+        jobs = [run.job for run in self.jobs.values()]
+        self.jobs.clear()
+        self._reset()
+        return jobs
+
+    def _reset(self) -> None:
+        self.batch = self.model = self.key = None
+        self.solo = False

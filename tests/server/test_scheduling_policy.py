@@ -1,0 +1,72 @@
+"""The batching policy on its own: pure decisions over a queue and a running batch (no torch, no server)."""
+
+import pytest
+
+from server.scheduling import BatchingPolicy, Plan, QueuedJob, RunningBatch, batch_key
+
+PARAMS = {"model": "m", "checkpoint": None, "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4}
+
+
+def jobs(*keys, solo=()):
+    return [QueuedJob(f"j{i}", key, created_at=float(i), solo=f"j{i}" in solo) for i, key in enumerate(keys)]
+
+
+def test_the_step_count_is_part_of_the_key_only_in_static_mode():
+    other_steps = {**PARAMS, "num_inference_steps": 8}
+    assert batch_key(PARAMS, "continuous") == batch_key(other_steps, "continuous")
+    assert batch_key(PARAMS, "static") != batch_key(other_steps, "static")
+    assert batch_key(PARAMS, "continuous") != batch_key({**PARAMS, "checkpoint": "dpo"}, "continuous")
+    # A multistep scheduler's samples step together: the step count stays in its key.
+    assert batch_key(PARAMS, "continuous", steppable=False) != batch_key(other_steps, "continuous", steppable=False)
+
+
+@pytest.mark.parametrize("mode", ["static", "continuous"])
+def test_an_idle_engine_starts_the_oldest_jobs_key(mode):
+    policy = BatchingPolicy(mode, max_batch=2, batch_wait_s=0.0)
+    assert policy.plan(jobs("b", "a", "b", "b"), None, now=10.0) == Plan(("j0", "j2"))
+
+
+@pytest.mark.parametrize("mode", ["static", "continuous"])
+def test_an_idle_engine_waits_for_the_batch_to_fill_from_the_oldest_jobs_arrival(mode):
+    policy = BatchingPolicy(mode, max_batch=3, batch_wait_s=0.5)
+    assert policy.plan(jobs("a"), None, now=0.2) == Plan(wait_s=pytest.approx(0.3))
+    assert policy.plan(jobs("a"), None, now=0.6) == Plan(("j0",))
+    assert policy.plan(jobs("a", "a", "a"), None, now=0.1) == Plan(("j0", "j1", "j2"))
+
+
+def test_static_never_joins_a_running_batch():
+    policy = BatchingPolicy("static", max_batch=4)
+    assert policy.plan(jobs("a"), RunningBatch("a", 1, joinable=True), now=9.0) == Plan()
+
+
+def test_continuous_joins_compatible_jobs_up_to_the_free_slots():
+    policy = BatchingPolicy("continuous", max_batch=4)
+    running = RunningBatch("a", 2, joinable=True)
+    assert policy.plan(jobs("a", "a", "a"), running, now=0.0) == Plan(("j0", "j1"))
+    assert policy.plan(jobs("a"), RunningBatch("a", 4, joinable=True), now=0.0) == Plan()
+
+
+def test_continuous_never_lets_a_newer_job_overtake_an_older_one_of_another_key():
+    """j0 (key b) waits for the running batch (key a) to drain; the a jobs behind it wait too."""
+    policy = BatchingPolicy("continuous", max_batch=4)
+    assert policy.plan(jobs("b", "a", "a"), RunningBatch("a", 1, joinable=True), now=0.0) == Plan()
+    assert policy.plan(jobs("a", "b", "a"), RunningBatch("a", 1, joinable=True), now=0.0) == Plan(("j0",))
+    assert policy.plan(jobs("b", "a", "a"), None, now=1.0) == Plan(("j0",))
+
+
+def test_unjoinable_batches_and_solo_retries_run_alone():
+    policy = BatchingPolicy("continuous", max_batch=4)
+    assert policy.plan(jobs("a"), RunningBatch("a", 1, joinable=False), now=0.0) == Plan()
+    assert policy.plan(jobs("a", "a", solo={"j0"}), None, now=0.0) == Plan(("j0",))
+    assert policy.plan(jobs("a", "a", solo={"j1"}), None, now=1.0) == Plan(("j0",))
+    assert policy.plan(jobs("a", "a", solo={"j0"}), RunningBatch("a", 1, joinable=True), now=0.0) == Plan()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("sometimes", 4, 0.0), "batching must be one of static, continuous"),
+    (("static", 0, 0.0), "max_batch must be >= 1"),
+    (("static", 2, -1.0), "batch_wait must be >= 0"),
+])
+def test_bad_settings_are_clear_errors(args, message):
+    with pytest.raises(ValueError, match=message):
+        BatchingPolicy(*args)
