@@ -39,7 +39,7 @@ from kernels._guided_step_common import GuidedStepStats, prepare_inputs
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: Elements per program in the streaming kernels: with 4 warps, 16 elements per thread and tensor, i.e.
 #: two 128-bit loads of bf16, so each thread has 2 * (K + 3) loads in flight. Chosen, not tuned: no GPU
-#: was available when this was written; retune with kernels/bench.py.
+#: was available when this was written; retune with benchmarks/kernel_bench.py.
 BLOCK_SIZE = 2048
 NUM_WARPS = 4
 #: No fused multiply-add contraction: the kernels are memory-bound, so FMA buys no time, and without it

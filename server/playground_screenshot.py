@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from guidance.demo import DEFAULT_MODEL_DIR
-from server.bench_vs_diffusers import serve_in_process
+from server.in_process import serve_in_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless and quiet: no GPU, no sandbox (containers, root), no calls home of the browser's own.

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m server.bench_vs_diffusers --num-prompts 16 --steps 10 --max-batch 4 --rounds 3
+    python -m benchmarks.bench_vs_diffusers --num-prompts 16 --steps 10 --max-batch 4 --rounds 3
 
 1. Starts nrg-serve in this process (uvicorn in a thread, the model loaded once) unless ``--base-url``
    names a running one, and loads the same directory with ``DiffusionPipeline.from_pretrained``.
@@ -19,14 +19,17 @@
                      generator=torch.Generator("cpu").manual_seed(seed), output_type="np").frames[0]
        export_to_video(frames, path, fps=16)
 
+   (where imageio-ffmpeg, which ``export_to_video`` needs, is not installed, the frames are written
+   with PyAV instead, by the server's own ``guidance.video_io.write_video``, and the report says so).
+
 3. Prints each round's throughputs and ratio (server / diffusers) and the median ratio, and warns when
    the load average exceeds the core count (the figures then say more about the other work than about
    either side). Unless ``--no-verify`` it also checks that the first request's video from the server
    holds the frames the pipeline made for it (see :func:`compare_videos`), so that both sides did the
    same work.
 
-Both models stay loaded for the whole run (twice the memory of one). Needs torch and diffusers (it
-lives in the server package); the client part needs ``nrg-client`` (``pip install -e clients/python``).
+Both models stay loaded for the whole run (twice the memory of one). Needs torch and diffusers; the
+client part needs ``nrg-client`` (``pip install -e clients/python``).
 """
 
 from __future__ import annotations
@@ -39,57 +42,16 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from guidance.demo import DEFAULT_MODEL_DIR
+from server.in_process import serve_in_process
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, max_queue: int,
-                     device: str | None, dtype: str, data_dir: Path) -> Iterator[tuple[str, str]]:
-    """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name)."""
-    import uvicorn
-
-    from server.app import create_app
-    from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
-    from server.schema import Limits
-
-    embedded = Path(model_dir).resolve() == Path(DEFAULT_MODEL_DIR).resolve()
-    name = DEMO_MODEL_NAME if embedded else Path(model_dir).name
-    config = ServerConfig(models={} if embedded else {name: Path(model_dir)}, port=_free_port(), data_dir=data_dir,
-                          max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, device=device,
-                          dtype=dtype, limits=Limits())
-    app = create_app(config, load_models(config))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, name="nrg-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the in-process server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}", name
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def load_diffusers(model_dir: Path, *, device: str | None, dtype: str) -> tuple[Any, str, float]:
@@ -114,19 +76,39 @@ def _call(pipe: Any, request: dict[str, Any]):
                 generator=torch.Generator("cpu").manual_seed(request["seed"]), output_type="np").frames[0]
 
 
+def diffusers_exporter() -> tuple[Any, str]:
+    """``export_to_video`` (imageio + imageio-ffmpeg), as a diffusers user writes videos; where
+    imageio-ffmpeg is missing (a 68 MB ffmpeg binary), PyAV through ``guidance.video_io.write_video``."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        from guidance.video_io import write_video
+
+        def write(frames, path: str, fps: int) -> None:
+            write_video(frames, path, fps=fps)
+
+        return write, "PyAV (guidance.video_io.write_video; imageio-ffmpeg is not installed)"
+    from diffusers.utils import export_to_video
+
+    def export(frames, path: str, fps: int) -> None:
+        export_to_video(list(frames), path, fps=fps)
+
+    return export, "diffusers.utils.export_to_video"
+
+
 def run_diffusers(pipe: Any, device: str, requests: Sequence[dict[str, Any]], *, out_dir: Path, fps: int,
                   keep_first: bool, progress: bool, label: str) -> dict[str, Any]:
     """One diffusers phase: the requests one by one through ``pipe(...)`` + ``export_to_video``, timed."""
     import torch
-    from diffusers.utils import export_to_video
     from tqdm import tqdm
 
+    export, _ = diffusers_exporter()
     latencies, first_frames = [], None
     start = time.perf_counter()
     for i, request in enumerate(tqdm(requests, desc=label, unit="req", disable=not progress, file=sys.stderr)):
         t0 = time.perf_counter()
         frames = _call(pipe, request)
-        export_to_video(list(frames), str(out_dir / f"diffusers_{i}.mp4"), fps=fps)
+        export(frames, str(out_dir / f"diffusers_{i}.mp4"), fps)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         latencies.append(time.perf_counter() - t0)
@@ -167,7 +149,7 @@ def compare_videos(server_mp4: Path, frames, tmp_dir: Path, fps: int) -> dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m server.bench_vs_diffusers", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_vs_diffusers", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="diffusers directory (default: embedded demo)")
     p.add_argument("--base-url", default=None, help="a running server hosting --model (default: start one here)")
     p.add_argument("--model-name", default=None, help="the model's name on --base-url (default: its first)")
@@ -314,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _warn(load_warning(load_after))
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m server.bench_vs_diffusers", *args.argv]),
+        "command": " ".join(["python -m benchmarks.bench_vs_diffusers", *args.argv]),
         "machine": _machine(args.device),
         "load_average": {"before": load_before, "after": load_after},
         "load_warning": load_warning(load_before) or load_warning(load_after),
@@ -326,6 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "max_concurrency": args.max_concurrency, "request_rate": served["config"]["request_rate"],
                      "warmup_requests": args.warmup_requests},
         "diffusers_load_s": load_s,
+        "diffusers_export": diffusers_exporter()[1],
         "rounds": rounds,
         "throughput_ratio": _median([r["throughput_ratio"] for r in rounds]),
         "verify": verify,
@@ -341,6 +324,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"{'Workload:':<40}{w['num_prompts']} unguided requests per round, {w['size']} x {w['num_frames']} "
         f"frames, {w['steps']} steps, cfg {w['guidance_scale']}",
         f"{'Server max batch:':<40}{w['max_batch'] or '-'}",
+        f"{'Diffusers writes videos with:':<40}{result.get('diffusers_export', 'export_to_video')}",
         f"{'round':<8}{'':<32}{'requests/s':>12}{'frames/s':>12}{'time (s)':>10}{'ratio':>8}",
     ]
     for r in result["rounds"]:

@@ -1,4 +1,4 @@
-"""``python -m server.bench_vs_diffusers`` on the tiny Wan pipeline: both sides run the same requests,
+"""``python -m benchmarks.bench_vs_diffusers`` on the tiny Wan pipeline: both sides run the same requests,
 the same first video comes out, and the report's figures are consistent."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from server import bench_vs_diffusers
+from benchmarks import bench_vs_diffusers
 
 
 def test_server_and_diffusers_run_the_same_requests_in_interleaved_rounds(tiny_dir, tmp_path, capsys):
@@ -36,7 +36,7 @@ def test_server_and_diffusers_run_the_same_requests_in_interleaved_rounds(tiny_d
     # The server's first video and diffusers' pipe() for the same prompt/seed decode to the same frames.
     verify = result["verify"]
     assert verify["same"] and verify["mean_abs_diff_uint8"] < 0.25 * verify["codec_mean_abs_error_uint8"] + 0.5
-    assert result["command"].startswith("python -m server.bench_vs_diffusers --model ")
+    assert result["command"].startswith("python -m benchmarks.bench_vs_diffusers --model ")
     assert result["workload"]["guidance_scale"] == 5.0 and result["machine"]
 
 

@@ -1,4 +1,4 @@
-"""Benchmark the guided step: ``python -m kernels.bench [--batch 1 4] [--dtype bf16] [--json PATH]``.
+"""Benchmark the guided step: ``python -m benchmarks.kernel_bench [--batch 1 4] [--dtype bf16] [--json PATH]``.
 
 The step is memory-bound, so the figure that matters is achieved bandwidth, compared with the
 practical limit of the device (a plain device-to-device copy of the same number of bytes), with the
@@ -30,7 +30,7 @@ Step = Callable[[], object]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes to run (default: 1 4)")
     parser.add_argument("--objectives", type=int, default=3, help="K, the number of reward objectives (default: 3)")
     parser.add_argument(

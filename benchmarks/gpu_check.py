@@ -1,0 +1,517 @@
+"""The parts of ``benchmarks/gpu_check.sh``, and the markdown report it ends with.
+
+::
+
+    python -m benchmarks.gpu_check kernel  --work DIR [--dry-run]   # fused step vs copy / eager / torch.compile
+    python -m benchmarks.gpu_check step    --work DIR [--dry-run]   # one denoising step, unguided vs guided
+    python -m benchmarks.gpu_check save-pipeline DIR [--dry-run]    # the random Wan pipeline, for bench_vs_diffusers
+    python -m benchmarks.gpu_check report  --work DIR --out FILE    # gpu-check.md from what the parts wrote
+
+Each part writes ``DIR/<part>.json`` after every measured row, so a part stopped by its time allowance
+still reports the rows it finished. ``--dry-run`` runs the same code on CPU at tiny shapes (the tiny
+Wan pipeline of ``guidance.families.tiny``): its figures only show that the parts and the report work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+#: Latents of one sample, [channels, latent frames, height / 8, width / 8]: 81 frames at 832x480
+#: (Wan2.1-1.3B's 480p) and at 1280x720 (Wan2.1-14B's 720p).
+KERNEL_SHAPES = {"Wan2.1-1.3B 480p": (16, 21, 60, 104), "Wan2.1-14B 720p": (16, 21, 90, 160)}
+KERNEL_BATCHES = (1, 4)
+DRY_KERNEL_SHAPES = {"tiny (dry run)": (16, 5, 8, 8)}
+DRY_KERNEL_BATCHES = (1, 2)
+#: ``WanTransformer3DModel`` as configured in Wan-AI/Wan2.1-T2V-1.3B-Diffusers (transformer/config.json).
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+    text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+)
+#: UMT5-XXL's widths (the Wan text encoder), one layer instead of 24 and the tiny tokenizer's vocabulary
+#: instead of 256384 entries: the real encoder has 5.7B parameters and only its output width (4096)
+#: matters to the transformer.
+UMT5_XXL_1_LAYER = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=1, num_heads=64,
+                        relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                        feed_forward_proj="gated-gelu")
+#: Wan's recommended flow shift at 480p (5.0 at 720p).
+FLOW_SHIFT = 3.0
+STEP_SHAPE = (480, 832, 81)  # height, width, frames
+DRY_STEP_SHAPE = (64, 64, 17)
+STEP_BATCHES = (1, 2)
+OBJECTIVES = ("vq", "mq", "ta")
+TRUNK_BLOCKS = 4
+DRY_TRUNK_BLOCKS = 1  # the tiny transformer has 2
+STEPS, STEP_INDEX, CFG, STRENGTH = 50, 25, 5.0, 3.0
+PROMPT = "a red circle moving left"
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _device(dry_run: bool) -> str:
+    import torch
+
+    if dry_run:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device: run with --dry-run on a machine without a GPU")
+    return "cuda"
+
+
+# --------------------------------------------------------------------------------------------- kernel
+
+
+def run_kernel(work: Path, dry_run: bool) -> None:
+    """benchmarks.kernel_bench's measurement (CUDA-event medians; copy, eager, torch.compile), per shape and B."""
+    import torch
+
+    from benchmarks import kernel_bench
+
+    device = _device(dry_run)
+    shapes, batches = (DRY_KERNEL_SHAPES, DRY_KERNEL_BATCHES) if dry_run else (KERNEL_SHAPES, KERNEL_BATCHES)
+    iters, warmup = (3, 1) if dry_run else (50, 10)
+    dtype_name, objectives, mode = "bf16", 3, "relative"
+    dtype = kernel_bench.DTYPES[dtype_name]
+    report: dict[str, Any] = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                              "dtype": dtype_name, "objectives": objectives, "mode": mode, "iters": iters,
+                              "warmup": warmup, "dry_run": dry_run, "rows": []}
+    for label, shape in shapes.items():
+        numel = math.prod(shape)
+        report["bytes_counting"] = kernel_bench.bytes_moved(1, objectives, numel, dtype, mode)[1]
+        for batch in batches:
+            args = kernel_bench.parse_args(["--batch", str(batch), "--objectives", str(objectives), "--dtype", dtype_name,
+                                            "--mode", mode, "--iters", str(iters), "--warmup", str(warmup),
+                                            "--shape", *map(str, shape)])
+            start = time.perf_counter()
+            rows = (kernel_bench.run_cpu if dry_run else kernel_bench.run_gpu)(args, shape, numel, dtype)
+            for row in rows:
+                row.update(model=label, shape=list(shape), wall_s=time.perf_counter() - start)
+                report["rows"].append(row)
+                print(json.dumps(row), flush=True)
+            _write(work / "kernel.json", report)
+
+
+# ----------------------------------------------------------------------------------------------- step
+
+
+def build_random_wan(dry_run: bool, device: str, dtype: Any):
+    """A WanPipeline with random weights: the Wan2.1-T2V-1.3B transformer and VAE configurations and a
+    one-layer UMT5 of UMT5-XXL's width (or, dry run, the tiny pipeline), built on ``device``."""
+    import torch
+
+    from guidance.families.tiny import build_tiny_pipeline, tiny_t5_tokenizer
+
+    if dry_run:
+        return build_tiny_pipeline("wan").to(device=device, dtype=dtype)
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(0)
+    with torch.device(device):  # initialised where it runs: seconds, not minutes on the CPU
+        transformer = WanTransformer3DModel(**WAN_1_3B).eval()
+        text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **UMT5_XXL_1_LAYER)).eval()
+        vae = AutoencoderKLWan().eval()  # the defaults are Wan2.1's VAE
+    transformer.to(dtype)
+    # As from_pretrained(dtype=bf16) leaves it: the modules diffusers keeps in float32 stay float32.
+    keep = transformer._keep_in_fp32_modules or []
+    for name, param in transformer.named_parameters():
+        if any(k in name.split(".") for k in keep):
+            param.data = param.data.float()
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder.to(dtype), vae=vae.to(dtype),
+                       transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=FLOW_SHIFT))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _timer(device: str) -> Callable[[Callable[[], object], int, int], list[float]]:
+    import torch
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def measure(fn: Callable[[], object], iters: int, warmup: int) -> list[float]:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(iters):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+    return measure
+
+
+def run_step(work: Path, dry_run: bool) -> None:
+    """One denoising step (CFG on: two transformer passes, then the fused step) unguided, and guided:
+    reward scores and their gradients through a trunk of the transformer's first blocks, then the fused
+    step. Mode relative (the server's default; one backward pass per objective) and mode sum (one)."""
+    import torch
+
+    from guidance.families.base import VideoShape
+    from guidance.families.wan import WanFamily
+    from guidance.reward_model import init_reward_model
+    from guidance.rewards import reward_and_gradients
+    from kernels.guided_step import guided_step, guided_step_backend
+
+    device = _device(dry_run)
+    dtype = torch.bfloat16
+    height, width, frames = DRY_STEP_SHAPE if dry_run else STEP_SHAPE
+    blocks = DRY_TRUNK_BLOCKS if dry_run else TRUNK_BLOCKS
+    iters, warmup = (2, 1) if dry_run else (3, 1)
+    shape = VideoShape(height=height, width=width, frames=frames)
+    start = time.perf_counter()
+    pipe = build_random_wan(dry_run, device, dtype)
+    family = WanFamily(pipe)
+    with torch.device(device):
+        reward = init_reward_model(family, OBJECTIVES, num_blocks=blocks)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    config = dict(pipe.transformer.config)
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "dry_run": dry_run,
+        "dtype": "bfloat16", "height": height, "width": width, "frames": frames,
+        "transformer": {k: config[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim",
+                                               "text_dim")},
+        "transformer_params": sum(p.numel() for p in pipe.transformer.parameters()),
+        "text_encoder_params": sum(p.numel() for p in pipe.text_encoder.parameters()),
+        "trunk_blocks": blocks, "trunk_params": sum(p.numel() for p in reward.parameters()),
+        "objectives": list(OBJECTIVES), "steps": STEPS, "step_index": STEP_INDEX, "cfg": CFG, "strength": STRENGTH,
+        "iters": iters, "warmup": warmup, "build_s": time.perf_counter() - start, "rows": [],
+    }
+    timesteps = family.set_timesteps(STEPS, shape)
+    timestep = timesteps[STEP_INDEX]
+    level = family.noise_level(STEP_INDEX, timestep)
+    coef_value = STRENGTH * min(family.guidance_ratio(STEP_INDEX, timestep), 10.0)
+    dt_value = family.euler_dt(STEP_INDEX)
+    measure = _timer(device)
+    _write(work / "step.json", report)
+
+    for batch in STEP_BATCHES:
+        with torch.no_grad():
+            cond, uncond = family.encode_prompts([PROMPT] * batch, [""] * batch)
+            generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+            latents = family.prepare_latents(shape, generators)
+        report["latent_shape"] = list(latents.shape[1:])
+        report["kernel_backend"] = guided_step_backend(latents)
+        model = family.denoiser(timestep)
+        weights = torch.full((batch, len(OBJECTIVES)), 1.0 / len(OBJECTIVES), device=device)
+        ones = torch.ones(batch, 1, device=device)
+        t_vec = torch.full((batch,), level, dtype=torch.float32, device=device)
+        per_sample = {"cfg_scale": torch.full((batch,), CFG, device=device),
+                      "dt": torch.full((batch,), dt_value, device=device)}
+        coef = torch.full((batch,), coef_value, device=device)
+        no_grads = None
+
+        @torch.no_grad()
+        def denoise():
+            pred_cond = family.predict(model, latents, timestep, cond, shape, STEP_INDEX)
+            pred_uncond = family.predict(model, latents, timestep, uncond, shape, STEP_INDEX)
+            return pred_cond, pred_uncond
+
+        @torch.no_grad()
+        def unguided():
+            nonlocal no_grads
+            pred_cond, pred_uncond = denoise()
+            if no_grads is None:
+                no_grads = torch.zeros_like(pred_cond).unsqueeze(1)
+            return guided_step(pred_cond, no_grads, ones, torch.zeros_like(coef), pred_uncond=pred_uncond, x=latents,
+                               mode="sum", **per_sample)[0]
+
+        def guided(mode: str) -> Callable[[], object]:
+            @torch.no_grad()
+            def step():
+                pred_cond, pred_uncond = denoise()
+                _, grads = reward_and_gradients(reward, latents, t_vec, cond, shape, weights,
+                                                "sum" if mode == "sum" else "unit")
+                step_weights = ones if mode == "sum" else weights
+                return guided_step(pred_cond, grads, step_weights, coef, pred_uncond=pred_uncond, x=latents,
+                                   mode=mode, **per_sample)[0]
+            return step
+
+        variants = [
+            ("unguided", "2 transformer passes (CFG) + fused step", unguided),
+            ("guided, mode relative",
+             f"+ reward and {len(OBJECTIVES)} backward passes (one per objective) through the {blocks}-block trunk",
+             guided("relative")),
+            ("guided, mode sum", f"+ reward and 1 backward pass through the {blocks}-block trunk", guided("sum")),
+        ]
+        for name, what, fn in variants:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            times = measure(fn, iters, warmup)
+            row = {"batch": batch, "variant": name, "what": what, "ms": statistics.median(times), "times_ms": times,
+                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+            base = next((r["ms"] for r in report["rows"] if r["batch"] == batch and r["variant"] == "unguided"), None)
+            row["x_unguided"] = row["ms"] / base if base else 1.0
+            report["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            _write(work / "step.json", report)
+        del latents, cond, uncond, no_grads
+
+
+# -------------------------------------------------------------------------------------- save-pipeline
+
+
+def save_pipeline(out_dir: Path, dry_run: bool) -> None:
+    """The step part's random pipeline, written as a diffusers directory (safetensors)."""
+    import torch
+
+    start = time.perf_counter()
+    if dry_run:
+        from guidance.families.tiny import make_tiny
+
+        make_tiny("wan", out_dir)
+    else:
+        # Built on the GPU (fast), saved in bfloat16: what the server and diffusers then load.
+        pipe = build_random_wan(False, _device(False), torch.bfloat16)
+        pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
+    print(f"saved {out_dir} ({size / 2**30:.2f} GiB) in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "triton", "diffusers", "transformers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    try:
+        import torch
+
+        versions["cuda"] = str(torch.version.cuda)
+    except ImportError:
+        pass
+    return versions
+
+
+def _gpu() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        return out or "nvidia-smi printed nothing"
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"no GPU (nvidia-smi: {type(error).__name__})"
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").rstrip().splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def _status(work: Path) -> dict[str, dict[str, Any]]:
+    """``parts.tsv``: one line per part, name, exit status, seconds taken, seconds allowed."""
+    parts: dict[str, dict[str, Any]] = {}
+    try:
+        lines = (work / "parts.tsv").read_text().splitlines()
+    except OSError:
+        return parts
+    for line in lines:
+        name, rc, took, allowed = line.split("\t")[:4]
+        parts[name] = {"rc": int(rc), "took_s": float(took), "allowed_s": float(allowed)}
+    return parts
+
+
+def _failure(name: str, part: dict[str, Any] | None, work: Path) -> list[str]:
+    """The lines of a part that failed or did not finish: why, and the end of its log."""
+    if part is None:
+        return [f"**Not run** (no status for part `{name}`).", ""]
+    rc = part["rc"]
+    why = (f"timed out after its {part['allowed_s']:.0f} s allowance" if rc in (124, 137)
+           else f"exit status {rc}")
+    return [f"**Failed** ({why}); the rows above, if any, are those it finished. End of its log:", "", "```",
+            _tail(work / f"{name}.log"), "```", ""]
+
+
+def _kernel_section(work: Path, part: dict[str, Any] | None, dry_run: bool) -> list[str]:
+    lines = ["### Fused guided step vs a device copy, eager and `torch.compile` (`benchmarks.kernel_bench`)", ""]
+    data = _read(work / "kernel.json")
+    if data:
+        lines += [f"bf16, K = {data['objectives']} objectives, mode {data['mode']}, CFG on, x given; median of "
+                  f"{data['iters']} timed calls after {data['warmup']} warm-up calls "
+                  + ("(host clock, PyTorch reference on CPU only)." if dry_run else "(CUDA events)."),
+                  f"{data.get('bytes_counting', '')}.", ""]
+        if dry_run:
+            lines += ["| latents | B | reference (CPU) ms | GB/s |", "|---|---|---|---|"]
+            for r in data["rows"]:
+                lines.append(f"| {r['model']} {r['shape']} | {r['batch']} | {r['cpu_reference_ms']:.3f} | "
+                             f"{r['cpu_reference_gbps']:.3f} |")
+        else:
+            lines += ["| latents | B | fused ms | fused GB/s | % of copy | copy GB/s | eager ms | compiled ms | "
+                      "x eager | x compiled | max abs err |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in data["rows"]:
+                compiled = r.get("compiled_ms")
+                lines.append(
+                    f"| {r['model']} {r['shape']} | {r['batch']} | {r['fused_ms']:.3f} | {r['fused_gbps']:.0f} | "
+                    f"{100 * r['fused_gbps'] / r['copy_gbps']:.1f} | {r['copy_gbps']:.0f} | {r['eager_ms']:.3f} | "
+                    + (f"{compiled:.3f}" if compiled else "failed") + f" | {r['eager_ms'] / r['fused_ms']:.2f} | "
+                    + (f"{compiled / r['fused_ms']:.2f}" if compiled else "-")
+                    + f" | {r['max_abs_err_vs_eager']:.3g} |")
+        lines.append("")
+    if part is None or part["rc"] != 0:
+        lines += _failure("kernel", part, work)
+    return lines
+
+
+def _step_section(work: Path, part: dict[str, Any] | None, dry_run: bool) -> list[str]:
+    lines = ["### One denoising step, random-weight Wan2.1-T2V-1.3B-config transformer, unguided vs guided", ""]
+    data = _read(work / "step.json")
+    if data:
+        t = data["transformer"]
+        lines += [
+            f"{'Tiny 2-layer Wan (dry run)' if dry_run else 'WanTransformer3DModel'}: {t['num_layers']} layers, "
+            f"{t['num_attention_heads']} heads of {t['attention_head_dim']}, ffn {t['ffn_dim']}, "
+            f"{_millions(data['transformer_params'])} parameters, bf16, random weights; "
+            f"{data['width']}x{data['height']}, {data['frames']} frames (latents {data.get('latent_shape')}); "
+            f"CFG {data['cfg']} (two transformer passes per step), step {data['step_index']} of {data['steps']}, "
+            f"fused step backend `{data.get('kernel_backend')}`. Reward: a {data['trunk_blocks']}-block trunk of the "
+            f"transformer + query-pooling head ({_millions(data['trunk_params'])} parameters), "
+            f"{len(data['objectives'])} objectives, equal weights. Text encoder: "
+            + ("the tiny pipeline's." if dry_run else
+               f"a random one-layer UMT5 of UMT5-XXL's width 4096 ({_millions(data['text_encoder_params'])} "
+               "parameters; the real UMT5-XXL encoder has 5.7B); prompt encoding is not timed.")
+            + f" Median of {data['iters']} steps after {data['warmup']} warm-up; build {data['build_s']:.1f} s.",
+            "", "| B | step | ms / step | x unguided | peak GiB |", "|---|---|---|---|---|"]
+        for r in data["rows"]:
+            peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+            lines.append(f"| {r['batch']} | {r['variant']}: {r['what']} | {r['ms']:.1f} | {r['x_unguided']:.2f} | "
+                         f"{peak} |")
+        lines.append("")
+    if part is None or part["rc"] != 0:
+        lines += _failure("step", part, work)
+    return lines
+
+
+def _serve_section(work: Path, part: dict[str, Any] | None, dry_run: bool, serve_args: str) -> list[str]:
+    lines = ["### nrg-serve vs plain diffusers on that random pipeline (`benchmarks.bench_vs_diffusers`)", ""]
+    data = _read(work / "serve.json")
+    if data:
+        w = data["workload"]
+        lines += [f"Command: `{data['command']}`.", "",
+                  f"{w['num_prompts']} unguided requests per round, {w['size']} x {w['num_frames']} frames, "
+                  f"{w['steps']} steps, CFG {w['guidance_scale']}, server max batch {w['max_batch']}; "
+                  f"{w['warmup_requests']} untimed warm-up request(s) on each side; diffusers' frames written with "
+                  f"{data.get('diffusers_export', 'export_to_video')}. Machine: {data['machine']}.", "",
+                  "| round | side | requests/s | frames/s | time (s) | ratio |", "|---|---|---|---|---|---|"]
+        for r in data["rounds"]:
+            s, d = r["server"], r["diffusers"]
+            mean_batch = s["batch_size"]["metrics"]["mean"]
+            lines.append(f"| {r['round']} | nrg-serve (HTTP, batched, mean batch {mean_batch}) | "
+                         f"{s['request_throughput']:.4f} | {s['frame_throughput']:.3f} | {s['duration_s']:.2f} | "
+                         f"{r['throughput_ratio']:.2f} |")
+            lines.append(f"| {r['round']} | diffusers `pipe()`, one by one | {d['request_throughput']:.4f} | "
+                         f"{d['frame_throughput']:.3f} | {d['duration_s']:.2f} | 1.00 |")
+        v = data.get("verify")
+        lines += ["", f"Throughput ratio (server / diffusers, median of {len(data['rounds'])} round(s)): "
+                  f"{data['throughput_ratio']:.2f}x."
+                  + ("" if not v else f" Same first video as diffusers: {'yes' if v['same'] else 'NO'} "
+                     f"(mean |diff| {v.get('mean_abs_diff_uint8')} vs codec error "
+                     f"{v.get('codec_mean_abs_error_uint8')}, 0-255)."), ""]
+    else:
+        lines += [f"Command: `python -m benchmarks.bench_vs_diffusers {serve_args}`.", ""]
+    if part is None or part["rc"] != 0:
+        lines += _failure("serve", part, work)
+    return lines
+
+
+def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, commit: str) -> str:
+    parts = _status(work)
+    versions = _versions()
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = "GPU check" + (" (CPU dry run: tiny shapes, figures say nothing about a GPU)" if dry_run else "")
+    lines = [f"## {title}, {now}", "",
+             f"- command: `{command}`",
+             f"- device: {_gpu()}; {os.cpu_count()} CPU cores; {platform.platform()}",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+             f"- code: {commit}", ""]
+    lines += ["| part | exit status | took (s) | allowance (s) |", "|---|---|---|---|"]
+    for name, p in parts.items():
+        lines.append(f"| {name} | {p['rc']} | {p['took_s']:.1f} | {p['allowed_s']:.0f} |")
+    lines.append("")
+    if "install" in parts and parts["install"]["rc"] != 0:
+        lines += ["The install part failed; the parts below ran with whatever the machine had.", "", "```",
+                  _tail(work / "install.log"), "```", ""]
+    lines += _kernel_section(work, parts.get("kernel"), dry_run)
+    lines += _step_section(work, parts.get("step"), dry_run)
+    lines += _serve_section(work, parts.get("serve"), dry_run, serve_args)
+    text = "\n".join(lines).rstrip() + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    combined = {"date": now, "command": command, "device": _gpu(), "versions": versions, "code": commit,
+                "parts": parts, **{name: _read(work / f"{name}.json") for name in ("kernel", "step", "serve")}}
+    _write(out.with_suffix(".json"), combined)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    for name in ("kernel", "step"):
+        p = sub.add_parser(name)
+        p.add_argument("--work", type=Path, required=True, help="folder for <part>.json")
+        p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes")
+    p = sub.add_parser("save-pipeline")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("report")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the markdown file (its .json beside it)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--command", default="bash benchmarks/gpu_check.sh")
+    p.add_argument("--serve-args", default="")
+    p.add_argument("--commit", default="unknown")
+    args = parser.parse_args(argv)
+    if args.part == "kernel":
+        run_kernel(args.work, args.dry_run)
+    elif args.part == "step":
+        run_step(args.work, args.dry_run)
+    elif args.part == "save-pipeline":
+        save_pipeline(args.dir, args.dry_run)
+    else:
+        print(report(args.work, args.out, args.dry_run, args.command, args.serve_args, args.commit))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
