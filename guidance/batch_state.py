@@ -28,14 +28,17 @@ the end and are dropped then.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
+from contextlib import nullcontext
 
 import torch
 
 from guidance import search
 from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, VideoShape
+from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
 from guidance.rewards import RewardFunction, reward_and_gradients
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
@@ -44,13 +47,22 @@ from guidance.timing import PhaseTimer
 from kernels.guided_step import guided_step
 
 
-def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None) -> None:
-    """Validate every sample's guidance (``ValueError`` naming the sample)."""
+def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, loras: MultiLora | None = None) -> None:
+    """Validate every sample's guidance and adapter (``ValueError`` naming the sample)."""
     if not specs:
         raise ValueError("a batch needs at least one sample")
     for i, spec in enumerate(specs):
         if spec.cfg_scale is not None and not (spec.cfg_scale >= 0 and spec.cfg_scale < float("inf")):
             raise ValueError(f"sample {i}: cfg_scale must be a finite number >= 0; got {spec.cfg_scale!r}")
+        if not math.isfinite(spec.lora_scale):
+            raise ValueError(f"sample {i}: lora_scale must be a finite number; got {spec.lora_scale!r}")
+        if spec.lora is not None:
+            if loras is None:
+                raise ValueError(f"sample {i}: LoRA {spec.lora!r} was requested but the batch has no adapters")
+            try:
+                loras.index(spec.lora)
+            except ValueError as exc:
+                raise ValueError(f"sample {i}: {exc}") from None
         if spec.guidance is None:
             continue
         if reward is None and spec.guidance.active:
@@ -65,9 +77,11 @@ class BatchState:
     """The running batch of one (family, shape, reward); see the module docstring."""
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
-                 *, max_ratio: float = DEFAULT_MAX_RATIO) -> None:
+                 *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None) -> None:
         family.check_shape(shape)
         self.family = family
+        #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
+        self.loras = loras
         self.shape = shape
         self.reward = reward
         self.max_ratio = max_ratio
@@ -112,7 +126,7 @@ class BatchState:
         present = set(self.ids) & set(ids)
         if present:
             raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
-        check_specs(specs, self.reward)
+        check_specs(specs, self.reward, self.loras)
         search.check_searchable(self.family, [s.guidance for s in specs])
         if not self.joinable:
             raise ValueError(f"this batch cannot take new samples: {self.family.name}'s scheduler keeps "
@@ -205,9 +219,10 @@ class BatchState:
             model = models[expert]
             whole = len(members) == batch
             idx = torch.tensor(members, device=self.device)
-            cond = family.predict(model, rows.latents if whole else rows.latents[idx],
-                                  timesteps if whole else timesteps[idx],
-                                  rows.cond if whole else rows.cond.select(members), shape)
+            with self._adapters(members):
+                cond = family.predict(model, rows.latents if whole else rows.latents[idx],
+                                      timesteps if whole else timesteps[idx],
+                                      rows.cond if whole else rows.cond.select(members), shape)
             if pred_cond is None:
                 pred_cond = cond if whole else cond.new_empty((batch, *cond.shape[1:]))
             if not whole:
@@ -215,8 +230,9 @@ class BatchState:
             cfg = [row for row in members if row in position]
             if rows.uncond is None or not cfg:
                 continue
-            uncond = family.predict(model, rows.latents[cfg], timesteps[cfg],
-                                    rows.uncond.select([position[row] for row in cfg]), shape)
+            with self._adapters(cfg):
+                uncond = family.predict(model, rows.latents[cfg], timesteps[cfg],
+                                        rows.uncond.select([position[row] for row in cfg]), shape)
             if pred_uncond is None:
                 pred_uncond = torch.empty_like(pred_cond)
             pred_uncond[torch.tensor(cfg, device=self.device)] = uncond
@@ -225,6 +241,14 @@ class BatchState:
             plain = torch.tensor([row for row in range(batch) if row not in position], device=self.device)
             pred_uncond[plain] = pred_cond[plain]
         return pred_cond, pred_uncond
+
+    def _adapters(self, members: list[int]):
+        """Route each of these rows to its LoRA adapter for one denoiser call (nothing when none has one)."""
+        rows = self.rows
+        if self.loras is None or all(rows.adapters[row] < 0 for row in members):
+            return nullcontext()
+        return self.loras.routing(torch.tensor([rows.adapters[row] for row in members], device=self.device),
+                                  torch.tensor([rows.adapter_scales[row] for row in members], device=self.device))
 
     def _update(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None, coefs: list[float],
                 levels: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -373,6 +397,9 @@ class BatchState:
             schedules=[schedule] * batch,
             coefs=[schedule.coefficients(g, self.max_ratio) for g in guidance],
             steps_done=[0] * batch,
+            # Scale 0 is the base model: no adapter at all, so its output is the base one exactly.
+            adapters=[self.loras.index(s.lora) if s.lora is not None and s.lora_scale != 0 else -1 for s in specs],
+            adapter_scales=[float(s.lora_scale) for s in specs],
             skipped=torch.zeros(batch, dtype=torch.long, device=device),
             guided=torch.zeros(batch, dtype=torch.long, device=device),
             first_nonfinite=torch.zeros(batch, dtype=torch.long, device=device),

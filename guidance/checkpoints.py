@@ -16,9 +16,14 @@ Everything is validated and loaded at construction, so a bad directory stops the
 with an error naming the checkpoint and the directory, not at the first request that names it.
 Only safetensors files are ever read: a pickle file can run code when loaded.
 
+Two ways to use a LoRA: ``activate`` it (diffusers' own adapter path, for a whole batch, as
+``nrg generate --checkpoint`` does), or keep the base model active and let ``multi_lora`` apply each
+sample's adapter and scale per row (``guidance.multi_lora``), which is how the server mixes LoRA
+checkpoints, scales and the base model in one batch.
+
 Thread safety: ``activate`` mutates the shared pipeline and takes no lock. Only the engine's single
-worker thread may call it, between batches; the server never lets jobs of different checkpoints share
-a batch, so the active checkpoint is constant while a batch runs.
+worker thread may call it, between batches; jobs of different full-weight checkpoints never share a
+batch, so the active weights are constant while a batch runs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any, Literal
 import torch
 
 from guidance.families.base import PipelineFamily
+from guidance.multi_lora import MultiLora
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +127,13 @@ class CheckpointRegistry:
             raise
         # Keep registration order in the listing (full checkpoints were loaded first).
         self._entries = {name: self._entries[name] for name in layouts}
+        #: Every LoRA checkpoint applied per sample within one batch (``guidance.multi_lora``).
+        self.multi_lora: MultiLora | None = None
         if self._loras:
             self.family.pipe.disable_lora()
             self._freeze()
+            self.multi_lora = MultiLora(self.family.transformer, {
+                name: entry.adapter for name, entry in self._entries.items() if isinstance(entry, _Lora)})
 
     @property
     def names(self) -> list[str]:

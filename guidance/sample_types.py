@@ -24,6 +24,10 @@ class SampleSpec:
     seed: int = 0
     cfg_scale: float | None = None
     guidance: GuidanceSpec | None = None
+    #: A LoRA adapter of the batch's ``MultiLora`` (by checkpoint name) and its scale: 0 is the base
+    #: model exactly, 1 the adapter as trained; between and above interpolate or extrapolate.
+    lora: str | None = None
+    lora_scale: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from guidance.batch_state import BatchState
 from guidance.families.base import PipelineFamily, VideoShape
+from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
 from guidance.rewards import RewardFunction
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec, StepEvent
@@ -35,6 +36,7 @@ def sample(
     cancelled: Callable[[], Collection[int]] | None = None,
     progress: bool = False,
     decode: bool = True,
+    loras: MultiLora | None = None,
 ) -> SampleResult:
     """Generate one batch. With no active guidance this reproduces the family's pipeline call.
 
@@ -42,10 +44,11 @@ def sample(
     sample leaves the batch at once when the scheduler is a plain Euler step (no per-sample state);
     with a multistep scheduler it rides along to the end (its history is batched) and is dropped
     then. The others are undisturbed either way; ``SampleResult.ids`` lists the samples returned.
+    ``loras`` serves the samples' ``SampleSpec.lora`` adapters (``guidance.multi_lora``).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
-    batch = BatchState(family, shape, reward, max_ratio=max_ratio)
+    batch = BatchState(family, shape, reward, max_ratio=max_ratio, loras=loras)
     batch.add(specs, steps, range(len(specs)))
     stopped: set[int] = set()
     objectives = batch.objectives

@@ -104,7 +104,8 @@ def _video_fields(job: Job, expires_at: float | None) -> dict[str, Any]:
         size=f"{p['width']}x{p['height']}", seconds=p["seconds"], error=error,
         negative_prompt=p.get("negative_prompt"), width=p["width"], height=p["height"],
         num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
-        guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), reward_guidance=p.get("reward_guidance"),
+        guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), checkpoint_scale=p.get("checkpoint_scale"),
+        reward_guidance=p.get("reward_guidance"),
         **{k: r.get(k) for k in ("rewards", "rewards_z", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
                                  "inference_time_s", "encode_time_s", "peak_memory_mb")},
     ).model_dump(mode="json")
@@ -238,6 +239,14 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             if req.checkpoint not in names:
                 raise APIError(400, f"unknown checkpoint {req.checkpoint!r} for model {name}; registered: "
                                f"{', '.join(names) or 'none'}", param="checkpoint", code="checkpoint_not_found")
+        checkpoint_scale = None
+        if req.checkpoint_scale is not None and req.checkpoint is None:
+            raise APIError(400, "checkpoint_scale needs a checkpoint", param="checkpoint_scale")
+        if req.checkpoint is not None and hosted.checkpoints.kind(req.checkpoint) == "lora":
+            checkpoint_scale = 1.0 if req.checkpoint_scale is None else float(req.checkpoint_scale)
+        elif req.checkpoint_scale not in (None, 1.0):
+            raise APIError(400, f"checkpoint_scale applies to LoRA checkpoints; {req.checkpoint!r} holds full "
+                           "weights", param="checkpoint_scale")
         guidance = None
         if req.reward_guidance is not None:
             if hosted.reward is None:
@@ -263,7 +272,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             "seconds": f"{(frames - 1) / req.fps:g}",
             "seed": req.seed if req.seed is not None else secrets.randbelow(2**63),
             "num_inference_steps": steps, "guidance_scale": float(cfg), "checkpoint": req.checkpoint,
-            "reward_guidance": guidance,
+            "checkpoint_scale": checkpoint_scale, "reward_guidance": guidance,
         }
 
     @app.post("/v1/videos", response_model=VideoObject, tags=["videos"],

@@ -35,7 +35,7 @@ import torch
 from guidance.sample_types import SampleProgress
 from server.cancellation import CancelRequests, LocalCancelRequests
 from server.events import EventSink
-from server.executor import BatchExecutor, FinishedSample
+from server.executor import BatchExecutor, FinishedSample, batch_checkpoint
 from server.hosted_model import HostedModel
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
@@ -233,7 +233,9 @@ class Engine:
         return None
 
     def _key(self, params: Mapping[str, Any]) -> tuple:
-        return self.policy.key(params, steppable=self.models[params["model"]].family.euler_scheduler)
+        """The policy's key of a job, by the checkpoint its batch needs (LoRA jobs: the base model's)."""
+        return self.policy.key({**params, "checkpoint": batch_checkpoint(params)},
+                               steppable=self.models[params["model"]].family.euler_scheduler)
 
     def _cancel_requested(self) -> None:
         wanted = self.cancels.take(self.executor.job_ids)

@@ -27,9 +27,13 @@ from server.store import Job
 
 
 def sample_spec(params: Mapping[str, Any]) -> SampleSpec:
-    """A job's parameters as the sampler's per-sample settings."""
+    """A job's parameters as the sampler's per-sample settings. A LoRA checkpoint (the job has a
+    ``checkpoint_scale``) is the sample's own adapter; a full-weight one is the batch's weights."""
     guidance = params.get("reward_guidance")
+    lora = params.get("checkpoint") if params.get("checkpoint_scale") is not None else None
     return SampleSpec(
+        lora=lora,
+        lora_scale=1.0 if lora is None else float(params["checkpoint_scale"]),
         prompt=params["prompt"],
         negative_prompt=params.get("negative_prompt"),
         seed=params["seed"],
@@ -39,6 +43,12 @@ def sample_spec(params: Mapping[str, Any]) -> SampleSpec:
             mode=guidance["mode"], particles=guidance.get("particles") or DEFAULT_PARTICLES,
         ) if guidance else None,
     )
+
+
+def batch_checkpoint(params: Mapping[str, Any]) -> str | None:
+    """The checkpoint a job's batch must have active: its full-weight checkpoint, else the base model
+    (LoRA checkpoints are applied per sample, so jobs of any LoRA share the base model's batches)."""
+    return params.get("checkpoint") if params.get("checkpoint_scale") is None else None
 
 
 @dataclass
@@ -90,12 +100,14 @@ class BatchExecutor:
         params = jobs[0].params
         if not self.jobs:
             model = self.models[params["model"]]
-            model.activate(params.get("checkpoint"))
+            model.activate(batch_checkpoint(params))
             shape = VideoShape(height=params["height"], width=params["width"], frames=params["num_frames"])
             device = model.family.device
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            self.batch, self.model, self.key, self.solo = BatchState(model.family, shape, model.reward), model, key, solo
+            loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
+            self.batch = BatchState(model.family, shape, model.reward, loras=loras)
+            self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
         by_steps: dict[int, list[Job]] = {}

@@ -22,7 +22,8 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, max_queue: int,
-                     device: str | None, dtype: str, data_dir: Path) -> Iterator[tuple[str, str]]:
+                     device: str | None, dtype: str, data_dir: Path,
+                     batching: str = "continuous") -> Iterator[tuple[str, str]]:
     """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name)."""
     import uvicorn
 
@@ -34,7 +35,7 @@ def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, m
     name = DEMO_MODEL_NAME if embedded else Path(model_dir).name
     config = ServerConfig(models={} if embedded else {name: Path(model_dir)}, port=free_port(), data_dir=data_dir,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, device=device,
-                          dtype=dtype, limits=Limits())
+                          dtype=dtype, batching=batching, limits=Limits())
     app = create_app(config, load_models(config))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
                                            timeout_graceful_shutdown=5))

@@ -42,6 +42,8 @@ class Limits:
     max_fps: int = 60
     max_body_bytes: int = 1 << 20
     max_particles: int = 8
+    #: Largest per-request LoRA scale (``checkpoint_scale``): above 1 extrapolates the alignment.
+    max_checkpoint_scale: float = 4.0
 
 
 class RewardGuidance(BaseModel):
@@ -128,6 +130,10 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
                                                                 description="Classifier-free guidance scale.")
         reward_guidance: GuidanceWithLimits | None = None
         checkpoint: str | None = Field(None, pattern=NAME_PATTERN, description="Registered aligned checkpoint name.")
+        checkpoint_scale: Annotated[float | None, NoBool] = Field(
+            None, ge=0, le=limits.max_checkpoint_scale, allow_inf_nan=False,
+            description="Strength of a LoRA checkpoint: 0 = base model, 1 = as trained (default), between and "
+                        "above interpolate or extrapolate the alignment. LoRA checkpoints only.")
 
         @field_validator("seconds", mode="before")
         @classmethod
@@ -191,6 +197,7 @@ class VideoObject(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     checkpoint: str | None = None
+    checkpoint_scale: float | None = Field(None, description="The LoRA checkpoint's scale (LoRA checkpoints only).")
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = Field(None, description="Per-objective reward of the final latents.")
     rewards_z: dict[str, float] | None = Field(

@@ -213,3 +213,49 @@ def test_no_checkpoints_is_a_registry_of_the_base_model(spare):
     registry.activate(None)
     with pytest.raises(UnknownCheckpointError, match="registered checkpoints: none"):
         registry.activate("dpo")
+
+
+def _mixed_frames(family, registry, specs):
+    return sample(family, specs, SHAPE, STEPS, loras=registry.multi_lora).frames
+
+
+def test_a_batch_mixes_base_two_loras_and_scales_and_each_sample_is_as_alone(setup):
+    """Per-sample adapters (guidance.multi_lora): base, two LoRAs, scales 0.5 / 1 / 2, in one batch."""
+    family, registry, base, _ = setup
+    registry.activate(None)
+    specs = [SampleSpec("a red circle moving left", seed=5, cfg_scale=1.0, lora=lora, lora_scale=scale)
+             for lora, scale in ((None, 1.0), ("lora", 1.0), ("peft.v2", 0.5), ("lora", 2.0), ("peft.v2", 1.0))]
+    together = _mixed_frames(family, registry, specs)
+    for row, spec in enumerate(specs):
+        alone = _mixed_frames(family, registry, [spec])[0]
+        assert (together[row] - alone).abs().max().item() <= 1e-4, spec
+    assert torch.equal(_mixed_frames(family, registry, specs[:1])[0], base[0])  # no adapter: the base model
+    # Scale 1 is the adapter as diffusers loads it (activated for the whole batch).
+    for name, row in (("lora", 1), ("peft.v2", 4)):
+        registry.activate(name)
+        assert (together[row] - _frames(family)[0]).abs().max().item() <= 1e-4, name
+    registry.activate(None)
+    # The scales really scale: 0.5, 1 and 2 give three different outputs.
+    assert (together[1] - together[3]).abs().max() > 1e-3 and (together[2] - together[4]).abs().max() > 1e-3
+
+
+def test_lora_scale_zero_is_the_base_model_exactly(setup):
+    family, registry, base, _ = setup
+    registry.activate(None)
+    spec = SampleSpec("a red circle moving left", seed=5, cfg_scale=1.0, lora="lora", lora_scale=0.0)
+    assert torch.equal(_mixed_frames(family, registry, [spec]), base)
+
+
+def test_per_sample_lora_needs_the_base_model_active_and_a_known_name(setup):
+    family, registry, _, _ = setup
+    spec = SampleSpec("a red circle moving left", seed=5, cfg_scale=1.0, lora="lora")
+    registry.activate("lora")
+    try:
+        with pytest.raises(RuntimeError, match="PEFT's adapters disabled"):
+            _mixed_frames(family, registry, [spec])
+    finally:
+        registry.activate(None)
+    with pytest.raises(ValueError, match="sample 0: unknown LoRA checkpoint 'nope'; loaded: lora, peft.v2"):
+        _mixed_frames(family, registry, [SampleSpec("a red circle", lora="nope")])
+    with pytest.raises(ValueError, match="sample 0: LoRA 'lora' was requested but the batch has no adapters"):
+        sample(family, [spec], SHAPE, STEPS)

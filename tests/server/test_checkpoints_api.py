@@ -1,5 +1,5 @@
-"""Aligned checkpoints through the API: a LoRA changes the output, the base comes back after, and
-jobs with different checkpoints never share a batch."""
+"""Aligned checkpoints through the API: LoRA checkpoints (at any ``checkpoint_scale``) and the base
+model share one batch, a full-weight checkpoint runs in batches of its own, and the base comes back."""
 
 import httpx
 import numpy as np
@@ -7,29 +7,64 @@ import numpy as np
 from guidance.checkpoints import CheckpointRegistry
 from guidance.families import load_pipeline
 from server.hosted_model import HostedModel
-from tests.guidance.test_checkpoints import _save_diffusers_lora
+from tests.guidance.test_checkpoints import _save_diffusers_lora, _save_full
 from tests.server.conftest import running_server, wait_for
 from tests.server.test_api import _frames
 
 BODY = {"prompt": "a red circle moving left", "num_inference_steps": 3, "seed": 3, "guidance_scale": 1.0}
 
 
-def test_lora_checkpoint_changes_output_and_base_is_restored(tiny_dir, hosted_wan, tmp_path):
+def _videos(client, tmp_path, jobs):
+    out = {}
+    for name, job in jobs.items():
+        (tmp_path / f"{name}.mp4").write_bytes(client.get(f"/v1/videos/{job['id']}/content").content)
+        out[name] = _frames(tmp_path / f"{name}.mp4")
+    return out
+
+
+def test_lora_jobs_at_any_scale_share_the_base_models_batch(tiny_dir, hosted_wan, tmp_path):
     family = load_pipeline(tiny_dir("wan"))  # fresh: the registry injects LoRA layers into it
     _save_diffusers_lora(family.transformer, tmp_path / "lora")
-    registry = CheckpointRegistry(family, {"dpo": tmp_path / "lora"})
+    _save_full(family.transformer, tmp_path / "full", seed=3)
+    registry = CheckpointRegistry(family, {"dpo": tmp_path / "lora", "full": tmp_path / "full"})
     hosted = HostedModel("tiny-wan", family, None, registry, hosted_wan.default_shape, 3)
-    with running_server(tmp_path, {"tiny-wan": hosted}, max_batch=2, batch_wait_ms=300) as (url, _):
+    bodies = {"base": BODY, "tuned": {**BODY, "checkpoint": "dpo"},
+              "half": {**BODY, "checkpoint": "dpo", "checkpoint_scale": 0.5},
+              "zero": {**BODY, "checkpoint": "dpo", "checkpoint_scale": 0}, "full": {**BODY, "checkpoint": "full"}}
+    with running_server(tmp_path, {"tiny-wan": hosted}, max_batch=4, batch_wait_ms=1000) as (url, _):
         with httpx.Client(base_url=url, timeout=60) as client:
-            assert client.get("/v1/models").json()["data"][0]["checkpoints"] == [{"name": "dpo", "kind": "lora"}]
-            ids = [client.post("/v1/videos", json=body).json()["id"]
-                   for body in (BODY, {**BODY, "checkpoint": "dpo"})]
-            base, tuned = (wait_for(client, i) for i in ids)
-            assert base["batch_size"] == tuned["batch_size"] == 1 and tuned["checkpoint"] == "dpo"
+            assert client.get("/v1/models").json()["data"][0]["checkpoints"] == [
+                {"name": "dpo", "kind": "lora"}, {"name": "full", "kind": "full"}]
+            ids = {name: client.post("/v1/videos", json=body).json()["id"] for name, body in bodies.items()}
+            jobs = {name: wait_for(client, i) for name, i in ids.items()}
+            assert {name: job["batch_size"] for name, job in jobs.items()} == {
+                "base": 4, "tuned": 4, "half": 4, "zero": 4, "full": 1}
+            assert jobs["tuned"]["checkpoint_scale"] == 1.0 and jobs["half"]["checkpoint_scale"] == 0.5
+            assert jobs["full"]["checkpoint_scale"] is None and jobs["base"]["checkpoint_scale"] is None
+            alone = wait_for(client, client.post("/v1/videos", json=bodies["tuned"]).json()["id"])
             again = wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])
-            videos = {}
-            for name, job in (("base", base), ("tuned", tuned), ("again", again)):
-                (tmp_path / f"{name}.mp4").write_bytes(client.get(f"/v1/videos/{job['id']}/content").content)
-                videos[name] = _frames(tmp_path / f"{name}.mp4")
+            assert alone["batch_size"] == again["batch_size"] == 1
+            videos = _videos(client, tmp_path, {**jobs, "alone": alone, "again": again})
     assert np.abs(videos["base"] - videos["tuned"]).max() > 8
-    assert np.array_equal(videos["base"], videos["again"])
+    assert np.abs(videos["half"] - videos["tuned"]).max() > 2 and np.abs(videos["half"] - videos["base"]).max() > 2
+    assert np.array_equal(videos["zero"], videos["base"]) and np.array_equal(videos["again"], videos["base"])
+    assert np.abs(videos["tuned"].astype(int) - videos["alone"]).max() <= 2  # mixed batch vs alone
+    assert np.abs(videos["full"] - videos["base"]).max() > 8
+
+
+def test_checkpoint_scale_errors_name_the_field(tiny_dir, hosted_wan, tmp_path):
+    family = load_pipeline(tiny_dir("wan"))
+    _save_full(family.transformer, tmp_path / "full", seed=3)
+    registry = CheckpointRegistry(family, {"full": tmp_path / "full"})
+    hosted = HostedModel("tiny-wan", family, None, registry, hosted_wan.default_shape, 3)
+    with running_server(tmp_path, {"tiny-wan": hosted}) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for body, message in (
+                ({**BODY, "checkpoint_scale": 0.5}, "checkpoint_scale needs a checkpoint"),
+                ({**BODY, "checkpoint": "full", "checkpoint_scale": 0.5}, "applies to LoRA checkpoints"),
+                ({**BODY, "checkpoint": "full", "checkpoint_scale": 5}, "less than or equal to 4"),
+            ):
+                response = client.post("/v1/videos", json=body)
+                error = response.json()["error"]
+                assert response.status_code == 400 and error["param"] == "checkpoint_scale", body
+                assert message in error["message"], error

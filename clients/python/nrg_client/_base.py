@@ -137,6 +137,7 @@ def create_body(
     mode: str | None,
     extra_body: Mapping[str, Any] | None,
     particles: int | None = None,
+    checkpoint_scale: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -151,7 +152,8 @@ def create_body(
         params = VideoCreateParams(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, checkpoint=checkpoint, reward_guidance=guidance,
+            guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
+            reward_guidance=guidance,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg", type=float, default=None, dest="guidance_scale")
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--checkpoint", default=None, help="a registered aligned checkpoint")
+    gen.add_argument("--checkpoint-scale", type=float, default=None,
+                     help="a LoRA checkpoint's scale: 0 = base model, 1 = as trained (default)")
     gen.add_argument("--weights", type=_weights, default=None, dest="reward_weights",
                      help="objective weights, e.g. vq=0.1,mq=0.1,ta=0.8 (default: unguided)")
     gen.add_argument("--strength", type=float, default=None)
@@ -79,7 +81,7 @@ def _summary(video: Video) -> str:
 
 def _generate(client: Client, args: argparse.Namespace) -> int:
     keys = ("model", "negative_prompt", "size", "num_frames", "num_inference_steps", "guidance_scale", "seed",
-            "checkpoint", "reward_weights", "strength", "window", "mode", "particles")
+            "checkpoint", "checkpoint_scale", "reward_weights", "strength", "window", "mode", "particles")
     video = client.create(args.prompt, **{k: getattr(args, k) for k in keys})
     print(f"queued {video.id}", file=sys.stderr)
     for event in client.events(video.id):

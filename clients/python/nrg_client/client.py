@@ -128,6 +128,7 @@ class Client:
                seconds: float | None = None, num_frames: int | None = None, fps: int | None = None,
                seed: int | None = None, num_inference_steps: int | None = None,
                guidance_scale: float | None = None, checkpoint: str | None = None,
+               checkpoint_scale: float | None = None,
                reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
                extra_body: Mapping[str, Any] | None = None) -> Video:
@@ -137,11 +138,13 @@ class Client:
         (``"relative"``, ``"sum"``, ``"unit"``, ``"best_of_n"`` or ``"fk"``) and ``particles`` (search modes)
         form the request's ``reward_guidance``; the reward model's
         recommended settings fill in what is left out; without any of them the job is unguided.
+        ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained).
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, checkpoint=checkpoint, reward_weights=reward_weights, strength=strength,
+            guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
+            reward_weights=reward_weights, strength=strength,
             window=window, mode=mode, particles=particles, extra_body=extra_body,
         )
         return Video.model_validate(self._request("POST", "/v1/videos", json=body).json())

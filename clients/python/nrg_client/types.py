@@ -76,6 +76,7 @@ class VideoCreateParams(BaseModel):
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     checkpoint: str | None = None
+    checkpoint_scale: float | None = None
     reward_guidance: RewardGuidanceParams | None = None
 
     def body(self) -> dict[str, Any]:
@@ -125,6 +126,7 @@ class Video(_Response):
     num_inference_steps: int
     guidance_scale: float
     checkpoint: str | None = None
+    checkpoint_scale: float | None = None
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = None
     rewards_z: dict[str, float] | None = None

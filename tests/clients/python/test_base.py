@@ -120,6 +120,9 @@ def test_create_body_maps_reward_guidance_and_rejects_bad_types():
     assert body == {"prompt": "p", "size": "64x32", "reward_guidance": {"weights": {"vq": 1.0}, "window": [0.0, 0.5]}}
     unguided = create_body(prompt="p", size=None, reward_weights=None, strength=None, window=None, mode=None, **common)
     assert unguided == {"prompt": "p"}
+    aligned = create_body(prompt="p", size=None, reward_weights=None, strength=None, window=None, mode=None,
+                          **{**common, "checkpoint": "dpo"}, checkpoint_scale=0.5)
+    assert aligned == {"prompt": "p", "checkpoint": "dpo", "checkpoint_scale": 0.5}
     with pytest.raises(ClientValidationError) as info:
         create_body(prompt="p", size=None, reward_weights=None, strength=None, window=(0.1,), mode=None, **common)
     assert info.value.param == "reward_guidance.window" and isinstance(info.value, ValueError)

@@ -1,0 +1,111 @@
+"""Several LoRA adapters in one denoiser call, one per sample, each at its own scale (S-LoRA / Punica).
+
+diffusers applies one set of active adapters to the whole batch. Here the adapters stay loaded but
+disabled in PEFT (the layers compute the base model), and a forward hook on every LoRA-wrapped linear
+adds ``coef_b * B_a(b) A_a(b) x_b`` per row ``b``, with ``a(b)`` the sample's adapter (or none) and
+``coef_b`` its requested scale times the adapter's ``alpha / r`` (``kernels.lora_batch``). So samples
+with different adapters, no adapter and different scales share one call, and a sample without an
+adapter (or at scale 0) gets the base model's output exactly.
+
+The routing is set around each denoiser call of the batch (``routing``), for exactly the rows that
+call sees (CFG's unconditional rows, one expert's rows): outside it the hooks do nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from kernels.lora_batch import lora_batch
+
+
+@dataclass
+class _Layer:
+    a_stack: torch.Tensor  # [n, R, in], zeros for adapters that do not target this layer
+    b_stack: torch.Tensor  # [n, out, R]
+    scaling: torch.Tensor  # [n] float32: alpha / r per adapter, 0 where absent
+
+
+class MultiLora:
+    """The LoRA adapters of ``transformer`` (PEFT names -> our names, in index order), applied per row."""
+
+    def __init__(self, transformer: torch.nn.Module, adapters: Mapping[str, str]) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        self.names = list(adapters)  # our names (the checkpoints'), index = position
+        peft_names = list(adapters.values())
+        self._route: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._modules: list[LoraLayer] = []
+        self._layers: dict[int, _Layer] = {}
+        self._hooks = []
+        for module in transformer.modules():
+            if not isinstance(module, LoraLayer) or not any(name in module.lora_A for name in peft_names):
+                continue
+            if not isinstance(module.get_base_layer(), torch.nn.Linear):
+                raise ValueError(f"per-sample LoRA supports linear layers only; {type(module.get_base_layer())}")
+            if any(module.use_dora.get(name, False) for name in peft_names):
+                raise ValueError("per-sample LoRA does not support DoRA adapters")
+            self._layers[id(module)] = self._stack(module, peft_names)
+            self._modules.append(module)
+            self._hooks.append(module.register_forward_hook(self._hook))
+
+    def index(self, name: str | None) -> int:
+        """The adapter index of a checkpoint name (-1 for none)."""
+        if name is None:
+            return -1
+        if name not in self.names:
+            raise ValueError(f"unknown LoRA checkpoint {name!r}; loaded: {', '.join(self.names) or 'none'}")
+        return self.names.index(name)
+
+    @contextmanager
+    def routing(self, index: torch.Tensor, scale: torch.Tensor) -> Iterator[None]:
+        """Within this block, row ``b`` of every hooked layer's input gets adapter ``index[b]`` (-1:
+        none) at ``scale[b]``. PEFT's own adapters must be disabled (the base model active)."""
+        if any(not module.disable_adapters for module in self._modules[:1]):
+            raise RuntimeError("per-sample LoRA needs PEFT's adapters disabled (the base model active)")
+        self._route = (index, scale.float())
+        try:
+            yield
+        finally:
+            self._route = None
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    def _hook(self, module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if self._route is None:
+            return None
+        index, scale = self._route
+        layer = self._layers[id(module)]
+        x = inputs[0]
+        if layer.a_stack.device != x.device or layer.a_stack.dtype != x.dtype:
+            layer.a_stack = layer.a_stack.to(x.device, x.dtype)
+            layer.b_stack = layer.b_stack.to(x.device, x.dtype)
+            layer.scaling = layer.scaling.to(x.device)
+        index = index.to(x.device)
+        coef = scale.to(x.device) * layer.scaling[index.clamp_min(0)] * (index >= 0)
+        return output + lora_batch(x, layer.a_stack, layer.b_stack, index, coef).to(output.dtype)
+
+    @staticmethod
+    @torch.no_grad()
+    def _stack(module, peft_names: list[str]) -> _Layer:
+        base = module.get_base_layer()
+        present = [name for name in peft_names if name in module.lora_A]
+        rank = max(module.lora_A[name].weight.shape[0] for name in present)
+        weight = module.lora_A[present[0]].weight
+        a_stack = weight.new_zeros((len(peft_names), rank, base.in_features))
+        b_stack = weight.new_zeros((len(peft_names), base.out_features, rank))
+        scaling = torch.zeros(len(peft_names), dtype=torch.float32)
+        for i, name in enumerate(peft_names):
+            if name not in module.lora_A:
+                continue
+            a, b = module.lora_A[name].weight, module.lora_B[name].weight
+            a_stack[i, : a.shape[0]] = a
+            b_stack[i, :, : b.shape[1]] = b
+            scaling[i] = float(module.scaling[name])
+        return _Layer(a_stack, b_stack, scaling)
