@@ -2,7 +2,7 @@
 
 Architecture (a ``WanPipeline`` of the real classes, only small):
 
-- tokenizer: the tiny T5 tokenizer over an explicit vocabulary (``guidance.families.tiny``);
+- tokenizer: the tiny T5 tokenizer over an explicit vocabulary (``guidance.testing.tiny``);
 - text encoder: a 1-layer ``UMT5EncoderModel`` (d_model 64), **randomly initialised from the seed and
   frozen**: every word of the world gets a fixed random embedding and the transformer's own text
   projection learns to read it (nothing to train, and prompt embeddings can be computed once);
@@ -90,7 +90,7 @@ def build_demo_pipeline(seed: int = 0, z_dim: int = 8):
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from guidance.families.tiny import tiny_t5_tokenizer
+    from guidance.testing.tiny import tiny_t5_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

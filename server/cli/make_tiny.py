@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from guidance.families.tiny import make_tiny
+    from guidance.testing.tiny import make_tiny
 
     from server import pipeline_defaults
 
