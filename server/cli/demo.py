@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     if args.demo_command == "train":
-        from guidance.demo.train import TrainConfig, train_demo
+        from demo_world.train import TrainConfig, train_demo
 
         cfg = TrainConfig(seed=args.seed, minutes=args.minutes, vae_steps=args.vae_steps, dit_steps=args.dit_steps,
                           threads=args.threads)
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
         summary = train_demo(args.out, cfg, progress=not args.quiet)
         print(f"wrote demo pipeline to {args.out} in {summary['total_minutes']} min")
     elif args.demo_command == "diagnose":
-        from guidance.demo.diagnose import format_gradient_report, run_diagnostic
+        from demo_world.diagnose import format_gradient_report, run_diagnostic
 
         report = run_diagnostic(args.model, args.reward, args.seeds, args.steps, args.device)
         print(format_gradient_report(report))
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
             args.output.write_text(json.dumps(report, indent=1))
             print(f"wrote {args.output}")
     elif args.demo_command == "make-pairs":
-        from guidance.demo.pairs import make_pairs
+        from demo_world.pairs import make_pairs
 
         summary = make_pairs(args.out, args.pairs, args.model, args.steps, args.batch, args.device, not args.quiet,
                              args.pool, args.contrastive)

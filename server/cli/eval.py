@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from guidance.demo import DEFAULT_REWARD_DIR, evaluate
+    from demo_world import evaluate
+    from guidance.demo import DEFAULT_REWARD_DIR
 
     strengths = None
     if args.strengths is not None:
@@ -111,8 +112,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _eval_checkpoints(args: argparse.Namespace, strengths: list[float] | None) -> None:
-    """``nrg eval --checkpoint NAME=DIR``: aligned vs base, with and without guidance (guidance/demo/compare.py)."""
-    from guidance.demo import compare, evaluate
+    """``nrg eval --checkpoint NAME=DIR``: aligned vs base, with and without guidance (demo_world/compare.py)."""
+    from demo_world import compare, evaluate
 
     checkpoints = {}
     for item in args.checkpoint:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from guidance.demo import world
+from demo_world import world
 
 #: Steps per minute of each stage on 2 CPU cores shared with other jobs (measured while other test
 #: suites ran beside it; uncontended it is about twice as fast). They turn --minutes into step counts.
@@ -184,7 +184,7 @@ def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
 
 
 def train_vae(pipe, cfg: TrainConfig, steps: int, rng: np.random.Generator, clock: _Clock, progress: bool) -> dict:
-    from guidance.demo.fastpath import fast_wan_vae
+    from demo_world.fastpath import fast_wan_vae
 
     vae = pipe.vae.train()
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
@@ -304,8 +304,8 @@ def train_transformer(pipe, cfg: TrainConfig, steps: int, latents: torch.Tensor,
 
 def quick_check(out_dir: Path, clips: int) -> dict:
     """Ground-truth metrics of the saved pipeline on ``clips`` held-out prompt/seed pairs (unguided)."""
+    from demo_world.metrics import evaluate
     from guidance.demo import DEFAULT_SHAPE, DEFAULT_STEPS
-    from guidance.demo.metrics import evaluate
     from guidance.families import load_pipeline
     from guidance.sampler import SampleSpec, sample
 
