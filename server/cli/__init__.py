@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from server.cli import align, demo, generate, init_reward, make_tiny, serve, train_reward
-from server.cli import eval as eval_  # the module, under a name that leaves the builtin alone
+from server.cli import eval as eval_  # `nrg eval`; aliased so that no line here reads like the builtin
 
 #: subcommand -> its module, in the order ``nrg --help`` lists them
 SUBCOMMANDS = {
