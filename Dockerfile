@@ -16,6 +16,7 @@ COPY docker/derive_constraints.py ./docker/
 COPY guidance ./guidance
 COPY kernels ./kernels
 COPY server ./server
+COPY demo_world ./demo_world
 # Every package the image ships (torch, triton, ...) stays at the image's version; constraints.txt pins
 # the rest (docker/derive_constraints.py).
 RUN pip list --format=freeze > /tmp/image.txt \

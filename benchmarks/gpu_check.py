@@ -9,7 +9,7 @@
 
 Each part writes ``DIR/<part>.json`` after every measured row, so a part stopped by its time allowance
 still reports the rows it finished. ``--dry-run`` runs the same code on CPU at tiny shapes (the tiny
-Wan pipeline of ``guidance.families.tiny``): its figures only show that the parts and the report work.
+Wan pipeline of ``guidance.testing.tiny``): its figures only show that the parts and the report work.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def build_random_wan(dry_run: bool, device: str, dtype: Any):
     one-layer UMT5 of UMT5-XXL's width (or, dry run, the tiny pipeline), built on ``device``."""
     import torch
 
-    from guidance.families.tiny import build_tiny_pipeline, tiny_t5_tokenizer
+    from guidance.testing.tiny import build_tiny_pipeline, tiny_t5_tokenizer
 
     if dry_run:
         return build_tiny_pipeline("wan").to(device=device, dtype=dtype)
@@ -280,7 +280,7 @@ def save_pipeline(out_dir: Path, dry_run: bool) -> None:
 
     start = time.perf_counter()
     if dry_run:
-        from guidance.families.tiny import make_tiny
+        from guidance.testing.tiny import make_tiny
 
         make_tiny("wan", out_dir)
     else:

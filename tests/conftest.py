@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """``tiny_dir(family)``: a tiny diffusers directory of that family, written once per session."""
-    from guidance.families.tiny import make_tiny
+    from guidance.testing.tiny import make_tiny
 
     cache: dict[str, Path] = {}
 

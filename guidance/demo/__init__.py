@@ -1,12 +1,15 @@
 """The embedded default model: what ``nrg generate`` and ``nrg serve`` use without ``--model``.
 
-It is a small Wan-architecture pipeline trained on the synthetic demo world (``world.py``; trained by
-``nrg demo train``, see docs/demo.md) and committed with the package (``pipeline/``), loaded through
-the same code path as any real checkpoint. ``reward/`` is its latent reward model (objectives vq, mq,
-ta), trained on preference pairs labelled by the world's ground-truth metrics (``metrics.py``); it is
-the default reward of the embedded model. ``checkpoints/NAME/`` are its aligned checkpoints (LoRAs
-trained by ``nrg align`` on demo-world pairs, docs/align.md), which ``nrg serve`` registers for the
-embedded model. Defaults are sized for a CPU.
+It is a small Wan-architecture pipeline trained on the synthetic demo world (``demo_world.world``;
+trained by ``nrg demo train``, see docs/demo.md) and committed with the package (``pipeline/``), loaded
+through the same code path as any real checkpoint. ``reward/`` is its latent reward model (objectives
+vq, mq, ta), trained on preference pairs labelled by the world's ground-truth metrics
+(``demo_world.metrics``); it is the default reward of the embedded model. ``checkpoints/NAME/`` are
+its aligned checkpoints (LoRAs trained by ``nrg align`` on demo-world pairs, docs/align.md), which
+``nrg serve`` registers for the embedded model. Defaults are sized for a CPU.
+
+Only these runtime assets live here; the tooling that made them is the top-level package
+``demo_world`` (``nrg demo``, ``nrg eval``), which serving never imports.
 """
 
 from __future__ import annotations

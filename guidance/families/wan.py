@@ -111,31 +111,3 @@ class WanFamily(PipelineFamily):
         mean = torch.tensor(vae.config.latents_mean).view(1, dim, 1, 1, 1).to(z.device, z.dtype)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, dim, 1, 1, 1).to(z.device, z.dtype)
         return ((z - mean) * inv_std).float()
-
-
-def build_tiny_pipeline():
-    """A ~1 MB WanPipeline (2 blocks, 16 latent channels, 4x spatial / 4x temporal VAE)."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    from guidance.families.tiny import tiny_t5_tokenizer
-
-    tokenizer = tiny_t5_tokenizer()
-    vae = AutoencoderKLWan(
-        base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-    )
-    return WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=UMT5EncoderModel(UMT5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=32,
-        )).eval(),
-        vae=vae.eval(),
-        transformer=transformer.eval(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-    )

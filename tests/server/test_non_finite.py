@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from server import cli
+from server.cli import generate, main
 from server.hosted_model import HostedModel
 from tests.guidance.nan_family import NanWan
 from tests.server.conftest import running_server, wait_for
@@ -27,12 +27,12 @@ def test_a_nan_sample_fails_alone_and_its_batch_mate_completes(hosted_wan, tmp_p
 
 
 def test_nrg_generate_exits_2_naming_the_step(tiny_dir, tmp_path, capsys, monkeypatch):
-    load = cli._load
-    monkeypatch.setattr(cli, "_load", lambda args: NanWan(load(args).pipe))
+    load = generate._load
+    monkeypatch.setattr(generate, "_load", lambda args: NanWan(load(args).pipe))
     out = tmp_path / "v.mp4"
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["generate", "--model", str(tiny_dir("wan")), "--prompt", "nan circle", "--frames", "9",
-                  "--size", "32x32", "--steps", "3", "--quiet", "--out", str(out)])
+        main(["generate", "--model", str(tiny_dir("wan")), "--prompt", "nan circle", "--frames", "9",
+              "--size", "32x32", "--steps", "3", "--quiet", "--out", str(out)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("nrg: error: ") and err.count("\n") == 1

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from server.access_log import redact_query
-from server.cli import build_parser, server_config
+from server.cli import build_parser
+from server.cli.serve import server_config
 from server.origin_policy import HostPolicy, host_name, same_origin
 from tests.server.conftest import running_server, wait_for
 

@@ -45,8 +45,8 @@ def test_make_pairs_writes_a_valid_preference_data_set(demo_family, tmp_path):
 
 
 def test_make_pairs_pools_and_prompt_contrastive_pairs(demo_family, tmp_path):
-    from guidance.demo.pairs import changed_prompt
-    from guidance.demo.world import parse_prompt
+    from demo_world.pairs import changed_prompt
+    from demo_world.world import parse_prompt
     from guidance.train.preference_data import read_pairs
 
     out = tmp_path / "pairs"
@@ -164,7 +164,7 @@ def test_eval_rejects_bad_settings(capsys):
 
 @pytest.mark.slow
 def test_demo_training_is_deterministic_given_the_seed(tmp_path):
-    from guidance.demo.train import TrainConfig, train_demo
+    from demo_world.train import TrainConfig, train_demo
 
     def run(out):
         cfg = TrainConfig(seed=3, vae_steps=2, dit_steps=2, vae_batch=2, vae_frames=5, latent_clips=2, dit_batch=2,

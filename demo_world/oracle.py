@@ -22,7 +22,7 @@ denoiser's clean estimate ``x0 = x_t - t v(x_t, t)`` (flow matching) is decoded 
 with the gradient taken through the denoiser and the decoder. It needs the prompt's words, which a
 reward sees only as text embeddings: it encodes every prompt of the world once and reads each row's
 prompt as the nearest embedding. It serves as the ceiling row of ``nrg eval --oracle`` and as the
-reference direction of the gradient diagnostic (``guidance.demo.diagnose``).
+reference direction of the gradient diagnostic (``demo_world.diagnose``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from guidance.demo import metrics as hard
-from guidance.demo.world import COLORS, DIRECTIONS, Prompt, all_prompts, parse_prompt
+from demo_world import metrics as hard
+from demo_world.world import COLORS, DIRECTIONS, Prompt, all_prompts, parse_prompt
 from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 
 #: Width of the soft foreground edge, as a share of the clip's contrast.

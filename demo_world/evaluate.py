@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from guidance.demo import world
-from guidance.demo.metrics import OBJECTIVES, evaluate
-from guidance.demo.pairs import TIE_MARGIN
-from guidance.demo.stats import win_rate
+from demo_world import world
+from demo_world.metrics import OBJECTIVES, evaluate
+from demo_world.pairs import TIE_MARGIN
+from demo_world.stats import win_rate
 
 #: The rows of the paper's Table 5 (VQ:MQ:TA), plus the two single-objective rows it lacks and 1:1:1.
 DEFAULT_SETTINGS = ("0:0:1", "0.1:0.1:0.8", "0.5:0.5:0", "1:0:0", "0:1:0", "1:1:1")
@@ -90,8 +90,8 @@ def run_eval(
     import torch
     from tqdm.auto import tqdm
 
+    from demo_world.figures import contact_sheet, tradeoff_plot
     from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_REWARD_DIR, DEFAULT_SHAPE, DEFAULT_STEPS
-    from guidance.demo.figures import contact_sheet, tradeoff_plot
     from guidance.families import load_pipeline
     from guidance.nrg import defaults_for
     from guidance.reward_model import RewardCalibration, load_reward_model
@@ -112,7 +112,7 @@ def run_eval(
         raise ValueError(f"the reward model lacks objective(s) {missing}; it has {list(reward_model.objectives)}")
     guide = reward_model
     if oracle:
-        from guidance.demo.oracle import OracleReward
+        from demo_world.oracle import OracleReward
 
         guide = OracleReward(family)
     defaults = defaults_for(reward_model)
@@ -177,7 +177,7 @@ def run_eval(
         "device": device_text(device),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": str(model or DEFAULT_MODEL_DIR),
-        "reward": "oracle (guidance.demo.oracle)" if oracle else str(reward or DEFAULT_REWARD_DIR),
+        "reward": "oracle (demo_world.oracle)" if oracle else str(reward or DEFAULT_REWARD_DIR),
         "reward_defaults": defaults.to_json(),
         "objectives": list(OBJECTIVES),
         "steps": steps, "cfg": family.default_cfg, "window": list(window), "mode": mode,
@@ -286,7 +286,7 @@ def benchmark_section(report: dict) -> str:
         f"{len(report['seeds'])} seeds {report['seeds'][0]}..{report['seeds'][-1]}), {report['steps']} steps, "
         f"CFG {report['cfg']:g}, window {report['window']}, mode {report['mode']}; decisive pair = the guided and "
         f"unguided clip of one prompt and seed differ by at least the tie margin {report['tie_margin']}; means are "
-        "ground-truth scores (guidance.demo.metrics)",
+        "ground-truth scores (demo_world.metrics)",
         *([f"- pictures: `{figures['contact_sheet']}`, `{figures['tradeoff']}`"] if figures else []),
         "",
         format_table(report),

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from guidance.demo import world
-from guidance.demo.metrics import evaluate, evaluate_clip
+from demo_world import world
+from demo_world.metrics import evaluate, evaluate_clip
 
 
 def _blur(clip, k=2):

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from guidance.demo.world import COLORS, DIRECTIONS, Prompt, parse_prompt
+from demo_world.world import COLORS, DIRECTIONS, Prompt, parse_prompt
 
 MIN_CONTRAST = 0.25
 MIN_AREA = 12

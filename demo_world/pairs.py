@@ -1,7 +1,7 @@
 """Preference pairs labelled by the demo world's ground truth (``nrg demo make-pairs``).
 
 Each pair is two samples of the demo model for one prompt with two seeds. Each objective is labelled
-from the ground-truth metrics of the decoded clips (``guidance.demo.metrics``): "A" or "B" for the
+from the ground-truth metrics of the decoded clips (``demo_world.metrics``): "A" or "B" for the
 clip with the higher score, "tie" when the scores differ by less than ``TIE_MARGIN`` (TA moves in
 steps of 1/3, so its margin makes it a tie exactly when both clips get the same TA). The data set
 (format: docs/reward_training.md) holds the final latents of the samples (what the sampler works in),
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from guidance.demo import world
-from guidance.demo.metrics import OBJECTIVES, evaluate
+from demo_world import world
+from demo_world.metrics import OBJECTIVES, evaluate
 
 #: |score_A - score_B| below this is a tie.
 TIE_MARGIN = {"vq": 0.05, "mq": 0.05, "ta": 0.1}
@@ -132,7 +132,7 @@ def make_pairs(
     write_pairs(out, OBJECTIVES, ({k: v for k, v in r.items() if k != "scores"} for r in records), kind="latents",
                 description=f"demo world: {len(records)} pairs from {pairs} prompt draws of the demo model "
                             f"({kinds}; {steps} steps, default CFG), labelled by the ground-truth metrics of "
-                            "guidance.demo.metrics",
+                            "demo_world.metrics",
                 tie_margin=dict(TIE_MARGIN))
     all_scores = {o: float(np.mean([s[o] for s in scores])) for o in OBJECTIVES}
     summary = {

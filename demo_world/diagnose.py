@@ -98,9 +98,10 @@ def format_gradient_report(report: dict) -> str:
 def run_diagnostic(model=None, reward=None, seeds: int = 4, steps: int | None = None, device: str = "cpu",
                    levels: Sequence[float] = LEVELS) -> dict:
     """Sample the held-out prompts unguided on tuning seeds and measure :func:`gradient_report`."""
-    from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_REWARD_DIR, DEFAULT_SHAPE, DEFAULT_STEPS, world
-    from guidance.demo.evaluate import TUNE_SEED_BASE
-    from guidance.demo.oracle import OracleReward
+    from demo_world import world
+    from demo_world.evaluate import TUNE_SEED_BASE
+    from demo_world.oracle import OracleReward
+    from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_REWARD_DIR, DEFAULT_SHAPE, DEFAULT_STEPS
     from guidance.families import load_pipeline
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample

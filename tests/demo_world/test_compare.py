@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from demo_world.compare import comparisons, run_checkpoint_eval
 from guidance.demo import DEFAULT_MODEL_DIR
-from guidance.demo.compare import comparisons, run_checkpoint_eval
 from server.cli import main
 
 

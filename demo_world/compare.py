@@ -25,11 +25,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from guidance.demo import world
-from guidance.demo.evaluate import DEFAULT_SEEDS, TUNE_SEED_BASE, _means, _win_cell, device_text, parse_setting
-from guidance.demo.metrics import OBJECTIVES, evaluate
-from guidance.demo.pairs import TIE_MARGIN
-from guidance.demo.stats import win_rate
+from demo_world import world
+from demo_world.evaluate import DEFAULT_SEEDS, TUNE_SEED_BASE, _means, _win_cell, device_text, parse_setting
+from demo_world.metrics import OBJECTIVES, evaluate
+from demo_world.pairs import TIE_MARGIN
+from demo_world.stats import win_rate
 
 BASE = "base"
 SEED_SETS = {"report": world.EVAL_SEED_BASE, "tune": TUNE_SEED_BASE}
@@ -171,7 +171,7 @@ def checkpoint_benchmark_section(report: dict) -> str:
         f"- checkpoints: {', '.join(f'{k} = `{v}`' for k, v in report['checkpoints'].items())}; guidance: {guidance}",
         f"- {report['clips_per_config']} clips per config ({len(report['prompts'])} held-out prompts x "
         f"{len(report['seeds'])} {report['seed_set']} seeds {report['seeds'][0]}..{report['seeds'][-1]}), "
-        f"{report['steps']} steps, CFG {report['cfg']:g}; ground-truth metrics (guidance.demo.metrics)",
+        f"{report['steps']} steps, CFG {report['cfg']:g}; ground-truth metrics (demo_world.metrics)",
         "",
         format_checkpoint_table(report),
         "",

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from guidance.demo import DEFAULT_MODEL_DIR, metrics, world
+from demo_world import metrics, world
+from demo_world.oracle import OracleReward, decode_differentiable, soft_metrics
+from guidance.demo import DEFAULT_MODEL_DIR
 from guidance.families.base import VideoShape
-from guidance.demo.oracle import OracleReward, decode_differentiable, soft_metrics
 
 PROMPT = world.parse_prompt("a red square moving right")
 #: Small clips keep the VAE decode (the oracle's cost) short.

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from guidance.demo import DEFAULT_SHAPE, world
+from demo_world import world
+from guidance.demo import DEFAULT_SHAPE
 
 
 def test_render_is_deterministic_in_the_seed_and_has_the_default_shape():

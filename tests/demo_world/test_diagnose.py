@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from guidance.demo import DEFAULT_MODEL_DIR, world
-from guidance.demo.diagnose import format_gradient_report, gradient_report
-from guidance.demo.oracle import OracleReward
+from demo_world import world
+from demo_world.diagnose import format_gradient_report, gradient_report
+from demo_world.oracle import OracleReward
+from guidance.demo import DEFAULT_MODEL_DIR
 from guidance.families.base import VideoShape
 from guidance.rewards import CallableReward
 

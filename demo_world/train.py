@@ -2,7 +2,7 @@
 
 Architecture (a ``WanPipeline`` of the real classes, only small):
 
-- tokenizer: the tiny T5 tokenizer over an explicit vocabulary (``guidance.families.tiny``);
+- tokenizer: the tiny T5 tokenizer over an explicit vocabulary (``guidance.testing.tiny``);
 - text encoder: a 1-layer ``UMT5EncoderModel`` (d_model 64), **randomly initialised from the seed and
   frozen**: every word of the world gets a fixed random embedding and the transformer's own text
   projection learns to read it (nothing to train, and prompt embeddings can be computed once);
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from guidance.demo import world
+from demo_world import world
 
 #: Steps per minute of each stage on 2 CPU cores shared with other jobs (measured while other test
 #: suites ran beside it; uncontended it is about twice as fast). They turn --minutes into step counts.
@@ -90,7 +90,7 @@ def build_demo_pipeline(seed: int = 0, z_dim: int = 8):
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from guidance.families.tiny import tiny_t5_tokenizer
+    from guidance.testing.tiny import tiny_t5_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -184,7 +184,7 @@ def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
 
 
 def train_vae(pipe, cfg: TrainConfig, steps: int, rng: np.random.Generator, clock: _Clock, progress: bool) -> dict:
-    from guidance.demo.fastpath import fast_wan_vae
+    from demo_world.fastpath import fast_wan_vae
 
     vae = pipe.vae.train()
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
@@ -304,8 +304,8 @@ def train_transformer(pipe, cfg: TrainConfig, steps: int, latents: torch.Tensor,
 
 def quick_check(out_dir: Path, clips: int) -> dict:
     """Ground-truth metrics of the saved pipeline on ``clips`` held-out prompt/seed pairs (unguided)."""
+    from demo_world.metrics import evaluate
     from guidance.demo import DEFAULT_SHAPE, DEFAULT_STEPS
-    from guidance.demo.metrics import evaluate
     from guidance.families import load_pipeline
     from guidance.sampler import SampleSpec, sample
 

@@ -1,0 +1,39 @@
+"""Tiny, deterministic, randomly initialised pipelines for tests and smoke runs (``nrg make-tiny``).
+
+They are real diffusers pipelines of each family, only with a handful of channels, so they load
+through exactly the same code path as a real checkpoint. No hub access: the tokenizers are built over
+explicit vocabularies (``text.py``; the HunyuanVideo ones in ``hunyuan.py``) and every model is built
+from constructor arguments. One module per family (``wan.py``, ``ltx.py``, ``hunyuan.py``,
+``cogvideox.py``), each with ``build()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from guidance.families import FAMILIES
+from guidance.testing.tiny.text import tiny_t5_encoder, tiny_t5_tokenizer
+
+__all__ = ["build_tiny_pipeline", "make_tiny", "tiny_t5_encoder", "tiny_t5_tokenizer"]
+
+
+def build_tiny_pipeline(family: str, seed: int = 0):
+    """A tiny pipeline of ``family``; the same ``seed`` gives the same weights in any process."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    module = importlib.import_module(f"{__name__}.{family}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pipe = module.build()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def make_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny pipeline of ``family`` to ``out_dir`` as a diffusers directory (safetensors)."""
+    out = Path(out_dir)
+    build_tiny_pipeline(family, seed).save_pretrained(str(out), safe_serialization=True)
+    return out

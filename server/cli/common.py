@@ -1,0 +1,40 @@
+"""What several ``nrg`` subcommands share: argument types, the model flags and loading the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 832x480; got {text!r}")
+    return int(width), int(height)
+
+
+def _window(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window must be T_LO,T_HI, e.g. 0.0,1.0; got {text!r}") from None
+    return lo, hi
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="local diffusers pipeline directory (default: embedded demo)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (default: float32)")
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    from guidance.demo import DEFAULT_MODEL_DIR
+    from guidance.families import load_pipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_pipeline(args.model or DEFAULT_MODEL_DIR, device=device, dtype=getattr(torch, args.dtype))

@@ -1,0 +1,140 @@
+"""``nrg eval``: Flow-NRG on the demo world, guided vs unguided, by ground-truth metrics (docs/demo.md);
+with ``--checkpoint``, aligned checkpoints vs the base model (docs/align.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from guidance.nrg import MODES
+from server.cli.common import _window
+
+
+def add_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="Flow-NRG on the demo world: guided vs unguided, ground-truth metrics")
+    ev.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
+    ev.add_argument("--reward", type=Path, default=None, help="reward model (default: the embedded demo reward)")
+    ev.add_argument("--settings", default="0:0:1,0.1:0.1:0.8,0.5:0.5:0,1:0:0,0:1:0,1:1:1",
+                    help="comma-separated VQ:MQ:TA weight settings (default: the paper's Table 5 rows, "
+                         "1:0:0, 0:1:0 and 1:1:1)")
+    ev.add_argument("--strengths", default=None,
+                    help="comma-separated guidance strengths (default: the reward model's recommended one)")
+    ev.add_argument("--prompts", type=int, default=None, help="first N held-out prompts (default: all 8)")
+    ev.add_argument("--seeds", type=int, default=None,
+                    help="seeds per prompt (default 12, i.e. 96 clips per row; 4 with --tune)")
+    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
+    ev.add_argument("--window", type=_window, default=None,
+                    help="noise levels t_lo,t_hi to guide (default: the reward model's recommended window)")
+    ev.add_argument("--mode", choices=MODES, default=None, help="guidance mode (default: the reward model's)")
+    ev.add_argument("--tune", action="store_true",
+                    help="choose the strength on tuning seeds (the single-objective rows; never the report's seeds)")
+    ev.add_argument("--calibrate", action="store_true",
+                    help="only sample unguided clips on tuning seeds and measure the reward's score statistics")
+    ev.add_argument("--write-defaults", action="store_true",
+                    help="with --tune: store the chosen mode, strength and window in the reward model's config; "
+                         "with --tune or --calibrate: also its calibration (score mean and std on unguided clips)")
+    ev.add_argument("--figures", type=Path, default=None,
+                    help="directory for the contact sheet and trade-off plot PNGs")
+    ev.add_argument("--oracle", action="store_true",
+                    help="guide with the differentiable oracle of the ground truth instead of the reward model "
+                         "(the ceiling; slow: every guided step decodes and backpropagates through the VAE)")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--output", type=Path, default=None, help="write the full report as JSON")
+    ev.add_argument("--benchmarks", type=Path, default=None,
+                    help="append the table with its command, device and date to this file (e.g. docs/benchmarks.md)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--checkpoint", action="append", default=[], metavar="NAME=DIR",
+                    help="compare this aligned checkpoint with the base model, with and without guidance, "
+                         "instead of the guidance table (repeatable; docs/align.md)")
+    ev.add_argument("--checkpoint-guidance", default="0:1:0", metavar="VQ:MQ:TA",
+                    help="with --checkpoint: the guidance setting of the '+ guidance' configs ('none': no guided "
+                         "configs; default 0:1:0, strength from --strengths or the reward model's default)")
+    ev.add_argument("--checkpoint-seeds", choices=("report", "tune"), default="report",
+                    help="with --checkpoint: the report seeds (default) or the tuning seeds")
+
+
+def run(args: argparse.Namespace) -> None:
+    from demo_world import evaluate
+    from guidance.demo import DEFAULT_REWARD_DIR
+
+    strengths = None
+    if args.strengths is not None:
+        try:
+            strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
+        except ValueError:
+            raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+    if args.checkpoint:
+        _eval_checkpoints(args, strengths)
+        return
+    if args.write_defaults and not (args.tune or args.calibrate):
+        raise ValueError("--write-defaults stores what --tune or --calibrate measures; give one of them too")
+    if args.tune and args.calibrate:
+        raise ValueError("--tune already calibrates; give --tune or --calibrate, not both")
+    if args.tune and not strengths:
+        raise ValueError("--tune needs --strengths to choose from, e.g. --strengths 1,2,3,5")
+    if args.oracle and (args.tune or args.calibrate):
+        raise ValueError("--oracle measures the ceiling of guidance; it does not tune or calibrate the reward model")
+    common = dict(model=args.model, reward=args.reward, prompts=args.prompts, steps=args.steps, window=args.window,
+                  mode=args.mode, device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
+                  figures=args.figures, **({"oracle": True} if args.oracle else {}))
+    reward_dir = args.reward or DEFAULT_REWARD_DIR
+    if args.calibrate:
+        report = evaluate.calibrate(seeds=args.seeds or 4, **common)
+        print(f"calibration: {report['calibration']}")
+    elif args.tune:
+        report, best = evaluate.tune(strengths, seeds=args.seeds or 4, **common)
+        print(evaluate.format_table(report))
+        print(f"chosen strength: {best:g} (mode {report['mode']}, window {report['window']})")
+        if args.write_defaults:
+            from guidance.nrg import GuidanceDefaults
+            from guidance.reward_model import write_guidance_defaults
+
+            source = (f"nrg eval --tune, {report['date']}: seeds {report['seeds'][0]}..{report['seeds'][-1]}, "
+                      f"scores {report['tuning_scores']}")
+            chosen = GuidanceDefaults(report["mode"], best, tuple(report["window"]), source)
+            print(f"wrote guidance_defaults to {write_guidance_defaults(reward_dir, chosen)}")
+    else:
+        settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+        report = evaluate.run_eval(settings=settings, strengths=strengths, seeds=args.seeds or evaluate.DEFAULT_SEEDS,
+                                   **common)
+        print(evaluate.format_table(report))
+    if args.write_defaults and report["calibration"] is None:
+        print("no calibration written: it needs at least 2 unguided clips (more --prompts or --seeds)")
+    elif args.write_defaults:
+        from guidance.reward_model import RewardCalibration, write_calibration
+
+        calibration = RewardCalibration.from_json(report["calibration"], report["objectives"], "report")
+        print(f"wrote calibration to {write_calibration(reward_dir, calibration)}")
+    if args.output:
+        print(f"wrote {evaluate.write_json(report, args.output)}")
+    if args.benchmarks and report["rows"]:
+        print(f"appended the table to {evaluate.append_benchmarks(args.benchmarks, report)}")
+
+
+def _eval_checkpoints(args: argparse.Namespace, strengths: list[float] | None) -> None:
+    """``nrg eval --checkpoint NAME=DIR``: aligned vs base, with and without guidance (demo_world/compare.py)."""
+    from demo_world import compare, evaluate
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=DIR; got {item!r}")
+        checkpoints[name] = Path(path)
+    if strengths is not None and len(strengths) != 1:
+        raise ValueError(f"with --checkpoint, give one --strengths value; got {strengths}")
+    setting = None if args.checkpoint_guidance == "none" else args.checkpoint_guidance
+    report = compare.run_checkpoint_eval(
+        checkpoints, model=args.model, reward=args.reward, setting=setting,
+        strength=None if strengths is None else strengths[0], prompts=args.prompts,
+        seeds=args.seeds or evaluate.DEFAULT_SEEDS, seed_set=args.checkpoint_seeds, steps=args.steps,
+        device=args.device, progress=not args.quiet, command=evaluate.command_line(args.argv),
+    )
+    print(compare.format_checkpoint_table(report))
+    if args.output:
+        print(f"wrote {evaluate.write_json(report, args.output)}")
+    if args.benchmarks:
+        path = Path(args.benchmarks)
+        text = path.read_text() if path.is_file() else evaluate.BENCHMARKS_HEADER
+        path.write_text(text.rstrip("\n") + "\n\n" + compare.checkpoint_benchmark_section(report))
+        print(f"appended the table to {path}")

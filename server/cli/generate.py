@@ -1,0 +1,94 @@
+"""``nrg generate``: one video from a prompt, optionally with reward guidance."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from guidance.nrg import MODES
+from server.cli.common import _add_model_args, _load, _size, _window
+
+
+def add_parser(sub) -> None:
+    gen = sub.add_parser("generate", help="generate one video, optionally with reward guidance")
+    _add_model_args(gen)
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--frames", type=int, default=None, help="number of frames (default: the model's)")
+    gen.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's)")
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    gen.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--reward", type=Path, default=None, help="reward model directory (from init-reward/train-reward)")
+    gen.add_argument("--weights", default=None, help="objective weights, e.g. vq=1,mq=0.5,ta=0")
+    gen.add_argument("--strength", type=float, default=None,
+                     help="guidance strength (default: the reward model's recommended one)")
+    gen.add_argument("--window", type=_window, default=None,
+                     help="noise levels t_lo,t_hi to guide (default: the reward model's recommended window)")
+    gen.add_argument("--mode", choices=MODES, default=None,
+                     help="relative (push sized against the CFG term), sum (the paper's t/(1-t) rule), unit, or the "
+                          "gradient-free best_of_n / fk (default: the reward model's recommended one)")
+    gen.add_argument("--particles", type=int, default=None, help="copies run by best_of_n and fk (default 4)")
+    gen.add_argument("--checkpoint", type=Path, default=None,
+                     help="aligned checkpoint directory (LoRA or full weights, as nrg serve --checkpoint takes)")
+    gen.add_argument("--fps", type=int, default=16)
+    gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> None:
+    from guidance import demo
+    from guidance.families.base import VideoShape
+    from guidance.nrg import defaults_for, parse_weights
+    from guidance.output_checks import output_problems
+    from guidance.reward_model import load_reward_model
+    from guidance.sampler import SampleSpec, sample
+    from guidance.video_io import write_video
+    from server import pipeline_defaults
+    from server.pipeline_defaults import PipelineDefaults
+
+    if args.out.suffix not in (".mp4", ".npy"):
+        raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
+    embedded = args.model is None
+    if args.reward is None and embedded and demo.DEFAULT_REWARD_DIR.is_dir():
+        args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own trained reward, as the server uses
+    if (args.weights or args.strength is not None or args.mode or args.window) and args.reward is None:
+        raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
+    family = _load(args)
+    defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if embedded
+                else pipeline_defaults.read(args.model, family))
+    width, height = args.size or (defaults.shape.width, defaults.shape.height)
+    shape = VideoShape(height=height, width=width, frames=args.frames or defaults.shape.frames)
+    steps = args.steps or defaults.steps
+    reward = load_reward_model(args.reward, family) if args.reward else None
+    if reward is not None:
+        source = "the embedded demo reward" if args.reward == demo.DEFAULT_REWARD_DIR else str(args.reward)
+        print(f"reward model: {source} (objectives {', '.join(reward.objectives)})")
+    if args.checkpoint is not None:
+        from guidance.checkpoints import CheckpointRegistry
+
+        # After the reward model: its trunk is copied from the base transformer, as in the server.
+        CheckpointRegistry(family, {"checkpoint": args.checkpoint}).activate("checkpoint")
+    guidance = None
+    if reward is not None and args.weights:
+        guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
+                                                 args.particles)
+        guidance.validate(reward.objectives)
+    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance)
+    result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
+    problem = output_problems(result, steps)[0]
+    if problem is not None:
+        raise ValueError(f"generation failed, nothing written: {problem}")
+    path = write_video(result.frames[0], args.out, fps=args.fps)
+    print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height}, {steps} steps, seed {args.seed})")
+    if result.rewards is not None:
+        scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
+        print(f"final-latent rewards: {scores}")
+        if reward.calibration is not None:
+            z = reward.calibration.z_scores(dict(zip(result.objectives, result.rewards[0].tolist())))
+            print("as z-scores against unguided samples: " + ", ".join(f"{k}={v:+.2f}" for k, v in z.items()))
+        if guidance is not None:
+            print(f"guidance: mode {guidance.mode}, strength {guidance.strength:g}, window {list(guidance.window)}"
+                  + (f", {guidance.particles} particles" if guidance.search else ""))
+            print(f"guided steps: {result.guided_steps[0]}, skipped (non-finite gradient): {result.skipped_steps[0]}, "
+                  f"cost vs unguided: {result.denoiser_passes[0] / steps:.2f}x")

@@ -1,0 +1,155 @@
+"""``nrg serve``: the HTTP video-jobs server. Every flag also reads ``NRG_<FLAG>`` (lists comma-separated)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from server.cli.common import DTYPES
+from server.schema import Limits
+from server.scheduling import BATCHING_MODES
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"NRG_{name}", default)
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in (_env(name) or "").split(",") if item.strip()]
+
+
+class _AppendReplacingDefault(argparse.Action):
+    """``action="append"`` whose first use replaces the default (the ``NRG_*`` list) instead of
+    extending it: a flag overrides its environment variable, it never merges with it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        current = getattr(namespace, self.dest)
+        items = [] if current is self.default else list(current)
+        setattr(namespace, self.dest, [*items, values])
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = float("nan")
+    if not days >= 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"retention must be a number of days >= 0 (0: keep forever); got {text!r}")
+    return days
+
+
+def add_parser(sub) -> None:
+    limits = Limits()
+    serve = sub.add_parser("serve", help="run the HTTP video-jobs server",
+                           description="Every flag can also be set by the environment variable NRG_<FLAG> "
+                                       "(e.g. NRG_PORT, NRG_MODEL=a=/m/a,b=/m/b, NRG_API_KEYS=k1,k2).")
+    listed = _AppendReplacingDefault
+    serve.add_argument("--model", action=listed, default=_env_list("MODEL"), metavar="[NAME=]DIR",
+                       help="pipeline directory, repeatable (default: the embedded demo model as 'nrg-demo')")
+    serve.add_argument("--reward", action=listed, default=_env_list("REWARD"), metavar="[MODEL=]DIR",
+                       help="reward model directory for a model (default: the first model)")
+    serve.add_argument("--checkpoint", action=listed, default=_env_list("CHECKPOINT"),
+                       metavar="[MODEL/]NAME=DIR", help="aligned checkpoint (LoRA or full weights), repeatable")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")))
+    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")))
+    serve.add_argument("--max-batch", type=int, default=int(_env("MAX_BATCH", "4")))
+    serve.add_argument("--batch-wait-ms", type=float, default=float(_env("BATCH_WAIT_MS", "50")))
+    serve.add_argument("--batching", choices=BATCHING_MODES, default=_env("BATCHING", "continuous"),
+                       help="continuous (default): jobs join a running batch at the next step and take the slots "
+                       "of finished ones; static: a batch is fixed when it starts (waiting --batch-wait-ms to fill)")
+    serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "64")))
+    serve.add_argument("--api-key", action=listed, dest="api_keys", default=_env_list("API_KEYS"),
+                       help="accepted bearer key, repeatable (default: no auth)")
+    serve.add_argument("--allowed-host", action=listed, dest="allowed_hosts", default=_env_list("ALLOWED_HOSTS"),
+                       metavar="NAME", help="Host name to answer besides IP addresses, localhost and --host, "
+                                            "repeatable; '*' answers any (default: none)")
+    serve.add_argument("--cors-origin", action=listed, dest="cors_origins", default=_env_list("CORS_ORIGINS"),
+                       metavar="ORIGIN", help="origin (scheme://host[:port]) allowed cross-origin requests, "
+                                              "repeatable; '*' allows any (default: none)")
+    serve.add_argument("--retention", type=_days, default=_env("RETENTION_DAYS", "7"), metavar="DAYS",
+                       help="days a finished job's files are kept; 0 keeps them forever (default 7)")
+    serve.add_argument("--device", default=_env("DEVICE"))
+    serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "float32"))
+    serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
+                       help="after SIGTERM, how long the running jobs may take to finish (default 30)")
+    serve.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"),
+                       help="log lines for people (text, the default) or one JSON object per line (json)")
+    serve.add_argument("--allow-empty-store", action="store_true",
+                       default=_env("ALLOW_EMPTY_STORE", "") not in ("", "0", "false"),
+                       help="start even though the job store is missing or empty while DATA_DIR/videos holds files")
+    for name in fields(Limits):
+        flag = name.name.replace("_", "-")
+        kind = type(getattr(limits, name.name))
+        serve.add_argument(f"--{flag}", type=kind, default=kind(_env(name.name.upper(), str(getattr(limits, name.name)))),
+                           help=f"request limit (default {getattr(limits, name.name)})")
+
+
+def _named(items: list[str], default_name: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.rpartition("=")
+        out[name if sep else default_name] = Path(path)
+    return out
+
+
+def server_config(args: argparse.Namespace):
+    """The :class:`server.config.ServerConfig` of parsed ``nrg serve`` arguments."""
+    from server.config import DEMO_MODEL_NAME, ServerConfig
+
+    models = {}
+    for item in args.model:
+        name, sep, path = item.rpartition("=")
+        models[name if sep else Path(path).name] = Path(path)
+    first = next(iter(models), DEMO_MODEL_NAME)
+    checkpoints: dict[str, dict[str, Path]] = {}
+    for item in args.checkpoint:
+        target, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--checkpoint expects [MODEL/]NAME=DIR; got {item!r}")
+        model, slash, name = target.rpartition("/")
+        checkpoints.setdefault(model if slash else first, {})[name] = Path(path)
+    return ServerConfig(
+        models=models, rewards=_named(args.reward, first), checkpoints=checkpoints,
+        host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
+        device=args.device, dtype=args.dtype,
+        limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
+        shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
+        allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from server import listen, log_format, serving
+    from server.app import create_app
+    from server.config import load_models
+    from server.store_integrity import check_data_dir
+
+    check_data_dir(args.data_dir, args.allow_empty_store)  # before minutes of model loading
+    config = server_config(args)
+    if args.log_format not in log_format.FORMATS:  # NRG_LOG_FORMAT is not checked by argparse
+        raise ValueError(f"--log-format must be one of {', '.join(log_format.FORMATS)}; got {args.log_format!r}")
+    sock = listen.bind(config.host, config.port)  # a busy port fails now, in one line, not after loading
+    log_format.configure(args.log_format)
+    app = create_app(config, load_models(config))
+    if not config.allowed_hosts:
+        logging.getLogger("nrg.server").info(
+            "answering Host headers that are IP addresses, localhost or %s; list any other name clients use "
+            "with --allowed-host (NRG_ALLOWED_HOSTS)", config.host)
+    url = f"http://{config.host}:{config.port}"
+    print(f"nrg-serve on {url} (models: {', '.join(app.state.engine.models)}); playground {url}/, "
+          f"API docs {url}/docs", flush=True)
+    status = serving.run(app, config.host, config.port, sock=sock, log_config=None)
+    if not app.state.engine.finished:
+        # The grace ran out mid-batch (the store re-queues that batch at the next start). Interpreter
+        # teardown under a thread still inside torch aborts the process, so leave without it.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(status)
+    return status
