@@ -221,22 +221,17 @@ def run_step(work: Path, dry_run: bool) -> None:
         per_sample = {"cfg_scale": torch.full((batch,), CFG, device=device),
                       "dt": torch.full((batch,), dt_value, device=device)}
         coef = torch.full((batch,), coef_value, device=device)
-        no_grads = None
 
         @torch.no_grad()
         def denoise():
-            pred_cond = family.predict(model, latents, timestep, cond, shape, STEP_INDEX)
-            pred_uncond = family.predict(model, latents, timestep, uncond, shape, STEP_INDEX)
+            pred_cond = family.predict(model, latents, timestep, cond, shape)
+            pred_uncond = family.predict(model, latents, timestep, uncond, shape)
             return pred_cond, pred_uncond
 
         @torch.no_grad()
         def unguided():
-            nonlocal no_grads
             pred_cond, pred_uncond = denoise()
-            if no_grads is None:
-                no_grads = torch.zeros_like(pred_cond).unsqueeze(1)
-            return guided_step(pred_cond, no_grads, ones, torch.zeros_like(coef), pred_uncond=pred_uncond, x=latents,
-                               mode="sum", **per_sample)[0]
+            return guided_step(pred_cond, None, None, None, pred_uncond=pred_uncond, x=latents, **per_sample)[0]
 
         def guided(mode: str) -> Callable[[], object]:
             @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Compile the guided-step kernels for an sm_90 (H100) target without a GPU; run as a script.
+"""Compile the guided-step and batched-LoRA kernels for an sm_90 (H100) target without a GPU; run as a script.
 
 The interpreter executes the kernels as numpy code, so it accepts things the real compiler rejects
 (and rejects some it accepts). Compiling to PTX here catches the first kind on a machine without a
@@ -18,6 +18,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from kernels import guided_step_triton as gst
+from kernels import lora_batch_triton as lbt
 
 TARGET = GPUTarget("cuda", 90, 32)
 
@@ -56,9 +57,23 @@ def main() -> int:
             (f"step_sum_{dt}", gst._guided_step_kernel, step_sig, dict(NORMED=False, RELATIVE=False, **flags)),
             (f"step_unit_{dt}", gst._guided_step_kernel, step_sig, dict(NORMED=True, RELATIVE=False, **flags)),
             (f"step_relative_{dt}", gst._guided_step_kernel, step_sig, dict(NORMED=True, RELATIVE=True, **flags)),
+            (f"step_unguided_{dt}", gst._guided_step_kernel, step_sig,
+             dict(NORMED=False, RELATIVE=False, **{**flags, "K": 0})),
             (f"reference_sumsq_{dt}", gst._reference_sumsq_kernel, ref_sig, dict(HAS_UNCOND=True, **block)),
             (f"fixup_{dt}", gst._unguided_fixup_kernel, fixup_sig, dict(HAS_UNCOND=True, HAS_X=True, **block)),
             (f"sumsq_{dt}", gst._sumsq_kernel, sumsq_sig, block),
+        ]
+        shrink_sig = dict(x_ptr=big, a_ptr=big, idx_ptr="*i64", h_ptr="*fp32", T="i32", IN="i32", R="i32",
+                          R_PAD="constexpr", BLOCK_T="constexpr", BLOCK_K="constexpr", IEEE="constexpr")
+        expand_sig = dict(h_ptr="*fp32", b_ptr=big, idx_ptr="*i64", coef_ptr="*fp32", out_ptr=big, T="i32",
+                          OUT="i32", R="i32", R_PAD="constexpr", BLOCK_T="constexpr", BLOCK_N="constexpr",
+                          IEEE="constexpr")
+        ieee = dt == "fp32"
+        kernels += [
+            (f"lora_shrink_{dt}", lbt._shrink_kernel, shrink_sig,
+             dict(R_PAD=16, BLOCK_T=lbt.BLOCK_T, BLOCK_K=lbt.BLOCK_K, IEEE=ieee)),
+            (f"lora_expand_{dt}", lbt._expand_kernel, expand_sig,
+             dict(R_PAD=16, BLOCK_T=lbt.BLOCK_T, BLOCK_N=lbt.BLOCK_N, IEEE=ieee)),
         ]
         for name, fn, sig, consts in kernels:
             ptx = compile_ptx(fn, sig, consts)
