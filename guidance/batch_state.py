@@ -274,12 +274,14 @@ class BatchState:
             whole = len(guided) == batch
             gidx = torch.tensor(guided, device=device)
             weights = rows.weights if whole else rows.weights[gidx]
-            # Objectives no guided row weights need no backward pass (read from the specs: no host sync).
-            used = [any(rows.guidance[row].weights.get(name, 0.0) != 0 for row in guided) for name in self.objectives]
+            # Each guided row's weighted objectives, read from the specs (no host sync): the backward
+            # passes are as many as the most objectives one row weights.
+            weighted = [[k for k, name in enumerate(self.objectives) if rows.guidance[row].weights.get(name, 0.0) != 0]
+                        for row in guided]
             scores, grads = reward_and_gradients(
                 self.reward, rows.latents if whole else rows.latents[gidx],
                 torch.tensor([levels[row] for row in guided], dtype=torch.float32, device=device),
-                rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, used=used,
+                rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, weighted=weighted,
             )
             step_weights = torch.ones(len(guided), 1, device=device) if grad_mode == "sum" else weights
             scores_all = scores if whole else torch.full((batch, scores.shape[1]), float("nan"), device=device)
