@@ -13,7 +13,9 @@
    throughput, p50/p90/p99 latency, mean queue wait and the achieved batch size (``nrg_batch_size``:
    samples per denoising step), and per round the continuous/static ratios of p50 latency and
    throughput; the summary is their median over rounds.
-2. **Guidance cost.** On the library (``guidance.batch_state``), a batch of ``max_batch`` samples with
+2. **Step scaling.** One unguided step's time at batch sizes 1, 2 and ``max_batch``: how much sharing a
+   step costs each sample, which bounds what continuous batching can gain.
+3. **Guidance cost.** On the library (``guidance.batch_state``), a batch of ``max_batch`` samples with
    none guided, half guided (the reward model's defaults) and all guided, repeated ``--repeats`` times
    interleaved; the time per clip of each against none guided.
 
@@ -60,7 +62,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the first round's workload (default 1)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="float32", help="weights dtype (default float32)")
-    p.add_argument("--skip", choices=("serving", "guidance"), action="append", default=[],
+    p.add_argument("--skip", choices=("serving", "guidance", "scaling"), action="append", default=[],
                    help="leave a part out (repeatable)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the markdown section here")
     p.add_argument("--output-file", type=Path, default=None, help="write the JSON result here")
@@ -133,11 +135,8 @@ def run_guidance_cost(args: argparse.Namespace, log) -> dict[str, Any]:
     from guidance.batch_state import BatchState
     from guidance.nrg import defaults_for
     from guidance.sample_types import SampleSpec
-    from server.config import ServerConfig, load_models
 
-    config = ServerConfig(models={} if Path(args.model).resolve() == Path(DEFAULT_MODEL_DIR).resolve()
-                          else {Path(args.model).name: Path(args.model)}, device=args.device, dtype=args.dtype)
-    hosted = next(iter(load_models(config).values()))
+    hosted = _hosted(args)
     if hosted.reward is None:
         raise ValueError("the guidance-cost part needs a model with a reward model")
     defaults = defaults_for(hosted.reward)
@@ -173,6 +172,41 @@ def run_guidance_cost(args: argparse.Namespace, log) -> dict[str, Any]:
             "half_ratio": per_clip["half"] / per_clip["none"], "all_ratio": per_clip["all"] / per_clip["none"]}
 
 
+def run_step_scaling(args: argparse.Namespace, log) -> dict[str, Any]:
+    """One unguided step's time at batch sizes 1, 2, ... ``max_batch``: what sharing a step costs."""
+    import torch
+
+    from guidance.batch_state import BatchState
+    from guidance.sample_types import SampleSpec
+
+    hosted = _hosted(args)
+    sizes = sorted({1, 2, args.max_batch} | ({4} if args.max_batch >= 4 else set()))
+    times: dict[int, list[float]] = {b: [] for b in sizes}
+    for rep in range(args.repeats):
+        log(f"step scaling: repeat {rep + 1}/{args.repeats}")
+        for b in sizes:
+            state = BatchState(hosted.family, hosted.default_shape, hosted.reward)
+            state.add([SampleSpec(f"a red circle {i}", seed=i) for i in range(b)], 10, range(b))
+            state.step()  # warm
+            start = time.perf_counter()
+            for _ in range(5):
+                state.step()
+            if hosted.family.device.type == "cuda":
+                torch.cuda.synchronize()
+            times[b].append((time.perf_counter() - start) / 5)
+    step = {b: statistics.median(v) for b, v in times.items()}
+    return {"step_s": step, "per_sample_gain": {b: step[1] * b / step[b] for b in sizes}}
+
+
+def _hosted(args: argparse.Namespace):
+    from server.config import ServerConfig, load_models
+
+    embedded = Path(args.model).resolve() == Path(DEFAULT_MODEL_DIR).resolve()
+    config = ServerConfig(models={} if embedded else {Path(args.model).name: Path(args.model)}, device=args.device,
+                          dtype=args.dtype)
+    return next(iter(load_models(config).values()))
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"Command: `{result['command']}`  ", f"Device: {result['device']}; load average at the start "
              f"{result['load_start']}, at the end {result['load_end']} ({result['cores']} cores); {result['date']}.", ""]
@@ -190,6 +224,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "| round | p50 continuous/static | throughput continuous/static |", "|---|---|---|"]
         lines += [f"| {r['round']} | {r['p50_ratio']:.3f} | {r['throughput_ratio']:.3f} |" for r in serving["rounds"]]
         lines += [f"| median | {serving['median_p50_ratio']:.3f} | {serving['median_throughput_ratio']:.3f} |", ""]
+    scaling = result.get("scaling")
+    if scaling:
+        lines += ["One unguided step by batch size (median of the repeats):", "",
+                  "| batch | step (ms) | per-sample throughput vs batch 1 |", "|---|---|---|"]
+        lines += [f"| {b} | {1000 * t:.1f} | {scaling['per_sample_gain'][b]:.2f} |" for b, t in scaling["step_s"].items()]
+        lines.append("")
     cost = result.get("guidance")
     if cost:
         shape = cost["shape"]
@@ -221,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.device = device
     if "serving" not in args.skip:
         result["serving"] = run_serving(args, log)
+    if "scaling" not in args.skip:
+        result["scaling"] = run_step_scaling(args, log)
     if "guidance" not in args.skip:
         result["guidance"] = run_guidance_cost(args, log)
     result["load_end"] = list(os.getloadavg())

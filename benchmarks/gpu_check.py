@@ -263,7 +263,7 @@ def run_step(work: Path, dry_run: bool) -> None:
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
             _write(work / "step.json", report)
-        del latents, cond, uncond, no_grads
+        del latents, cond, uncond
 
 
 # -------------------------------------------------------------------------------------- save-pipeline

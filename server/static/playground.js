@@ -55,6 +55,7 @@ function fillModel(name) {
   $("#cfg").value = d.guidance_scale;
   $("#checkpoint").replaceChildren(new Option("base model", ""),
     ...model.checkpoints.map((c) => new Option(`${c.name} (${c.kind})`, c.name)));
+  lockScale();
   const objectives = model.reward_objectives;
   $("#guidance-set").disabled = $("#compare-set").disabled = objectives.length === 0;
   sliders($("#weights"), objectives, 0);
@@ -66,6 +67,13 @@ function fillModel(name) {
     $("#window-hi").value = g.window[1];
     $("#mode").value = g.mode;
   }
+}
+
+// The LoRA scale applies to LoRA checkpoints only (a full-weight checkpoint or the base model has none).
+function lockScale() {
+  const model = state.models.get($("#model").value);
+  const chosen = model && model.checkpoints.find((c) => c.name === $("#checkpoint").value);
+  $("#checkpoint-scale").disabled = !chosen || chosen.kind !== "lora";
 }
 
 async function loadModels() {
@@ -93,6 +101,7 @@ function requestBody(weights) {
   const negative = $("#negative-prompt").value.trim();
   if (negative) body.negative_prompt = negative;
   if ($("#checkpoint").value) body.checkpoint = $("#checkpoint").value;
+  if (!$("#checkpoint-scale").disabled) body.checkpoint_scale = number("#checkpoint-scale");
   if (Object.keys(weights).length) {
     const mode = $("#mode").value;
     body.reward_guidance = { weights, strength: number("#strength"), window: [number("#window-lo"), number("#window-hi")], mode };
@@ -288,6 +297,7 @@ async function cancelRunning() {
 $("#api-key").value = api.apiKey();
 $("#api-key").addEventListener("change", () => { api.setApiKey($("#api-key").value.trim()); loadModels(); });
 $("#model").addEventListener("change", () => fillModel($("#model").value));
+$("#checkpoint").addEventListener("change", lockScale);
 $("#job-form").addEventListener("submit", generate);
 $("#compare").addEventListener("click", compare);
 $("#cancel").addEventListener("click", cancelRunning);

@@ -1,5 +1,6 @@
 """``python -m benchmarks.batching_bench`` on the embedded demo model at a tiny workload: both modes
-serve the same requests in interleaved rounds, and the guidance-cost part times its three batches."""
+serve the same requests in interleaved rounds, the step-scaling part times batch sizes, and the
+guidance-cost part times its three batches."""
 
 import json
 import math
@@ -26,8 +27,11 @@ def test_both_modes_run_in_alternating_rounds_and_report_their_ratios(tmp_path, 
     assert set(cost["per_clip_s"]) == {"none", "half", "all"} and all(v > 0 for v in cost["per_clip_s"].values())
     assert cost["half_ratio"] == pytest.approx(cost["per_clip_s"]["half"] / cost["per_clip_s"]["none"])
     assert math.isfinite(serving["median_p50_ratio"]) and math.isfinite(serving["median_throughput_ratio"])
+    scaling = result["scaling"]
+    assert set(scaling["step_s"]) == {"1", "2"} and all(v > 0 for v in scaling["step_s"].values())
+    assert scaling["per_sample_gain"]["1"] == pytest.approx(1.0)
     text = md.read_text()
-    assert "| median |" in text and "| half |" in text and result["command"] in text
+    assert "| median |" in text and "| half |" in text and "per-sample throughput" in text and result["command"] in text
     assert text.strip() in capsys.readouterr().out
 
 
