@@ -180,6 +180,44 @@ def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: st
                          f"now {fingerprint})")
 
 
+def make_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config: AlignConfig, weights: dict[str, float],
+              prompts: PromptCache, eval_pairs: PreferenceData | None = None) -> tuple[_Task, HeldOutPairs, dict[str, Any]]:
+    """The method's task on ``data``, the held-out pairs and the report's data summary."""
+    if config.method not in ("flow-dpo", "flow-rwr"):
+        from guidance.align.methods.tasks import build_task
+
+        task, held_out, data_info = build_task(family, data, config, weights, prompts)
+    elif config.method == "flow-dpo":
+        if not isinstance(data, PreferenceData):
+            raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
+        pairs = orient_pairs(data, weights, data.indices("train"))
+        if not pairs.index:
+            raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
+        from guidance.align.methods.tasks import dpo_options
+
+        options, options_info = dpo_options(family, data, pairs, config, weights)
+        task: _Task = _DpoTask(family, data, pairs, config, prompts, options)
+        held_out = held_out_pairs(data, weights)
+        data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
+                     "undecided_train_pairs": len(data.indices("train")) - len(pairs.index), **options_info}
+    else:
+        if not isinstance(data, ScoredClips):
+            raise ValueError("--method flow-rwr trains on scored clips (clips.jsonl); got preference pairs")
+        rewards = data.combined(weights)
+        index = data.indices("train")
+        if not index:
+            raise ValueError("the scored clips have no training clip (every clip is in the test split)")
+        rwr = losses.rwr_weights(rewards[index], config.tau)
+        task = _RwrTask(family, data, index, rwr, config, prompts)
+        held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else held_out_clip_pairs(data, rewards)
+        data_info = {"clips": len(data), "train_clips": len(index), "test_pairs": len(held_out),
+                     "reward_mean": float(rewards[index].mean()), "reward_std": float(rewards[index].std()),
+                     "weight_max": float(rwr.max()), "weight_min": float(rwr.min()),
+                     "effective_sample_size": float(rwr.sum() ** 2 / (rwr ** 2).sum())}
+
+    return task, held_out, data_info
+
+
 def align(
     family: PipelineFamily,
     data: PreferenceData | ScoredClips,
@@ -212,37 +250,7 @@ def align(
     prompts = PromptCache(family)
     fingerprint = transformer_fingerprint(family.name, family.transformer)
 
-    if config.method not in ("flow-dpo", "flow-rwr"):
-        from guidance.align.methods.tasks import build_task
-
-        task, held_out, data_info = build_task(family, data, config, weights, prompts)
-    elif config.method == "flow-dpo":
-        if not isinstance(data, PreferenceData):
-            raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
-        pairs = orient_pairs(data, weights, data.indices("train"))
-        if not pairs.index:
-            raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
-        from guidance.align.methods.tasks import dpo_options
-
-        options, options_info = dpo_options(family, data, pairs, config, weights)
-        task: _Task = _DpoTask(family, data, pairs, config, prompts, options)
-        held_out = held_out_pairs(data, weights)
-        data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
-                     "undecided_train_pairs": len(data.indices("train")) - len(pairs.index), **options_info}
-    else:
-        if not isinstance(data, ScoredClips):
-            raise ValueError("--method flow-rwr trains on scored clips (clips.jsonl); got preference pairs")
-        rewards = data.combined(weights)
-        index = data.indices("train")
-        if not index:
-            raise ValueError("the scored clips have no training clip (every clip is in the test split)")
-        rwr = losses.rwr_weights(rewards[index], config.tau)
-        task = _RwrTask(family, data, index, rwr, config, prompts)
-        held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else held_out_clip_pairs(data, rewards)
-        data_info = {"clips": len(data), "train_clips": len(index), "test_pairs": len(held_out),
-                     "reward_mean": float(rewards[index].mean()), "reward_std": float(rewards[index].std()),
-                     "weight_max": float(rwr.max()), "weight_min": float(rwr.min()),
-                     "effective_sample_size": float(rwr.sum() ** 2 / (rwr ** 2).sum())}
+    task, held_out, data_info = make_task(family, data, config, weights, prompts, eval_pairs)
 
     steps_per_epoch = len(epoch_batches(task.keys, config.batch, config.seed, 0))
     total = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 1)

@@ -244,6 +244,12 @@ class SpoTask(_ClipTask):
         x_t = family.add_noise(x0, noise, t)
         cond = self.prompts(prompts)
         timestep = model_timestep(family, t).to(device)
+        v_ema = None
+        if config.method == "gradspo":  # before the policy pass: swapping tensors in would break its graph
+            if self.ema is None:
+                self.ema = online.lora_snapshot(family)
+            with online.swapped_lora(family, self.ema):
+                v_ema = family.predict(family.transformer, x_t, timestep, cond, shape).float()
         v_th = family.predict(family.transformer, x_t, timestep, cond, shape).float()
         with adapter_disabled(family):
             v_ref = family.predict(family.transformer, x_t, timestep, cond, shape).float()
@@ -266,10 +272,6 @@ class SpoTask(_ClipTask):
             lr_l = mlosses.step_log_ratio(child_l, mean_th, mean_ref, std)
             loss = mlosses.spo_loss(lr_w, lr_l, config.spo_beta, config.spo_clip, mask)
             return loss, float(((lr_w > lr_l) & mask).float().sum() / mask.float().sum().clamp(min=1))
-        if self.ema is None:
-            self.ema = online.lora_snapshot(family)
-        with online.swapped_lora(family, self.ema):
-            v_ema = family.predict(family.transformer, x_t, timestep, cond, shape).float()
         coef = 1.0 + mlosses.sde_std(t, config.spo_noise).pow(2) * (1.0 - t) / (2.0 * t.clamp(min=1e-4))
         scale = std / ((-dt) * coef)
         target_w, target_l = mlosses.gradspo_targets(v_ema, 0.5 * (xi_w - xi_l), scale, config.gradspo_g)
