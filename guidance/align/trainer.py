@@ -186,7 +186,7 @@ def make_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config
     if config.method not in ("flow-dpo", "flow-rwr"):
         from guidance.align.methods.tasks import build_task
 
-        task, held_out, data_info = build_task(family, data, config, weights, prompts)
+        task, held_out, data_info = build_task(family, data, config, weights, prompts, eval_pairs)
     elif config.method == "flow-dpo":
         if not isinstance(data, PreferenceData):
             raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")

@@ -403,7 +403,7 @@ class HybridTask(_Task):
 # -- building a task -------------------------------------------------------------------------------
 
 def build_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config: AlignConfig,
-               weights: dict[str, float], prompts: PromptCache):
+               weights: dict[str, float], prompts: PromptCache, eval_pairs: PreferenceData | None = None):
     """(task, held-out pairs, report data info) of a method other than flow-dpo / flow-rwr."""
     method = config.method
     info: dict[str, Any] = {}
@@ -446,7 +446,8 @@ def build_task(family: PipelineFamily, data: PreferenceData | ScoredClips, confi
                 "judge": config.judge, "round_log": task.rounds_info}
     else:
         raise ValueError(f"unknown method {method!r}")
-    return task, _held_out(data, weights), info
+    held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else _held_out(data, weights)
+    return task, held_out, info
 
 
 def _read_prompts(path: str) -> list[str]:
