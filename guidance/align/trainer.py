@@ -83,16 +83,23 @@ class _Task:
     """What differs between the methods: the items of an epoch and the loss of a minibatch."""
 
     keys: list[Any]
+    #: The run's total steps (set by :func:`align` before the first step; online schedules use it).
+    total: int = 0
 
     def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
         raise NotImplementedError
 
+    def after_step(self, step: int) -> None:
+        """Called after the optimizer step of ``step`` (lagging / EMA copies update here)."""
+
 
 class _DpoTask(_Task):
     def __init__(self, family: PipelineFamily, data: PreferenceData, pairs: OrientedPairs, config: AlignConfig,
-                 prompts: PromptCache) -> None:
+                 prompts: PromptCache, options: Any = None) -> None:
         self.family, self.data, self.pairs, self.config, self.prompts = family, data, pairs, config, prompts
         self.keys = [(data.shapes[i], tuple(data.latents_a[i].shape)) for i in pairs.index]
+        #: IS-DAA / TVKD / Diff-UAPA terms (``guidance.align.methods.tasks.DpoOptions``), or None.
+        self.options = options
 
     def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
         family, config = self.family, self.config
@@ -109,6 +116,8 @@ class _DpoTask(_Task):
         b = len(rows)
         beta_t = losses.beta_at(config.beta, t, config.beta_schedule)
         weights = torch.tensor([self.pairs.weight[r] for r in rows], device=device)
+        if self.options is not None:
+            return self.options.loss(self, err, ref, beta_t, weights, x0, n2, t2, both, shape, rows)
         loss, z = losses.flow_dpo_loss(err[:b], ref[:b], err[b:], ref[b:], beta_t, weights)
         return loss, float((z > 0).float().mean())
 
@@ -171,6 +180,44 @@ def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: st
                          f"now {fingerprint})")
 
 
+def make_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config: AlignConfig, weights: dict[str, float],
+              prompts: PromptCache, eval_pairs: PreferenceData | None = None) -> tuple[_Task, HeldOutPairs, dict[str, Any]]:
+    """The method's task on ``data``, the held-out pairs and the report's data summary."""
+    if config.method not in ("flow-dpo", "flow-rwr"):
+        from guidance.align.methods.tasks import build_task
+
+        task, held_out, data_info = build_task(family, data, config, weights, prompts, eval_pairs)
+    elif config.method == "flow-dpo":
+        if not isinstance(data, PreferenceData):
+            raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
+        pairs = orient_pairs(data, weights, data.indices("train"))
+        if not pairs.index:
+            raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
+        from guidance.align.methods.tasks import dpo_options
+
+        options, options_info = dpo_options(family, data, pairs, config, weights)
+        task: _Task = _DpoTask(family, data, pairs, config, prompts, options)
+        held_out = held_out_pairs(data, weights)
+        data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
+                     "undecided_train_pairs": len(data.indices("train")) - len(pairs.index), **options_info}
+    else:
+        if not isinstance(data, ScoredClips):
+            raise ValueError("--method flow-rwr trains on scored clips (clips.jsonl); got preference pairs")
+        rewards = data.combined(weights)
+        index = data.indices("train")
+        if not index:
+            raise ValueError("the scored clips have no training clip (every clip is in the test split)")
+        rwr = losses.rwr_weights(rewards[index], config.tau)
+        task = _RwrTask(family, data, index, rwr, config, prompts)
+        held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else held_out_clip_pairs(data, rewards)
+        data_info = {"clips": len(data), "train_clips": len(index), "test_pairs": len(held_out),
+                     "reward_mean": float(rewards[index].mean()), "reward_std": float(rewards[index].std()),
+                     "weight_max": float(rwr.max()), "weight_min": float(rwr.min()),
+                     "effective_sample_size": float(rwr.sum() ** 2 / (rwr ** 2).sum())}
+
+    return task, held_out, data_info
+
+
 def align(
     family: PipelineFamily,
     data: PreferenceData | ScoredClips,
@@ -203,35 +250,13 @@ def align(
     prompts = PromptCache(family)
     fingerprint = transformer_fingerprint(family.name, family.transformer)
 
-    if config.method == "flow-dpo":
-        if not isinstance(data, PreferenceData):
-            raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
-        pairs = orient_pairs(data, weights, data.indices("train"))
-        if not pairs.index:
-            raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
-        task: _Task = _DpoTask(family, data, pairs, config, prompts)
-        held_out = held_out_pairs(data, weights)
-        data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
-                     "undecided_train_pairs": len(data.indices("train")) - len(pairs.index)}
-    else:
-        if not isinstance(data, ScoredClips):
-            raise ValueError("--method flow-rwr trains on scored clips (clips.jsonl); got preference pairs")
-        rewards = data.combined(weights)
-        index = data.indices("train")
-        if not index:
-            raise ValueError("the scored clips have no training clip (every clip is in the test split)")
-        rwr = losses.rwr_weights(rewards[index], config.tau)
-        task = _RwrTask(family, data, index, rwr, config, prompts)
-        held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else held_out_clip_pairs(data, rewards)
-        data_info = {"clips": len(data), "train_clips": len(index), "test_pairs": len(held_out),
-                     "reward_mean": float(rewards[index].mean()), "reward_std": float(rewards[index].std()),
-                     "weight_max": float(rwr.max()), "weight_min": float(rwr.min()),
-                     "effective_sample_size": float(rwr.sum() ** 2 / (rwr ** 2).sum())}
+    task, held_out, data_info = make_task(family, data, config, weights, prompts, eval_pairs)
 
     steps_per_epoch = len(epoch_batches(task.keys, config.batch, config.seed, 0))
     total = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 1)
     eval_every = config.eval_every or max(1, total // 10)
     save_every = config.save_every or eval_every
+    task.total = total
 
     params = attach_lora(family, config.lora_rank, config.lora_alpha, config.targets, config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -270,6 +295,7 @@ def align(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
+        task.after_step(step)
         state["losses"].append(float(loss.detach()))
         if train_acc is not None:
             state["train_accuracy"].append(train_acc)
