@@ -90,8 +90,9 @@ def check_url(url: str) -> None:
     except ImportError:
         raise ValueError("--store postgresql://... needs psycopg: pip install 'nrg-serve[postgres]'") from None
     try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError on a port that is not a number
         psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
+    except (ValueError, psycopg.ProgrammingError) as exc:
         raise ValueError(f"--store: not a valid PostgreSQL URL ({redacted(url)!r}): {exc}") from None
 
 
