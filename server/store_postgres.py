@@ -168,7 +168,7 @@ class PostgresJobStore(VideoFiles):
                 if attempt < len(delays):
                     time.sleep(delays[attempt])
                     continue
-                message = f"job store {redacted(self.url)}: {str(exc).strip() or type(exc).__name__}"
+                message = f"job store {redacted(self.url)}: {' '.join(str(exc).split()) or type(exc).__name__}"
                 if write:
                     self._write_failure = f"store writes are failing: {message}"
                 raise StoreUnavailable(message) from exc

@@ -105,8 +105,8 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        help="job store: omitted for SQLite in --data-dir (one process); postgresql://USER@HOST:PORT/DB "
                             "for a store shared by several API and worker processes (docs/server.md, Scale-out)")
     serve.add_argument("--role", choices=ROLES, default=default_role,
-                       help="all (default): HTTP and the engine in one process; api: HTTP only; worker: the engine "
-                            "(api and worker need a postgresql:// --store)")
+                       help="all: HTTP and the engine in one process; api: HTTP only; worker: the engine "
+                            "(api and worker need a postgresql:// --store; default %(default)s)")
     serve.add_argument("--lease-s", type=_lease, default=_env("LEASE_S", "30"), metavar="SECONDS",
                        help="how long a worker's claim on a job lasts without a heartbeat; then another worker re-runs "
                             "it (default 30)")
