@@ -149,6 +149,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     metrics = Metrics()
     lifecycle = Lifecycle(config.shutdown_grace_s)
     worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if store.shared else LOCAL_WORKER)
+    metrics.worker_info.labels(role=config.role, worker=worker_id).set(1)
     if config.role == "api":
         engine = FrontEndOnly(models)
     else:

@@ -122,6 +122,7 @@ def _events(client: httpx.Client, video_id: str, on_step=None) -> list[tuple[str
 def test_jobs_submitted_to_either_api_complete_exactly_once(cluster):
     api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
     assert cluster.clients["w1"].get("/v1/videos").status_code == 404  # workers take no jobs over HTTP
+    assert 'nrg_worker_info{role="worker",worker="w1"} 1.0' in cluster.clients["w1"].get("/metrics").text
     ids = [(api1 if i % 2 else api2).post("/v1/videos", json={**GUIDED, "seed": i, "num_inference_steps": 3})
            .json()["id"] for i in range(4)]
     for i, video_id in enumerate(ids):
