@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,7 +45,8 @@ from server.openapi_doc import document
 from server.origin_policy import HostPolicy
 from server.retention import Retention
 from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build_request_model
-from server.store import ACTIVE, CANCELLED, COMPLETED, Job, JobStore
+from server.roles import FrontEndOnly
+from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, open_store
 from server.store_errors import StoreError
 
 log = logging.getLogger("nrg.server")
@@ -130,24 +132,53 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         raise ValueError("at least one model must be hosted")
     limits = config.limits
     request_model = build_request_model(limits)
-    store = JobStore(config.data_dir, allow_empty=config.allow_empty_store)
-    bus = EventBus(listeners=(JobLog(store),))
+    store = open_store(config.store_url, config.data_dir, allow_empty=config.allow_empty_store)
+    if config.role != "all" and not store.shared:
+        store.close()
+        raise ValueError(f"--role {config.role} needs a store the processes share: --store postgresql://...")
+    job_log = JobLog(store)
+    listener = lease = None
+    if store.shared:  # events go out with NOTIFY; this process's SSE subscribers read what it LISTENs to
+        from server.pg_events import EventListener, NotifyingEvents
+
+        bus = EventBus()
+        events = NotifyingEvents(store, listeners=(job_log,))
+        listener = EventListener(store, bus) if config.role != "worker" else None
+    else:
+        bus = events = EventBus(listeners=(job_log,))
     metrics = Metrics()
     lifecycle = Lifecycle(config.shutdown_grace_s)
-    engine = Engine(models, store, bus, metrics, config.max_batch, config.batch_wait_ms, config.batching,
-                    fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail)
+    worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if store.shared else LOCAL_WORKER)
+    metrics.worker_info.labels(role=config.role, worker=worker_id).set(1)
+    if config.role == "api":
+        engine = FrontEndOnly(models)
+    else:
+        engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
+                        fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
+                        lease_s=config.lease_s)
+        if store.shared:
+            from server.worker_lease import LeaseKeeper
+
+            lease = LeaseKeeper(store, engine, worker_id, config.lease_s)
     retention = Retention(store, config.retention_days)
     default_model = next(iter(models))
     state = {"accepting": True}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if listener is not None:
+            await asyncio.to_thread(listener.start)
         engine.start()
+        if lease is not None:
+            lease.start()
         retention.start()
         yield
         state["accepting"] = False
         finished = await asyncio.to_thread(engine.stop, lifecycle.remaining_grace())
         await asyncio.to_thread(retention.stop)
+        for thread in (lease, listener):
+            if thread is not None:
+                await asyncio.to_thread(thread.stop)
         if finished:
             store.close()
         else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
@@ -157,6 +188,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")
     app.state.engine, app.state.store, app.state.metrics, app.state.retention = engine, store, metrics, retention
     app.state.lifecycle = lifecycle
+    app.state.role, app.state.worker_id = config.role, worker_id
     install_error_handlers(app)
 
     @app.exception_handler(StoreError)
@@ -292,7 +324,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
                            code="queue_full", headers={"Retry-After": "2"})
         job = store.create(params)
-        bus.publish(job.id, "queued")
+        events.publish(job.id, "queued")
         engine.wake()
         return JSONResponse(_video_object(job))
 
@@ -320,7 +352,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             engine.cancel(video_id)
             if store.finish(video_id, CANCELLED, error=("cancelled", "cancelled by the client")):
                 metrics.requests.labels(status=CANCELLED).inc()
-                bus.publish(video_id, CANCELLED, error={"code": "cancelled", "message": "cancelled by the client"})
+                events.publish(video_id, CANCELLED, error={"code": "cancelled", "message": "cancelled by the client"})
             engine.wake()
             return _video_object(_job_or_404(video_id))
         store.delete(video_id)
@@ -351,15 +383,22 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         completed / failed / cancelled, after which the stream ends."""
         job = _job_or_404(video_id)
 
+        def outcome(finished: Job) -> str:
+            payload = {"id": video_id, **({"error": {"code": finished.error_code, "message": finished.error_message}}
+                                          if finished.error_code else finished.result)}
+            return f"event: {finished.status}\ndata: {json.dumps(payload)}\n\n"
+
         async def stream() -> AsyncIterator[str]:
             past, queue = bus.subscribe(video_id)
             try:
-                if not past and job.status not in ACTIVE:
-                    # Finished in an earlier process: only the outcome is known.
-                    payload = {"id": video_id, **({"error": {"code": job.error_code, "message": job.error_message}}
-                                                  if job.error_code else job.result)}
-                    yield f"event: {job.status}\ndata: {json.dumps(payload)}\n\n"
-                    return
+                if not past:
+                    # Nothing heard here of this job: the row (read after subscribing) is the truth.
+                    current = store.get(video_id) or job
+                    if current.status not in ACTIVE:  # finished in an earlier process, or elsewhere
+                        yield outcome(current)
+                        return
+                    if current.status == IN_PROGRESS:  # running on a worker since before this process heard of it
+                        yield f"event: started\ndata: {json.dumps({'id': video_id, 'progress': current.progress})}\n\n"
                 for event in past:
                     yield f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
                     if event.terminal:
@@ -368,6 +407,10 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                     try:
                         event = await asyncio.wait_for(queue.get(), timeout=SSE_PING_S)
                     except TimeoutError:
+                        current = store.get(video_id)  # an outcome whose event was lost (a dropped LISTEN)
+                        if current is not None and current.status not in ACTIVE:
+                            yield outcome(current)
+                            return
                         yield ": ping\n\n"
                         continue
                     yield f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
@@ -441,4 +484,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
     app.openapi = openapi
     playground.install(app)
+    if config.role == "worker":  # jobs are submitted to and read from the API processes
+        app.router.routes[:] = [r for r in app.router.routes
+                                if not getattr(r, "path", "").startswith("/v1/videos")]
     return app

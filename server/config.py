@@ -13,6 +13,9 @@ from server.engine import FAULT_BACKOFF_S
 from server.hosted_model import HostedModel
 from server.pipeline_defaults import PipelineDefaults
 from server.schema import Limits
+from server.store_base import DEFAULT_LEASE_S
+
+ROLES = ("all", "api", "worker")
 
 log = logging.getLogger("nrg.server")
 
@@ -51,6 +54,14 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     #: Days a finished job's files are kept; 0 keeps them forever.
     retention_days: float = 7.0
+    #: The job store: None for SQLite in ``data_dir``; a ``postgresql://`` URL for a shared store.
+    store_url: str | None = None
+    #: ``all``: HTTP and the engine in one process; ``api``: HTTP only; ``worker``: the engine (and ops routes).
+    role: str = "all"
+    #: Seconds a worker's claim lasts without a heartbeat; then another worker re-runs the job.
+    lease_s: float = DEFAULT_LEASE_S
+    #: This worker's name in the store (default: host-pid); a restart with the same id re-queues its rows at once.
+    worker_id: str | None = None
 
 
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:

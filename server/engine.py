@@ -40,7 +40,7 @@ from server.hosted_model import HostedModel
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
-from server.store import COMPLETED, FAILED, Job, JobStore
+from server.store_base import COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store
 from server.store_errors import is_corruption, is_storage_fault
 
 log = logging.getLogger("nrg.engine")
@@ -57,13 +57,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class Engine:
-    def __init__(self, models: Mapping[str, HostedModel], store: JobStore, bus: EventSink, metrics: Metrics,
+    def __init__(self, models: Mapping[str, HostedModel], store: Store, bus: EventSink, metrics: Metrics,
                  max_batch: int = 4, batch_wait_ms: float = 50.0, batching: BatchingMode = "continuous",
                  fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
                  on_fatal: Callable[[str], None] | None = None,
-                 cancels: CancelRequests | None = None) -> None:
+                 cancels: CancelRequests | None = None, worker_id: str = LOCAL_WORKER,
+                 lease_s: float = DEFAULT_LEASE_S) -> None:
         self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
         self.models = dict(models)
+        #: This worker's name in the store (the rows it claims) and how long its claims last unrenewed.
+        self.worker_id, self.lease_s = worker_id, lease_s
         self.store = store
         self.bus = bus
         self.metrics = metrics
@@ -93,7 +96,7 @@ class Engine:
 
     # -- called from HTTP handlers ----------------------------------------------------------------
     def start(self) -> None:
-        for job_id in self.store.recover():
+        for job_id in self.store.recover(self.worker_id):
             log.info("re-queued %s, which was running when the previous process stopped", job_id)
         missing = self.store.missing_outputs()
         if missing:
@@ -124,6 +127,10 @@ class Engine:
     def finished(self) -> bool:
         """The worker thread has ended (stopped, failed, or never started)."""
         return not self._thread.is_alive()
+
+    def held_job_ids(self) -> set[str]:
+        """The jobs this worker holds (in the batch, or with the writer); safe from any thread."""
+        return set(list(self.executor.jobs)) | self.writer.pending
 
     @property
     def busy(self) -> bool:
@@ -182,7 +189,7 @@ class Engine:
         idle = not self.executor.job_ids
         if idle and self._orphans:
             self.writer.drain()  # what the writer holds is not orphaned
-            for job_id in self.store.recover():
+            for job_id in self.store.recover(self.worker_id):
                 log.info("re-queued %s, interrupted by a storage fault", job_id)
             self._orphans = False
         wait_s = None
@@ -194,7 +201,7 @@ class Engine:
             with self._wake:
                 if self._stopping:
                     return False
-                if wait_s is None and self.store.count_queued():
+                if wait_s is None and self.store.count_queued(self.models):
                     return True  # jobs queued that cannot start yet: ask the policy again
                 self._wake.wait(timeout=1.0 if wait_s is None else wait_s)
             return True
@@ -205,17 +212,16 @@ class Engine:
 
     def _admit(self) -> float | None:
         """Start or join what the policy says; how long an idle engine may wait, if at all."""
-        jobs = {job.id: job for job in self.store.queued()}
+        jobs = {job.id: job for job in self.store.queued(self.models)}
         queued = [QueuedJob(job.id, self._key(job.params), job.created_at, job.id in self._solo)
                   for job in jobs.values()]
         plan = self.policy.plan(queued, self.executor.running(), time.time())
         if not plan.admit:
             return plan.wait_s
-        started: list[Job] = []
-        for job_id in plan.admit:
-            job = jobs.get(job_id)
-            if job is not None and self.store.mark_started(job_id):
-                started.append(job)
+        # Atomic across processes sharing the store: a job another worker got meanwhile is left out.
+        claimed = {job.id: job for job in self.store.claim([i for i in plan.admit if i in jobs], self.worker_id,
+                                                           self.lease_s)}
+        started = [claimed[job_id] for job_id in plan.admit if job_id in claimed]
         self.metrics.queue_depth.set(self.store.count_queued())
         if not started:
             return None

@@ -36,5 +36,9 @@ class Metrics:
         self.device_memory = Gauge("nrg_device_memory_bytes", "Peak device memory allocated by the last batch",
                                    registry=r)
 
+        #: Which process this is in a scaled-out deployment (``--role``, ``--worker-id``): join on it.
+        self.worker_info = Gauge("nrg_worker_info", "This process's role and worker id (value 1)", ["role", "worker"],
+                                 registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,7 +4,8 @@ Every state change is committed before it is acted on, so after a crash or ``kil
 exactly which jobs finished (their files were renamed into place before the row said so) and which
 were queued or running (they are re-queued at start and re-run with the same seed, hence the same
 result). One connection guarded by a lock: the writers are the HTTP handlers and the single worker,
-and each statement is tiny next to a denoising step.
+and each statement is tiny next to a denoising step. This is the embedded backend of one process; the
+interface it implements, and the PostgreSQL backend for several, are in ``server.store_base``.
 
 Storage faults (disk full, I/O errors, a locked file) are retried a few times with a short backoff
 inside every operation; one that persists raises ``StoreUnavailable`` and leaves ``problem`` set
@@ -15,24 +16,20 @@ The file is integrity-checked before it is opened (``server.store_integrity``).
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.store_base import (  # noqa: F401 - re-exported: the names callers have always imported from here
+    ACTIVE, CANCELLED, COMPLETED, DEFAULT_LEASE_S, FAILED, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED,
+    RETRY_DELAYS_S, Job, Store, VideoFiles, new_job_id, open_store,
+)
 from server.store_errors import StoreCorrupt, StoreUnavailable, is_corruption
 from server.store_integrity import DB_NAME, check_data_dir
 
-QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"
-ACTIVE = (QUEUED, IN_PROGRESS)
-FINISHED = (COMPLETED, FAILED, CANCELLED)
-#: Waits between the attempts of one store operation hit by a storage fault (under half a second in all,
-#: since HTTP handlers wait on it too); the worker's own, longer backoff is the engine's.
-RETRY_DELAYS_S = (0.02, 0.08, 0.3)
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -52,31 +49,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 """
+#: Versioned migrations (``schema_version``), applied in order at open; 1 is the original schema.
+_MIGRATIONS: dict[int, str] = {
+    1: _SCHEMA,
+    # The claiming worker, its lease (time.time() seconds) and the job's model (the worker's filter).
+    2: "ALTER TABLE jobs ADD COLUMN worker TEXT; ALTER TABLE jobs ADD COLUMN lease_until REAL; "
+       "ALTER TABLE jobs ADD COLUMN model TEXT; CREATE INDEX IF NOT EXISTS jobs_model ON jobs(status, model, seq);",
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 
-@dataclass
-class Job:
-    """One row of the store. ``params`` are the effective request parameters (seed included)."""
+class JobStore(VideoFiles):
+    """The SQLite backend (one process: ``--role all``)."""
 
-    id: str
-    seq: int
-    status: str
-    params: dict[str, Any]
-    progress: int = 0
-    created_at: float = 0.0
-    started_at: float | None = None
-    completed_at: float | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
+    shared = False
 
-
-def new_job_id() -> str:
-    return "video_" + secrets.token_hex(12)
-
-
-class JobStore:
     def __init__(self, data_dir: str | Path, allow_empty: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.video_dir = self.data_dir / "videos"
@@ -92,7 +79,30 @@ class JobStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self.applied_migrations = self._migrate()
+
+    def _migrate(self) -> list[int]:
+        """Apply the migrations this file lacks; the versions applied (none when up to date)."""
+        db = self._db
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        applied = []
+        for version in sorted(v for v in _MIGRATIONS if v > current):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    db.execute(statement)
+                if version == 2:  # backfill the model column of earlier jobs
+                    rows = db.execute("SELECT id, params FROM jobs").fetchall()
+                    db.executemany("UPDATE jobs SET model = ? WHERE id = ?",
+                                   [(json.loads(r["params"]).get("model"), r["id"]) for r in rows])
+                db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time()))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            applied.append(version)
+        return applied
 
     @property
     def problem(self) -> str | None:
@@ -103,12 +113,6 @@ class JobStore:
     def corrupt(self) -> bool:
         return self._corruption is not None
 
-    def video_path(self, job_id: str) -> Path:
-        return self.video_dir / f"{job_id}.mp4"
-
-    def thumbnail_path(self, job_id: str) -> Path:
-        return self.video_dir / f"{job_id}.webp"
-
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         return Job(
@@ -116,6 +120,7 @@ class JobStore:
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"],
+            worker=row["worker"],
         )
 
     def _attempt(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
@@ -155,8 +160,8 @@ class JobStore:
     def create(self, params: dict[str, Any]) -> Job:
         job_id = new_job_id()
         self._write(
-            "INSERT INTO jobs (id, status, params, created_at) VALUES (?, ?, ?, ?)",
-            (job_id, QUEUED, json.dumps(params), time.time()),
+            "INSERT INTO jobs (id, status, params, created_at, model) VALUES (?, ?, ?, ?, ?)",
+            (job_id, QUEUED, json.dumps(params), time.time(), params.get("model")),
         )
         return self.get(job_id)
 
@@ -176,23 +181,64 @@ class JobStore:
         rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT ?", (*args, limit + 1))
         return [self._job(r) for r in rows[:limit]], len(rows) > limit
 
-    def queued(self) -> list[Job]:
-        """Queued jobs, oldest first (the scheduler's FIFO)."""
-        return [self._job(r) for r in self._query("SELECT * FROM jobs WHERE status = ? ORDER BY seq", (QUEUED,))]
+    @staticmethod
+    def _models(models: Collection[str] | None) -> tuple[str, tuple]:
+        if models is None:
+            return "", ()
+        models = tuple(models)
+        return f" AND model IN ({', '.join('?' * len(models))})", models
+
+    def queued(self, models: Collection[str] | None = None) -> list[Job]:
+        """Queued jobs (of these models, if given), oldest first (the scheduler's FIFO)."""
+        where, args = self._models(models)
+        return [self._job(r) for r in self._query(f"SELECT * FROM jobs WHERE status = ?{where} ORDER BY seq",
+                                                  (QUEUED, *args))]
 
     def count_active(self) -> int:
         return self._query("SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", ACTIVE)[0][0]
 
-    def count_queued(self) -> int:
-        return self._query("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,))[0][0]
+    def count_queued(self, models: Collection[str] | None = None) -> int:
+        where, args = self._models(models)
+        return self._query(f"SELECT COUNT(*) FROM jobs WHERE status = ?{where}", (QUEUED, *args))[0][0]
+
+    def claim(self, job_ids: Iterable[str], worker: str = LOCAL_WORKER, lease_s: float = DEFAULT_LEASE_S) -> list[Job]:
+        """queued -> in_progress for ``worker``; the jobs it got, oldest first. One UPDATE per job: each is
+        atomic within the database file (a job that left the queue meanwhile is not claimed)."""
+        claimed = []
+        for job_id in job_ids:
+            rows = self._attempt(lambda db, job_id=job_id: db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, progress = 0, attempts = attempts + 1, worker = ?, "
+                "lease_until = ? WHERE id = ? AND status = ? RETURNING *",
+                (IN_PROGRESS, time.time(), worker, time.time() + lease_s, job_id, QUEUED)).fetchall(), write=True)
+            claimed += [self._job(r) for r in rows]
+        return sorted(claimed, key=lambda job: job.seq)
+
+    def heartbeat(self, worker: str, job_ids: Iterable[str], lease_s: float) -> set[str]:
+        held = list(dict.fromkeys(job_ids))
+        if not held:
+            return set()
+        marks = ", ".join("?" * len(held))
+        renewed = {r["id"] for r in self._attempt(lambda db: db.execute(
+            f"UPDATE jobs SET lease_until = ? WHERE worker = ? AND status = ? AND id IN ({marks}) RETURNING id",
+            (time.time() + lease_s, worker, IN_PROGRESS, *held)).fetchall(), write=True)}
+        rest = [job_id for job_id in held if job_id not in renewed]
+        if not rest:
+            return set()
+        rows = {r["id"]: r for r in self._query(
+            f"SELECT id, status, worker FROM jobs WHERE id IN ({', '.join('?' * len(rest))})", tuple(rest))}
+        # Re-queued ones (a failed batch's jobs, retried alone) are not lost: the worker claims them again.
+        return {job_id for job_id in rest if job_id not in rows or rows[job_id]["status"] != QUEUED}
+
+    def requeue_expired(self) -> list[str]:
+        rows = self._attempt(lambda db: db.execute(
+            "UPDATE jobs SET status = ?, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
+            "WHERE status = ? AND lease_until < ? RETURNING id", (QUEUED, IN_PROGRESS, time.time())).fetchall(),
+            write=True)
+        return [r["id"] for r in rows]
 
     def mark_started(self, job_id: str) -> bool:
         """queued -> in_progress; False if the job left the queue meanwhile (cancelled, deleted)."""
-        return self._write(
-            "UPDATE jobs SET status = ?, started_at = ?, progress = 0, attempts = attempts + 1 "
-            "WHERE id = ? AND status = ?",
-            (IN_PROGRESS, time.time(), job_id, QUEUED),
-        ) == 1
+        return bool(self.claim([job_id]))
 
     def set_progress(self, job_id: str, progress: int) -> None:
         self.set_progress_many({job_id: progress})
@@ -218,35 +264,29 @@ class JobStore:
         """in_progress/queued -> a finished status; False if it was already finished."""
         code, message = error or (None, None)
         return self._write(
-            "UPDATE jobs SET status = ?, completed_at = ?, progress = CASE WHEN ? = 'completed' THEN 100 "
+            "UPDATE jobs SET status = ?, completed_at = ?, lease_until = NULL, progress = CASE WHEN ? = 'completed' THEN 100 "
             "ELSE progress END, result = ?, error_code = ?, error_message = ? WHERE id = ? AND status IN (?, ?)",
             (status, time.time(), status, json.dumps(result or {}), code, message, job_id, *ACTIVE),
         ) == 1
 
     def requeue(self, job_id: str) -> None:
-        self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL WHERE id = ? AND status = ?",
-                      (QUEUED, job_id, IN_PROGRESS))
+        self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
+                    "WHERE id = ? AND status = ?", (QUEUED, job_id, IN_PROGRESS))
 
-    def recover(self) -> list[str]:
-        """At start: every job a previous process left running goes back to the queue."""
+    def recover(self, worker: str | None = None) -> list[str]:
+        """At start: every job a previous process left running goes back to the queue. One process
+        serves a SQLite store, so whichever worker (and lease) a running row names is gone."""
         rows = self._query("SELECT id FROM jobs WHERE status = ?", (IN_PROGRESS,))
-        self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL WHERE status = ?",
-                      (QUEUED, IN_PROGRESS))
+        self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
+                    "WHERE status = ?", (QUEUED, IN_PROGRESS))
         return [r["id"] for r in rows]
 
-    def missing_outputs(self) -> list[str]:
-        """Completed jobs whose video file is gone (deleted by hand, a restored backup, a lost disk)."""
-        rows = self._query("SELECT id FROM jobs WHERE status = ? ORDER BY seq", (COMPLETED,))
-        return [r["id"] for r in rows if not self.video_path(r["id"]).is_file()]
+    def _completed_ids(self) -> list[str]:
+        return [r["id"] for r in self._query("SELECT id FROM jobs WHERE status = ? ORDER BY seq", (COMPLETED,))]
 
     def delete(self, job_id: str) -> None:
         self._write("DELETE FROM jobs WHERE id = ?", (job_id,))
         self.remove_outputs(job_id)
-
-    def remove_outputs(self, job_id: str) -> None:
-        """Remove a job's video and thumbnail, if any (a cancelled or deleted job leaves no files)."""
-        self.video_path(job_id).unlink(missing_ok=True)
-        self.thumbnail_path(job_id).unlink(missing_ok=True)
 
     def finished_before(self, cutoff: float) -> list[str]:
         """Ids of finished jobs whose ``completed_at`` is before ``cutoff`` (retention's sweep)."""

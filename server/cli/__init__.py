@@ -18,7 +18,7 @@ from server.cli import eval as eval_  # `nrg eval`; aliased so that no line here
 
 #: subcommand -> its module, in the order ``nrg --help`` lists them
 SUBCOMMANDS = {
-    "generate": generate, "make-tiny": make_tiny, "serve": serve, "init-reward": init_reward,
+    "generate": generate, "make-tiny": make_tiny, "serve": serve, "worker": serve, "init-reward": init_reward,
     "train-reward": train_reward, "align": align, "demo": demo, "eval": eval_,
 }
 COMMANDS = {name: module.run for name, module in SUBCOMMANDS.items()}
@@ -27,7 +27,7 @@ COMMANDS = {name: module.run for name, module in SUBCOMMANDS.items()}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nrg", description="Flow-NRG steered text-to-video generation and serving")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS.values():
+    for module in dict.fromkeys(SUBCOMMANDS.values()):  # serve adds `serve` and its shorthand `worker`
         module.add_parser(sub)
     return parser
 

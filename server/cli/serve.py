@@ -41,11 +41,31 @@ def _days(text: str) -> float:
     return days
 
 
+def _lease(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"lease must be a number of seconds > 0; got {text!r}")
+    return seconds
+
+
 def add_parser(sub) -> None:
-    limits = Limits()
     serve = sub.add_parser("serve", help="run the HTTP video-jobs server",
                            description="Every flag can also be set by the environment variable NRG_<FLAG> "
                                        "(e.g. NRG_PORT, NRG_MODEL=a=/m/a,b=/m/b, NRG_API_KEYS=k1,k2).")
+    _add_flags(serve, default_role=_env("ROLE", "all"))
+    worker = sub.add_parser("worker", help="run a worker of a scaled-out deployment (nrg serve --role worker)",
+                            description="The same flags as `nrg serve`, with --role worker: the engine claims "
+                                        "jobs of its --model(s) from the shared --store postgresql://...")
+    _add_flags(worker, default_role="worker")
+
+
+def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
+    from server.config import ROLES
+
+    limits = Limits()
     listed = _AppendReplacingDefault
     serve.add_argument("--model", action=listed, default=_env_list("MODEL"), metavar="[NAME=]DIR",
                        help="pipeline directory, repeatable (default: the embedded demo model as 'nrg-demo')")
@@ -81,6 +101,18 @@ def add_parser(sub) -> None:
     serve.add_argument("--allow-empty-store", action="store_true",
                        default=_env("ALLOW_EMPTY_STORE", "") not in ("", "0", "false"),
                        help="start even though the job store is missing or empty while DATA_DIR/videos holds files")
+    serve.add_argument("--store", default=_env("STORE"), metavar="URL",
+                       help="job store: omitted for SQLite in --data-dir (one process); postgresql://USER@HOST:PORT/DB "
+                            "for a store shared by several API and worker processes (docs/server.md, Scale-out)")
+    serve.add_argument("--role", choices=ROLES, default=default_role,
+                       help="all: HTTP and the engine in one process; api: HTTP only; worker: the engine "
+                            "(api and worker need a postgresql:// --store; default %(default)s)")
+    serve.add_argument("--lease-s", type=_lease, default=_env("LEASE_S", "30"), metavar="SECONDS",
+                       help="how long a worker's claim on a job lasts without a heartbeat; then another worker re-runs "
+                            "it (default 30)")
+    serve.add_argument("--worker-id", default=_env("WORKER_ID"), metavar="NAME",
+                       help="this worker's name in the store (default HOST-PID); a restart under the same name re-queues "
+                            "the jobs it left running at once instead of after their lease")
     for name in fields(Limits):
         flag = name.name.replace("_", "-")
         kind = type(getattr(limits, name.name))
@@ -120,6 +152,7 @@ def server_config(args: argparse.Namespace):
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,
+        store_url=args.store or None, role=args.role, lease_s=float(args.lease_s), worker_id=args.worker_id or None,
     )
 
 
@@ -131,8 +164,18 @@ def run(args: argparse.Namespace) -> int:
     from server.config import load_models
     from server.store_integrity import check_data_dir
 
-    check_data_dir(args.data_dir, args.allow_empty_store)  # before minutes of model loading
     config = server_config(args)
+    if config.role not in ("all", "api", "worker"):  # NRG_ROLE is not checked by argparse
+        raise ValueError(f"--role must be one of all, api, worker; got {config.role!r}")
+    # Before minutes of model loading: a bad --store, an unreachable one, a damaged SQLite file.
+    if config.store_url is None:
+        if config.role != "all":
+            raise ValueError(f"--role {config.role} needs a store the processes share: --store postgresql://...")
+        check_data_dir(args.data_dir, args.allow_empty_store)
+    else:
+        from server.store_base import open_store
+
+        open_store(config.store_url, config.data_dir).close()  # checks the URL, connects, migrates
     if args.log_format not in log_format.FORMATS:  # NRG_LOG_FORMAT is not checked by argparse
         raise ValueError(f"--log-format must be one of {', '.join(log_format.FORMATS)}; got {args.log_format!r}")
     sock = listen.bind(config.host, config.port)  # a busy port fails now, in one line, not after loading
@@ -143,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
             "answering Host headers that are IP addresses, localhost or %s; list any other name clients use "
             "with --allowed-host (NRG_ALLOWED_HOSTS)", config.host)
     url = f"http://{config.host}:{config.port}"
-    print(f"nrg-serve on {url} (models: {', '.join(app.state.engine.models)}); playground {url}/, "
+    role = "" if config.role == "all" else f" as {config.role} {app.state.worker_id if config.role == 'worker' else ''}"
+    print(f"nrg-serve{role.rstrip()} on {url} (models: {', '.join(app.state.engine.models)}); playground {url}/, "
           f"API docs {url}/docs", flush=True)
     status = serving.run(app, config.host, config.port, sock=sock, log_config=None)
     if not app.state.engine.finished:

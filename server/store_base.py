@@ -1,0 +1,139 @@
+"""The job store's interface, shared by its backends: the row (``Job``), the statuses and the methods
+the HTTP handlers, the engine, the writer and the worker's lease keeper call.
+
+Two backends implement it: :class:`server.store.JobStore` (SQLite in ``--data-dir``, the embedded
+default: one process) and :class:`server.store_postgres.PostgresJobStore` (``--store postgresql://...``:
+several API and worker processes share it). Both keep the videos in ``DATA_DIR/videos``, which workers
+and front ends of a scaled-out deployment share.
+
+A job is *claimed* by one worker (``claim``: queued -> in_progress, atomically across processes) and
+held under a *lease* that the worker's heartbeat renews (``heartbeat``). A job whose lease expired (its
+worker died or lost the store) goes back to the queue (``requeue_expired``) and runs again with the
+same seed, so with the same result.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"
+ACTIVE = (QUEUED, IN_PROGRESS)
+FINISHED = (COMPLETED, FAILED, CANCELLED)
+#: Waits between the attempts of one store operation hit by a storage fault (under half a second in all,
+#: since HTTP handlers wait on it too); the worker's own, longer backoff is the engine's.
+RETRY_DELAYS_S = (0.02, 0.08, 0.3)
+#: How long a claimed job stays a worker's without a heartbeat (``--lease-s``).
+DEFAULT_LEASE_S = 30.0
+#: The worker id of a single-process server (``--role all`` on SQLite).
+LOCAL_WORKER = "local"
+
+
+@dataclass
+class Job:
+    """One row of the store. ``params`` are the effective request parameters (seed included)."""
+
+    id: str
+    seq: int
+    status: str
+    params: dict[str, Any]
+    progress: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    #: The worker that claimed it last (None until claimed, and again once re-queued).
+    worker: str | None = None
+
+
+def new_job_id() -> str:
+    return "video_" + secrets.token_hex(12)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every job store backend offers. Storage faults are retried inside each operation; one that
+    persists raises ``StoreUnavailable`` (and sets ``problem`` for writes), damage ``StoreCorrupt``."""
+
+    data_dir: Path
+    video_dir: Path
+    #: True when several processes share the store (leases and heartbeats matter).
+    shared: bool
+
+    @property
+    def problem(self) -> str | None: ...
+    @property
+    def corrupt(self) -> bool: ...
+    def video_path(self, job_id: str) -> Path: ...
+    def thumbnail_path(self, job_id: str) -> Path: ...
+    def create(self, params: dict[str, Any]) -> Job: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def list(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]: ...
+    def queued(self, models: Collection[str] | None = None) -> list[Job]:
+        """Queued jobs (of these models, if given), oldest first (the scheduler's FIFO)."""
+    def count_active(self) -> int: ...
+    def count_queued(self, models: Collection[str] | None = None) -> int: ...
+    def claim(self, job_ids: Iterable[str], worker: str, lease_s: float) -> list[Job]:
+        """queued -> in_progress for ``worker``, under a lease of ``lease_s``; the jobs it got (oldest
+        first). Jobs claimed by another worker meanwhile, cancelled or deleted are left out."""
+    def heartbeat(self, worker: str, job_ids: Iterable[str], lease_s: float) -> set[str]:
+        """Renew the leases of the jobs ``worker`` holds; the ones it must stop running: cancelled,
+        finished or deleted meanwhile, or taken over by another worker after its lease expired."""
+    def requeue_expired(self) -> list[str]:
+        """Re-queue the running jobs whose lease expired; their ids."""
+    def set_progress(self, job_id: str, progress: int) -> None: ...
+    def set_progress_many(self, progress: Mapping[str, int]) -> None: ...
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
+               error: tuple[str, str] | None = None) -> bool: ...
+    def requeue(self, job_id: str) -> None: ...
+    def recover(self, worker: str | None = None) -> list[str]:
+        """At a worker's start (and after a storage fault): re-queue what it may have left running."""
+    def missing_outputs(self) -> list[str]: ...
+    def delete(self, job_id: str) -> None: ...
+    def remove_outputs(self, job_id: str) -> None: ...
+    def finished_before(self, cutoff: float) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+class VideoFiles:
+    """The videos and thumbnails in ``DATA_DIR/videos`` (shared by every backend)."""
+
+    data_dir: Path
+    video_dir: Path
+
+    def video_path(self, job_id: str) -> Path:
+        return self.video_dir / f"{job_id}.mp4"
+
+    def thumbnail_path(self, job_id: str) -> Path:
+        return self.video_dir / f"{job_id}.webp"
+
+    def remove_outputs(self, job_id: str) -> None:
+        """Remove a job's video and thumbnail, if any (a cancelled or deleted job leaves no files)."""
+        self.video_path(job_id).unlink(missing_ok=True)
+        self.thumbnail_path(job_id).unlink(missing_ok=True)
+
+    def missing_outputs(self) -> list[str]:
+        """Completed jobs whose video file is gone (deleted by hand, a restored backup, a lost disk)."""
+        return [job_id for job_id in self._completed_ids() if not self.video_path(job_id).is_file()]
+
+    def _completed_ids(self) -> list[str]:
+        raise NotImplementedError
+
+
+def open_store(url: str | None, data_dir: str | Path, allow_empty: bool = False) -> Store:
+    """The store ``--store`` names: None (or ``sqlite``) for SQLite in ``data_dir``, a
+    ``postgresql://`` URL for PostgreSQL (videos still in ``data_dir``)."""
+    if url in (None, "", "sqlite"):
+        from server.store import JobStore
+
+        return JobStore(data_dir, allow_empty=allow_empty)
+    from server.store_postgres import PostgresJobStore, check_url
+
+    check_url(url)
+    return PostgresJobStore(url, data_dir)

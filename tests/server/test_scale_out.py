@@ -1,0 +1,189 @@
+"""Scale-out with real processes on loopback: two API front ends and two workers over one PostgreSQL.
+
+Every process is ``python -m server.cli serve --role api|worker --store postgresql://...`` on the tiny
+Wan pipeline, sharing one ``--data-dir``; the workers hold 2 s leases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.server.conftest import free_port, wait_for
+from tests.server.postgres import pg_server  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+GUIDED = {"prompt": "a blue circle moving up", "seed": 77, "size": "32x32", "num_frames": 9,
+          "num_inference_steps": 30, "reward_guidance": {"weights": {"ta": 1.0}, "strength": 10}}
+LEASE_S = 2
+
+
+class Cluster:
+    def __init__(self, url, data_dir, model_dir, reward_dir):
+        self.url, self.data_dir = url, data_dir
+        self.base = [sys.executable, "-m", "server.cli", "serve", "--model", f"tiny={model_dir}", "--reward",
+                     str(reward_dir), "--data-dir", str(data_dir), "--store", url, "--max-steps", "1000"]
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.clients: dict[str, httpx.Client] = {}
+
+    def start(self, name: str, *flags: str) -> None:
+        port = free_port()
+        log = self.data_dir.parent / f"{name}.log"
+        with open(log, "wb") as sink:  # a file, never an unread pipe that would block the server
+            proc = subprocess.Popen([*self.base, "--port", str(port), *flags], stdout=sink, stderr=subprocess.STDOUT,
+                                    env={**os.environ})
+        proc.log = log
+        self.procs[name] = proc
+        self.clients[name] = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        for name, client in self.clients.items():
+            while True:
+                try:
+                    if client.get("/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                proc = self.procs[name]
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start: {proc.log.read_text()[-3000:]}")
+                time.sleep(0.2)
+
+    def log(self, name: str) -> str:
+        return self.procs[name].log.read_text()
+
+    def rows(self, *ids: str) -> dict[str, dict]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.url, row_factory=dict_row) as conn:
+            rows = conn.execute("SELECT id, status, worker, attempts FROM jobs WHERE id = ANY(%s)", (list(ids),))
+            return {r["id"]: r for r in rows}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+        for client in self.clients.values():
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_server, tiny_dir, tmp_path_factory):  # noqa: F811
+    import psycopg
+
+    from server.cli import main
+
+    root = tmp_path_factory.mktemp("scale-out")
+    reward_dir = root / "reward"
+    main(["init-reward", "--model", str(tiny_dir("wan")), "--objectives", "vq,ta", "--blocks", "1", str(reward_dir)])
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE scale_out")
+    cluster = Cluster(pg_server.url("scale_out"), root / "data", tiny_dir("wan"), reward_dir)
+    for name in ("w1", "w2"):
+        cluster.start(name, "--role", "worker", "--worker-id", name, "--lease-s", str(LEASE_S), "--max-batch", "2",
+                      "--batch-wait-ms", "300")
+    for name in ("api1", "api2"):
+        cluster.start(name, "--role", "api")
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _events(client: httpx.Client, video_id: str, on_step=None) -> list[tuple[str, dict]]:
+    """Every SSE event of a job, to its terminal one; ``on_step(data)`` is called at each step."""
+    events, kind = [], None
+    with client.stream("GET", f"/v1/videos/{video_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: "):]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: "):])
+                events.append((kind, data))
+                if kind == "step" and on_step is not None:
+                    on_step(data)
+                if kind in ("completed", "failed", "cancelled"):
+                    return events
+    raise AssertionError(f"{video_id}: the stream ended without an outcome: {events}")
+
+
+def test_jobs_submitted_to_either_api_complete_exactly_once(cluster):
+    api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
+    assert cluster.clients["w1"].get("/v1/videos").status_code == 404  # workers take no jobs over HTTP
+    assert 'nrg_worker_info{role="worker",worker="w1"} 1.0' in cluster.clients["w1"].get("/metrics").text
+    ids = [(api1 if i % 2 else api2).post("/v1/videos", json={**GUIDED, "seed": i, "num_inference_steps": 3})
+           .json()["id"] for i in range(4)]
+    for i, video_id in enumerate(ids):
+        assert wait_for(api1 if i % 2 == 0 else api2, video_id)["status"] == "completed"
+    rows = cluster.rows(*ids)
+    assert {r["status"] for r in rows.values()} == {"completed"} and {r["attempts"] for r in rows.values()} == {1}
+    logs = cluster.log("w1") + cluster.log("w2")
+    assert all(logs.count(f"job {video_id} completed") == 1 for video_id in ids)
+    # The front end serving /content need not be the worker that wrote it: both read the shared dir.
+    contents = {client.get(f"/v1/videos/{ids[0]}/content").content for client in (api1, api2)}
+    assert len(contents) == 1 and len(next(iter(contents))) > 0
+
+
+def test_sse_on_the_other_api_sees_every_step(cluster):
+    video = cluster.clients["api1"].post("/v1/videos", json={**GUIDED, "num_inference_steps": 6}).json()
+    events = _events(cluster.clients["api2"], video["id"])
+    assert [d["step"] for k, d in events if k == "step"] == [1, 2, 3, 4, 5, 6]
+    assert events[-1][0] == "completed" and events[-1][1]["rewards"].keys() == {"vq", "ta"}
+    assert "started" in [k for k, _ in events]
+
+
+def test_cancel_on_the_other_api_stops_the_job(cluster):
+    api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
+    video = api1.post("/v1/videos", json={**GUIDED, "num_inference_steps": 1000}).json()
+    cancelled: list[dict] = []
+
+    def cancel_once(step):
+        if not cancelled:
+            cancelled.append(api2.delete(f"/v1/videos/{video['id']}").json())
+
+    events = _events(api1, video["id"], on_step=cancel_once)
+    assert cancelled[0]["status"] == "cancelled" and events[-1][0] == "cancelled"
+    holder = cluster.rows(video["id"])[video["id"]]["worker"]
+    deadline = time.monotonic() + 10
+    while f"job {video['id']} was cancelled" not in cluster.log(holder):  # its heartbeat saw it and stopped it
+        assert time.monotonic() < deadline, f"{holder} never stopped {video['id']}"
+        time.sleep(0.1)
+    assert not (cluster.data_dir / "videos" / f"{video['id']}.mp4").exists()
+
+
+def test_kill_9_of_a_worker_mid_batch_reruns_its_jobs_on_the_other(cluster):
+    api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
+    reference = wait_for(api1, api1.post("/v1/videos", json=GUIDED).json()["id"])
+    ids = [api1.post("/v1/videos", json=GUIDED).json()["id"], api2.post("/v1/videos", json=GUIDED).json()["id"]]
+    deadline = time.monotonic() + 60
+    while True:
+        rows = cluster.rows(*ids)
+        if all(r["status"] == "in_progress" for r in rows.values()):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    victim = rows[ids[0]]["worker"]
+    survivor = "w2" if victim == "w1" else "w1"
+    cluster.procs[victim].send_signal(signal.SIGKILL)
+    cluster.procs[victim].wait(30)
+    victims = [i for i in ids if rows[i]["worker"] == victim]
+    for video_id in ids:
+        job = wait_for(api2, video_id, timeout=120)
+        assert job["status"] == "completed"
+        for name, value in reference["rewards"].items():  # same seed, same result
+            assert job["rewards"][name] == pytest.approx(value, abs=1e-5)
+    after = cluster.rows(*ids)
+    assert all(after[i]["worker"] == survivor and after[i]["attempts"] == 2 for i in victims)
+    assert f"re-queued {victims[0]}: its worker's lease expired" in cluster.log(survivor)

@@ -1,0 +1,169 @@
+"""The job store's contract, run against both backends: SQLite (embedded) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from server.store import JobStore
+from server.store_base import Store
+from server.store_errors import StoreUnavailable
+from tests.server.postgres import pg_server, pg_url  # noqa: F401 - fixtures
+
+PARAMS = {"model": "m", "prompt": "p"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path):
+    """``open()`` -> a new store object over the same database (another process's connection)."""
+    opened: list[Store] = []
+    if request.param == "sqlite":
+        def open_store() -> Store:
+            opened.append(JobStore(tmp_path / "data"))
+            return opened[-1]
+    else:
+        from server.store_postgres import PostgresJobStore
+
+        url = request.getfixturevalue("pg_url")
+
+        def open_store() -> Store:
+            opened.append(PostgresJobStore(url, tmp_path / "data"))
+            return opened[-1]
+    open_store.kind = request.param
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def test_create_claim_heartbeat_finish_requeue(backend):
+    store = backend()
+    a, b, c = (store.create({**PARAMS, "i": i}) for i in range(3))
+    other = store.create({**PARAMS, "model": "other"})
+    assert [j.id for j in store.queued(["m"])] == [a.id, b.id, c.id]
+    assert store.count_queued(["other"]) == 1 and store.count_queued() == 4
+    got = store.claim([b.id, a.id], "w1", 30)
+    assert [j.id for j in got] == [a.id, b.id]  # oldest first
+    assert all(j.status == "in_progress" and j.worker == "w1" and j.attempts == 1 for j in got)
+    assert store.claim([a.id], "w2", 30) == []  # taken
+    assert store.heartbeat("w1", [a.id, b.id], 30) == set()
+    assert store.finish(a.id, "completed", {"rewards": {"vq": 1.0}})
+    assert not store.finish(a.id, "failed", error=("x", "y"))  # already finished
+    done = store.get(a.id)
+    assert done.status == "completed" and done.progress == 100 and done.result == {"rewards": {"vq": 1.0}}
+    store.finish(c.id, "cancelled", error=("cancelled", "by the client"))  # queued -> cancelled: never claimable
+    assert store.claim([c.id], "w1", 30) == []
+    store.requeue(b.id)
+    assert store.get(b.id).status == "queued" and store.get(b.id).worker is None
+    # The worker must stop what was cancelled or finished elsewhere; a re-queued job is not lost.
+    assert store.heartbeat("w1", [a.id, b.id], 30) == {a.id}
+    again = store.claim([b.id], "w1", 30)
+    assert again[0].attempts == 2 and store.queued(["m"]) == [] and store.get(other.id).status == "queued"
+
+
+def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
+    store = backend()
+    kept, dropped = store.create(PARAMS), store.create(PARAMS)
+    store.claim([kept.id, dropped.id], "w1", 0.6)
+    time.sleep(0.35)
+    assert store.heartbeat("w1", [kept.id], 0.6) == set()
+    time.sleep(0.4)  # dropped's lease has run out, kept's was renewed
+    assert store.requeue_expired() == [dropped.id]
+    assert store.get(dropped.id).status == "queued" and store.get(kept.id).status == "in_progress"
+    retaken = store.claim([dropped.id], "w2", 30)[0]
+    assert retaken.worker == "w2" and retaken.attempts == 2
+    # w1 comes back and heartbeats the job w2 took over: it must stop running it.
+    assert store.heartbeat("w1", [kept.id, dropped.id], 30) == {dropped.id}
+
+
+def test_recover_takes_own_and_expired_rows_never_a_live_workers(backend):
+    store = backend()
+    mine, live, expired = store.create(PARAMS), store.create(PARAMS), store.create(PARAMS)
+    store.claim([mine.id], "w1", 30)
+    store.claim([live.id], "w2", 30)
+    store.claim([expired.id], "w3", 0.01)
+    time.sleep(0.05)
+    recovered = set(backend().recover("w1"))  # a restarted w1
+    if backend.kind == "sqlite":  # one process serves a SQLite file: whatever ran before is gone
+        assert recovered == {mine.id, live.id, expired.id}
+    else:
+        assert recovered == {mine.id, expired.id} and store.get(live.id).status == "in_progress"
+
+
+def test_two_claimers_never_get_the_same_job(backend):
+    stores = [backend(), backend()]
+    ids = [stores[0].create(PARAMS).id for _ in range(40)]
+    got: dict[str, list[str]] = {"w0": [], "w1": []}
+    start = threading.Barrier(2)
+
+    def claimer(worker: str, store: Store) -> None:
+        start.wait()
+        while queued := store.queued(["m"]):
+            got[worker] += [j.id for j in store.claim([j.id for j in queued[:4]], worker, 30)]
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}", s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not set(got["w0"]) & set(got["w1"])
+    assert sorted(got["w0"] + got["w1"]) == sorted(ids)
+    assert {stores[0].get(i).attempts for i in ids} == {1}
+
+
+def test_migrations_are_versioned_and_idempotent(backend):
+    first = backend()
+    job = first.create(PARAMS)
+    assert first.applied_migrations  # a new database: every migration
+    second = backend()
+    assert second.applied_migrations == [] and second.get(job.id).params == PARAMS
+
+
+def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "jobs.sqlite3") as db:  # as the server before schema_version wrote it
+        db.executescript("""CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+            status TEXT NOT NULL, params TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            started_at REAL, completed_at REAL, error_code TEXT, error_message TEXT, result TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0);""")
+        db.execute("INSERT INTO jobs (id, status, params, created_at) VALUES ('video_old', 'queued', ?, 1.0)",
+                   ('{"model": "m", "prompt": "p"}',))
+    store = JobStore(data)
+    assert store.applied_migrations == [1, 2]
+    assert [j.id for j in store.queued(["m"])] == ["video_old"]
+    assert store.claim(["video_old"], "local", 30)[0].status == "in_progress"
+    store.close()
+    assert JobStore(data).applied_migrations == []
+
+
+def test_postgres_outage_is_store_unavailable_then_reconnects(pg_server, pg_url, tmp_path):  # noqa: F811
+    from server.store_postgres import PostgresJobStore
+
+    store = PostgresJobStore(pg_url, tmp_path / "data")
+    store.retry_delays_s = (0.0,)
+    job = store.create(PARAMS)
+    pg_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="job store postgresql://"):
+            store.create(PARAMS)
+        assert "store writes are failing" in store.problem and not store.corrupt
+    finally:
+        pg_server.start()
+    assert store.get(job.id).status == "queued"  # a new connection, no restart of the process
+    store.create(PARAMS)
+    assert store.problem is None
+    store.close()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://localhost/db", "--store must be a postgresql://"),
+    ("postgresql://host:notaport/db", "--store: not a valid PostgreSQL URL"),
+])
+def test_bad_store_url_names_the_flag(url, message):
+    from server.store_base import open_store
+
+    with pytest.raises(ValueError, match=message):
+        open_store(url, "unused")
