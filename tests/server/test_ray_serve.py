@@ -7,6 +7,7 @@ Skipped, with the exception in the reason, only when ``ray.init`` cannot start R
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -103,3 +104,66 @@ def test_a_job_posted_to_the_ingress_runs_on_one_of_two_worker_replicas(pg_serve
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+def test_nrg_ray_forwards_the_serve_flags_and_resolves_the_replica_counts(monkeypatch):
+    from server.cli import build_parser
+    from server.cli.ray import app_args
+    from server.ray_app import server_config_of
+
+    monkeypatch.setenv("NRG_MAX_BATCH", "3")  # an NRG_* default is resolved where `nrg ray` runs
+    parser = build_parser()
+    args = parser.parse_args(["ray", "--store", "postgresql://u@db:5432/nrg", "--model", "a=/m/a", "--model",
+                              "b=/m/b", "--reward", "a=/r", "--port", "9000", "--api-key", "k", "--min-workers",
+                              "1", "--max-workers", "6", "--workers", "2", "--worker-gpus", "1"])
+    spec = app_args(args)
+    assert (spec["workers"], spec["min_workers"], spec["max_workers"], spec["worker_gpus"]) == (2, 1, 6, 1.0)
+    assert "--port" not in spec["flags"] and "--role" not in spec["flags"]
+    config = server_config_of(spec["flags"], "worker", "ray-x")
+    assert config.models == {"a": Path("/m/a"), "b": Path("/m/b")}
+    assert (config.role, config.worker_id, config.max_batch, config.api_keys) == ("worker", "ray-x", 3, ("k",))
+    assert config.store_url == "postgresql://u@db:5432/nrg"
+
+
+def test_nrg_ray_without_ray_names_the_extra(monkeypatch, capsys):
+    import sys
+
+    from server.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(SystemExit) as exited:
+        main(["ray", "--store", "postgresql://postgres@127.0.0.1:1/none", "--model", "x=/nowhere",
+              "--allow-empty-store"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nrg: error: Ray Serve is not installed: pip install 'nrg-serve[ray]'"), err
+
+
+def test_the_package_imports_without_ray(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    for name in ("server.ray_app", "server.cli.ray", "server.cli"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        importlib.import_module(name)
+
+
+def test_the_kuberay_example_is_a_valid_serve_config_of_both_builders():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from server import ray_app
+
+    root = Path(__file__).resolve().parents[2]
+    manifest = yaml.safe_load((root / "docs" / "kuberay-rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(manifest["spec"]["serveConfigV2"]))
+    apps = {app.name: app for app in config.applications}
+    assert apps[ray_app.WORKER_APP].import_path == "server.ray_app:worker_app"
+    assert apps[ray_app.WORKER_APP].route_prefix is None and apps[ray_app.API_APP].route_prefix == "/"
+    assert apps[ray_app.API_APP].import_path == "server.ray_app:api_app"
+    for app in apps.values():  # the builders accept the args (no Ray cluster needed to build)
+        module, name = app.import_path.split(":")
+        getattr(ray_app, name)(app.args)
+    assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == __import__("ray").__version__
