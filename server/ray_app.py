@@ -152,7 +152,9 @@ def _deployments():
     return NrgApi, NrgWorker
 
 
-def _worker_options(args: dict[str, Any]) -> dict[str, Any]:
+def _worker_options(args: dict[str, Any], shutdown_grace_s: float = 30.0) -> dict[str, Any]:
+    """The worker deployment's options; a replica being stopped gets ``--shutdown-grace`` (and 10 s to
+    spare) for its running batch before Ray kills it."""
     workers = int(args.get("workers", 1))
     low = int(args.get("min_workers", workers))
     high = int(args.get("max_workers", max(workers, low)))
@@ -160,7 +162,8 @@ def _worker_options(args: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"worker replicas need 1 <= min_workers <= max_workers; got {low}, {high}")
     actor = {"num_gpus": float(args.get("worker_gpus", 1)), "num_cpus": float(args.get("worker_cpus", 1))}
     options: dict[str, Any] = {"name": "NrgWorker", "ray_actor_options": actor,
-                               "health_check_period_s": 5, "graceful_shutdown_timeout_s": 40}
+                               "health_check_period_s": 5,
+                               "graceful_shutdown_timeout_s": shutdown_grace_s + 10}
     if high > low:
         options["autoscaling_config"] = {
             "min_replicas": low, "max_replicas": high, "initial_replicas": max(low, min(high, workers)),
@@ -177,9 +180,9 @@ def worker_app(args: dict[str, Any]):
     """Ray Serve application builder: the worker replicas (see the module docstring for ``args``)."""
     _, worker = _deployments()
     flags = list(args["flags"])
-    server_config_of(flags, "worker")  # a bad flag fails the deploy, not every replica
+    config = server_config_of(flags, "worker")  # a bad flag fails the deploy, not every replica
     _, serve = require_ray()
-    return serve.deployment(worker).options(**_worker_options(args)).bind(flags)
+    return serve.deployment(worker).options(**_worker_options(args, config.shutdown_grace_s)).bind(flags)
 
 
 def api_app(args: dict[str, Any]):

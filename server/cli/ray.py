@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from server.store_base import open_store
 
     ray, serve = ray_app.require_ray()  # the missing extra first, in one line
+    if args.role != "api":
+        raise ValueError("nrg ray sets --role per deployment (api for the ingress, worker for the replicas)")
     spec = app_args(args)
     ray_app._worker_options(spec)  # bad replica counts fail here
     config = ray_app.server_config_of(spec["flags"], "api")  # needs --store postgresql://...
