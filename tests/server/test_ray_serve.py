@@ -1,5 +1,6 @@
 """Ray Serve (``server.ray_app``): a local Ray on CPU, the API ingress and two CPU worker replicas over a
 real PostgreSQL, on the tiny Wan pipeline; one job posted to the ingress over HTTP runs on one of them.
+Then one autoscaled worker replica (at most two): queued jobs bring up the second.
 
 Skipped, with the exception in the reason, only when ``ray.init`` cannot start Ray on this machine.
 """
@@ -61,49 +62,105 @@ def test_a_store_shared_by_the_processes_is_required():
         server_config_of(["--model", "x=/nowhere"], "worker")
 
 
-@pytest.mark.slow
-def test_a_job_posted_to_the_ingress_runs_on_one_of_two_worker_replicas(pg_server, tiny_dir, tmp_path):  # noqa: F811
-    import psycopg
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance on CPU for this module's deployments; the port of Serve's HTTP proxy (Serve
+    starts once per Ray instance, so every deployment here shares it)."""
     import ray
     from ray import serve
 
-    from server import ray_app
-
-    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE ray_serve")
-    url = pg_server.url("ray_serve")
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # noqa: BLE001 - only Ray failing to start on this machine skips
         pytest.skip(f"Ray cannot start on this machine: ray.init raised {type(exc).__name__}: {exc}")
-    port = free_port()
-    flags = ["--store", url, "--model", f"tiny={tiny_dir('wan')}", "--data-dir", str(tmp_path / "data"),
-             "--device", "cpu", "--batch-wait-ms", "0"]
     try:
-        ray_app.deploy({"flags": flags, "workers": 2, "worker_gpus": 0, "worker_cpus": 0.5, "api_cpus": 0.5},
-                       port=port)
-        workers = ray_app.worker_ids()
-        assert len(workers) == 2, workers
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while client.get("/ready").status_code != 200:
-                assert time.monotonic() < deadline, "the ingress never became ready"
-                time.sleep(0.2)
-            response = client.post("/v1/videos", json={"prompt": "a red circle", "seed": 3, "size": "32x32",
-                                                       "num_frames": 9, "num_inference_steps": 2})
-            assert response.status_code == 200, response.text
-            video_id = response.json()["id"]
-            assert wait_for(client, video_id, timeout=60)["status"] == "completed"
-            content = client.get(f"/v1/videos/{video_id}/content")
-            assert content.status_code == 200 and len(content.content) > 0
-        with psycopg.connect(url) as conn:
-            (worker,) = conn.execute("SELECT worker FROM jobs WHERE id = %s", (video_id,)).fetchone()
-        assert worker in workers
+        yield free_port()
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+@pytest.fixture
+def deployed(local_ray, pg_server, tiny_dir, tmp_path):  # noqa: F811
+    """``deployed(**args)``: both applications on a new database; (HTTP client, store URL). Removed after."""
+    import psycopg
+    from ray import serve
+
+    from server import ray_app
+
+    name = f"ray_{tmp_path.name[-40:]}".replace("-", "_").lower()
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url, port = pg_server.url(name), local_ray
+    clients = []
+
+    def deploy(*extra_flags, **args):
+        flags = ["--store", url, "--model", f"tiny={tiny_dir('wan')}", "--data-dir", str(tmp_path / "data"),
+                 "--device", "cpu", "--batch-wait-ms", "0", *extra_flags]
+        ray_app.deploy({"flags": flags, "worker_gpus": 0, "worker_cpus": 0.5, "api_cpus": 0.5, **args}, port=port)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        clients.append(client)
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the ingress never became ready"
+            time.sleep(0.2)
+        return client, url
+
+    try:
+        yield deploy
+    finally:
+        for client in clients:
+            client.close()
+        for app in (ray_app.API_APP, ray_app.WORKER_APP):
+            serve.delete(app)
+
+
+def _workers_of(url: str, status: str | None = None) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT id, worker FROM jobs WHERE %s::text IS NULL OR status = %s", (status, status))
+        return dict(rows.fetchall())
+
+
+@pytest.mark.slow
+def test_a_job_posted_to_the_ingress_runs_on_one_of_two_worker_replicas(deployed):
+    from server import ray_app
+
+    client, url = deployed(workers=2)
+    workers = ray_app.worker_ids()
+    assert len(workers) == 2, workers
+    response = client.post("/v1/videos", json={"prompt": "a red circle", "seed": 3, "size": "32x32",
+                                               "num_frames": 9, "num_inference_steps": 2})
+    assert response.status_code == 200, response.text
+    video_id = response.json()["id"]
+    assert wait_for(client, video_id, timeout=60)["status"] == "completed"
+    content = client.get(f"/v1/videos/{video_id}/content")
+    assert content.status_code == 200 and len(content.content) > 0
+    assert _workers_of(url)[video_id] in workers
+
+
+@pytest.mark.slow
+def test_the_worker_count_follows_the_queue_depth(deployed):
+    """One worker replica, autoscaled to at most two: queued long jobs (one per batch) bring up the second,
+    which claims one of them."""
+    from server import ray_app
+
+    client, url = deployed("--max-batch", "1", "--max-steps", "100000", workers=1, min_workers=1, max_workers=2)
+    assert len(ray_app.worker_ids()) == 1
+    long = {"prompt": "a red circle", "size": "32x32", "num_frames": 9, "num_inference_steps": 100000}
+    ids = [client.post("/v1/videos", json={**long, "seed": i}).json()["id"] for i in range(3)]
+    try:
+        deadline = time.monotonic() + 90
+        while len(set(_workers_of(url, "in_progress").values())) < 2:
+            assert time.monotonic() < deadline, f"no second worker took a job: {ray_app.worker_ids()}"
+            time.sleep(0.5)
+        assert set(_workers_of(url, "in_progress").values()) == ray_app.worker_ids()
+    finally:
+        for video_id in ids:
+            client.delete(f"/v1/videos/{video_id}")
 
 
 def test_nrg_ray_forwards_the_serve_flags_and_resolves_the_replica_counts(monkeypatch):
