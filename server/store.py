@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from server.store_base import (  # noqa: F401 - re-exported: the names callers have always imported from here
     ACTIVE, CANCELLED, COMPLETED, DEFAULT_LEASE_S, FAILED, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED,
-    RETRY_DELAYS_S, Job, Store, VideoFiles, new_job_id, open_store,
+    RETRY_DELAYS_S, Job, SqlJobRows, Store, VideoFiles, new_job_id, open_store,
 )
 from server.store_errors import StoreCorrupt, StoreUnavailable, is_corruption
 from server.store_integrity import DB_NAME, check_data_dir
@@ -59,10 +59,11 @@ _MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
-class JobStore(VideoFiles):
+class JobStore(SqlJobRows):
     """The SQLite backend (one process: ``--role all``)."""
 
     shared = False
+    P = "?"
 
     def __init__(self, data_dir: str | Path, allow_empty: bool = False) -> None:
         self.data_dir = Path(data_dir)
@@ -165,22 +166,6 @@ class JobStore(VideoFiles):
         )
         return self.get(job_id)
 
-    def get(self, job_id: str) -> Job | None:
-        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return self._job(rows[0]) if rows else None
-
-    def list(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
-        """A page of jobs in creation order (``asc``/``desc``) after the job ``after``; and has_more."""
-        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        where, args = "", ()
-        if after is not None:
-            anchor = self._query("SELECT seq FROM jobs WHERE id = ?", (after,))
-            if not anchor:
-                raise KeyError(after)
-            where, args = f"WHERE seq {compare} ?", (anchor[0]["seq"],)
-        rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT ?", (*args, limit + 1))
-        return [self._job(r) for r in rows[:limit]], len(rows) > limit
-
     @staticmethod
     def _models(models: Collection[str] | None) -> tuple[str, tuple]:
         if models is None:
@@ -240,9 +225,6 @@ class JobStore(VideoFiles):
         """queued -> in_progress; False if the job left the queue meanwhile (cancelled, deleted)."""
         return bool(self.claim([job_id]))
 
-    def set_progress(self, job_id: str, progress: int) -> None:
-        self.set_progress_many({job_id: progress})
-
     def set_progress_many(self, progress: Mapping[str, int]) -> None:
         """Record the progress of several running jobs in one transaction (one per batch step at most)."""
         rows = [(value, job_id, IN_PROGRESS) for job_id, value in progress.items()]
@@ -269,10 +251,6 @@ class JobStore(VideoFiles):
             (status, time.time(), status, json.dumps(result or {}), code, message, job_id, *ACTIVE),
         ) == 1
 
-    def requeue(self, job_id: str) -> None:
-        self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
-                    "WHERE id = ? AND status = ?", (QUEUED, job_id, IN_PROGRESS))
-
     def recover(self, worker: str | None = None) -> list[str]:
         """At start: every job a previous process left running goes back to the queue. One process
         serves a SQLite store, so whichever worker (and lease) a running row names is gone."""
@@ -280,13 +258,6 @@ class JobStore(VideoFiles):
         self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
                     "WHERE status = ?", (QUEUED, IN_PROGRESS))
         return [r["id"] for r in rows]
-
-    def _completed_ids(self) -> list[str]:
-        return [r["id"] for r in self._query("SELECT id FROM jobs WHERE status = ? ORDER BY seq", (COMPLETED,))]
-
-    def delete(self, job_id: str) -> None:
-        self._write("DELETE FROM jobs WHERE id = ?", (job_id,))
-        self.remove_outputs(job_id)
 
     def finished_before(self, cutoff: float) -> list[str]:
         """Ids of finished jobs whose ``completed_at`` is before ``cutoff`` (retention's sweep)."""

@@ -126,6 +126,44 @@ class VideoFiles:
         raise NotImplementedError
 
 
+class SqlJobRows(VideoFiles):
+    """The statements both SQL backends write alike, with the backend's parameter marker ``P``
+    (``?`` for SQLite, ``%s`` for psycopg); each backend supplies ``_query``, ``_write`` and ``_job``."""
+
+    P: str
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._query(f"SELECT * FROM jobs WHERE id = {self.P}", (job_id,))
+        return self._job(rows[0]) if rows else None
+
+    def list(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
+        """A page of jobs in creation order (``asc``/``desc``) after the job ``after``; and has_more."""
+        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
+        where, args = "", ()
+        if after is not None:
+            anchor = self._query(f"SELECT seq FROM jobs WHERE id = {self.P}", (after,))
+            if not anchor:
+                raise KeyError(after)
+            where, args = f"WHERE seq {compare} {self.P}", (anchor[0]["seq"],)
+        rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT {self.P}", (*args, limit + 1))
+        return [self._job(r) for r in rows[:limit]], len(rows) > limit
+
+    def set_progress(self, job_id: str, progress: int) -> None:
+        self.set_progress_many({job_id: progress})
+
+    def requeue(self, job_id: str) -> None:
+        p = self.P
+        self._write("UPDATE jobs SET status = {p}, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
+                    "WHERE id = {p} AND status = {p}".format(p=p), (QUEUED, job_id, IN_PROGRESS))
+
+    def _completed_ids(self) -> list[str]:
+        return [r["id"] for r in self._query(f"SELECT id FROM jobs WHERE status = {self.P} ORDER BY seq", (COMPLETED,))]
+
+    def delete(self, job_id: str) -> None:
+        self._write(f"DELETE FROM jobs WHERE id = {self.P}", (job_id,))
+        self.remove_outputs(job_id)
+
+
 def open_store(url: str | None, data_dir: str | Path, allow_empty: bool = False) -> Store:
     """The store ``--store`` names: None (or ``sqlite``) for SQLite in ``data_dir``, a
     ``postgresql://`` URL for PostgreSQL (videos still in ``data_dir``)."""

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from server.store_base import (
-    ACTIVE, COMPLETED, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, VideoFiles, new_job_id,
+    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, SqlJobRows, new_job_id,
 )
 from server.store_errors import StoreCorrupt, StoreUnavailable
 
@@ -102,8 +102,9 @@ def _is_corruption(exc: BaseException) -> bool:
     return isinstance(exc, errors.DataCorrupted | errors.IndexCorrupted)
 
 
-class PostgresJobStore(VideoFiles):
+class PostgresJobStore(SqlJobRows):
     shared = True
+    P = "%s"
 
     def __init__(self, url: str, data_dir: str | Path, connect_timeout_s: float = 5.0) -> None:
         import psycopg
@@ -224,21 +225,6 @@ class PostgresJobStore(VideoFiles):
                     "ON CONFLICT (id) DO NOTHING", (job_id, QUEUED, params.get("model"), json.dumps(params), time.time()))
         return self.get(job_id)
 
-    def get(self, job_id: str) -> Job | None:
-        rows = self._query("SELECT * FROM jobs WHERE id = %s", (job_id,))
-        return self._job(rows[0]) if rows else None
-
-    def list(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
-        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        where, args = "", ()
-        if after is not None:
-            anchor = self._query("SELECT seq FROM jobs WHERE id = %s", (after,))
-            if not anchor:
-                raise KeyError(after)
-            where, args = f"WHERE seq {compare} %s", (anchor[0]["seq"],)
-        rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT %s", (*args, limit + 1))
-        return [self._job(r) for r in rows[:limit]], len(rows) > limit
-
     def queued(self, models: Collection[str] | None = None) -> list[Job]:
         if models is None:
             rows = self._query("SELECT * FROM jobs WHERE status = %s ORDER BY seq", (QUEUED,))
@@ -294,9 +280,6 @@ class PostgresJobStore(VideoFiles):
             f"WHERE status = %s AND lease_until < {_NOW} RETURNING id", (QUEUED, IN_PROGRESS))
         return [r["id"] for r in rows]
 
-    def set_progress(self, job_id: str, progress: int) -> None:
-        self.set_progress_many({job_id: progress})
-
     def set_progress_many(self, progress: Mapping[str, int]) -> None:
         rows = [(value, job_id, IN_PROGRESS) for job_id, value in progress.items()]
 
@@ -316,10 +299,6 @@ class PostgresJobStore(VideoFiles):
             "WHERE id = %s AND status = ANY(%s)",
             (status, time.time(), status, json.dumps(result or {}), code, message, job_id, list(ACTIVE))) == 1
 
-    def requeue(self, job_id: str) -> None:
-        self._write("UPDATE jobs SET status = %s, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
-                    "WHERE id = %s AND status = %s", (QUEUED, job_id, IN_PROGRESS))
-
     def recover(self, worker: str | None = None) -> list[str]:
         """Re-queue this worker's running rows (a restart with the same ``--worker-id``, or a storage
         fault) and rows whose lease expired; never another live worker's."""
@@ -328,13 +307,6 @@ class PostgresJobStore(VideoFiles):
             f"WHERE status = %s AND (worker = %s OR lease_until IS NULL OR lease_until < {_NOW}) RETURNING id",
             (QUEUED, IN_PROGRESS, worker))
         return [r["id"] for r in rows]
-
-    def _completed_ids(self) -> list[str]:
-        return [r["id"] for r in self._query("SELECT id FROM jobs WHERE status = %s ORDER BY seq", (COMPLETED,))]
-
-    def delete(self, job_id: str) -> None:
-        self._write("DELETE FROM jobs WHERE id = %s", (job_id,))
-        self.remove_outputs(job_id)
 
     def finished_before(self, cutoff: float) -> list[str]:
         rows = self._query("SELECT id FROM jobs WHERE status = ANY(%s) AND completed_at < %s ORDER BY seq",
