@@ -51,6 +51,29 @@ def _lease(text: str) -> float:
     return seconds
 
 
+def _threads(text: str) -> int:
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"threads must be an integer >= 1; got {text!r}")
+    return threads
+
+
+def set_threads(threads: int | str | None) -> None:
+    """``--threads``: torch's intra-op threads, and one inter-op thread; ``None`` leaves torch's defaults."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(_threads(str(threads)))  # NRG_THREADS is not checked by argparse
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # inter-op work already started in this process (e.g. run in-process by a test)
+        pass
+
+
 def add_parser(sub) -> None:
     serve = sub.add_parser("serve", help="run the HTTP video-jobs server",
                            description="Every flag can also be set by the environment variable NRG_<FLAG> "
@@ -113,6 +136,10 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--worker-id", default=_env("WORKER_ID"), metavar="NAME",
                        help="this worker's name in the store (default HOST-PID); a restart under the same name re-queues "
                             "the jobs it left running at once instead of after their lease")
+    serve.add_argument("--threads", type=_threads, default=_env("THREADS"), metavar="N",
+                       help="torch intra-op threads (torch.set_num_threads; inter-op threads 1), set before the "
+                            "models load: several processes on one machine then do not fight for cores (default: "
+                            "torch's, one per core)")
     for name in fields(Limits):
         flag = name.name.replace("_", "-")
         kind = type(getattr(limits, name.name))
@@ -164,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from server.config import load_models
     from server.store_integrity import check_data_dir
 
+    set_threads(getattr(args, "threads", None))  # before any model loads
     config = server_config(args)
     if config.role not in ("all", "api", "worker"):  # NRG_ROLE is not checked by argparse
         raise ValueError(f"--role must be one of all, api, worker; got {config.role!r}")
