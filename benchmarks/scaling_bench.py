@@ -170,7 +170,7 @@ def run_scaling(args: argparse.Namespace, cores: int, log) -> dict[str, Any]:
         procs = Processes(pg.create_database("scaling"), root, args)
         try:
             api = procs.start("api", 1, "--role", "api")
-            procs.wait_ready(["api"])
+            waiting = ["api"]  # the API loads alongside the first phase's workers
             rounds = []
             for r in range(args.rounds):
                 order = args.counts if r % 2 == 0 else args.counts[::-1]
@@ -179,11 +179,14 @@ def run_scaling(args: argparse.Namespace, cores: int, log) -> dict[str, Any]:
                     threads = threads_for(args, n, cores)
                     names = [f"r{r + 1}-n{n}-w{i + 1}" for i in range(n)]
                     log(f"round {r + 1}/{args.rounds}: {n} worker(s), {threads} thread(s) each")
+                    started = time.monotonic()
                     for name in names:
                         procs.start(name, threads, "--role", "worker", "--worker-id", name,
                                     "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms),
                                     "--device", args.device)
-                    procs.wait_ready(names)
+                    procs.wait_ready([*waiting, *names])
+                    waiting = []
+                    log(f"  ready after {time.monotonic() - started:.1f} s")
                     try:
                         phases[n] = {"threads": threads, **_bench(api, args, n)}
                     except Exception as exc:

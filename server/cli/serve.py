@@ -63,11 +63,15 @@ def _threads(text: str) -> int:
 
 def set_threads(threads: int | str | None) -> None:
     """``--threads``: torch's intra-op threads, and one inter-op thread; ``None`` leaves torch's defaults."""
-    if threads is None:
+    if threads is None or threads == "":
         return
     import torch
 
-    torch.set_num_threads(_threads(str(threads)))  # NRG_THREADS is not checked by argparse
+    try:
+        count = _threads(str(threads))  # NRG_THREADS is not checked by argparse
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"--{exc}") from None
+    torch.set_num_threads(count)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # inter-op work already started in this process (e.g. run in-process by a test)
