@@ -142,27 +142,6 @@ def test_a_job_posted_to_the_ingress_runs_on_one_of_two_worker_replicas(deployed
     assert _workers_of(url)[video_id] in workers
 
 
-@pytest.mark.slow
-def test_the_worker_count_follows_the_queue_depth(deployed):
-    """One worker replica, autoscaled to at most two: queued long jobs (one per batch) bring up the second,
-    which claims one of them."""
-    from server import ray_app
-
-    client, url = deployed("--max-batch", "1", "--max-steps", "100000", workers=1, min_workers=1, max_workers=2)
-    assert len(ray_app.worker_ids()) == 1
-    long = {"prompt": "a red circle", "size": "32x32", "num_frames": 9, "num_inference_steps": 100000}
-    ids = [client.post("/v1/videos", json={**long, "seed": i}).json()["id"] for i in range(3)]
-    try:
-        deadline = time.monotonic() + 90
-        while len(set(_workers_of(url, "in_progress").values())) < 2:
-            assert time.monotonic() < deadline, f"no second worker took a job: {ray_app.worker_ids()}"
-            time.sleep(0.5)
-        assert set(_workers_of(url, "in_progress").values()) == ray_app.worker_ids()
-    finally:
-        for video_id in ids:
-            client.delete(f"/v1/videos/{video_id}")
-
-
 def test_nrg_ray_forwards_the_serve_flags_and_resolves_the_replica_counts(monkeypatch):
     from server.cli import build_parser
     from server.cli.ray import app_args
