@@ -35,6 +35,8 @@ from guidance.train.preference_data import (
     SPLITS,
     TEST_EVERY,
     PreferenceDataError,
+    check_objective,
+    row_split_and_shape,
     _check_objectives,
     _clip_path,
     _parse_shape,
@@ -116,20 +118,11 @@ def read_clips(data_dir: str | Path) -> tuple[Any, list[ClipRecord]]:
             raise PreferenceDataError(f"{where}: rewards must be an object like {{\"mq\": 0.4}}; got {rewards!r}")
         clean = {}
         for objective, value in rewards.items():
-            if objective not in info.objectives:
-                raise PreferenceDataError(
-                    f"{where}: rewards: unknown objective {objective!r} "
-                    f"(the data set's objectives: {', '.join(info.objectives)})"
-                )
+            check_objective(objective, info.objectives, where, "rewards")
             reward = _reward(value, f"{where}: rewards.{objective}")
             if reward is not None:
                 clean[objective] = reward
-        split = row.get("split")
-        if split is None:
-            split = default_clip_split(prompt, row["clip"])
-        elif split not in SPLITS:
-            raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
-        shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
+        split, shape = row_split_and_shape(row, where, default_clip_split(prompt, row["clip"]))
         records.append(ClipRecord(number, prompt, clip, clean, split, shape))
     if not records:
         raise PreferenceDataError(f"{path}: no clips")

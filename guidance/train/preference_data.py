@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -192,6 +192,25 @@ def _clip_path(root: Path, value: Any, where: str) -> Path:
     return full
 
 
+def check_objective(objective: str, objectives: Sequence[str], where: str, field: str) -> None:
+    """A row's objective must be one of the data set's (``field`` names the row's object in the error)."""
+    if objective not in objectives:
+        raise PreferenceDataError(
+            f"{where}: {field}: unknown objective {objective!r} (the data set's objectives: {', '.join(objectives)})"
+        )
+
+
+def row_split_and_shape(row: Mapping[str, Any], where: str, default_split: str) -> tuple[str, VideoShape | None]:
+    """A row's ``split`` (``default_split`` when absent) and optional ``shape``, validated."""
+    split = row.get("split")
+    if split is None:
+        split = default_split
+    elif split not in SPLITS:
+        raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
+    shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
+    return split, shape
+
+
 def jsonl_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """``(line number, "FILE line N", row)`` of every non-blank line of a JSONL file, each checked to
     be a JSON object with the ``required`` fields and a non-empty string ``prompt``; errors name the
@@ -238,11 +257,7 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
             raise PreferenceDataError(f"{where}: labels must be an object like {{\"vq\": \"A\"}}; got {labels!r}")
         clean = {}
         for objective, label in labels.items():
-            if objective not in info.objectives:
-                raise PreferenceDataError(
-                    f"{where}: labels: unknown objective {objective!r} "
-                    f"(the data set's objectives: {', '.join(info.objectives)})"
-                )
+            check_objective(objective, info.objectives, where, "labels")
             if label is None:
                 continue
             if label not in LABELS:
@@ -250,12 +265,7 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
                     f"{where}: labels.{objective} must be \"A\", \"B\" or \"tie\" (or null); got {label!r}"
                 )
             clean[objective] = label
-        split = row.get("split")
-        if split is None:
-            split = default_split(prompt, row["a"], row["b"])
-        elif split not in SPLITS:
-            raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {split!r}")
-        shape = None if row.get("shape") is None else _parse_shape(row["shape"], f"{where}: shape")
+        split, shape = row_split_and_shape(row, where, default_split(prompt, row["a"], row["b"]))
         records.append(PairRecord(number, prompt, a, b, clean, split, shape, prompt_b))
     if not records:
         raise PreferenceDataError(f"{path}: no pairs")
