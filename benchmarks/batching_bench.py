@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import publish
 from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_STEPS
 from server.in_process import serve_in_process
 
@@ -237,8 +237,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{shape['frames']}, {cost['steps']} steps, the reward's defaults {cost['defaults']}; "
                   "median time per clip.", "",
                   "| guided samples | time per clip (s) | vs none guided |", "|---|---|---|"]
-        for name, label in (("none", "none"), ("half", "half"), ("all", "all")):
-            lines.append(f"| {label} | {cost['per_clip_s'][name]:.3f} | {cost['per_clip_s'][name] / cost['per_clip_s']['none']:.3f} |")
+        for name in ("none", "half", "all"):
+            lines.append(f"| {name} | {cost['per_clip_s'][name]:.3f} | {cost['per_clip_s'][name] / cost['per_clip_s']['none']:.3f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -266,14 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "guidance" not in args.skip:
         result["guidance"] = run_guidance_cost(args, log)
     result["load_end"] = list(os.getloadavg())
-    text = markdown(result)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n")
-    if args.output_file is not None:
-        args.output_file.write_text(json.dumps(result, indent=2) + "\n")
-    if max(result["load_start"][0], result["load_end"][0]) > (os.cpu_count() or 1):
-        log("warning: the load average exceeded the core count; the figures are unreliable")
+    publish(result, markdown(result), args.markdown, args.output_file, os.cpu_count() or 1, log)
     return 0
 
 

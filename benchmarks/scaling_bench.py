@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -42,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.report import publish
 from server.local_postgres import free_port, local_postgres
 
 
@@ -252,14 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     result["scaling"] = run_scaling(args, cores, log)
     result["load_end"] = list(os.getloadavg())
-    text = markdown(result)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n")
-    if args.output_file is not None:
-        args.output_file.write_text(json.dumps(result, indent=2) + "\n")
-    if max(result["load_start"][0], result["load_end"][0]) > cores:
-        log("warning: the load average exceeded the core count; the figures are unreliable")
+    publish(result, markdown(result), args.markdown, args.output_file, cores, log)
     return 0
 
 
