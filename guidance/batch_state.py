@@ -178,7 +178,7 @@ class BatchState:
         if self.reward is not None and len(rows) > len(set(rows.ids)):
             with self.timer.phase("guidance_s"):
                 search.select(rows, self.reward, self.shape)
-        batch, device = len(rows), self.device
+        device = self.device
         index = rows.steps_done
         schedules = rows.schedules
         levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
@@ -189,13 +189,13 @@ class BatchState:
             pred_cond, pred_uncond = self._predict(timesteps, [s.experts[i] for s, i in zip(schedules, index)])
         with self.timer.phase("guidance_s"):
             coefs = [c[i] for c, i in zip(rows.coefs, index)]
-            out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, levels)
+            coef = torch.tensor(coefs, dtype=torch.float32, device=device)
+            out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, coef, levels)
             if schedules[0].dt is None:  # every row shares the step: the batch started together
                 timestep = torch.tensor(schedules[0].timesteps[index[0]], dtype=schedules[0].timestep_dtype,
                                         device=device)
                 out = self.family.scheduler_step(out, timestep, rows.latents, index[0], rows.generators)
             rows.latents = out
-            coef = torch.tensor(coefs, dtype=torch.float32, device=device)
             rows.skipped += skipped.long()
             rows.guided += ((coef != 0) & ~skipped).long()
             rows.steps_done = [i + 1 for i in index]
@@ -251,7 +251,7 @@ class BatchState:
                                   torch.tensor([rows.adapter_scales[row] for row in members], device=self.device))
 
     def _update(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None, coefs: list[float],
-                levels: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                coef: torch.Tensor, levels: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Reward gradients of the rows guided at this step, then the fused step: one call per gradient
         mode among them and one gradient-free call for the rest. Returns the kernel's output (next
         latents, or the guided prediction for a scheduler's own step), skip flags [B] and, for the
@@ -259,7 +259,6 @@ class BatchState:
         rows, device = self.rows, self.device
         batch = len(rows)
         guided = [row for row, c in enumerate(coefs) if c != 0]
-        coef = torch.tensor(coefs, dtype=torch.float32, device=device)
         dt = rows.schedules[0].dt is not None
         step_dt = torch.tensor([s.dt[i] for s, i in zip(rows.schedules, rows.steps_done)], device=device) if dt else None
         common = dict(pred_uncond=pred_uncond, cfg_scale=rows.cfg if pred_uncond is not None else None,
