@@ -45,6 +45,10 @@ from guidance.reward_model import transformer_fingerprint
 from guidance.train.preference_data import PreferenceData
 from guidance.train.reward import PromptCache, cat_conditioning
 
+#: Sub-directory of the output that holds ``--snapshot-every``'s part-way LoRAs.
+SNAPSHOTS = "snapshots"
+
+
 @dataclass
 class AlignResult:
     report: dict[str, Any]
@@ -308,6 +312,8 @@ def align(
             if result is not None:
                 state["evaluations"].append({"step": state["step"], **result})
                 last_eval = result["accuracy"]
+        if config.snapshot_every and state["step"] % config.snapshot_every == 0 and state["step"] < total:
+            save_lora(family, snapshot_dir(out, state["step"]))
         if state["step"] % save_every == 0 or state["step"] == total:
             save(time.perf_counter() - session_start)
         window = state["losses"][-50:]
@@ -338,7 +344,8 @@ def align(
         "data": {"root": None if data.root is None else str(data.root.resolve()), "description": data.description,
                  "objectives": weights, **data_info},
         "args": {**json.loads(json.dumps(asdict(config))), "steps": total, "eval_every": eval_every,
-                 "save_every": save_every},
+                 "save_every": save_every,
+                 "snapshots": sorted(p.name for p in (out / SNAPSHOTS).glob("step_*"))},
         "lora": {"rank": config.lora_rank, "alpha": config.lora_alpha, "targets": list(config.targets),
                  "trained_parameters": trained, "layers": len(lora_parameters(family)) // 2},
         "steps": total,
@@ -359,6 +366,12 @@ def align(
     (out / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
     say(f"wrote the LoRA and {REPORT_NAME} to {out}")
     return AlignResult(report, out, state["losses"])
+
+
+def snapshot_dir(out_dir: str | Path, step: int) -> Path:
+    """Where ``--snapshot-every`` writes the LoRA of ``step`` (a checkpoint directory of its own, so
+    ``nrg eval --checkpoint`` can judge the run part-way; the final LoRA stays in ``out_dir``)."""
+    return Path(out_dir) / SNAPSHOTS / f"step_{step:06d}"
 
 
 def _curve(values: list[float], every: int) -> list[dict[str, float]]:

@@ -38,6 +38,12 @@ def add_parser(sub) -> None:
     pairs.add_argument("--device", default="cpu")
     pairs.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    votes = demo_sub.add_parser("annotate", help="re-label a make-pairs data set as three annotator groups would "
+                                                 "(accurate, noisy, biased) for Diff-UAPA")
+    votes.add_argument("--data", type=Path, required=True, help="a `nrg demo make-pairs` data set")
+    votes.add_argument("--out", type=Path, required=True, help="output data set directory")
+    votes.add_argument("--seed", type=int, default=0, help="seed of the noisy group's flips")
+
     diag = demo_sub.add_parser("diagnose", help="cosine between a reward model's input gradients and the "
                                                 "differentiable oracle's, per noise level")
     diag.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
@@ -71,6 +77,11 @@ def run(args: argparse.Namespace) -> None:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps(report, indent=1))
             print(f"wrote {args.output}")
+    elif args.demo_command == "annotate":
+        from demo_world.annotators import annotate
+
+        summary = annotate(args.data, args.out, args.seed)
+        print(f"wrote {summary['lines']} votes of groups {', '.join(summary['groups'])} to {args.out}")
     elif args.demo_command == "make-pairs":
         from demo_world.pairs import make_pairs
 

@@ -49,6 +49,18 @@ def add_parser(sub) -> None:
     ev.add_argument("--checkpoint-guidance", default="0:1:0", metavar="VQ:MQ:TA",
                     help="with --checkpoint: the guidance setting of the '+ guidance' configs ('none': no guided "
                          "configs; default 0:1:0, strength from --strengths or the reward model's default)")
+    al = ev.add_argument_group("every nrg align method side by side (--align; docs/align.md, 'The side-by-side table')")
+    al.add_argument("--align", type=Path, default=None, metavar="OUT_DIR",
+                    help="train every alignment method with one budget into OUT_DIR (skipping finished runs), "
+                         "then judge each against the base model, its drift and the IS-DAA curve")
+    al.add_argument("--align-pairs", type=Path, default=Path("out/demo-pairs"), help="nrg demo make-pairs data set")
+    al.add_argument("--align-groups", type=Path, default=Path("out/demo-groups"), help="nrg demo annotate data set")
+    al.add_argument("--align-experts", type=Path, default=Path("out/demo-experts"),
+                    help="rendered experts (python -m guidance.align.methods.experts DIR)")
+    al.add_argument("--align-steps", type=int, default=100, help="optimizer steps of every method (default 100)")
+    al.add_argument("--curve-steps", type=int, default=None, help="steps of the IS-DAA curve runs (default 2x --align-steps)")
+    al.add_argument("--curve-seeds", type=int, default=6, help="report seeds per prompt of each curve point (default 6)")
+    al.add_argument("--jobs", type=int, default=2, help="training runs at once, one thread each (default 2)")
     ev.add_argument("--checkpoint-seeds", choices=("report", "tune"), default="report",
                     help="with --checkpoint: the report seeds (default) or the tuning seeds")
 
@@ -65,6 +77,9 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
     if args.checkpoint:
         _eval_checkpoints(args, strengths)
+        return
+    if args.align is not None:
+        _eval_align(args)
         return
     if args.write_defaults and not (args.tune or args.calibrate):
         raise ValueError("--write-defaults stores what --tune or --calibrate measures; give one of them too")
@@ -137,4 +152,25 @@ def _eval_checkpoints(args: argparse.Namespace, strengths: list[float] | None) -
         path = Path(args.benchmarks)
         text = path.read_text() if path.is_file() else evaluate.BENCHMARKS_HEADER
         path.write_text(text.rstrip("\n") + "\n\n" + compare.checkpoint_benchmark_section(report))
+        print(f"appended the table to {path}")
+
+
+def _eval_align(args: argparse.Namespace) -> None:
+    """``nrg eval --align OUT_DIR``: every alignment method on one budget (demo_world/align_table.py)."""
+    from demo_world import align_table, evaluate
+    from guidance.demo import DEFAULT_REWARD_DIR
+
+    if args.align_steps < 1 or args.jobs < 1:
+        raise ValueError(f"--align-steps and --jobs must be >= 1; got {args.align_steps}, {args.jobs}")
+    inputs = align_table.TableInputs(pairs=args.align_pairs, groups=args.align_groups, experts=args.align_experts,
+                                     out=args.align, reward=args.reward or DEFAULT_REWARD_DIR, model=args.model)
+    report = align_table.build_table(inputs, steps=args.align_steps, jobs=args.jobs, seeds=args.seeds or evaluate.DEFAULT_SEEDS,
+                                     curve_steps=args.curve_steps, curve_seeds=args.curve_seeds, progress=not args.quiet,
+                                     command_text=evaluate.command_line(args.argv))
+    print(align_table.format_table(report))
+    if args.output:
+        print(f"wrote {evaluate.write_json(report, args.output)}")
+    if args.benchmarks:
+        path = Path(args.benchmarks)
+        path.write_text(path.read_text().rstrip("\n") + "\n\n" + align_table.benchmark_section(report))
         print(f"appended the table to {path}")

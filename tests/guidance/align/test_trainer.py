@@ -240,3 +240,24 @@ def test_method_and_data_must_match(fresh, tmp_path):
         AlignConfig(lora_rank=0).validate()
     with pytest.raises(ValueError, match="give --steps or --epochs, not both"):
         AlignConfig(steps=1, epochs=1).validate()
+
+
+def test_snapshots_are_the_lora_part_way(fresh, tmp_path):
+    """``--snapshot-every 2`` of a 4-step run leaves step 2's LoRA, equal to a 2-step run's, beside the final one."""
+    from safetensors.torch import load_file
+
+    lora_file = "pytorch_lora_weights.safetensors"
+    family = fresh()
+    data = _pairs(tmp_path / "data", family, count=8)
+    trainer.align(family, data, AlignConfig(**FAST, steps=2), tmp_path / "two", progress=False, log=None)
+    family = fresh()
+    result = trainer.align(family, data, AlignConfig(**FAST, steps=4, snapshot_every=2), tmp_path / "four",
+                           progress=False, log=None)
+    assert result.report["args"]["snapshots"] == ["step_000002"]
+    part_way = load_file(trainer.snapshot_dir(tmp_path / "four", 2) / lora_file)
+    two = load_file(tmp_path / "two" / lora_file)
+    assert part_way.keys() == two.keys() and all(torch.equal(part_way[k], two[k]) for k in two)
+    final = load_file(tmp_path / "four" / lora_file)
+    assert any(not torch.equal(final[k], two[k]) for k in two)
+    registry = CheckpointRegistry(fresh(), {"step2": trainer.snapshot_dir(tmp_path / "four", 2)})
+    registry.activate("step2")
