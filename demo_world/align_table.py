@@ -36,6 +36,9 @@ from pathlib import Path
 from demo_world.compare import run_checkpoint_eval
 from demo_world.evaluate import _win_cell
 from demo_world.metrics import OBJECTIVES
+from demo_world.pairs import TIE_MARGIN
+from demo_world.stats import win_rate
+from guidance.demo import embedded_checkpoints
 
 REPORT_NAME = "align_report.json"
 #: The budget every method shares (module docstring).
@@ -196,9 +199,10 @@ def build_table(inputs: TableInputs, steps: int = 100, jobs: int = 2, seeds: int
     curve_plan = curve_runs(curve_every)
     seconds.update(train_all(curve_plan, data, inputs.out, curve_steps, jobs, log))
     checkpoints = {r.name: inputs.out / r.name for r in plan}
+    embedded = {f"embedded-{name}": path for name, path in embedded_checkpoints().items()} if inputs.model is None else {}
     log("judging every checkpoint against the base model")
-    judged = run_checkpoint_eval(checkpoints, model=inputs.model, reward=inputs.reward, setting=None, seeds=seeds,
-                                 progress=progress)
+    judged = run_checkpoint_eval({**checkpoints, **embedded}, model=inputs.model, reward=inputs.reward, setting=None,
+                                 seeds=seeds, progress=progress)
     log("measuring drift")
     drifts = drift(checkpoints, inputs.pairs, inputs.model)
     curve = is_curve(curve_plan, inputs, curve_seeds, progress)
@@ -209,14 +213,22 @@ def build_table(inputs: TableInputs, steps: int = 100, jobs: int = 2, seeds: int
         accuracy = reports[run.name].get("implicit_accuracy") or {}
         rows.append({"name": run.name, "method": run.method, "data": run.data, "options": list(run.options),
                      "what": run.what, "stats": row["stats"], "means": row["means"], "drift": drifts[run.name],
-                     "cpu_seconds": seconds[run.name], "heldout_accuracy": accuracy.get("accuracy")})
+                     "cpu_seconds": seconds[run.name], "heldout_accuracy": accuracy.get("accuracy"),
+                     "against_embedded": {name: head_to_head(judged["per_clip"], run.name, name) for name in embedded}})
     return {
         "command": command_text, "device": judged["device"], "date": judged["date"], "steps": steps,
         "budget": " ".join(COMMON) + f" --steps {steps}", "base_means": judged["means"]["base"],
         "clips": judged["clips_per_config"], "prompts": judged["prompts"], "seeds": judged["seeds"],
-        "tie_margin": judged["tie_margin"], "rows": rows, "curve": curve, "load_average": judged["load_average"],
+        "tie_margin": judged["tie_margin"], "rows": rows, "embedded": {
+            name: next(x for x in judged["rows"] if x["config"] == name) for name in embedded}, "curve": curve, "load_average": judged["load_average"],
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def head_to_head(per_clip: Mapping[str, list[dict]], config: str, against: str) -> dict:
+    """Per-objective win rate of ``config`` over ``against`` on the same (prompt, seed) items."""
+    return {o: win_rate([a[o] - b[o] for a, b in zip(per_clip[config], per_clip[against])], TIE_MARGIN[o]).to_json()
+            for o in OBJECTIVES}
 
 
 def is_curve(plan: Sequence[AlignRun], inputs: TableInputs, seeds: int, progress: bool) -> dict:
@@ -242,13 +254,20 @@ def is_curve(plan: Sequence[AlignRun], inputs: TableInputs, seeds: int, progress
 
 def format_table(report: dict) -> str:
     """Markdown: the methods table, then the IS curve."""
-    lines = ["| method | what | win VQ | win MQ | win TA | mean MQ | drift (rel) | held-out acc | CPU s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    embedded = list(report["embedded"])
+    lines = ["| method | what | win VQ | win MQ | win TA | mean MQ | drift (rel) | held-out acc | CPU s |"
+             + "".join(f" win MQ vs {name} |" for name in embedded),
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(embedded)]
     for row in report["rows"]:
         cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)
         acc = "-" if row["heldout_accuracy"] is None else f"{100 * row['heldout_accuracy']:.1f}%"
         lines.append(f"| {row['name']} | {row['what']} | {cells} | {row['means']['mq']:.3f} | "
-                     f"{row['drift']['abs']:.4f} ({100 * row['drift']['rel']:.1f}%) | {acc} | {row['cpu_seconds']:.0f} |")
+                     f"{row['drift']['abs']:.4f} ({100 * row['drift']['rel']:.1f}%) | {acc} | {row['cpu_seconds']:.0f} |"
+                     + "".join(f" {_win_cell(row['against_embedded'][name]['mq'])} |" for name in embedded))
+    for name, row in report["embedded"].items():
+        cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)
+        lines.append(f"| {name} | the committed checkpoint (not retrained) | {cells} | {row['means']['mq']:.3f} | "
+                     "- | - | - |" + " - |" * len(embedded))
     base = report["base_means"]
     lines += ["", f"Base model means: VQ {base['vq']:.3f}, MQ {base['mq']:.3f}, TA {base['ta']:.3f}.", "",
               f"IS-DAA curve (beta {report['curve']['beta']}, {report['curve']['clips']} clips per point): "

@@ -63,3 +63,18 @@ def test_finished_runs_are_skipped_and_a_failed_run_is_named(tmp_path):
     broken = align_table.AlignRun("broken", "flow-dpo", "pairs")
     with pytest.raises(RuntimeError, match=r"broken \(exit [1-9].*broken\.log"):
         align_table.train_all([done, broken], data, tmp_path, 10, jobs=1, log=lambda _: None)
+
+
+def test_the_table_shows_every_row_the_embedded_checkpoint_and_the_curve():
+    stats = {"wins": 6, "losses": 2, "ties": 4, "decisive": 8, "rate": 0.75, "ci95": [0.41, 0.93], "p_value": 0.29}
+    means = {"vq": 0.4, "mq": 0.1, "ta": 0.8}
+    per_objective = {o: stats for o in ("vq", "mq", "ta")}
+    row = {"name": "is-daa", "what": "IS", "stats": per_objective, "means": means, "drift": {"abs": 0.01, "rel": 0.02},
+           "heldout_accuracy": 0.7, "cpu_seconds": 300.0, "against_embedded": {"embedded-dpo-mq": per_objective}}
+    report = {"rows": [row], "embedded": {"embedded-dpo-mq": {"stats": per_objective, "means": means}},
+              "base_means": means, "curve": {"beta": "100", "clips": 48, "runs": {
+                  "dpo-low-beta": [{"step": 50, "stats": per_objective, "means": means}]}}}
+    table = align_table.format_table(report)
+    assert "| is-daa | IS | **75.0** [41-93] 6/8 p=0.29 |" in table
+    assert "win MQ vs embedded-dpo-mq |" in table and "| embedded-dpo-mq | the committed checkpoint" in table
+    assert "| dpo-low-beta | 50 |" in table and "2.0%" in table and "70.0%" in table
