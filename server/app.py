@@ -146,9 +146,9 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         listener = EventListener(store, bus) if config.role != "worker" else None
     else:
         bus = events = EventBus(listeners=(job_log,))
-    metrics = Metrics()
     lifecycle = Lifecycle(config.shutdown_grace_s)
     worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if store.shared else LOCAL_WORKER)
+    metrics = Metrics(worker_id)
     metrics.worker_info.labels(role=config.role, worker=worker_id).set(1)
     if config.role == "api":
         engine = FrontEndOnly(models)
@@ -182,7 +182,8 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         if finished:
             store.close()
         else:  # the worker may still write; the file is crash-safe, so leave it open to the exit
-            log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
+            log.warning("shutdown grace elapsed; the running jobs go back to the queue (with a shared store at "
+                        "once, else at the next start)")
 
     app = FastAPI(title="nrg-serve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-style video jobs, steered per request by Flow-NRG reward guidance.")

@@ -13,12 +13,17 @@ with a clear error; the worker keeps serving. Cancellation is taken before every
 job leaves its batch there; a job cancelled or deleted after its last step is dropped alone and leaves
 no files. A sample whose latents or frames are not finite fails alone with ``non_finite_output``.
 
-Storage faults (disk full, SQLite I/O errors) never fail a job: the running batch is dropped, the jobs
-it held go back to the queue (still ``in_progress`` in the store if even that write fails, which the
-next start re-queues), and the worker waits out ``fault_backoff_s`` before it tries again. When the
-faults outlast that backoff, or the database is corrupt, or the worker thread itself breaks, the
-engine reports a ``failure`` (``/health`` answers 503 with it) and calls ``on_fatal`` so the process
-exits non-zero.
+Storage faults (disk full, SQLite I/O errors, a PostgreSQL restart) never fail a job: the running batch
+is dropped, the jobs it held go back to the queue (still ``in_progress`` in the store if even that write
+fails, which the next start re-queues), and the worker waits out ``fault_backoff_s`` before it tries
+again. When the faults outlast that backoff, or the database is corrupt, or the worker thread itself
+breaks, the engine reports a ``failure`` (``/health`` answers 503 with it) and calls ``on_fatal`` so
+the process exits non-zero.
+
+With a shared store, a worker records outcomes only for jobs nobody else holds (``Store.finish(...,
+worker=)``): one whose lease ran out and went to another worker is that worker's to record. A worker
+stopped with its batch unfinished after the shutdown grace hands the batch back (``Store.release``),
+so another worker runs it at once instead of after the lease.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
 from server.store_base import COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store
-from server.store_errors import is_corruption, is_storage_fault
+from server.store_errors import StoreError, is_corruption, is_storage_fault
 
 log = logging.getLogger("nrg.engine")
 
@@ -79,6 +84,8 @@ class Engine:
         self.failure: str | None = None
         self._wake = threading.Condition()
         self._stopping = False
+        #: Set by ``stop`` once it handed the unfinished batch back: the worker drops it at its next step.
+        self._handed_back = False
         #: Jobs whose batch failed: each is retried in a batch of its own.
         self._solo: set[str] = set()
         #: Storage faults met by the writer thread, raised in the worker's loop.
@@ -109,14 +116,31 @@ class Engine:
     def stop(self, timeout: float = 30.0) -> bool:
         """Finish the running batch and its videos (up to ``timeout``) and stop; True if they finished.
         Work still running when the process exits stays ``in_progress`` in the store and is re-queued
-        at the next start, so nothing is lost either way."""
+        at the next start, so nothing is lost either way; with a shared store it is handed back now."""
         deadline = time.monotonic() + timeout
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
         self._thread.join(timeout)
         written = self.writer.stop(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive() and written
+        finished = not self._thread.is_alive() and written
+        if not finished and self.store.shared:
+            self._hand_back()
+        return finished
+
+    def _hand_back(self) -> None:
+        """The grace ran out mid-batch (or mid-encode): re-queue this worker's jobs for the other workers
+        now, rather than after their lease, and drop the batch at its next step. A video still being
+        encoded may yet be recorded, while nobody else has taken its job."""
+        self._handed_back = True
+        try:
+            released = self.store.release(self.worker_id)
+        except StoreError as exc:  # the leases still run out; another worker re-runs the jobs then
+            log.warning("could not hand back the running jobs (%s); they are re-queued when their lease expires",
+                        exc)
+            return
+        for job_id in released:
+            log.info("handed %s back to the queue: the shutdown grace ran out before it finished", job_id)
 
     @property
     def alive(self) -> bool:
@@ -182,6 +206,9 @@ class Engine:
 
     def _tick(self) -> bool:
         """One step boundary: admit, cancel, step, let finished samples go. False once stopped."""
+        if self._handed_back:
+            self.executor.abandon()
+            return False
         try:
             raise self._writer_faults.get_nowait()
         except queue.Empty:
@@ -189,7 +216,9 @@ class Engine:
         idle = not self.executor.job_ids
         if idle and self._orphans:
             self.writer.drain()  # what the writer holds is not orphaned
-            for job_id in self.store.recover(self.worker_id):
+            # Only this worker's jobs: the others' leases ran out during the same fault, but they are
+            # their workers' still (re-queueing expired leases is the lease keeper's, and it waits).
+            for job_id in self.store.release(self.worker_id):
                 log.info("re-queued %s, interrupted by a storage fault", job_id)
             self._orphans = False
         wait_s = None
@@ -212,7 +241,10 @@ class Engine:
 
     def _admit(self) -> float | None:
         """Start or join what the policy says; how long an idle engine may wait, if at all."""
-        jobs = {job.id: job for job in self.store.queued(self.models)}
+        # A job this worker still runs may read queued (its lease ran out while the store was out of
+        # reach, and it was re-queued): it must not join its own batch twice.
+        held = self.held_job_ids()
+        jobs = {job.id: job for job in self.store.queued(self.models) if job.id not in held}
         queued = [QueuedJob(job.id, self._key(job.params), job.created_at, job.id in self._solo)
                   for job in jobs.values()]
         plan = self.policy.plan(queued, self.executor.running(), time.time())
@@ -311,7 +343,7 @@ class Engine:
             self._finish(job, FAILED, None, ("non_finite_output", sample.problem))
             return
         for name, value in (sample.result["rewards"] or {}).items():
-            self.metrics.final_reward.labels(objective=name).observe(value)
+            self.metrics.final_reward(name).observe(value)
         self.metrics.skipped_steps.inc(sample.result["guidance_skipped_steps"])
         self.writer.submit(Output(job, sample.frames, sample.result))
 
@@ -333,8 +365,9 @@ class Engine:
 
     def _finish(self, job: Job, status: str, result: dict[str, Any] | None = None,
                 error: tuple[str, str] | None = None) -> bool:
-        """Record the outcome; False if the job had already finished (cancelled or deleted meanwhile)."""
-        if not self.store.finish(job.id, status, result, error):
+        """Record the outcome; False if the job had already finished (cancelled or deleted meanwhile) or
+        is another worker's now."""
+        if not self.store.finish(job.id, status, result, error, worker=self.worker_id):
             return False
         self._recorded += 1
         self.metrics.requests.labels(status=status).inc()

@@ -42,7 +42,8 @@ class Lifecycle:
             return True
 
     def end_grace(self) -> None:
-        """A second signal: stop waiting for the running batch (it is re-queued at the next start)."""
+        """A second signal: stop waiting for the running batch (it is re-queued at the next start, or at
+        once with a shared store)."""
         with self._lock:
             self._drain_deadline = time.monotonic()
 

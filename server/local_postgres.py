@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,13 @@ class PgServer:
 
     def stop(self) -> None:
         self.ctl("-m", "fast", "stop")
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop (``fast``: every session is cut, as a crash or a failover cuts them), stay down for
+        ``down_s`` seconds, and start again on the same port with the same data."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
 
     def create_database(self, name: str) -> str:
         """Creates an empty database (needs psycopg) and returns its URL."""

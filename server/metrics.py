@@ -1,44 +1,63 @@
 """Prometheus metrics of the serving process (``GET /metrics``).
 
 Each app gets its own registry, so several servers (tests) can live in one process.
+
+What this process's engine measures (batches, steps, rewards, its jobs' waits) carries a ``worker``
+label, the process's ``--worker-id`` (``local`` for a single-process server): in a scaled-out
+deployment every worker is scraped on its own, and the label names the worker in the store's rows
+(``jobs.worker``), so a dashboard can show each worker and sum over them. ``nrg_queue_depth`` is the
+store's queue, the same on every process that shares it, and ``nrg_requests`` counts outcomes where
+they were decided (a worker: completed, failed; a front end: cancelled, rejected).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from server.store_base import LOCAL_WORKER
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, worker: str = LOCAL_WORKER) -> None:
+        self.worker = worker
         self.registry = CollectorRegistry()
         r = self.registry
+        # The per-worker series exist (at zero) from the start, so a worker that has run nothing yet is
+        # still on the dashboard; the engine observes the children bound to this process's worker.
+        by_worker = ["worker"]
         self.requests = Counter("nrg_requests", "Video jobs by final or rejected status", ["status"], registry=r)
-        self.queue_depth = Gauge("nrg_queue_depth", "Jobs waiting in the queue", registry=r)
-        self.batch_size = Histogram("nrg_batch_size", "Samples sharing each denoising step (the achieved batch size)", buckets=(1, 2, 3, 4, 6, 8, 12, 16),
-                                    registry=r)
-        self.step_time = Histogram("nrg_step_seconds", "Wall time of one denoising step of a batch",
-                                   buckets=STEP_BUCKETS, registry=r)
-        self.queue_wait = Histogram("nrg_queue_wait_seconds", "Time from creation to start", buckets=LATENCY_BUCKETS,
-                                    registry=r)
-        self.latency = Histogram("nrg_e2e_latency_seconds", "Time from creation to completion",
-                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("nrg_queue_depth", "Jobs waiting in the store's queue", registry=r)
+        self.batch_size = Histogram("nrg_batch_size", "Samples sharing each denoising step (the achieved batch size)",
+                                    by_worker, buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=r).labels(worker=worker)
+        self.step_time = Histogram("nrg_step_seconds", "Wall time of one denoising step of a batch", by_worker,
+                                   buckets=STEP_BUCKETS, registry=r).labels(worker=worker)
+        self.queue_wait = Histogram("nrg_queue_wait_seconds", "Time from creation to start", by_worker,
+                                    buckets=LATENCY_BUCKETS, registry=r).labels(worker=worker)
+        self.latency = Histogram("nrg_e2e_latency_seconds", "Time from creation to completion", by_worker,
+                                 buckets=LATENCY_BUCKETS, registry=r).labels(worker=worker)
         self.guidance_share = Histogram(
-            "nrg_guidance_time_share", "Share of a batch's denoising time spent on reward guidance",
+            "nrg_guidance_time_share", "Share of a batch's denoising time spent on reward guidance", by_worker,
             buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0), registry=r,
-        )
-        self.final_reward = Histogram("nrg_final_reward", "Reward of the final latents per objective", ["objective"],
-                                      buckets=(-10, -5, -2, -1, -0.5, 0, 0.5, 1, 2, 5, 10), registry=r)
+        ).labels(worker=worker)
+        self._final_reward = Histogram("nrg_final_reward", "Reward of the final latents per objective",
+                                       ["worker", "objective"], buckets=(-10, -5, -2, -1, -0.5, 0, 0.5, 1, 2, 5, 10),
+                                       registry=r)
         self.skipped_steps = Counter("nrg_guidance_skipped_steps",
-                                     "Guided steps skipped for a non-finite reward gradient", registry=r)
+                                     "Guided steps skipped for a non-finite reward gradient", by_worker,
+                                     registry=r).labels(worker=worker)
         self.device_memory = Gauge("nrg_device_memory_bytes", "Peak device memory allocated by the last batch",
-                                   registry=r)
+                                   by_worker, registry=r).labels(worker=worker)
 
         #: Which process this is in a scaled-out deployment (``--role``, ``--worker-id``): join on it.
         self.worker_info = Gauge("nrg_worker_info", "This process's role and worker id (value 1)", ["role", "worker"],
                                  registry=r)
+
+    def final_reward(self, objective: str):
+        """The ``nrg_final_reward`` histogram of ``objective`` on this worker."""
+        return self._final_reward.labels(worker=self.worker, objective=objective)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

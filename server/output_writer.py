@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from guidance.video_io import frames_to_uint8, write_video
-from server.store import COMPLETED, FAILED, Job, JobStore
+from server.store import ACTIVE, COMPLETED, FAILED, Job, JobStore
 from server.store_errors import is_storage_fault
 
 log = logging.getLogger("nrg.writer")
@@ -120,4 +120,11 @@ class OutputWriter:
             self.store.remove_outputs(job.id)
             raise
         if not completed:
-            self.store.remove_outputs(job.id)  # cancelled or deleted while it was being encoded
+            self._drop_outputs(job.id)
+
+    def _drop_outputs(self, job_id: str) -> None:
+        """The outcome was not recorded: remove the files of a job cancelled or deleted meanwhile, but not
+        of one another worker holds or completed (its lease here ran out): the files are that run's."""
+        current = self.store.get(job_id)
+        if current is None or current.status not in (*ACTIVE, COMPLETED):
+            self.store.remove_outputs(job_id)

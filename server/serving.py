@@ -42,7 +42,8 @@ class DrainingServer(uvicorn.Server):
     def _drain(self) -> None:
         lifecycle, engine = self.app.state.lifecycle, self.app.state.engine
         if not engine.stop(lifecycle.remaining_grace()):
-            log.warning("shutdown grace elapsed; running jobs will be re-queued at the next start")
+            log.warning("shutdown grace elapsed; the running jobs go back to the queue (with a shared store at "
+                        "once, else at the next start)")
         self.should_exit = True
 
 

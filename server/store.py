@@ -158,6 +158,10 @@ class JobStore(SqlJobRows):
         """Execute one data-changing statement; the number of rows it changed."""
         return self._attempt(lambda db: db.execute(sql, args).rowcount, write=True)
 
+    def _returning(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """Execute one data-changing ``... RETURNING`` statement; the rows it returned."""
+        return self._attempt(lambda db: db.execute(sql, args).fetchall(), write=True)
+
     def create(self, params: dict[str, Any]) -> Job:
         job_id = new_job_id()
         self._write(
@@ -240,16 +244,6 @@ class JobStore(SqlJobRows):
 
         if rows:
             self._attempt(write, write=True)
-
-    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
-               error: tuple[str, str] | None = None) -> bool:
-        """in_progress/queued -> a finished status; False if it was already finished."""
-        code, message = error or (None, None)
-        return self._write(
-            "UPDATE jobs SET status = ?, completed_at = ?, lease_until = NULL, progress = CASE WHEN ? = 'completed' THEN 100 "
-            "ELSE progress END, result = ?, error_code = ?, error_message = ? WHERE id = ? AND status IN (?, ?)",
-            (status, time.time(), status, json.dumps(result or {}), code, message, job_id, *ACTIVE),
-        ) == 1
 
     def recover(self, worker: str | None = None) -> list[str]:
         """At start: every job a previous process left running goes back to the queue. One process

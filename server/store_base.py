@@ -9,12 +9,17 @@ and front ends of a scaled-out deployment share.
 A job is *claimed* by one worker (``claim``: queued -> in_progress, atomically across processes) and
 held under a *lease* that the worker's heartbeat renews (``heartbeat``). A job whose lease expired (its
 worker died or lost the store) goes back to the queue (``requeue_expired``) and runs again with the
-same seed, so with the same result.
+same seed, so with the same result. The lease fences the outcome: a worker records a job's outcome
+(``finish(..., worker=)``) only while nobody else holds it, so a job taken over from a worker that
+was cut off is recorded once, by whoever holds it then. A worker hands back what it holds (``release``)
+when a storage fault drops its batch, or when it stops before its batch is done.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,10 +95,14 @@ class Store(Protocol):
     def set_progress(self, job_id: str, progress: int) -> None: ...
     def set_progress_many(self, progress: Mapping[str, int]) -> None: ...
     def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
-               error: tuple[str, str] | None = None) -> bool: ...
+               error: tuple[str, str] | None = None, worker: str | None = None) -> bool:
+        """Record a queued or running job's outcome; False if it had finished already. With ``worker``
+        (a worker recording its own run), only while nobody else holds the job."""
     def requeue(self, job_id: str) -> None: ...
+    def release(self, worker: str) -> list[str]:
+        """Re-queue the jobs ``worker`` holds now (its batch was dropped, or it is stopping); their ids."""
     def recover(self, worker: str | None = None) -> list[str]:
-        """At a worker's start (and after a storage fault): re-queue what it may have left running."""
+        """At a worker's start: re-queue what it may have left running (and, shared, expired leases)."""
     def missing_outputs(self) -> list[str]: ...
     def delete(self, job_id: str) -> None: ...
     def remove_outputs(self, job_id: str) -> None: ...
@@ -128,7 +137,8 @@ class VideoFiles:
 
 class SqlJobRows(VideoFiles):
     """The statements both SQL backends write alike, with the backend's parameter marker ``P``
-    (``?`` for SQLite, ``%s`` for psycopg); each backend supplies ``_query``, ``_write`` and ``_job``."""
+    (``?`` for SQLite, ``%s`` for psycopg); each backend supplies ``_query``, ``_write``, ``_returning``
+    and ``_job``."""
 
     P: str
 
@@ -151,10 +161,36 @@ class SqlJobRows(VideoFiles):
     def set_progress(self, job_id: str, progress: int) -> None:
         self.set_progress_many({job_id: progress})
 
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
+               error: tuple[str, str] | None = None, worker: str | None = None) -> bool:
+        """queued/in_progress -> a finished status; False if it was already finished. With ``worker``,
+        False too when another worker holds the job: ``worker``'s lease ran out (it lost the store for
+        longer than a lease) and the job was taken over; the new holder records it. A queued job is
+        nobody's, so the run that finished it may still record it."""
+        p = self.P
+        code, message = error or (None, None)
+        if worker is None:
+            holder, args = f"status IN ({p}, {p})", ACTIVE
+        else:
+            holder, args = f"(status = {p} OR (status = {p} AND worker = {p}))", (QUEUED, IN_PROGRESS, worker)
+        return self._write(
+            f"UPDATE jobs SET status = {p}, completed_at = {p}, lease_until = NULL, progress = CASE WHEN {p} = "
+            f"'completed' THEN 100 ELSE progress END, result = {p}, error_code = {p}, error_message = {p} "
+            f"WHERE id = {p} AND {holder}",
+            (status, time.time(), status, json.dumps(result or {}), code, message, job_id, *args)) == 1
+
     def requeue(self, job_id: str) -> None:
         p = self.P
         self._write("UPDATE jobs SET status = {p}, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
                     "WHERE id = {p} AND status = {p}".format(p=p), (QUEUED, job_id, IN_PROGRESS))
+
+    def release(self, worker: str) -> list[str]:
+        """Re-queue the jobs running under ``worker``'s name (never another worker's); their ids."""
+        p = self.P
+        rows = self._returning(f"UPDATE jobs SET status = {p}, progress = 0, started_at = NULL, worker = NULL, "
+                               f"lease_until = NULL WHERE status = {p} AND worker = {p} RETURNING id",
+                               (QUEUED, IN_PROGRESS, worker))
+        return [r["id"] for r in rows]
 
     def _completed_ids(self) -> list[str]:
         return [r["id"] for r in self._query(f"SELECT id FROM jobs WHERE status = {self.P} ORDER BY seq", (COMPLETED,))]

@@ -290,18 +290,9 @@ class PostgresJobStore(SqlJobRows):
         if rows:
             self._attempt(write, write=True)
 
-    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
-               error: tuple[str, str] | None = None) -> bool:
-        code, message = error or (None, None)
-        return self._write(
-            "UPDATE jobs SET status = %s, completed_at = %s, lease_until = NULL, progress = CASE WHEN %s = 'completed' "
-            "THEN 100 ELSE progress END, result = %s, error_code = %s, error_message = %s "
-            "WHERE id = %s AND status = ANY(%s)",
-            (status, time.time(), status, json.dumps(result or {}), code, message, job_id, list(ACTIVE))) == 1
-
     def recover(self, worker: str | None = None) -> list[str]:
-        """Re-queue this worker's running rows (a restart with the same ``--worker-id``, or a storage
-        fault) and rows whose lease expired; never another live worker's."""
+        """At a worker's start: re-queue its running rows (a restart with the same ``--worker-id``) and
+        rows whose lease expired; never another live worker's."""
         rows = self._returning(
             "UPDATE jobs SET status = %s, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
             f"WHERE status = %s AND (worker = %s OR lease_until IS NULL OR lease_until < {_NOW}) RETURNING id",

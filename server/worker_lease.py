@@ -8,7 +8,10 @@ A thread beside the engine (it keeps beating while the device thread is inside a
   store says are no longer its own: cancelled or deleted by a DELETE on any front end, or taken over
   by another worker after this one's lease expired;
 * re-queues jobs whose lease expired (their worker died: ``kill -9``, a lost machine); any worker
-  may do it, the statement is idempotent;
+  may do it, the statement is idempotent. Once this worker's heartbeats failed, not until one lease
+  after they reach the store again: an outage of the store (a PostgreSQL restart, a failover) cuts
+  every worker off at once, so every lease runs out meanwhile, and the workers still alive renew
+  theirs within a beat of reconnecting; re-queueing their jobs first would run them twice;
 * wakes the engine when jobs of its models are queued (they were created by another process, whose
   ``Engine.wake`` is not this one).
 
@@ -18,7 +21,9 @@ Store faults here are logged and retried at the next beat; the engine meets them
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 
 from server.store_base import Store
 from server.store_errors import StoreError
@@ -35,6 +40,9 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nrg-lease", daemon=True)
         self._failing = False
+        #: Monotonic time before which expired leases are left alone (after failed beats: one lease
+        #: after the first that succeeds again).
+        self._reap_after = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -50,7 +58,7 @@ class LeaseKeeper:
         for job_id in sorted(lost):
             log.info("job %s was cancelled, deleted or taken over elsewhere; stopping it at its next step", job_id)
             self.engine.cancel(job_id)
-        expired = self.store.requeue_expired()
+        expired = self.store.requeue_expired() if time.monotonic() >= self._reap_after else []
         for job_id in expired:
             log.warning("re-queued %s: its worker's lease expired", job_id)
         if expired or self.store.count_queued(self.engine.models):
@@ -61,9 +69,12 @@ class LeaseKeeper:
             try:
                 self.beat()
                 if self._failing:
-                    log.info("worker %s: heartbeats reach the store again", self.worker)
+                    log.info("worker %s: heartbeats reach the store again; re-queueing expired leases in %g s",
+                             self.worker, self.lease_s)
+                    self._reap_after = time.monotonic() + self.lease_s
                 self._failing = False
             except StoreError as exc:
+                self._reap_after = math.inf
                 if not self._failing:
                     log.warning("worker %s: heartbeat failed (%s); retrying every %g s", self.worker, exc,
                                 self.interval_s)

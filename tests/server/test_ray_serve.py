@@ -40,6 +40,42 @@ def test_queue_depth_policy_follows_the_store_queue_within_bounds():
     assert queue_depth_policy(_ctx({}, target=3))[0] == 3  # nothing reported yet: unchanged
 
 
+@pytest.mark.parametrize("min_workers", [1, 2])
+def test_a_drained_queue_scales_down_to_min_workers_after_the_60_s_delay(monkeypatch, min_workers):
+    """Scale-down as Ray Serve's controller runs it: the delays are Ray Serve's, applied around a custom
+    policy (``ray.serve.autoscaling_policy._apply_autoscaling_config``, private: this pins Ray 2.60's
+    behaviour); the bounds are the policy's."""
+    from ray.serve import autoscaling_policy
+    from ray.serve.config import AutoscalingConfig
+
+    from server.ray_app import _worker_options, queue_depth_policy
+
+    args = {"flags": [], "workers": 3, "min_workers": min_workers, "max_workers": 4}
+    config = AutoscalingConfig(**_worker_options(args)["autoscaling_config"])
+    policy = autoscaling_policy._apply_autoscaling_config(queue_depth_policy)
+    clock = [1000.0]
+    monkeypatch.setattr(autoscaling_policy, "time", SimpleNamespace(time=lambda: clock[0]))
+    state: dict = {}
+
+    def decide(at: float, queued: float, held: list[float], current: int = 3) -> int:
+        nonlocal state
+        clock[0] = 1000.0 + at
+        ids = [f"r{i}" for i in range(len(held))]
+        ctx = _ctx({"queued": dict.fromkeys(ids, queued), "held": dict(zip(ids, held)),
+                    "capacity": dict.fromkeys(ids, 4.0)}, min_workers, 4, target=current)
+        ctx.config, ctx.current_num_replicas, ctx.total_num_requests, ctx.policy_state = config, current, 0, state
+        decision, state = policy(ctx)
+        return decision
+
+    assert decide(0, 0.0, [4.0, 4.0, 4.0]) == 3    # the queue drained; every replica still runs a full batch
+    assert decide(10, 0.0, [0.0, 0.0, 0.0]) == 3   # all idle: fewer replicas would do, but not yet
+    assert decide(69, 0.0, [0.0, 0.0, 0.0]) == 3
+    assert decide(70, 0.0, [0.0, 0.0, 0.0]) == min_workers  # 60 s after it first wanted fewer, never below min
+    low = [0.0] * min_workers
+    assert decide(71, 12.0, low, current=min_workers) == min_workers  # jobs again: up after 2 s
+    assert decide(73, 12.0, low, current=min_workers) == 3
+
+
 def test_worker_options_fixed_or_autoscaled():
     from server.ray_app import _worker_options
 

@@ -1,13 +1,17 @@
 """Scale-out with real processes on loopback: two API front ends and two workers over one PostgreSQL.
 
 Every process is ``python -m server.cli serve --role api|worker --store postgresql://...`` on the tiny
-Wan pipeline, sharing one ``--data-dir``; the workers hold 2 s leases.
+Wan pipeline, sharing one ``--data-dir``; the workers hold 2 s leases. The cluster sees each worker's
+metrics, a PostgreSQL restart mid-batch and a ``kill -9`` (last: it leaves one worker). The hand-back
+of a stopped worker's batch runs in this process instead (two servers one after the other on their own
+database), which spares the suite another process start.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +20,8 @@ import time
 import httpx
 import pytest
 
-from tests.server.conftest import free_port, wait_for
-from tests.server.postgres import pg_server  # noqa: F401 - fixture
+from tests.server.conftest import free_port, running_server, wait_for
+from tests.server.postgres import pg_server, pg_url  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +70,8 @@ class Cluster:
         from psycopg.rows import dict_row
 
         with psycopg.connect(self.url, row_factory=dict_row) as conn:
-            rows = conn.execute("SELECT id, status, worker, attempts FROM jobs WHERE id = ANY(%s)", (list(ids),))
+            rows = conn.execute("SELECT id, status, worker, attempts, progress FROM jobs WHERE id = ANY(%s)",
+                                (list(ids),))
             return {r["id"]: r for r in rows}
 
     def stop(self) -> None:
@@ -163,6 +168,60 @@ def test_cancel_on_the_other_api_stops_the_job(cluster):
     assert not (cluster.data_dir / "videos" / f"{video['id']}.mp4").exists()
 
 
+def test_each_worker_labels_its_batch_step_and_reward_metrics(cluster):
+    api1 = cluster.clients["api1"]
+    video_id = api1.post("/v1/videos", json={**GUIDED, "num_inference_steps": 3}).json()["id"]
+    assert wait_for(api1, video_id)["status"] == "completed"
+    holder = cluster.rows(video_id)[video_id]["worker"]
+    text = cluster.clients[holder].get("/metrics").text
+    steps = re.search(rf'^nrg_step_seconds_count{{worker="{holder}"}} (\S+)$', text, re.M)
+    assert steps and float(steps[1]) >= 3, text
+    assert re.search(rf'^nrg_batch_size_count{{worker="{holder}"}} [1-9]', text, re.M)
+    assert f'nrg_final_reward_count{{objective="ta",worker="{holder}"}}' in text
+    assert "nrg_queue_depth " in cluster.clients["api2"].get("/metrics").text  # from the store, on any front end
+
+
+def _completions(cluster, video_id: str) -> dict[str, int]:
+    """How many times each worker recorded the job as completed (its log line follows the row's write)."""
+    return {name: cluster.log(name).count(f"job {video_id} completed") for name in ("w1", "w2")}
+
+
+def test_postgresql_restart_mid_run_loses_no_job_and_completes_none_twice(cluster, pg_server):  # noqa: F811
+    api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
+    ids = [(api1, api2)[i % 2].post("/v1/videos", json={**GUIDED, "seed": 200 + i, "num_inference_steps": 100})
+           .json()["id"] for i in range(4)]
+    deadline = time.monotonic() + 60
+    # Both workers mid-batch (each has written progress), so neither touches the store but to report.
+    while not all(r["status"] == "in_progress" and r["progress"] > 0 for r in cluster.rows(*ids).values()):
+        assert time.monotonic() < deadline, cluster.rows(*ids)
+        time.sleep(0.05)
+    # Down for longer than a lease: every heartbeat fails meanwhile and the leases run out.
+    pg_server.restart(down_s=LEASE_S + 0.5)
+    for i, video_id in enumerate(ids):
+        job = wait_for((api2, api1)[i % 2], video_id, timeout=120)
+        assert job["status"] == "completed", job
+        assert (cluster.data_dir / "videos" / f"{video_id}.mp4").stat().st_size > 0
+    rows = cluster.rows(*ids)
+    assert {r["status"] for r in rows.values()} == {"completed"}, rows
+    for video_id, row in rows.items():  # recorded once, by the worker that held it
+        assert _completions(cluster, video_id) == {w: int(w == row["worker"]) for w in ("w1", "w2")}, rows
+    # Every lease ran out while PostgreSQL was down, yet no live worker's job was taken from it.
+    logs = cluster.log("w1") + cluster.log("w2")
+    assert not [i for i in ids if f"re-queued {i}: its worker's lease expired" in logs], rows
+    for name in ("w1", "w2"):
+        assert cluster.procs[name].poll() is None and cluster.clients[name].get("/health").status_code == 200
+    # Both front ends answer again, and their LISTEN connections are back: SSE sees every step.
+    for name in ("api1", "api2"):
+        assert cluster.clients[name].get("/ready").status_code == 200, cluster.log(name)[-2000:]
+        deadline = time.monotonic() + 15
+        while "listening for job events again" not in cluster.log(name):
+            assert time.monotonic() < deadline, cluster.log(name)[-2000:]
+            time.sleep(0.1)
+    video = api1.post("/v1/videos", json={**GUIDED, "num_inference_steps": 4}).json()
+    events = _events(api2, video["id"])
+    assert [d["step"] for k, d in events if k == "step"] == [1, 2, 3, 4] and events[-1][0] == "completed"
+
+
 def test_kill_9_of_a_worker_mid_batch_reruns_its_jobs_on_the_other(cluster):
     api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
     reference = wait_for(api1, api1.post("/v1/videos", json=GUIDED).json()["id"])
@@ -187,3 +246,31 @@ def test_kill_9_of_a_worker_mid_batch_reruns_its_jobs_on_the_other(cluster):
     after = cluster.rows(*ids)
     assert all(after[i]["worker"] == survivor and after[i]["attempts"] == 2 for i in victims)
     assert f"re-queued {victims[0]}: its worker's lease expired" in cluster.log(survivor)
+
+
+def test_a_worker_stopped_mid_batch_hands_its_jobs_back_at_once(hosted_wan, pg_url, tmp_path):  # noqa: F811
+    """What SIGTERM does to a worker, in this process: the drain calls ``Engine.stop`` with the shutdown
+    grace, and a batch still running when the grace is spent goes back to the queue then, so another
+    worker runs it at once instead of after its 30 s lease."""
+    models, shared = {"tiny-wan": hosted_wan}, {"store_url": pg_url, "lease_s": 30}
+    unguided = {"prompt": "a red circle", "seed": 5, "size": "32x32", "num_frames": 9, "num_inference_steps": 80}
+    with running_server(tmp_path, models, worker_id="w1", **shared) as (url, app):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            video_id = client.post("/v1/videos", json=unguided).json()["id"]
+        store, engine = app.state.store, app.state.engine
+        deadline = time.monotonic() + 30
+        while store.get(video_id).progress == 0:
+            assert time.monotonic() < deadline, store.get(video_id)
+            time.sleep(0.02)
+        assert not engine.stop(0.1)  # the grace ran out mid-batch
+        handed_back = store.get(video_id)
+        assert (handed_back.status, handed_back.worker) == ("queued", None)
+        deadline = time.monotonic() + 10
+        while not engine.finished:  # and the worker dropped the batch at its next step
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    with running_server(tmp_path, models, worker_id="w2", **shared) as (url, app):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert wait_for(client, video_id, timeout=25)["status"] == "completed"
+        done = app.state.store.get(video_id)
+        assert (done.worker, done.attempts) == ("w2", 2)

@@ -74,8 +74,11 @@ def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
     assert store.get(dropped.id).status == "queued" and store.get(kept.id).status == "in_progress"
     retaken = store.claim([dropped.id], "w2", 30)[0]
     assert retaken.worker == "w2" and retaken.attempts == 2
-    # w1 comes back and heartbeats the job w2 took over: it must stop running it.
+    # w1 comes back and heartbeats the job w2 took over: it must stop running it, and cannot record it.
     assert store.heartbeat("w1", [kept.id, dropped.id], 30) == {dropped.id}
+    assert not store.finish(dropped.id, "completed", {"by": "w1"}, worker="w1")
+    assert store.finish(dropped.id, "completed", {"by": "w2"}, worker="w2")
+    assert store.get(dropped.id).result == {"by": "w2"} and not store.finish(dropped.id, "completed", worker="w2")
 
 
 def test_recover_takes_own_and_expired_rows_never_a_live_workers(backend):
@@ -90,6 +93,19 @@ def test_recover_takes_own_and_expired_rows_never_a_live_workers(backend):
         assert recovered == {mine.id, live.id, expired.id}
     else:
         assert recovered == {mine.id, expired.id} and store.get(live.id).status == "in_progress"
+
+
+def test_release_hands_back_only_the_workers_own_jobs(backend):
+    store = backend()
+    mine, theirs, done = store.create(PARAMS), store.create(PARAMS), store.create(PARAMS)
+    store.claim([mine.id, done.id], "w1", 30)
+    store.claim([theirs.id], "w2", 30)
+    store.finish(done.id, "completed", worker="w1")
+    assert store.release("w1") == [mine.id]
+    assert (store.get(mine.id).status, store.get(mine.id).worker) == ("queued", None)
+    assert store.get(theirs.id).worker == "w2" and store.get(done.id).status == "completed"
+    # A queued job is nobody's: a run that finished it after the hand-back may still record it.
+    assert store.finish(mine.id, "completed", worker="w1") and store.release("w1") == []
 
 
 def test_two_claimers_never_get_the_same_job(backend):

@@ -11,15 +11,21 @@ import pytest
 from nrg_client import bench
 
 METRICS_BEFORE = """# HELP nrg_batch_size Samples per executed batch
-nrg_batch_size_bucket{le="1.0"} 2.0
-nrg_batch_size_bucket{le="2.0"} 2.0
-nrg_batch_size_bucket{le="4.0"} 3.0
-nrg_batch_size_bucket{le="+Inf"} 3.0
-nrg_batch_size_count 3.0
-nrg_batch_size_sum 6.0
+nrg_batch_size_bucket{le="1.0",worker="local"} 2.0
+nrg_batch_size_bucket{le="2.0",worker="local"} 2.0
+nrg_batch_size_bucket{le="4.0",worker="local"} 3.0
+nrg_batch_size_bucket{le="+Inf",worker="local"} 3.0
+nrg_batch_size_count{worker="local"} 3.0
+nrg_batch_size_sum{worker="local"} 6.0
 """
-METRICS_AFTER = METRICS_BEFORE.replace('le="2.0"} 2.0', 'le="2.0"} 4.0').replace('le="4.0"} 3.0', 'le="4.0"} 6.0') \
-    .replace('le="+Inf"} 3.0', 'le="+Inf"} 6.0').replace("count 3.0", "count 6.0").replace("sum 6.0", "sum 14.0")
+METRICS_AFTER = """# HELP nrg_batch_size Samples per executed batch
+nrg_batch_size_bucket{le="1.0",worker="local"} 2.0
+nrg_batch_size_bucket{le="2.0",worker="local"} 4.0
+nrg_batch_size_bucket{le="4.0",worker="local"} 6.0
+nrg_batch_size_bucket{le="+Inf",worker="local"} 6.0
+nrg_batch_size_count{worker="local"} 6.0
+nrg_batch_size_sum{worker="local"} 14.0
+"""
 
 
 def test_workload_is_deterministic_with_exact_guided_count():
