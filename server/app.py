@@ -468,7 +468,12 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus() -> Response:
-        metrics.queue_depth.set(store.count_queued())
+        try:
+            metrics.queue_depth.set(store.count_queued())
+            metrics.store_up.set(1)
+        except StoreError:
+            metrics.queue_depth.set(float("nan"))
+            metrics.store_up.set(0)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     def openapi() -> dict[str, Any]:

@@ -29,7 +29,11 @@ class Metrics:
         # still on the dashboard; the engine observes the children bound to this process's worker.
         by_worker = ["worker"]
         self.requests = Counter("nrg_requests", "Video jobs by final or rejected status", ["status"], registry=r)
-        self.queue_depth = Gauge("nrg_queue_depth", "Jobs waiting in the store's queue", registry=r)
+        self.queue_depth = Gauge("nrg_queue_depth", "Jobs waiting in the store's queue (NaN while the store "
+                                 "does not answer)", registry=r)
+        #: A store outage must not cost the scrape: every other series is what an operator needs then.
+        self.store_up = Gauge("nrg_store_up", "1 if the job store answered this scrape's queue-depth read, else 0",
+                              registry=r)
         self.batch_size = Histogram("nrg_batch_size", "Samples sharing each denoising step (the achieved batch size)",
                                     by_worker, buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=r).labels(worker=worker)
         self.step_time = Histogram("nrg_step_seconds", "Wall time of one denoising step of a batch", by_worker,

@@ -98,6 +98,13 @@ def test_create_during_a_write_fault_is_503_then_recovers(hosted_wan, tmp_path):
             assert error["code"] == "store_unavailable" and "disk I/O error" in error["message"]
             assert client.get("/ready").status_code == 503  # the store cannot take writes
             assert client.get("/health").status_code == 200  # but nothing is broken for good
+            heal(app.state.store)
+            inject(app.state.store, "SELECT COUNT")
+            scrape = client.get("/metrics")  # the outage costs the queue depth, not the scrape
+            heal(app.state.store)
+            assert scrape.status_code == 200
+            assert "nrg_store_up 0.0" in scrape.text and "nrg_queue_depth NaN" in scrape.text
+            assert "nrg_store_up 1.0" in client.get("/metrics").text
             job = client.post("/v1/videos", json=BODY)
             assert job.status_code == 200 and client.get("/ready").status_code == 200
             assert wait_for(client, job.json()["id"])["status"] == "completed"
