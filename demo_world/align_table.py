@@ -1,13 +1,14 @@
 """Every ``nrg align`` method side by side on the demo world (``nrg eval --align``, issue 12).
 
-One budget for all: the same LoRA (rank 16, alpha 32 on the attention projections), the same
-optimizer (AdamW, lr 1e-4), the same number of optimizer steps of the same minibatch size, the same
-seed and one objective (MQ, where the embedded model is weakest). The pair methods train on the same
+One budget for all: the same CPU time of training steps (``nrg align --cpu-budget``; evaluations
+excluded), the same LoRA (rank 16, alpha 32 on the attention projections), the same optimizer
+(AdamW, lr 1e-4), the same minibatch size, the same seed and one objective (MQ, where the embedded
+model is weakest). The pair methods train on the same
 base pairs (``nrg demo make-pairs``); Diff-UAPA and its control on the same pairs voted on by three
-simulated annotator groups (``nrg demo annotate``); Diffusion-DRO on rendered expert clips. Steps,
-not seconds, are the budget, so a loaded machine changes how long a run takes but never what it
-learns; the CPU seconds each method spent (online methods sample as they train) are reported
-beside its result.
+simulated annotator groups (``nrg demo annotate``); Diffusion-DRO on rendered expert clips. CPU
+time, not wall time, is the budget, so a loaded machine changes how long a run takes but hardly
+what it learns; online methods sample as they train, so they get far fewer optimizer steps than the
+offline ones, and each row reports its steps.
 
 Then every checkpoint is judged against the base model on the held-out prompts and report seeds
 (``compare.run_checkpoint_eval``: ground-truth win rates per objective with Wilson intervals and
@@ -44,6 +45,9 @@ REPORT_NAME = "align_report.json"
 #: The budget every method shares (module docstring).
 COMMON = ("--objectives", "mq", "--lora-rank", "16", "--lora-alpha", "32", "--lr", "1e-4", "--batch", "8",
           "--seed", "0")
+#: CPU seconds of training steps per run, and the most steps a run may take within them.
+CPU_BUDGET_S = 480.0
+MAX_STEPS = 400
 CURVE_BETA = "100"
 DRIFT_T = (0.25, 0.5, 0.75)
 
@@ -57,6 +61,8 @@ class AlignRun:
     data: str  # "pairs", "groups" or "experts"
     options: tuple[str, ...] = ()
     what: str = ""
+    #: The run's most steps, when its schedule needs to know them (SPRO's rounds split the steps).
+    steps: int | None = None
 
 
 def runs(reward: str) -> list[AlignRun]:
@@ -73,7 +79,8 @@ def runs(reward: str) -> list[AlignRun]:
         AlignRun("abc", "abc", "pairs", (), "alignment by classification (our interpretation)"),
         AlignRun("spo", "spo", "pairs", ("--reward-model", reward), "SPO, step-aware scorer = the latent reward"),
         AlignRun("gradspo", "gradspo", "pairs", ("--reward-model", reward), "GradSPO, guidance-vector target + EMA"),
-        AlignRun("spro", "spro", "pairs", ("--judge", "demo", "--rounds", "4"), "SPRO self-play, 4 rounds, ground-truth judge"),
+        AlignRun("spro", "spro", "pairs", ("--judge", "demo", "--rounds", "2", "--spro-samples", "2"),
+                 "SPRO self-play, 2 rounds of 2 clips a prompt, ground-truth judge", steps=40),
         AlignRun("hybrid", "hybrid", "pairs", (), "4 Flow-DPO steps, then 1 recovery step on base samples"),
     ]
 
@@ -86,18 +93,20 @@ def curve_runs(snapshot_every: int) -> list[AlignRun]:
                      f"Flow-DPO x IS weight, beta {CURVE_BETA}")]
 
 
-def command(run: AlignRun, data: Mapping[str, Path], out: Path, steps: int) -> list[str]:
+def command(run: AlignRun, data: Mapping[str, Path], out: Path, steps: int, cpu_budget_s: float) -> list[str]:
     """The ``nrg align`` argv of one run."""
+    steps = run.steps or steps
     argv = ["align", "--method", run.method, "--data", str(data[run.data]), "--out", str(out / run.name),
-            *COMMON, "--steps", str(steps), "--eval-every", str(max(1, steps // 4)), "--quiet", *run.options]
+            *COMMON, "--cpu-budget", f"{cpu_budget_s:g}", "--steps", str(steps), "--eval-every", str(max(1, steps // 4)),
+            "--quiet", *run.options]
     if run.data == "experts":
         argv += ["--eval-pairs", str(data["pairs"])]
     return argv
 
 
-def train_all(plan: Sequence[AlignRun], data: Mapping[str, Path], out: Path, steps: int, jobs: int,
-              log=print) -> dict[str, float]:
-    """Run every missing ``nrg align`` of ``plan``, ``jobs`` at once; returns {name: CPU seconds}."""
+def train_all(plan: Sequence[AlignRun], data: Mapping[str, Path], out: Path, steps: int, cpu_budget_s: float,
+              jobs: int, log=print) -> dict[str, dict]:
+    """Run every missing ``nrg align`` of ``plan``, ``jobs`` at once; returns each run's report."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     todo = [r for r in plan if not (out / r.name / REPORT_NAME).is_file()]
@@ -106,10 +115,12 @@ def train_all(plan: Sequence[AlignRun], data: Mapping[str, Path], out: Path, ste
     while todo or running:
         while todo and len(running) < jobs:
             run = todo.pop(0)
-            argv = [sys.executable, "-m", "server.cli", *command(run, data, out, steps)]
+            argv = [sys.executable, "-m", "server.cli", *command(run, data, out, steps, cpu_budget_s)]
             log(f"train {run.name}: nrg {' '.join(argv[3:])}")
             (out / run.name).mkdir(parents=True, exist_ok=True)
             handle = (out / f"{run.name}.log").open("w")
+            handle.write(f"nrg {' '.join(argv[3:])}\n")
+            handle.flush()
             running.append((run, subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env), handle))
         time.sleep(2)
         for item in list(running):
@@ -123,7 +134,7 @@ def train_all(plan: Sequence[AlignRun], data: Mapping[str, Path], out: Path, ste
             log(f"done {run.name}: exit {proc.returncode}")
     if failed:
         raise RuntimeError("training failed: " + "; ".join(failed))
-    return {r.name: json.loads((out / r.name / REPORT_NAME).read_text())["seconds"] for r in plan}
+    return {r.name: json.loads((out / r.name / REPORT_NAME).read_text()) for r in plan}
 
 
 def drift(checkpoints: Mapping[str, Path], pairs_dir: Path, model: Path | None = None, clips: int = 32,
@@ -183,8 +194,8 @@ class TableInputs:
     model: Path | None = None
 
 
-def build_table(inputs: TableInputs, steps: int = 100, jobs: int = 2, seeds: int = 12, curve_steps: int | None = None,
-                curve_every: int | None = None, curve_seeds: int = 6, progress: bool = True,
+def build_table(inputs: TableInputs, steps: int = MAX_STEPS, cpu_budget_s: float = CPU_BUDGET_S, jobs: int = 2,
+                seeds: int = 12, curve_every: int = 40, curve_seeds: int = 6, progress: bool = True,
                 command_text: str | None = None, log=print) -> dict:
     """Train (what is missing), judge, measure drift and the IS curve; returns the report."""
     data = {"pairs": inputs.pairs, "groups": inputs.groups, "experts": inputs.experts}
@@ -192,12 +203,9 @@ def build_table(inputs: TableInputs, steps: int = 100, jobs: int = 2, seeds: int
         if not path.is_dir():
             raise FileNotFoundError(f"--align needs the {key} data set at {path} (docs/align.md, 'The side-by-side table')")
     plan = runs(str(inputs.reward))
-    curve_steps = curve_steps or 2 * steps
-    curve_every = curve_every or max(1, curve_steps // 4)
-    started = time.perf_counter()
-    seconds = train_all(plan, data, inputs.out, steps, jobs, log)
     curve_plan = curve_runs(curve_every)
-    seconds.update(train_all(curve_plan, data, inputs.out, curve_steps, jobs, log))
+    started = time.perf_counter()
+    reports = train_all(plan + curve_plan, data, inputs.out, steps, cpu_budget_s, jobs, log)
     checkpoints = {r.name: inputs.out / r.name for r in plan}
     embedded = {f"embedded-{name}": path for name, path in embedded_checkpoints().items()} if inputs.model is None else {}
     log("judging every checkpoint against the base model")
@@ -206,18 +214,18 @@ def build_table(inputs: TableInputs, steps: int = 100, jobs: int = 2, seeds: int
     log("measuring drift")
     drifts = drift(checkpoints, inputs.pairs, inputs.model)
     curve = is_curve(curve_plan, inputs, curve_seeds, progress)
-    reports = {r.name: json.loads((inputs.out / r.name / REPORT_NAME).read_text()) for r in plan}
     rows = []
     for run in plan:
         row = next(x for x in judged["rows"] if x["config"] == run.name)
         accuracy = reports[run.name].get("implicit_accuracy") or {}
         rows.append({"name": run.name, "method": run.method, "data": run.data, "options": list(run.options),
                      "what": run.what, "stats": row["stats"], "means": row["means"], "drift": drifts[run.name],
-                     "cpu_seconds": seconds[run.name], "heldout_accuracy": accuracy.get("accuracy"),
+                     "cpu_seconds": reports[run.name].get("cpu_seconds"), "steps": reports[run.name]["steps"],
+                     "heldout_accuracy": accuracy.get("accuracy"),
                      "against_embedded": {name: head_to_head(judged["per_clip"], run.name, name) for name in embedded}})
     return {
-        "command": command_text, "device": judged["device"], "date": judged["date"], "steps": steps,
-        "budget": " ".join(COMMON) + f" --steps {steps}", "base_means": judged["means"]["base"],
+        "command": command_text, "device": judged["device"], "date": judged["date"], "max_steps": steps,
+        "budget": " ".join(COMMON) + f" --cpu-budget {cpu_budget_s:g} --steps {steps}", "base_means": judged["means"]["base"],
         "clips": judged["clips_per_config"], "prompts": judged["prompts"], "seeds": judged["seeds"],
         "tie_margin": judged["tie_margin"], "rows": rows, "embedded": {
             name: next(x for x in judged["rows"] if x["config"] == name) for name in embedded}, "curve": curve, "load_average": judged["load_average"],
@@ -255,14 +263,14 @@ def is_curve(plan: Sequence[AlignRun], inputs: TableInputs, seeds: int, progress
 def format_table(report: dict) -> str:
     """Markdown: the methods table, then the IS curve."""
     embedded = list(report["embedded"])
-    lines = ["| method | what | win VQ | win MQ | win TA | mean MQ | drift (rel) | held-out acc | CPU s |"
+    lines = ["| method | what | win VQ | win MQ | win TA | mean MQ | drift (rel) | held-out acc | steps |"
              + "".join(f" win MQ vs {name} |" for name in embedded),
              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(embedded)]
     for row in report["rows"]:
         cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)
         acc = "-" if row["heldout_accuracy"] is None else f"{100 * row['heldout_accuracy']:.1f}%"
         lines.append(f"| {row['name']} | {row['what']} | {cells} | {row['means']['mq']:.3f} | "
-                     f"{row['drift']['abs']:.4f} ({100 * row['drift']['rel']:.1f}%) | {acc} | {row['cpu_seconds']:.0f} |"
+                     f"{row['drift']['abs']:.4f} ({100 * row['drift']['rel']:.1f}%) | {acc} | {row['steps']} |"
                      + "".join(f" {_win_cell(row['against_embedded'][name]['mq'])} |" for name in embedded))
     for name, row in report["embedded"].items():
         cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)

@@ -23,7 +23,7 @@ ONLINE_METHODS = ("diffusion-dro", "spo", "gradspo", "spro", "hybrid")
 SUDO_TRANSFORMS_DEFAULT = "permute,reverse,shuffle,blur,noise"
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 #: Settings that may differ between a run and its resumption (they do not change any step's result).
-RESUMABLE_CHANGES = ("steps", "epochs", "eval_every", "save_every", "snapshot_every")
+RESUMABLE_CHANGES = ("steps", "epochs", "eval_every", "save_every", "snapshot_every", "cpu_budget_s")
 
 
 @dataclass
@@ -49,6 +49,9 @@ class AlignConfig:
     seed: int = 0
     eval_every: int | None = None  # default: about 10 evaluations per run
     save_every: int | None = None  # default: eval_every
+    #: Stop (and write the LoRA) once the training steps used this much CPU time: one compute budget
+    #: for methods whose steps cost very different amounts (the online ones sample as they train).
+    cpu_budget_s: float | None = None
     snapshot_every: int | None = None  # steps between LoRA snapshots (snapshots/step_NNNNNN/), for curves over training
     # -- composable with Flow-DPO (COMPOSES) --
     is_clip: float | None = None  # IS-DAA: eps of the clipped importance weight (off when None)
@@ -104,6 +107,7 @@ class AlignConfig:
             ("--epochs", self.epochs, self.epochs is None or self.epochs >= 1, ">= 1"),
             ("--eval-every", self.eval_every, self.eval_every is None or self.eval_every >= 1, ">= 1"),
             ("--save-every", self.save_every, self.save_every is None or self.save_every >= 1, ">= 1"),
+            ("--cpu-budget", self.cpu_budget_s, self.cpu_budget_s is None or (self.cpu_budget_s > 0 and math.isfinite(self.cpu_budget_s)), "> 0 seconds"),
             ("--snapshot-every", self.snapshot_every, self.snapshot_every is None or self.snapshot_every >= 1, ">= 1"),
         ]
         for flag, value, ok, rule in checks:

@@ -261,18 +261,19 @@ def align(
     eval_every = config.eval_every or max(1, total // 10)
     save_every = config.save_every or eval_every
     task.total = total
+    budget_spent = _budget_check(config)
 
     params = attach_lora(family, config.lora_rank, config.lora_alpha, config.targets, config.seed)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     state: dict[str, Any] = {"step": 0, "losses": [], "train_accuracy": [], "evaluations": [], "seconds": 0.0,
-                             "resumed_at": []}
+                             "cpu_seconds": 0.0, "resumed_at": []}
     if resume:
         saved = read_progress(out)
         if saved is None:
             raise FileNotFoundError(f"--resume: {out} has no saved state ({out / 'align_state'})")
         _check_resume(saved, config, fingerprint, out)
         load_state(out, family, optimizer)
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, v) for k, v in state.items()}
         state["resumed_at"].append(state["step"])
         say(f"resuming {out} at step {state['step']} of {total}")
     trained, all_params = sum(p.numel() for p in params), sum(p.numel() for p in family.transformer.parameters())
@@ -291,8 +292,9 @@ def align(
     last_eval = state["evaluations"][-1]["accuracy"] if state["evaluations"] else None
     ran = 0
     session_start = time.perf_counter() - state["seconds"]
-    while state["step"] < total and (stop_after is None or ran < stop_after):
+    while state["step"] < total and (stop_after is None or ran < stop_after) and not budget_spent(state):
         step = state["step"]
+        cpu_before = time.process_time()
         batches = epoch_batches(task.keys, config.batch, config.seed, step // steps_per_epoch)
         loss, train_acc = task.loss(step, batches[step % steps_per_epoch])
         optimizer.zero_grad(set_to_none=True)
@@ -300,12 +302,14 @@ def align(
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         task.after_step(step)
+        state["cpu_seconds"] += time.process_time() - cpu_before
         state["losses"].append(float(loss.detach()))
         if train_acc is not None:
             state["train_accuracy"].append(train_acc)
         state["step"] = step + 1
         ran += 1
-        if state["step"] % eval_every == 0 or state["step"] == total:
+        last = state["step"] == total or budget_spent(state)
+        if state["step"] % eval_every == 0 or last:
             family.transformer.eval()
             result = accuracy()
             family.transformer.train()
@@ -314,7 +318,7 @@ def align(
                 last_eval = result["accuracy"]
         if config.snapshot_every and state["step"] % config.snapshot_every == 0 and state["step"] < total:
             save_lora(family, snapshot_dir(out, state["step"]))
-        if state["step"] % save_every == 0 or state["step"] == total:
+        if state["step"] % save_every == 0 or last:
             save(time.perf_counter() - session_start)
         window = state["losses"][-50:]
         postfix = {"loss": f"{sum(window) / len(window):.4f}"}
@@ -327,6 +331,9 @@ def align(
         bar.update(1)
     bar.close()
     family.transformer.eval()
+    if budget_spent(state) and state["step"] < total:
+        say(f"CPU budget of {config.cpu_budget_s:g} s spent after {state['step']} of at most {total} steps")
+        total = state["step"]
     if state["step"] < total:
         save(time.perf_counter() - session_start)
         say(f"stopped at step {state['step']} of {total}; state saved in {out} (--resume continues)")
@@ -350,6 +357,7 @@ def align(
                  "trained_parameters": trained, "layers": len(lora_parameters(family)) // 2},
         "steps": total,
         "steps_per_epoch": steps_per_epoch,
+        "cpu_seconds": round(state["cpu_seconds"], 3),
         "loss": state["losses"],
         "loss_curve": _curve(state["losses"], eval_every),
         "train_accuracy_curve": _curve(state["train_accuracy"], eval_every),
@@ -366,6 +374,12 @@ def align(
     (out / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
     say(f"wrote the LoRA and {REPORT_NAME} to {out}")
     return AlignResult(report, out, state["losses"])
+
+
+def _budget_check(config: AlignConfig) -> Callable[[dict[str, Any]], bool]:
+    """Whether a run's training steps spent ``--cpu-budget`` (never before its first step)."""
+    return lambda state: (config.cpu_budget_s is not None and state["step"] > 0
+                          and state["cpu_seconds"] >= config.cpu_budget_s)
 
 
 def snapshot_dir(out_dir: str | Path, step: int) -> Path:

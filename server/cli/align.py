@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     align.add_argument("--seed", type=int, default=d.seed)
     align.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
     align.add_argument("--save-every", type=int, default=None, help="steps between saved states (default: eval)")
+    align.add_argument("--cpu-budget", type=float, default=None, metavar="SECONDS",
+                       help="stop once the training steps used this much CPU time (process time, evaluations "
+                            "excluded) and write the LoRA; --steps is then the most steps (one budget for methods "
+                            "whose steps cost differently)")
     align.add_argument("--snapshot-every", type=int, default=None,
                        help="steps between LoRA snapshots in OUT/snapshots/step_NNNNNN/ (a win-rate curve over training)")
     align.add_argument("--eval-pairs", type=Path, default=None,
@@ -122,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()), beta=args.beta,
         beta_schedule=args.beta_schedule, tau=args.tau, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, steps=args.steps, epochs=args.epochs, batch=args.batch, t_min=args.t_min,
-        t_max=args.t_max, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every, snapshot_every=args.snapshot_every,
+        t_max=args.t_max, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every,
+        snapshot_every=args.snapshot_every, cpu_budget_s=args.cpu_budget,
         **{name: getattr(args, name) for name in METHOD_FIELDS},
     )
     config.validate()

@@ -57,8 +57,9 @@ def add_parser(sub) -> None:
     al.add_argument("--align-groups", type=Path, default=Path("out/demo-groups"), help="nrg demo annotate data set")
     al.add_argument("--align-experts", type=Path, default=Path("out/demo-experts"),
                     help="rendered experts (python -m guidance.align.methods.experts DIR)")
-    al.add_argument("--align-steps", type=int, default=100, help="optimizer steps of every method (default 100)")
-    al.add_argument("--curve-steps", type=int, default=None, help="steps of the IS-DAA curve runs (default 2x --align-steps)")
+    al.add_argument("--align-cpu-budget", type=float, default=480.0, metavar="SECONDS",
+                    help="CPU seconds of training steps of every method (default 480)")
+    al.add_argument("--align-steps", type=int, default=400, help="the most optimizer steps of a method (default 400)")
     al.add_argument("--curve-seeds", type=int, default=6, help="report seeds per prompt of each curve point (default 6)")
     al.add_argument("--jobs", type=int, default=2, help="training runs at once, one thread each (default 2)")
     ev.add_argument("--checkpoint-seeds", choices=("report", "tune"), default="report",
@@ -160,13 +161,14 @@ def _eval_align(args: argparse.Namespace) -> None:
     from demo_world import align_table, evaluate
     from guidance.demo import DEFAULT_REWARD_DIR
 
-    if args.align_steps < 1 or args.jobs < 1:
-        raise ValueError(f"--align-steps and --jobs must be >= 1; got {args.align_steps}, {args.jobs}")
+    if args.align_steps < 1 or args.jobs < 1 or not args.align_cpu_budget > 0:
+        raise ValueError(f"--align-steps and --jobs must be >= 1 and --align-cpu-budget > 0; got {args.align_steps}, "
+                         f"{args.jobs}, {args.align_cpu_budget}")
     inputs = align_table.TableInputs(pairs=args.align_pairs, groups=args.align_groups, experts=args.align_experts,
                                      out=args.align, reward=args.reward or DEFAULT_REWARD_DIR, model=args.model)
-    report = align_table.build_table(inputs, steps=args.align_steps, jobs=args.jobs, seeds=args.seeds or evaluate.DEFAULT_SEEDS,
-                                     curve_steps=args.curve_steps, curve_seeds=args.curve_seeds, progress=not args.quiet,
-                                     command_text=evaluate.command_line(args.argv))
+    report = align_table.build_table(inputs, steps=args.align_steps, cpu_budget_s=args.align_cpu_budget, jobs=args.jobs,
+                                     seeds=args.seeds or evaluate.DEFAULT_SEEDS, curve_seeds=args.curve_seeds,
+                                     progress=not args.quiet, command_text=evaluate.command_line(args.argv))
     print(align_table.format_table(report))
     if args.output:
         print(f"wrote {evaluate.write_json(report, args.output)}")

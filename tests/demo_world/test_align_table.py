@@ -20,11 +20,12 @@ def test_every_method_runs_on_the_one_budget():
     options = {o for r in plan for o in r.options}
     assert {"--is-clip", "--teacher", "--uapa-map-ratio", "--snapshot-every"} <= options
     for run in align_table.runs("REWARD"):
-        argv = align_table.command(run, data, align_table.Path("OUT"), 100)
+        argv = align_table.command(run, data, align_table.Path("OUT"), 100, 480.0)
         shared = argv.index("--objectives")
         assert tuple(argv[shared:shared + len(align_table.COMMON)]) == align_table.COMMON
-        assert argv[argv.index("--steps") + 1] == "100" and argv[argv.index("--out") + 1] == f"OUT/{run.name}"
-        assert not {"--lr", "--batch", "--lora-rank", "--steps"} & set(run.options)
+        assert argv[argv.index("--steps") + 1] == str(run.steps or 100) and argv[argv.index("--out") + 1] == f"OUT/{run.name}"
+        assert argv[argv.index("--cpu-budget") + 1] == "480"
+        assert not {"--lr", "--batch", "--lora-rank", "--steps", "--cpu-budget"} & set(run.options)
 
 
 def _pairs_dir(tmp_path, family):
@@ -57,12 +58,13 @@ def test_drift_is_zero_for_an_untrained_lora_and_grows_with_the_weights(tiny_dir
 def test_finished_runs_are_skipped_and_a_failed_run_is_named(tmp_path):
     done = align_table.AlignRun("done", "flow-dpo", "pairs")
     (tmp_path / "done").mkdir()
-    (tmp_path / "done" / align_table.REPORT_NAME).write_text(json.dumps({"seconds": 12.5}))
+    (tmp_path / "done" / align_table.REPORT_NAME).write_text(json.dumps({"cpu_seconds": 12.5}))
     data = {"pairs": tmp_path / "missing"}
-    assert align_table.train_all([done], data, tmp_path, 10, jobs=1, log=lambda _: None) == {"done": 12.5}
+    assert align_table.train_all([done], data, tmp_path, 10, 60.0, jobs=1, log=lambda _: None) == {
+        "done": {"cpu_seconds": 12.5}}
     broken = align_table.AlignRun("broken", "flow-dpo", "pairs")
     with pytest.raises(RuntimeError, match=r"broken \(exit [1-9].*broken\.log"):
-        align_table.train_all([done, broken], data, tmp_path, 10, jobs=1, log=lambda _: None)
+        align_table.train_all([done, broken], data, tmp_path, 10, 60.0, jobs=1, log=lambda _: None)
 
 
 def test_the_table_shows_every_row_the_embedded_checkpoint_and_the_curve():
@@ -70,11 +72,11 @@ def test_the_table_shows_every_row_the_embedded_checkpoint_and_the_curve():
     means = {"vq": 0.4, "mq": 0.1, "ta": 0.8}
     per_objective = {o: stats for o in ("vq", "mq", "ta")}
     row = {"name": "is-daa", "what": "IS", "stats": per_objective, "means": means, "drift": {"abs": 0.01, "rel": 0.02},
-           "heldout_accuracy": 0.7, "cpu_seconds": 300.0, "against_embedded": {"embedded-dpo-mq": per_objective}}
+           "heldout_accuracy": 0.7, "cpu_seconds": 300.0, "steps": 123, "against_embedded": {"embedded-dpo-mq": per_objective}}
     report = {"rows": [row], "embedded": {"embedded-dpo-mq": {"stats": per_objective, "means": means}},
               "base_means": means, "curve": {"beta": "100", "clips": 48, "runs": {
                   "dpo-low-beta": [{"step": 50, "stats": per_objective, "means": means}]}}}
     table = align_table.format_table(report)
     assert "| is-daa | IS | **75.0** [41-93] 6/8 p=0.29 |" in table
     assert "win MQ vs embedded-dpo-mq |" in table and "| embedded-dpo-mq | the committed checkpoint" in table
-    assert "| dpo-low-beta | 50 |" in table and "2.0%" in table and "70.0%" in table
+    assert "| dpo-low-beta | 50 |" in table and "2.0%" in table and "70.0%" in table and "| 123 |" in table

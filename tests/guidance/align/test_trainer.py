@@ -261,3 +261,16 @@ def test_snapshots_are_the_lora_part_way(fresh, tmp_path):
     assert any(not torch.equal(final[k], two[k]) for k in two)
     registry = CheckpointRegistry(fresh(), {"step2": trainer.snapshot_dir(tmp_path / "four", 2)})
     registry.activate("step2")
+
+
+def test_a_cpu_budget_ends_the_run_early_with_its_lora_written(fresh, tmp_path):
+    """A budget below one step's CPU time trains one step (never none) and writes it as the result."""
+    family = fresh()
+    data = _pairs(tmp_path / "data", family, count=8)
+    result = trainer.align(family, data, AlignConfig(**FAST, steps=50, cpu_budget_s=1e-6), tmp_path / "out",
+                           progress=False, log=None)
+    assert result.report["steps"] == len(result.step_losses) == 1 and result.report["cpu_seconds"] > 0
+    assert result.report["implicit_accuracy"] is not None
+    assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
+    with pytest.raises(ValueError, match="--cpu-budget"):
+        AlignConfig(**FAST, cpu_budget_s=0.0).validate()
