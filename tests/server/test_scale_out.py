@@ -225,7 +225,9 @@ def test_postgresql_restart_mid_run_loses_no_job_and_completes_none_twice(cluste
 def test_kill_9_of_a_worker_mid_batch_reruns_its_jobs_on_the_other(cluster):
     api1, api2 = cluster.clients["api1"], cluster.clients["api2"]
     reference = wait_for(api1, api1.post("/v1/videos", json=GUIDED).json()["id"])
-    ids = [api1.post("/v1/videos", json=GUIDED).json()["id"], api2.post("/v1/videos", json=GUIDED).json()["id"]]
+    # One job, as the reference ran: alone in its batch both times, so the re-run must give the same
+    # bytes (batch invariance holds only to ~1e-4 in float, which can move a rounded pixel).
+    ids = [api2.post("/v1/videos", json=GUIDED).json()["id"]]
     deadline = time.monotonic() + 60
     while True:
         rows = cluster.rows(*ids)
@@ -241,8 +243,9 @@ def test_kill_9_of_a_worker_mid_batch_reruns_its_jobs_on_the_other(cluster):
     for video_id in ids:
         job = wait_for(api2, video_id, timeout=120)
         assert job["status"] == "completed"
-        for name, value in reference["rewards"].items():  # same seed, same result
-            assert job["rewards"][name] == pytest.approx(value, abs=1e-5)
+        assert job["rewards"] == reference["rewards"]  # same seed, same result
+        rerun, first = (api1.get(f"/v1/videos/{i}/content").content for i in (video_id, reference["id"]))
+        assert rerun == first and len(rerun) > 0
     after = cluster.rows(*ids)
     assert all(after[i]["worker"] == survivor and after[i]["attempts"] == 2 for i in victims)
     assert f"re-queued {victims[0]}: its worker's lease expired" in cluster.log(survivor)
