@@ -19,8 +19,8 @@ weight is trained with LoRA snapshots, and each snapshot's MQ win rate against t
 over-optimisation the IS paper targets.
 
 Training runs are subprocesses of ``nrg align`` (``jobs`` at once, one torch thread each, logs
-beside their outputs) and are skipped when their ``align_report.json`` exists, so an interrupted
-table resumes where it stopped.
+beside their outputs); a run whose ``align_report.json`` exists is skipped and one with a saved
+state is resumed (``nrg align --resume``), so an interrupted table continues where it stopped.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ REPORT_NAME = "align_report.json"
 COMMON = ("--objectives", "mq", "--lora-rank", "16", "--lora-alpha", "32", "--lr", "1e-4", "--batch", "8",
           "--seed", "0")
 #: CPU seconds of training steps per run, and the most steps a run may take within them.
-CPU_BUDGET_S = 480.0
+CPU_BUDGET_S = 300.0
 MAX_STEPS = 400
 CURVE_BETA = "100"
 DRIFT_T = (0.25, 0.5, 0.75)
@@ -116,6 +116,8 @@ def train_all(plan: Sequence[AlignRun], data: Mapping[str, Path], out: Path, ste
         while todo and len(running) < jobs:
             run = todo.pop(0)
             argv = [sys.executable, "-m", "server.cli", *command(run, data, out, steps, cpu_budget_s)]
+            if (out / run.name / "align_state").is_dir():  # interrupted: continue from its saved state
+                argv.append("--resume")
             log(f"train {run.name}: nrg {' '.join(argv[3:])}")
             (out / run.name).mkdir(parents=True, exist_ok=True)
             handle = (out / f"{run.name}.log").open("w")

@@ -57,8 +57,8 @@ def add_parser(sub) -> None:
     al.add_argument("--align-groups", type=Path, default=Path("out/demo-groups"), help="nrg demo annotate data set")
     al.add_argument("--align-experts", type=Path, default=Path("out/demo-experts"),
                     help="rendered experts (python -m guidance.align.methods.experts DIR)")
-    al.add_argument("--align-cpu-budget", type=float, default=480.0, metavar="SECONDS",
-                    help="CPU seconds of training steps of every method (default 480)")
+    al.add_argument("--align-cpu-budget", type=float, default=300.0, metavar="SECONDS",
+                    help="CPU seconds of training steps of every method (default 300)")
     al.add_argument("--align-steps", type=int, default=400, help="the most optimizer steps of a method (default 400)")
     al.add_argument("--curve-seeds", type=int, default=6, help="report seeds per prompt of each curve point (default 6)")
     al.add_argument("--jobs", type=int, default=2, help="training runs at once, one thread each (default 2)")
