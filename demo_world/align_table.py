@@ -213,6 +213,7 @@ def build_table(inputs: TableInputs, steps: int = MAX_STEPS, cpu_budget_s: float
     log("judging every checkpoint against the base model")
     judged = run_checkpoint_eval({**checkpoints, **embedded}, model=inputs.model, reward=inputs.reward, setting=None,
                                  seeds=seeds, progress=progress)
+    (inputs.out / "judged.json").write_text(json.dumps(judged))  # kept should the rest fail
     log("measuring drift")
     drifts = drift(checkpoints, inputs.pairs, inputs.model)
     curve = is_curve(curve_plan, inputs, curve_seeds, progress)
@@ -249,14 +250,14 @@ def is_curve(plan: Sequence[AlignRun], inputs: TableInputs, seeds: int, progress
     for run in plan:
         out = inputs.out / run.name
         for snap in sorted((out / SNAPSHOTS).glob("step_*")):
-            points[f"{run.name}@{int(snap.name.removeprefix('step_'))}"] = snap
+            points[f"{run.name}.{int(snap.name.removeprefix('step_'))}"] = snap
         total = json.loads((out / REPORT_NAME).read_text())["steps"]
-        points[f"{run.name}@{total}"] = out
+        points[f"{run.name}.{total}"] = out
     judged = run_checkpoint_eval(points, model=inputs.model, reward=inputs.reward, setting=None, seeds=seeds,
                                  progress=progress)
     curve: dict[str, list[dict]] = {}
     for row in judged["rows"]:
-        name, step = row["config"].rsplit("@", 1)
+        name, step = row["config"].rsplit(".", 1)
         curve.setdefault(name, []).append({"step": int(step), "stats": row["stats"], "means": row["means"]})
     return {"clips": judged["clips_per_config"], "beta": CURVE_BETA,
             "runs": {k: sorted(v, key=lambda p: p["step"]) for k, v in curve.items()}}
