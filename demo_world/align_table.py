@@ -34,11 +34,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo_world.compare import run_checkpoint_eval
+from demo_world.compare import head_to_head, run_checkpoint_eval
 from demo_world.evaluate import _win_cell
 from demo_world.metrics import OBJECTIVES
-from demo_world.pairs import TIE_MARGIN
-from demo_world.stats import win_rate
+from guidance.align.lora import STATE_DIR
 from guidance.demo import embedded_checkpoints
 
 REPORT_NAME = "align_report.json"
@@ -116,7 +115,7 @@ def train_all(plan: Sequence[AlignRun], data: Mapping[str, Path], out: Path, ste
         while todo and len(running) < jobs:
             run = todo.pop(0)
             argv = [sys.executable, "-m", "server.cli", *command(run, data, out, steps, cpu_budget_s)]
-            if (out / run.name / "align_state").is_dir():  # interrupted: continue from its saved state
+            if (out / run.name / STATE_DIR).is_dir():  # interrupted: continue from its saved state
                 argv.append("--resume")
             log(f"train {run.name}: nrg {' '.join(argv[3:])}")
             (out / run.name).mkdir(parents=True, exist_ok=True)
@@ -234,12 +233,6 @@ def build_table(inputs: TableInputs, steps: int = MAX_STEPS, cpu_budget_s: float
             name: next(x for x in judged["rows"] if x["config"] == name) for name in embedded}, "curve": curve, "load_average": judged["load_average"],
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def head_to_head(per_clip: Mapping[str, list[dict]], config: str, against: str) -> dict:
-    """Per-objective win rate of ``config`` over ``against`` on the same (prompt, seed) items."""
-    return {o: win_rate([a[o] - b[o] for a, b in zip(per_clip[config], per_clip[against])], TIE_MARGIN[o]).to_json()
-            for o in OBJECTIVES}
 
 
 def is_curve(plan: Sequence[AlignRun], inputs: TableInputs, seeds: int, progress: bool) -> dict:

@@ -119,9 +119,7 @@ def run_checkpoint_eval(
 
     rows = []
     for label, against in comparisons(names, guidance is not None):
-        stats = {o: win_rate([a[o] - b[o] for a, b in zip(scores[label], scores[against])], TIE_MARGIN[o])
-                 for o in OBJECTIVES}
-        rows.append({"config": label, "against": against, "stats": {o: stats[o].to_json() for o in OBJECTIVES},
+        rows.append({"config": label, "against": against, "stats": head_to_head(scores, label, against),
                      "means": _means(scores[label]), "against_means": _means(scores[against])})
     return {
         "command": command,
@@ -141,6 +139,12 @@ def run_checkpoint_eval(
         "rows": rows,
         "per_clip": scores,
     }
+
+
+def head_to_head(per_clip: Mapping[str, list[dict]], config: str, against: str) -> dict:
+    """Per-objective win rate (JSON) of ``config`` over ``against`` on the same (prompt, seed) items."""
+    return {o: win_rate([a[o] - b[o] for a, b in zip(per_clip[config], per_clip[against])], TIE_MARGIN[o]).to_json()
+            for o in OBJECTIVES}
 
 
 def format_checkpoint_table(report: dict) -> str:
