@@ -27,7 +27,7 @@ from pathlib import Path
 
 from demo_world import world
 from demo_world.evaluate import DEFAULT_SEEDS, TUNE_SEED_BASE, _means, _win_cell, device_text, parse_setting
-from demo_world.metrics import OBJECTIVES, evaluate
+from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 from demo_world.pairs import TIE_MARGIN
 from demo_world.stats import win_rate
 
@@ -132,7 +132,7 @@ def run_checkpoint_eval(
                                                    "mode": guidance.mode, "window": list(guidance.window)},
         "steps": steps, "cfg": family.default_cfg, "objectives": list(OBJECTIVES),
         "prompts": [p.text for p in chosen], "seeds": [seed_base + j for j in range(seeds)], "seed_set": seed_set,
-        "clips_per_config": len(items), "tie_margin": TIE_MARGIN,
+        "clips_per_config": len(items), "tie_margin": TIE_MARGIN, "metrics_version": METRICS_VERSION,
         "load_average": [load_before, os.getloadavg()[0]],
         "means": {label: _means(s) for label, s in scores.items()},
         "seconds_per_clip": seconds,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from demo_world import world
-from demo_world.metrics import OBJECTIVES, evaluate
+from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 from demo_world.pairs import TIE_MARGIN
 from demo_world.stats import win_rate
 
@@ -183,7 +183,7 @@ def run_eval(
         "steps": steps, "cfg": family.default_cfg, "window": list(window), "mode": mode,
         "prompts": [p.text for p in chosen], "seeds": [seed_base + j for j in range(seeds)],
         "settings": list(settings), "strengths": strengths,
-        "clips_per_row": len(items), "tie_margin": TIE_MARGIN,
+        "clips_per_row": len(items), "tie_margin": TIE_MARGIN, "metrics_version": METRICS_VERSION,
         "load_average": [load_before, os.getloadavg()[0]],
         "unguided": {**_means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
         "calibration": None if calibration is None else calibration.to_json(),

@@ -22,6 +22,10 @@ each prompt; its VQ and MQ labels are ties, because the picture is the same. Wit
 prompt is common to both clips of every pair and cancels in r_A - r_B, so a reward model never has to
 read the text to rank them; these pairs make text alignment depend on the text, and teach the other
 objectives not to.
+
+Sampler states (``states``): every sample's latents file also records the states the sampler passed
+through at the noise levels of the default guidance window (``guidance.nrg.DEFAULT_WINDOW``), the
+very x_t the reward model is queried on when it guides (``nrg train-reward --trajectory-share``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from demo_world import world
-from demo_world.metrics import OBJECTIVES, evaluate
+from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 
 #: |score_A - score_B| below this is a tie.
 TIE_MARGIN = {"vq": 0.05, "mq": 0.05, "ta": 0.1}
@@ -66,6 +70,27 @@ def changed_prompt(prompt: world.Prompt, index: int) -> world.Prompt:
     return replace(prompt, **{field: values[(values.index(current) + 1) % len(values)]})
 
 
+def sample_with_states(family, specs, shape, steps: int, window: tuple[float, float]):
+    """``guidance.sampler.sample`` unguided, plus each sample's latents at the start of every step
+    whose noise level lies in ``window``: returns (result, states [B, S, *latents], levels [S])."""
+    import torch
+
+    from guidance.batch_state import BatchState
+
+    batch = BatchState(family, shape)
+    batch.add(specs, steps, range(len(specs)))
+    states, levels = [], []
+    for _ in range(steps):
+        rows = batch.rows
+        level = rows.schedules[0].noise_levels[rows.steps_done[0]]
+        if window[0] <= level <= window[1]:
+            states.append(rows.latents.detach().float().cpu().clone())
+            levels.append(level)
+        batch.step()
+    result = batch.pop_finished()
+    return result, torch.stack(states, 1), levels
+
+
 def make_pairs(
     out_dir: str | Path,
     pairs: int = 640,
@@ -76,12 +101,15 @@ def make_pairs(
     progress: bool = True,
     pool: int = 2,
     contrastive: bool = False,
+    states: bool = False,
 ) -> dict:
     """Sample ``pairs`` prompt draws of ``pool`` samples each, score, label and write every
-    within-draw pair (and, with ``contrastive``, one prompt-contrastive pair per sample); returns a
-    summary (also ``make_pairs.json``)."""
+    within-draw pair (and, with ``contrastive``, one prompt-contrastive pair per sample; with
+    ``states``, each sample's sampler states in the default guidance window); returns a summary
+    (also ``make_pairs.json``)."""
     from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_SHAPE, DEFAULT_STEPS
     from guidance.families import load_pipeline
+    from guidance.nrg import DEFAULT_WINDOW
     from guidance.sampler import SampleSpec, sample
     from guidance.train.preference_data import write_pairs
 
@@ -97,11 +125,15 @@ def make_pairs(
     prompts = pair_prompts(pairs)
     specs = [SampleSpec(prompt.text, seed=PAIR_SEED_BASE + pool * i + j)
              for i, prompt in enumerate(prompts) for j in range(pool)]
-    latents, scores, contrasts = [], [], []
+    latents, scores, contrasts, trajectories, levels = [], [], [], [], None
     start = time.perf_counter()
     for first in tqdm(range(0, len(specs), batch), desc="sample", unit="batch", disable=not progress):
         chunk = specs[first:first + batch]
-        result = sample(family, chunk, shape, steps)
+        if states:
+            result, chunk_states, levels = sample_with_states(family, chunk, shape, steps, DEFAULT_WINDOW)
+            trajectories.extend(chunk_states)
+        else:
+            result = sample(family, chunk, shape, steps)
         latents.extend(result.latents.cpu())
         for n, (frames, spec) in enumerate(zip(result.frames, chunk)):
             scores.append(evaluate(frames, spec.prompt))
@@ -111,6 +143,11 @@ def make_pairs(
     seconds = time.perf_counter() - start
 
     records, counts = [], {o: Counter() for o in OBJECTIVES}
+
+    def trajectory(a: int, b: int) -> dict:
+        if not states:
+            return {}
+        return {"trajectory_a": trajectories[a], "trajectory_b": trajectories[b], "trajectory_t": levels}
     for i, prompt in enumerate(prompts):
         split = "test" if prompt.held_out else "train"
         for ja, jb in combinations(range(pool), 2):
@@ -119,16 +156,18 @@ def make_pairs(
             for o in OBJECTIVES:
                 counts[o][f"{split}:{labels[o]}"] += 1
             records.append({"prompt": prompt.text, "a": latents[pool * i + ja], "b": latents[pool * i + jb],
-                            "labels": labels, "split": split, "shape": shape, "scores": (sa, sb)})
+                            "labels": labels, "split": split, "shape": shape, "scores": (sa, sb),
+                            **trajectory(pool * i + ja, pool * i + jb)})
         for j in range(pool if contrastive else 0):
             own, (other, other_ta) = scores[pool * i + j], contrasts[pool * i + j]
             labels = {"vq": "tie", "mq": "tie", "ta": label(own["ta"], other_ta, TIE_MARGIN["ta"])}
             counts["ta"][f"{split}:contrastive:{labels['ta']}"] += 1
             records.append({"prompt": prompt.text, "prompt_b": other, "a": latents[pool * i + j],
                             "b": latents[pool * i + j], "labels": labels, "split": split, "shape": shape,
-                            "scores": (own, {**own, "ta": other_ta})})
+                            "scores": (own, {**own, "ta": other_ta}), **trajectory(pool * i + j, pool * i + j)})
     out = Path(out_dir)
-    kinds = f"{pool} samples per prompt, every within-prompt pair" + (", prompt-contrastive pairs" if contrastive else "")
+    kinds = f"{pool} samples per prompt, every within-prompt pair" + (", prompt-contrastive pairs" if contrastive else "") \
+        + (f", sampler states at {len(levels)} noise levels" if states else "")
     write_pairs(out, OBJECTIVES, ({k: v for k, v in r.items() if k != "scores"} for r in records), kind="latents",
                 description=f"demo world: {len(records)} pairs from {pairs} prompt draws of the demo model "
                             f"({kinds}; {steps} steps, default CFG), labelled by the ground-truth metrics of "
@@ -137,10 +176,11 @@ def make_pairs(
     all_scores = {o: float(np.mean([s[o] for s in scores])) for o in OBJECTIVES}
     summary = {
         "pairs": len(records), "draws": pairs, "pool": pool, "contrastive": contrastive, "steps": steps,
+        "state_levels": levels,
         "sample_seconds": round(seconds, 1),
         "splits": dict(Counter(r["split"] for r in records)),
         "labels": {o: dict(sorted(c.items())) for o, c in counts.items()},
-        "mean_scores": all_scores, "tie_margin": TIE_MARGIN,
+        "mean_scores": all_scores, "tie_margin": TIE_MARGIN, "metrics_version": METRICS_VERSION,
         "scores": [{"prompt": r["prompt"], **({"prompt_b": r["prompt_b"]} if "prompt_b" in r else {}),
                     "split": r["split"], "a": r["scores"][0], "b": r["scores"][1]} for r in records],
     }

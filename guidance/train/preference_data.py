@@ -18,6 +18,12 @@ dimension); its video shape is the pair's ``shape`` field, or is inferred from t
 families with unpacked latents (Wan, HunyuanVideo, CogVideoX). Both clips of a pair must have the
 same shape; different pairs may differ (training batches pairs of one shape).
 
+A latents file may also carry the states the sampler passed through on the way to those latents:
+``trajectory`` [S, *latents] and ``trajectory_t`` [S] (their noise levels in (0, 1), the sampler's
+``t``). ``nrg train-reward --trajectory-share P`` then trains on them: the reward model is queried
+during guidance on exactly such states, which forward-noising the final latents only approximates.
+Both files of a pair must record the same noise levels (or neither records any).
+
 ``prompt_b`` makes a prompt-contrastive pair: clip B is scored under ``prompt_b`` instead of
 ``prompt`` (usually B is the same file as A and ``prompt_b`` the prompt with a word changed, so the
 label says which prompt the clip matches better). Without it both clips are scored under ``prompt``.
@@ -45,6 +51,8 @@ PAIRS_FILE = "pairs.jsonl"
 CLIP_SUFFIXES = (".npy", ".mp4")
 LATENT_SUFFIX = ".safetensors"
 LATENT_KEY = "latents"
+TRAJECTORY_KEY = "trajectory"
+TRAJECTORY_T_KEY = "trajectory_t"
 
 #: Label strings -> label codes of :attr:`PreferenceData.labels`.
 LABELS = {"A": 0, "B": 1, "tie": 2}
@@ -105,10 +113,22 @@ class PreferenceData:
     extra: dict[str, Any] = field(default_factory=dict)
     #: The prompt clip B of each pair is scored under (its ``prompt_b``, else its ``prompt``).
     prompts_b: list[str] | None = None
+    #: Per pair, the sampler states [S, *latents] of clip A and of clip B and their noise levels [S]
+    #: (``None`` for pairs whose files record no trajectory).
+    trajectories_a: list[torch.Tensor | None] | None = None
+    trajectories_b: list[torch.Tensor | None] | None = None
+    trajectory_t: list[torch.Tensor | None] | None = None
 
     def __post_init__(self) -> None:
         if self.prompts_b is None:
             self.prompts_b = list(self.prompts)
+        for name in ("trajectories_a", "trajectories_b", "trajectory_t"):
+            if getattr(self, name) is None:
+                setattr(self, name, [None] * len(self.prompts))
+
+    def with_trajectory(self, indices: Sequence[int]) -> list[int]:
+        """The pairs of ``indices`` whose clips record sampler states."""
+        return [i for i in indices if self.trajectory_t[i] is not None]
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -308,20 +328,44 @@ def read_clip(path: str | Path) -> np.ndarray:
     return array
 
 
-def read_latents(path: str | Path) -> torch.Tensor:
+def _read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise PreferenceDataError(f"{path}: not a readable safetensors file: {exc}") from None
+
+
+def read_latents(path: str | Path) -> torch.Tensor:
+    tensors = _read_tensors(path)
     if LATENT_KEY not in tensors:
         raise PreferenceDataError(f"{path}: no tensor named {LATENT_KEY!r} (has: {', '.join(tensors) or 'none'})")
     latents = tensors[LATENT_KEY]
     if not latents.is_floating_point() or not bool(torch.isfinite(latents).all()):
         raise PreferenceDataError(f"{path}: latents must be finite floating-point values")
     return latents.float()
+
+
+def read_trajectory(path: str | Path, latent_shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The sampler states ``trajectory`` [S, *latent_shape] and their noise levels ``trajectory_t`` [S]
+    of a latents file, checked; ``None`` when the file records none."""
+    tensors = _read_tensors(path)
+    present = [k for k in (TRAJECTORY_KEY, TRAJECTORY_T_KEY) if k in tensors]
+    if not present:
+        return None
+    if len(present) == 1:
+        missing = TRAJECTORY_T_KEY if present[0] == TRAJECTORY_KEY else TRAJECTORY_KEY
+        raise PreferenceDataError(f"{path}: has {present[0]!r} but not {missing!r}; a trajectory needs both")
+    states, levels = tensors[TRAJECTORY_KEY], tensors[TRAJECTORY_T_KEY]
+    if levels.ndim != 1 or len(levels) < 1 or tuple(states.shape) != (len(levels), *latent_shape):
+        raise PreferenceDataError(
+            f"{path}: {TRAJECTORY_KEY} must be [S, {', '.join(map(str, latent_shape))}] with {TRAJECTORY_T_KEY} [S]; "
+            f"got {tuple(states.shape)} and {tuple(levels.shape)}")
+    if not (bool(torch.isfinite(states).all()) and bool(((levels > 0) & (levels < 1)).all())):
+        raise PreferenceDataError(f"{path}: trajectory states must be finite and their noise levels in (0, 1)")
+    return states.float(), levels.float()
 
 
 def expected_latent_shape(family: PipelineFamily, shape: VideoShape) -> tuple[int, ...]:
@@ -437,26 +481,39 @@ def load_preference_data(
     if not kept:
         raise PreferenceDataError(f"{info.root}: no pair has a label on any of {', '.join(selected)}")
 
-    cache: dict[Path, tuple[torch.Tensor, VideoShape]] = {}
+    cache: dict[Path, tuple[torch.Tensor, VideoShape, tuple[torch.Tensor, torch.Tensor] | None]] = {}
 
-    def load(record: PairRecord, path: Path, field_name: str) -> tuple[torch.Tensor, VideoShape]:
+    def load(record: PairRecord, path: Path, field_name: str):
         if path not in cache:
-            cache[path] = load_latents(family, path, record.shape, f"{PAIRS_FILE} line {record.line}: {field_name}")
+            where = f"{PAIRS_FILE} line {record.line}: {field_name}"
+            latents, shape = load_latents(family, path, record.shape, where)
+            try:
+                trajectory = read_trajectory(path, latents.shape) if path.suffix == LATENT_SUFFIX else None
+            except PreferenceDataError as exc:
+                raise PreferenceDataError(f"{where}: {exc}") from None
+            cache[path] = latents, shape, trajectory
         return cache[path]
 
-    latents_a, latents_b, shapes = [], [], []
+    latents_a, latents_b, shapes, trajectories_a, trajectories_b, trajectory_t = [], [], [], [], [], []
     bar = tqdm(kept, desc="loading pairs", unit="pair", disable=not progress)
     for record in bar:
-        a, shape_a = load(record, record.a, "a")
-        b, shape_b = load(record, record.b, "b")
+        a, shape_a, states_a = load(record, record.a, "a")
+        b, shape_b, states_b = load(record, record.b, "b")
         if shape_a != shape_b or a.shape != b.shape:
             raise _pair_shape_error(
                 record, f"a and b have different shapes: {_shape_text(shape_a)} {tuple(a.shape)} vs "
                         f"{_shape_text(shape_b)} {tuple(b.shape)}"
             )
+        if (states_a is None) != (states_b is None) or (
+                states_a is not None and not torch.equal(states_a[1], states_b[1])):
+            raise _pair_shape_error(record, "a and b must record trajectory states at the same noise levels "
+                                            "(or neither any)")
         latents_a.append(a)
         latents_b.append(b)
         shapes.append(shape_a)
+        trajectories_a.append(None if states_a is None else states_a[0])
+        trajectories_b.append(None if states_b is None else states_b[0])
+        trajectory_t.append(None if states_a is None else states_a[1])
     labels = torch.tensor(
         [[LABELS[r.labels[o]] if o in r.labels else MISSING for o in selected] for r in kept], dtype=torch.long
     )
@@ -473,6 +530,9 @@ def load_preference_data(
         description=info.description,
         dropped=len(records) - len(kept),
         root=info.root,
+        trajectories_a=trajectories_a,
+        trajectories_b=trajectories_b,
+        trajectory_t=trajectory_t,
     )
 
 
@@ -491,6 +551,24 @@ def _as_numpy(value: Any, where: str) -> np.ndarray:
     raise PreferenceDataError(f"{where}: must be a torch.Tensor or numpy.ndarray; got {type(value).__name__}")
 
 
+def _trajectory_tensors(record: Mapping[str, Any], side: str, latent_shape: tuple[int, ...],
+                        where: str) -> dict[str, torch.Tensor]:
+    """The checked ``trajectory`` / ``trajectory_t`` tensors of one side of a record."""
+    if record.get(f"trajectory_{side}") is None:
+        raise PreferenceDataError(f"{where}: trajectory_t is given but trajectory_{side} is missing")
+    states = np.asarray(_as_numpy(record[f"trajectory_{side}"], f"{where}: trajectory_{side}"), dtype=np.float32)
+    levels = record["trajectory_t"]
+    levels = np.asarray(levels if isinstance(levels, (list, tuple)) else _as_numpy(levels, f"{where}: trajectory_t"),
+                        dtype=np.float32)
+    if levels.ndim != 1 or states.shape != (len(levels), *latent_shape):
+        raise PreferenceDataError(f"{where}: trajectory_{side} must be [S, *latents] with trajectory_t [S]; "
+                                  f"got {states.shape} and {levels.shape}")
+    if not ((levels > 0) & (levels < 1)).all():
+        raise PreferenceDataError(f"{where}: trajectory_t must be noise levels in (0, 1)")
+    return {TRAJECTORY_KEY: torch.from_numpy(np.ascontiguousarray(states)),
+            TRAJECTORY_T_KEY: torch.from_numpy(levels)}
+
+
 def write_pairs(
     out_dir: str | Path,
     objectives: Sequence[str],
@@ -503,13 +581,16 @@ def write_pairs(
     """Write a preference data set to ``out_dir`` (created; an existing ``pairs.jsonl`` is replaced).
 
     Each record: ``prompt`` (str), optionally ``prompt_b`` (str: B is scored under it), ``a`` and ``b`` (torch.Tensor or numpy array of one shape),
+    optionally ``trajectory_a``, ``trajectory_b`` ([S, *latents]: the sampler states of each clip) and
+    ``trajectory_t`` ([S] noise levels; latents only),
     ``labels`` ({objective: "A" | "B" | "tie"}; leave an objective out, or give None, for no label),
     optionally ``split`` ("train" | "test" | None for the hash split) and ``shape`` (a VideoShape or
     {"frames", "height", "width"}; recorded for latents, needed to load LTX latents).
 
     ``kind="latents"``: a and b are latents in the pipeline's layout without a batch dimension,
     written as ``latents/NNNNNN_{a,b}.safetensors``. ``kind="clips"``: float [F, H, W, 3] in [0, 1],
-    written as ``clips/NNNNNN_{a,b}.npy`` (float32). Returns ``out_dir``.
+    written as ``clips/NNNNNN_{a,b}.npy`` (float32). A clip passed again as the same object (a pool's
+    sample in several pairs) is written once and referenced again. Returns ``out_dir``.
     """
     if kind not in ("latents", "clips"):
         raise ValueError(f"kind must be 'latents' or 'clips'; got {kind!r}")
@@ -519,6 +600,7 @@ def write_pairs(
     folder.mkdir(parents=True, exist_ok=True)
     tmp = out / (PAIRS_FILE + ".tmp")
     count = 0
+    written: dict[int, tuple[Any, str]] = {}  # id(object) -> (the object, kept alive; its file)
     with tmp.open("w") as lines:
         for i, record in enumerate(records):
             where = f"record {i}"
@@ -549,7 +631,13 @@ def write_pairs(
                 if not isinstance(record["prompt_b"], str) or not record["prompt_b"].strip():
                     raise PreferenceDataError(f"{where}: prompt_b must be a non-empty string or None")
                 row["prompt_b"] = record["prompt_b"]
+            trajectory_t = record.get("trajectory_t")
+            if trajectory_t is not None and kind != "latents":
+                raise PreferenceDataError(f"{where}: trajectory states go with kind=\"latents\" only")
             for side, array in (("a", a), ("b", b)):
+                if id(record[side]) in written:
+                    row[side] = written[id(record[side])][1]
+                    continue
                 name = f"{kind}/{i:06d}_{side}"
                 if kind == "clips":
                     if array.ndim != 4 or array.shape[-1] != 3:
@@ -563,8 +651,11 @@ def write_pairs(
                     from safetensors.torch import save_file
 
                     name += LATENT_SUFFIX
-                    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-                    save_file({LATENT_KEY: tensor}, str(out / name))
+                    tensors = {LATENT_KEY: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))}
+                    if trajectory_t is not None:
+                        tensors.update(_trajectory_tensors(record, side, array.shape, where))
+                    save_file(tensors, str(out / name))
+                written[id(record[side])] = (record[side], name)
                 row[side] = name
             row["labels"] = labels
             if split is not None:

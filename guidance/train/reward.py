@@ -16,6 +16,13 @@ per pair; both clips of the pair are noised with that same noise at that same t
 (``family.add_noise``), so the score difference reflects the clips, not the noise draw. Scores are
 r = model(x_t, t, prompt embeddings, shape).
 
+Sampler states (``trajectory_share`` P > 0): forward-noising a final latent gives an x_t the sampler
+never visits (its states are the denoiser's own, not data plus fresh noise), yet guidance queries the
+reward on the sampler's states only. For pairs whose files record the states their clips passed
+through (``trajectory`` in the data format), a share P of them per step is replaced by one recorded
+state, the same step for both clips (so the same t), labelled by the final clips' preference: the
+reward learns to rank the states it will be asked about by the outcome they lead to.
+
 What is trained: the trunk's transformer blocks and the head. The trunk's patch, time and text
 embeddings (everything of the copied transformer outside its first block list) stay frozen: they are
 the interface to the pipeline's latent space, noise-level embedding and text encoder, which the
@@ -24,7 +31,8 @@ reward model must keep speaking; with a few thousand pairs, retraining them woul
 
 Evaluation: on the held-out pairs, at the midpoints of four noise-level buckets, with fixed noise
 (pair i gets noise from seed ``EVAL_SEED + i``), so numbers are reproducible and comparable between
-epochs. Accuracy counts decisive labels only (sign of r_A - r_B against A/B); ties are counted
+epochs; and, for held-out pairs with recorded states, on the state nearest each bucket's midpoint
+(the accuracy where guidance asks). Accuracy counts decisive labels only (sign of r_A - r_B against A/B); ties are counted
 separately (with the share of ties where P(tie) is the most probable outcome).
 """
 
@@ -176,6 +184,9 @@ class TrainConfig:
     decorrelation: float = 0.0
     #: Std of Gaussian noise added to x_t, relative to its RMS (the same draw for both clips of a pair).
     input_noise: float = 0.0
+    #: Share of the pairs with recorded sampler states trained on one of those states instead of on
+    #: forward-noised final latents (0: never).
+    trajectory_share: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -198,6 +209,8 @@ class TrainConfig:
             raise ValueError(f"decorrelation must be a number >= 0; got {self.decorrelation}")
         if not (0 <= self.input_noise <= 1):
             raise ValueError(f"input noise must be between 0 and 1 (a share of the latents' RMS); got {self.input_noise}")
+        if not (0 <= self.trajectory_share <= 1):
+            raise ValueError(f"trajectory share must be between 0 and 1; got {self.trajectory_share}")
 
 
 @dataclass
@@ -274,6 +287,30 @@ def _stack(data: PreferenceData, batch: list[int], device: torch.device) -> tupl
     a = torch.stack([data.latents_a[i] for i in batch]).to(device)
     b = torch.stack([data.latents_b[i] for i in batch]).to(device)
     return a, b
+
+
+def use_trajectory_states(
+    data: PreferenceData, batch: list[int], x_a: torch.Tensor, x_b: torch.Tensor, t: torch.Tensor, share: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Replace the noisy pair of a ``share`` of the batch's pairs that record sampler states by one
+    of those states (one step drawn per pair, the same for both clips, with its t). Two draws per
+    pair from ``generator`` whatever the data, so the stream does not depend on which pairs have
+    states. Returns (x_a, x_b, t, number of pairs replaced)."""
+    chosen = torch.rand(len(batch), generator=generator) < share
+    position = torch.rand(len(batch), generator=generator)
+    x_a, x_b, t = x_a.clone(), x_b.clone(), t.clone()
+    replaced = 0
+    for row, i in enumerate(batch):
+        levels = data.trajectory_t[i]
+        if levels is None or not bool(chosen[row]):
+            continue
+        step = min(int(position[row] * len(levels)), len(levels) - 1)
+        x_a[row] = data.trajectories_a[i][step].to(x_a.device, x_a.dtype)
+        x_b[row] = data.trajectories_b[i][step].to(x_b.device, x_b.dtype)
+        t[row] = levels[step]
+        replaced += 1
+    return x_a, x_b, t, replaced
 
 
 def score_pairs(
@@ -358,34 +395,82 @@ def evaluate(
             t = torch.full((len(batch),), mid, device=device)
             x_a, x_b = noise_pair(family, a, b, noise, t)
             diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]], cond_b).cpu()
+    trajectory = _evaluate_states(model, data, data.with_trajectory(indices), prompts, batch_size)
     model.train(was_training)
     labels = data.labels[indices]
     result: dict[str, Any] = {
         "pairs": len(indices),
         "t": mids,
         "buckets": [f"[{lo:.2f},{hi:.2f}{']' if hi == 1.0 else ')'}" for lo, hi in BUCKETS],
-        "objectives": {},
+        "objectives": _accuracies(diffs, labels, data.objectives, theta),
     }
-    for k, name in enumerate(data.objectives):
+    if trajectory is not None:
+        result["trajectory"] = trajectory
+    return result
+
+
+def _accuracies(diffs: torch.Tensor, labels: torch.Tensor, objectives: Sequence[str], theta: float,
+                present: torch.Tensor | None = None) -> dict[str, Any]:
+    """Per objective, the accuracy on decisive labels (and the tie statistics) of score differences
+    ``diffs`` [buckets, pairs, K]; ``present`` [buckets, pairs] masks pairs without a score there."""
+    out = {}
+    for k, name in enumerate(objectives):
         decisive = (labels[:, k] == A_WINS) | (labels[:, k] == B_WINS)
         ties = labels[:, k] == TIE
         accuracy, tie_top = [], []
-        for m in range(len(mids)):
+        for m in range(diffs.shape[0]):
+            here = torch.ones_like(decisive) if present is None else present[m]
             d = diffs[m, :, k]
             predicted = torch.where(d > 0, A_WINS, torch.where(d < 0, B_WINS, -2))
-            correct = (predicted == labels[:, k]) & decisive
-            accuracy.append(float(correct.sum()) / int(decisive.sum()) if bool(decisive.any()) else None)
+            correct = (predicted == labels[:, k]) & decisive & here
+            counted = int((decisive & here).sum())
+            accuracy.append(float(correct.sum()) / counted if counted else None)
             top_is_tie = bt_ties_log_probs(d, theta).argmax(dim=-1) == TIE
-            tie_top.append(float((top_is_tie & ties).sum()) / int(ties.sum()) if bool(ties.any()) else None)
+            tied = int((ties & here).sum())
+            tie_top.append(float((top_is_tie & ties & here).sum()) / tied if tied else None)
         known = [x for x in accuracy if x is not None]
-        result["objectives"][name] = {
+        out[name] = {
             "accuracy": accuracy,
             "mean": sum(known) / len(known) if known else None,
             "decisive": int(decisive.sum()),
             "ties": int(ties.sum()),
             "tie_top": tie_top,
         }
-    return result
+    return out
+
+
+def _evaluate_states(model: LatentRewardModel, data: PreferenceData, indices: list[int], prompts: PromptCache,
+                     batch_size: int) -> dict[str, Any] | None:
+    """Accuracy on the recorded sampler states of held-out pairs: per noise-level bucket, the state
+    of each pair nearest the bucket's midpoint (when one lies in the bucket)."""
+    if not indices:
+        return None
+    device = next(model.parameters()).device
+    diffs = torch.zeros(len(BUCKETS), len(indices), len(data.objectives))
+    present = torch.zeros(len(BUCKETS), len(indices), dtype=torch.bool)
+    levels_seen: list[list[float]] = [[] for _ in BUCKETS]
+    position = {i: p for p, i in enumerate(indices)}
+    for m, (lo, hi) in enumerate(BUCKETS):
+        mid, steps = (lo + hi) / 2, {}
+        for i in indices:
+            inside = [(abs(float(v) - mid), s) for s, v in enumerate(data.trajectory_t[i])
+                      if lo <= float(v) < hi or float(v) == hi == 1.0]
+            if inside:
+                steps[i] = min(inside)[1]
+        for batch in make_batches(data, list(steps), batch_size, None):
+            x_a = torch.stack([data.trajectories_a[i][steps[i]] for i in batch]).to(device)
+            x_b = torch.stack([data.trajectories_b[i][steps[i]] for i in batch]).to(device)
+            t = torch.stack([data.trajectory_t[i][steps[i]] for i in batch]).to(device)
+            rows = [position[i] for i in batch]
+            diffs[m, rows] = score_pairs(model, x_a, x_b, t, prompts([data.prompts[i] for i in batch]),
+                                         data.shapes[batch[0]], prompts([data.prompts_b[i] for i in batch])).cpu()
+            present[m, rows] = True
+            levels_seen[m] += [float(v) for v in t.cpu()]
+    return {
+        "pairs": len(indices),
+        "t": [sum(v) / len(v) if v else None for v in levels_seen],
+        "objectives": _accuracies(diffs, data.labels[indices], data.objectives, THETA, present),
+    }
 
 
 def format_accuracy_table(evaluation: dict[str, Any] | None) -> str:
@@ -399,6 +484,12 @@ def format_accuracy_table(evaluation: dict[str, Any] | None) -> str:
         cells = "".join(f"{'-' if a is None else f'{a:.3f}':>9}" for a in entry["accuracy"])
         mean = "-" if entry["mean"] is None else f"{entry['mean']:.3f}"
         lines.append(f"{name:<12}{cells}{mean:>9}{entry['decisive']:>7}{entry['ties']:>6}")
+    states = evaluation.get("trajectory")
+    if states is not None:
+        lines.append(f"on the sampler's own states ({states['pairs']} pairs; t = mean noise level of the states used)")
+        lines.append(f"{'objective':<12}" + "".join(f"{'-' if t is None else f't={t:.3f}':>9}" for t in states["t"]))
+        for name, entry in states["objectives"].items():
+            lines.append(f"{name:<12}" + "".join(f"{'-' if a is None else f'{a:.3f}':>9}" for a in entry["accuracy"]))
     return "\n".join(lines)
 
 
@@ -439,6 +530,9 @@ def train_reward_model(
     trainable, total = trainable_parameter_count(model)
     say(f"reward model for {', '.join(objectives)}: {model.num_blocks} trunk blocks, "
         f"{trainable:,} of {total:,} parameters trained; {len(train_idx)} training pairs, {len(test_idx)} held out")
+    if config.trajectory_share > 0 and not data.with_trajectory(train_idx):
+        raise ValueError(f"trajectory share {config.trajectory_share} needs training pairs that record sampler states "
+                         "(\"trajectory\" in their latents files: nrg demo make-pairs --states); this data set has none")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -448,6 +542,7 @@ def train_reward_model(
     epoch_losses: list[float] = []
     step_losses: list[float] = []
     epoch_penalties: list[float] = []  # mean gradient-correlation penalty per epoch
+    state_pairs = 0  # training pairs taken at a recorded sampler state
     evaluations: list[dict[str, Any] | None] = []
     model.train()
     for epoch in range(config.epochs):
@@ -458,6 +553,10 @@ def train_reward_model(
         for batch in bar:
             a, b = _stack(data, batch, device)
             x_a, x_b, t, _ = draw_noisy_pairs(family, a, b, generator, config.t_min, config.t_max)
+            if config.trajectory_share > 0:
+                x_a, x_b, t, replaced = use_trajectory_states(data, batch, x_a, x_b, t, config.trajectory_share,
+                                                              generator)
+                state_pairs += replaced
             if config.input_noise > 0:
                 x_a, x_b = augment_pair(x_a, x_b, config.input_noise, generator)
             cond = prompts([data.prompts[i] for i in batch])
@@ -515,6 +614,7 @@ def train_reward_model(
         "parameters": {"trained": trainable, "total": total},
         "loss": epoch_losses,
         "steps": len(step_losses),
+        "trajectory_state_pairs": state_pairs,
         **({"decorrelation_penalty": epoch_penalties} if epoch_penalties else {}),
         "evaluations": evaluations,
         "accuracy": evaluations[-1] if evaluations else None,

@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
                        help="samples per prompt draw, all of whose K(K-1)/2 pairs are written (default 2: one pair)")
     pairs.add_argument("--contrastive", action="store_true",
                        help="also one prompt-contrastive pair per sample (the clip under its prompt vs a changed one)")
+    pairs.add_argument("--states", action="store_true",
+                       help="record each sample's sampler states in the default guidance window with its latents "
+                            "(for nrg train-reward --trajectory-share)")
     pairs.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
     pairs.add_argument("--batch", type=int, default=32, help="samples per sampler batch (default 32)")
     pairs.add_argument("--device", default="cpu")
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
         from demo_world.pairs import make_pairs
 
         summary = make_pairs(args.out, args.pairs, args.model, args.steps, args.batch, args.device, not args.quiet,
-                             args.pool, args.contrastive)
+                             args.pool, args.contrastive, args.states)
         print(f"wrote {summary['pairs']} pairs to {args.out} (splits {summary['splits']}; "
               f"sampling {summary['sample_seconds']} s)")
         for objective, counts in summary["labels"].items():

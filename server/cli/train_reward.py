@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
                             "(default 0: off; e.g. 1)")
     train.add_argument("--input-noise", type=float, default=0.0,
                        help="Gaussian noise added to the noisy latents, as a share of their RMS (default 0; e.g. 0.1)")
+    train.add_argument("--trajectory-share", type=float, default=0.0,
+                       help="share of the pairs that record sampler states (make-pairs --states) trained on one of "
+                            "those states instead of forward-noised final latents (default 0; e.g. 0.5)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, t_min=args.t_min, t_max=args.t_max, seed=args.seed, freeze_trunk=args.freeze_trunk,
         decorrelation=args.decorrelation, input_noise=args.input_noise,
+        trajectory_share=args.trajectory_share,
     )
     config.validate()
     read_pairs(args.data)  # fail on a malformed data set before loading the pipeline

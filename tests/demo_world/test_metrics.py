@@ -55,3 +55,22 @@ def test_metrics_accept_torch_tensors_and_stay_in_unit_range():
     clip = torch.from_numpy(world.render("a blue square moving down quickly", 2))
     scores = evaluate(clip, "a blue square moving down quickly")
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_a_vae_round_trip_of_rendered_clips_keeps_most_of_each_motion_factor():
+    """The motion scales are referenced to the embedded VAE: encoding and decoding a perfect render
+    must not by itself cost the clip most of its MQ (version 1's jerk scale cost it half)."""
+    from demo_world import metrics
+    from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_SHAPE
+    from guidance.families import load_pipeline
+
+    family = load_pipeline(DEFAULT_MODEL_DIR)
+    prompts = world.all_prompts()[::18]
+    clips = torch.from_numpy(np.stack([world.render(p, 300 + i) for i, p in enumerate(prompts)])).float()
+    with torch.no_grad():
+        decoded = family.decode(family.encode(clips, DEFAULT_SHAPE), DEFAULT_SHAPE, [torch.Generator()] * len(prompts))
+    reports = [evaluate_clip(clip, p) for clip, p in zip(decoded.float().numpy(), prompts)]
+    assert all(r.ta == 1.0 for r in reports), reports
+    assert np.median([np.exp(-r.jerk / metrics.JERK_SCALE) for r in reports]) >= 0.8
+    assert np.median([np.exp(-r.area_cv / metrics.AREA_CV_SCALE) for r in reports]) >= 0.8
+    assert np.median([r.mq for r in reports]) >= 0.6

@@ -55,7 +55,9 @@ def test_make_pairs_pools_and_prompt_contrastive_pairs(demo_family, tmp_path):
     records = read_pairs(out)[1]
     within, contrastive = records[:3], records[3:]
     assert len(within) == 3 and len(contrastive) == 3  # 3 * 2 / 2 pairs, one contrastive pair per sample
-    assert len({r.a for r in within} | {r.b for r in within}) == 6 and all(r.prompt_b is None for r in within)
+    # each of the 3 samples is written once, however many pairs it is in
+    assert len({r.a for r in within} | {r.b for r in within}) == 3 and all(r.prompt_b is None for r in within)
+    assert {r.a for r in contrastive} == {r.a for r in within} | {r.b for r in within}
     for r in contrastive:
         assert r.prompt_b is not None and r.prompt_b != r.prompt
         assert r.labels["vq"] == "tie" and r.labels["mq"] == "tie"
@@ -67,6 +69,30 @@ def test_make_pairs_pools_and_prompt_contrastive_pairs(demo_family, tmp_path):
     prompt = parse_prompt("a yellow triangle moving down quickly")
     assert [changed_prompt(prompt, i).text for i in range(3)] == [
         "a red triangle moving down quickly", "a yellow circle moving down quickly", "a yellow triangle moving left quickly"]
+
+
+def test_make_pairs_records_the_sampler_states_of_the_guidance_window(demo_family, tmp_path):
+    from demo_world.pairs import sample_with_states
+    from guidance.nrg import DEFAULT_WINDOW
+    from guidance.sampler import SampleSpec, sample
+    from guidance.train.preference_data import load_preference_data
+
+    specs = [SampleSpec("a red circle moving left", seed=5), SampleSpec("a blue square moving up", seed=6)]
+    plain = sample(demo_family, specs, DEFAULT_SHAPE, 6)
+    result, states, levels = sample_with_states(demo_family, specs, DEFAULT_SHAPE, 6, DEFAULT_WINDOW)
+    assert result.latents.equal(plain.latents)  # recording the states does not change the samples
+    schedule = demo_family.schedule(6, DEFAULT_SHAPE).noise_levels[:6]
+    assert levels == [v for v in schedule if DEFAULT_WINDOW[0] <= v <= DEFAULT_WINDOW[1]] and len(levels) >= 2
+    assert states.shape == (2, len(levels), *plain.latents.shape[1:])
+
+    out = tmp_path / "pairs"
+    assert main(["demo", "make-pairs", "--out", str(out), "--pairs", "1", "--pool", "2", "--contrastive", "--states",
+                 "--steps", "6", "--batch", "2", "--quiet"]) == 0
+    data = load_preference_data(out, demo_family)
+    assert data.with_trajectory(range(len(data))) == [0, 1, 2]
+    assert data.trajectory_t[0].tolist() == pytest.approx(levels)
+    assert data.trajectories_a[1].equal(data.trajectories_b[1])  # a contrastive pair: one clip, one trajectory
+    assert json.loads((out / "make_pairs.json").read_text())["state_levels"] == pytest.approx(levels)
 
 
 def test_eval_oracle_guides_with_the_ground_truth_and_refuses_tuning(tmp_path):
