@@ -286,7 +286,7 @@ def benchmark_section(report: dict) -> str:
         f"{len(report['seeds'])} seeds {report['seeds'][0]}..{report['seeds'][-1]}), {report['steps']} steps, "
         f"CFG {report['cfg']:g}, window {report['window']}, mode {report['mode']}; decisive pair = the guided and "
         f"unguided clip of one prompt and seed differ by at least the tie margin {report['tie_margin']}; means are "
-        "ground-truth scores (demo_world.metrics)",
+        f"ground-truth scores (demo_world.metrics, version {report.get('metrics_version', 1)})",
         *([f"- pictures: `{figures['contact_sheet']}`, `{figures['tradeoff']}`"] if figures else []),
         "",
         format_table(report),
