@@ -395,7 +395,7 @@ def evaluate(
             t = torch.full((len(batch),), mid, device=device)
             x_a, x_b = noise_pair(family, a, b, noise, t)
             diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]], cond_b).cpu()
-    trajectory = _evaluate_states(model, data, data.with_trajectory(indices), prompts, batch_size)
+    trajectory = _evaluate_states(model, data, data.with_trajectory(indices), prompts, batch_size, theta)
     model.train(was_training)
     labels = data.labels[indices]
     result: dict[str, Any] = {
@@ -440,7 +440,7 @@ def _accuracies(diffs: torch.Tensor, labels: torch.Tensor, objectives: Sequence[
 
 
 def _evaluate_states(model: LatentRewardModel, data: PreferenceData, indices: list[int], prompts: PromptCache,
-                     batch_size: int) -> dict[str, Any] | None:
+                     batch_size: int, theta: float) -> dict[str, Any] | None:
     """Accuracy on the recorded sampler states of held-out pairs: per noise-level bucket, the state
     of each pair nearest the bucket's midpoint (when one lies in the bucket)."""
     if not indices:
@@ -469,7 +469,7 @@ def _evaluate_states(model: LatentRewardModel, data: PreferenceData, indices: li
     return {
         "pairs": len(indices),
         "t": [sum(v) / len(v) if v else None for v in levels_seen],
-        "objectives": _accuracies(diffs, data.labels[indices], data.objectives, THETA, present),
+        "objectives": _accuracies(diffs, data.labels[indices], data.objectives, theta, present),
     }
 
 
