@@ -328,20 +328,25 @@ def read_clip(path: str | Path) -> np.ndarray:
     return array
 
 
-def _read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _read_tensors(path: str | Path, keys: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors of ``keys`` that a safetensors file holds (only those are read) and all its keys.
+
+    A latents file can carry its clip's sampler states beside the latents, ten times their size;
+    reading by key keeps each loader from reading the other's tensors."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())
+            return {k: handle.get_tensor(k) for k in keys if k in names}, names
     except (SafetensorError, OSError) as exc:
         raise PreferenceDataError(f"{path}: not a readable safetensors file: {exc}") from None
 
 
 def read_latents(path: str | Path) -> torch.Tensor:
-    tensors = _read_tensors(path)
+    tensors, names = _read_tensors(path, (LATENT_KEY,))
     if LATENT_KEY not in tensors:
-        raise PreferenceDataError(f"{path}: no tensor named {LATENT_KEY!r} (has: {', '.join(tensors) or 'none'})")
+        raise PreferenceDataError(f"{path}: no tensor named {LATENT_KEY!r} (has: {', '.join(names) or 'none'})")
     latents = tensors[LATENT_KEY]
     if not latents.is_floating_point() or not bool(torch.isfinite(latents).all()):
         raise PreferenceDataError(f"{path}: latents must be finite floating-point values")
@@ -351,7 +356,7 @@ def read_latents(path: str | Path) -> torch.Tensor:
 def read_trajectory(path: str | Path, latent_shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The sampler states ``trajectory`` [S, *latent_shape] and their noise levels ``trajectory_t`` [S]
     of a latents file, checked; ``None`` when the file records none."""
-    tensors = _read_tensors(path)
+    tensors, _ = _read_tensors(path, (TRAJECTORY_KEY, TRAJECTORY_T_KEY))
     present = [k for k in (TRAJECTORY_KEY, TRAJECTORY_T_KEY) if k in tensors]
     if not present:
         return None
