@@ -143,3 +143,23 @@ def test_write_pairs_validates_records(tmp_path):
         write_pairs(tmp_path, ["vq"], [{**record, "b": torch.zeros(2, 3)}])
     with pytest.raises(PreferenceDataError, match="record 0: a: a clip must be"):
         write_pairs(tmp_path, ["vq"], [record], kind="clips")
+
+
+def test_unreadable_or_keyless_latents_files_are_named_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    from guidance.train.preference_data import read_latents, read_trajectory
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(PreferenceDataError, match="broken.safetensors: not a readable safetensors file"):
+        read_latents(broken)
+    keyless = tmp_path / "keyless.safetensors"
+    save_file({"other": torch.zeros(2)}, str(keyless))
+    with pytest.raises(PreferenceDataError, match=r"no tensor named 'latents' \(has: other\)"):
+        read_latents(keyless)
+    assert read_trajectory(keyless, (2,)) is None
+    half = tmp_path / "half.safetensors"
+    save_file({"latents": torch.zeros(2), "trajectory": torch.zeros(1, 2)}, str(half))
+    with pytest.raises(PreferenceDataError, match="has 'trajectory' but not 'trajectory_t'"):
+        read_trajectory(half, (2,))
