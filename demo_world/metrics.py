@@ -28,9 +28,9 @@ MQ (motion quality, in [0, 1]) = P * M * S * K:
       showing the object of the soft area sum(w)).
   The two scales are referenced to what the demo model's VAE can show: the median VAE round trip of
   a rendered clip (encode, decode) keeps about 90% of S and of K (its J is ~0.15 px / frame^2, its
-  CV ~0.023). Version 1 of the metrics had JERK_SCALE = 0.5, which the round trip itself failed
-  (S ~0.5 at J = 0.385 on the held-out prompts) and which squeezed the model's samples into
-  MQ ~0.06, against a 0.05 tie margin (METRICS_VERSION).
+  CV ~0.023; ``python -m benchmarks.demo_round_trip``). Version 1 of the metrics had JERK_SCALE = 0.5,
+  of which the median round trip kept only 73%, and which squeezed the model's samples into MQ ~0.06,
+  against a 0.05 tie margin (METRICS_VERSION).
 
 VQ (visual quality, in [0, 1]) = E * Q:
   E = min(1, R / SHARP_REF), R = sum g^2 / (C * sum g) over the object's bounding box grown by
