@@ -102,9 +102,17 @@ def test_a_store_shared_by_the_processes_is_required():
 def local_ray():
     """A local Ray instance on CPU for this module's deployments; the port of Serve's HTTP proxy (Serve
     starts once per Ray instance, so every deployment here shares it)."""
+    import os
+
     import ray
     from ray import serve
 
+    # Ray Serve's controller kills an HTTP proxy that is not ready within 5 s (and then `serve.start`
+    # fails): on a machine whose cores are busy a new Ray worker process takes longer than that to
+    # start. The processes Ray starts inherit these settings; they are Ray's own, read from the env.
+    patient = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "300", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "300"}
+    saved = {key: os.environ.get(key) for key in patient}
+    os.environ.update(patient)
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # noqa: BLE001 - only Ray failing to start on this machine skips
@@ -116,6 +124,11 @@ def local_ray():
             serve.shutdown()
         finally:
             ray.shutdown()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @pytest.fixture
@@ -136,12 +149,14 @@ def deployed(local_ray, pg_server, tiny_dir, tmp_path):  # noqa: F811
         flags = ["--store", url, "--model", f"tiny={tiny_dir('wan')}", "--data-dir", str(tmp_path / "data"),
                  "--device", "cpu", "--batch-wait-ms", "0", *extra_flags]
         ray_app.deploy({"flags": flags, "worker_gpus": 0, "worker_cpus": 0.5, "api_cpus": 0.5, **args}, port=port)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
         clients.append(client)
-        deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the ingress never became ready"
-            time.sleep(0.2)
+        # Ray starts replicas in the background after serve.run returns; wait for the states Ray reports
+        # (both applications RUNNING, the ingress ready), never for a time. The deadline only stops a
+        # hang: on a loaded machine replicas take minutes to come up.
+        _until(lambda: all(serve.status().applications[app].status == "RUNNING"
+                           for app in (ray_app.API_APP, ray_app.WORKER_APP)), "both applications RUNNING")
+        _until(lambda: client.get("/ready").status_code == 200, "the ingress ready")
         return client, url
 
     try:
@@ -151,6 +166,13 @@ def deployed(local_ray, pg_server, tiny_dir, tmp_path):  # noqa: F811
             client.close()
         for app in (ray_app.API_APP, ray_app.WORKER_APP):
             serve.delete(app)
+
+
+def _until(condition, what: str, hang_after_s: float = 600.0) -> None:
+    deadline = time.monotonic() + hang_after_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} after {hang_after_s:.0f} s"
+        time.sleep(0.2)
 
 
 def _workers_of(url: str, status: str | None = None) -> dict[str, str]:
@@ -172,7 +194,7 @@ def test_a_job_posted_to_the_ingress_runs_on_one_of_two_worker_replicas(deployed
                                                "num_frames": 9, "num_inference_steps": 2})
     assert response.status_code == 200, response.text
     video_id = response.json()["id"]
-    assert wait_for(client, video_id, timeout=60)["status"] == "completed"
+    assert wait_for(client, video_id, timeout=600)["status"] == "completed"
     content = client.get(f"/v1/videos/{video_id}/content")
     assert content.status_code == 200 and len(content.content) > 0
     assert _workers_of(url)[video_id] in workers

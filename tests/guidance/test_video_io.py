@@ -1,0 +1,49 @@
+"""``guidance.video_io``: the same frames encode to the same mp4 bytes whatever CPUs the process may use.
+
+x264 picks its thread count from the CPUs the process is allowed to run on, and its output depends on
+that count; a server or a benchmark comparing videos must not depend on the machine's cores or load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENCODE = """
+import hashlib, os, sys
+import numpy as np
+from guidance.video_io import write_video
+os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(",")})
+rng = np.random.default_rng(0)
+frames = np.clip(np.cumsum(rng.normal(0, 0.05, (9, 256, 256, 3)), axis=0) + 0.5, 0, 1).astype(np.float32)
+print(hashlib.sha256(write_video(frames, sys.argv[1]).read_bytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a process allowed on two or more CPUs")
+def test_an_mp4_has_the_same_bytes_on_one_cpu_as_on_all(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    digests = []
+    for allowed in ([cpus[0]], cpus):
+        out = tmp_path / f"{len(allowed)}.mp4"
+        result = subprocess.run([sys.executable, "-c", ENCODE, str(out), ",".join(map(str, allowed))],
+                                capture_output=True, text=True, timeout=300, check=True)
+        digests.append(result.stdout.strip())
+        assert digests[-1] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert digests[0] == digests[1]
+
+
+def test_odd_sizes_and_other_suffixes_are_refused(tmp_path):
+    import numpy as np
+
+    from guidance.video_io import write_video
+
+    with pytest.raises(ValueError, match="even width and height"):
+        write_video(np.zeros((2, 31, 32, 3), np.float32), tmp_path / "a.mp4")
+    with pytest.raises(ValueError, match="must end in .mp4 or .npy"):
+        write_video(np.zeros((2, 32, 32, 3), np.float32), tmp_path / "a.gif")
