@@ -40,15 +40,17 @@ def _directory(kind: str, argument: str | None) -> Path:
 
 
 def _clip(argument: str | None, device: str) -> Judge:
+    directory = _directory("clip", argument)
     from guidance.judges.clip import load_clip_judge
 
-    return load_clip_judge(_directory("clip", argument), device)
+    return load_clip_judge(directory, device)
 
 
 def _videoreward(argument: str | None, device: str) -> Judge:
+    directory = _directory("videoreward", argument)
     from guidance.judges.videoreward import load_videoreward_judge
 
-    return load_videoreward_judge(_directory("videoreward", argument), device)
+    return load_videoreward_judge(directory, device)
 
 
 #: Built-in judge kinds: ``kind[:argument]`` -> a judge on ``device``.
