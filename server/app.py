@@ -34,6 +34,7 @@ from server import access_log, playground
 from server.config import ServerConfig
 from server.engine import Engine
 from server.hosted_model import HostedModel
+from server.judging import HeldOutJudges, load_judges
 from server.errors import APIError, install_error_handlers
 from server.events import EventBus
 from server.lifecycle import Lifecycle
@@ -108,7 +109,7 @@ def _video_fields(job: Job, expires_at: float | None) -> dict[str, Any]:
         num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
         guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), checkpoint_scale=p.get("checkpoint_scale"),
         reward_guidance=p.get("reward_guidance"),
-        **{k: r.get(k) for k in ("rewards", "rewards_z", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
+        **{k: r.get(k) for k in ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
                                  "inference_time_s", "encode_time_s", "peak_memory_mb")},
     ).model_dump(mode="json")
 
@@ -153,9 +154,10 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     if config.role == "api":
         engine = FrontEndOnly(models)
     else:
+        judges = HeldOutJudges(load_judges(config.judges, str(next(iter(models.values())).family.device)))
         engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                         fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
-                        lease_s=config.lease_s)
+                        lease_s=config.lease_s, judges=judges)
         if store.shared:
             from server.worker_lease import LeaseKeeper
 
@@ -298,6 +300,11 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             # The effective settings, defaults filled in, are what the job runs with and reports.
             guidance = {"weights": dict(spec.weights), "strength": spec.strength, "window": list(spec.window),
                         "mode": spec.mode, "particles": spec.particles if spec.mode in SEARCH_MODES else None}
+        judges = list(config.judges) if req.judges is None else list(dict.fromkeys(req.judges))
+        unknown = [j for j in judges if j not in config.judges]
+        if unknown:
+            raise APIError(400, f"unknown judge(s) {unknown}; registered: {', '.join(config.judges) or 'none'}",
+                           param="judges", code="judge_not_found")
         cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
         return {
             "model": name, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
@@ -305,7 +312,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             "seconds": f"{(frames - 1) / req.fps:g}",
             "seed": req.seed if req.seed is not None else secrets.randbelow(2**63),
             "num_inference_steps": steps, "guidance_scale": float(cfg), "checkpoint": req.checkpoint,
-            "checkpoint_scale": checkpoint_scale, "reward_guidance": guidance,
+            "checkpoint_scale": checkpoint_scale, "reward_guidance": guidance, "judges": judges,
         }
 
     @app.post("/v1/videos", response_model=VideoObject, tags=["videos"],

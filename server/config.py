@@ -20,6 +20,9 @@ ROLES = ("all", "api", "worker")
 log = logging.getLogger("nrg.server")
 
 DEMO_MODEL_NAME = "nrg-demo"
+#: The judges ``nrg serve`` loads for the embedded demo when given no ``--judge``: the demo world's
+#: ground truth measured from the pixels, and the weight-free classic measures.
+DEMO_JUDGES = {"truth": "demo_world.judge:ground_truth", "classic": "classic"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class ServerConfig:
     models: dict[str, Path] = field(default_factory=dict)
     #: model name -> reward model directory.
     rewards: dict[str, Path] = field(default_factory=dict)
+    #: judge name -> spec (``guidance.judges.load_judge``): held-out scorers of every finished video.
+    judges: dict[str, str] = field(default_factory=dict)
     #: model name -> {checkpoint name -> directory}.
     checkpoints: dict[str, dict[str, Path]] = field(default_factory=dict)
     host: str = "127.0.0.1"

@@ -42,6 +42,7 @@ from server.cancellation import CancelRequests, LocalCancelRequests
 from server.events import EventSink
 from server.executor import BatchExecutor, FinishedSample, batch_checkpoint
 from server.hosted_model import HostedModel
+from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
@@ -67,7 +68,7 @@ class Engine:
                  fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
                  on_fatal: Callable[[str], None] | None = None,
                  cancels: CancelRequests | None = None, worker_id: str = LOCAL_WORKER,
-                 lease_s: float = DEFAULT_LEASE_S) -> None:
+                 lease_s: float = DEFAULT_LEASE_S, judges: HeldOutJudges | None = None) -> None:
         self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
         self.models = dict(models)
         #: This worker's name in the store (the rows it claims) and how long its claims last unrenewed.
@@ -78,7 +79,7 @@ class Engine:
         self.fault_backoff_s = tuple(fault_backoff_s)
         self.on_fatal = on_fatal
         self.cancels = cancels or LocalCancelRequests()
-        self.executor = BatchExecutor(self.models, metrics)
+        self.executor = BatchExecutor(self.models, metrics, judges)
         self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None

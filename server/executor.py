@@ -21,6 +21,7 @@ from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
 from guidance.output_checks import output_problems
 from guidance.sample_types import SampleProgress, SampleSpec
 from server.hosted_model import HostedModel
+from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.scheduling import RunningBatch
 from server.store import Job
@@ -72,9 +73,10 @@ class FinishedSample:
 
 
 class BatchExecutor:
-    def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics) -> None:
+    def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None) -> None:
         self.models = dict(models)
         self.metrics = metrics
+        self.judges = judges or HeldOutJudges({})
         self.batch: BatchState | None = None
         self.model: HostedModel | None = None
         self.key: tuple | None = None
@@ -169,6 +171,11 @@ class BatchExecutor:
             self.metrics.device_memory.set(peak_mb * 2**20)
         runs = [self.jobs[sid] for sid in result.ids]
         problems = output_problems(result, [run.job.params["num_inference_steps"] for run in runs])
+        judge_scores = [None] * len(runs)
+        if result.frames is not None:
+            judge_scores = self.judges.score(
+                result.frames, [run.job.params["prompt"] for run in runs], [run.job.params["fps"] for run in runs],
+                [[] if problems[row] else run.job.params.get("judges", []) for row, run in enumerate(runs)])
         frames = None if result.frames is None else result.frames.cpu()
         now = time.perf_counter()
         finished = []
@@ -184,6 +191,7 @@ class BatchExecutor:
             finished.append(FinishedSample(job, None if problems[row] else frames[row], problems[row], {
                 "rewards": rewards,
                 "rewards_z": rewards_z,
+                "judge_scores": judge_scores[row],
                 "guidance_skipped_steps": result.skipped_steps[row],
                 # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
                 "cost_vs_unguided": round(result.denoiser_passes[row] / job.params["num_inference_steps"], 4),

@@ -134,6 +134,10 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
             None, ge=0, le=limits.max_checkpoint_scale, allow_inf_nan=False,
             description="Strength of a LoRA checkpoint: 0 = base model, 1 = as trained (default), between and "
                         "above interpolate or extrapolate the alignment. LoRA checkpoints only.")
+        judges: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+            None, max_length=16,
+            description="Held-out judges (names the operator registered with --judge) that score the finished "
+                        "video; default: all of them, [] for none. Their figures are the job's judge_scores.")
 
         @field_validator("seconds", mode="before")
         @classmethod
@@ -203,6 +207,9 @@ class VideoObject(BaseModel):
     rewards_z: dict[str, float] | None = Field(
         None, description="The same as z-scores against the model's unguided samples ((r - mean) / std; 0 is a "
                           "typical unguided clip), when the reward model is calibrated.")
+    judge_scores: dict[str, dict[str, float]] | None = Field(
+        None, description="Held-out scores of the finished video: {judge: {objective: score}}, higher is better, from "
+                          "the operator's judges, which guidance did not optimise (unlike rewards).")
     guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
     cost_vs_unguided: float | None = Field(None, description="Denoiser passes / steps: 1 unguided or gradient-guided, "
                                                              "more for the particles of best_of_n and fk.")

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     gen.add_argument("--particles", type=int, default=None, help="copies run by best_of_n and fk (default 4)")
     gen.add_argument("--checkpoint", type=Path, default=None,
                      help="aligned checkpoint directory (LoRA or full weights, as nrg serve --checkpoint takes)")
+    gen.add_argument("--judge", action="append", default=[], metavar="NAME=SPEC",
+                     help="held-out judge to score the video with, repeatable (classic, clip:DIR, videoreward:DIR, "
+                          "package.module:factory; docs/judges.md)")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -45,16 +48,19 @@ def run(args: argparse.Namespace) -> None:
     from guidance.sampler import SampleSpec, sample
     from guidance.video_io import write_video
     from server import pipeline_defaults
+    from server.judging import HeldOutJudges, load_judges, parse_judge_flags
     from server.pipeline_defaults import PipelineDefaults
 
     if args.out.suffix not in (".mp4", ".npy"):
         raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
+    judge_specs = parse_judge_flags(args.judge)
     embedded = args.model is None
     if args.reward is None and embedded and demo.DEFAULT_REWARD_DIR.is_dir():
         args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own trained reward, as the server uses
     if (args.weights or args.strength is not None or args.mode or args.window) and args.reward is None:
         raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
     family = _load(args)
+    judges = HeldOutJudges(load_judges(judge_specs, str(family.device)))
     defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if embedded
                 else pipeline_defaults.read(args.model, family))
     width, height = args.size or (defaults.shape.width, defaults.shape.height)
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height}, {steps} steps, seed {args.seed})")
     if result.rewards is not None:
         scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
-        print(f"final-latent rewards: {scores}")
+        print(f"optimised reward (what guidance pushed up), final latents: {scores}")
         if reward.calibration is not None:
             z = reward.calibration.z_scores(dict(zip(result.objectives, result.rewards[0].tolist())))
             print("as z-scores against unguided samples: " + ", ".join(f"{k}={v:+.2f}" for k, v in z.items()))
@@ -92,3 +98,6 @@ def run(args: argparse.Namespace) -> None:
                   + (f", {guidance.particles} particles" if guidance.search else ""))
             print(f"guided steps: {result.guided_steps[0]}, skipped (non-finite gradient): {result.skipped_steps[0]}, "
                   f"cost vs unguided: {result.denoiser_passes[0] / steps:.2f}x")
+    held_out = judges.score(result.frames, [args.prompt], [args.fps], [list(judges.judges)])[0] or {}
+    for name, scores in held_out.items():
+        print(f"held-out judge {name} (not optimised): " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))

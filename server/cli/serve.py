@@ -17,8 +17,8 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"NRG_{name}", default)
 
 
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in (_env(name) or "").split(",") if item.strip()]
+def _env_list(name: str, separator: str = ",") -> list[str]:
+    return [item.strip() for item in (_env(name) or "").split(separator) if item.strip()]
 
 
 class _AppendReplacingDefault(argparse.Action):
@@ -100,6 +100,10 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        help="reward model directory for a model (default: the first model)")
     serve.add_argument("--checkpoint", action=listed, default=_env_list("CHECKPOINT"),
                        metavar="[MODEL/]NAME=DIR", help="aligned checkpoint (LoRA or full weights), repeatable")
+    serve.add_argument("--judge", action=listed, default=_env_list("JUDGE", ";"), metavar="NAME=SPEC",
+                       help="held-out judge scoring every finished video, repeatable: NAME=classic, NAME=clip:DIR, "
+                            "NAME=videoreward:DIR or NAME=package.module:factory (docs/judges.md; NRG_JUDGE "
+                            "separates judges with ';')")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")))
     serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")))
@@ -161,7 +165,8 @@ def _named(items: list[str], default_name: str) -> dict[str, Path]:
 
 def server_config(args: argparse.Namespace):
     """The :class:`server.config.ServerConfig` of parsed ``nrg serve`` arguments."""
-    from server.config import DEMO_MODEL_NAME, ServerConfig
+    from server.config import DEMO_JUDGES, DEMO_MODEL_NAME, ServerConfig
+    from server.judging import parse_judge_flags
 
     models = {}
     for item in args.model:
@@ -177,6 +182,7 @@ def server_config(args: argparse.Namespace):
         checkpoints.setdefault(model if slash else first, {})[name] = Path(path)
     return ServerConfig(
         models=models, rewards=_named(args.reward, first), checkpoints=checkpoints,
+        judges=parse_judge_flags(args.judge) or ({} if models else dict(DEMO_JUDGES)),
         host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype,

@@ -148,8 +148,11 @@ function showResult(dl, video) {
   if (video.rewards) {
     for (const [k, v] of Object.entries(video.rewards)) {
       const z = video.rewards_z && video.rewards_z[k] !== undefined ? ` (z ${video.rewards_z[k] >= 0 ? "+" : ""}${video.rewards_z[k].toFixed(2)})` : "";
-      rows.push([`reward ${k}`, v.toFixed(4) + z]);
+      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z]);
     }
+  }
+  for (const [judge, scores] of Object.entries(video.judge_scores || {})) {
+    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4)]);
   }
   const g = video.reward_guidance;
   rows.push(["guidance", g ? `${describeWeights(g.weights)}; ${g.mode}, strength ${g.strength}, window ${g.window.join("-")}` : "unguided"]);

@@ -6,7 +6,7 @@ import email.utils
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ def create_body(
     extra_body: Mapping[str, Any] | None,
     particles: int | None = None,
     checkpoint_scale: float | None = None,
+    judges: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -153,7 +154,7 @@ def create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
-            reward_guidance=guidance,
+            reward_guidance=guidance, judges=None if judges is None else list(judges),
         )
     except ValidationError as exc:
         first = exc.errors()[0]

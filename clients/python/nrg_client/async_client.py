@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,21 +132,22 @@ class AsyncClient:
                checkpoint_scale: float | None = None,
                reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
-               extra_body: Mapping[str, Any] | None = None) -> Video:
+               judges: Sequence[str] | None = None, extra_body: Mapping[str, Any] | None = None) -> Video:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
         ``reward_weights`` (objective -> weight), ``strength``, ``window`` ``(t_lo, t_hi)`` and ``mode``
         (``"relative"``, ``"sum"``, ``"unit"``, ``"best_of_n"`` or ``"fk"``) and ``particles`` (search modes)
         form the request's ``reward_guidance``; the reward model's
         recommended settings fill in what is left out; without any of them the job is unguided.
-        ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained).
+        ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained). ``judges`` names the
+        server's held-out judges that score the finished video (default all, ``[]`` none): ``judge_scores``.
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_weights=reward_weights, strength=strength,
-            window=window, mode=mode, particles=particles, extra_body=extra_body,
+            window=window, mode=mode, particles=particles, judges=judges, extra_body=extra_body,
         )
         return Video.model_validate((await self._request("POST", "/v1/videos", json=body)).json())
 

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--window", type=window, default=None, help="t_lo,t_hi")
     gen.add_argument("--mode", choices=MODES, default=None)
     gen.add_argument("--particles", type=int, default=None)
+    gen.add_argument("--judges", type=lambda text: [j.strip() for j in text.split(",") if j.strip()], default=None,
+                     help="comma-separated held-out judges of the server to score the video (default: all)")
     gen.add_argument("--out", type=Path, default=Path("."), help="file or directory (default: .)")
     gen.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -79,9 +81,21 @@ def _summary(video: Video) -> str:
     return f"{video.id}  {video.status:<11} {video.model}  {video.size}x{video.num_frames}  {rewards}"
 
 
+def score_lines(video: Video) -> list[str]:
+    """The job's two kinds of score, labelled: what guidance optimised, and what held-out judges say."""
+    lines = []
+    if video.rewards:
+        lines.append("optimised reward (what guidance pushed up): "
+                     + " ".join(f"{k}={v:.4f}" for k, v in video.rewards.items()))
+    for judge, scores in (video.judge_scores or {}).items():
+        lines.append(f"held-out judge {judge} (not optimised): " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    return lines
+
+
 def _generate(client: Client, args: argparse.Namespace) -> int:
     keys = ("model", "negative_prompt", "size", "num_frames", "num_inference_steps", "guidance_scale", "seed",
-            "checkpoint", "checkpoint_scale", "reward_weights", "strength", "window", "mode", "particles")
+            "checkpoint", "checkpoint_scale", "reward_weights", "strength", "window", "mode", "particles",
+            "judges")
     video = client.create(args.prompt, **{k: getattr(args, k) for k in keys})
     print(f"queued {video.id}", file=sys.stderr)
     for event in client.events(video.id):
@@ -100,6 +114,8 @@ def _generate(client: Client, args: argparse.Namespace) -> int:
     path = client.download(video.id, args.out)
     print(f"wrote {path}")
     print(_summary(video))
+    for line in score_lines(video):
+        print(line)
     return 0
 
 

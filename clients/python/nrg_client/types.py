@@ -78,6 +78,7 @@ class VideoCreateParams(BaseModel):
     checkpoint: str | None = None
     checkpoint_scale: float | None = None
     reward_guidance: RewardGuidanceParams | None = None
+    judges: list[str] | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -130,6 +131,8 @@ class Video(_Response):
     reward_guidance: RewardGuidance | None = None
     rewards: dict[str, float] | None = None
     rewards_z: dict[str, float] | None = None
+    #: Held-out judges' scores of the finished video: {judge: {objective: score}} (not optimised by guidance).
+    judge_scores: dict[str, dict[str, float]] | None = None
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
     batch_size: int | None = None
@@ -203,6 +206,8 @@ class Event(_Response):
     progress: int | None = None
     rewards: dict[str, float] | None = None
     rewards_z: dict[str, float] | None = None
+    #: Held-out judges' scores of the finished video: {judge: {objective: score}} (not optimised by guidance).
+    judge_scores: dict[str, dict[str, float]] | None = None
     batch_size: int | None = None
     error: VideoError | None = None
     guidance_skipped_steps: int | None = None
