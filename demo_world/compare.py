@@ -29,7 +29,7 @@ from demo_world import world
 from demo_world.evaluate import DEFAULT_SEEDS, TUNE_SEED_BASE, _means, _win_cell, device_text, parse_setting
 from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 from demo_world.pairs import TIE_MARGIN
-from demo_world.stats import win_rate
+from guidance.win_rates import win_rate
 
 BASE = "base"
 SEED_SETS = {"report": world.EVAL_SEED_BASE, "tune": TUNE_SEED_BASE}

@@ -29,7 +29,7 @@ import numpy as np
 from demo_world import world
 from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 from demo_world.pairs import TIE_MARGIN
-from demo_world.stats import win_rate
+from guidance.win_rates import win_rate
 
 #: The rows of the paper's Table 5 (VQ:MQ:TA), plus the two single-objective rows it lacks and 1:1:1.
 DEFAULT_SETTINGS = ("0:0:1", "0.1:0.1:0.8", "0.5:0.5:0", "1:0:0", "0:1:0", "1:1:1")

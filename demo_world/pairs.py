@@ -70,27 +70,6 @@ def changed_prompt(prompt: world.Prompt, index: int) -> world.Prompt:
     return replace(prompt, **{field: values[(values.index(current) + 1) % len(values)]})
 
 
-def sample_with_states(family, specs, shape, steps: int, window: tuple[float, float]):
-    """``guidance.sampler.sample`` unguided, plus each sample's latents at the start of every step
-    whose noise level lies in ``window``: returns (result, states [B, S, *latents], levels [S])."""
-    import torch
-
-    from guidance.batch_state import BatchState
-
-    batch = BatchState(family, shape)
-    batch.add(specs, steps, range(len(specs)))
-    states, levels = [], []
-    for _ in range(steps):
-        rows = batch.rows
-        level = rows.schedules[0].noise_levels[rows.steps_done[0]]
-        if window[0] <= level <= window[1]:
-            states.append(rows.latents.detach().float().cpu().clone())
-            levels.append(level)
-        batch.step()
-    result = batch.pop_finished()
-    return result, torch.stack(states, 1), levels
-
-
 def make_pairs(
     out_dir: str | Path,
     pairs: int = 640,
@@ -110,7 +89,7 @@ def make_pairs(
     from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_SHAPE, DEFAULT_STEPS
     from guidance.families import load_pipeline
     from guidance.nrg import DEFAULT_WINDOW
-    from guidance.sampler import SampleSpec, sample
+    from guidance.sampler import SampleSpec, sample, sample_with_states
     from guidance.train.preference_data import write_pairs
 
     if pairs < 1:

@@ -20,7 +20,7 @@ from guidance.nrg import DEFAULT_MAX_RATIO
 from guidance.rewards import RewardFunction
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec, StepEvent
 
-__all__ = ["SampleProgress", "SampleResult", "SampleSpec", "StepEvent", "sample"]
+__all__ = ["SampleProgress", "SampleResult", "SampleSpec", "StepEvent", "sample", "sample_with_states"]
 
 
 @torch.no_grad()
@@ -72,3 +72,30 @@ def _event(report: list[SampleProgress], step: int, steps: int, objectives: int)
     rewards = torch.tensor([p.rewards or nan for p in report]).reshape(len(report), objectives) if scored else None
     return StepEvent(step, steps, report[0].t, rewards, torch.tensor([p.skipped for p in report]),
                      [int(p.id) for p in report])
+
+
+def sample_with_states(
+    family: PipelineFamily, specs: Sequence[SampleSpec], shape: VideoShape, steps: int, window: tuple[float, float],
+) -> tuple[SampleResult, torch.Tensor, list[float]]:
+    """Unguided :func:`sample`, plus each sample's latents at the start of every step whose noise level
+    lies in ``window``: (result, states [B, S, *latents] on the host, their noise levels [S]).
+
+    These are the very states a reward model is queried on when it guides in that window, which
+    forward-noising the final latents only approximates; preference data recording them
+    (``guidance.train.preference_data``) trains a reward on what it will see.
+    """
+    batch = BatchState(family, shape)
+    batch.add(specs, steps, range(len(specs)))
+    states, levels = [], []
+    for _ in range(steps):
+        rows = batch.rows
+        level = rows.schedules[0].noise_levels[rows.steps_done[0]]
+        if window[0] <= level <= window[1]:
+            states.append(rows.latents.detach().float().cpu().clone())
+            levels.append(float(level))
+        batch.step()
+    result = batch.pop_finished()
+    if not states:
+        raise ValueError(f"no step of the {steps}-step schedule has a noise level in {list(window)}")
+    return result, torch.stack(states, 1), levels
+

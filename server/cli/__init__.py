@@ -13,14 +13,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import align, demo, generate, init_reward, make_tiny, serve, train_reward
+from server.cli import align, demo, generate, init_reward, make_tiny, reward, serve, train_reward
 from server.cli import ray as ray_  # `nrg ray`; Ray itself is imported only when it runs
 from server.cli import eval as eval_  # `nrg eval`; aliased so that no line here reads like the builtin
 
 #: subcommand -> its module, in the order ``nrg --help`` lists them
 SUBCOMMANDS = {
     "generate": generate, "make-tiny": make_tiny, "serve": serve, "worker": serve, "init-reward": init_reward,
-    "train-reward": train_reward, "align": align, "demo": demo, "eval": eval_, "ray": ray_,
+    "train-reward": train_reward, "reward": reward, "align": align, "demo": demo, "eval": eval_, "ray": ray_,
 }
 COMMANDS = {name: module.run for name, module in SUBCOMMANDS.items()}
 

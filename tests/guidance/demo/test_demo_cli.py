@@ -72,7 +72,7 @@ def test_make_pairs_pools_and_prompt_contrastive_pairs(demo_family, tmp_path):
 
 
 def test_make_pairs_records_the_sampler_states_of_the_guidance_window(demo_family, tmp_path):
-    from demo_world.pairs import sample_with_states
+    from guidance.sampler import sample_with_states
     from guidance.nrg import DEFAULT_WINDOW
     from guidance.sampler import SampleSpec, sample
     from guidance.train.preference_data import load_preference_data

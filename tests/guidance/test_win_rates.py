@@ -2,7 +2,7 @@
 
 import pytest
 
-from demo_world.stats import sign_test, wilson_interval, win_rate
+from guidance.win_rates import sign_test, wilson_interval, win_rate
 
 
 def test_win_rate_counts_decisive_pairs_and_ties():
