@@ -236,15 +236,15 @@ class VideoRewardJudge:
     objectives = OBJECTIVES
     differentiable: frozenset[str] = frozenset()
 
-    def __init__(self, backbone, head: torch.Tensor, tokenizer, settings: Settings, mean: Sequence[float],
-                 std: Sequence[float], device: str = "cpu") -> None:
+    def __init__(self, backbone, head: torch.Tensor, tokenizer, settings: Settings, pixel_mean: Sequence[float],
+                 pixel_std: Sequence[float], device: str = "cpu") -> None:
         self.device = torch.device(device)
         self.backbone = backbone.to(self.device).eval().requires_grad_(False)
         self.head = head.to(self.device, self.backbone.dtype)
         self.tokenizer = tokenizer
         self.settings = settings
-        self.pixel_mean = torch.tensor(list(mean), device=self.device)
-        self.pixel_std = torch.tensor(list(std), device=self.device)
+        self.pixel_mean = torch.tensor(list(pixel_mean), device=self.device)
+        self.pixel_std = torch.tensor(list(pixel_std), device=self.device)
         vision = backbone.config.vision_config
         self.patch, self.merge, self.temporal = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
         self.reward_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)), device=self.device)
