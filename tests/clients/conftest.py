@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.server.conftest import hosted_wan, running_server  # noqa: F401 - hosted_wan is a fixture
+from tests.server.conftest import HANG_S, hosted_wan, running_server  # noqa: F401 - hosted_wan is a fixture
 
 #: A small, fast request: 32x32, 9 frames, 2 steps.
 FAST = {"size": "32x32", "num_frames": 9, "num_inference_steps": 2}
@@ -18,6 +18,16 @@ LONG = {"size": "32x32", "num_frames": 5, "num_inference_steps": 400}
 def server_url(hosted_wan, tmp_path_factory):  # noqa: F811
     with running_server(tmp_path_factory.mktemp("clients"), {"tiny-wan": hosted_wan}, max_batch=4,
                         batch_wait_ms=20) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def batch_of_four_url(hosted_wan, tmp_path_factory):  # noqa: F811
+    """A server whose batches start only when four jobs of a shape are queued: which jobs share a batch
+    is then a fact, not a race between the clients' requests and a batch-wait window. (A single job
+    here would wait ``HANG_S``: only full batches belong on it.)"""
+    with running_server(tmp_path_factory.mktemp("clients-batch"), {"tiny-wan": hosted_wan}, max_batch=4,
+                        batch_wait_ms=HANG_S * 1000) as (url, _):
         yield url
 
 

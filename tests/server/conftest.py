@@ -19,6 +19,10 @@ from server.config import ServerConfig
 from server.hosted_model import HostedModel
 from server.schema import Limits
 
+#: How long a test waits for a state before calling it a hang. Never a measure of speed: on a 2-core
+#: machine with both cores busy, a tiny job that takes a second when quiet can take a minute.
+HANG_S = 600.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -43,7 +47,7 @@ def running_server(tmp_path, models, **overrides):
                                            timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_S
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
@@ -55,7 +59,34 @@ def running_server(tmp_path, models, **overrides):
         thread.join(30)
 
 
-def wait_for(client: httpx.Client, video_id: str, statuses=("completed", "failed", "cancelled"), timeout=120.0):
+@contextmanager
+def full_batches_only(app):
+    """Inside: an idle engine starts a batch only once ``max_batch`` jobs of its key are queued, so which
+    jobs share a batch does not depend on how fast the test posts them (a batch-wait window does).
+    Only for jobs that fill a batch: a partial one waits ``HANG_S``. The server's wait comes back after."""
+    engine = app.state.engine
+    saved, engine.policy.batch_wait_s = engine.policy.batch_wait_s, HANG_S
+    try:
+        yield
+    finally:
+        engine.policy.batch_wait_s = saved
+        engine.wake()  # a job that waited under the long window is planned again with the old one
+
+
+def until(condition, what: str, hang_after_s: float = HANG_S, poll_s: float = 0.05):
+    """Poll ``condition`` until it is truthy and return its value. Tests wait for a state, never for a
+    time: ``hang_after_s`` only turns a hang into a failure, so it is far beyond what any step takes
+    on a machine whose cores are all busy."""
+    deadline = time.monotonic() + hang_after_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not {what} after {hang_after_s:.0f} s"
+        time.sleep(poll_s)
+    return value
+
+
+def wait_for(client: httpx.Client, video_id: str, statuses=("completed", "failed", "cancelled"),
+             timeout=HANG_S):
+    """The job once its status is one of ``statuses``; ``timeout`` only stops a hang (see ``until``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/videos/{video_id}").json()

@@ -61,6 +61,22 @@ class HeldDecodeWan(WanFamily):
 
     def decode(self, latents, shape, generators):
         self.decoding.set()
-        if not self.release.wait(120):
+        if not self.release.wait(600):  # only a hang guard
             raise TimeoutError("the test never released the decode")
         return super().decode(latents, shape, generators)
+
+
+class HeldStepWan(WanFamily):
+    """Holds its first denoising step until the test releases it: a batch that is certainly running
+    while the test queues more jobs, however slow or fast the machine."""
+
+    def __init__(self, pipe) -> None:
+        super().__init__(pipe)
+        self.stepping = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, model, latents, *args, **kwargs):
+        self.stepping.set()
+        if not self.release.wait(600):  # only a hang guard
+            raise TimeoutError("the test never released the step")
+        return super().predict(model, latents, *args, **kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import time
 
 import httpx
 import numpy as np
@@ -15,7 +14,7 @@ from guidance.nrg import GuidanceDefaults
 from guidance.reward_model import RewardCalibration
 from guidance.video_io import count_video_frames
 from server.schema import Limits
-from tests.server.conftest import running_server, wait_for
+from tests.server.conftest import full_batches_only, running_server, until, wait_for
 
 SMALL = {"prompt": "a red circle moving left", "num_inference_steps": 4, "seed": 1}
 
@@ -84,14 +83,16 @@ def test_full_lifecycle(client, tmp_path):
     assert client.get(f"/v1/videos/{job['id']}").status_code == 404
 
 
-def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(client, tmp_path):
+def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(server, client, tmp_path):
+    app = server[1]
     bodies = [
         {**SMALL, "seed": 21, "reward_guidance": {"weights": {"vq": 1.0}, "strength": 30}},
         {**SMALL, "seed": 22, "prompt": "a blue square moving up", "guidance_scale": 2.0,
          "reward_guidance": {"weights": {"ta": 2.0, "mq": -1.0}, "strength": 10}},
     ]
-    together = [client.post("/v1/videos", json=b).json()["id"] for b in bodies]
-    together = [wait_for(client, i) for i in together]
+    with full_batches_only(app):  # max_batch is 2: the two start together once both are queued
+        together = [client.post("/v1/videos", json=b).json()["id"] for b in bodies]
+        together = [wait_for(client, i) for i in together]
     assert [j["batch_size"] for j in together] == [2, 2]
     for body, job in zip(bodies, together):
         alone = wait_for(client, client.post("/v1/videos", json=body).json()["id"])
@@ -105,10 +106,7 @@ def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(cli
 
 def test_cancel_mid_run(client):
     job = client.post("/v1/videos", json={**SMALL, "num_inference_steps": 400}).json()
-    wait_for(client, job["id"], statuses=("in_progress",))
-    deadline = time.monotonic() + 30
-    while client.get(f"/v1/videos/{job['id']}").json()["progress"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    until(lambda: client.get(f"/v1/videos/{job['id']}").json()["progress"] > 0, "the job mid-run")
     cancelled = client.delete(f"/v1/videos/{job['id']}").json()
     assert cancelled["status"] == "cancelled" and cancelled["error"]["code"] == "cancelled"
     assert _events(client, job["id"])[-1][0] == "cancelled"

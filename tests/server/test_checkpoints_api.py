@@ -8,7 +8,7 @@ from guidance.checkpoints import CheckpointRegistry
 from guidance.families import load_pipeline
 from server.hosted_model import HostedModel
 from tests.guidance.test_checkpoints import _save_diffusers_lora, _save_full
-from tests.server.conftest import running_server, wait_for
+from tests.server.conftest import full_batches_only, running_server, until, wait_for
 from tests.server.test_api import _frames
 
 BODY = {"prompt": "a red circle moving left", "num_inference_steps": 3, "seed": 3, "guidance_scale": 1.0}
@@ -31,11 +31,15 @@ def test_lora_jobs_at_any_scale_share_the_base_models_batch(tiny_dir, hosted_wan
     bodies = {"base": BODY, "tuned": {**BODY, "checkpoint": "dpo"},
               "half": {**BODY, "checkpoint": "dpo", "checkpoint_scale": 0.5},
               "zero": {**BODY, "checkpoint": "dpo", "checkpoint_scale": 0}, "full": {**BODY, "checkpoint": "full"}}
-    with running_server(tmp_path, {"tiny-wan": hosted}, max_batch=4, batch_wait_ms=1000) as (url, _):
+    with running_server(tmp_path, {"tiny-wan": hosted}, max_batch=4, batch_wait_ms=0) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             assert client.get("/v1/models").json()["data"][0]["checkpoints"] == [
                 {"name": "dpo", "kind": "lora"}, {"name": "full", "kind": "full"}]
-            ids = {name: client.post("/v1/videos", json=body).json()["id"] for name, body in bodies.items()}
+            with full_batches_only(app):  # the four LoRA/base jobs start together once all are queued
+                ids = {name: client.post("/v1/videos", json=body).json()["id"] for name, body in bodies.items()}
+                until(lambda: client.get(f"/v1/videos/{ids['zero']}").json()["status"] != "queued",
+                      "the four LoRA/base jobs started")
+            # and the full-weight job, alone by its key, starts when that batch has ended
             jobs = {name: wait_for(client, i) for name, i in ids.items()}
             assert {name: job["batch_size"] for name, job in jobs.items()} == {
                 "base": 4, "tuned": 4, "half": 4, "zero": 4, "full": 1}
@@ -47,7 +51,10 @@ def test_lora_jobs_at_any_scale_share_the_base_models_batch(tiny_dir, hosted_wan
             videos = _videos(client, tmp_path, {**jobs, "alone": alone, "again": again})
     assert np.abs(videos["base"] - videos["tuned"]).max() > 8
     assert np.abs(videos["half"] - videos["tuned"]).max() > 2 and np.abs(videos["half"] - videos["base"]).max() > 2
-    assert np.array_equal(videos["zero"], videos["base"]) and np.array_equal(videos["again"], videos["base"])
+    assert np.array_equal(videos["zero"], videos["base"])  # scale 0 is the base model, in the same batch
+    # Alone vs in a batch of four: a batch of another size may sum in another order (matmul blocking
+    # follows the batch), which can move a rounded pixel, so these agree to the rounding, not in bits.
+    assert np.abs(videos["again"] - videos["base"]).max() <= 2
     assert np.abs(videos["tuned"].astype(int) - videos["alone"]).max() <= 2  # mixed batch vs alone
     assert np.abs(videos["full"] - videos["base"]).max() > 8
 

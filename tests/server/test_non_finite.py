@@ -8,14 +8,15 @@ import pytest
 from server.cli import generate, main
 from server.hosted_model import HostedModel
 from tests.guidance.nan_family import NanWan
-from tests.server.conftest import running_server, wait_for
+from tests.server.conftest import HANG_S, running_server, wait_for
 
 BODY = {"prompt": "a red circle", "num_inference_steps": 3}
 
 
 def test_a_nan_sample_fails_alone_and_its_batch_mate_completes(hosted_wan, tmp_path):
     nan = HostedModel("nan", NanWan(hosted_wan.family.pipe), None, None, hosted_wan.default_shape, 3)
-    with running_server(tmp_path, {"nan": nan}, max_batch=2, batch_wait_ms=5000) as (url, app):
+    with running_server(tmp_path, {"nan": nan}, max_batch=2,
+                        batch_wait_ms=HANG_S * 1000) as (url, app):  # starts once both are queued
         with httpx.Client(base_url=url, timeout=60) as client:
             bad = client.post("/v1/videos", json={**BODY, "prompt": "nan circle"}).json()["id"]
             good = client.post("/v1/videos", json=BODY).json()["id"]

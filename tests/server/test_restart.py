@@ -13,7 +13,7 @@ from contextlib import closing, contextmanager
 import httpx
 import pytest
 
-from tests.server.conftest import free_port, wait_for
+from tests.server.conftest import HANG_S, free_port, wait_for
 
 # Each test starts real server processes (about 10 s of imports each on a small machine).
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def serve(model_dir, reward_dir, data_dir, port, *extra):
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ})
     proc.log = log
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S
     while True:
         try:
             if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
@@ -123,7 +123,7 @@ def test_sigterm_finishes_the_running_job_and_exits(tiny_dir, reward_dir, tmp_pa
 
 def _wait_draining(client) -> None:
     """Block until the server has taken the signal (its /health says so), bounded by a safety timeout."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_S
     while client.get("/health").json()["status"] != "draining":
         assert time.monotonic() < deadline, "the server never started draining"
         time.sleep(0.05)
@@ -148,7 +148,7 @@ def test_sigterm_drains_answering_503_and_keeps_queued_jobs(tiny_dir, reward_dir
         assert proc.poll() is None
         # The running batch ends (here: cancelled), so the drain ends and the process exits cleanly.
         client.delete(f"/v1/videos/{running['id']}")
-        assert proc.wait(120) == 0
+        assert proc.wait(HANG_S) == 0
     assert _status_in_store(data, queued["id"]) == "queued"
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
         assert wait_for(client, queued["id"], timeout=600)["status"] == "completed"
@@ -161,7 +161,7 @@ def test_sigterm_grace_elapsed_leaves_the_running_job_for_the_next_start(tiny_di
         running = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 1000}).json()
         _first_step_event(client, running["id"])
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(120) == 0
+        assert proc.wait(HANG_S) == 0
     assert _status_in_store(data, running["id"]) == "in_progress"
     with serve(tiny_dir("wan"), reward_dir, data, port) as (proc, client):
         # Re-queued at start and running again (not failed, not lost); no need to watch it finish.

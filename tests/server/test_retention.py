@@ -10,7 +10,7 @@ import pytest
 
 from server.retention import DAY_S, Retention
 from server.store import COMPLETED, FAILED, JobStore
-from tests.server.conftest import running_server, wait_for
+from tests.server.conftest import running_server, until, wait_for
 
 SMALL = {"prompt": "a red circle moving left", "num_inference_steps": 1, "seed": 1}
 PARAMS = {"model": "m", "prompt": "p"}
@@ -98,10 +98,14 @@ def test_expired_content_is_410_then_the_sweep_makes_it_404(hosted_wan, tmp_path
 
 def test_the_background_sweeper_deletes_expired_jobs(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, retention_days=0.5 / DAY_S) as (url, app):
+        retention = app.state.retention
+        # The sweeper runs every 0.05 s; its clock is held an hour back until the test has seen the job
+        # complete, or a slow poll could find it already swept (404) instead of completed.
+        retention.clock = lambda: time.time() - 3600
         with httpx.Client(base_url=url, timeout=60) as client:
             done = wait_for(client, client.post("/v1/videos", json=SMALL).json()["id"])
-            deadline = time.monotonic() + 60
-            while client.get(f"/v1/videos/{done['id']}").status_code != 404:
-                assert time.monotonic() < deadline, "the sweeper never deleted the expired job"
-                time.sleep(0.05)
+            assert done["status"] == "completed" and app.state.store.video_path(done["id"]).exists()
+            retention.clock = time.time  # now it has expired, and the background sweep deletes it
+            until(lambda: client.get(f"/v1/videos/{done['id']}").status_code == 404,
+                  "the expired job deleted by the sweeper")
             assert not app.state.store.video_path(done["id"]).exists()

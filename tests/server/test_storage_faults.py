@@ -15,7 +15,7 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.store import JobStore
 from server.store_errors import StoreUnavailable
-from tests.server.conftest import free_port, running_server, wait_for
+from tests.server.conftest import HANG_S, free_port, running_server, wait_for
 from tests.server.faults import CREATE, FINISH, MARK_STARTED, heal, inject
 
 BODY = {"prompt": "a red circle", "num_inference_steps": 2, "seed": 3}
@@ -23,7 +23,7 @@ BODY = {"prompt": "a red circle", "num_inference_steps": 2, "seed": 3}
 FAST_BACKOFF = (0.0, 0.0, 0.0)
 
 
-def _poll(predicate, what: str, timeout: float = 120.0):
+def _poll(predicate, what: str, timeout: float = HANG_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -127,7 +127,7 @@ def test_nrg_serve_exits_non_zero_when_the_worker_gives_up(hosted_wan, tmp_path)
     _poll(ready, "the server to start")
     inject(app.state.store, MARK_STARTED)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
-    runner.join(120)
+    runner.join(HANG_S)
     assert status == [1]
     with sqlite3.connect(config.data_dir / "jobs.sqlite3") as db:
         assert db.execute("SELECT status FROM jobs").fetchall() == [("queued",)]

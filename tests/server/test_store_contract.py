@@ -11,6 +11,7 @@ import pytest
 from server.store import JobStore
 from server.store_base import Store
 from server.store_errors import StoreUnavailable
+from tests.server.conftest import HANG_S, until
 from tests.server.postgres import pg_server, pg_url  # noqa: F401 - fixtures
 
 PARAMS = {"model": "m", "prompt": "p"}
@@ -66,11 +67,14 @@ def test_create_claim_heartbeat_finish_requeue(backend):
 def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
     store = backend()
     kept, dropped = store.create(PARAMS), store.create(PARAMS)
-    store.claim([kept.id, dropped.id], "w1", 0.6)
-    time.sleep(0.35)
-    assert store.heartbeat("w1", [kept.id], 0.6) == set()
-    time.sleep(0.4)  # dropped's lease has run out, kept's was renewed
-    assert store.requeue_expired() == [dropped.id]
+    # Claimed one after the other, so kept's first lease ends no later than dropped's: whenever
+    # dropped's has run out, so has kept's, unless the heartbeat renewed it. The renewal is long, and
+    # the test waits for the expiry itself, never for a time: however slow the machine between two
+    # statements, the outcome is the same.
+    store.claim([kept.id], "w1", 0.2)
+    store.claim([dropped.id], "w1", 0.2)
+    assert store.heartbeat("w1", [kept.id], HANG_S) == set()
+    assert until(store.requeue_expired, "dropped's lease expired", poll_s=0.02) == [dropped.id]
     assert store.get(dropped.id).status == "queued" and store.get(kept.id).status == "in_progress"
     retaken = store.claim([dropped.id], "w2", 30)[0]
     assert retaken.worker == "w2" and retaken.attempts == 2
@@ -84,10 +88,10 @@ def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
 def test_recover_takes_own_and_expired_rows_never_a_live_workers(backend):
     store = backend()
     mine, live, expired = store.create(PARAMS), store.create(PARAMS), store.create(PARAMS)
-    store.claim([mine.id], "w1", 30)
-    store.claim([live.id], "w2", 30)
+    store.claim([mine.id], "w1", HANG_S)
+    store.claim([live.id], "w2", HANG_S)  # live however long the statements below take
     store.claim([expired.id], "w3", 0.01)
-    time.sleep(0.05)
+    time.sleep(0.05)  # a sleep never ends early: the 0.01 s lease has run out after it
     recovered = set(backend().recover("w1"))  # a restarted w1
     if backend.kind == "sqlite":  # one process serves a SQLite file: whatever ran before is gone
         assert recovered == {mine.id, live.id, expired.id}
@@ -123,7 +127,7 @@ def test_two_claimers_never_get_the_same_job(backend):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(HANG_S)
     assert not set(got["w0"]) & set(got["w1"])
     assert sorted(got["w0"] + got["w1"]) == sorted(ids)
     assert {stores[0].get(i).attempts for i in ids} == {1}

@@ -4,7 +4,6 @@ and what to do; a store that cannot serve while running makes /ready (and, if co
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import httpx
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from server.cli import main
 from server.store import JobStore
 from server.store_errors import StoreCorrupt, StoreError
-from tests.server.conftest import running_server
+from tests.server.conftest import running_server, until
 from tests.server.faults import READ, inject
 
 PAGE = 4096
@@ -88,7 +87,5 @@ def test_ready_and_health_fail_when_the_store_cannot_serve(hosted_wan, tmp_path)
             assert ready.status_code == 503 and "malformed" in ready.json()["reason"]
             health = client.get("/health")
             assert health.status_code == 503 and "malformed" in health.json()["reason"]
-            deadline = time.monotonic() + 60
-            while app.state.engine.failure is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(lambda: app.state.engine.failure is not None, "the worker stopped")
             assert "malformed" in app.state.engine.failure  # the worker stopped too, and says why

@@ -8,6 +8,8 @@ import time
 import httpx
 import pytest
 
+import nrg_client.client
+
 from guidance.video_io import count_video_frames
 from nrg_client import (
     APIConnectionError,
@@ -25,7 +27,7 @@ from nrg_client import (
     WaitTimeout,
 )
 from tests.clients.conftest import FAST, LONG
-from tests.server.conftest import free_port
+from tests.server.conftest import HANG_S, free_port, until
 
 
 @pytest.fixture()
@@ -156,27 +158,42 @@ def test_401_and_api_key_from_env(auth_url, monkeypatch):
 def test_429_retry_honours_retry_after_then_succeeds(queue_of_one_url):
     with Client(queue_of_one_url, timeout=30) as client, httpx.Client(base_url=queue_of_one_url) as raw:
         first = client.create("occupies the queue", **LONG)
+
+        def cancel_once_refused() -> None:
+            # After the client has been refused (it counts a retry before it sleeps), never after a
+            # fixed time, which a busy machine can let pass before the first attempt is even sent.
+            until(lambda: client.retry_count >= 1, "the second create refused", poll_s=0.01)
+            raw.delete(f"/v1/videos/{first.id}")
+
         # The server answers 429 with Retry-After: 2; the first job is cancelled meanwhile.
-        timer = threading.Timer(0.5, lambda: raw.delete(f"/v1/videos/{first.id}"))
-        timer.start()
+        canceller = threading.Thread(target=cancel_once_refused, daemon=True)
+        canceller.start()
         start = time.monotonic()
         second = client.create("waits for room", **FAST)
-        elapsed = time.monotonic() - start
-        timer.join()
+        elapsed = time.monotonic() - start  # a lower bound: a sleep never ends early
         assert client.retry_count >= 1 and elapsed >= 1.9, (client.retry_count, elapsed)
+        canceller.join(HANG_S)
         assert client.get(first.id).status == "cancelled"
         assert client.wait(second.id, poll_interval=0.05).status == "completed"
 
 
-def test_429_retries_are_bounded_then_rate_limit_error(queue_of_one_url):
+def test_429_retries_are_bounded_then_rate_limit_error(queue_of_one_url, monkeypatch):
+    # The waits the client chose, not the time they took (a busy machine stretches any interval).
+    waits: list[float] = []
+    chosen = nrg_client.client.retry_delay
+
+    def recorded(*args):
+        waits.append(chosen(*args))
+        return waits[-1]
+
+    monkeypatch.setattr(nrg_client.client, "retry_delay", recorded)
     with Client(queue_of_one_url, timeout=30) as client:
         first = client.create("occupies the queue", **LONG)
         try:
             with Client(queue_of_one_url, max_retries=2, max_retry_wait=0.05) as impatient:
-                start = time.monotonic()
                 with pytest.raises(RateLimitError) as info:
                     impatient.create("no room", **FAST)
-                assert impatient.retry_count == 2 and time.monotonic() - start < 1.5  # wait capped at 0.05 s
+                assert impatient.retry_count == 2 and waits == [0.05, 0.05]  # Retry-After: 2, capped at 0.05 s
             error = info.value
             assert error.status == 429 and error.code == "queue_full" and error.retry_after == 2.0
         finally:
