@@ -86,16 +86,18 @@ def sample_with_states(
     """
     batch = BatchState(family, shape)
     batch.add(specs, steps, range(len(specs)))
-    states, levels = [], []
+    states, levels, seen = [], [], []
     for _ in range(steps):
         rows = batch.rows
         level = rows.schedules[0].noise_levels[rows.steps_done[0]]
+        seen.append(round(float(level), 3))
         if window[0] <= level <= window[1]:
             states.append(rows.latents.detach().float().cpu().clone())
             levels.append(float(level))
         batch.step()
     result = batch.pop_finished()
     if not states:
-        raise ValueError(f"no step of the {steps}-step schedule has a noise level in {list(window)}")
+        raise ValueError(f"no step of the {steps}-step schedule has a noise level in the window {list(window)} (its "
+                         f"levels: {seen}): use more steps or a wider window")
     return result, torch.stack(states, 1), levels
 

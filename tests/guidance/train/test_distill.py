@@ -44,19 +44,16 @@ def test_the_whole_flow_writes_a_calibrated_tuned_reward_and_a_judged_report(tin
     assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == [f"{i:05d}.safetensors" for i in range(5)]
     rows = [json.loads(line) for line in (tmp_path / "data" / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == 15 and {r["prompt"] for r in rows if r["split"] == "test"} == set(test)
-    # The labels are the judge's: the brighter decoded sample wins (none within the tie margin here).
-    scores = {prompt: load_file_scores(tmp_path, i) for i, prompt in enumerate(PROMPTS)}
-    for row in rows:
-        a, b = (int(row[side].split("/")[-1].split("_")[0]) for side in ("a", "b"))
-        assert row["labels"]["bright"] in ("A", "B", "tie")
-    margin = report["pairs"]["tie_margin"]["bright"]
-    for prompt, s in scores.items():
-        assert label(s[0], s[1], margin) in ("A", "B", "tie")
+    spread = torch.tensor([s for i in range(5) for s in load_file_scores(tmp_path, i)]).std()
+    assert report["pairs"]["tie_margin"]["bright"] == pytest.approx(0.1 * float(spread), rel=1e-5)
     model = load_reward_model(tmp_path / "reward", family)
     assert model.objectives == ("bright",) and model.calibration is not None and model.calibration.samples == 15
     tuned = json.loads((tmp_path / "tune.json").read_text())
     assert tuned["prompts"] == train[:1] and [r["strength"] for r in tuned["rows"]] == [4.0]
-    assert model.guidance_defaults.strength == (4.0 if tuned["strength"] == 4.0 else model.guidance_defaults.strength)
+    if tuned["strength"] is None:  # the judge saw no gain: the reward keeps the built-in default
+        assert model.guidance_defaults.source == "built-in"
+    else:
+        assert model.guidance_defaults.strength == 4.0 and "tuned by bright" in model.guidance_defaults.source
     verdict = report["guided_vs_unguided"]["per_objective"]["bright"]
     assert verdict["judge"]["wins"] + verdict["judge"]["losses"] + verdict["judge"]["ties"] == len(test)
     assert set(report["training"]["accuracy"]["objectives"]) == {"bright"}
@@ -127,7 +124,7 @@ def test_nrg_reward_distill_on_tiny_ltx_then_a_served_job_reports_both_scores(ti
     code = main(["reward", "distill", "--model", str(tiny_dir("ltx")), "--prompts", str(prompts), "--judge",
                  "classic:sharpness,exposure", "--out", str(out), "--pool", "2", "--epochs", "1", "--blocks", "1",
                  "--strengths", "4", "--tune-prompts", "1", "--tune-seeds", "1", "--report-seeds", "1",
-                 "--steps", "3", "--quiet"])
+                 "--steps", "4", "--size", "64x32", "--frames", "9", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "judged by classic:sharpness,exposure (not optimised)" in printed and "serve it: nrg serve" in printed
@@ -147,7 +144,7 @@ def _serve_and_judge(model_dir, reward_dir, tmp_path) -> None:
     models = load_models(config)
     with running_server(tmp_path / "serve", models, judges={"held_out": "classic:temporal_flickering"}) as (url, _):
         with httpx.Client(base_url=url, timeout=60) as client:
-            body = {"prompt": "a red ball", "num_inference_steps": 3, "seed": 1,
+            body = {"prompt": "a red ball", "num_inference_steps": 3, "seed": 1, "size": "64x32", "num_frames": 9,
                     "reward_guidance": {"weights": {"sharpness": 1.0}}}
             job = wait_for(client, client.post("/v1/videos", json=body).json()["id"], timeout=600)
     assert job["status"] == "completed", job
