@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
@@ -130,9 +130,12 @@ class Distiller:
     """The five stages of the module docstring over one output directory (each skipped when done)."""
 
     def __init__(self, family: PipelineFamily, judge: Judge, config: DistillConfig, out_dir: str | Path,
-                 fps: float = 16.0, progress: bool = True, log: Callable[[str], None] = print) -> None:
+                 fps: float = 16.0, progress: bool = True, log: Callable[[str], None] = print,
+                 held_out: Mapping[str, Judge] | None = None) -> None:
         config.validate()
         self.family, self.judge, self.config, self.fps = family, judge, config, fps
+        #: Judges the reward never saw, scoring the report's videos too (name -> judge).
+        self.held_out = dict(held_out or {})
         self.out = Path(out_dir)
         self.progress, self.log = progress, log
         self.objectives, self.columns = judge_columns(judge, config.objectives)
@@ -144,20 +147,30 @@ class Distiller:
             return self.judge.score(frames, list(prompts), self.fps)[:, self.columns].float().cpu()
 
     def sample_pool(self) -> None:
+        """Every prompt's pool not on disk yet, as many prompts a batch as ``batch`` samples allow."""
         cfg, folder = self.config, self.out / "pool"
         folder.mkdir(parents=True, exist_ok=True)
-        for i, prompt in enumerate(tqdm(cfg.prompts, desc="pool", unit="prompt", disable=not self.progress)):
-            path = folder / f"{i:05d}.safetensors"
-            if path.is_file():
-                continue
-            specs = [SampleSpec(prompt, seed=POOL_SEED_BASE + cfg.pool * i + j) for j in range(cfg.pool)]
+        todo = [i for i in range(len(cfg.prompts)) if not (folder / f"{i:05d}.safetensors").is_file()]
+        per_batch = max(1, cfg.batch // cfg.pool)
+        bar = tqdm(total=len(cfg.prompts), initial=len(cfg.prompts) - len(todo), desc="pool", unit="prompt",
+                   disable=not self.progress)
+        for first in range(0, len(todo), per_batch):
+            group = todo[first:first + per_batch]
+            specs = [SampleSpec(cfg.prompts[i], seed=POOL_SEED_BASE + cfg.pool * i + j) for i in group
+                     for j in range(cfg.pool)]
             result, states, levels = sample_with_states(self.family, specs, cfg.shape, cfg.steps, cfg.window)
-            scores = self._judged(result.frames, [prompt] * cfg.pool)
-            tmp = path.with_suffix(".tmp")
-            save_file({"latents": result.latents.float().cpu().contiguous(), "trajectory": states.contiguous(),
-                       "trajectory_t": torch.tensor(levels, dtype=torch.float32), "scores": scores.contiguous()},
-                      str(tmp), metadata={"prompt": prompt})
-            tmp.replace(path)
+            scores = self._judged(result.frames, [s.prompt for s in specs])
+            latents = result.latents.float().cpu()
+            for n, i in enumerate(group):
+                rows = slice(n * cfg.pool, (n + 1) * cfg.pool)
+                path = folder / f"{i:05d}.safetensors"
+                tmp = path.with_suffix(".tmp")
+                save_file({"latents": latents[rows].contiguous(), "trajectory": states[rows].contiguous(),
+                           "trajectory_t": torch.tensor(levels, dtype=torch.float32),
+                           "scores": scores[rows].contiguous()}, str(tmp), metadata={"prompt": cfg.prompts[i]})
+                tmp.replace(path)
+            bar.update(len(group))
+        bar.close()
 
     def _pool(self) -> list[dict[str, torch.Tensor]]:
         return [load_file(str(self.out / "pool" / f"{i:05d}.safetensors")) for i in range(len(self.config.prompts))]
@@ -216,20 +229,25 @@ class Distiller:
         return torch.cat(rows)
 
     # -- 4. tune, 5. report -------------------------------------------------------------------------
-    def _run(self, model: LatentRewardModel, prompts: Sequence[str], seeds: Sequence[int],
-             strength: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, model: LatentRewardModel, prompts: Sequence[str], seeds: Sequence[int], strength: float | None,
+             held_out: Mapping[str, Judge] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Judge scores and final rewards [N, K] of every (prompt, seed), guided at ``strength`` (every
-        objective weighted 1, the model's mode and window) or unguided (None)."""
+        objective weighted 1, the model's mode and window) or unguided (None); and the scores of the
+        ``held_out`` judges, by name."""
         defaults = model.guidance_defaults
         guidance = None if strength is None else defaults.complete(dict.fromkeys(model.objectives, 1.0), strength)
         specs = [SampleSpec(p, seed=s, guidance=guidance) for p in prompts for s in seeds]
-        judged, rewards = [], []
+        judged, rewards, others = [], [], {name: [] for name in held_out or {}}
         for first in range(0, len(specs), self.config.batch):
             chunk = specs[first:first + self.config.batch]
             result = sample(self.family, chunk, self.config.shape, self.config.steps, model)
-            judged.append(self._judged(result.frames, [s.prompt for s in chunk]))
+            texts = [s.prompt for s in chunk]
+            judged.append(self._judged(result.frames, texts))
             rewards.append(result.rewards.float().cpu())
-        return torch.cat(judged), torch.cat(rewards)
+            with torch.no_grad():
+                for name, judge in (held_out or {}).items():
+                    others[name].append(judge.score(result.frames, texts, self.fps).float().cpu())
+        return torch.cat(judged), torch.cat(rewards), {name: torch.cat(rows) for name, rows in others.items()}
 
     def tune(self, model: LatentRewardModel) -> dict[str, Any]:
         path = self.out / "tune.json"
@@ -239,10 +257,10 @@ class Distiller:
         prompts = self.train_prompts[:cfg.tune_prompts]
         seeds = [TUNE_SEED_BASE + j for j in range(cfg.tune_seeds)]
         spread = torch.cat([p["scores"] for p in self._pool()]).std(0).clamp(min=1e-8)
-        base, _ = self._run(model, prompts, seeds, None)
+        base, _, _ = self._run(model, prompts, seeds, None)
         rows = []
         for strength in tqdm(cfg.strengths, desc="tune strength", disable=not self.progress):
-            guided, _ = self._run(model, prompts, seeds, strength)
+            guided, _, _ = self._run(model, prompts, seeds, strength)
             gain = ((guided - base) / spread).mean(0)  # the judge's change, in pool spreads, per objective
             rows.append({"strength": strength, "judge_gain": dict(zip(self.objectives, gain.tolist())),
                          "mean_gain": float(gain.mean())})
@@ -261,8 +279,8 @@ class Distiller:
         cfg = self.config
         strength = model.guidance_defaults.strength
         seeds = [REPORT_SEED_BASE + j for j in range(cfg.report_seeds)]
-        base_judge, base_reward = self._run(model, self.test_prompts, seeds, None)
-        judge, reward = self._run(model, self.test_prompts, seeds, strength)
+        base_judge, base_reward, base_others = self._run(model, self.test_prompts, seeds, None, self.held_out)
+        judge, reward, others = self._run(model, self.test_prompts, seeds, strength, self.held_out)
         verdict, hacking = {}, []
         for k, o in enumerate(self.objectives):
             rate: WinRate = win_rate((judge[:, k] - base_judge[:, k]).tolist(), pairs["tie_margin"][o])
@@ -271,6 +289,14 @@ class Distiller:
             verdict[o] = {"judge": rate.to_json(), "judge_mean_change": judge_gain, "reward_mean_change": reward_gain}
             if reward_gain > 0 and rate.rate is not None and rate.rate < 0.5:
                 hacking.append(o)
+        held_out_verdicts = {}
+        for name, judge_ in self.held_out.items():
+            margins = base_others[name].std(0) * cfg.tie_share if len(base_others[name]) > 1 else torch.zeros(
+                len(judge_.objectives))
+            held_out_verdicts[name] = {o: {"judge": win_rate((others[name][:, k] - base_others[name][:, k]).tolist(),
+                                                             float(margins[k])).to_json(),
+                                           "judge_mean_change": float((others[name][:, k] - base_others[name][:, k]).mean())}
+                                       for k, o in enumerate(judge_.objectives)}
         training = json.loads((self.out / "reward" / "training_report.json").read_text())
         report = {
             "judge": cfg.judge_name, "objectives": self.objectives, "prompts": {"train": len(self.train_prompts),
@@ -278,7 +304,7 @@ class Distiller:
             "pairs": pairs, "training": {k: training.get(k) for k in ("accuracy", "trajectory_state_pairs", "steps", "seconds")},
             "tune": tuned, "guided_vs_unguided": {"strength": strength, "mode": model.guidance_defaults.mode,
                                                   "prompts": self.test_prompts, "seeds": seeds,
-                                                  "per_objective": verdict},
+                                                  "per_objective": verdict, "held_out_judges": held_out_verdicts},
             "reward_hacking": hacking, "config": _jsonable(asdict(cfg)),
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=1))
@@ -319,6 +345,14 @@ def format_report(report: dict[str, Any]) -> str:
         ci = "-" if j["ci95"] is None else f"{j['rate']:.2f} [{j['ci95'][0]:.2f}, {j['ci95'][1]:.2f}]"
         lines.append(f"{o:<22} {j['wins']:>10} {j['losses']:>7} {j['ties']:>5} {ci:>22} "
                      f"{row['judge_mean_change']:>+13.4f} {row['reward_mean_change']:>+14.4f}")
+    for name, verdicts in g.get("held_out_judges", {}).items():
+        lines.append(f"held-out judge {name} (neither optimised nor distilled; ties below {report['config']['tie_share']}"
+                     " x its unguided spread):")
+        for o, row in verdicts.items():
+            j = row["judge"]
+            ci = "-" if j["ci95"] is None else f"{j['rate']:.2f} [{j['ci95'][0]:.2f}, {j['ci95'][1]:.2f}]"
+            lines.append(f"{o:<22} {j['wins']:>10} {j['losses']:>7} {j['ties']:>5} {ci:>22} "
+                         f"{row['judge_mean_change']:>+13.4f}")
     if report["reward_hacking"]:
         lines.append("REWARD HACKING: the reward rose while the judge fell on " + ", ".join(report["reward_hacking"]))
     return "\n".join(lines)

@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     distill.add_argument("--judge", required=True, metavar="SPEC",
                          help="the judge to distil: classic, classic:OBJ,OBJ, clip:DIR, videoreward:DIR or "
                               "package.module:factory (docs/judges.md)")
+    distill.add_argument("--held-out-judge", action="append", default=[], metavar="NAME=SPEC",
+                         help="a judge the reward never sees that also scores the report's videos, repeatable")
     distill.add_argument("--objectives", default=None, help="comma-separated subset of the judge's objectives")
     distill.add_argument("--out", type=Path, required=True, help="output directory (the reward model is OUT/reward)")
     distill.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's)")
@@ -58,7 +60,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     from guidance import demo
     from guidance.families.base import VideoShape
-    from guidance.judges import load_judge
+    from guidance.judges import load_judge, parse_named_spec
     from guidance.nrg import DEFAULT_WINDOW
     from guidance.train.distill import DistillConfig, Distiller, format_report, read_prompts
     from guidance.train.reward import TrainConfig
@@ -81,7 +83,10 @@ def run(args: argparse.Namespace) -> None:
         strengths=args.strengths, tune_prompts=args.tune_prompts, tune_seeds=args.tune_seeds,
         report_seeds=args.report_seeds)
     judge = load_judge(args.judge, str(family.device))
-    report = Distiller(family, judge, config, args.out, fps=args.fps, progress=not args.quiet).run()
+    held_out = {name: load_judge(spec, str(family.device))
+                for name, spec in (parse_named_spec(item) for item in args.held_out_judge)}
+    report = Distiller(family, judge, config, args.out, fps=args.fps, progress=not args.quiet,
+                       held_out=held_out).run()
     print(format_report(report))
     print(f"reward model: {args.out / 'reward'}  (report: {args.out / 'report.json'})")
     print(f"serve it: nrg serve --model {args.model or demo.DEFAULT_MODEL_DIR} --reward {args.out / 'reward'} "

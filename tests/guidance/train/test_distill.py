@@ -38,7 +38,8 @@ def _config(**overrides) -> DistillConfig:
 
 def test_the_whole_flow_writes_a_calibrated_tuned_reward_and_a_judged_report(tiny_family, tmp_path):
     family = tiny_family("wan")
-    report = Distiller(family, _Brightness(), _config(), tmp_path, progress=False, log=lambda _: None).run()
+    report = Distiller(family, _Brightness(), _config(), tmp_path, progress=False, log=lambda _: None,
+                       held_out={"q": load_judge("classic:exposure")}).run()
     train, test = split_prompts(PROMPTS, 0.2)
     # Pool: one file per prompt; pairs: every within-prompt pair (3 per prompt), split by prompt.
     assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == [f"{i:05d}.safetensors" for i in range(5)]
@@ -58,7 +59,10 @@ def test_the_whole_flow_writes_a_calibrated_tuned_reward_and_a_judged_report(tin
     assert verdict["judge"]["wins"] + verdict["judge"]["losses"] + verdict["judge"]["ties"] == len(test)
     assert set(report["training"]["accuracy"]["objectives"]) == {"bright"}
     assert report["reward_hacking"] in ([], ["bright"])
-    assert "judged by bright (not optimised)" in distill.format_report(report)
+    held_out = report["guided_vs_unguided"]["held_out_judges"]["q"]["exposure"]["judge"]
+    assert held_out["wins"] + held_out["losses"] + held_out["ties"] == len(test)
+    printed = distill.format_report(report)
+    assert "judged by bright (not optimised)" in printed and "held-out judge q (neither optimised nor distilled" in printed
 
 
 def load_file_scores(root, index: int) -> list[float]:
