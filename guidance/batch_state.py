@@ -32,6 +32,7 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 
@@ -67,6 +68,9 @@ def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, lora
             continue
         if reward is None and spec.guidance.active:
             raise ValueError(f"sample {i}: reward guidance was requested but no reward model is loaded")
+        if getattr(reward, "gradient_free", False) and spec.guidance.active and not spec.guidance.search:
+            raise ValueError(f"sample {i}: mode {spec.guidance.mode} needs a gradient; this reward only ranks the "
+                             "candidates of the search modes (best_of_n, fk)")
         try:
             spec.guidance.validate(reward.objectives if reward is not None else ())
         except ValueError as exc:
@@ -378,6 +382,7 @@ class BatchState:
         cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
         negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
         cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
+        cond = replace(cond, texts=tuple(s.prompt for s in specs))
         if uncond is not None and len(cfg_rows) < len(specs):
             uncond = uncond.select(cfg_rows)
         guidance = [s.guidance for s in specs]

@@ -29,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from guidance.families.base import VideoShape
-from guidance.nrg import SEARCH_MODES, defaults_for
+from guidance.nrg import SEARCH_MODES, GuidanceDefaults, builtin_strength, defaults_for
 from server import access_log, playground
 from server.config import ServerConfig
 from server.engine import Engine
@@ -151,10 +151,12 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if store.shared else LOCAL_WORKER)
     metrics = Metrics(worker_id)
     metrics.worker_info.labels(role=config.role, worker=worker_id).set(1)
+    judge_objectives: dict[str, tuple[str, ...]] = {}
     if config.role == "api":
         engine = FrontEndOnly(models)
     else:
         judges = HeldOutJudges(load_judges(config.judges, str(next(iter(models.values())).family.device)))
+        judge_objectives = {name: named.objectives for name, named in judges.judges.items()}
         engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                         fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
                         lease_s=config.lease_s, judges=judges)
@@ -284,14 +286,28 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                            "weights", param="checkpoint_scale")
         guidance = None
         if req.reward_guidance is not None:
-            if hosted.reward is None:
-                raise APIError(400, f"model {name} has no reward model, so reward_guidance is unavailable",
-                               param="reward_guidance")
             given = req.reward_guidance
-            spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode,
-                                                        given.particles)
+            if given.judge is not None:
+                if given.judge not in config.judges:
+                    raise APIError(400, f"unknown judge {given.judge!r}; registered: {', '.join(config.judges) or 'none'}",
+                                   param="reward_guidance.judge", code="judge_not_found")
+                if given.mode is not None and given.mode not in SEARCH_MODES:
+                    raise APIError(400, f"judge {given.judge} ranks the particles of best_of_n and fk; mode {given.mode} "
+                                   "needs a reward model's gradient", param="reward_guidance.mode")
+                spec = GuidanceDefaults(mode="best_of_n", strength=builtin_strength("best_of_n")).complete(
+                    given.weights, given.strength, given.window, given.mode, given.particles)
+                objectives = judge_objectives.get(given.judge)
+            elif hosted.reward is None:
+                raise APIError(400, f"model {name} has no reward model, so reward_guidance needs a judge "
+                               f"(reward_guidance.judge, one of: {', '.join(config.judges) or 'none registered'})",
+                               param="reward_guidance")
+            else:
+                spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode,
+                                                            given.particles)
+                objectives = hosted.reward.objectives
             try:
-                spec.validate(hosted.reward.objectives)
+                if objectives is not None:  # an API process without the judges loaded leaves it to the worker
+                    spec.validate(objectives)
             except ValueError as exc:
                 raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
             if spec.search and not hosted.family.euler_scheduler:
@@ -299,7 +315,8 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                                f"{hosted.family.name}", param="reward_guidance.mode")
             # The effective settings, defaults filled in, are what the job runs with and reports.
             guidance = {"weights": dict(spec.weights), "strength": spec.strength, "window": list(spec.window),
-                        "mode": spec.mode, "particles": spec.particles if spec.mode in SEARCH_MODES else None}
+                        "mode": spec.mode, "particles": spec.particles if spec.mode in SEARCH_MODES else None,
+                        "judge": given.judge}
         judges = list(config.judges) if req.judges is None else list(dict.fromkeys(req.judges))
         unknown = [j for j in judges if j not in config.judges]
         if unknown:

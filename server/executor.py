@@ -17,6 +17,7 @@ import torch
 
 from guidance.batch_state import BatchState
 from guidance.families.base import VideoShape
+from guidance.judges.as_reward import JudgeReward
 from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
 from guidance.output_checks import output_problems
 from guidance.sample_types import SampleProgress, SampleSpec
@@ -108,7 +109,7 @@ class BatchExecutor:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
-            self.batch = BatchState(model.family, shape, model.reward, loras=loras)
+            self.batch = BatchState(model.family, shape, self._reward_of(model, params), loras=loras)
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
@@ -130,6 +131,15 @@ class BatchExecutor:
             self._last_step = now
         for job in jobs:
             self.jobs[job.id] = RunningJob(job, started_at, now)
+
+    def _reward_of(self, model: HostedModel, params: Mapping[str, Any]):
+        """What the batch's rows are scored by: the job's judge (search ranked by it) or the model's reward."""
+        judge = (params.get("reward_guidance") or {}).get("judge")
+        if judge is None:
+            return model.reward
+        if judge not in self.judges.judges:
+            raise ValueError(f"judge {judge} is not loaded in this worker")
+        return JudgeReward(model.family, self.judges.judges[judge].judge, float(params["fps"]))
 
     def cancel(self, job_ids: set[str]) -> list[Job]:
         """Stop these jobs; those that left the batch at once (the others ride along to its end)."""
@@ -184,7 +194,7 @@ class BatchExecutor:
             rewards = rewards_z = None
             if result.rewards is not None:
                 rewards = dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
-                calibration = getattr(model.reward, "calibration", None)
+                calibration = getattr(self.batch.reward, "calibration", None)
                 rewards_z = None if calibration is None else {
                     k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
             sizes = run.sizes or [1]

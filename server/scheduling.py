@@ -31,7 +31,8 @@ def batch_key(params: Mapping[str, Any], mode: BatchingMode, steppable: bool = T
     """What jobs must share to run as one batch. Guidance (weights, strength, window, mode, particles),
     prompts, seeds and CFG scales are per sample; in continuous mode so is the step count, unless the
     model's scheduler keeps batched history (``steppable`` False: its samples step together)."""
-    key = (params["model"], params.get("checkpoint"), params["width"], params["height"], params["num_frames"])
+    judge = (params.get("reward_guidance") or {}).get("judge")  # a judge-ranked search runs with the judge as reward
+    key = (params["model"], params.get("checkpoint"), params["width"], params["height"], params["num_frames"], judge)
     return key if mode == "continuous" and steppable else (*key, params["num_inference_steps"])
 
 

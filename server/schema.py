@@ -72,6 +72,12 @@ class RewardGuidance(BaseModel):
     particles: Annotated[int | None, NoBool] = Field(
         None, description="Copies run by modes best_of_n and fk (default 4); each costs one denoiser pass per step."
     )
+    judge: str | None = Field(
+        None, pattern=NAME_PATTERN,
+        description="Rank the particles of best_of_n / fk by this judge (a name the operator registered with "
+                    "--judge) on the decoded clean estimate, instead of by the reward model; weights then name "
+                    "the judge's objectives. Works on models without a reward model; the default mode becomes "
+                    "best_of_n.")
 
     @field_validator("window")
     @classmethod

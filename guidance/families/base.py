@@ -27,11 +27,14 @@ class TextConditioning:
 
     ``embeds`` is the main sequence of prompt embeddings (what a reward model sees as
     ``prompt_embeds``); ``extras`` holds family-specific tensors such as attention masks or pooled
-    projections, each also batched on dim 0.
+    projections, each also batched on dim 0. ``texts`` are the prompts' words, one per row, when the
+    caller knows them (the steppable batch does): a judge used as a reward reads the prompt, not its
+    embedding.
     """
 
     embeds: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    texts: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -39,18 +42,20 @@ class TextConditioning:
     def select(self, index: torch.Tensor | list[int]) -> TextConditioning:
         """The conditioning of a subset of samples (for dropping finished or cancelled samples)."""
         idx = torch.as_tensor(index, device=self.embeds.device, dtype=torch.long)
-        return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()})
+        texts = tuple(self.texts[i] for i in idx.tolist()) if self.texts else ()
+        return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()}, texts)
 
     def cat(self, other: TextConditioning) -> TextConditioning:
         """Both batches' conditioning, ``other``'s after this one's (samples joining a batch). Prompts
         are padded to the family's fixed length, so the sequences always line up."""
         if set(self.extras) != set(other.extras):
             raise ValueError(f"conditioning extras differ: {sorted(self.extras)} vs {sorted(other.extras)}")
+        texts = self.texts + other.texts if self.texts and other.texts else ()
         return TextConditioning(torch.cat([self.embeds, other.embeds]),
-                                {k: torch.cat([v, other.extras[k]]) for k, v in self.extras.items()})
+                                {k: torch.cat([v, other.extras[k]]) for k, v in self.extras.items()}, texts)
 
     def detach(self) -> TextConditioning:
-        return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()})
+        return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()}, self.texts)
 
 
 @dataclass(frozen=True)

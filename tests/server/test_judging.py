@@ -7,6 +7,7 @@ import httpx
 import pytest
 import torch
 
+from guidance.families.base import VideoShape
 from guidance.judges import NamedJudge
 from server.judging import HeldOutJudges, parse_judge_flags
 from tests.server.conftest import running_server, wait_for
@@ -70,6 +71,7 @@ def judged_server(hosted_wan, tmp_path_factory):
 
 
 REQUEST = {"prompt": "a red circle", "size": "32x32", "num_frames": 9, "num_inference_steps": 2, "seed": 5}
+SHAPE_32 = VideoShape(32, 32, 9)
 
 
 def test_a_guided_job_reports_its_reward_and_the_held_out_judges_apart(judged_server):
@@ -91,3 +93,28 @@ def test_a_job_names_a_subset_or_none_and_unknown_names_are_refused(judged_serve
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert error["param"] == "judges" and error["code"] == "judge_not_found" and "beauty" in error["message"]
+
+
+def test_a_model_without_a_reward_is_steered_by_a_judge_ranked_search(tiny_family, tmp_path):
+    from server.hosted_model import HostedModel
+
+    bare = HostedModel("bare", tiny_family("wan"), None, None, SHAPE_32, 4)
+    judges = {"bright": "tests.server.test_judging:brightness"}
+    with running_server(tmp_path, {"bare": bare}, judges=judges) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            body = {**REQUEST, "reward_guidance": {"weights": {"bright": 1.0}, "judge": "bright", "particles": 3}}
+            job = wait_for(client, client.post("/v1/videos", json=body).json()["id"])
+            assert job["status"] == "completed", job
+            assert job["reward_guidance"]["judge"] == "bright" and job["reward_guidance"]["mode"] == "best_of_n"
+            assert set(job["rewards"]) == {"bright"} and job["cost_vs_unguided"] > 1
+            assert set(job["judge_scores"]) == {"bright"}
+            gradient = client.post("/v1/videos", json={**body, "reward_guidance": {**body["reward_guidance"],
+                                                                                      "mode": "relative"}})
+            assert gradient.status_code == 400 and gradient.json()["error"]["param"] == "reward_guidance.mode"
+            unknown = client.post("/v1/videos", json={**body, "reward_guidance": {"weights": {"x": 1}, "judge": "q"}})
+            assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "judge_not_found"
+            bad_weight = client.post("/v1/videos", json={**body, "reward_guidance": {"weights": {"vq": 1},
+                                                                                        "judge": "bright"}})
+            assert bad_weight.status_code == 400 and "vq" in bad_weight.json()["error"]["message"]
+            no_judge = client.post("/v1/videos", json={**REQUEST, "reward_guidance": {"weights": {"bright": 1}}})
+            assert no_judge.status_code == 400 and "needs a judge" in no_judge.json()["error"]["message"]
