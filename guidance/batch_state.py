@@ -40,7 +40,7 @@ from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
-from guidance.rewards import RewardFunction, reward_and_gradients
+from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, reward_and_gradients
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
 from guidance.timing import PhaseTimer
@@ -77,7 +77,8 @@ class BatchState:
     """The running batch of one (family, shape, reward); see the module docstring."""
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
-                 *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None) -> None:
+                 *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
+                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         family.check_shape(shape)
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
@@ -85,6 +86,9 @@ class BatchState:
         self.shape = shape
         self.reward = reward
         self.max_ratio = max_ratio
+        #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
+        #: that many rows', however many rows are guided.
+        self.reward_chunk_rows = reward_chunk_rows
         self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
         self.device = family.device
         self.timer = PhaseTimer(self.device)
@@ -281,6 +285,7 @@ class BatchState:
                 self.reward, rows.latents if whole else rows.latents[gidx],
                 torch.tensor([levels[row] for row in guided], dtype=torch.float32, device=device),
                 rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, weighted=weighted,
+                chunk_rows=self.reward_chunk_rows,
             )
             step_weights = torch.ones(len(guided), 1, device=device) if grad_mode == "sum" else weights
             scores_all = scores if whole else torch.full((batch, scores.shape[1]), float("nan"), device=device)
