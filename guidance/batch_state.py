@@ -40,6 +40,7 @@ from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
+from guidance.precision import check_guidance_dtype
 from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, reward_and_gradients
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
@@ -131,6 +132,8 @@ class BatchState:
         if present:
             raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
         check_specs(specs, self.reward, self.loras)
+        if any(s.guidance is not None and s.guidance.active and not s.guidance.search for s in specs):
+            check_guidance_dtype(self.family.dtype)
         search.check_searchable(self.family, [s.guidance for s in specs])
         if not self.joinable:
             raise ValueError(f"this batch cannot take new samples: {self.family.name}'s scheduler keeps "

@@ -35,8 +35,11 @@ import math
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from guidance.rewards import DEFAULT_CHUNK_ROWS
 
 #: Token-sized tensors of width D and of width F that one transformer block saves for its backward.
 BLOCK_D_COPIES = 14
@@ -182,3 +185,21 @@ class _Held:
 
     def __init__(self, tensor: torch.Tensor) -> None:
         self.tensor = tensor
+
+
+#: Prompt tokens per row assumed by the estimate: the longest any family pads to (Wan's 512).
+TEXT_TOKENS_BOUND = 512
+
+
+def batch_estimate(family: Any, reward: Any, shape: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> MemoryEstimate:
+    """The estimate for batches of ``family``'s pipeline at ``shape`` guided by ``reward`` (a
+    ``LatentRewardModel``; another reward, or none, counts no trunk): weights of every module the
+    pipeline and the reward hold, one chunk of the reward backward, and each row's bytes."""
+    latent_shape = tuple(family.prepare_latents(shape, [torch.Generator("cpu").manual_seed(0)]).shape[1:])
+    blocks = getattr(reward, "num_blocks", 0)
+    objectives = len(getattr(reward, "objectives", ()))
+    trunk = trunk_shape(family.transformer, latent_shape, blocks, TEXT_TOKENS_BOUND, objectives)
+    modules = [m for m in family.pipe.components.values() if isinstance(m, torch.nn.Module)]
+    if isinstance(reward, torch.nn.Module):
+        modules.append(reward)
+    return estimate(trunk, module_bytes(modules), chunk_rows if blocks else 0)
