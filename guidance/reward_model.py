@@ -5,7 +5,7 @@ embeddings (copied from the pipeline, so the trunk starts out understanding the 
 noise level). It is built at its truncated size from the transformer's config and called through the
 family adapter's ``predict``, i.e. exactly as the denoiser is called; a forward hook on the last kept
 block, present only during that call, captures its video tokens (the cheap output projection after it
-runs and is discarded). With gradients on, every trunk block is checkpointed (diffusers' own
+runs and is discarded). In eval mode (guidance), with gradients on, every trunk block is checkpointed (diffusers' own
 ``enable_gradient_checkpointing``, i.e. ``torch.utils.checkpoint`` without reentrancy): the backward
 keeps each block's input and recomputes one block at a time, so the reward backward's memory is
 about one block's activations rather than all of them (``guidance.memory`` has the formula).
@@ -162,7 +162,17 @@ class LatentRewardModel(nn.Module):
         self.guidance_defaults: GuidanceDefaults = BUILTIN_DEFAULTS
         #: Scores' mean and std on the model's unguided samples, when measured (``nrg eval --calibrate``).
         self.calibration: RewardCalibration | None = None
-        self.trunk.enable_gradient_checkpointing()
+
+    def train(self, mode: bool = True) -> LatentRewardModel:
+        """Eval mode (guidance) checkpoints the trunk's blocks; train mode does not: training batches are
+        small, and its gradient-correlation penalty differentiates twice (``create_graph``), which a
+        checkpoint's recomputation does not reproduce."""
+        super().train(mode)
+        if mode:
+            self.trunk.disable_gradient_checkpointing()
+        else:
+            self.trunk.enable_gradient_checkpointing()
+        return self
 
     def trunk_tokens(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape):
         """Video tokens [B, L, D] after the N-th block.

@@ -88,3 +88,13 @@ def test_rows_within_a_budget():
     estimate = memory.MemoryEstimate(weights=100, reward=50, per_row=10)
     assert estimate.total(3) == 180
     assert estimate.rows_within(180) == 3 and estimate.rows_within(189) == 3 and estimate.rows_within(149) == 0
+
+
+def test_only_eval_mode_checkpoints_the_trunk(reward):
+    try:
+        assert reward.trunk.is_gradient_checkpointing
+        reward.train()
+        assert not reward.trunk.is_gradient_checkpointing  # training differentiates twice
+    finally:
+        reward.eval()
+    assert reward.trunk.is_gradient_checkpointing
