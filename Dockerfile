@@ -1,11 +1,14 @@
 # nrg-serve on a CUDA PyTorch base image. Models are mounted, never downloaded:
 #   docker build -t nrg-serve .
-#   docker run --gpus all -p 8000:8000 -v /models:/models:ro -v nrg-data:/data nrg-serve \
-#       --model wan=/models/Wan2.1-T2V-1.3B-Diffusers --reward wan=/models/wan-reward --dtype bfloat16
+#   docker run --gpus all -p 8000:8000 -v /models:/models:ro -v nrg-data:/data -v nrg-cache:/var/cache/nrg \
+#       nrg-serve --model wan=/models/Wan2.1-T2V-1.3B-Diffusers --reward wan=/models/wan-reward
+# --dtype defaults to auto (bfloat16 on the GPU).
 # The base's torch stack is recorded in docker/base-image-packages.txt; change both together.
 FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
 
-ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NRG_HOST=0.0.0.0 NRG_PORT=8000 NRG_DATA_DIR=/data
+# Triton's kernel cache lives on a volume, so kernels compiled once survive container restarts.
+ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NRG_HOST=0.0.0.0 NRG_PORT=8000 NRG_DATA_DIR=/data \
+    TRITON_CACHE_DIR=/var/cache/nrg/triton
 # Triton compiles a small C launcher at the first kernel launch: the -runtime image has no compiler.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -24,11 +27,12 @@ RUN pip list --format=freeze > /tmp/image.txt \
     && pip install --no-cache-dir -c /tmp/constraints.txt ".[triton]" \
     && rm /tmp/image.txt /tmp/constraints.txt
 
-# Not root: the server, Triton's kernel cache (~/.triton) and the jobs under /data belong to nrg.
-RUN useradd --create-home --uid 1000 nrg && mkdir -p /data && chown nrg:nrg /data
+# Not root: the server, Triton's kernel cache and the jobs under /data belong to nrg.
+RUN useradd --create-home --uid 1000 nrg && mkdir -p /data /var/cache/nrg/triton \
+    && chown nrg:nrg /data /var/cache/nrg /var/cache/nrg/triton
 USER nrg
 EXPOSE 8000
-VOLUME ["/data"]
+VOLUME ["/data", "/var/cache/nrg"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD python -c "import urllib.request, os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"NRG_PORT\"]}/health', timeout=4)"
 ENTRYPOINT ["nrg", "serve"]

@@ -4,8 +4,13 @@
 
     python -m benchmarks.gpu_check kernel  --work DIR [--dry-run]   # fused step vs copy / eager / torch.compile
     python -m benchmarks.gpu_check step    --work DIR [--dry-run]   # one denoising step, unguided vs guided
+    python -m benchmarks.gpu_check batch   --work DIR [--dry-run]   # a guided batch step; peak memory vs estimate
     python -m benchmarks.gpu_check save-pipeline DIR [--dry-run]    # the random Wan pipeline, for bench_vs_diffusers
     python -m benchmarks.gpu_check report  --work DIR --out FILE    # gpu-check.md from what the parts wrote
+
+``GPU_CHECK_DEVICE`` (default ``cuda``) names the device a part runs on: the script runs the batch part
+again on ``cuda:1`` when the machine has two GPUs (the engine thread's device pinning, Triton launches
+on a GPU other than 0). Every part's JSON records the torch / triton / diffusers versions it ran with.
 
 Each part writes ``DIR/<part>.json`` after every measured row, so a part stopped by its time allowance
 still reports the rows it finished. ``--dry-run`` runs the same code on CPU at tiny shapes (the tiny
@@ -59,6 +64,7 @@ PROMPT = "a red circle moving left"
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
+    data.setdefault("versions", _versions())
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
@@ -71,7 +77,12 @@ def _device(dry_run: bool) -> str:
         return "cpu"
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device: run with --dry-run on a machine without a GPU")
-    return "cuda"
+    device = os.environ.get("GPU_CHECK_DEVICE", "cuda")
+    from guidance.precision import configure_matmul, pin_thread_device
+
+    pin_thread_device(device)
+    configure_matmul(device)
+    return device
 
 
 # --------------------------------------------------------------------------------------------- kernel
@@ -266,6 +277,68 @@ def run_step(work: Path, dry_run: bool) -> None:
         del latents, cond, uncond
 
 
+# ---------------------------------------------------------------------------------------------- batch
+
+
+def run_batch(work: Path, dry_run: bool, name: str = "batch") -> None:
+    """One step of a server batch (``BatchState``, as the engine runs it) of the step part's random
+    Wan2.1-1.3B at 480p x 81 frames: a row guided in mode relative and a ``best_of_n`` search row of
+    2 particles (3 denoiser rows), CFG on, reward trunk of 4 blocks. Its peak device memory is set
+    against the admission estimate of ``guidance.memory`` for those rows."""
+    import torch
+
+    from guidance.batch_state import BatchState
+    from guidance.families.base import VideoShape
+    from guidance.families.wan import WanFamily
+    from guidance.memory import batch_estimate
+    from guidance.nrg import GuidanceSpec
+    from guidance.reward_model import init_reward_model
+    from guidance.sample_types import SampleSpec
+
+    device = _device(dry_run)
+    dtype = torch.float32 if dry_run else torch.bfloat16
+    height, width, frames = DRY_STEP_SHAPE if dry_run else STEP_SHAPE
+    shape = VideoShape(height=height, width=width, frames=frames)
+    start = time.perf_counter()
+    pipe = build_random_wan(dry_run, device, dtype)
+    family = WanFamily(pipe)
+    with torch.device(device):
+        reward = init_reward_model(family, OBJECTIVES, num_blocks=DRY_TRUNK_BLOCKS if dry_run else TRUNK_BLOCKS)
+    weights = {OBJECTIVES[0]: 1.0}
+    specs = [SampleSpec(PROMPT, seed=0, cfg_scale=CFG,
+                        guidance=GuidanceSpec(weights, strength=STRENGTH, window=(0.0, 1.0), mode="relative")),
+             SampleSpec(PROMPT, seed=1, cfg_scale=CFG,
+                        guidance=GuidanceSpec(weights, window=(0.0, 1.0), mode="best_of_n", particles=2))]
+    report: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device != "cpu" else "cpu",
+                              "device_name": device, "dry_run": dry_run, "dtype": str(dtype).removeprefix("torch."),
+                              "height": height, "width": width, "frames": frames, "rows": []}
+    batch = BatchState(family, shape, reward)
+    batch.add(specs, STEPS, ["guided", "search"])
+    report["build_s"] = time.perf_counter() - start
+    _write(work / f"{name}.json", report)
+    batch.step()  # step 0 is at t = 1, where guidance is skipped: a warm-up
+    for step in (1, 2):
+        if device != "cpu":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        began = time.perf_counter()
+        progress = batch.step()
+        if device != "cpu":
+            torch.cuda.synchronize(device)
+        estimate = batch_estimate(family, reward, shape)
+        rows = batch.rows_in_use
+        row = {"step": step, "rows": rows, "ms": (time.perf_counter() - began) * 1e3,
+               "guided_reward": progress[0].rewards is not None,
+               "estimate_gib": estimate.total(rows) / 2**30, "weights_gib": estimate.weights / 2**30,
+               "reward_chunk_gib": estimate.reward / 2**30, "per_row_gib": estimate.per_row / 2**30,
+               "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device != "cpu" else None}
+        if row["peak_gib"]:
+            row["estimate_over_peak"] = row["estimate_gib"] / row["peak_gib"]
+        report["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        _write(work / f"{name}.json", report)
+
+
 # -------------------------------------------------------------------------------------- save-pipeline
 
 
@@ -389,6 +462,25 @@ def _kernel_section(work: Path, part: dict[str, Any] | None, dry_run: bool) -> l
     return lines
 
 
+def _batch_section(work: Path, name: str, part: dict[str, Any] | None, dry_run: bool) -> list[str]:
+    data = _read(work / f"{name}.json")
+    where = data["device_name"] if data else name
+    lines = [f"### A guided server batch step ({where}): peak memory vs the admission estimate", ""]
+    if data:
+        lines += [f"`BatchState` of the random Wan2.1-1.3B-config pipeline, {data['dtype']}, {data['width']}x"
+                  f"{data['height']}, {data['frames']} frames: a row guided in mode relative and a best_of_n row of "
+                  "2 particles, CFG on. Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+                  + ".", "", "| step | rows | ms | estimate GiB | peak GiB | estimate / peak |", "|---|---|---|---|---|---|"]
+        for r in data["rows"]:
+            peak = r["peak_gib"]
+            lines.append(f"| {r['step']} | {r['rows']} | {r['ms']:.1f} | {r['estimate_gib']:.3f} | "
+                         + (f"{peak:.3f} | {r['estimate_over_peak']:.2f} |" if peak else "- (CPU) | - |"))
+        lines.append("")
+    if part is None or part["rc"] != 0:
+        lines += _failure(name, part, work)
+    return lines
+
+
 def _step_section(work: Path, part: dict[str, Any] | None, dry_run: bool) -> list[str]:
     lines = ["### One denoising step, random-weight Wan2.1-T2V-1.3B-config transformer, unguided vs guided", ""]
     data = _read(work / "step.json")
@@ -469,12 +561,15 @@ def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, 
                   _tail(work / "install.log"), "```", ""]
     lines += _kernel_section(work, parts.get("kernel"), dry_run)
     lines += _step_section(work, parts.get("step"), dry_run)
+    for name in [n for n in parts if n.startswith("batch")] or ["batch"]:
+        lines += _batch_section(work, name, parts.get(name), dry_run)
     lines += _serve_section(work, parts.get("serve"), dry_run, serve_args)
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     combined = {"date": now, "command": command, "device": _gpu(), "versions": versions, "code": commit,
-                "parts": parts, **{name: _read(work / f"{name}.json") for name in ("kernel", "step", "serve")}}
+                "parts": parts, **{name: _read(work / f"{name}.json") for name in ("kernel", "step", *[n for n in parts if n.startswith("batch")],
+                                                             "serve")}}
     _write(out.with_suffix(".json"), combined)
     return text
 
@@ -482,7 +577,7 @@ def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
-    for name in ("kernel", "step"):
+    for name in ("kernel", "step", "batch"):
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True, help="folder for <part>.json")
         p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes")
@@ -501,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_kernel(args.work, args.dry_run)
     elif args.part == "step":
         run_step(args.work, args.dry_run)
+    elif args.part == "batch":
+        run_batch(args.work, args.dry_run, os.environ.get("GPU_CHECK_PART", "batch"))
     elif args.part == "save-pipeline":
         save_pipeline(args.dir, args.dry_run)
     else:

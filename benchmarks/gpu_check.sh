@@ -13,7 +13,11 @@
 #            and Wan2.1-14B 720p latent shapes (benchmarks.kernel_bench's measurement)
 #   step     one denoising step of a random-weight Wan2.1-1.3B-config transformer, bf16, 832x480, 81
 #            frames, CFG on, unguided vs guided through a 4-block reward trunk, B = 1 and 2
+#   batch    one step of a server batch (BatchState) of that model: a relative-mode row and a best_of_n row
+#            of 2 particles; peak memory against the admission estimate (guidance/memory.py); again on
+#            cuda:1 as part batch-cuda1 when the machine has two GPUs
 #   serve    that random pipeline saved to disk, then benchmarks.bench_vs_diffusers on it
+# Every part records the torch, triton and diffusers versions it ran with in its JSON.
 # Output: $OUT if set, else out/gpu-check/: gpu-check.md (a section for docs/benchmarks.md),
 # gpu-check.json (every figure) and gpu-check.log (every part's log), three files in all.
 set -euo pipefail
@@ -46,12 +50,14 @@ fi
 export PYTHONPATH="$ROOT:$ROOT/clients/python${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-# Time allowances in seconds (install + kernel + step + serve = 450 s = 7.5 min; the report takes seconds).
-BUDGET_S="${GPU_CHECK_BUDGET_S:-450}"
-INSTALL_S=45
-KERNEL_S=110
-STEP_S=125
-SERVE_S=170
+# Time allowances in seconds (install + kernel + step + batch (+ batch-cuda1) + serve <= 470 s, under 8
+# minutes with the report; a second GPU's batch part takes what the budget has left).
+BUDGET_S="${GPU_CHECK_BUDGET_S:-470}"
+INSTALL_S=40
+KERNEL_S=90
+STEP_S=100
+BATCH_S=60
+SERVE_S=150
 # The server-vs-diffusers workload: the step part's shape, 4 steps instead of 50 and 2 requests a side
 # (plus 1 untimed warm-up each), so both sides' loads, runs, VAE decodes and encodes fit SERVE_S.
 SERVE_ARGS=(--num-prompts 2 --rounds 1 --steps 4 --size 832x480 --num-frames 81 --max-batch 2
@@ -127,7 +133,12 @@ if [[ $DRY_RUN == 0 ]]; then
 fi
 run_part kernel "$KERNEL_S" "$PY" -m benchmarks.gpu_check kernel --work "$WORK" "${DRY[@]}"
 run_part step "$STEP_S" "$PY" -m benchmarks.gpu_check step --work "$WORK" "${DRY[@]}"
+run_part batch "$BATCH_S" "$PY" -m benchmarks.gpu_check batch --work "$WORK" "${DRY[@]}"
 run_part serve "$SERVE_S" bash "$0" --part serve "${DRY[@]}"
+if [[ $DRY_RUN == 0 ]] && (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
+  GPU_CHECK_DEVICE=cuda:1 GPU_CHECK_PART=batch-cuda1 \
+    run_part batch-cuda1 "$BATCH_S" "$PY" -m benchmarks.gpu_check batch --work "$WORK"
+fi
 rm -rf "$PIPE_DIR"
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -135,7 +146,7 @@ if [[ $COMMIT != unknown ]] && [[ -n "$(git status --porcelain --untracked-files
   COMMIT="$COMMIT with uncommitted changes"
 fi
 [[ $COMMIT == unknown ]] && COMMIT="unknown (no git checkout here)"
-for name in install kernel step serve; do
+for name in install kernel step batch serve batch-cuda1; do
   [[ -f "$WORK/$name.log" ]] && { echo "===== $name"; cat "$WORK/$name.log"; } >>"$OUT_DIR/gpu-check.log.tmp"
 done
 mv -f "$OUT_DIR/gpu-check.log.tmp" "$OUT_DIR/gpu-check.log" 2>/dev/null || true

@@ -41,11 +41,19 @@ from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
-from guidance.rewards import RewardFunction, reward_and_gradients
+from guidance.precision import check_guidance_dtype
+from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, reward_and_gradients
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
 from guidance.timing import PhaseTimer
 from kernels.guided_step import guided_step
+
+
+#: Finished samples decoded per VAE call.
+DECODE_CHUNK_ROWS = 1
+#: Index tensors a batch keeps on its device; past that many distinct ones (memberships change as
+#: samples come and go) the cache starts over.
+DEVICE_VALUES_KEPT = 64
 
 
 def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, loras: MultiLora | None = None) -> None:
@@ -81,7 +89,8 @@ class BatchState:
     """The running batch of one (family, shape, reward); see the module docstring."""
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
-                 *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None) -> None:
+                 *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
+                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         family.check_shape(shape)
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
@@ -89,6 +98,9 @@ class BatchState:
         self.shape = shape
         self.reward = reward
         self.max_ratio = max_ratio
+        #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
+        #: that many rows', however many rows are guided.
+        self.reward_chunk_rows = reward_chunk_rows
         self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
         self.device = family.device
         self.timer = PhaseTimer(self.device)
@@ -97,6 +109,8 @@ class BatchState:
         self.passes: Counter[Hashable] = Counter()
         #: Cancelled samples that must ride along to the end (non-joinable schedules).
         self._dropped: set[Hashable] = set()
+        #: Index tensors already on the device, by their values (``_to_device``).
+        self._device_values: dict[tuple, torch.Tensor] = {}
 
     # -- membership -------------------------------------------------------------------------------
     @property
@@ -131,6 +145,8 @@ class BatchState:
         if present:
             raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
         check_specs(specs, self.reward, self.loras)
+        if any(s.guidance is not None and s.guidance.active and not s.guidance.search for s in specs):
+            check_guidance_dtype(self.family.dtype)
         search.check_searchable(self.family, [s.guidance for s in specs])
         if not self.joinable:
             raise ValueError(f"this batch cannot take new samples: {self.family.name}'s scheduler keeps "
@@ -182,28 +198,29 @@ class BatchState:
         if self.reward is not None and len(rows) > len(set(rows.ids)):
             with self.timer.phase("guidance_s"):
                 search.select(rows, self.reward, self.shape)
-        device = self.device
         index = rows.steps_done
         schedules = rows.schedules
         levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
+        coefs = [c[i] for c, i in zip(rows.coefs, index)]
+        euler = schedules[0].dt is not None
+        # Every per-row number of this step in one host-to-device transfer (float64 holds each exactly).
+        values = self._to_device([[s.timesteps[i] for s, i in zip(schedules, index)], coefs, levels,
+                                  [i + 1 for i in index], [s.dt[i] if euler else 0.0 for s, i in zip(schedules, index)]],
+                                 torch.float64, cache=False)
+        timesteps = values[0].to(schedules[0].timestep_dtype)
+        coef, level, taken = values[1].float(), values[2].float(), values[3].long()
+        step_dt = values[4].float() if euler else None
         self.passes.update(rows.ids)
         with self.timer.phase("denoise_s"):
-            timesteps = torch.tensor([s.timesteps[i] for s, i in zip(schedules, index)],
-                                     dtype=schedules[0].timestep_dtype, device=device)
             pred_cond, pred_uncond = self._predict(timesteps, [s.experts[i] for s, i in zip(schedules, index)])
         with self.timer.phase("guidance_s"):
-            coefs = [c[i] for c, i in zip(rows.coefs, index)]
-            coef = torch.tensor(coefs, dtype=torch.float32, device=device)
-            out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, coef, levels)
-            if schedules[0].dt is None:  # every row shares the step: the batch started together
-                timestep = torch.tensor(schedules[0].timesteps[index[0]], dtype=schedules[0].timestep_dtype,
-                                        device=device)
-                out = self.family.scheduler_step(out, timestep, rows.latents, index[0], rows.generators)
+            out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, coef, level, step_dt)
+            if not euler:  # every row shares the step: the batch started together
+                out = self.family.scheduler_step(out, timesteps[0], rows.latents, index[0], rows.generators)
             rows.latents = out
             rows.skipped += skipped.long()
             rows.guided += ((coef != 0) & ~skipped).long()
             rows.steps_done = [i + 1 for i in index]
-            taken = torch.tensor(rows.steps_done, device=device)
             bad = ~torch.isfinite(rows.latents).flatten(1).all(1)
             rows.first_nonfinite = torch.where(bad & (rows.first_nonfinite == 0), taken, rows.first_nonfinite)
         return self._report(levels, coefs, skipped, scores)
@@ -222,7 +239,7 @@ class BatchState:
         for expert, members in by_expert.items():
             model = models[expert]
             whole = len(members) == batch
-            idx = torch.tensor(members, device=self.device)
+            idx = self._to_device(members)
             with self._adapters(members):
                 cond = family.predict(model, rows.latents if whole else rows.latents[idx],
                                       timesteps if whole else timesteps[idx],
@@ -239,10 +256,10 @@ class BatchState:
                                         rows.uncond.select([position[row] for row in cfg]), shape)
             if pred_uncond is None:
                 pred_uncond = torch.empty_like(pred_cond)
-            pred_uncond[torch.tensor(cfg, device=self.device)] = uncond
+            pred_uncond[self._to_device(cfg)] = uncond
         if pred_uncond is not None and len(rows.cfg_rows) < batch:
             # A row outside the CFG set gets uncond := cond and scale 1: exactly its cond prediction.
-            plain = torch.tensor([row for row in range(batch) if row not in position], device=self.device)
+            plain = self._to_device([row for row in range(batch) if row not in position])
             pred_uncond[plain] = pred_cond[plain]
         return pred_cond, pred_uncond
 
@@ -251,11 +268,28 @@ class BatchState:
         rows = self.rows
         if self.loras is None or all(rows.adapters[row] < 0 for row in members):
             return nullcontext()
-        return self.loras.routing(torch.tensor([rows.adapters[row] for row in members], device=self.device),
-                                  torch.tensor([rows.adapter_scales[row] for row in members], device=self.device))
+        return self.loras.routing(self._to_device([rows.adapters[row] for row in members]),
+                                  self._to_device([rows.adapter_scales[row] for row in members], torch.float32))
+
+    def _to_device(self, values: list, dtype: torch.dtype = torch.long, cache: bool = True) -> torch.Tensor:
+        """``values`` as a tensor on the batch's device. Index tensors repeat from step to step while the
+        membership holds, so they are kept (``cache``); on CUDA the copy is from pinned memory and does
+        not block the host (``torch.tensor(list, device=cuda)`` waits for the device every time)."""
+        key = (tuple(map(tuple, values)) if values and isinstance(values[0], list) else tuple(values), dtype)
+        if cache and key in self._device_values:
+            return self._device_values[key]
+        tensor = torch.tensor(values, dtype=dtype)
+        tensor = tensor.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else \
+            tensor.to(self.device)
+        if cache:
+            if len(self._device_values) >= DEVICE_VALUES_KEPT:
+                self._device_values.clear()
+            self._device_values[key] = tensor
+        return tensor
 
     def _update(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None, coefs: list[float],
-                coef: torch.Tensor, levels: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                coef: torch.Tensor, level: torch.Tensor, step_dt: torch.Tensor | None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Reward gradients of the rows guided at this step, then the fused step: one call per gradient
         mode among them and one gradient-free call for the rest. Returns the kernel's output (next
         latents, or the guided prediction for a scheduler's own step), skip flags [B] and, for the
@@ -263,10 +297,8 @@ class BatchState:
         rows, device = self.rows, self.device
         batch = len(rows)
         guided = [row for row, c in enumerate(coefs) if c != 0]
-        dt = rows.schedules[0].dt is not None
-        step_dt = torch.tensor([s.dt[i] for s, i in zip(rows.schedules, rows.steps_done)], device=device) if dt else None
         common = dict(pred_uncond=pred_uncond, cfg_scale=rows.cfg if pred_uncond is not None else None,
-                      x=rows.latents if dt else None, dt=step_dt)
+                      x=rows.latents if step_dt is not None else None, dt=step_dt)
         scores_all = None
         groups: list[tuple[list[int], str, torch.Tensor | None, torch.Tensor | None]] = []
         if guided and self.reward is not None:
@@ -275,7 +307,7 @@ class BatchState:
             # weighted objective (the kernel normalises and weights them).
             grad_mode = "sum" if modes == ["sum"] else "unit"
             whole = len(guided) == batch
-            gidx = torch.tensor(guided, device=device)
+            gidx = self._to_device(guided)
             weights = rows.weights if whole else rows.weights[gidx]
             # Each guided row's weighted objectives, read from the specs (no host sync): the backward
             # passes are as many as the most objectives one row weights.
@@ -283,8 +315,9 @@ class BatchState:
                         for row in guided]
             scores, grads = reward_and_gradients(
                 self.reward, rows.latents if whole else rows.latents[gidx],
-                torch.tensor([levels[row] for row in guided], dtype=torch.float32, device=device),
+                level if whole else level[gidx],
                 rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, weighted=weighted,
+                chunk_rows=self.reward_chunk_rows,
             )
             step_weights = torch.ones(len(guided), 1, device=device) if grad_mode == "sum" else weights
             scores_all = scores if whole else torch.full((batch, scores.shape[1]), float("nan"), device=device)
@@ -293,7 +326,7 @@ class BatchState:
             where = {row: j for j, row in enumerate(guided)}
             for mode in modes:
                 members = [row for row in guided if rows.guidance[row].mode == mode]
-                pick = torch.tensor([where[row] for row in members], device=device) if len(modes) > 1 else None
+                pick = self._to_device([where[row] for row in members]) if len(modes) > 1 else None
                 groups.append((members, mode, grads if pick is None else grads[pick],
                                step_weights if pick is None else step_weights[pick]))
         unguided = [row for row in range(batch) if coefs[row] == 0 or self.reward is None]
@@ -306,7 +339,7 @@ class BatchState:
             return out, stats.skipped, scores_all
         out, skipped = None, torch.zeros(batch, dtype=torch.bool, device=device)
         for members, mode, grads, weights in groups:
-            idx = torch.tensor(members, device=device)
+            idx = self._to_device(members)
             part = {name: None if value is None else value[idx] for name, value in common.items()}
             out_m, stats = guided_step(pred_cond[idx], grads, weights, coef[idx] if grads is not None else None,
                                        mode=mode, **part)
@@ -321,7 +354,7 @@ class BatchState:
         for the samples guided at this step (the only ones scored)."""
         rows = self.rows
         first = rows.first_rows()
-        idx = torch.tensor(first, device=self.device)
+        idx = self._to_device(first)
         packed = skipped[idx].float().unsqueeze(1)
         if scores is not None:
             packed = torch.cat([packed, scores[idx].float()], dim=1)
@@ -359,7 +392,10 @@ class BatchState:
         frames = None
         if decode:
             with self.timer.phase("decode_s"):
-                frames = self.family.decode(part.latents, self.shape, part.generators)
+                # A video VAE's decoder holds gigabytes of activations per sample: one sample at a time.
+                frames = torch.cat([self.family.decode(part.latents[row:row + DECODE_CHUNK_ROWS], self.shape,
+                                                       part.generators[row:row + DECODE_CHUNK_ROWS])
+                                    for row in range(0, len(part), DECODE_CHUNK_ROWS)])
         return SampleResult(
             frames=frames,
             latents=part.latents,

@@ -89,7 +89,10 @@ class MultiLora:
             layer.scaling = layer.scaling.to(x.device)
         index = index.to(x.device)
         coef = scale.to(x.device) * layer.scaling[index.clamp_min(0)] * (index >= 0)
-        return output + lora_batch(x, layer.a_stack, layer.b_stack, index, coef).to(output.dtype)
+        if output.requires_grad or not output.is_contiguous():
+            return output + lora_batch(x, layer.a_stack, layer.b_stack, index, coef).to(output.dtype)
+        # Inference: the delta goes into the layer's output in place (no temporary of its size).
+        return lora_batch(x, layer.a_stack, layer.b_stack, index, coef, out=output)
 
     @staticmethod
     @torch.no_grad()

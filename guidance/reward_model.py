@@ -4,10 +4,14 @@ Trunk: the first N blocks of the pipeline's own transformer together with its pa
 embeddings (copied from the pipeline, so the trunk starts out understanding the latent space and the
 noise level). It is built at its truncated size from the transformer's config and called through the
 family adapter's ``predict``, i.e. exactly as the denoiser is called; a forward hook on the last kept
-block captures its video tokens and stops the forward pass there.
+block, present only during that call, captures its video tokens (the cheap output projection after it
+runs and is discarded). In eval mode (guidance), with gradients on, every trunk block is checkpointed (diffusers' own
+``enable_gradient_checkpointing``, i.e. ``torch.utils.checkpoint`` without reentrancy): the backward
+keeps each block's input and recomputes one block at a time, so the reward backward's memory is
+about one block's activations rather than all of them (``guidance.memory`` has the formula).
 
 Head: a few learned queries cross-attend over the tokens (query-attention pooling, as in DiNa-LRM and
-PAVRM), are modulated by an embedding of the noise level t, and an MLP maps them to one score per
+PAVRM; the key and value projections are folded into the queries so no token is projected), are modulated by an embedding of the noise level t, and an MLP maps them to one score per
 objective. Time dependence matters: the paper's ablation shows a reward trained on clean latents
 steers badly, so the model is trained and queried at the noise level of the latents it sees.
 
@@ -75,20 +79,34 @@ class QueryPoolingHead(nn.Module):
         nn.init.zeros_(self.film[-1].bias)
 
     def forward(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        tokens = self.norm(tokens.float())
-        queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
-        pooled, _ = self.attn(queries, tokens, tokens, need_weights=False)
+        pooled = self.pool(self.norm(tokens.float()))
         scale, shift = self.film(_timestep_embedding(t, self.time_dim)).chunk(2, dim=-1)
         pooled = pooled * (1 + scale[:, None]) + shift[:, None]
         return self.mlp(pooled.flatten(1))
 
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``self.attn(queries, tokens, tokens)`` without projecting the tokens: [B, L, D] -> [B, Q, D].
 
-class _TrunkDone(Exception):
-    """Raised by the hook on the last trunk block to stop the forward pass with its tokens."""
-
-    def __init__(self, tokens: torch.Tensor):
-        super().__init__()
-        self.tokens = tokens
+        Projecting every token to keys and values costs 2 L D^2 multiply-adds per sample in float32
+        (a 720p clip has ~75k tokens). Both projections are linear, so they fold into the few queries:
+        a head's logits are q_h W_kh x_l / sqrt(d) (the key bias adds the same amount to every token's
+        logit and cancels in the softmax), and its output is (sum_l a_l x_l) W_vh^T + b_vh since the
+        attention weights sum to one. What touches the tokens is then two products with Q x heads
+        rows, and what the backward keeps of them is [B, H, Q, L] instead of two [B, L, D]. The
+        parameters are the ``nn.MultiheadAttention``'s, so saved models load unchanged.
+        """
+        attn = self.attn
+        batch, _, dim = tokens.shape
+        heads, head_dim = attn.num_heads, dim // attn.num_heads
+        num_queries = self.queries.shape[0]
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, _, b_v = attn.in_proj_bias.chunk(3)
+        q = (self.queries @ w_q.T + b_q).view(num_queries, heads, head_dim)
+        folded = torch.einsum("qhe,hed->qhd", q, w_k.view(heads, head_dim, dim)) / math.sqrt(head_dim)
+        weights = (tokens @ folded.reshape(num_queries * heads, dim).T).transpose(1, 2).softmax(dim=-1)  # [B, QH, L]
+        mixed = (weights @ tokens).view(batch, num_queries, heads, dim)
+        values = torch.einsum("bqhd,hed->bqhe", mixed, w_v.view(heads, head_dim, dim))
+        return attn.out_proj((values + b_v.view(heads, head_dim)).reshape(batch, num_queries, dim))
 
 
 def _build_trunk(family: PipelineFamily, config: dict[str, Any], num_blocks: int) -> nn.Module:
@@ -144,21 +162,39 @@ class LatentRewardModel(nn.Module):
         self.guidance_defaults: GuidanceDefaults = BUILTIN_DEFAULTS
         #: Scores' mean and std on the model's unguided samples, when measured (``nrg eval --calibrate``).
         self.calibration: RewardCalibration | None = None
-        last_block = getattr(self.trunk, family.block_lists[0])[num_blocks - 1]
-        last_block.register_forward_hook(self._stop_after_last_block)
 
-    @staticmethod
-    def _stop_after_last_block(module: nn.Module, args: Any, output: Any) -> None:
-        raise _TrunkDone(output[0] if isinstance(output, tuple) else output)
+    def train(self, mode: bool = True) -> LatentRewardModel:
+        """Eval mode (guidance) checkpoints the trunk's blocks; train mode does not: training batches are
+        small, and its gradient-correlation penalty differentiates twice (``create_graph``), which a
+        checkpoint's recomputation does not reproduce."""
+        super().train(mode)
+        if mode:
+            self.trunk.disable_gradient_checkpointing()
+        else:
+            self.trunk.enable_gradient_checkpointing()
+        return self
 
     def trunk_tokens(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape):
-        """Video tokens [B, L, D] after the N-th block."""
+        """Video tokens [B, L, D] after the N-th block.
+
+        The hook lives only for this call: a checkpointed block runs again in the backward, and that
+        recomputation must not overwrite (or, as an early-exit exception once did, abort) anything.
+        """
         timestep = t.to(latents.device, torch.float32) * self.num_train_timesteps
+        captured: list[torch.Tensor] = []
+
+        def capture(module: nn.Module, args: Any, output: Any) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        last_block = getattr(self.trunk, self.family.block_lists[0])[self.num_blocks - 1]
+        handle = last_block.register_forward_hook(capture)
         try:
             self.family.predict(self.trunk, latents, timestep, cond, shape)
-        except _TrunkDone as done:
-            return done.tokens
-        raise RuntimeError("the trunk's last block never ran; the family adapter's predict skipped it")
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError("the trunk's last block never ran; the family adapter's predict skipped it")
+        return captured[-1]
 
     def forward(
         self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape

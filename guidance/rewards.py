@@ -51,6 +51,11 @@ class CallableReward:
         return scores
 
 
+#: Rows scored and differentiated together in one reward backward. Rows are scored independently,
+#: so chunking is exact; one row per chunk keeps the backward's memory at one row's whatever the batch.
+DEFAULT_CHUNK_ROWS = 1
+
+
 def reward_and_gradients(
     reward: RewardFunction,
     latents: torch.Tensor,
@@ -61,6 +66,7 @@ def reward_and_gradients(
     mode: str,
     used: Sequence[bool] | None = None,
     weighted: Sequence[Sequence[int]] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores [B, K] and the gradients the guided step combines.
 
@@ -76,7 +82,41 @@ def reward_and_gradients(
     sum_b r_{b, weighted[b][j]}, which gives every row its j-th objective's gradient at once. A batch
     whose rows each weight one objective then costs one backward pass, however many objectives the
     batch uses; without ``weighted``, one pass per used objective.
+
+    The rows go through forward and backward ``chunk_rows`` at a time, each chunk's graph freed before
+    the next: the autograd graph of a video reward holds gigabytes per row, and independence of the rows
+    makes every chunk's gradients exactly those of the whole batch's graph.
     """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
+    batch = latents.shape[0]
+    if weighted is None and mode != "sum":
+        needed = [k for k in range(len(reward.objectives)) if used is None or used[k]]
+        weighted = [needed] * batch
+    if batch <= chunk_rows:
+        return _chunk_gradients(reward, latents, t, cond, shape, weights, mode, weighted)
+    scores, grads = [], []
+    for start in range(0, batch, chunk_rows):
+        part = slice(start, start + chunk_rows)
+        rows = list(range(start, min(batch, start + chunk_rows)))
+        s, g = _chunk_gradients(reward, latents[part], t.reshape(-1).expand(batch)[part], cond.select(rows), shape,
+                                weights[part], mode, None if weighted is None else weighted[part])
+        scores.append(s)
+        grads.append(g)
+    return torch.cat(scores), torch.cat(grads)
+
+
+def _chunk_gradients(
+    reward: RewardFunction,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    cond: TextConditioning,
+    shape: VideoShape,
+    weights: torch.Tensor,
+    mode: str,
+    weighted: Sequence[Sequence[int]] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`reward_and_gradients` of rows that share one graph."""
     x = latents.detach().float().requires_grad_(True)
     with torch.enable_grad():
         scores = reward(x, t, cond.detach(), shape).float()
@@ -84,18 +124,14 @@ def reward_and_gradients(
             (grad,) = torch.autograd.grad((scores * weights).sum(), x, allow_unused=True, materialize_grads=True)
             return scores.detach(), grad.unsqueeze(1)
         num = scores.shape[1]
-        if weighted is None:
-            needed = [k for k in range(num) if used is None or used[k]]
-            weighted = [needed] * x.shape[0]
         passes = max((len(ks) for ks in weighted), default=0)
         grads = torch.zeros((x.shape[0], num, *x.shape[1:]), dtype=x.dtype, device=x.device)
         for j in range(passes):
+            # Python indices only: building index tensors would cost a host-to-device copy per pass.
             pairs = [(row, ks[j]) for row, ks in enumerate(weighted) if j < len(ks)]
-            pick = torch.zeros_like(scores)
-            rows = torch.tensor([row for row, _ in pairs], device=x.device)
-            objectives = torch.tensor([k for _, k in pairs], device=x.device)
-            pick[rows, objectives] = 1.0
-            (grad,) = torch.autograd.grad((scores * pick).sum(), x, retain_graph=j < passes - 1, allow_unused=True,
+            objective = torch.stack([scores[row, k] for row, k in pairs]).sum()
+            (grad,) = torch.autograd.grad(objective, x, retain_graph=j < passes - 1, allow_unused=True,
                                           materialize_grads=True)
-            grads[rows, objectives] = grad[rows]
+            for row, k in pairs:
+                grads[row, k] = grad[row]
     return scores.detach(), grads

@@ -9,7 +9,7 @@ import torch
 
 @dataclass(frozen=True)
 class LoraInputs:
-    x: torch.Tensor  # [B, T, in], contiguous
+    x: torch.Tensor  # [B, T, in], unit stride in the last dim
     a_stack: torch.Tensor  # [n, R, in]
     b_stack: torch.Tensor  # [n, out, R]
     index: torch.Tensor  # [B] int64, -1 for rows without an adapter
@@ -18,8 +18,10 @@ class LoraInputs:
 
 
 def prepare_lora_inputs(x: torch.Tensor, a_stack: torch.Tensor, b_stack: torch.Tensor, index: torch.Tensor,
-                        coef: torch.Tensor) -> LoraInputs:
-    """Validate (``ValueError`` naming the argument) and flatten ``x`` to ``[B, T, in]``."""
+                        coef: torch.Tensor, out: torch.Tensor | None = None) -> LoraInputs:
+    """Validate (``ValueError`` naming the argument) and flatten ``x`` to ``[B, T, in]`` (a view when
+    its layout allows, so a strided ``x`` is not copied). ``out``, when given, must be the contiguous
+    ``[B, ..., out]`` tensor the delta is added to."""
     for name, value in (("x", x), ("a_stack", a_stack), ("b_stack", b_stack), ("index", index), ("coef", coef)):
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
@@ -42,8 +44,13 @@ def prepare_lora_inputs(x: torch.Tensor, a_stack: torch.Tensor, b_stack: torch.T
     for name, value in (("a_stack", a_stack), ("b_stack", b_stack), ("index", index), ("coef", coef)):
         if value.device != x.device:
             raise ValueError(f"{name} must be on {x.device} like x; got {value.device}")
+    shape = torch.Size([*x.shape[:-1], b_stack.shape[1]])
+    if out is not None and (out.shape != shape or not out.is_contiguous() or out.device != x.device):
+        raise ValueError(f"out must be a contiguous tensor of shape {list(shape)} on {x.device}; got "
+                         f"{list(out.shape)} on {out.device}")
+    flat = x.reshape(batch, -1, width)
     return LoraInputs(
-        x=x.reshape(batch, -1, width).contiguous(), a_stack=a_stack.contiguous(), b_stack=b_stack.contiguous(),
+        x=flat if flat.stride(-1) == 1 else flat.contiguous(), a_stack=a_stack.contiguous(), b_stack=b_stack.contiguous(),
         index=index.long().contiguous(), coef=coef.contiguous(),
-        out=torch.Size([*x.shape[:-1], b_stack.shape[1]]),
+        out=shape,
     )

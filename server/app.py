@@ -31,7 +31,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from guidance.families.base import VideoShape
 from guidance.nrg import SEARCH_MODES, GuidanceDefaults, builtin_strength, defaults_for
 from server import access_log, playground
-from server.config import ServerConfig
+from server.config import ServerConfig, memory_budget
 from server.engine import Engine
 from server.hosted_model import HostedModel
 from server.judging import HeldOutJudges, load_judges
@@ -159,7 +159,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         judge_objectives = {name: named.objectives for name, named in judges.judges.items()}
         engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                         fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
-                        lease_s=config.lease_s, judges=judges)
+                        lease_s=config.lease_s, memory_budget=memory_budget(config), judges=judges)
         if store.shared:
             from server.worker_lease import LeaseKeeper
 

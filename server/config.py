@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from guidance.precision import configure_matmul, resolve_device, resolve_dtype
 from server import pipeline_defaults
 from server.engine import FAULT_BACKOFF_S
 from server.hosted_model import HostedModel
@@ -45,7 +46,11 @@ class ServerConfig:
     max_queue: int = 64
     api_keys: tuple[str, ...] = ()
     device: str | None = None
-    dtype: str = "float32"
+    #: ``auto``: bfloat16 on CUDA, float32 elsewhere (``guidance.precision``).
+    dtype: str = "auto"
+    #: Device memory batches may use by the admission estimate, in GiB: None for auto (90% of the GPU's
+    #: memory on CUDA, no limit on the CPU), 0 for no limit.
+    memory_budget_gib: float | None = None
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
@@ -69,14 +74,29 @@ class ServerConfig:
     worker_id: str | None = None
 
 
+#: Share of a GPU's memory the automatic budget leaves to batches (the rest: allocator slack, CUDA context).
+AUTO_BUDGET_SHARE = 0.9
+
+
+def memory_budget(config: ServerConfig) -> int | None:
+    """The engine's memory budget in bytes (None: no limit); see ``ServerConfig.memory_budget_gib``."""
+    if config.memory_budget_gib is not None:
+        return int(config.memory_budget_gib * 2**30) or None
+    device = resolve_device(config.device)
+    if device.type != "cuda":
+        return None
+    return int(AUTO_BUDGET_SHARE * torch.cuda.get_device_properties(device).total_memory)
+
+
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     """Load every configured pipeline with its reward model and checkpoints (fails fast, clearly)."""
     from guidance import demo
     from guidance.families import load_pipeline
     from guidance.reward_model import load_reward_model
 
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, config.dtype)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    configure_matmul(device)
     sources = config.models or {DEMO_MODEL_NAME: demo.DEFAULT_MODEL_DIR}
     unknown = (set(config.rewards) | set(config.checkpoints)) - set(sources)
     if unknown:

@@ -32,15 +32,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
+from guidance.precision import pin_thread_device
 from guidance.sample_types import SampleProgress
 from server.cancellation import CancelRequests, LocalCancelRequests
 from server.events import EventSink
-from server.executor import BatchExecutor, FinishedSample, batch_checkpoint
+from server.executor import BatchExecutor, FinishedSample, batch_checkpoint, job_rows
 from server.hosted_model import HostedModel
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
@@ -68,8 +69,11 @@ class Engine:
                  fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
                  on_fatal: Callable[[str], None] | None = None,
                  cancels: CancelRequests | None = None, worker_id: str = LOCAL_WORKER,
-                 lease_s: float = DEFAULT_LEASE_S, judges: HeldOutJudges | None = None) -> None:
+                 lease_s: float = DEFAULT_LEASE_S, memory_budget: int | None = None,
+                 judges: HeldOutJudges | None = None) -> None:
         self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
+        #: Bytes of device memory batches may use by the estimate of ``guidance.memory`` (None: no limit).
+        self.memory_budget = memory_budget
         self.models = dict(models)
         #: This worker's name in the store (the rows it claims) and how long its claims last unrenewed.
         self.worker_id, self.lease_s = worker_id, lease_s
@@ -94,6 +98,8 @@ class Engine:
         #: Set by a storage fault: jobs it interrupted may still read in_progress and must be re-queued.
         self._orphans = False
         self._progress_written = 0.0
+        #: Set by an out-of-memory failure: the next tick returns the freed blocks to the device.
+        self._oom = False
         #: Outcomes written so far (by the worker and the writer): a storage fault ends when it grows.
         self._recorded = 0
         #: Bumped whenever the queue may have changed; with the running batch's size it tells whether
@@ -178,6 +184,8 @@ class Engine:
     # -- the worker thread ------------------------------------------------------------------------
     def _loop(self) -> None:
         try:
+            for device in {model.family.device for model in self.models.values()}:
+                pin_thread_device(device)  # Triton launches on this thread's current device
             self._serve()
         except BaseException as exc:  # noqa: BLE001 - whatever kills the worker must be reported
             log.exception("the engine worker died")
@@ -214,6 +222,10 @@ class Engine:
             raise self._writer_faults.get_nowait()
         except queue.Empty:
             pass
+        if self._oom:
+            self._oom = False
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         idle = not self.executor.job_ids
         if idle and self._orphans:
             self.writer.drain()  # what the writer holds is not orphaned
@@ -246,9 +258,9 @@ class Engine:
         # reach, and it was re-queued): it must not join its own batch twice.
         held = self.held_job_ids()
         jobs = {job.id: job for job in self.store.queued(self.models) if job.id not in held}
-        queued = [QueuedJob(job.id, self._key(job.params), job.created_at, job.id in self._solo)
+        queued = [QueuedJob(job.id, self._key(job.params), job.created_at, job.id in self._solo, job_rows(job.params))
                   for job in jobs.values()]
-        plan = self.policy.plan(queued, self.executor.running(), time.time())
+        plan = self.policy.plan(queued, self.executor.running(), time.time(), self._capacity(jobs.values()))
         if not plan.admit:
             return plan.wait_s
         # Atomic across processes sharing the store: a job another worker got meanwhile is left out.
@@ -270,6 +282,17 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - isolate the failure to the jobs that joined
             self._isolate(started, exc)
         return None
+
+    def _capacity(self, jobs: Iterable[Job]) -> dict[tuple, int] | None:
+        """The rows a batch of each queued key may hold within the memory budget (None: no budget)."""
+        if self.memory_budget is None:
+            return None
+        capacity: dict[tuple, int] = {}
+        for job in jobs:
+            key = self._key(job.params)
+            if key not in capacity:
+                capacity[key] = self.executor.estimate(job.params).rows_within(self.memory_budget)
+        return capacity
 
     def _key(self, params: Mapping[str, Any]) -> tuple:
         """The policy's key of a job, by the checkpoint its batch needs (LoRA jobs: the base model's)."""
@@ -300,10 +323,11 @@ class Engine:
         """A batch (or the jobs joining it) failed: retry its jobs alone, or fail the one that ran alone."""
         if is_storage_fault(exc) or is_corruption(exc):
             raise exc
-        if _is_oom(exc) and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if _is_oom(exc):
+            self._oom = True  # the cache is emptied at the next tick, once ``exc`` no longer holds the graph
         if len(jobs) > 1:
-            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(jobs), exc)
+            # The message, not the exception: a kept log record would keep the failed step's tensors.
+            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(jobs), str(exc))
             for job in jobs:
                 self._solo.add(job.id)
                 self.store.requeue(job.id)

@@ -18,6 +18,7 @@ import torch
 from guidance.batch_state import BatchState
 from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
+from guidance.memory import MemoryEstimate, batch_estimate
 from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
 from guidance.output_checks import output_problems
 from guidance.sample_types import SampleProgress, SampleSpec
@@ -45,6 +46,12 @@ def sample_spec(params: Mapping[str, Any]) -> SampleSpec:
             mode=guidance["mode"], particles=guidance.get("particles") or DEFAULT_PARTICLES,
         ) if guidance else None,
     )
+
+
+def job_rows(params: Mapping[str, Any]) -> int:
+    """Rows a job takes in every denoiser call: one per particle in the search modes, else one."""
+    guidance = sample_spec(params).guidance
+    return guidance.particles if guidance is not None and guidance.search else 1
 
 
 def batch_checkpoint(params: Mapping[str, Any]) -> str | None:
@@ -84,6 +91,7 @@ class BatchExecutor:
         self.solo = False
         self.jobs: dict[str, RunningJob] = {}
         self._last_step = time.perf_counter()
+        self._estimates: dict[tuple[str, VideoShape], MemoryEstimate] = {}
 
     @property
     def job_ids(self) -> set[str]:
@@ -93,7 +101,16 @@ class BatchExecutor:
         """The running batch as the policy sees it; None when nothing runs."""
         if not self.jobs:
             return None
-        return RunningBatch(self.key, len(self.jobs), joinable=self.batch.joinable and not self.solo)
+        return RunningBatch(self.key, self.batch.rows_in_use, joinable=self.batch.joinable and not self.solo)
+
+    def estimate(self, params: Mapping[str, Any]) -> MemoryEstimate:
+        """The memory estimate of batches of this job's model and shape (``guidance.memory``), cached."""
+        key = (params["model"], VideoShape(height=params["height"], width=params["width"],
+                                           frames=params["num_frames"]))
+        if key not in self._estimates:
+            model = self.models[key[0]]
+            self._estimates[key] = batch_estimate(model.family, model.reward, key[1])
+        return self._estimates[key]
 
     def admit(self, jobs: list[Job], key: tuple, started_at: float, solo: bool = False) -> None:
         """Start a batch with ``jobs`` or add them to the running one (same ``key``). Raises what the
@@ -174,7 +191,7 @@ class BatchExecutor:
         timings = result.timings
         busy = timings["denoise_s"] + timings["guidance_s"]
         if busy > 0:
-            self.metrics.guidance_share.observe(timings["guidance_s"] / busy if model.reward else 0.0)
+            self.metrics.guidance_share.observe(timings["guidance_s"] / busy if self.batch.reward else 0.0)
         device = model.family.device
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         if peak_mb is not None:

@@ -3,13 +3,17 @@
 The engine asks :meth:`BatchingPolicy.plan` at every step boundary, with the queue (oldest first)
 and what runs; the answer is the jobs to admit now, or how long an idle engine may wait for more.
 
-* With nothing running (both modes), the oldest queued job fixes the key and up to ``max_batch``
-  queued jobs with that key start together, once the batch is full or the oldest job has waited
+* Capacity is counted in rows, the samples the denoiser runs per call: a job is one row, a search job
+  (``best_of_n``, ``fk``) one per particle. A batch holds up to ``max_batch`` rows, and fewer when
+  the engine's memory estimate allows fewer for the key (``capacity``; ``guidance.memory``). A job
+  that alone needs more rows than that still runs, alone, when nothing else does.
+* With nothing running (both modes), the oldest queued job fixes the key and the queued jobs with
+  that key that fit start together, once the batch is full or the oldest job has waited
   ``batch_wait_s`` since it arrived.
 * ``static``: the key is (model, checkpoint, size, frames, *steps*) and a batch is fixed when it starts.
 * ``continuous``: the key drops the step count (each sample carries its own schedule), and queued
-  jobs join a running batch of their key at the next step boundary, up to ``max_batch`` samples, as
-  finished and cancelled samples free their slots.
+  jobs join a running batch of their key at the next step boundary, up to its capacity in rows, as
+  finished and cancelled samples free their rows.
 
 Fairness is FIFO in both: jobs are considered oldest first and admission stops at the first queued job
 that cannot join (another key), so a stream of same-key arrivals never overtakes an older job of
@@ -42,11 +46,14 @@ class QueuedJob:
     key: Hashable
     created_at: float
     solo: bool = False
+    #: Rows the job adds to a batch: its particles for the search modes, else 1.
+    rows: int = 1
 
 
 @dataclass(frozen=True)
 class RunningBatch:
     key: Hashable
+    #: Rows in use (a search job's particles count each).
     size: int
     #: Whether samples may join between steps (False for multistep schedulers and solo retries).
     joinable: bool
@@ -76,32 +83,50 @@ class BatchingPolicy:
     def key(self, params: Mapping[str, Any], steppable: bool = True) -> tuple:
         return batch_key(params, self.mode, steppable)
 
-    def plan(self, queued: Sequence[QueuedJob], running: RunningBatch | None, now: float) -> Plan:
-        """``queued`` oldest first; ``running`` None when no batch runs."""
+    def plan(self, queued: Sequence[QueuedJob], running: RunningBatch | None, now: float,
+             capacity: Mapping[Hashable, int] | None = None) -> Plan:
+        """``queued`` oldest first; ``running`` None when no batch runs; ``capacity`` the most rows a
+        batch of a key may hold by the memory estimate (keys absent: ``max_batch``)."""
         if not queued:
             return Plan()
         if running is not None and running.size > 0:
             if self.mode == "static" or not running.joinable:
                 return Plan()
-            return Plan(self._compatible(queued, running.key, self.max_batch - running.size))
+            room = self._room(running.key, capacity) - running.size
+            return Plan(self._compatible(queued, running.key, room))
         first = queued[0]
         if first.solo:
             return Plan((first.id,))
         # Starting a batch, the oldest job has fixed the key: its batch-mates may be anywhere behind.
-        batch = tuple(job.id for job in queued if job.key == first.key and not job.solo)[: self.max_batch]
-        if len(batch) < self.max_batch:
+        room = self._room(first.key, capacity)
+        batch, rows, full = [], 0, False
+        for job in queued:
+            if job.key != first.key or job.solo:
+                continue
+            if rows + job.rows > room:
+                full = True
+                break
+            batch.append(job.id)
+            rows += job.rows
+        if not batch:  # the oldest job alone needs more rows than a batch may hold: it runs alone
+            return Plan((first.id,))
+        if not full and rows < room:
             remaining = first.created_at + self.batch_wait_s - now
             if remaining > 0:
                 return Plan(wait_s=remaining)
-        return Plan(batch)
+        return Plan(tuple(batch))
+
+    def _room(self, key: Hashable, capacity: Mapping[Hashable, int] | None) -> int:
+        return min(self.max_batch, capacity.get(key, self.max_batch)) if capacity else self.max_batch
 
     @staticmethod
     def _compatible(queued: Sequence[QueuedJob], key: Hashable, room: int) -> tuple[str, ...]:
-        """Joiners: the oldest queued jobs with ``key``, up to ``room``, stopping at the first job that
-        cannot join, so that no later arrival overtakes it."""
+        """Joiners: the oldest queued jobs with ``key`` whose rows fit ``room``, stopping at the first
+        job that cannot join, so that no later arrival overtakes it."""
         taken: list[str] = []
         for job in queued:
-            if len(taken) >= room or job.key != key or job.solo:
+            if job.rows > room or job.key != key or job.solo:
                 break
             taken.append(job.id)
+            room -= job.rows
         return tuple(taken)

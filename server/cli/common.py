@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DTYPES = ("float32", "bfloat16", "float16")
+#: ``guidance.precision.DTYPE_NAMES``, spelled out so that parsing the command line imports no torch.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -27,14 +28,15 @@ def _window(text: str) -> tuple[float, float]:
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="local diffusers pipeline directory (default: embedded demo)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (default: float32)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="weights dtype (default: auto, bfloat16 on CUDA and float32 elsewhere)")
 
 
 def _load(args: argparse.Namespace):
-    import torch
-
     from guidance.demo import DEFAULT_MODEL_DIR
     from guidance.families import load_pipeline
+    from guidance.precision import configure_matmul, resolve_device, resolve_dtype
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_pipeline(args.model or DEFAULT_MODEL_DIR, device=device, dtype=getattr(torch, args.dtype))
+    device = resolve_device(args.device)
+    configure_matmul(device)
+    return load_pipeline(args.model or DEFAULT_MODEL_DIR, device=device, dtype=resolve_dtype(args.dtype, device))

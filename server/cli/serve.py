@@ -51,6 +51,19 @@ def _lease(text: str) -> float:
     return seconds
 
 
+def _memory_budget(text: str) -> float | None:
+    """GiB (0: no limit), or None for ``auto``."""
+    if text == "auto":
+        return None
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = float("nan")
+    if not 0 <= gib < float("inf"):
+        raise argparse.ArgumentTypeError(f"memory budget must be auto or a number of GiB >= 0 (0: no limit); got {text!r}")
+    return gib
+
+
 def _threads(text: str) -> int:
     try:
         threads = int(text)
@@ -124,7 +137,12 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--retention", type=_days, default=_env("RETENTION_DAYS", "7"), metavar="DAYS",
                        help="days a finished job's files are kept; 0 keeps them forever (default 7)")
     serve.add_argument("--device", default=_env("DEVICE"))
-    serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "float32"))
+    serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "auto"),
+                       help="weights dtype (default: auto, bfloat16 on CUDA and float32 elsewhere)")
+    serve.add_argument("--memory-budget", type=_memory_budget, default=_env("MEMORY_BUDGET", "auto"), metavar="GIB",
+                       help="device memory the batches may use by the admission estimate (docs/server.md, Memory); "
+                            "a batch takes no more rows than fit. auto (default): 90%% of the GPU's memory on CUDA, "
+                            "no limit on the CPU; 0: no limit")
     serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
                        help="after SIGTERM, how long the running jobs may take to finish (default 30)")
     serve.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"),
@@ -185,7 +203,7 @@ def server_config(args: argparse.Namespace):
         judges=parse_judge_flags(args.judge) or ({} if models else dict(DEMO_JUDGES)),
         host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,

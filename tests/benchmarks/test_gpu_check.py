@@ -3,6 +3,7 @@ markdown section with figures in every table, and a part that fails is reported 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -14,7 +15,8 @@ from benchmarks import gpu_check
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-SECTIONS = ("### Fused guided step", "### One denoising step", "### nrg-serve vs plain diffusers")
+SECTIONS = ("### Fused guided step", "### One denoising step", "### A guided server batch step",
+            "### nrg-serve vs plain diffusers")
 
 
 def _tables(markdown: str) -> dict[str, list[str]]:
@@ -47,8 +49,8 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
     for section in SECTIONS:
         heading = next((h for h in tables if h.startswith(section)), None)
         assert heading is not None, f"no table under {section!r}:\n{markdown}"
-    # parts, kernel B = 1 and 2, step 3 variants x B = 1 and 2, serve one round of two sides
-    assert [len(rows) for rows in tables.values()] == [3, 2, 6, 2]
+    # parts, kernel B = 1 and 2, step 3 variants x B = 1 and 2, batch 2 steps, serve one round of two sides
+    assert [len(rows) for rows in tables.values()] == [4, 2, 6, 2, 2]
     for heading, rows in tables.items():
         for row in rows:
             cells = [c.strip() for c in row.strip("|").split("|")[1:]]  # the first cell names the row
@@ -57,6 +59,10 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
             assert numbers and all(math.isfinite(n) and n >= 0 for n in numbers), (heading, row)
             assert any(n > 0 for n in numbers), (heading, row)
     assert "| kernel | 0 |" in markdown and "| step | 0 |" in markdown and "| serve | 0 |" in markdown
+    assert "| batch | 0 |" in markdown and "| 1 | 3 |" in markdown  # the search row's 2 particles count
+    combined = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert {part: set(combined[part]["versions"]) >= {"torch", "triton", "diffusers"}
+            for part in ("kernel", "step", "batch")} == {"kernel": True, "step": True, "batch": True}
     assert "Same first video as diffusers: yes" in markdown
 
 

@@ -78,7 +78,7 @@ def test_staggered_arrivals_match_each_sample_alone(wan):
 
 def test_reward_gradients_only_for_the_rows_guided_at_this_step(wan):
     reward = CountingReward()
-    batch = BatchState(wan, SHAPE, reward)
+    batch = BatchState(wan, SHAPE, reward, reward_chunk_rows=4)  # one reward call per step shows its rows
     specs = [SampleSpec(PROMPT, seed=s, guidance=GuidanceSpec({"a": 1.0}) if s % 2 else None) for s in range(4)]
     batch.add(specs, 6, range(4))
     reports = [batch.step() for _ in range(6)]

@@ -24,10 +24,11 @@ def test_rows_weighting_one_objective_each_cost_one_backward_pass(monkeypatch):
     calls = []
     real = torch.autograd.grad
     monkeypatch.setattr(rewards.torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
-    scores, grads = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, "unit", weighted=weighted)
+    scores, grads = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, "unit", weighted=weighted,
+                                         chunk_rows=4)
     assert len(calls) == 2  # the most objectives one row weights, not the three the batch uses
     calls.clear()
-    _, every = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, "unit")
+    _, every = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, "unit", chunk_rows=4)
     assert len(calls) == 3
     for row, ks in enumerate(weighted):
         for k in ks:
@@ -35,3 +36,18 @@ def test_rows_weighting_one_objective_each_cost_one_backward_pass(monkeypatch):
         for k in set(range(3)) - set(ks):
             assert torch.equal(grads[row, k], torch.zeros_like(grads[row, k]))  # never read behind weight 0
     assert scores.shape == (4, 3)
+
+
+def test_chunks_of_rows_give_the_whole_batchs_scores_and_gradients():
+    """Rows are scored independently, so differentiating them a chunk at a time changes nothing."""
+    reward = CallableReward(_three, ["a", "b", "c"])
+    latents = torch.randn(5, 2, 3, 3, generator=torch.Generator().manual_seed(1))
+    t, cond = torch.full((5,), 0.5), TextConditioning(torch.zeros(5, 1, 1))
+    weights = torch.rand(5, 3, generator=torch.Generator().manual_seed(2))
+    weighted = [[0], [1, 2], [2], [0, 1, 2], [1]]
+    for mode, kw in (("sum", {}), ("unit", {"weighted": weighted})):
+        whole = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, mode, chunk_rows=5, **kw)
+        for chunk in (1, 2):
+            parts = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, mode, chunk_rows=chunk, **kw)
+            torch.testing.assert_close(parts[0], whole[0], rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(parts[1], whole[1], rtol=1e-6, atol=1e-7)

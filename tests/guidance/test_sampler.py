@@ -74,14 +74,19 @@ def test_window_limits_the_guided_steps(wan):
 
 
 def test_non_finite_gradient_skips_only_that_sample(wan):
+    poison_prompt = "a red circle moving left"
+    poison = wan.encode_prompts([poison_prompt], None)[0].embeds[0]
+
     def poisoned(latents, t, prompt_embeds):
-        scale = torch.ones(latents.shape[0], device=latents.device)
-        scale[0] = float("nan")
+        """NaN for the sample of ``poison_prompt``, wherever its row lands in a batch or chunk."""
+        hit = (prompt_embeds - poison).abs().flatten(1).amax(1) < 1e-4
+        scale = torch.where(hit, float("nan"), 1.0)
         return (latents.float().mean(dim=(1, 2, 3, 4)) * scale)[:, None]
 
     reward = CallableReward(poisoned, ["a"])
     spec = GuidanceSpec({"a": 1.0}, strength=50.0, **PAPER)
-    specs = [SampleSpec(PROMPT, seed=1, cfg_scale=3.0, guidance=spec), SampleSpec(PROMPT, seed=2, guidance=spec)]
+    specs = [SampleSpec(poison_prompt, seed=1, cfg_scale=3.0, guidance=spec),
+             SampleSpec(PROMPT, seed=2, guidance=spec)]
     result = sample(wan, specs, SHAPE, STEPS, reward)
     assert result.skipped_steps == [STEPS - 1, 0]
     assert result.guided_steps == [0, STEPS - 1]

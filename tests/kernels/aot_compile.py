@@ -64,16 +64,16 @@ def main() -> int:
             (f"sumsq_{dt}", gst._sumsq_kernel, sumsq_sig, block),
         ]
         shrink_sig = dict(x_ptr=big, a_ptr=big, idx_ptr="*i64", h_ptr="*fp32", T="i32", IN="i32", R="i32",
-                          R_PAD="constexpr", BLOCK_T="constexpr", BLOCK_K="constexpr", IEEE="constexpr")
+                          stride_xb="i64", stride_xt="i32", R_PAD="constexpr", BLOCK_T="constexpr", BLOCK_K="constexpr", IEEE="constexpr")
         expand_sig = dict(h_ptr="*fp32", b_ptr=big, idx_ptr="*i64", coef_ptr="*fp32", out_ptr=big, T="i32",
                           OUT="i32", R="i32", R_PAD="constexpr", BLOCK_T="constexpr", BLOCK_N="constexpr",
-                          IEEE="constexpr")
+                          IEEE="constexpr", ACCUMULATE="constexpr")
         ieee = dt == "fp32"
         kernels += [
             (f"lora_shrink_{dt}", lbt._shrink_kernel, shrink_sig,
              dict(R_PAD=16, BLOCK_T=lbt.BLOCK_T, BLOCK_K=lbt.BLOCK_K, IEEE=ieee)),
             (f"lora_expand_{dt}", lbt._expand_kernel, expand_sig,
-             dict(R_PAD=16, BLOCK_T=lbt.BLOCK_T, BLOCK_N=lbt.BLOCK_N, IEEE=ieee)),
+             dict(R_PAD=16, BLOCK_T=lbt.BLOCK_T, BLOCK_N=lbt.BLOCK_N, IEEE=ieee, ACCUMULATE=True)),
         ]
         for name, fn, sig, consts in kernels:
             ptx = compile_ptx(fn, sig, consts)

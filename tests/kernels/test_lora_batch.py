@@ -72,3 +72,31 @@ def test_bad_arguments(change, message):
     args = {"x": x, "a": a, "b": b, "index": index, "coef": coef, **change}
     with pytest.raises(ValueError, match=message):
         lora_batch_reference(args["x"], args["a"], args["b"], args["index"], args["coef"])
+
+
+def test_triton_adds_in_place_to_the_layers_output():
+    x, a, b, index, coef = make()
+    base = torch.randn(4, 20, 36, generator=torch.Generator().manual_seed(5))
+    out = base.clone()
+    returned = lbt.lora_batch_triton(x, a, b, index, coef, out=out)
+    assert returned is out
+    torch.testing.assert_close(out, base + lora_batch_reference(x, a, b, index, coef), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="out must be a contiguous tensor"):
+        lbt.lora_batch_triton(x, a, b, index, coef, out=base.transpose(0, 1))
+
+
+def test_token_offsets_past_int32_are_64_bit():
+    """A view whose tokens lie 2**30 elements apart: the third starts at 2**31, where an int32 offset
+    computation (token index x token stride, both below 2**31) wraps to a negative address. Only the
+    touched pages of the 4 GiB (virtual) buffer are ever written: the test costs kilobytes of memory."""
+    width, stride, tokens = 32, 2**30, 3
+    buffer = torch.empty(stride * (tokens - 1) + width, dtype=torch.float16)
+    x = buffer.as_strided((1, tokens, width), (stride * tokens, stride, 1))
+    values = torch.randn(tokens, width, generator=torch.Generator().manual_seed(0)).half()
+    for t in range(tokens):
+        x[0, t] = values[t]
+    _, a, b, _, _ = make(width=width, out=16, dtype=torch.float16)
+    index, coef = torch.tensor([1]), torch.tensor([0.5])
+    delta = lbt.lora_batch_triton(x, a, b, index, coef)
+    expected = lora_batch_reference(values[None], a, b, index, coef)
+    torch.testing.assert_close(delta, expected, rtol=2e-2, atol=2e-2)

@@ -70,3 +70,21 @@ def test_unjoinable_batches_and_solo_retries_run_alone():
 def test_bad_settings_are_clear_errors(args, message):
     with pytest.raises(ValueError, match=message):
         BatchingPolicy(*args)
+
+
+def test_capacity_counts_rows_so_a_search_job_of_8_particles_takes_8():
+    policy = BatchingPolicy("continuous", max_batch=8, batch_wait_s=0.0)
+    queue = [QueuedJob("s1", "a", 0.0, rows=8), QueuedJob("s2", "a", 1.0, rows=8), QueuedJob("p", "a", 2.0)]
+    assert policy.plan(queue, None, now=5.0) == Plan(("s1",))  # not 16 rows, and p may not overtake s2
+    assert policy.plan(queue[1:], RunningBatch("a", 1, joinable=True), now=5.0) == Plan()
+    assert policy.plan(queue[2:], RunningBatch("a", 7, joinable=True), now=5.0) == Plan(("p",))
+
+
+def test_the_memory_capacity_of_a_key_lowers_its_batches():
+    policy = BatchingPolicy("continuous", max_batch=4, batch_wait_s=10.0)
+    queue = jobs("a", "a", "a", "b")
+    # Two rows fit in memory: the batch is full at two, so nobody waits for more.
+    assert policy.plan(queue, None, now=0.0, capacity={"a": 2}) == Plan(("j0", "j1"))
+    assert policy.plan(queue[2:], RunningBatch("a", 2, joinable=True), now=0.0, capacity={"a": 2}) == Plan()
+    # A job that alone exceeds what the estimate allows still runs, alone, on an idle engine.
+    assert policy.plan([QueuedJob("big", "b", 0.0, rows=4)], None, now=0.0, capacity={"b": 1}) == Plan(("big",))
