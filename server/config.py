@@ -39,6 +39,8 @@ class ServerConfig:
     batching: str = "continuous"
     max_queue: int = 64
     api_keys: tuple[str, ...] = ()
+    #: The operator's key: it sees every tenant's jobs (server.tenancy); None: no operator key.
+    admin_key: str | None = None
     device: str | None = None
     dtype: str = "float32"
     limits: Limits = field(default_factory=Limits)

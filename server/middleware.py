@@ -7,7 +7,8 @@
 ``OriginCheck``    403 ``cross_origin_forbidden`` for a state-changing request from a foreign origin.
 (CORS)             Starlette's CORSMiddleware, only for ``--cors-origin`` origins.
 ``PageSecurityHeaders`` a Content-Security-Policy on the playground's pages (``server.playground``).
-``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key (the pages need none).
+``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key (the pages need none); names
+                   the caller (``request.state.caller``, ``server.tenancy``) for the routes.
 ``BodyLimit``      413 once a body passes ``max_body_bytes``, counted as it streams in (chunked or not),
                    so memory never grows with what a client sends.
 
@@ -16,7 +17,6 @@ Pure ASGI rather than ``@app.middleware("http")``: the body limit has to sit on 
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.errors import APIError, error_response
 from server.origin_policy import HostPolicy, normalise_origin, same_origin
 from server.playground import is_public
+from server.tenancy import SINGLE_TENANT, Caller, KeyRing
 
 log = logging.getLogger("nrg.server")
 
@@ -127,25 +128,32 @@ class OriginCheck(_Gate):
                               param="Origin", code="cross_origin_forbidden")
 
 
-class BearerAuth(_Gate):
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
-        super().__init__(app)
-        self.keys = tuple(k.encode() for k in keys)
+class BearerAuth:
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app, self.keys = app, keys
 
-    def _valid(self, authorization: str) -> bool:
+    def _caller(self, authorization: str) -> Caller | None:
         scheme, _, token = authorization.partition(" ")
-        given = token.strip().encode("latin-1")  # header bytes as sent
-        # Compare against every key, so the time taken says nothing about which one nearly matched.
-        matches = [hmac.compare_digest(given, key) for key in self.keys]
-        return scheme.lower() == "bearer" and any(matches)
+        caller = self.keys.caller(token.strip().encode("latin-1"))  # header bytes as sent
+        return caller if scheme.lower() == "bearer" else None
 
-    def refusal(self, scope: Scope) -> Response | None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         path = scope["path"]
-        if not self.keys or path in PUBLIC_PATHS or is_public(path) or self._valid(
-                Headers(scope=scope).get("authorization", "")):
-            return None
-        return error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
-                              code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        if not self.keys.enabled:
+            scope.setdefault("state", {})["caller"] = SINGLE_TENANT
+        elif path not in PUBLIC_PATHS and not is_public(path):
+            caller = self._caller(Headers(scope=scope).get("authorization", ""))
+            if caller is None:
+                response = error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
+                                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})["caller"] = caller
+        # Public routes get no caller: a route that reads one there fails closed.
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

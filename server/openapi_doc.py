@@ -30,7 +30,7 @@ class ErrorResponse(BaseModel):
 
 _HOST = "invalid Host header (invalid_host)"
 _ORIGIN = "cross-origin request from an origin not allowed by --cors-origin (cross_origin_forbidden)"
-_NOT_FOUND = "no video with this id (not_found)"
+_NOT_FOUND = "no video with this id, or one of another API key's (not_found)"
 #: (method, path) -> {status: description}; every route can also answer 400 for its Host and, with
 #: keys configured, 401 (except the public routes).
 ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
