@@ -3,7 +3,9 @@
 ``ResponseGuard``  every response says ``X-Content-Type-Options: nosniff``; every 5xx says
                    ``Connection: close`` (a client must not reuse a connection after a server bug);
                    an exception that escapes a route becomes a JSON 500 instead of a dropped connection.
-``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding).
+``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding), for
+                   two ``Host`` headers (a proxy and the app could each read another one), and for an
+                   HTTP/1.1 request without one (RFC 9112 3.2); uvicorn's httptools parser lets both by.
 ``OriginCheck``    403 ``cross_origin_forbidden`` for a state-changing request from a foreign origin.
 (CORS)             Starlette's CORSMiddleware, only for ``--cors-origin`` origins.
 ``PageSecurityHeaders`` a Content-Security-Policy on the playground's pages (``server.playground``).
@@ -94,8 +96,17 @@ class HostCheck(_Gate):
         self.policy = policy
 
     def refusal(self, scope: Scope) -> Response | None:
-        host = Headers(scope=scope).get("host")
-        if host is None or self.policy.allows(host):
+        hosts = [value for name, value in scope["headers"] if name == b"host"]
+        if len(hosts) > 1:
+            return error_response(400, f"{len(hosts)} Host headers; send exactly one", param="Host",
+                                  code="invalid_host")
+        if not hosts:
+            if scope.get("http_version") == "1.1":
+                return error_response(400, "an HTTP/1.1 request needs a Host header", param="Host",
+                                      code="invalid_host")
+            return None
+        host = hosts[0].decode("latin-1")
+        if self.policy.allows(host):
             return None
         name = host if len(host) <= 100 else host[:100] + "..."
         return error_response(400, f"Host {name!r} is not allowed; start the server with "
