@@ -2,7 +2,8 @@
 
 ``ResponseGuard``  every response says ``X-Content-Type-Options: nosniff``; every 5xx says
                    ``Connection: close`` (a client must not reuse a connection after a server bug);
-                   an exception that escapes a route becomes a JSON 500 instead of a dropped connection.
+                   an exception that escapes a route becomes a JSON 500 instead of a dropped connection;
+                   a client gone mid-body is no error.
 ``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding), for
                    two ``Host`` headers (a proxy and the app could each read another one), and for an
                    HTTP/1.1 request without one (RFC 9112 3.2); uvicorn's httptools parser lets both by.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,6 +66,8 @@ class ResponseGuard:
             if started:
                 raise
             await exc.response()(scope, receive, guarded_send)
+        except ClientDisconnect:  # gone mid-body (or cut off for sending it too slowly): nobody to answer
+            log.debug("client left during %s %s", scope["method"], scope["path"])
         except Exception as exc:
             if started:
                 raise  # mid-stream: the server closes the connection, the client sees a truncated body

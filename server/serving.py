@@ -22,6 +22,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from server.read_timeouts import bounded_protocol
+
 log = logging.getLogger("nrg.server")
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -61,12 +63,18 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def uvicorn_config(app: FastAPI, host: str, port: int,
+                   log_config: dict[str, Any] | None | str = uvicorn.config.LOGGING_CONFIG) -> uvicorn.Config:
+    """uvicorn's settings for ``nrg serve``: slow clients bounded (``server.read_timeouts``)."""
+    return uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5, log_level="info",
+                          log_config=log_config, http=bounded_protocol())
+
+
 def run(app: FastAPI, host: str, port: int, sock: socket.socket | None = None,
         log_config: dict[str, Any] | None | str = uvicorn.config.LOGGING_CONFIG) -> int:
     """Serve until drained, interrupted or failed; the process exit status. ``sock``: already bound
     (``server.listen.bind``); ``log_config=None`` leaves logging as ``server.log_format`` set it."""
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
-                                           log_level="info", log_config=log_config), app)
+    server = DrainingServer(uvicorn_config(app, host, port, log_config), app)
 
     app.state.lifecycle.request_exit = server.failed
     server.run(sockets=None if sock is None else [sock])
