@@ -36,8 +36,7 @@ def server(request, hosted_wan, tmp_path_factory):
 
 def _connect(url: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=HANG_GUARD_S)
-    return sock
+    return socket.create_connection((host, int(port)), timeout=HANG_GUARD_S)
 
 
 def _read_to_close(sock: socket.socket) -> bytes:

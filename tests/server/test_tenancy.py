@@ -10,7 +10,6 @@ import pytest
 
 from server.cli import build_parser
 from server.cli.serve import server_config
-from server.store import JobStore
 from server.tenancy import SINGLE_TENANT, KeyRing, owner_id
 from tests.server.conftest import running_server, wait_for
 
