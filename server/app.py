@@ -49,6 +49,7 @@ from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build
 from server.roles import FrontEndOnly
 from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, open_store
 from server.store_errors import StoreError
+from server.tenancy import Caller, KeyRing
 
 log = logging.getLogger("nrg.server")
 SSE_PING_S = 15.0
@@ -204,7 +205,8 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
     # add_middleware wraps: the last added is the outermost (see server.middleware for the order).
     app.add_middleware(BodyLimit, max_body_bytes=limits.max_body_bytes)
-    app.add_middleware(BearerAuth, keys=tuple(config.api_keys))
+    keys = KeyRing(config.api_keys, [config.admin_key] if config.admin_key else [])
+    app.add_middleware(BearerAuth, keys=keys)
     app.add_middleware(playground.PageSecurityHeaders)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
@@ -218,9 +220,13 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     def _video_object(job: Job) -> dict[str, Any]:
         return _video_fields(job, retention.expires_at(job))
 
-    def _job_or_404(video_id: str) -> Job:
+    def _caller(request: Request) -> Caller:
+        return request.state.caller  # set by BearerAuth on every non-public route
+
+    def _job_or_404(video_id: str, caller: Caller) -> Job:
+        """The job, if ``caller`` may see it; another tenant's answers exactly as a missing one."""
         job = store.get(video_id)
-        if job is None:
+        if job is None or not caller.may_see(job):
             raise APIError(404, f"no video with id {video_id!r}", param="video_id", code="not_found")
         return job
 
@@ -348,17 +354,17 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             metrics.requests.labels(status="rejected").inc()
             raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
                            code="queue_full", headers={"Retry-After": "2"})
-        job = store.create(params)
+        job = store.create(params, owner=_caller(request).owner)
         events.publish(job.id, "queued")
         engine.wake()
         return JSONResponse(_video_object(job))
 
     @app.get("/v1/videos", response_model=VideoList, tags=["videos"])
-    async def list_videos(after: str | None = Query(None, max_length=64),
+    async def list_videos(request: Request, after: str | None = Query(None, max_length=64),
                           limit: int = Query(20, ge=1, le=100),
                           order: str = Query("desc", pattern="^(asc|desc)$")) -> dict[str, Any]:
         try:
-            jobs, has_more = store.list(after, limit, order)
+            jobs, has_more = store.list(after, limit, order, owner=_caller(request).scope)
         except KeyError:
             raise APIError(400, f"after: no video with id {after!r}", param="after") from None
         data = [_video_object(j) for j in jobs]
@@ -366,27 +372,29 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                 "last_id": data[-1]["id"] if data else None, "has_more": has_more}
 
     @app.get("/v1/videos/{video_id}", response_model=VideoObject, tags=["videos"])
-    async def get_video(video_id: str) -> dict[str, Any]:
-        return _video_object(_job_or_404(video_id))
+    async def get_video(video_id: str, request: Request) -> dict[str, Any]:
+        return _video_object(_job_or_404(video_id, _caller(request)))
 
     @app.delete("/v1/videos/{video_id}", response_model=VideoObject | VideoDeleted, tags=["videos"])
-    async def delete_video(video_id: str) -> dict[str, Any]:
+    async def delete_video(video_id: str, request: Request) -> dict[str, Any]:
         """Cancel a queued or running job (it leaves its batch at the next step); delete a finished one."""
-        job = _job_or_404(video_id)
+        caller = _caller(request)
+        job = _job_or_404(video_id, caller)
         if job.status in ACTIVE:
             engine.cancel(video_id)
             if store.finish(video_id, CANCELLED, error=("cancelled", "cancelled by the client")):
                 metrics.requests.labels(status=CANCELLED).inc()
                 events.publish(video_id, CANCELLED, error={"code": "cancelled", "message": "cancelled by the client"})
             engine.wake()
-            return _video_object(_job_or_404(video_id))
+            return _video_object(_job_or_404(video_id, caller))
         store.delete(video_id)
         return {"id": video_id, "object": "video.deleted", "deleted": True}
 
     @app.get("/v1/videos/{video_id}/content", tags=["videos"],
              responses={200: {"content": {"video/mp4": {}, "image/webp": {}}}})
-    async def video_content(video_id: str, variant: str = Query("video", pattern="^(video|thumbnail)$")):
-        job = _job_or_404(video_id)
+    async def video_content(video_id: str, request: Request,
+                            variant: str = Query("video", pattern="^(video|thumbnail)$")):
+        job = _job_or_404(video_id, _caller(request))
         if job.status != COMPLETED:
             raise APIError(409, f"video {video_id} is {job.status}, not completed", code="video_not_ready")
         if retention.expired(job):
@@ -406,7 +414,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     async def video_events(video_id: str, request: Request) -> StreamingResponse:
         """Server-Sent Events: queued, started, one ``step`` per step (t, per-objective rewards), and
         completed / failed / cancelled, after which the stream ends."""
-        job = _job_or_404(video_id)
+        job = _job_or_404(video_id, _caller(request))
 
         def outcome(finished: Job) -> str:
             payload = {"id": video_id, **({"error": {"code": finished.error_code, "message": finished.error_message}}
@@ -509,7 +517,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["VideoCreateRequest"] = body
-            app.openapi_schema = document(schema, auth=bool(config.api_keys))
+            app.openapi_schema = document(schema, auth=keys.enabled)
         return app.openapi_schema
 
     app.openapi = openapi

@@ -45,6 +45,8 @@ class ServerConfig:
     batching: str = "continuous"
     max_queue: int = 64
     api_keys: tuple[str, ...] = ()
+    #: The operator's key: it sees every tenant's jobs (server.tenancy); None: no operator key.
+    admin_key: str | None = None
     device: str | None = None
     #: ``auto``: bfloat16 on CUDA, float32 elsewhere (``guidance.precision``).
     dtype: str = "auto"

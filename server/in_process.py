@@ -29,6 +29,7 @@ def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, m
 
     from server.app import create_app
     from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
+    from server.read_timeouts import bounded_protocol
     from server.schema import Limits
 
     embedded = Path(model_dir).resolve() == Path(DEFAULT_MODEL_DIR).resolve()
@@ -38,7 +39,7 @@ def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, m
                           dtype=dtype, batching=batching, limits=Limits())
     app = create_app(config, load_models(config))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
+                                           timeout_graceful_shutdown=5, http=bounded_protocol()))
     thread = threading.Thread(target=server.run, name="nrg-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -2,12 +2,16 @@
 
 ``ResponseGuard``  every response says ``X-Content-Type-Options: nosniff``; every 5xx says
                    ``Connection: close`` (a client must not reuse a connection after a server bug);
-                   an exception that escapes a route becomes a JSON 500 instead of a dropped connection.
-``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding).
+                   an exception that escapes a route becomes a JSON 500 instead of a dropped connection;
+                   a client gone mid-body is no error.
+``HostCheck``      400 ``invalid_host`` for a ``Host`` the :class:`HostPolicy` refuses (DNS rebinding), for
+                   two ``Host`` headers (a proxy and the app could each read another one), and for an
+                   HTTP/1.1 request without one (RFC 9112 3.2); uvicorn's httptools parser lets both by.
 ``OriginCheck``    403 ``cross_origin_forbidden`` for a state-changing request from a foreign origin.
 (CORS)             Starlette's CORSMiddleware, only for ``--cors-origin`` origins.
 ``PageSecurityHeaders`` a Content-Security-Policy on the playground's pages (``server.playground``).
-``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key (the pages need none).
+``BearerAuth``     401 with ``WWW-Authenticate: Bearer`` without a valid key (the pages need none); names
+                   the caller (``request.state.caller``, ``server.tenancy``) for the routes.
 ``BodyLimit``      413 once a body passes ``max_body_bytes``, counted as it streams in (chunked or not),
                    so memory never grows with what a client sends.
 
@@ -16,16 +20,17 @@ Pure ASGI rather than ``@app.middleware("http")``: the body limit has to sit on 
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, error_response
 from server.origin_policy import HostPolicy, normalise_origin, same_origin
 from server.playground import is_public
+from server.tenancy import SINGLE_TENANT, Caller, KeyRing
 
 log = logging.getLogger("nrg.server")
 
@@ -61,6 +66,8 @@ class ResponseGuard:
             if started:
                 raise
             await exc.response()(scope, receive, guarded_send)
+        except ClientDisconnect:  # gone mid-body (or cut off for sending it too slowly): nobody to answer
+            log.debug("client left during %s %s", scope["method"], scope["path"])
         except Exception as exc:
             if started:
                 raise  # mid-stream: the server closes the connection, the client sees a truncated body
@@ -93,8 +100,17 @@ class HostCheck(_Gate):
         self.policy = policy
 
     def refusal(self, scope: Scope) -> Response | None:
-        host = Headers(scope=scope).get("host")
-        if host is None or self.policy.allows(host):
+        hosts = [value for name, value in scope["headers"] if name == b"host"]
+        if len(hosts) > 1:
+            return error_response(400, f"{len(hosts)} Host headers; send exactly one", param="Host",
+                                  code="invalid_host")
+        if not hosts:
+            if scope.get("http_version") == "1.1":
+                return error_response(400, "an HTTP/1.1 request needs a Host header", param="Host",
+                                      code="invalid_host")
+            return None
+        host = hosts[0].decode("latin-1")
+        if self.policy.allows(host):
             return None
         name = host if len(host) <= 100 else host[:100] + "..."
         return error_response(400, f"Host {name!r} is not allowed; start the server with "
@@ -127,25 +143,32 @@ class OriginCheck(_Gate):
                               param="Origin", code="cross_origin_forbidden")
 
 
-class BearerAuth(_Gate):
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
-        super().__init__(app)
-        self.keys = tuple(k.encode() for k in keys)
+class BearerAuth:
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app, self.keys = app, keys
 
-    def _valid(self, authorization: str) -> bool:
+    def _caller(self, authorization: str) -> Caller | None:
         scheme, _, token = authorization.partition(" ")
-        given = token.strip().encode("latin-1")  # header bytes as sent
-        # Compare against every key, so the time taken says nothing about which one nearly matched.
-        matches = [hmac.compare_digest(given, key) for key in self.keys]
-        return scheme.lower() == "bearer" and any(matches)
+        caller = self.keys.caller(token.strip().encode("latin-1"))  # header bytes as sent
+        return caller if scheme.lower() == "bearer" else None
 
-    def refusal(self, scope: Scope) -> Response | None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         path = scope["path"]
-        if not self.keys or path in PUBLIC_PATHS or is_public(path) or self._valid(
-                Headers(scope=scope).get("authorization", "")):
-            return None
-        return error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
-                              code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        if not self.keys.enabled:
+            scope.setdefault("state", {})["caller"] = SINGLE_TENANT
+        elif path not in PUBLIC_PATHS and not is_public(path):
+            caller = self._caller(Headers(scope=scope).get("authorization", ""))
+            if caller is None:
+                response = error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
+                                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})["caller"] = caller
+        # Public routes get no caller: a route that reads one there fails closed.
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

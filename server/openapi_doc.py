@@ -4,6 +4,11 @@ FastAPI documents a 422 that this server never sends (every validation error is 
 know the statuses raised from middleware and handlers, and labels every answer JSON. This adds, per
 route, each status it can return with the error schema, the bearer security scheme (applied when
 keys are configured), and the real media types of ``/metrics``, ``/content`` and ``/events``.
+
+The event stream's schema describes one event, as OpenAPI 3.2's ``itemSchema`` does and as tools read
+``schema`` of ``text/event-stream`` in 3.0 and 3.1 (schemathesis validates each parsed event against
+it): an object with the ``event`` name and the ``data`` line, a JSON object whose fields per event
+are given in ``contentSchema``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class ErrorResponse(BaseModel):
 
 _HOST = "invalid Host header (invalid_host)"
 _ORIGIN = "cross-origin request from an origin not allowed by --cors-origin (cross_origin_forbidden)"
-_NOT_FOUND = "no video with this id (not_found)"
+_NOT_FOUND = "no video with this id, or one of another API key's (not_found)"
 #: (method, path) -> {status: description}; every route can also answer 400 for its Host and, with
 #: keys configured, 401 (except the public routes).
 ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
@@ -52,12 +57,40 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
 _READY_SCHEMA = {"type": "object", "properties": {"ready": {"type": "boolean"}, "queued": {"type": "integer"}},
                  "required": ["ready", "queued"]}
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
+_ID = {"id": {"type": "string"}}
+_ERROR = {"error": {"type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
+#: event name -> (what it means, its data's properties, the required ones besides ``id``).
+SSE_EVENTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "queued": ("the job was accepted", {}, []),
+    "started": ("the job entered a batch (or runs on a worker since before this stream began)",
+                {"batch_size": {"type": "integer"}, "progress": {"type": "integer"}}, []),
+    "step": ("one denoising step done",
+             {"step": {"type": "integer"}, "steps": {"type": "integer"}, "t": {"type": "number"},
+              "rewards": {"type": "object", "additionalProperties": {"type": "number"}}}, ["step", "steps", "t"]),
+    "completed": ("the video is ready; the data holds the job's result fields (rewards, timings, ...)", {}, []),
+    "failed": ("the job failed; the stream ends", _ERROR, ["error"]),
+    "cancelled": ("the job was cancelled; the stream ends", _ERROR, []),
+}
+
+
+def _sse_event(name: str) -> dict[str, Any]:
+    description, properties, required = SSE_EVENTS[name]
+    data = {"type": "object", "required": ["id", *required], "properties": {**_ID, **properties}}
+    return {"type": "object", "description": description, "required": ["event", "data"],
+            "properties": {"event": {"const": name},
+                           "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data}}}
+
+
+#: One Server-Sent Event of ``/events`` (``: ping`` comments every 15 s carry no event).
+SSE_EVENT_SCHEMA = {"description": "One event of the stream; the stream ends after completed, failed or cancelled.",
+                    "oneOf": [_sse_event(name) for name in SSE_EVENTS]}
 #: (method, path) -> {status: content} replacing FastAPI's application/json guesses.
 MEDIA: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("get", "/metrics"): {"200": {"text/plain": {"schema": {"type": "string"}}}},
     ("get", "/v1/videos/{video_id}/content"): {"200": {"video/mp4": _BINARY, "image/webp": _BINARY},
                                                "206": {"video/mp4": _BINARY, "image/webp": _BINARY}},
-    ("get", "/v1/videos/{video_id}/events"): {"200": {"text/event-stream": {"schema": {"type": "string"}}}},
+    ("get", "/v1/videos/{video_id}/events"): {"200": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
     ("get", "/ready"): {"200": {"application/json": {"schema": _READY_SCHEMA}},
                         "503": {"application/json": {"schema": _READY_SCHEMA}}},
 }

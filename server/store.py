@@ -55,6 +55,8 @@ _MIGRATIONS: dict[int, str] = {
     # The claiming worker, its lease (time.time() seconds) and the job's model (the worker's filter).
     2: "ALTER TABLE jobs ADD COLUMN worker TEXT; ALTER TABLE jobs ADD COLUMN lease_until REAL; "
        "ALTER TABLE jobs ADD COLUMN model TEXT; CREATE INDEX IF NOT EXISTS jobs_model ON jobs(status, model, seq);",
+    # The owner id of the key that created the job (server.tenancy); earlier rows have none.
+    3: "ALTER TABLE jobs ADD COLUMN owner TEXT; CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -121,7 +123,7 @@ class JobStore(SqlJobRows):
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"],
-            worker=row["worker"],
+            worker=row["worker"], owner=row["owner"],
         )
 
     def _attempt(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
@@ -162,11 +164,11 @@ class JobStore(SqlJobRows):
         """Execute one data-changing ``... RETURNING`` statement; the rows it returned."""
         return self._attempt(lambda db: db.execute(sql, args).fetchall(), write=True)
 
-    def create(self, params: dict[str, Any]) -> Job:
+    def create(self, params: dict[str, Any], owner: str | None = None) -> Job:
         job_id = new_job_id()
         self._write(
-            "INSERT INTO jobs (id, status, params, created_at, model) VALUES (?, ?, ?, ?, ?)",
-            (job_id, QUEUED, json.dumps(params), time.time(), params.get("model")),
+            "INSERT INTO jobs (id, status, params, created_at, model, owner) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, QUEUED, json.dumps(params), time.time(), params.get("model"), owner),
         )
         return self.get(job_id)
 

@@ -55,6 +55,8 @@ class Job:
     attempts: int = 0
     #: The worker that claimed it last (None until claimed, and again once re-queued).
     worker: str | None = None
+    #: The owner id of the API key that created it (``server.tenancy``); None without keys.
+    owner: str | None = None
 
 
 def new_job_id() -> str:
@@ -77,9 +79,10 @@ class Store(Protocol):
     def corrupt(self) -> bool: ...
     def video_path(self, job_id: str) -> Path: ...
     def thumbnail_path(self, job_id: str) -> Path: ...
-    def create(self, params: dict[str, Any]) -> Job: ...
+    def create(self, params: dict[str, Any], owner: str | None = None) -> Job: ...
     def get(self, job_id: str) -> Job | None: ...
-    def list(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]: ...
+    def list(self, after: str | None, limit: int, order: str, owner: str | None = None) -> tuple[list[Job], bool]:
+        """A page of jobs (of ``owner`` only, if given), see ``SqlJobRows.list``."""
     def queued(self, models: Collection[str] | None = None) -> list[Job]:
         """Queued jobs (of these models, if given), oldest first (the scheduler's FIFO)."""
     def count_active(self) -> int: ...
@@ -146,16 +149,21 @@ class SqlJobRows(VideoFiles):
         rows = self._query(f"SELECT * FROM jobs WHERE id = {self.P}", (job_id,))
         return self._job(rows[0]) if rows else None
 
-    def list(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
-        """A page of jobs in creation order (``asc``/``desc``) after the job ``after``; and has_more."""
+    def list(self, after: str | None, limit: int, order: str, owner: str | None = None) -> tuple[list[Job], bool]:
+        """A page of jobs in creation order (``asc``/``desc``) after the job ``after``; and has_more.
+        With ``owner``, only that owner's jobs, and ``after`` must be one of them (KeyError otherwise,
+        as for an id that does not exist)."""
+        p = self.P
         direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        where, args = "", ()
+        conditions, args = ([f"owner = {p}"], [owner]) if owner is not None else ([], [])
         if after is not None:
-            anchor = self._query(f"SELECT seq FROM jobs WHERE id = {self.P}", (after,))
+            anchor = self._query(f"SELECT seq FROM jobs WHERE {' AND '.join([f'id = {p}', *conditions])}",
+                                 (after, *args))
             if not anchor:
                 raise KeyError(after)
-            where, args = f"WHERE seq {compare} {self.P}", (anchor[0]["seq"],)
-        rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT {self.P}", (*args, limit + 1))
+            conditions, args = [*conditions, f"seq {compare} {p}"], [*args, anchor[0]["seq"]]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT {p}", (*args, limit + 1))
         return [self._job(r) for r in rows[:limit]], len(rows) > limit
 
     def set_progress(self, job_id: str, progress: int) -> None:

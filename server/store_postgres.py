@@ -66,6 +66,8 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_queued_model ON jobs (model, seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE status = 'in_progress';
 """,
+    # The owner id of the key that created the job (server.tenancy); earlier rows have none.
+    2: "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS owner TEXT; CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -215,14 +217,16 @@ class PostgresJobStore(SqlJobRows):
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"], worker=row["worker"],
+            owner=row["owner"],
         )
 
     # -- the contract ------------------------------------------------------------------------------
-    def create(self, params: dict[str, Any]) -> Job:
+    def create(self, params: dict[str, Any], owner: str | None = None) -> Job:
         job_id = new_job_id()
         # ON CONFLICT: a retry after a lost reply must not fail on the row its first attempt wrote.
-        self._write("INSERT INTO jobs (id, status, model, params, created_at) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO NOTHING", (job_id, QUEUED, params.get("model"), json.dumps(params), time.time()))
+        self._write("INSERT INTO jobs (id, status, model, params, created_at, owner) VALUES (%s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (job_id, QUEUED, params.get("model"), json.dumps(params), time.time(), owner))
         return self.get(job_id)
 
     def queued(self, models: Collection[str] | None = None) -> list[Job]:

@@ -128,6 +128,9 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "64")))
     serve.add_argument("--api-key", action=listed, dest="api_keys", default=_env_list("API_KEYS"),
                        help="accepted bearer key, repeatable (default: no auth)")
+    serve.add_argument("--admin-key", default=_env("ADMIN_KEY"), metavar="KEY",
+                       help="the operator's bearer key: it sees every key's jobs, which other keys never do "
+                            "(default: none)")
     serve.add_argument("--allowed-host", action=listed, dest="allowed_hosts", default=_env_list("ALLOWED_HOSTS"),
                        metavar="NAME", help="Host name to answer besides IP addresses, localhost and --host, "
                                             "repeatable; '*' answers any (default: none)")
@@ -208,6 +211,7 @@ def server_config(args: argparse.Namespace):
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,
         store_url=args.store or None, role=args.role, lease_s=float(args.lease_s), worker_id=args.worker_id or None,
+        admin_key=args.admin_key or None,
     )
 
 

@@ -17,6 +17,7 @@ from guidance.reward_model import init_reward_model
 from server.app import create_app
 from server.config import ServerConfig
 from server.hosted_model import HostedModel
+from server.read_timeouts import bounded_protocol
 from server.schema import Limits
 
 #: How long a test waits for a state before calling it a hang. Never a measure of speed: on a 2-core
@@ -40,11 +41,13 @@ def hosted_wan(tiny_family):
 
 @contextmanager
 def running_server(tmp_path, models, **overrides):
+    """``http``: the uvicorn protocol class (default: the bounded reads ``nrg serve`` runs with)."""
     limits = overrides.pop("limits", Limits(max_steps=400))
+    http = overrides.pop("http", None) or bounded_protocol()
     config = replace(ServerConfig(data_dir=tmp_path / "data", port=free_port(), limits=limits), **overrides)
     app = create_app(config, models)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=1))
+                                           timeout_graceful_shutdown=1, http=http))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + HANG_S

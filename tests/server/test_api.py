@@ -277,6 +277,31 @@ def test_openapi_documents_fields_with_limits(client):
     assert "reward_guidance" in body and "/v1/videos/{video_id}/events" in schema["paths"]
 
 
+_JSON_TYPES = {"integer": int, "number": (int, float), "object": dict, "string": str}
+
+
+def test_openapi_describes_the_event_stream_event_by_event(client):
+    """Each event the stream sends matches one branch of the documented per-event schema."""
+    route = client.get("/openapi.json").json()["paths"]["/v1/videos/{video_id}/events"]["get"]
+    content = route["responses"]["200"]["content"]
+    assert list(content) == ["text/event-stream"]
+    branches = {b["properties"]["event"]["const"]: b for b in content["text/event-stream"]["schema"]["oneOf"]}
+    assert set(branches) == {"queued", "started", "step", "completed", "failed", "cancelled"}
+    done = client.post("/v1/videos", json=SMALL).json()["id"]
+    cancelled = client.post("/v1/videos", json={**SMALL, "num_inference_steps": 300}).json()["id"]
+    client.delete(f"/v1/videos/{cancelled}")
+    streamed = _events(client, done) + _events(client, cancelled)
+    assert {"step", "completed", "cancelled"} <= {kind for kind, _ in streamed}
+    for kind, data in streamed:
+        branch = branches[kind]
+        assert branch["required"] == ["event", "data"] and branch["properties"]["data"]["type"] == "string"
+        shape = branch["properties"]["data"]["contentSchema"]
+        assert set(shape["required"]) <= set(data), (kind, data)
+        for name, value in data.items():
+            if name in shape["properties"]:
+                assert isinstance(value, _JSON_TYPES[shape["properties"][name]["type"]]), (kind, name, value)
+
+
 def test_health_and_ready(client):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").status_code == 200

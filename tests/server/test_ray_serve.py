@@ -208,7 +208,7 @@ def test_nrg_ray_forwards_the_serve_flags_and_resolves_the_replica_counts(monkey
     monkeypatch.setenv("NRG_MAX_BATCH", "3")  # an NRG_* default is resolved where `nrg ray` runs
     parser = build_parser()
     args = parser.parse_args(["ray", "--store", "postgresql://u@db:5432/nrg", "--model", "a=/m/a", "--model",
-                              "b=/m/b", "--reward", "a=/r", "--port", "9000", "--api-key", "k", "--min-workers",
+                              "b=/m/b", "--reward", "a=/r", "--port", "9000", "--api-key", "k", "--admin-key", "op", "--min-workers",
                               "1", "--max-workers", "6", "--workers", "2", "--worker-gpus", "1"])
     spec = app_args(args)
     assert (spec["workers"], spec["min_workers"], spec["max_workers"], spec["worker_gpus"]) == (2, 1, 6, 1.0)
@@ -217,6 +217,7 @@ def test_nrg_ray_forwards_the_serve_flags_and_resolves_the_replica_counts(monkey
     assert config.models == {"a": Path("/m/a"), "b": Path("/m/b")}
     assert (config.role, config.worker_id, config.max_batch, config.api_keys) == ("worker", "ray-x", 3, ("k",))
     assert config.store_url == "postgresql://u@db:5432/nrg"
+    assert config.admin_key == "op"
 
 
 def test_nrg_ray_without_ray_names_the_extra(monkeypatch, capsys):

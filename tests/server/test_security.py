@@ -5,6 +5,7 @@ query strings in the access log."""
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,29 @@ def test_a_foreign_host_is_400_invalid_host(client, host):
 @pytest.mark.parametrize("host", ["localhost:1234", "127.0.0.1", "[::1]:80", "api.example", "API.example:443"])
 def test_local_and_listed_hosts_are_served(client, host):
     assert client.get("/v1/models", headers={"Host": host}).status_code == 200
+
+
+def _raw_status(url: str, request: bytes) -> int:
+    """The status code a real server answers to ``request`` sent as raw bytes on its own connection."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed without an answer: {head!r}"
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models"])
+def test_two_host_headers_or_none_in_http_1_1_are_400(server, path):
+    url = server[0]
+    assert _raw_status(url, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()) == 200
+    two = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    assert _raw_status(url, two.encode()) == 400
+    assert _raw_status(url, f"GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n".encode()) == 400
+    assert _raw_status(url, f"GET {path} HTTP/1.0\r\n\r\n".encode()) == 200  # HTTP/1.0 has no Host rule
 
 
 # -- Origin: cross-site requests ------------------------------------------------------------------------

@@ -131,3 +131,32 @@ def test_nrg_serve_exits_non_zero_when_the_worker_gives_up(hosted_wan, tmp_path)
     assert status == [1]
     with sqlite3.connect(config.data_dir / "jobs.sqlite3") as db:
         assert db.execute("SELECT status FROM jobs").fetchall() == [("queued",)]
+
+
+def test_health_answers_503_while_the_failed_server_drains_before_it_exits(hosted_wan, tmp_path):
+    config = ServerConfig(data_dir=tmp_path / "data", port=free_port(), fault_backoff_s=FAST_BACKOFF)
+    app = create_app(config, {"tiny-wan": hosted_wan})
+    # The linger is held open until the test ends it, as a second signal does, so nothing races a clock.
+    app.state.lifecycle.failed_linger_s = 3600.0
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(serving.run(app, "127.0.0.1", config.port)), daemon=True)
+    runner.start()
+    url = f"http://127.0.0.1:{config.port}"
+
+    def answer(path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"{url}{path}", timeout=5)
+        except httpx.TransportError:
+            return None
+
+    _poll(lambda: (r := answer("/ready")) is not None and r.status_code == 200, "the server to start")
+    inject(app.state.store, MARK_STARTED)
+    assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
+    health = _poll(lambda: (r := answer("/health")) is not None and r.status_code == 503 and r, "/health 503")
+    assert health.json()["status"] == "failed" and "storage fault persists" in health.json()["reason"]
+    assert answer("/ready").status_code == 503
+    assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 503
+    assert runner.is_alive() and status == []
+    app.state.lifecycle.end_grace()
+    runner.join(120)
+    assert status == [1]

@@ -133,6 +133,21 @@ def test_two_claimers_never_get_the_same_job(backend):
     assert {stores[0].get(i).attempts for i in ids} == {1}
 
 
+def test_jobs_keep_their_owner_and_a_listing_can_be_one_owners(backend):
+    store = backend()
+    mine = [store.create({**PARAMS, "i": i}, owner="a" * 64) for i in range(3)]
+    theirs = store.create(PARAMS, owner="b" * 64)
+    unowned = store.create(PARAMS)
+    assert store.get(mine[0].id).owner == "a" * 64 and store.get(unowned.id).owner is None
+    page, more = store.list(None, 2, "asc", owner="a" * 64)
+    assert [j.id for j in page] == [mine[0].id, mine[1].id] and more
+    page, more = store.list(mine[1].id, 2, "asc", owner="a" * 64)
+    assert [j.id for j in page] == [mine[2].id] and not more
+    with pytest.raises(KeyError):  # another owner's id is no anchor
+        store.list(theirs.id, 2, "asc", owner="a" * 64)
+    assert [j.id for j in store.list(None, 10, "desc")[0]] == [unowned.id, theirs.id, *[j.id for j in mine[::-1]]]
+
+
 def test_migrations_are_versioned_and_idempotent(backend):
     first = backend()
     job = first.create(PARAMS)
@@ -152,11 +167,26 @@ def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
         db.execute("INSERT INTO jobs (id, status, params, created_at) VALUES ('video_old', 'queued', ?, 1.0)",
                    ('{"model": "m", "prompt": "p"}',))
     store = JobStore(data)
-    assert store.applied_migrations == [1, 2]
-    assert [j.id for j in store.queued(["m"])] == ["video_old"]
+    assert store.applied_migrations == [1, 2, 3]
+    assert [j.id for j in store.queued(["m"])] == ["video_old"] and store.get("video_old").owner is None
     assert store.claim(["video_old"], "local", 30)[0].status == "in_progress"
     store.close()
     assert JobStore(data).applied_migrations == []
+
+
+def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F811
+    from server.store_postgres import PostgresJobStore
+
+    store = PostgresJobStore(pg_url, tmp_path / "data")
+    job = store.create(PARAMS, owner="a" * 64)
+    with store.connect() as conn:  # as the server before owners: schema version 1
+        conn.execute("DROP INDEX jobs_owner")
+        conn.execute("ALTER TABLE jobs DROP COLUMN owner")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+    store.close()
+    store = PostgresJobStore(pg_url, tmp_path / "data")
+    assert store.applied_migrations == [2] and store.get(job.id).owner is None
+    store.close()
 
 
 def test_postgres_outage_is_store_unavailable_then_reconnects(pg_server, pg_url, tmp_path):  # noqa: F811
