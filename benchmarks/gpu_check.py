@@ -282,15 +282,18 @@ def run_step(work: Path, dry_run: bool) -> None:
 
 def run_batch(work: Path, dry_run: bool, name: str = "batch") -> None:
     """One step of a server batch (``BatchState``, as the engine runs it) of the step part's random
-    Wan2.1-1.3B at 480p x 81 frames: a row guided in mode relative and a ``best_of_n`` search row of
-    2 particles (3 denoiser rows), CFG on, reward trunk of 4 blocks. Its peak device memory is set
+    Wan2.1-1.3B at 480p x 81 frames: a row guided in mode relative, a ``best_of_n`` search row of
+    2 particles and an unguided row of a per-row LoRA (rank 16 on the attention projections, random
+    weights) (4 denoiser rows), CFG on, reward trunk of 4 blocks. Its peak device memory is set
     against the admission estimate of ``guidance.memory`` for those rows."""
     import torch
+    from peft import LoraConfig
 
     from guidance.batch_state import BatchState
     from guidance.families.base import VideoShape
     from guidance.families.wan import WanFamily
     from guidance.memory import batch_estimate
+    from guidance.multi_lora import MultiLora
     from guidance.nrg import GuidanceSpec
     from guidance.reward_model import init_reward_model
     from guidance.sample_types import SampleSpec
@@ -304,16 +307,22 @@ def run_batch(work: Path, dry_run: bool, name: str = "batch") -> None:
     family = WanFamily(pipe)
     with torch.device(device):
         reward = init_reward_model(family, OBJECTIVES, num_blocks=DRY_TRUNK_BLOCKS if dry_run else TRUNK_BLOCKS)
+    # After the reward: its trunk copies the base transformer, as in the server.
+    pipe.transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
+                                            target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="lora")
+    pipe.transformer.disable_adapters()
+    loras = MultiLora(pipe.transformer, {"lora": "lora"})
     weights = {OBJECTIVES[0]: 1.0}
     specs = [SampleSpec(PROMPT, seed=0, cfg_scale=CFG,
                         guidance=GuidanceSpec(weights, strength=STRENGTH, window=(0.0, 1.0), mode="relative")),
              SampleSpec(PROMPT, seed=1, cfg_scale=CFG,
-                        guidance=GuidanceSpec(weights, window=(0.0, 1.0), mode="best_of_n", particles=2))]
+                        guidance=GuidanceSpec(weights, window=(0.0, 1.0), mode="best_of_n", particles=2)),
+             SampleSpec(PROMPT, seed=2, cfg_scale=CFG, lora="lora")]
     report: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device != "cpu" else "cpu",
                               "device_name": device, "dry_run": dry_run, "dtype": str(dtype).removeprefix("torch."),
                               "height": height, "width": width, "frames": frames, "rows": []}
-    batch = BatchState(family, shape, reward)
-    batch.add(specs, STEPS, ["guided", "search"])
+    batch = BatchState(family, shape, reward, loras=loras)
+    batch.add(specs, STEPS, ["guided", "search", "lora"])
     report["build_s"] = time.perf_counter() - start
     _write(work / f"{name}.json", report)
     batch.step()  # step 0 is at t = 1, where guidance is skipped: a warm-up

@@ -184,17 +184,7 @@ class OracleReward:
         rows = cond.embeds.detach().float().flatten(1)
         return [self.prompts[int(i)] for i in torch.cdist(rows, self._keys).argmin(dim=1)]
 
-    def clean_estimate(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
-                       shape: VideoShape) -> torch.Tensor:
-        """x0 = x_t - t v(x_t, t): the denoiser's clean estimate (x_t itself where t = 0)."""
-        t = t.reshape(-1).to(latents.device, torch.float32).expand(latents.shape[0])
-        if not bool((t > 0).any()):
-            return latents.float()
-        timestep = t * float(self.family.pipe.scheduler.config.num_train_timesteps)
-        velocity = self.family.predict(self.family.transformer, latents, timestep, cond, shape).float()
-        return latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity
-
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
                  shape: VideoShape) -> torch.Tensor:
-        frames = decode_differentiable(self.family, self.clean_estimate(latents, t, cond, shape))
+        frames = decode_differentiable(self.family, self.family.clean_estimate(latents, t, cond, shape))
         return soft_metrics(frames, self.prompts_of(cond))

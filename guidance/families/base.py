@@ -266,6 +266,29 @@ class PipelineFamily(ABC):
         """
         raise NotImplementedError(f"the {self.name} adapter cannot encode clips")
 
+    def clean_estimate(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
+                       shape: VideoShape) -> torch.Tensor:
+        """The denoiser's clean estimate x0 = x_t - t v(x_t, t) of flow-matching latents, in float32
+        (cond only, no CFG; rows at t = 0 are their own estimate): what a judge of decoded video
+        scores mid-schedule. Each row goes to the denoiser of its timestep (Wan 2.2 has two)."""
+        if self.prediction != "flow":
+            raise ValueError(f"the clean estimate x0 = x_t - t v needs a flow-matching model; {self.name} "
+                             f"predicts {self.prediction}")
+        t = t.reshape(-1).to(latents.device, torch.float32).expand(latents.shape[0])
+        if not bool((t > 0).any()):
+            return latents.float()
+        timestep = t * float(self.pipe.scheduler.config.num_train_timesteps)
+        velocity = torch.zeros_like(latents, dtype=torch.float32)
+        experts: dict[int, list[int]] = {}
+        for row, value in enumerate(timestep.tolist()):
+            experts.setdefault(id(self.denoiser(torch.tensor(value))), []).append(row)
+        for rows in experts.values():
+            index = torch.tensor(rows, device=latents.device)
+            model = self.denoiser(timestep[rows[0]])
+            velocity[index] = self.predict(model, latents[index].to(self.dtype), timestep[index], cond.select(rows),
+                                           shape).float()
+        return latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity
+
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The noisy latents x_t at noise level ``t`` ([B], in [0, 1], 1 = pure noise) of clean
         ``latents`` x_0 with ``noise`` (same shape), in the family's forward process.

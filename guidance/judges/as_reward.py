@@ -28,31 +28,13 @@ class JudgeReward:
         self.family, self.judge, self.fps = family, judge, fps
         self.objectives = tuple(judge.objectives)
 
-    def clean_estimate(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
-                       shape: VideoShape) -> torch.Tensor:
-        """x0 = x_t - t v(x_t, t); rows at t = 0 are their own clean estimate."""
-        t = t.reshape(-1).to(latents.device, torch.float32).expand(latents.shape[0])
-        if not bool((t > 0).any()):
-            return latents.float()
-        timestep = t * float(self.family.pipe.scheduler.config.num_train_timesteps)
-        velocity = torch.zeros_like(latents, dtype=torch.float32)
-        experts: dict[int, list[int]] = {}  # rows by the denoiser of their timestep (Wan 2.2 has two)
-        for row, value in enumerate(timestep.tolist()):
-            experts.setdefault(id(self.family.denoiser(torch.tensor(value))), []).append(row)
-        for rows in experts.values():
-            index = torch.tensor(rows, device=latents.device)
-            model = self.family.denoiser(timestep[rows[0]])
-            velocity[index] = self.family.predict(model, latents[index].to(self.family.dtype), timestep[index],
-                                                  cond.select(rows), shape).float()
-        return latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity
-
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
                  shape: VideoShape) -> torch.Tensor:
         if len(cond.texts) != latents.shape[0]:
             raise ValueError("a judge needs the prompts' text: the conditioning carries none (build it with "
                              "guidance.batch_state.BatchState, which records it)")
-        x0 = self.clean_estimate(latents, t, cond, shape)
+        x0 = self.family.clean_estimate(latents, t, cond, shape)
         generators = [torch.Generator(device=latents.device).manual_seed(0) for _ in range(latents.shape[0])]
         frames = self.family.decode(x0.to(latents.dtype), shape, generators)
         return self.judge.score(frames, list(cond.texts), self.fps).float().to(latents.device)

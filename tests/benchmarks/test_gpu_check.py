@@ -59,7 +59,7 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
             assert numbers and all(math.isfinite(n) and n >= 0 for n in numbers), (heading, row)
             assert any(n > 0 for n in numbers), (heading, row)
     assert "| kernel | 0 |" in markdown and "| step | 0 |" in markdown and "| serve | 0 |" in markdown
-    assert "| batch | 0 |" in markdown and "| 1 | 3 |" in markdown  # the search row's 2 particles count
+    assert "| batch | 0 |" in markdown and "| 1 | 4 |" in markdown  # the search row's 2 particles count, the LoRA row
     combined = json.loads((tmp_path / "gpu-check.json").read_text())
     assert {part: set(combined[part]["versions"]) >= {"torch", "triton", "diffusers"}
             for part in ("kernel", "step", "batch")} == {"kernel": True, "step": True, "batch": True}

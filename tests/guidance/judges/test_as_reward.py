@@ -36,7 +36,7 @@ def test_scores_are_the_judges_of_the_decoded_clean_estimate(tiny_family):
     rows = batch.rows
     t = torch.tensor([0.7, 0.0])
     scores = reward(rows.latents, t, rows.cond, SHAPE)
-    x0 = reward.clean_estimate(rows.latents, t, rows.cond, SHAPE)
+    x0 = family.clean_estimate(rows.latents, t, rows.cond, SHAPE)
     assert torch.equal(x0[1], rows.latents[1].float())  # t = 0: the latents are their own estimate
     frames = family.decode(x0, SHAPE, [torch.Generator().manual_seed(0)] * 2)
     assert torch.allclose(scores[:, 0], frames.mean((1, 2, 3, 4)), atol=1e-6)
