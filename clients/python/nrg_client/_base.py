@@ -139,6 +139,7 @@ def create_body(
     particles: int | None = None,
     checkpoint_scale: float | None = None,
     judges: Sequence[str] | None = None,
+    judge: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -146,9 +147,9 @@ def create_body(
     if isinstance(size, tuple):
         size = f"{int(size[0])}x{int(size[1])}"
     guidance = None
-    if any(v is not None for v in (reward_weights, strength, window, mode, particles)):
+    if any(v is not None for v in (reward_weights, strength, window, mode, particles, judge)):
         guidance = {"weights": reward_weights, "strength": strength, "window": window, "mode": mode,
-                    "particles": particles}
+                    "particles": particles, "judge": judge}
     try:
         params = VideoCreateParams(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,

@@ -132,13 +132,14 @@ class AsyncClient:
                checkpoint_scale: float | None = None,
                reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
-               judges: Sequence[str] | None = None, extra_body: Mapping[str, Any] | None = None) -> Video:
+               judge: str | None = None, judges: Sequence[str] | None = None, extra_body: Mapping[str, Any] | None = None) -> Video:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
         ``reward_weights`` (objective -> weight), ``strength``, ``window`` ``(t_lo, t_hi)`` and ``mode``
         (``"relative"``, ``"sum"``, ``"unit"``, ``"best_of_n"`` or ``"fk"``) and ``particles`` (search modes)
         form the request's ``reward_guidance``; the reward model's
         recommended settings fill in what is left out; without any of them the job is unguided.
+        ``judge`` (search modes) ranks the particles by that judge of the server instead of the reward model.
         ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained). ``judges`` names the
         server's held-out judges that score the finished video (default all, ``[]`` none): ``judge_scores``.
         """
@@ -147,7 +148,7 @@ class AsyncClient:
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_weights=reward_weights, strength=strength,
-            window=window, mode=mode, particles=particles, judges=judges, extra_body=extra_body,
+            window=window, mode=mode, particles=particles, judge=judge, judges=judges, extra_body=extra_body,
         )
         return Video.model_validate((await self._request("POST", "/v1/videos", json=body)).json())
 

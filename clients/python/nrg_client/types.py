@@ -56,6 +56,8 @@ class RewardGuidanceParams(BaseModel):
     mode: str | None = None
     #: Copies run by the search modes best_of_n and fk.
     particles: int | None = None
+    #: A judge of the server (``--judge``) that ranks the search modes' particles instead of the reward.
+    judge: str | None = None
 
 
 class VideoCreateParams(BaseModel):
@@ -100,6 +102,7 @@ class RewardGuidance(_Response):
     window: tuple[float, float] | None = None
     mode: str | None = None
     particles: int | None = None
+    judge: str | None = None
 
 
 class Video(_Response):

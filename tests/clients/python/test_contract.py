@@ -33,7 +33,7 @@ from nrg_client.types import (
 
 #: create() keyword arguments that map to the server's nested reward_guidance object.
 GUIDANCE_KWARGS = {"reward_weights": "weights", "strength": "strength", "window": "window", "mode": "mode",
-                   "particles": "particles"}
+                   "particles": "particles", "judge": "judge"}
 #: (client model, server schema name, route whose 200 answer it parses)
 RESPONSE_MODELS = [
     (Video, "VideoObject", ("get", "/v1/videos/{video_id}")),
