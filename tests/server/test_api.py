@@ -70,7 +70,7 @@ def test_full_lifecycle(client, tmp_path):
     assert done["inference_time_s"] > 0 and done["queue_time_s"] >= 0 and done["encode_time_s"] > 0
     # The job reports the settings it ran with: the strength it gave, the reward model's defaults for the rest.
     assert done["reward_guidance"] == {"weights": {"vq": 1.0}, "strength": 5.0, "window": [0.2, 0.8],
-                                       "mode": "relative", "particles": None}
+                                       "mode": "relative", "particles": None, "judge": None}
     video = client.get(f"/v1/videos/{job['id']}/content")
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     (tmp_path / "v.mp4").write_bytes(video.content)
@@ -152,7 +152,7 @@ def test_a_request_with_only_weights_gets_the_reward_models_recommended_settings
                                                     "source": "test"}
         only_weights = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}}}).json()
         assert only_weights["reward_guidance"] == {"weights": {"ta": 1.0}, "strength": 1.5, "window": [0.3, 0.9],
-                                                   "mode": "relative", "particles": None}
+                                                   "mode": "relative", "particles": None, "judge": None}
         paper = client.post("/v1/videos", json={**SMALL, "reward_guidance": {"weights": {"ta": 1}, "mode": "sum"}})
         assert paper.json()["reward_guidance"]["strength"] == 100.0  # the paper's w, not the tuned relative one
         done = wait_for(client, only_weights["id"])
@@ -167,7 +167,7 @@ def test_search_modes_batch_with_gradient_guided_jobs_and_report_their_cost(clie
         "weights": {"ta": 1}, "mode": "fk", "particles": 3, "window": [0, 1]}}).json()
     relative = client.post("/v1/videos", json={**SMALL, "seed": 22, "reward_guidance": {"weights": {"vq": 1}}}).json()
     assert fk["reward_guidance"] == {"weights": {"ta": 1.0}, "strength": 10.0, "window": [0.0, 1.0], "mode": "fk",
-                                     "particles": 3}
+                                     "particles": 3, "judge": None}
     done = [wait_for(client, job["id"]) for job in (fk, relative)]
     assert [d["status"] for d in done] == ["completed", "completed"]
     # --max-batch counts rows: the fk job's 3 particles are more than this server's 2, so it runs alone

@@ -49,7 +49,7 @@ def test_generate_with_reward_guidance_prints_rewards(tiny_dir, reward_dir, tmp_
     assert _generate(tiny_dir("wan"), tmp_path / "g.npy", "--reward", str(reward_dir), "--weights", "vq=1,ta=0.5",
                      "--strength", "20", "--window", "0,0.9") == 0
     out = capsys.readouterr().out
-    assert "final-latent rewards: vq=" in out and "mq=" in out and "ta=" in out
+    assert "optimised reward (what guidance pushed up), final latents: vq=" in out and "mq=" in out and "ta=" in out
     assert "guidance: mode relative, strength 20, window [0.0, 0.9]" in out
     assert "guided steps: 2" in out and "cost vs unguided: 1.00x" in out
 
@@ -68,7 +68,7 @@ def test_generate_without_model_uses_the_embedded_default_and_its_reward(tmp_pat
     assert np.load(tmp_path / "d.npy").shape == (17, 64, 64, 3)
     out = capsys.readouterr().out
     assert "reward model: the embedded demo reward (objectives vq, mq, ta)" in out
-    assert "final-latent rewards: vq=" in out
+    assert "optimised reward (what guidance pushed up), final latents: vq=" in out
 
 
 @pytest.mark.parametrize(

@@ -210,7 +210,7 @@ def test_generate_on_the_embedded_model_guides_with_the_demo_reward_by_default(t
     assert main(["generate", "--prompt", "a red circle moving left", "--weights", "ta=1", "--strength", "3",
                  "--steps", "2", "--quiet", "--out", str(tmp_path / "g.npy")]) == 0
     out = capsys.readouterr().out
-    assert "final-latent rewards: vq=" in out and "ta=" in out
+    assert "optimised reward (what guidance pushed up), final latents: vq=" in out and "ta=" in out
 
 
 def test_serve_loads_the_demo_reward_for_the_embedded_model():
