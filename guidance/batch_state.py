@@ -90,8 +90,10 @@ class BatchState:
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
                  *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
-                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS, denoiser_rows: int | None = None) -> None:
         family.check_shape(shape)
+        if denoiser_rows is not None and denoiser_rows < 1:
+            raise ValueError(f"denoiser_rows must be >= 1 or None; got {denoiser_rows}")
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
         self.loras = loras
@@ -101,6 +103,9 @@ class BatchState:
         #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
         #: that many rows', however many rows are guided.
         self.reward_chunk_rows = reward_chunk_rows
+        #: Rows per denoiser call (None: all rows of an expert in one call). 1 makes every row's numbers
+        #: independent of its batch-mates on one machine (batch-invariant), at the cost of batching.
+        self.denoiser_rows = denoiser_rows
         self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
         self.device = family.device
         self.timer = PhaseTimer(self.device)
@@ -227,7 +232,7 @@ class BatchState:
 
     def _predict(self, timesteps: torch.Tensor, experts: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The cond prediction of every row and the uncond one (cond itself for rows without CFG),
-        one denoiser call per expert present (usually one)."""
+        one denoiser call per expert present (usually one), or per ``denoiser_rows`` rows of it."""
         rows, family, shape = self.rows, self.family, self.shape
         models = family.denoisers
         by_expert: dict[int, list[int]] = {}
@@ -236,7 +241,9 @@ class BatchState:
         batch = len(rows)
         position = {row: j for j, row in enumerate(rows.cfg_rows)}
         pred_cond = pred_uncond = None
-        for expert, members in by_expert.items():
+        size = self.denoiser_rows or batch
+        calls = [(expert, group[i:i + size]) for expert, group in by_expert.items() for i in range(0, len(group), size)]
+        for expert, members in calls:
             model = models[expert]
             whole = len(members) == batch
             idx = self._to_device(members)

@@ -160,7 +160,8 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         judge_objectives = {name: named.objectives for name, named in judges.judges.items()}
         engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                         fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
-                        lease_s=config.lease_s, memory_budget=memory_budget(config), judges=judges)
+                        lease_s=config.lease_s, memory_budget=memory_budget(config), judges=judges,
+                        batch_invariant=config.batch_invariant)
         if store.shared:
             from server.worker_lease import LeaseKeeper
 

@@ -53,6 +53,9 @@ class ServerConfig:
     #: Device memory batches may use by the admission estimate, in GiB: None for auto (90% of the GPU's
     #: memory on CUDA, no limit on the CPU), 0 for no limit.
     memory_budget_gib: float | None = None
+    #: One row per denoiser call, so a job's video does not depend on what shares its batch (bit for bit on
+    #: one machine), at the cost of batching the denoiser (docs/server.md, Reproducibility).
+    batch_invariant: bool = False
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0

@@ -69,7 +69,7 @@ class Engine:
                  fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
                  on_fatal: Callable[[str], None] | None = None,
                  cancels: CancelRequests | None = None, worker_id: str = LOCAL_WORKER,
-                 lease_s: float = DEFAULT_LEASE_S, memory_budget: int | None = None,
+                 lease_s: float = DEFAULT_LEASE_S, memory_budget: int | None = None, batch_invariant: bool = False,
                  judges: HeldOutJudges | None = None) -> None:
         self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
         #: Bytes of device memory batches may use by the estimate of ``guidance.memory`` (None: no limit).
@@ -83,7 +83,7 @@ class Engine:
         self.fault_backoff_s = tuple(fault_backoff_s)
         self.on_fatal = on_fatal
         self.cancels = cancels or LocalCancelRequests()
-        self.executor = BatchExecutor(self.models, metrics, judges)
+        self.executor = BatchExecutor(self.models, metrics, judges, batch_invariant)
         self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None

@@ -81,8 +81,11 @@ class FinishedSample:
 
 
 class BatchExecutor:
-    def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None) -> None:
+    def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None,
+                 batch_invariant: bool = False) -> None:
         self.models = dict(models)
+        #: One row per denoiser call (``BatchState.denoiser_rows``): videos independent of their batch-mates.
+        self.denoiser_rows = 1 if batch_invariant else None
         self.metrics = metrics
         self.judges = judges or HeldOutJudges({})
         self.batch: BatchState | None = None
@@ -126,7 +129,8 @@ class BatchExecutor:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
-            self.batch = BatchState(model.family, shape, self._reward_of(model, params), loras=loras)
+            self.batch = BatchState(model.family, shape, self._reward_of(model, params), loras=loras,
+                                    denoiser_rows=self.denoiser_rows)
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")

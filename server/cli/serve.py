@@ -146,6 +146,10 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        help="device memory the batches may use by the admission estimate (docs/server.md, Memory); "
                             "a batch takes no more rows than fit. auto (default): 90%% of the GPU's memory on CUDA, "
                             "no limit on the CPU; 0: no limit")
+    serve.add_argument("--batch-invariant", action="store_true",
+                       default=_env("BATCH_INVARIANT", "") not in ("", "0", "false"),
+                       help="one row per denoiser call: a job's video is the same bit for bit alone or in any batch "
+                            "on one machine, at the cost of batching the denoiser (docs/server.md, Reproducibility)")
     serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
                        help="after SIGTERM, how long the running jobs may take to finish (default 30)")
     serve.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"),
@@ -207,6 +211,7 @@ def server_config(args: argparse.Namespace):
         host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
+        batch_invariant=args.batch_invariant,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,
