@@ -140,3 +140,28 @@ def test_multistep_scheduler_batches_start_together(tiny_family):
     assert result.ids == [0]
     alone = sample(family, specs[:1], shape, 3).frames[0]
     assert (result.frames[0] - alone).abs().max().item() <= 1e-4
+
+
+def test_one_row_per_denoiser_call_makes_a_sample_independent_of_its_batch_bit_for_bit(tiny_family):
+    from guidance.reward_model import init_reward_model
+
+    family = tiny_family("wan")
+    reward = init_reward_model(family, ["vq", "mq"], num_blocks=1, seed=0)
+    shape = VideoShape(height=32, width=32, frames=5)
+    specs = [SampleSpec("a red ball", seed=1, guidance=GuidanceSpec({"vq": 1.0}, 8.0, (0.0, 1.0))),
+             SampleSpec("a cat", seed=2, cfg_scale=2.0),
+             SampleSpec("a car", seed=3, guidance=GuidanceSpec({"mq": 1.0}, 1.0, (0.0, 1.0), "best_of_n", 2))]
+
+    def run(batch_specs):
+        batch = BatchState(family, shape, reward, denoiser_rows=1)
+        batch.add(batch_specs, 4, range(len(batch_specs)))
+        for _ in range(4):
+            batch.step()
+        return batch.pop_finished()
+
+    together = run(specs)
+    for i, spec in enumerate(specs):
+        alone = run([spec])
+        assert torch.equal(alone.latents[0], together.latents[i]) and torch.equal(alone.frames[0], together.frames[i])
+    with pytest.raises(ValueError, match="denoiser_rows must be >= 1"):
+        BatchState(family, shape, reward, denoiser_rows=0)
