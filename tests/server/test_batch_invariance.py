@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from guidance.families.base import VideoShape
 from tests.server.conftest import full_batches_only, running_server, wait_for
 
 SMALL = {"size": "32x32", "num_frames": 9, "num_inference_steps": 4}
@@ -30,8 +31,18 @@ def _decoded(content: bytes, path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def invariant(hosted_wan, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("invariant"), {"tiny-wan": hosted_wan}, max_batch=5,
+def invariant(tiny_dir, tmp_path_factory):
+    """A server on a pipeline of its own: the session's shared ``hosted_wan`` may still be stepped by the
+    engine thread of another module's server while it shuts down, and a bit-for-bit comparison must see
+    only this server's work on its model."""
+    from guidance.families import load_pipeline
+    from guidance.reward_model import init_reward_model
+    from server.hosted_model import HostedModel
+
+    family = load_pipeline(tiny_dir("wan"))
+    reward = init_reward_model(family, ["vq", "mq", "ta"], num_blocks=1, seed=0)
+    hosted = HostedModel("tiny-wan", family, reward, None, VideoShape(32, 32, 9), 4)
+    with running_server(tmp_path_factory.mktemp("invariant"), {"tiny-wan": hosted}, max_batch=5,
                         batch_invariant=True) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client, app
