@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 SUFFIXES = (".mp4", ".npy")
-# x264's output depends on its thread count, which by default follows the CPUs the process may use:
-# a fixed count makes the same frames encode to the same bytes on any machine and under any load.
+# x264's output depends on its thread count, which by default follows the CPUs the process may use, and
+# its sliced threads (PyAV's default) vary with scheduling when the machine is busy (seen here: 5 of 60
+# encodes differed). Frame threads of a fixed count are deterministic: the same frames encode to the
+# same bytes on any machine and under any load.
 ENCODER_THREADS = 4
 
 
@@ -56,7 +58,7 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 
                 stream = container.add_stream("libx264", rate=fps)
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.options = {"crf": "18"}
-                stream.codec_context.thread_type = "SLICE"
+                stream.codec_context.thread_type = "FRAME"
                 stream.codec_context.thread_count = ENCODER_THREADS
                 for image in frames_to_uint8(frames):
                     container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
