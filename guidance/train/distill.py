@@ -26,6 +26,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.judges import Judge
-from guidance.nrg import DEFAULT_WINDOW, GuidanceDefaults
+from guidance.nrg import DEFAULT_WINDOW
 from guidance.reward_model import (LatentRewardModel, RewardCalibration, load_reward_model, write_calibration,
                                    write_guidance_defaults)
 from guidance.sample_types import SampleSpec
@@ -172,16 +173,22 @@ class Distiller:
             bar.update(len(group))
         bar.close()
 
-    def _pool(self) -> list[dict[str, torch.Tensor]]:
+    @cached_property
+    def pool(self) -> list[dict[str, torch.Tensor]]:
+        """Every prompt's pool, read once (after :meth:`sample_pool`)."""
         return [load_file(str(self.out / "pool" / f"{i:05d}.safetensors")) for i in range(len(self.config.prompts))]
+
+    @cached_property
+    def pool_spread(self) -> torch.Tensor:
+        """Each objective's standard deviation of the judge's scores over the whole pool [K]."""
+        return torch.cat([p["scores"] for p in self.pool]).std(0)
 
     # -- 2. pairs -----------------------------------------------------------------------------------
     def write_pairs(self) -> dict[str, Any]:
         from guidance.train.preference_data import write_pairs
 
-        cfg, pool = self.config, self._pool()
-        spread = torch.cat([p["scores"] for p in pool]).std(0)
-        margins = {o: float(cfg.tie_share * spread[k]) for k, o in enumerate(self.objectives)}
+        cfg, pool = self.config, self.pool
+        margins = {o: float(cfg.tie_share * self.pool_spread[k]) for k, o in enumerate(self.objectives)}
         records, counts = [], {o: {"A": 0, "B": 0, "tie": 0} for o in self.objectives}
         for prompt, part in zip(cfg.prompts, pool):
             split = "test" if prompt in self.test_prompts else "train"
@@ -210,7 +217,7 @@ class Distiller:
             data = load_preference_data(self.out / "data", self.family, progress=self.progress)
             train_reward_model(self.family, data, self.config.train, target, progress=self.progress, log=self.log)
             model = load_reward_model(target, self.family)
-            pool = self._pool()
+            pool = self.pool
             latents = torch.cat([p["latents"] for p in pool]).to(self.family.device)
             prompts = [prompt for prompt, p in zip(self.config.prompts, pool) for _ in range(len(p["latents"]))]
             scores = self._reward_scores(model, latents, prompts)
@@ -256,7 +263,7 @@ class Distiller:
         cfg = self.config
         prompts = self.train_prompts[:cfg.tune_prompts]
         seeds = [TUNE_SEED_BASE + j for j in range(cfg.tune_seeds)]
-        spread = torch.cat([p["scores"] for p in self._pool()]).std(0).clamp(min=1e-8)
+        spread = self.pool_spread.clamp(min=1e-8)
         base, _, _ = self._run(model, prompts, seeds, None)
         rows = []
         for strength in tqdm(cfg.strengths, desc="tune strength", disable=not self.progress):

@@ -32,6 +32,21 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="weights dtype (default: auto, bfloat16 on CUDA and float32 elsewhere)")
 
 
+def _shape_and_steps(args: argparse.Namespace, family):
+    """The video shape and step count a command runs with: ``--size``, ``--frames`` and ``--steps`` where given,
+    else the pipeline directory's own defaults (the embedded demo's without ``--model``)."""
+    from guidance import demo
+    from guidance.families.base import VideoShape
+    from server import pipeline_defaults
+    from server.pipeline_defaults import PipelineDefaults
+
+    defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if args.model is None
+                else pipeline_defaults.read(args.model, family))
+    width, height = args.size or (defaults.shape.width, defaults.shape.height)
+    shape = VideoShape(height=height, width=width, frames=args.frames or defaults.shape.frames)
+    return shape, args.steps or defaults.steps
+
+
 def _load(args: argparse.Namespace):
     from guidance.demo import DEFAULT_MODEL_DIR
     from guidance.families import load_pipeline

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from guidance.nrg import MODES
-from server.cli.common import _add_model_args, _load, _size, _window
+from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
 
 
 def add_parser(sub) -> None:
@@ -41,15 +41,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from guidance import demo
-    from guidance.families.base import VideoShape
     from guidance.nrg import defaults_for, parse_weights
     from guidance.output_checks import output_problems
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
     from guidance.video_io import write_video
-    from server import pipeline_defaults
     from server.judging import HeldOutJudges, load_judges, parse_judge_flags
-    from server.pipeline_defaults import PipelineDefaults
 
     if args.out.suffix not in (".mp4", ".npy"):
         raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
@@ -61,11 +58,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
     family = _load(args)
     judges = HeldOutJudges(load_judges(judge_specs, str(family.device)))
-    defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if embedded
-                else pipeline_defaults.read(args.model, family))
-    width, height = args.size or (defaults.shape.width, defaults.shape.height)
-    shape = VideoShape(height=height, width=width, frames=args.frames or defaults.shape.frames)
-    steps = args.steps or defaults.steps
+    shape, steps = _shape_and_steps(args, family)
     reward = load_reward_model(args.reward, family) if args.reward else None
     if reward is not None:
         source = "the embedded demo reward" if args.reward == demo.DEFAULT_REWARD_DIR else str(args.reward)

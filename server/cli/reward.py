@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.cli.common import _add_model_args, _load, _size, _window
+from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
 
 
 def _strengths(text: str) -> tuple[float, ...]:
@@ -59,24 +59,18 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from guidance import demo
-    from guidance.families.base import VideoShape
     from guidance.judges import load_judge, parse_named_spec
     from guidance.nrg import DEFAULT_WINDOW
     from guidance.train.distill import DistillConfig, Distiller, format_report, read_prompts
     from guidance.train.reward import TrainConfig
-    from server import pipeline_defaults
-    from server.pipeline_defaults import PipelineDefaults
 
     prompts = read_prompts(args.prompts)
     family = _load(args)
-    defaults = (PipelineDefaults(demo.DEFAULT_SHAPE, demo.DEFAULT_STEPS) if args.model is None
-                else pipeline_defaults.read(args.model, family))
-    width, height = args.size or (defaults.shape.width, defaults.shape.height)
-    shape = VideoShape(height=height, width=width, frames=args.frames or defaults.shape.frames)
+    shape, steps = _shape_and_steps(args, family)
     family.check_shape(shape)
     objectives = None if args.objectives is None else tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     config = DistillConfig(
-        prompts=prompts, shape=shape, steps=args.steps or defaults.steps, judge_name=args.judge,
+        prompts=prompts, shape=shape, steps=steps, judge_name=args.judge,
         objectives=objectives, pool=args.pool, test_share=args.test_share, tie_share=args.tie_share,
         batch=args.batch, window=args.window or DEFAULT_WINDOW,
         train=TrainConfig(epochs=args.epochs, num_blocks=args.blocks, trajectory_share=0.5),
