@@ -29,10 +29,10 @@ def _specs():
                        guidance=GuidanceSpec({"ta": 1.0}, 8.0, (0.2, 0.8), "best_of_n", 2))]
 
 
-def _run(family, reward, shape, steps: int, specs, denoiser_rows: int | None):
+def _run(family, reward, shape, steps: int, specs, batch_invariant: bool):
     from guidance.batch_state import BatchState
 
-    batch = BatchState(family, shape, reward, denoiser_rows=denoiser_rows)
+    batch = BatchState(family, shape, reward, batch_invariant=batch_invariant)
     batch.add(specs, steps, range(len(specs)))
     for _ in range(steps):
         batch.step()
@@ -50,19 +50,19 @@ def measure(model: Path | None, reward_dir: Path | None, steps: int, rounds: int
     family = load_pipeline(model or demo.DEFAULT_MODEL_DIR)
     reward = load_reward_model(reward_dir or demo.DEFAULT_REWARD_DIR, family)
     shape, specs = demo.DEFAULT_SHAPE, _specs()
-    modes = {"default": None, "batch_invariant": 1}
+    modes = {"default": False, "batch_invariant": True}
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     batched: dict[str, Any] = {}
     for _ in range(rounds):
-        for name, rows in modes.items():
+        for name, invariant in modes.items():
             start = time.perf_counter()
-            batched[name] = _run(family, reward, shape, steps, specs, rows)
+            batched[name] = _run(family, reward, shape, steps, specs, invariant)
             seconds[name].append(time.perf_counter() - start)
     distance: dict[str, dict[str, float]] = {}
-    for name, rows in modes.items():
+    for name, invariant in modes.items():
         frame_max, frame_share, latent_max = 0, 0.0, 0.0
         for i, spec in enumerate(specs):
-            alone = _run(family, reward, shape, steps, [spec], rows)
+            alone = _run(family, reward, shape, steps, [spec], invariant)
             a = frames_to_uint8(alone.frames[0]).astype(int)
             b = frames_to_uint8(batched[name].frames[i]).astype(int)
             frame_max = max(frame_max, int(abs(a - b).max()))

@@ -38,11 +38,11 @@ import torch
 
 from guidance import search
 from guidance.batch_rows import BatchRows
-from guidance.families.base import PipelineFamily, VideoShape
+from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
 from guidance.precision import check_guidance_dtype
-from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, reward_and_gradients
+from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, RowByRowReward, reward_and_gradients
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
 from guidance.timing import PhaseTimer
@@ -54,6 +54,11 @@ DECODE_CHUNK_ROWS = 1
 #: Index tensors a batch keeps on its device; past that many distinct ones (memberships change as
 #: samples come and go) the cache starts over.
 DEVICE_VALUES_KEPT = 64
+
+
+def _row(values: torch.Tensor | None, j: int) -> torch.Tensor | None:
+    """Row ``j`` of ``values`` as a batch of one (None stays None)."""
+    return None if values is None else values[j:j + 1]
 
 
 def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, loras: MultiLora | None = None) -> None:
@@ -90,10 +95,8 @@ class BatchState:
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
                  *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
-                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS, denoiser_rows: int | None = None) -> None:
+                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_invariant: bool = False) -> None:
         family.check_shape(shape)
-        if denoiser_rows is not None and denoiser_rows < 1:
-            raise ValueError(f"denoiser_rows must be >= 1 or None; got {denoiser_rows}")
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
         self.loras = loras
@@ -102,10 +105,14 @@ class BatchState:
         self.max_ratio = max_ratio
         #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
         #: that many rows', however many rows are guided.
-        self.reward_chunk_rows = reward_chunk_rows
-        #: Rows per denoiser call (None: all rows of an expert in one call). 1 makes every row's numbers
-        #: independent of its batch-mates on one machine (batch-invariant), at the cost of batching.
-        self.denoiser_rows = denoiser_rows
+        self.reward_chunk_rows = 1 if batch_invariant else reward_chunk_rows
+        #: Every model call (text encoder, denoiser, reward forward and backward, decoder) and every
+        #: fused step sees one row, so a row's numbers cannot depend on its batch-mates: a BLAS or a
+        #: reduction may pick its blocking, and so its rounding, by the number of rows it is given.
+        #: Costs the batching (``benchmarks/batch_invariance_bench.py``).
+        self.batch_invariant = batch_invariant
+        #: Scores without a gradient (search pruning, final rewards).
+        self.scorer = RowByRowReward(reward) if batch_invariant and reward is not None else reward
         self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
         self.device = family.device
         self.timer = PhaseTimer(self.device)
@@ -202,7 +209,7 @@ class BatchState:
             raise ValueError("finished samples must leave (pop_finished) before the next step")
         if self.reward is not None and len(rows) > len(set(rows.ids)):
             with self.timer.phase("guidance_s"):
-                search.select(rows, self.reward, self.shape)
+                search.select(rows, self.scorer, self.shape)
         index = rows.steps_done
         schedules = rows.schedules
         levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
@@ -232,7 +239,7 @@ class BatchState:
 
     def _predict(self, timesteps: torch.Tensor, experts: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The cond prediction of every row and the uncond one (cond itself for rows without CFG),
-        one denoiser call per expert present (usually one), or per ``denoiser_rows`` rows of it."""
+        one denoiser call per expert present (usually one), or per row of it (``batch_invariant``)."""
         rows, family, shape = self.rows, self.family, self.shape
         models = family.denoisers
         by_expert: dict[int, list[int]] = {}
@@ -241,7 +248,7 @@ class BatchState:
         batch = len(rows)
         position = {row: j for j, row in enumerate(rows.cfg_rows)}
         pred_cond = pred_uncond = None
-        size = self.denoiser_rows or batch
+        size = 1 if self.batch_invariant else batch
         calls = [(expert, group[i:i + size]) for expert, group in by_expert.items() for i in range(0, len(group), size)]
         for expert, members in calls:
             model = models[expert]
@@ -339,6 +346,9 @@ class BatchState:
         unguided = [row for row in range(batch) if coefs[row] == 0 or self.reward is None]
         if unguided:
             groups.append((unguided, "sum", None, None))
+        if self.batch_invariant:
+            groups = [([row], mode, _row(grads, j), _row(weights, j))
+                      for members, mode, grads, weights in groups for j, row in enumerate(members)]
         if len(groups) == 1:
             members, mode, grads, weights = groups[0]
             out, stats = guided_step(pred_cond, grads, weights, coef if grads is not None else None, mode=mode,
@@ -394,7 +404,7 @@ class BatchState:
         final_rewards = None
         if self.reward is not None:
             t_zero = torch.zeros(len(part), device=self.device)
-            final_rewards = self.reward(part.latents.float(), t_zero, part.cond, self.shape).float()
+            final_rewards = self.scorer(part.latents.float(), t_zero, part.cond, self.shape).float()
             final_rewards = final_rewards[search.finish(part, (final_rewards * part.weights).sum(dim=1))]
         frames = None
         if decode:
@@ -417,6 +427,20 @@ class BatchState:
         )
 
     # -- joining ----------------------------------------------------------------------------------
+    def _encode(self, prompts: list[str], negatives: list[str] | None,
+                ) -> tuple[TextConditioning, TextConditioning | None]:
+        """The text encoder's conditioning of these prompts: in one call, or one call per prompt
+        (``batch_invariant``)."""
+        if not self.batch_invariant or len(prompts) == 1:
+            return self.family.encode_prompts(prompts, negatives)
+        parts = [self.family.encode_prompts([p], None if negatives is None else [negatives[i]])
+                 for i, p in enumerate(prompts)]
+        cond, uncond = parts[0]
+        for c, u in parts[1:]:
+            cond = cond.cat(c)
+            uncond = None if uncond is None else uncond.cat(u)
+        return cond, uncond
+
     def _new_rows(self, specs: Sequence[SampleSpec], schedule: Schedule, ids: list[Hashable]) -> BatchRows:
         """Encode the prompts, then draw the noise of every row (a search sample's particles one after
         the other from its own generator)."""
@@ -424,7 +448,7 @@ class BatchState:
         cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
         cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
         negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
-        cond, uncond = family.encode_prompts([s.prompt for s in specs], negatives)
+        cond, uncond = self._encode([s.prompt for s in specs], negatives)
         cond = replace(cond, texts=tuple(s.prompt for s in specs))
         if uncond is not None and len(cfg_rows) < len(specs):
             uncond = uncond.select(cfg_rows)

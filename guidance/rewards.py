@@ -51,6 +51,21 @@ class CallableReward:
         return scores
 
 
+class RowByRowReward:
+    """A reward that scores one row per call, so a row's score cannot depend on how many rows share
+    the call (a BLAS may pick its blocking, and so its rounding, by the number of rows)."""
+
+    def __init__(self, reward: RewardFunction) -> None:
+        self.reward = reward
+        self.objectives = reward.objectives
+
+    def __call__(
+        self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape
+    ) -> torch.Tensor:
+        return torch.cat([self.reward(latents[row:row + 1], t[row:row + 1], cond.select([row]), shape)
+                          for row in range(latents.shape[0])])
+
+
 #: Rows scored and differentiated together in one reward backward. Rows are scored independently,
 #: so chunking is exact; one row per chunk keeps the backward's memory at one row's whatever the batch.
 DEFAULT_CHUNK_ROWS = 1

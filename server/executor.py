@@ -84,8 +84,8 @@ class BatchExecutor:
     def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None,
                  batch_invariant: bool = False) -> None:
         self.models = dict(models)
-        #: One row per denoiser call (``BatchState.denoiser_rows``): videos independent of their batch-mates.
-        self.denoiser_rows = 1 if batch_invariant else None
+        #: One row per model call (``BatchState.batch_invariant``): videos independent of their batch-mates.
+        self.batch_invariant = batch_invariant
         self.metrics = metrics
         self.judges = judges or HeldOutJudges({})
         self.batch: BatchState | None = None
@@ -130,7 +130,7 @@ class BatchExecutor:
                 torch.cuda.reset_peak_memory_stats(device)
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
             self.batch = BatchState(model.family, shape, self._reward_of(model, params), loras=loras,
-                                    denoiser_rows=self.denoiser_rows)
+                                    batch_invariant=self.batch_invariant)
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")

@@ -148,8 +148,8 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                             "no limit on the CPU; 0: no limit")
     serve.add_argument("--batch-invariant", action="store_true",
                        default=_env("BATCH_INVARIANT", "") not in ("", "0", "false"),
-                       help="one row per denoiser call: a job's video is the same bit for bit alone or in any batch "
-                            "on one machine, at the cost of batching the denoiser (docs/server.md, Reproducibility)")
+                       help="one row per model call: a job's video is the same bit for bit alone or in any batch "
+                            "on one machine, at the cost of batching (docs/server.md, Reproducibility)")
     serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
                        help="after SIGTERM, how long the running jobs may take to finish (default 30)")
     serve.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"),
