@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from guidance.nrg import GuidanceSpec
+
+if TYPE_CHECKING:  # tensors only in annotations: the server's request types import this without torch
+    import torch
 
 
 @dataclass(frozen=True)

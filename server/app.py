@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -24,12 +23,10 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from guidance.families.base import VideoShape
-from guidance.nrg import SEARCH_MODES, GuidanceDefaults, builtin_strength, defaults_for
+from guidance.nrg import defaults_for
 from server import access_log, playground
 from server.config import ServerConfig, memory_budget
 from server.engine import Engine
@@ -44,8 +41,9 @@ from server.metrics import Metrics
 from server.middleware import BearerAuth, BodyLimit, HostCheck, OriginCheck, ResponseGuard
 from server.openapi_doc import document
 from server.origin_policy import HostPolicy
+from server.request_resolver import RequestResolver
 from server.retention import Retention
-from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build_request_model
+from server.schema import ModelList, VideoDeleted, VideoList, VideoObject
 from server.roles import FrontEndOnly
 from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, open_store
 from server.store_errors import StoreError
@@ -99,33 +97,22 @@ def _unflatten_form(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _video_fields(job: Job, expires_at: float | None) -> dict[str, Any]:
-    p, r = job.params, job.result
+    spec, r = job.spec, job.result
     error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    checkpoint = spec.checkpoint
     return VideoObject(
-        id=job.id, model=p["model"], status=job.status, progress=job.progress, created_at=int(job.created_at),
+        id=job.id, model=spec.model, status=job.status, progress=job.progress, created_at=int(job.created_at),
         completed_at=int(job.completed_at) if job.completed_at else None,
-        expires_at=int(expires_at) if expires_at is not None else None, prompt=p["prompt"],
-        size=f"{p['width']}x{p['height']}", seconds=p["seconds"], error=error,
-        negative_prompt=p.get("negative_prompt"), width=p["width"], height=p["height"],
-        num_frames=p["num_frames"], fps=p["fps"], seed=p["seed"], num_inference_steps=p["num_inference_steps"],
-        guidance_scale=p["guidance_scale"], checkpoint=p.get("checkpoint"), checkpoint_scale=p.get("checkpoint_scale"),
-        reward_guidance=p.get("reward_guidance"),
-        **{k: r.get(k) for k in ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided", "batch_size", "queue_time_s",
-                                 "inference_time_s", "encode_time_s", "peak_memory_mb")},
+        expires_at=int(expires_at) if expires_at is not None else None, prompt=spec.prompt,
+        size=f"{spec.width}x{spec.height}", seconds=spec.seconds, error=error,
+        negative_prompt=spec.negative_prompt, width=spec.width, height=spec.height, num_frames=spec.num_frames,
+        fps=spec.fps, seed=spec.seed, num_inference_steps=spec.num_inference_steps,
+        guidance_scale=spec.guidance_scale, checkpoint=checkpoint.name if checkpoint else None,
+        checkpoint_scale=checkpoint.scale if checkpoint is not None and checkpoint.per_row else None,
+        reward_guidance=spec.reward_guidance_json(),
+        **{k: r.get(k) for k in ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided",
+                                 "batch_size", "queue_time_s", "inference_time_s", "encode_time_s", "peak_memory_mb")},
     ).model_dump(mode="json")
-
-
-def _snap_frames(hosted: HostedModel, width: int, height: int, wanted: int, limit: int) -> int:
-    """The valid frame count nearest to ``wanted`` (seconds * fps + 1) on the model's frame grid."""
-    for delta in range(0, 64):
-        for frames in (wanted - delta, wanted + delta):
-            if 1 <= frames <= limit:
-                try:
-                    hosted.family.check_shape(VideoShape(height, width, frames))
-                    return frames
-                except ValueError:
-                    continue
-    raise APIError(400, f"no valid frame count near {wanted} for model {hosted.name}", param="seconds")
 
 
 def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
@@ -133,7 +120,6 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
     if not models:
         raise ValueError("at least one model must be hosted")
     limits = config.limits
-    request_model = build_request_model(limits)
     store = open_store(config.store_url, config.data_dir, allow_empty=config.allow_empty_store)
     if config.role != "all" and not store.shared:
         store.close()
@@ -167,7 +153,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
             lease = LeaseKeeper(store, engine, worker_id, config.lease_s)
     retention = Retention(store, config.retention_days)
-    default_model = next(iter(models))
+    resolver = RequestResolver(models, limits, list(config.judges), judge_objectives)
     state = {"accepting": True}
 
     @asynccontextmanager
@@ -245,100 +231,6 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         except JSONBodyError as exc:
             raise APIError(400, str(exc), param=exc.param) from None
 
-    def _resolve(body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            req = request_model.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            messages = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-            )
-            raise APIError(400, messages, param=param) from None
-        name = req.model or default_model
-        if name not in models:
-            raise APIError(400, f"unknown model {name!r}; available: {', '.join(models)}", param="model",
-                           code="model_not_found")
-        hosted = models[name]
-        width = req.width or hosted.default_shape.width
-        height = req.height or hosted.default_shape.height
-        if width * height > limits.max_pixels:
-            raise APIError(400, f"size {width}x{height} exceeds max_pixels {limits.max_pixels}", param="size")
-        if req.num_frames is not None:
-            frames = req.num_frames
-        elif req.seconds is not None:
-            frames = _snap_frames(hosted, width, height, round(req.seconds * req.fps) + 1, limits.max_frames)
-        else:
-            frames = hosted.default_shape.frames
-        if frames > limits.max_frames:
-            raise APIError(400, f"num_frames {frames} exceeds max_frames {limits.max_frames}", param="num_frames")
-        try:
-            hosted.family.check_shape(VideoShape(height, width, frames))
-        except ValueError as exc:
-            field = str(exc).split()[0]
-            raise APIError(400, str(exc), param={"frames": "num_frames"}.get(field, field)) from None
-        steps = req.num_inference_steps or min(hosted.default_steps, limits.max_steps)
-        if req.checkpoint is not None:
-            names = hosted.checkpoints.names if hosted.checkpoints is not None else []
-            if req.checkpoint not in names:
-                raise APIError(400, f"unknown checkpoint {req.checkpoint!r} for model {name}; registered: "
-                               f"{', '.join(names) or 'none'}", param="checkpoint", code="checkpoint_not_found")
-        checkpoint_scale = None
-        if req.checkpoint_scale is not None and req.checkpoint is None:
-            raise APIError(400, "checkpoint_scale needs a checkpoint", param="checkpoint_scale")
-        if req.checkpoint is not None and hosted.checkpoints.kind(req.checkpoint) == "lora":
-            checkpoint_scale = 1.0 if req.checkpoint_scale is None else float(req.checkpoint_scale)
-        elif req.checkpoint_scale not in (None, 1.0):
-            raise APIError(400, f"checkpoint_scale applies to LoRA checkpoints; {req.checkpoint!r} holds full "
-                           "weights", param="checkpoint_scale")
-        guidance = None
-        if req.reward_guidance is not None:
-            given = req.reward_guidance
-            if given.judge is not None:
-                if given.judge not in config.judges:
-                    raise APIError(400, f"unknown judge {given.judge!r}; registered: {', '.join(config.judges) or 'none'}",
-                                   param="reward_guidance.judge", code="judge_not_found")
-                if given.mode is not None and given.mode not in SEARCH_MODES:
-                    raise APIError(400, f"judge {given.judge} ranks the particles of best_of_n and fk; mode {given.mode} "
-                                   "needs a reward model's gradient", param="reward_guidance.mode")
-                spec = GuidanceDefaults(mode="best_of_n", strength=builtin_strength("best_of_n")).complete(
-                    given.weights, given.strength, given.window, given.mode, given.particles)
-                objectives = judge_objectives.get(given.judge)
-            elif hosted.reward is None:
-                raise APIError(400, f"model {name} has no reward model, so reward_guidance needs a judge "
-                               f"(reward_guidance.judge, one of: {', '.join(config.judges) or 'none registered'})",
-                               param="reward_guidance")
-            else:
-                spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode,
-                                                            given.particles)
-                objectives = hosted.reward.objectives
-            try:
-                if objectives is not None:  # an API process without the judges loaded leaves it to the worker
-                    spec.validate(objectives)
-            except ValueError as exc:
-                raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
-            if spec.search and not hosted.family.euler_scheduler:
-                raise APIError(400, f"mode {spec.mode} needs a flow-matching model (an Euler scheduler); {name} is "
-                               f"{hosted.family.name}", param="reward_guidance.mode")
-            # The effective settings, defaults filled in, are what the job runs with and reports.
-            guidance = {"weights": dict(spec.weights), "strength": spec.strength, "window": list(spec.window),
-                        "mode": spec.mode, "particles": spec.particles if spec.mode in SEARCH_MODES else None,
-                        "judge": given.judge}
-        judges = list(config.judges) if req.judges is None else list(dict.fromkeys(req.judges))
-        unknown = [j for j in judges if j not in config.judges]
-        if unknown:
-            raise APIError(400, f"unknown judge(s) {unknown}; registered: {', '.join(config.judges) or 'none'}",
-                           param="judges", code="judge_not_found")
-        cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
-        return {
-            "model": name, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
-            "width": width, "height": height, "num_frames": frames, "fps": req.fps,
-            "seconds": f"{(frames - 1) / req.fps:g}",
-            "seed": req.seed if req.seed is not None else secrets.randbelow(2**63),
-            "num_inference_steps": steps, "guidance_scale": float(cfg), "checkpoint": req.checkpoint,
-            "checkpoint_scale": checkpoint_scale, "reward_guidance": guidance, "judges": judges,
-        }
-
     @app.post("/v1/videos", response_model=VideoObject, tags=["videos"],
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/VideoCreateRequest"}},
@@ -350,12 +242,12 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
                            headers={"Retry-After": "5"})
         if lifecycle.draining or not state["accepting"] or not engine.alive:
             raise APIError(503, "server is shutting down", code="unavailable", headers={"Retry-After": "5"})
-        params = _resolve(await _read_body(request))
+        spec = resolver.resolve(await _read_body(request))
         if store.count_active() >= config.max_queue:
             metrics.requests.labels(status="rejected").inc()
             raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
                            code="queue_full", headers={"Retry-After": "2"})
-        job = store.create(params, owner=_caller(request).owner)
+        job = store.create(spec.to_json(), owner=_caller(request).owner)
         events.publish(job.id, "queued")
         engine.wake()
         return JSONResponse(_video_object(job))
@@ -514,7 +406,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            body = resolver.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["VideoCreateRequest"] = body

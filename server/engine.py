@@ -41,7 +41,8 @@ from guidance.precision import pin_thread_device
 from guidance.sample_types import SampleProgress
 from server.cancellation import CancelRequests, LocalCancelRequests
 from server.events import EventSink
-from server.executor import BatchExecutor, FinishedSample, batch_checkpoint, job_rows
+from server.executor import BatchExecutor, FinishedSample
+from server.job_spec import BatchKey, JobSpec
 from server.hosted_model import HostedModel
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
@@ -258,7 +259,7 @@ class Engine:
         # reach, and it was re-queued): it must not join its own batch twice.
         held = self.held_job_ids()
         jobs = {job.id: job for job in self.store.queued(self.models) if job.id not in held}
-        queued = [QueuedJob(job.id, self._key(job.params), job.created_at, job.id in self._solo, job_rows(job.params))
+        queued = [QueuedJob(job.id, self._key(job.spec), job.created_at, job.id in self._solo, job.spec.rows)
                   for job in jobs.values()]
         plan = self.policy.plan(queued, self.executor.running(), time.time(), self._capacity(jobs.values()))
         if not plan.admit:
@@ -275,7 +276,7 @@ class Engine:
         for job in started:
             self.metrics.queue_wait.observe(now - job.created_at)
             self.bus.publish(job.id, "started", batch_size=size)
-        key = self._key(started[0].params)
+        key = self._key(started[0].spec)
         solo = any(job.id in self._solo for job in started)
         try:
             self.executor.admit(started, key, now, solo=solo)
@@ -283,21 +284,20 @@ class Engine:
             self._isolate(started, exc)
         return None
 
-    def _capacity(self, jobs: Iterable[Job]) -> dict[tuple, int] | None:
+    def _capacity(self, jobs: Iterable[Job]) -> dict[BatchKey, int] | None:
         """The rows a batch of each queued key may hold within the memory budget (None: no budget)."""
         if self.memory_budget is None:
             return None
-        capacity: dict[tuple, int] = {}
+        capacity: dict[BatchKey, int] = {}
         for job in jobs:
-            key = self._key(job.params)
+            key = self._key(job.spec)
             if key not in capacity:
-                capacity[key] = self.executor.estimate(job.params).rows_within(self.memory_budget)
+                capacity[key] = self.executor.estimate(job.spec).rows_within(self.memory_budget)
         return capacity
 
-    def _key(self, params: Mapping[str, Any]) -> tuple:
-        """The policy's key of a job, by the checkpoint its batch needs (LoRA jobs: the base model's)."""
-        return self.policy.key({**params, "checkpoint": batch_checkpoint(params)},
-                               steppable=self.models[params["model"]].family.euler_scheduler)
+    def _key(self, spec: JobSpec) -> BatchKey:
+        """The policy's key of a job (its samples step alone unless the model's scheduler keeps history)."""
+        return spec.batch_key(self.policy.mode, steppable=self.models[spec.model].family.euler_scheduler)
 
     def _cancel_requested(self) -> None:
         wanted = self.cancels.take(self.executor.job_ids)

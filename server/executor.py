@@ -19,45 +19,14 @@ from guidance.batch_state import BatchState
 from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
 from guidance.memory import MemoryEstimate, batch_estimate
-from guidance.nrg import DEFAULT_PARTICLES, GuidanceSpec
 from guidance.output_checks import output_problems
-from guidance.sample_types import SampleProgress, SampleSpec
+from guidance.sample_types import SampleProgress
 from server.hosted_model import HostedModel
+from server.job_spec import BatchKey, JobSpec
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.scheduling import RunningBatch
 from server.store import Job
-
-
-def sample_spec(params: Mapping[str, Any]) -> SampleSpec:
-    """A job's parameters as the sampler's per-sample settings. A LoRA checkpoint (the job has a
-    ``checkpoint_scale``) is the sample's own adapter; a full-weight one is the batch's weights."""
-    guidance = params.get("reward_guidance")
-    lora = params.get("checkpoint") if params.get("checkpoint_scale") is not None else None
-    return SampleSpec(
-        lora=lora,
-        lora_scale=1.0 if lora is None else float(params["checkpoint_scale"]),
-        prompt=params["prompt"],
-        negative_prompt=params.get("negative_prompt"),
-        seed=params["seed"],
-        cfg_scale=params["guidance_scale"],
-        guidance=GuidanceSpec(
-            weights=guidance["weights"], strength=guidance["strength"], window=tuple(guidance["window"]),
-            mode=guidance["mode"], particles=guidance.get("particles") or DEFAULT_PARTICLES,
-        ) if guidance else None,
-    )
-
-
-def job_rows(params: Mapping[str, Any]) -> int:
-    """Rows a job takes in every denoiser call: one per particle in the search modes, else one."""
-    guidance = sample_spec(params).guidance
-    return guidance.particles if guidance is not None and guidance.search else 1
-
-
-def batch_checkpoint(params: Mapping[str, Any]) -> str | None:
-    """The checkpoint a job's batch must have active: its full-weight checkpoint, else the base model
-    (LoRA checkpoints are applied per sample, so jobs of any LoRA share the base model's batches)."""
-    return params.get("checkpoint") if params.get("checkpoint_scale") is None else None
 
 
 @dataclass
@@ -90,7 +59,7 @@ class BatchExecutor:
         self.judges = judges or HeldOutJudges({})
         self.batch: BatchState | None = None
         self.model: HostedModel | None = None
-        self.key: tuple | None = None
+        self.key: BatchKey | None = None
         self.solo = False
         self.jobs: dict[str, RunningJob] = {}
         self._last_step = time.perf_counter()
@@ -106,41 +75,40 @@ class BatchExecutor:
             return None
         return RunningBatch(self.key, self.batch.rows_in_use, joinable=self.batch.joinable and not self.solo)
 
-    def estimate(self, params: Mapping[str, Any]) -> MemoryEstimate:
+    def estimate(self, spec: JobSpec) -> MemoryEstimate:
         """The memory estimate of batches of this job's model and shape (``guidance.memory``), cached."""
-        key = (params["model"], VideoShape(height=params["height"], width=params["width"],
-                                           frames=params["num_frames"]))
+        key = (spec.model, _shape(spec))
         if key not in self._estimates:
             model = self.models[key[0]]
             self._estimates[key] = batch_estimate(model.family, model.reward, key[1])
         return self._estimates[key]
 
-    def admit(self, jobs: list[Job], key: tuple, started_at: float, solo: bool = False) -> None:
+    def admit(self, jobs: list[Job], key: BatchKey, started_at: float, solo: bool = False) -> None:
         """Start a batch with ``jobs`` or add them to the running one (same ``key``). Raises what the
         sampler raises (bad input, out of memory); the running batch is untouched then."""
         if not jobs:
             return
-        params = jobs[0].params
+        spec = jobs[0].spec
         if not self.jobs:
-            model = self.models[params["model"]]
-            model.activate(batch_checkpoint(params))
-            shape = VideoShape(height=params["height"], width=params["width"], frames=params["num_frames"])
+            model = self.models[spec.model]
+            model.activate(spec.batch_weights)
+            shape = _shape(spec)
             device = model.family.device
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
-            self.batch = BatchState(model.family, shape, self._reward_of(model, params), loras=loras,
+            self.batch = BatchState(model.family, shape, self._reward_of(model, spec), loras=loras,
                                     batch_invariant=self.batch_invariant)
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
         by_steps: dict[int, list[Job]] = {}
         for job in jobs:
-            by_steps.setdefault(job.params["num_inference_steps"], []).append(job)
+            by_steps.setdefault(job.spec.num_inference_steps, []).append(job)
         added: list[str] = []
         try:
             for steps, group in by_steps.items():
-                self.batch.add([sample_spec(job.params) for job in group], steps, [job.id for job in group])
+                self.batch.add([job.spec.to_sample_spec() for job in group], steps, [job.id for job in group])
                 added += [job.id for job in group]
         except Exception:
             self.batch.remove(added)  # all or none of ``jobs`` join
@@ -153,14 +121,14 @@ class BatchExecutor:
         for job in jobs:
             self.jobs[job.id] = RunningJob(job, started_at, now)
 
-    def _reward_of(self, model: HostedModel, params: Mapping[str, Any]):
+    def _reward_of(self, model: HostedModel, spec: JobSpec):
         """What the batch's rows are scored by: the job's judge (search ranked by it) or the model's reward."""
-        judge = (params.get("reward_guidance") or {}).get("judge")
+        judge = spec.judge
         if judge is None:
             return model.reward
         if judge not in self.judges.judges:
             raise ValueError(f"judge {judge} is not loaded in this worker")
-        return JudgeReward(model.family, self.judges.judges[judge].judge, float(params["fps"]))
+        return JudgeReward(model.family, self.judges.judges[judge].judge, float(spec.fps))
 
     def cancel(self, job_ids: set[str]) -> list[Job]:
         """Stop these jobs; those that left the batch at once (the others ride along to its end)."""
@@ -201,12 +169,12 @@ class BatchExecutor:
         if peak_mb is not None:
             self.metrics.device_memory.set(peak_mb * 2**20)
         runs = [self.jobs[sid] for sid in result.ids]
-        problems = output_problems(result, [run.job.params["num_inference_steps"] for run in runs])
+        problems = output_problems(result, [run.job.spec.num_inference_steps for run in runs])
         judge_scores = [None] * len(runs)
         if result.frames is not None:
             judge_scores = self.judges.score(
-                result.frames, [run.job.params["prompt"] for run in runs], [run.job.params["fps"] for run in runs],
-                [[] if problems[row] else run.job.params.get("judges", []) for row, run in enumerate(runs)])
+                result.frames, [run.job.spec.prompt for run in runs], [run.job.spec.fps for run in runs],
+                [[] if problems[row] else list(run.job.spec.judges) for row, run in enumerate(runs)])
         frames = None if result.frames is None else result.frames.cpu()
         now = time.perf_counter()
         finished = []
@@ -225,7 +193,7 @@ class BatchExecutor:
                 "judge_scores": judge_scores[row],
                 "guidance_skipped_steps": result.skipped_steps[row],
                 # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
-                "cost_vs_unguided": round(result.denoiser_passes[row] / job.params["num_inference_steps"], 4),
+                "cost_vs_unguided": round(result.denoiser_passes[row] / job.spec.num_inference_steps, 4),
                 "batch_size": max(1, round(sum(sizes) / len(sizes))),
                 "queue_time_s": round(run.started_at - job.created_at, 4),
                 "inference_time_s": round(now - run.admitted, 4),
@@ -247,3 +215,7 @@ class BatchExecutor:
     def _reset(self) -> None:
         self.batch = self.model = self.key = None
         self.solo = False
+
+
+def _shape(spec: JobSpec) -> VideoShape:
+    return VideoShape(height=spec.height, width=spec.width, frames=spec.num_frames)

@@ -12,19 +12,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from server.job_spec import JobSpec
 from server.store import JobStore
 
 log = logging.getLogger("nrg.jobs")
 
 
-def _settings(params: dict[str, Any]) -> str:
-    guidance = params.get("reward_guidance")
-    steering = "unguided" if guidance is None else (
-        "guided " + ",".join(f"{k}={v:g}" for k, v in guidance["weights"].items())
-        + f" ({guidance['mode']}, strength {guidance['strength']:g})")
-    checkpoint = f", checkpoint {params['checkpoint']}" if params.get("checkpoint") else ""
-    return (f"model {params['model']}{checkpoint}, {params['width']}x{params['height']}x{params['num_frames']}, "
-            f"{params['num_inference_steps']} steps, seed {params['seed']}, {steering}")
+def _settings(spec: JobSpec) -> str:
+    g = spec.guidance
+    steering = "unguided" if g is None else (
+        "guided " + ",".join(f"{k}={v:g}" for k, v in g.weights.items()) + f" ({g.mode}, strength {g.strength:g})")
+    checkpoint = f", checkpoint {spec.checkpoint.name}" if spec.checkpoint else ""
+    return (f"model {spec.model}{checkpoint}, {spec.width}x{spec.height}x{spec.num_frames}, "
+            f"{spec.num_inference_steps} steps, seed {spec.seed}, {steering}")
 
 
 class JobLog:
@@ -37,7 +37,7 @@ class JobLog:
         extra: dict[str, Any] = {"job": job_id, "event": kind}
         if kind == "queued":
             job = self.store.get(job_id)
-            log.info("job %s accepted: %s", job_id, _settings(job.params) if job else "?", extra=extra)
+            log.info("job %s accepted: %s", job_id, _settings(job.spec) if job else "?", extra=extra)
         elif kind == "started":
             extra["batch_size"] = data["batch_size"]
             log.info("job %s started in a batch of %d", job_id, data["batch_size"], extra=extra)

@@ -104,7 +104,7 @@ class OutputWriter:
         job = output.job
         started = time.perf_counter()
         try:
-            write_video(output.frames, self.store.video_path(job.id), fps=job.params["fps"])
+            write_video(output.frames, self.store.video_path(job.id), fps=job.spec.fps)
             write_thumbnail(frames_to_uint8(output.frames[0]), self.store.thumbnail_path(job.id))
         except Exception as exc:  # noqa: BLE001 - one job's encode failure is that job's alone
             self.store.remove_outputs(job.id)

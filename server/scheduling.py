@@ -10,7 +10,8 @@ and what runs; the answer is the jobs to admit now, or how long an idle engine m
 * With nothing running (both modes), the oldest queued job fixes the key and the queued jobs with
   that key that fit start together, once the batch is full or the oldest job has waited
   ``batch_wait_s`` since it arrived.
-* ``static``: the key is (model, checkpoint, size, frames, *steps*) and a batch is fixed when it starts.
+* ``static``: the key (``server.job_spec.BatchKey``: model weights, size, frames, judge) includes the
+  step count, and a batch is fixed when it starts.
 * ``continuous``: the key drops the step count (each sample carries its own schedule), and queued
   jobs join a running batch of their key at the next step boundary, up to its capacity in rows, as
   finished and cancelled samples free their rows.
@@ -25,19 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 BatchingMode = Literal["static", "continuous"]
 BATCHING_MODES: tuple[str, ...] = ("static", "continuous")
-
-
-def batch_key(params: Mapping[str, Any], mode: BatchingMode, steppable: bool = True) -> tuple:
-    """What jobs must share to run as one batch. Guidance (weights, strength, window, mode, particles),
-    prompts, seeds and CFG scales are per sample; in continuous mode so is the step count, unless the
-    model's scheduler keeps batched history (``steppable`` False: its samples step together)."""
-    judge = (params.get("reward_guidance") or {}).get("judge")  # a judge-ranked search runs with the judge as reward
-    key = (params["model"], params.get("checkpoint"), params["width"], params["height"], params["num_frames"], judge)
-    return key if mode == "continuous" and steppable else (*key, params["num_inference_steps"])
 
 
 @dataclass(frozen=True)
@@ -79,9 +71,6 @@ class BatchingPolicy:
         self.mode = mode
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
-
-    def key(self, params: Mapping[str, Any], steppable: bool = True) -> tuple:
-        return batch_key(params, self.mode, steppable)
 
     def plan(self, queued: Sequence[QueuedJob], running: RunningBatch | None, now: float,
              capacity: Mapping[Hashable, int] | None = None) -> Plan:

@@ -22,8 +22,11 @@ import secrets
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from server.job_spec import JobSpec
 
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"
 ACTIVE = (QUEUED, IN_PROGRESS)
@@ -57,6 +60,11 @@ class Job:
     worker: str | None = None
     #: The owner id of the API key that created it (``server.tenancy``); None without keys.
     owner: str | None = None
+
+    @cached_property
+    def spec(self) -> JobSpec:
+        """``params`` read as the typed request."""
+        return JobSpec.from_json(self.params)
 
 
 def new_job_id() -> str:

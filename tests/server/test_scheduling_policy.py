@@ -2,22 +2,11 @@
 
 import pytest
 
-from server.scheduling import BatchingPolicy, Plan, QueuedJob, RunningBatch, batch_key
-
-PARAMS = {"model": "m", "checkpoint": None, "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4}
+from server.scheduling import BatchingPolicy, Plan, QueuedJob, RunningBatch
 
 
 def jobs(*keys, solo=()):
     return [QueuedJob(f"j{i}", key, created_at=float(i), solo=f"j{i}" in solo) for i, key in enumerate(keys)]
-
-
-def test_the_step_count_is_part_of_the_key_only_in_static_mode():
-    other_steps = {**PARAMS, "num_inference_steps": 8}
-    assert batch_key(PARAMS, "continuous") == batch_key(other_steps, "continuous")
-    assert batch_key(PARAMS, "static") != batch_key(other_steps, "static")
-    assert batch_key(PARAMS, "continuous") != batch_key({**PARAMS, "checkpoint": "dpo"}, "continuous")
-    # A multistep scheduler's samples step together: the step count stays in its key.
-    assert batch_key(PARAMS, "continuous", steppable=False) != batch_key(other_steps, "continuous", steppable=False)
 
 
 @pytest.mark.parametrize("mode", ["static", "continuous"])

@@ -1,0 +1,158 @@
+"""The typed request: what one job runs with, every default filled in, from the handler to the kernel.
+
+The handler resolves a request body against the hosted model (``server.request_resolver``) into a
+:class:`JobSpec`; the store keeps its JSON (:meth:`JobSpec.to_json`, the same keys the API reports);
+the batching policy reads its :class:`BatchKey` and rows, the executor its :class:`SampleSpec`. A
+request field is added here, in the schema that documents it, and where it is used, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from guidance.nrg import SEARCH_MODES, GuidanceSpec
+from guidance.sample_types import SampleSpec
+from server.scheduling import BatchingMode
+
+CheckpointKind = Literal["lora", "full"]
+CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """An aligned checkpoint a job runs with. A LoRA one is the job's own adapter at ``scale`` (applied
+    per row, so jobs of any LoRA share the base model's batches); a full-weight one replaces the
+    model's weights, so its jobs need batches of their own."""
+
+    name: str
+    kind: CheckpointKind
+    #: The LoRA's strength: 0 the base model, 1 as trained; full weights have no scale (always 1).
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint kind must be one of {', '.join(CHECKPOINT_KINDS)}; got {self.kind!r}")
+        if self.kind == "full" and self.scale != 1.0:
+            raise ValueError(f"checkpoint_scale applies to LoRA checkpoints; {self.name!r} holds full weights")
+
+    @property
+    def per_row(self) -> bool:
+        return self.kind == "lora"
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What jobs must share to run as one batch. Prompts, seeds, CFG scales, guidance and LoRA
+    adapters are per row; the model's weights, the video's shape and what scores the rows are not."""
+
+    model: str
+    #: The full-weight checkpoint the batch runs with; None for the base model (LoRA jobs included).
+    weights: str | None
+    width: int
+    height: int
+    frames: int
+    #: The judge that ranks a judge-steered search (it stands in for the reward model); None otherwise.
+    judge: str | None
+    #: The step count, for batches whose samples must step together (static batching, multistep
+    #: schedulers); None when samples of any step count share a batch.
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job's effective settings (defaults resolved, seed drawn), as it runs and as it is reported."""
+
+    model: str
+    prompt: str
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    negative_prompt: str | None = None
+    checkpoint: CheckpointRef | None = None
+    guidance: GuidanceSpec | None = None
+    #: Ranks the particles of a search-mode ``guidance`` instead of the reward model.
+    judge: str | None = None
+    #: Held-out judges that score the finished video.
+    judges: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.judge is not None and (self.guidance is None or self.guidance.mode not in SEARCH_MODES):
+            raise ValueError(f"reward_guidance.judge ranks the particles of {' and '.join(SEARCH_MODES)}; "
+                             f"mode {self.guidance.mode if self.guidance else None} needs a reward model's gradient")
+
+    @property
+    def seconds(self) -> str:
+        """The clip's length as the API reports it (OpenAI's video object has it as a string)."""
+        return f"{(self.num_frames - 1) / self.fps:g}"
+
+    @property
+    def rows(self) -> int:
+        """Rows the job takes in every denoiser call: one per particle in the search modes, else one."""
+        return self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+
+    @property
+    def batch_weights(self) -> str | None:
+        """The checkpoint the job's batch must have active: a full-weight one, else the base model."""
+        return self.checkpoint.name if self.checkpoint is not None and not self.checkpoint.per_row else None
+
+    def batch_key(self, mode: BatchingMode, steppable: bool = True) -> BatchKey:
+        """In continuous mode samples of any step count share a batch, unless the model's scheduler
+        keeps batched history (``steppable`` False: its samples step together)."""
+        steps = None if mode == "continuous" and steppable else self.num_inference_steps
+        return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps)
+
+    def to_sample_spec(self) -> SampleSpec:
+        lora = self.checkpoint if self.checkpoint is not None and self.checkpoint.per_row else None
+        return SampleSpec(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
+                          cfg_scale=self.guidance_scale, guidance=self.guidance,
+                          lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0)
+
+    def reward_guidance_json(self) -> dict[str, Any] | None:
+        """The effective ``reward_guidance``, as the job reports it."""
+        g = self.guidance
+        if g is None:
+            return None
+        return {"weights": dict(g.weights), "strength": g.strength, "window": list(g.window), "mode": g.mode,
+                "particles": g.particles if g.mode in SEARCH_MODES else None, "judge": self.judge}
+
+    def to_json(self) -> dict[str, Any]:
+        """The store's record: the API's request fields, effective values."""
+        ref = self.checkpoint
+        return {
+            "model": self.model, "prompt": self.prompt, "negative_prompt": self.negative_prompt,
+            "width": self.width, "height": self.height, "num_frames": self.num_frames, "fps": self.fps,
+            "seconds": self.seconds, "seed": self.seed, "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale, "checkpoint": ref.name if ref else None,
+            "checkpoint_kind": ref.kind if ref else None,
+            "checkpoint_scale": ref.scale if ref is not None and ref.per_row else None,
+            "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
+        LoRA by having a ``checkpoint_scale``."""
+        name = data.get("checkpoint")
+        ref = None
+        if name is not None:
+            scale = data.get("checkpoint_scale")
+            kind = data.get("checkpoint_kind") or ("full" if scale is None else "lora")
+            ref = CheckpointRef(name, kind, 1.0 if scale is None else float(scale))
+        given = data.get("reward_guidance")
+        guidance = None
+        if given is not None:
+            guidance = GuidanceSpec(dict(given["weights"]), float(given["strength"]),
+                                    tuple(float(v) for v in given["window"]),
+                                    given["mode"], **({"particles": given["particles"]} if given.get("particles")
+                                                      else {}))
+        return cls(model=data["model"], prompt=data["prompt"], width=data["width"], height=data["height"],
+                   num_frames=data["num_frames"], fps=data["fps"], seed=data["seed"],
+                   num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
+                   negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
+                   judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()))

@@ -1,0 +1,156 @@
+"""A request body to a :class:`JobSpec`: the schema's checks, then what needs the hosted model.
+
+The request model (``server.schema``) checks each field against the server's limits; what depends on
+the model (its default shape and steps, its frame grid, its checkpoints, its reward model's
+objectives and guidance defaults, the registered judges) is checked here, once, and every default
+is filled in, so the spec is what the job runs with and reports. Each failure is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from guidance.families.base import VideoShape
+from guidance.nrg import SEARCH_MODES, GuidanceDefaults, GuidanceSpec, builtin_strength, defaults_for
+from server.errors import APIError
+from server.hosted_model import HostedModel
+from server.job_spec import CheckpointRef, JobSpec
+from server.schema import Limits, build_request_model
+
+#: How far from the asked frame count (seconds * fps + 1) the nearest valid one is looked for.
+FRAME_SEARCH_SPAN = 64
+
+
+class RequestResolver:
+    """Resolves POST /v1/videos bodies against the hosted models, the limits and the registered judges."""
+
+    def __init__(self, models: Mapping[str, HostedModel], limits: Limits, judges: Sequence[str],
+                 judge_objectives: Mapping[str, tuple[str, ...]]) -> None:
+        self.models = models
+        self.limits = limits
+        self.request_model = build_request_model(limits)
+        self.judges = tuple(judges)
+        #: The objectives of the judges loaded in this process (none in an API-only process, whose
+        #: workers check them).
+        self.judge_objectives = judge_objectives
+        self.default_model = next(iter(models))
+
+    def resolve(self, body: dict[str, Any]) -> JobSpec:
+        try:
+            req = self.request_model.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            messages = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise APIError(400, messages, param=param) from None
+        name = req.model or self.default_model
+        if name not in self.models:
+            raise APIError(400, f"unknown model {name!r}; available: {', '.join(self.models)}", param="model",
+                           code="model_not_found")
+        hosted = self.models[name]
+        width, height, frames = self._shape(hosted, req)
+        limits = self.limits
+        steps = req.num_inference_steps or min(hosted.default_steps, limits.max_steps)
+        checkpoint = self._checkpoint(name, hosted, req.checkpoint, req.checkpoint_scale)
+        guidance, judge = (None, None) if req.reward_guidance is None else self._guidance(name, hosted,
+                                                                                           req.reward_guidance)
+        judges = list(self.judges) if req.judges is None else list(dict.fromkeys(req.judges))
+        unknown = [j for j in judges if j not in self.judges]
+        if unknown:
+            raise APIError(400, f"unknown judge(s) {unknown}; registered: {', '.join(self.judges) or 'none'}",
+                           param="judges", code="judge_not_found")
+        cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
+        return JobSpec(
+            model=name, prompt=req.prompt, negative_prompt=req.negative_prompt, width=width, height=height,
+            num_frames=frames, fps=req.fps, seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
+            num_inference_steps=steps, guidance_scale=float(cfg),
+            checkpoint=checkpoint,
+            guidance=guidance, judge=judge, judges=tuple(judges),
+        )
+
+    def _shape(self, hosted: HostedModel, req: Any) -> tuple[int, int, int]:
+        limits = self.limits
+        width = req.width or hosted.default_shape.width
+        height = req.height or hosted.default_shape.height
+        if width * height > limits.max_pixels:
+            raise APIError(400, f"size {width}x{height} exceeds max_pixels {limits.max_pixels}", param="size")
+        if req.num_frames is not None:
+            frames = req.num_frames
+        elif req.seconds is not None:
+            frames = _snap_frames(hosted, width, height, round(req.seconds * req.fps) + 1, limits.max_frames)
+        else:
+            frames = hosted.default_shape.frames
+        if frames > limits.max_frames:
+            raise APIError(400, f"num_frames {frames} exceeds max_frames {limits.max_frames}", param="num_frames")
+        try:
+            hosted.family.check_shape(VideoShape(height, width, frames))
+        except ValueError as exc:
+            field = str(exc).split()[0]
+            raise APIError(400, str(exc), param={"frames": "num_frames"}.get(field, field)) from None
+        return width, height, frames
+
+    @staticmethod
+    def _checkpoint(model: str, hosted: HostedModel, name: str | None, scale: float | None) -> CheckpointRef | None:
+        if name is None:
+            if scale is not None:
+                raise APIError(400, "checkpoint_scale needs a checkpoint", param="checkpoint_scale")
+            return None
+        names = hosted.checkpoints.names if hosted.checkpoints is not None else []
+        if name not in names:
+            raise APIError(400, f"unknown checkpoint {name!r} for model {model}; registered: "
+                           f"{', '.join(names) or 'none'}", param="checkpoint", code="checkpoint_not_found")
+        if hosted.checkpoints.kind(name) == "lora":
+            return CheckpointRef(name, "lora", 1.0 if scale is None else float(scale))
+        if scale not in (None, 1.0):
+            raise APIError(400, f"checkpoint_scale applies to LoRA checkpoints; {name!r} holds full weights",
+                           param="checkpoint_scale")
+        return CheckpointRef(name, "full")
+
+    def _guidance(self, model: str, hosted: HostedModel, given: Any) -> tuple[GuidanceSpec, str | None]:
+        """The effective guidance (defaults filled in) and the judge that ranks its particles, if any."""
+        judges = ", ".join(self.judges)
+        if given.judge is not None:
+            if given.judge not in self.judges:
+                raise APIError(400, f"unknown judge {given.judge!r}; registered: {judges or 'none'}",
+                               param="reward_guidance.judge", code="judge_not_found")
+            if given.mode is not None and given.mode not in SEARCH_MODES:
+                raise APIError(400, f"judge {given.judge} ranks the particles of best_of_n and fk; mode {given.mode} "
+                               "needs a reward model's gradient", param="reward_guidance.mode")
+            spec = GuidanceDefaults(mode="best_of_n", strength=builtin_strength("best_of_n")).complete(
+                given.weights, given.strength, given.window, given.mode, given.particles)
+            objectives = self.judge_objectives.get(given.judge)
+        elif hosted.reward is None:
+            raise APIError(400, f"model {model} has no reward model, so reward_guidance needs a judge "
+                           f"(reward_guidance.judge, one of: {judges or 'none registered'})", param="reward_guidance")
+        else:
+            spec = defaults_for(hosted.reward).complete(given.weights, given.strength, given.window, given.mode,
+                                                        given.particles)
+            objectives = hosted.reward.objectives
+        try:
+            if objectives is not None:  # an API process without the judges loaded leaves it to the worker
+                spec.validate(objectives)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
+        if spec.search and not hosted.family.euler_scheduler:
+            raise APIError(400, f"mode {spec.mode} needs a flow-matching model (an Euler scheduler); {model} is "
+                           f"{hosted.family.name}", param="reward_guidance.mode")
+        return spec, given.judge
+
+
+def _snap_frames(hosted: HostedModel, width: int, height: int, wanted: int, limit: int) -> int:
+    """The valid frame count nearest to ``wanted`` (seconds * fps + 1) on the model's frame grid."""
+    for delta in range(0, FRAME_SEARCH_SPAN):
+        for frames in (wanted - delta, wanted + delta):
+            if 1 <= frames <= limit:
+                try:
+                    hosted.family.check_shape(VideoShape(height, width, frames))
+                    return frames
+                except ValueError:
+                    continue
+    raise APIError(400, f"no valid frame count near {wanted} for model {hosted.name}", param="seconds")

@@ -1,0 +1,73 @@
+"""The typed request: its batch key, its sample, and its record in the store (no torch, no server)."""
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from guidance.nrg import GuidanceSpec
+from server.job_spec import BatchKey, CheckpointRef, JobSpec
+
+SPEC = JobSpec(model="m", prompt="a red ball", width=64, height=48, num_frames=9, fps=8, seed=7,
+               num_inference_steps=4, guidance_scale=5.0)
+
+
+def test_the_step_count_is_part_of_the_key_only_in_static_mode_or_for_multistep_schedulers():
+    other_steps = replace(SPEC, num_inference_steps=8)
+    assert SPEC.batch_key("continuous") == other_steps.batch_key("continuous")
+    assert SPEC.batch_key("static") != other_steps.batch_key("static")
+    assert SPEC.batch_key("continuous", steppable=False) != other_steps.batch_key("continuous", steppable=False)
+    assert SPEC.batch_key("continuous") == BatchKey("m", None, 64, 48, 9, None)
+
+
+def test_a_lora_job_shares_the_base_models_batches_and_a_full_weight_one_does_not():
+    lora = replace(SPEC, checkpoint=CheckpointRef("dpo", "lora", 0.5))
+    full = replace(SPEC, checkpoint=CheckpointRef("sft", "full"))
+    assert lora.batch_key("continuous") == SPEC.batch_key("continuous")
+    assert full.batch_key("continuous").weights == "sft" and full.batch_weights == "sft"
+    assert lora.to_sample_spec().lora == "dpo" and lora.to_sample_spec().lora_scale == 0.5
+    assert full.to_sample_spec().lora is None
+
+
+def test_a_search_job_takes_a_row_per_particle_and_a_judge_steered_one_has_its_own_batches():
+    search = replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "best_of_n", 3))
+    judged = replace(search, judge="clip")
+    assert search.rows == 3 and SPEC.rows == 1
+    assert replace(search, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "sum", 3)).rows == 1
+    assert judged.batch_key("continuous") != search.batch_key("continuous")
+
+
+def test_a_judge_ranks_only_search_modes():
+    with pytest.raises(ValueError, match="judge ranks the particles"):
+        replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), judge="clip")
+    with pytest.raises(ValueError, match="checkpoint_scale applies to LoRA"):
+        CheckpointRef("sft", "full", 0.5)
+    with pytest.raises(ValueError, match="checkpoint kind"):
+        CheckpointRef("sft", "merged")
+
+
+@pytest.mark.parametrize("spec", [
+    SPEC,
+    replace(SPEC, negative_prompt="blur", checkpoint=CheckpointRef("dpo", "lora", 0.5), judges=("truth", "clip"),
+            guidance=GuidanceSpec({"vq": 1.0, "mq": -0.5}, 30.0, (0.1, 0.9), "sum")),
+    replace(SPEC, checkpoint=CheckpointRef("sft", "full"), judge="clip",
+            guidance=GuidanceSpec({"ta": 1.0}, 1.0, (0.0, 1.0), "fk", 6)),
+])
+def test_the_store_record_reads_back_as_the_same_spec(spec):
+    import json
+
+    assert JobSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_a_record_written_before_checkpoint_kinds_were_stored_reads_its_kind_from_the_scale():
+    record = {**SPEC.to_json(), "checkpoint": "dpo", "checkpoint_scale": 0.5}
+    del record["checkpoint_kind"]
+    assert JobSpec.from_json(record).checkpoint == CheckpointRef("dpo", "lora", 0.5)
+    assert JobSpec.from_json({**record, "checkpoint_scale": None}).checkpoint == CheckpointRef("dpo", "full")
+
+
+def test_the_request_types_import_without_torch():
+    """The policy and the API process read specs; neither needs torch to do so."""
+    code = "import sys, server.job_spec; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
