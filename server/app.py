@@ -47,8 +47,7 @@ from server.origin_policy import HostPolicy
 from server.retention import Retention
 from server.schema import ModelList, VideoDeleted, VideoList, VideoObject, build_request_model
 from server.roles import FrontEndOnly
-from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, open_store
-from server.store_errors import StoreError
+from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, StoreError, open_store
 from server.tenancy import Caller, KeyRing
 
 log = logging.getLogger("nrg.server")

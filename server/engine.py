@@ -47,8 +47,9 @@ from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
-from server.store_base import COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store
-from server.store_errors import StoreError, is_corruption, is_storage_fault
+from server.store import (
+    COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store, StoreError, is_corruption, is_storage_fault,
+)
 
 log = logging.getLogger("nrg.engine")
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from server.retention import DAY_S, Retention
-from server.store import COMPLETED, FAILED, JobStore
+from server.store import COMPLETED, FAILED
+from server.store.sqlite import JobStore
 from tests.server.conftest import running_server, until, wait_for
 
 SMALL = {"prompt": "a red circle moving left", "num_inference_steps": 1, "seed": 1}

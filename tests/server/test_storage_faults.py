@@ -13,8 +13,8 @@ import pytest
 from server import serving
 from server.app import create_app
 from server.config import ServerConfig
-from server.store import JobStore
-from server.store_errors import StoreUnavailable
+from server.store import StoreUnavailable
+from server.store.sqlite import JobStore
 from tests.server.conftest import HANG_S, free_port, running_server, wait_for
 from tests.server.faults import CREATE, FINISH, MARK_STARTED, heal, inject
 

@@ -5,12 +5,12 @@ exactly which jobs finished (their files were renamed into place before the row 
 were queued or running (they are re-queued at start and re-run with the same seed, hence the same
 result). One connection guarded by a lock: the writers are the HTTP handlers and the single worker,
 and each statement is tiny next to a denoising step. This is the embedded backend of one process; the
-interface it implements, and the PostgreSQL backend for several, are in ``server.store_base``.
+interface it implements is ``server.store.base``, the backend for several ``server.store.postgres``.
 
 Storage faults (disk full, I/O errors, a locked file) are retried a few times with a short backoff
 inside every operation; one that persists raises ``StoreUnavailable`` and leaves ``problem`` set
 until a later write succeeds. A damaged file raises ``StoreCorrupt`` and stays a ``problem`` for good.
-The file is integrity-checked before it is opened (``server.store_integrity``).
+The file is integrity-checked before it is opened (``server.store.integrity``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from server.store_base import (  # noqa: F401 - re-exported: the names callers have always imported from here
-    ACTIVE, CANCELLED, COMPLETED, DEFAULT_LEASE_S, FAILED, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED,
-    RETRY_DELAYS_S, Job, SqlJobRows, Store, VideoFiles, new_job_id, open_store,
+from server.store.base import (
+    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, Job, SqlJobRows,
+    new_job_id,
 )
-from server.store_errors import StoreCorrupt, StoreUnavailable, is_corruption
-from server.store_integrity import DB_NAME, check_data_dir
+from server.store.errors import StoreCorrupt, StoreUnavailable, is_corruption
+from server.store.integrity import DB_NAME, check_data_dir
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The PostgreSQL job store (``--store postgresql://...``): several API and worker processes share it.
 
-Same rows and contract as the SQLite store (``server.store_base``); what differs is concurrency:
+Same rows and contract as the SQLite store (``server.store.base``); what differs is concurrency:
 
 * **Claiming** is one statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: two
   workers claiming the same queued jobs at once each get a disjoint part, never the same job.
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from server.store_base import (
+from server.store.base import (
     ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, SqlJobRows, new_job_id,
 )
-from server.store_errors import StoreCorrupt, StoreUnavailable
+from server.store.errors import StoreCorrupt, StoreUnavailable
 
 log = logging.getLogger("nrg.store")
 T = TypeVar("T")

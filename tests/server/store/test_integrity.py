@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from server.cli import main
-from server.store import JobStore
-from server.store_errors import StoreCorrupt, StoreError
+from server.store import StoreCorrupt, StoreError
+from server.store.sqlite import JobStore
 from tests.server.conftest import running_server, until
 from tests.server.faults import READ, inject
 

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from server.store import JobStore
-from server.store_base import Store
-from server.store_errors import StoreUnavailable
+from server.store import Store, StoreUnavailable
+from server.store.sqlite import JobStore
 from tests.server.conftest import HANG_S, until
 from tests.server.postgres import pg_server, pg_url  # noqa: F401 - fixtures
 
@@ -26,7 +25,7 @@ def backend(request, tmp_path):
             opened.append(JobStore(tmp_path / "data"))
             return opened[-1]
     else:
-        from server.store_postgres import PostgresJobStore
+        from server.store.postgres import PostgresJobStore
 
         url = request.getfixturevalue("pg_url")
 
@@ -175,7 +174,7 @@ def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
 
 
 def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F811
-    from server.store_postgres import PostgresJobStore
+    from server.store.postgres import PostgresJobStore
 
     store = PostgresJobStore(pg_url, tmp_path / "data")
     job = store.create(PARAMS, owner="a" * 64)
@@ -190,7 +189,7 @@ def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F8
 
 
 def test_postgres_outage_is_store_unavailable_then_reconnects(pg_server, pg_url, tmp_path):  # noqa: F811
-    from server.store_postgres import PostgresJobStore
+    from server.store.postgres import PostgresJobStore
 
     store = PostgresJobStore(pg_url, tmp_path / "data")
     store.retry_delays_s = (0.0,)
@@ -213,7 +212,7 @@ def test_postgres_outage_is_store_unavailable_then_reconnects(pg_server, pg_url,
     ("postgresql://host:notaport/db", "--store: not a valid PostgreSQL URL"),
 ])
 def test_bad_store_url_names_the_flag(url, message):
-    from server.store_base import open_store
+    from server.store import open_store
 
     with pytest.raises(ValueError, match=message):
         open_store(url, "unused")

@@ -1,10 +1,10 @@
 """The job store's interface, shared by its backends: the row (``Job``), the statuses and the methods
 the HTTP handlers, the engine, the writer and the worker's lease keeper call.
 
-Two backends implement it: :class:`server.store.JobStore` (SQLite in ``--data-dir``, the embedded
-default: one process) and :class:`server.store_postgres.PostgresJobStore` (``--store postgresql://...``:
-several API and worker processes share it). Both keep the videos in ``DATA_DIR/videos``, which workers
-and front ends of a scaled-out deployment share.
+Two backends implement it: :class:`server.store.sqlite.JobStore` (SQLite in ``--data-dir``, the
+embedded default: one process) and :class:`server.store.postgres.PostgresJobStore` (``--store
+postgresql://...``: several API and worker processes share it). Both keep the videos in
+``DATA_DIR/videos``, which workers and front ends of a scaled-out deployment share.
 
 A job is *claimed* by one worker (``claim``: queued -> in_progress, atomically across processes) and
 held under a *lease* that the worker's heartbeat renews (``heartbeat``). A job whose lease expired (its
@@ -212,10 +212,10 @@ def open_store(url: str | None, data_dir: str | Path, allow_empty: bool = False)
     """The store ``--store`` names: None (or ``sqlite``) for SQLite in ``data_dir``, a
     ``postgresql://`` URL for PostgreSQL (videos still in ``data_dir``)."""
     if url in (None, "", "sqlite"):
-        from server.store import JobStore
+        from server.store.sqlite import JobStore
 
         return JobStore(data_dir, allow_empty=allow_empty)
-    from server.store_postgres import PostgresJobStore, check_url
+    from server.store.postgres import PostgresJobStore, check_url
 
     check_url(url)
     return PostgresJobStore(url, data_dir)
