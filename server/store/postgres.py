@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from server.store.base import (
-    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, SqlJobRows, new_job_id,
-)
+from server.store.base import ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, new_job_id
 from server.store.errors import StoreCorrupt, StoreUnavailable
+from server.store.sql_rows import SqlJobRows
 
 log = logging.getLogger("nrg.store")
 T = TypeVar("T")

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.store.base import (
-    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, Job, SqlJobRows,
-    new_job_id,
+    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, Job, new_job_id,
 )
 from server.store.errors import StoreCorrupt, StoreUnavailable, is_corruption
 from server.store.integrity import DB_NAME, check_data_dir
+from server.store.sql_rows import SqlJobRows
 
 T = TypeVar("T")
 
