@@ -256,9 +256,6 @@ class PostgresJobStore(SqlJobRows):
             (IN_PROGRESS, time.time(), worker, lease_s, ids, QUEUED, QUEUED))
         return sorted((self._job(r) for r in rows), key=lambda job: job.seq)
 
-    def mark_started(self, job_id: str, worker: str = "local") -> bool:
-        return bool(self.claim([job_id], worker))
-
     def heartbeat(self, worker: str, job_ids: Iterable[str], lease_s: float) -> set[str]:
         held = list(dict.fromkeys(job_ids))
         if not held:

@@ -227,10 +227,6 @@ class JobStore(SqlJobRows):
             write=True)
         return [r["id"] for r in rows]
 
-    def mark_started(self, job_id: str) -> bool:
-        """queued -> in_progress; False if the job left the queue meanwhile (cancelled, deleted)."""
-        return bool(self.claim([job_id]))
-
     def set_progress_many(self, progress: Mapping[str, int]) -> None:
         """Record the progress of several running jobs in one transaction (one per batch step at most)."""
         rows = [(value, job_id, IN_PROGRESS) for job_id, value in progress.items()]

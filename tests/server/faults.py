@@ -14,7 +14,7 @@ import torch
 from guidance.families.wan import WanFamily
 
 #: Substrings that pick one store statement each (see ``server.store.sqlite``).
-MARK_STARTED = "attempts = attempts + 1"
+CLAIM = "attempts = attempts + 1"
 FINISH = "completed_at = ?"
 CREATE = "INSERT INTO jobs"
 READ = "SELECT"

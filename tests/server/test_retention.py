@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from server.retention import DAY_S, Retention
-from server.store import COMPLETED, FAILED
+from server.store import COMPLETED, FAILED, LOCAL_WORKER
 from server.store.sqlite import JobStore
 from tests.server.conftest import running_server, until, wait_for
 
@@ -27,7 +27,7 @@ class Clock:
 
 def _finished(store: JobStore, status: str = COMPLETED) -> str:
     job = store.create(PARAMS)
-    store.mark_started(job.id)
+    store.claim([job.id], LOCAL_WORKER)
     store.finish(job.id, status, result={})
     store.video_path(job.id).write_bytes(b"mp4")
     store.thumbnail_path(job.id).write_bytes(b"webp")

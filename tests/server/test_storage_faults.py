@@ -16,7 +16,7 @@ from server.config import ServerConfig
 from server.store import StoreUnavailable
 from server.store.sqlite import JobStore
 from tests.server.conftest import HANG_S, free_port, running_server, wait_for
-from tests.server.faults import CREATE, FINISH, MARK_STARTED, heal, inject
+from tests.server.faults import CLAIM, CREATE, FINISH, heal, inject
 
 BODY = {"prompt": "a red circle", "num_inference_steps": 2, "seed": 3}
 #: No waits between the worker's retries; three retries before it gives up.
@@ -50,7 +50,7 @@ def test_store_retries_a_transient_write_error_and_reports_a_persistent_one(tmp_
 def test_transient_faults_are_retried_and_the_job_completes(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, fault_backoff_s=FAST_BACKOFF) as (url, app):
         # Six failures: more than one store operation retries (four attempts), fewer than the worker's.
-        faulty = inject(app.state.store, MARK_STARTED, times=6)
+        faulty = inject(app.state.store, CLAIM, times=6)
         with httpx.Client(base_url=url, timeout=60) as client:
             job = wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])
             assert job["status"] == "completed" and faulty.raised == 6
@@ -125,7 +125,7 @@ def test_nrg_serve_exits_non_zero_when_the_worker_gives_up(hosted_wan, tmp_path)
             return False
 
     _poll(ready, "the server to start")
-    inject(app.state.store, MARK_STARTED)
+    inject(app.state.store, CLAIM)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
     runner.join(HANG_S)
     assert status == [1]
@@ -150,7 +150,7 @@ def test_health_answers_503_while_the_failed_server_drains_before_it_exits(hoste
             return None
 
     _poll(lambda: (r := answer("/ready")) is not None and r.status_code == 200, "the server to start")
-    inject(app.state.store, MARK_STARTED)
+    inject(app.state.store, CLAIM)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
     health = _poll(lambda: (r := answer("/health")) is not None and r.status_code == 503 and r, "/health 503")
     assert health.json()["status"] == "failed" and "storage fault persists" in health.json()["reason"]
