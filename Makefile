@@ -25,7 +25,9 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/nrg serve
 
+# lint-imports first: the layout rules of docs/architecture.md (pyproject.toml's [tool.importlinter]).
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --durations=15
 
 clean:

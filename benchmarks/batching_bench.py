@@ -41,7 +41,7 @@ from typing import Any
 
 from benchmarks.report import publish
 from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_STEPS
-from server.in_process import serve_in_process
+from tools.in_process import serve_in_process
 
 MODES = ("static", "continuous")
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from guidance.demo import DEFAULT_MODEL_DIR
-from server.in_process import serve_in_process
+from tools.in_process import serve_in_process
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -4,7 +4,7 @@
 
     python -m benchmarks.scaling_bench --workers 1,2,4 --rounds 3 --num-prompts 16 --steps 10
 
-It starts a throwaway PostgreSQL (:mod:`server.local_postgres`), one API process (``nrg serve --role
+It starts a throwaway PostgreSQL (:mod:`tools.local_postgres`), one API process (``nrg serve --role
 api``, one thread) and, for each worker count N of ``--workers``, N worker processes (``nrg worker
 --threads T``, T = max(1, cores // N) unless ``--threads`` is given, so that the workers share the cores
 instead of fighting for them), every process a subprocess on the same model (``--model``, default the
@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from benchmarks.report import publish
-from server.local_postgres import free_port, local_postgres
+from tools.local_postgres import free_port, local_postgres
 
 
 def _cores() -> int:

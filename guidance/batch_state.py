@@ -186,11 +186,6 @@ class BatchState:
             self._dropped |= gone
         return present
 
-    @property
-    def live_ids(self) -> list[Hashable]:
-        """The samples still wanted (in the batch and not cancelled)."""
-        return [sid for sid in self.ids if sid not in self._dropped]
-
     def finished(self) -> list[Hashable]:
         """Samples whose every row has taken its last step (they leave with :meth:`pop_finished`)."""
         if self.rows is None:

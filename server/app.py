@@ -45,8 +45,7 @@ from server.request_resolver import RequestResolver
 from server.retention import Retention
 from server.schema import ModelList, VideoDeleted, VideoList, VideoObject
 from server.roles import FrontEndOnly
-from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, open_store
-from server.store_errors import StoreError
+from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, StoreError, open_store
 from server.tenancy import Caller, KeyRing
 
 log = logging.getLogger("nrg.server")
@@ -247,7 +246,7 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
             metrics.requests.labels(status="rejected").inc()
             raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
                            code="queue_full", headers={"Retry-After": "2"})
-        job = store.create(spec.to_json(), owner=_caller(request).owner)
+        job = store.create(spec, owner=_caller(request).owner)
         events.publish(job.id, "queued")
         engine.wake()
         return JSONResponse(_video_object(job))

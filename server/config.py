@@ -14,7 +14,7 @@ from server.engine import FAULT_BACKOFF_S
 from server.hosted_model import HostedModel
 from server.pipeline_defaults import PipelineDefaults
 from server.schema import Limits
-from server.store_base import DEFAULT_LEASE_S
+from server.store import DEFAULT_LEASE_S
 
 ROLES = ("all", "api", "worker")
 

@@ -48,8 +48,9 @@ from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
-from server.store_base import COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store
-from server.store_errors import StoreError, is_corruption, is_storage_fault
+from server.store import (
+    COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store, StoreError, is_corruption, is_storage_fault,
+)
 
 log = logging.getLogger("nrg.engine")
 
@@ -296,8 +297,10 @@ class Engine:
         return capacity
 
     def _key(self, spec: JobSpec) -> BatchKey:
-        """The policy's key of a job (its samples step alone unless the model's scheduler keeps history)."""
-        return spec.batch_key(self.policy.mode, steppable=self.models[spec.model].family.euler_scheduler)
+        """The policy's key of a job: with the step count when its batch's samples step together
+        (static batching, or a multistep scheduler, which keeps batched history)."""
+        steppable = self.models[spec.model].family.euler_scheduler
+        return spec.batch_key(step_together=self.policy.mode == "static" or not steppable)
 
     def _cancel_requested(self) -> None:
         wanted = self.cancels.take(self.executor.job_ids)

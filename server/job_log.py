@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from server.job_spec import JobSpec
-from server.store import JobStore
+from server.store import Store
 
 log = logging.getLogger("nrg.jobs")
 
@@ -30,7 +30,7 @@ def _settings(spec: JobSpec) -> str:
 class JobLog:
     """An :class:`server.events.EventBus` listener."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def __call__(self, job_id: str, kind: str, data: dict[str, Any]) -> None:

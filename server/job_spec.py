@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from guidance.nrg import SEARCH_MODES, GuidanceSpec
 from guidance.sample_types import SampleSpec
-from server.scheduling import BatchingMode
 
 CheckpointKind = Literal["lora", "full"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
@@ -101,10 +100,11 @@ class JobSpec:
         """The checkpoint the job's batch must have active: a full-weight one, else the base model."""
         return self.checkpoint.name if self.checkpoint is not None and not self.checkpoint.per_row else None
 
-    def batch_key(self, mode: BatchingMode, steppable: bool = True) -> BatchKey:
-        """In continuous mode samples of any step count share a batch, unless the model's scheduler
-        keeps batched history (``steppable`` False: its samples step together)."""
-        steps = None if mode == "continuous" and steppable else self.num_inference_steps
+    def batch_key(self, step_together: bool = False) -> BatchKey:
+        """``step_together``: the batch's samples take their steps together (static batching, or a
+        scheduler that keeps batched history), so they must share a step count; otherwise each row
+        carries its own schedule and samples of any step count share a batch."""
+        steps = self.num_inference_steps if step_together else None
         return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps)
 
     def to_sample_spec(self) -> SampleSpec:

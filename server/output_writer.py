@@ -23,8 +23,7 @@ import torch
 from PIL import Image
 
 from guidance.video_io import frames_to_uint8, write_video
-from server.store import ACTIVE, COMPLETED, FAILED, Job, JobStore
-from server.store_errors import is_storage_fault
+from server.store import ACTIVE, COMPLETED, FAILED, Job, Store, is_storage_fault
 
 log = logging.getLogger("nrg.writer")
 
@@ -51,7 +50,7 @@ def write_thumbnail(frame: np.ndarray, path) -> None:
 
 
 class OutputWriter:
-    def __init__(self, store: JobStore, finish: Finish, on_fault: Callable[[BaseException], None]) -> None:
+    def __init__(self, store: Store, finish: Finish, on_fault: Callable[[BaseException], None]) -> None:
         self.store = store
         self.finish = finish
         self.on_fault = on_fault

@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from server.events import TERMINAL, EventBus, Listener
-from server.store_errors import StoreError
-from server.store_postgres import EVENT_CHANNEL, PostgresJobStore
+from server.store import StoreError
+from server.store.postgres import EVENT_CHANNEL, PostgresJobStore
 
 log = logging.getLogger("nrg.events")
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from server.store import Job, JobStore
+from server.store import Job, Store
 
 log = logging.getLogger("nrg.retention")
 
@@ -25,7 +25,7 @@ MAX_SWEEP_INTERVAL_S = 3600.0
 class Retention:
     """When jobs expire and the thread that deletes them. ``clock`` is injectable for tests."""
 
-    def __init__(self, store: JobStore, days: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, days: float, clock: Callable[[], float] = time.time) -> None:
         if not days >= 0:
             raise ValueError(f"retention must be >= 0 days; got {days}")
         self.store, self.clock = store, clock

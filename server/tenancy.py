@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from server.store_base import Job
+from server.store import Job
 
 _DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
 

@@ -25,8 +25,7 @@ import math
 import threading
 import time
 
-from server.store_base import Store
-from server.store_errors import StoreError
+from server.store import Store, StoreError
 
 log = logging.getLogger("nrg.worker")
 

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from server.store_errors import StoreError
+    from server.store import StoreError
 
     parser = build_parser()
     args = parser.parse_args(argv)

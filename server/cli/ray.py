@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from server import ray_app
-    from server.store_base import open_store
+    from server.store import open_store
 
     ray, serve = ray_app.require_ray()  # the missing extra first, in one line
     if args.role != "api":

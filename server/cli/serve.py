@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     from server import listen, log_format, serving
     from server.app import create_app
     from server.config import load_models
-    from server.store_integrity import check_data_dir
+    from server.store.integrity import check_data_dir
 
     set_threads(getattr(args, "threads", None))  # before any model loads
     config = server_config(args)
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--role {config.role} needs a store the processes share: --store postgresql://...")
         check_data_dir(args.data_dir, args.allow_empty_store)
     else:
-        from server.store_base import open_store
+        from server.store import open_store
 
         open_store(config.store_url, config.data_dir).close()  # checks the URL, connects, migrates
     if args.log_format not in log_format.FORMATS:  # NRG_LOG_FORMAT is not checked by argparse

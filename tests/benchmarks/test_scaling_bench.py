@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks import scaling_bench
-from server.local_postgres import bin_dir
+from tools.local_postgres import bin_dir
 
 pytestmark = pytest.mark.slow
 

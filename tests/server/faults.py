@@ -13,8 +13,8 @@ import torch
 
 from guidance.families.wan import WanFamily
 
-#: Substrings that pick one store statement each (see ``server.store``).
-MARK_STARTED = "attempts = attempts + 1"
+#: Substrings that pick one store statement each (see ``server.store.sqlite``).
+CLAIM = "attempts = attempts + 1"
 FINISH = "completed_at = ?"
 CREATE = "INSERT INTO jobs"
 READ = "SELECT"

@@ -1,5 +1,5 @@
 """A real PostgreSQL for the tests: a fresh cluster in a temp dir on a free loopback port
-(:mod:`server.local_postgres`, which the benchmarks share).
+(:mod:`tools.local_postgres`, which the benchmarks share).
 
 The server binaries refuse to run as root, so when the tests run as root the cluster belongs to an
 unprivileged user (``nrgtest``, created if missing) and is started with ``runuser``. The fixtures
@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from server.local_postgres import USER, PgServer, bin_dir, local_postgres  # noqa: F401 - re-exported
+from tools.local_postgres import USER, PgServer, bin_dir, local_postgres  # noqa: F401 - re-exported
 
 _names = itertools.count()
 

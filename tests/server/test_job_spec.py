@@ -13,19 +13,18 @@ SPEC = JobSpec(model="m", prompt="a red ball", width=64, height=48, num_frames=9
                num_inference_steps=4, guidance_scale=5.0)
 
 
-def test_the_step_count_is_part_of_the_key_only_in_static_mode_or_for_multistep_schedulers():
+def test_the_step_count_is_part_of_the_key_only_when_samples_step_together():
     other_steps = replace(SPEC, num_inference_steps=8)
-    assert SPEC.batch_key("continuous") == other_steps.batch_key("continuous")
-    assert SPEC.batch_key("static") != other_steps.batch_key("static")
-    assert SPEC.batch_key("continuous", steppable=False) != other_steps.batch_key("continuous", steppable=False)
-    assert SPEC.batch_key("continuous") == BatchKey("m", None, 64, 48, 9, None)
+    assert SPEC.batch_key() == other_steps.batch_key()
+    assert SPEC.batch_key(step_together=True) != other_steps.batch_key(step_together=True)
+    assert SPEC.batch_key() == BatchKey("m", None, 64, 48, 9, None)
 
 
 def test_a_lora_job_shares_the_base_models_batches_and_a_full_weight_one_does_not():
     lora = replace(SPEC, checkpoint=CheckpointRef("dpo", "lora", 0.5))
     full = replace(SPEC, checkpoint=CheckpointRef("sft", "full"))
-    assert lora.batch_key("continuous") == SPEC.batch_key("continuous")
-    assert full.batch_key("continuous").weights == "sft" and full.batch_weights == "sft"
+    assert lora.batch_key() == SPEC.batch_key()
+    assert full.batch_key().weights == "sft" and full.batch_weights == "sft"
     assert lora.to_sample_spec().lora == "dpo" and lora.to_sample_spec().lora_scale == 0.5
     assert full.to_sample_spec().lora is None
 
@@ -35,7 +34,7 @@ def test_a_search_job_takes_a_row_per_particle_and_a_judge_steered_one_has_its_o
     judged = replace(search, judge="clip")
     assert search.rows == 3 and SPEC.rows == 1
     assert replace(search, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "sum", 3)).rows == 1
-    assert judged.batch_key("continuous") != search.batch_key("continuous")
+    assert judged.batch_key() != search.batch_key()
 
 
 def test_a_judge_ranks_only_search_modes():

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from server.config import ServerConfig, load_models
-from server.playground_screenshot import CHROMIUM, CHROMIUM_ARGS
+from tools.playground_screenshot import CHROMIUM, CHROMIUM_ARGS
 from server.schema import Limits
 from tests.server.conftest import running_server
 

@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from server.retention import DAY_S, Retention
-from server.store import COMPLETED, FAILED, JobStore
+from server.store import COMPLETED, FAILED, LOCAL_WORKER
+from server.store.sqlite import JobStore
 from tests.server.conftest import running_server, until, wait_for
+from tests.server.job_specs import SPEC
 
 SMALL = {"prompt": "a red circle moving left", "num_inference_steps": 1, "seed": 1}
-PARAMS = {"model": "m", "prompt": "p"}
 
 
 class Clock:
@@ -25,8 +26,8 @@ class Clock:
 
 
 def _finished(store: JobStore, status: str = COMPLETED) -> str:
-    job = store.create(PARAMS)
-    store.mark_started(job.id)
+    job = store.create(SPEC)
+    store.claim([job.id], LOCAL_WORKER)
     store.finish(job.id, status, result={})
     store.video_path(job.id).write_bytes(b"mp4")
     store.thumbnail_path(job.id).write_bytes(b"webp")
@@ -38,7 +39,7 @@ def test_sweep_deletes_only_jobs_finished_longer_ago_than_the_retention(tmp_path
     monkeypatch.setattr(time, "time", clock)  # the store stamps completed_at with the same clock
     retention = Retention(store, days=2, clock=clock)
     old, failed = _finished(store), _finished(store, FAILED)
-    running = store.create(PARAMS).id
+    running = store.create(SPEC).id
     clock.now += 2 * DAY_S - 1
     assert retention.sweep() == [] and not retention.expired(store.get(old))
     new = _finished(store)

@@ -13,10 +13,11 @@ import pytest
 from server import serving
 from server.app import create_app
 from server.config import ServerConfig
-from server.store import JobStore
-from server.store_errors import StoreUnavailable
+from server.store import StoreUnavailable
+from server.store.sqlite import JobStore
 from tests.server.conftest import HANG_S, free_port, running_server, wait_for
-from tests.server.faults import CREATE, FINISH, MARK_STARTED, heal, inject
+from tests.server.faults import CLAIM, CREATE, FINISH, heal, inject
+from tests.server.job_specs import SPEC
 
 BODY = {"prompt": "a red circle", "num_inference_steps": 2, "seed": 3}
 #: No waits between the worker's retries; three retries before it gives up.
@@ -36,21 +37,21 @@ def _poll(predicate, what: str, timeout: float = HANG_S):
 def test_store_retries_a_transient_write_error_and_reports_a_persistent_one(tmp_path):
     store = JobStore(tmp_path)
     faulty = inject(store, CREATE, times=2)
-    job = store.create({"prompt": "p"})  # two failures, then the third attempt succeeds
+    job = store.create(SPEC)  # two failures, then the third attempt succeeds
     assert faulty.raised == 2 and store.get(job.id) is not None and store.problem is None
     inject(store, CREATE)
     with pytest.raises(StoreUnavailable, match="disk I/O error"):
-        store.create({"prompt": "p"})
+        store.create(SPEC)
     assert "disk I/O error" in store.problem
     heal(store)
-    store.create({"prompt": "p"})  # the next successful write clears the problem
+    store.create(SPEC)  # the next successful write clears the problem
     assert store.problem is None
 
 
 def test_transient_faults_are_retried_and_the_job_completes(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, fault_backoff_s=FAST_BACKOFF) as (url, app):
         # Six failures: more than one store operation retries (four attempts), fewer than the worker's.
-        faulty = inject(app.state.store, MARK_STARTED, times=6)
+        faulty = inject(app.state.store, CLAIM, times=6)
         with httpx.Client(base_url=url, timeout=60) as client:
             job = wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])
             assert job["status"] == "completed" and faulty.raised == 6
@@ -125,7 +126,7 @@ def test_nrg_serve_exits_non_zero_when_the_worker_gives_up(hosted_wan, tmp_path)
             return False
 
     _poll(ready, "the server to start")
-    inject(app.state.store, MARK_STARTED)
+    inject(app.state.store, CLAIM)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
     runner.join(HANG_S)
     assert status == [1]
@@ -150,7 +151,7 @@ def test_health_answers_503_while_the_failed_server_drains_before_it_exits(hoste
             return None
 
     _poll(lambda: (r := answer("/ready")) is not None and r.status_code == 200, "the server to start")
-    inject(app.state.store, MARK_STARTED)
+    inject(app.state.store, CLAIM)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
     health = _poll(lambda: (r := answer("/health")) is not None and r.status_code == 503 and r, "/health 503")
     assert health.json()["status"] == "failed" and "storage fault persists" in health.json()["reason"]

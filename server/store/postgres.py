@@ -1,6 +1,6 @@
 """The PostgreSQL job store (``--store postgresql://...``): several API and worker processes share it.
 
-Same rows and contract as the SQLite store (``server.store_base``); what differs is concurrency:
+Same rows and contract as the SQLite store (``server.store.base``); what differs is concurrency:
 
 * **Claiming** is one statement, ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: two
   workers claiming the same queued jobs at once each get a disjoint part, never the same job.
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from server.store_base import (
-    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, SqlJobRows, new_job_id,
-)
-from server.store_errors import StoreCorrupt, StoreUnavailable
+from server.job_spec import JobSpec
+from server.store.base import ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, new_job_id
+from server.store.errors import StoreCorrupt, StoreUnavailable
+from server.store.sql_rows import SqlJobRows
 
 log = logging.getLogger("nrg.store")
 T = TypeVar("T")
@@ -213,7 +213,7 @@ class PostgresJobStore(SqlJobRows):
     @staticmethod
     def _job(row: Mapping[str, Any]) -> Job:
         return Job(
-            id=row["id"], seq=row["seq"], status=row["status"], params=json.loads(row["params"]),
+            id=row["id"], seq=row["seq"], status=row["status"], spec=JobSpec.from_json(json.loads(row["params"])),
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"], worker=row["worker"],
@@ -221,12 +221,12 @@ class PostgresJobStore(SqlJobRows):
         )
 
     # -- the contract ------------------------------------------------------------------------------
-    def create(self, params: dict[str, Any], owner: str | None = None) -> Job:
+    def create(self, spec: JobSpec, owner: str | None = None) -> Job:
         job_id = new_job_id()
         # ON CONFLICT: a retry after a lost reply must not fail on the row its first attempt wrote.
         self._write("INSERT INTO jobs (id, status, model, params, created_at, owner) VALUES (%s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (id) DO NOTHING",
-                    (job_id, QUEUED, params.get("model"), json.dumps(params), time.time(), owner))
+                    (job_id, QUEUED, spec.model, json.dumps(spec.to_json()), time.time(), owner))
         return self.get(job_id)
 
     def queued(self, models: Collection[str] | None = None) -> list[Job]:
@@ -256,9 +256,6 @@ class PostgresJobStore(SqlJobRows):
             f"ORDER BY seq FOR UPDATE SKIP LOCKED) AND status = %s RETURNING *",
             (IN_PROGRESS, time.time(), worker, lease_s, ids, QUEUED, QUEUED))
         return sorted((self._job(r) for r in rows), key=lambda job: job.seq)
-
-    def mark_started(self, job_id: str, worker: str = "local") -> bool:
-        return bool(self.claim([job_id], worker))
 
     def heartbeat(self, worker: str, job_ids: Iterable[str], lease_s: float) -> set[str]:
         held = list(dict.fromkeys(job_ids))

@@ -13,7 +13,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from server.store_errors import StoreCorrupt, StoreError
+from server.store.errors import StoreCorrupt, StoreError
 
 DB_NAME = "jobs.sqlite3"
 RESTORE_HINT = "(move it aside or restore a backup)"

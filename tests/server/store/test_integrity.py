@@ -9,10 +9,11 @@ import httpx
 import pytest
 
 from server.cli import main
-from server.store import JobStore
-from server.store_errors import StoreCorrupt, StoreError
+from server.store import StoreCorrupt, StoreError
+from server.store.sqlite import JobStore
 from tests.server.conftest import running_server, until
 from tests.server.faults import READ, inject
+from tests.server.job_specs import spec
 
 PAGE = 4096
 
@@ -21,7 +22,7 @@ def _filled_store(data_dir):
     """A store with enough jobs to span many pages, closed (WAL checkpointed), and one video on disk."""
     store = JobStore(data_dir)
     for i in range(40):
-        store.create({"prompt": f"{i} " + "x" * 1500})
+        store.create(spec(prompt=f"{i} " + "x" * 1500))
     store.close()
     (data_dir / "videos" / "video_0.mp4").write_bytes(b"an earlier job's video")
     return data_dir / "jobs.sqlite3"

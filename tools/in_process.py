@@ -1,5 +1,5 @@
 """nrg-serve in a thread of the calling process, for tools that drive it over HTTP from the same process
-(``benchmarks.bench_vs_diffusers``, ``server.playground_screenshot``)."""
+(``benchmarks.bench_vs_diffusers``, ``benchmarks.batching_bench``, ``tools.playground_screenshot``)."""
 
 from __future__ import annotations
 

@@ -5,12 +5,12 @@ exactly which jobs finished (their files were renamed into place before the row 
 were queued or running (they are re-queued at start and re-run with the same seed, hence the same
 result). One connection guarded by a lock: the writers are the HTTP handlers and the single worker,
 and each statement is tiny next to a denoising step. This is the embedded backend of one process; the
-interface it implements, and the PostgreSQL backend for several, are in ``server.store_base``.
+interface it implements is ``server.store.base``, the backend for several ``server.store.postgres``.
 
 Storage faults (disk full, I/O errors, a locked file) are retried a few times with a short backoff
 inside every operation; one that persists raises ``StoreUnavailable`` and leaves ``problem`` set
 until a later write succeeds. A damaged file raises ``StoreCorrupt`` and stays a ``problem`` for good.
-The file is integrity-checked before it is opened (``server.store_integrity``).
+The file is integrity-checked before it is opened (``server.store.integrity``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from server.store_base import (  # noqa: F401 - re-exported: the names callers have always imported from here
-    ACTIVE, CANCELLED, COMPLETED, DEFAULT_LEASE_S, FAILED, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED,
-    RETRY_DELAYS_S, Job, SqlJobRows, Store, VideoFiles, new_job_id, open_store,
+from server.job_spec import JobSpec
+from server.store.base import (
+    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, Job, new_job_id,
 )
-from server.store_errors import StoreCorrupt, StoreUnavailable, is_corruption
-from server.store_integrity import DB_NAME, check_data_dir
+from server.store.errors import StoreCorrupt, StoreUnavailable, is_corruption
+from server.store.integrity import DB_NAME, check_data_dir
+from server.store.sql_rows import SqlJobRows
 
 T = TypeVar("T")
 
@@ -119,7 +120,7 @@ class JobStore(SqlJobRows):
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         return Job(
-            id=row["id"], seq=row["seq"], status=row["status"], params=json.loads(row["params"]),
+            id=row["id"], seq=row["seq"], status=row["status"], spec=JobSpec.from_json(json.loads(row["params"])),
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"],
@@ -164,11 +165,11 @@ class JobStore(SqlJobRows):
         """Execute one data-changing ``... RETURNING`` statement; the rows it returned."""
         return self._attempt(lambda db: db.execute(sql, args).fetchall(), write=True)
 
-    def create(self, params: dict[str, Any], owner: str | None = None) -> Job:
+    def create(self, spec: JobSpec, owner: str | None = None) -> Job:
         job_id = new_job_id()
         self._write(
             "INSERT INTO jobs (id, status, params, created_at, model, owner) VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, QUEUED, json.dumps(params), time.time(), params.get("model"), owner),
+            (job_id, QUEUED, json.dumps(spec.to_json()), time.time(), spec.model, owner),
         )
         return self.get(job_id)
 
@@ -226,10 +227,6 @@ class JobStore(SqlJobRows):
             "WHERE status = ? AND lease_until < ? RETURNING id", (QUEUED, IN_PROGRESS, time.time())).fetchall(),
             write=True)
         return [r["id"] for r in rows]
-
-    def mark_started(self, job_id: str) -> bool:
-        """queued -> in_progress; False if the job left the queue meanwhile (cancelled, deleted)."""
-        return bool(self.claim([job_id]))
 
     def set_progress_many(self, progress: Mapping[str, int]) -> None:
         """Record the progress of several running jobs in one transaction (one per batch step at most)."""

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m server.playground_screenshot --out docs/img/playground.png
+    python -m tools.playground_screenshot --out docs/img/playground.png
 
 Starts nrg-serve in this process on the embedded demo model (its trained reward), opens the
 playground in Debian's chromium (Playwright, ``pip install -e '.[test]'``; ``apt-get install chromium``),
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from guidance.demo import DEFAULT_MODEL_DIR
-from server.in_process import serve_in_process
+from tools.in_process import serve_in_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless and quiet: no GPU, no sandbox (containers, root), no calls home of the browser's own.
@@ -73,7 +73,7 @@ def capture(out: Path, weights: dict[str, float], prompt: str, seed: int, steps:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.playground_screenshot",
+    parser = argparse.ArgumentParser(prog="python -m tools.playground_screenshot",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/img/playground.png"),
                         help="PNG path (default: %(default)s)")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 
 import pytest
 
-from server.store import JobStore
-from server.store_base import Store
-from server.store_errors import StoreUnavailable
+from server.store import Store, StoreUnavailable
+from server.store.sqlite import JobStore
 from tests.server.conftest import HANG_S, until
+from tests.server.job_specs import SPEC, spec
 from tests.server.postgres import pg_server, pg_url  # noqa: F401 - fixtures
-
-PARAMS = {"model": "m", "prompt": "p"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -26,7 +25,7 @@ def backend(request, tmp_path):
             opened.append(JobStore(tmp_path / "data"))
             return opened[-1]
     else:
-        from server.store_postgres import PostgresJobStore
+        from server.store.postgres import PostgresJobStore
 
         url = request.getfixturevalue("pg_url")
 
@@ -41,8 +40,8 @@ def backend(request, tmp_path):
 
 def test_create_claim_heartbeat_finish_requeue(backend):
     store = backend()
-    a, b, c = (store.create({**PARAMS, "i": i}) for i in range(3))
-    other = store.create({**PARAMS, "model": "other"})
+    a, b, c = (store.create(spec(prompt=f"p{i}")) for i in range(3))
+    other = store.create(spec(model="other"))
     assert [j.id for j in store.queued(["m"])] == [a.id, b.id, c.id]
     assert store.count_queued(["other"]) == 1 and store.count_queued() == 4
     got = store.claim([b.id, a.id], "w1", 30)
@@ -66,7 +65,7 @@ def test_create_claim_heartbeat_finish_requeue(backend):
 
 def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
     store = backend()
-    kept, dropped = store.create(PARAMS), store.create(PARAMS)
+    kept, dropped = store.create(SPEC), store.create(SPEC)
     # Claimed one after the other, so kept's first lease ends no later than dropped's: whenever
     # dropped's has run out, so has kept's, unless the heartbeat renewed it. The renewal is long, and
     # the test waits for the expiry itself, never for a time: however slow the machine between two
@@ -87,7 +86,7 @@ def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
 
 def test_recover_takes_own_and_expired_rows_never_a_live_workers(backend):
     store = backend()
-    mine, live, expired = store.create(PARAMS), store.create(PARAMS), store.create(PARAMS)
+    mine, live, expired = store.create(SPEC), store.create(SPEC), store.create(SPEC)
     store.claim([mine.id], "w1", HANG_S)
     store.claim([live.id], "w2", HANG_S)  # live however long the statements below take
     store.claim([expired.id], "w3", 0.01)
@@ -101,7 +100,7 @@ def test_recover_takes_own_and_expired_rows_never_a_live_workers(backend):
 
 def test_release_hands_back_only_the_workers_own_jobs(backend):
     store = backend()
-    mine, theirs, done = store.create(PARAMS), store.create(PARAMS), store.create(PARAMS)
+    mine, theirs, done = store.create(SPEC), store.create(SPEC), store.create(SPEC)
     store.claim([mine.id, done.id], "w1", 30)
     store.claim([theirs.id], "w2", 30)
     store.finish(done.id, "completed", worker="w1")
@@ -114,7 +113,7 @@ def test_release_hands_back_only_the_workers_own_jobs(backend):
 
 def test_two_claimers_never_get_the_same_job(backend):
     stores = [backend(), backend()]
-    ids = [stores[0].create(PARAMS).id for _ in range(40)]
+    ids = [stores[0].create(SPEC).id for _ in range(40)]
     got: dict[str, list[str]] = {"w0": [], "w1": []}
     start = threading.Barrier(2)
 
@@ -135,9 +134,9 @@ def test_two_claimers_never_get_the_same_job(backend):
 
 def test_jobs_keep_their_owner_and_a_listing_can_be_one_owners(backend):
     store = backend()
-    mine = [store.create({**PARAMS, "i": i}, owner="a" * 64) for i in range(3)]
-    theirs = store.create(PARAMS, owner="b" * 64)
-    unowned = store.create(PARAMS)
+    mine = [store.create(spec(prompt=f"p{i}"), owner="a" * 64) for i in range(3)]
+    theirs = store.create(SPEC, owner="b" * 64)
+    unowned = store.create(SPEC)
     assert store.get(mine[0].id).owner == "a" * 64 and store.get(unowned.id).owner is None
     page, more = store.list(None, 2, "asc", owner="a" * 64)
     assert [j.id for j in page] == [mine[0].id, mine[1].id] and more
@@ -150,10 +149,10 @@ def test_jobs_keep_their_owner_and_a_listing_can_be_one_owners(backend):
 
 def test_migrations_are_versioned_and_idempotent(backend):
     first = backend()
-    job = first.create(PARAMS)
+    job = first.create(SPEC)
     assert first.applied_migrations  # a new database: every migration
     second = backend()
-    assert second.applied_migrations == [] and second.get(job.id).params == PARAMS
+    assert second.applied_migrations == [] and second.get(job.id).spec == SPEC
 
 
 def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
@@ -164,21 +163,23 @@ def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
             status TEXT NOT NULL, params TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
             started_at REAL, completed_at REAL, error_code TEXT, error_message TEXT, result TEXT,
             attempts INTEGER NOT NULL DEFAULT 0);""")
+        old_record = {k: v for k, v in SPEC.to_json().items() if k != "checkpoint_kind"}  # no kinds stored then
         db.execute("INSERT INTO jobs (id, status, params, created_at) VALUES ('video_old', 'queued', ?, 1.0)",
-                   ('{"model": "m", "prompt": "p"}',))
+                   (json.dumps(old_record),))
     store = JobStore(data)
     assert store.applied_migrations == [1, 2, 3]
     assert [j.id for j in store.queued(["m"])] == ["video_old"] and store.get("video_old").owner is None
+    assert store.get("video_old").spec == SPEC
     assert store.claim(["video_old"], "local", 30)[0].status == "in_progress"
     store.close()
     assert JobStore(data).applied_migrations == []
 
 
 def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F811
-    from server.store_postgres import PostgresJobStore
+    from server.store.postgres import PostgresJobStore
 
     store = PostgresJobStore(pg_url, tmp_path / "data")
-    job = store.create(PARAMS, owner="a" * 64)
+    job = store.create(SPEC, owner="a" * 64)
     with store.connect() as conn:  # as the server before owners: schema version 1
         conn.execute("DROP INDEX jobs_owner")
         conn.execute("ALTER TABLE jobs DROP COLUMN owner")
@@ -190,20 +191,20 @@ def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F8
 
 
 def test_postgres_outage_is_store_unavailable_then_reconnects(pg_server, pg_url, tmp_path):  # noqa: F811
-    from server.store_postgres import PostgresJobStore
+    from server.store.postgres import PostgresJobStore
 
     store = PostgresJobStore(pg_url, tmp_path / "data")
     store.retry_delays_s = (0.0,)
-    job = store.create(PARAMS)
+    job = store.create(SPEC)
     pg_server.stop()
     try:
         with pytest.raises(StoreUnavailable, match="job store postgresql://"):
-            store.create(PARAMS)
+            store.create(SPEC)
         assert "store writes are failing" in store.problem and not store.corrupt
     finally:
         pg_server.start()
     assert store.get(job.id).status == "queued"  # a new connection, no restart of the process
-    store.create(PARAMS)
+    store.create(SPEC)
     assert store.problem is None
     store.close()
 
@@ -213,7 +214,7 @@ def test_postgres_outage_is_store_unavailable_then_reconnects(pg_server, pg_url,
     ("postgresql://host:notaport/db", "--store: not a valid PostgreSQL URL"),
 ])
 def test_bad_store_url_names_the_flag(url, message):
-    from server.store_base import open_store
+    from server.store import open_store
 
     with pytest.raises(ValueError, match=message):
         open_store(url, "unused")

@@ -1,0 +1,82 @@
+"""The job-row statements the SQLite and PostgreSQL backends share, written once with each backend's
+parameter marker, so that the two cannot drift apart on what finishing, re-queueing or listing a job
+means."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from server.store.base import ACTIVE, COMPLETED, IN_PROGRESS, QUEUED, Job
+from server.store.files import VideoFiles
+
+
+class SqlJobRows(VideoFiles):
+    """The statements both SQL backends write alike, with the backend's parameter marker ``P``
+    (``?`` for SQLite, ``%s`` for psycopg); each backend supplies ``_query``, ``_write``, ``_returning``
+    and ``_job``."""
+
+    P: str
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._query(f"SELECT * FROM jobs WHERE id = {self.P}", (job_id,))
+        return self._job(rows[0]) if rows else None
+
+    def list(self, after: str | None, limit: int, order: str, owner: str | None = None) -> tuple[list[Job], bool]:
+        """A page of jobs in creation order (``asc``/``desc``) after the job ``after``; and has_more.
+        With ``owner``, only that owner's jobs, and ``after`` must be one of them (KeyError otherwise,
+        as for an id that does not exist)."""
+        p = self.P
+        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
+        conditions, args = ([f"owner = {p}"], [owner]) if owner is not None else ([], [])
+        if after is not None:
+            anchor = self._query(f"SELECT seq FROM jobs WHERE {' AND '.join([f'id = {p}', *conditions])}",
+                                 (after, *args))
+            if not anchor:
+                raise KeyError(after)
+            conditions, args = [*conditions, f"seq {compare} {p}"], [*args, anchor[0]["seq"]]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._query(f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT {p}", (*args, limit + 1))
+        return [self._job(r) for r in rows[:limit]], len(rows) > limit
+
+    def set_progress(self, job_id: str, progress: int) -> None:
+        self.set_progress_many({job_id: progress})
+
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None,
+               error: tuple[str, str] | None = None, worker: str | None = None) -> bool:
+        """queued/in_progress -> a finished status; False if it was already finished. With ``worker``,
+        False too when another worker holds the job: ``worker``'s lease ran out (it lost the store for
+        longer than a lease) and the job was taken over; the new holder records it. A queued job is
+        nobody's, so the run that finished it may still record it."""
+        p = self.P
+        code, message = error or (None, None)
+        if worker is None:
+            holder, args = f"status IN ({p}, {p})", ACTIVE
+        else:
+            holder, args = f"(status = {p} OR (status = {p} AND worker = {p}))", (QUEUED, IN_PROGRESS, worker)
+        return self._write(
+            f"UPDATE jobs SET status = {p}, completed_at = {p}, lease_until = NULL, progress = CASE WHEN {p} = "
+            f"'completed' THEN 100 ELSE progress END, result = {p}, error_code = {p}, error_message = {p} "
+            f"WHERE id = {p} AND {holder}",
+            (status, time.time(), status, json.dumps(result or {}), code, message, job_id, *args)) == 1
+
+    def requeue(self, job_id: str) -> None:
+        p = self.P
+        self._write("UPDATE jobs SET status = {p}, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
+                    "WHERE id = {p} AND status = {p}".format(p=p), (QUEUED, job_id, IN_PROGRESS))
+
+    def release(self, worker: str) -> list[str]:
+        """Re-queue the jobs running under ``worker``'s name (never another worker's); their ids."""
+        p = self.P
+        rows = self._returning(f"UPDATE jobs SET status = {p}, progress = 0, started_at = NULL, worker = NULL, "
+                               f"lease_until = NULL WHERE status = {p} AND worker = {p} RETURNING id",
+                               (QUEUED, IN_PROGRESS, worker))
+        return [r["id"] for r in rows]
+
+    def _completed_ids(self) -> list[str]:
+        return [r["id"] for r in self._query(f"SELECT id FROM jobs WHERE status = {self.P} ORDER BY seq", (COMPLETED,))]
+
+    def delete(self, job_id: str) -> None:
+        self._write(f"DELETE FROM jobs WHERE id = {self.P}", (job_id,))
+        self.remove_outputs(job_id)
