@@ -23,13 +23,11 @@ fixes the loss scale (a learning rate carries over between tau values) without m
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import nn
 
-BetaSchedule = Literal["constant", "paper-t"]
-BETA_SCHEDULES: tuple[str, ...] = ("constant", "paper-t")
+from guidance.align.beta_schedule import BETA_SCHEDULES, BetaSchedule
 
 
 def sample_errors(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
