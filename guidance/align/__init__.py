@@ -7,12 +7,14 @@
 - :mod:`guidance.align.scored_clips`: the scored-clips data format (Flow-RWR), its loader and writer.
 - :mod:`guidance.align.lora`: the trained LoRA adapter on the live transformer; the reference is the
   same transformer with the adapter disabled; saving in the diffusers LoRA layout; resumable state.
+- :mod:`guidance.align.task`: what a method contributes to a step (its items and minibatch loss),
+  Flow-DPO's task, and the seeded draws of t and noise every method shares.
 - :mod:`guidance.align.trainer`: the training loop, deterministic per seed and resumable.
 - :mod:`guidance.align.methods`: the methods of issue 12 (IS-DAA, TVKD, Diff-UAPA as Flow-DPO options;
   Diffusion-DRO, SUDO, ABC, SPO / GradSPO, SPRO, hybrid offline-online as methods).
-- :mod:`guidance.align.report`: held-out implicit-reward accuracy and ``align_report.json``.
+- :mod:`guidance.align.report`: the held-out pairs, their implicit-reward accuracy and ``align_report.json``.
 """
 
 from __future__ import annotations
 
-__all__ = ["data", "lora", "losses", "methods", "noising", "report", "scored_clips", "trainer"]
+__all__ = ["data", "lora", "losses", "methods", "noising", "report", "scored_clips", "task", "trainer"]

@@ -23,7 +23,7 @@ ONLINE_METHODS = ("diffusion-dro", "spo", "gradspo", "spro", "hybrid")
 SUDO_TRANSFORMS_DEFAULT = "permute,reverse,shuffle,blur,noise"
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 #: SPRO's judges (``--judge``): ``reward`` scores with ``--reward-model`` at t = 0; ``demo`` with the
-#: demo world's ground-truth metrics of the decoded frames.
+#: frame judge the caller of the trainer passes (``nrg align`` passes the demo world's ground truth).
 JUDGES: tuple[str, ...] = ("reward", "demo")
 #: Settings that may differ between a run and its resumption (they do not change any step's result).
 RESUMABLE_CHANGES = ("steps", "epochs", "eval_every", "save_every", "snapshot_every", "cpu_budget_s")

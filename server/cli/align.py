@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from guidance.align.beta_schedule import BETA_SCHEDULES
 from guidance.align.config import DEFAULT_TARGETS, JUDGES, METHODS, AlignConfig
 from server.cli.common import _add_model_args, _load
+
+if TYPE_CHECKING:
+    from guidance.align.methods.frame_judge import FrameJudge
 
 
 def add_parser(sub) -> None:
@@ -145,4 +149,13 @@ def run(args: argparse.Namespace) -> None:
         data = load_scored_clips(args.data, family, list(weights), progress=progress)
     eval_pairs = None if eval_dir is None else load_preference_data(eval_dir, family, list(weights), progress=progress)
     align(family, data, config, args.out, resume=args.resume, eval_pairs=eval_pairs, model_path=args.model,
-          progress=progress)
+          progress=progress, frame_judge=_frame_judge(config.judge))
+
+
+def _frame_judge(judge: str) -> FrameJudge | None:
+    """The frame judge behind ``--judge demo``: the demo world's ground truth (guidance has none of its own)."""
+    if judge != "demo":
+        return None
+    from demo_world.judge import frame_judge
+
+    return frame_judge()

@@ -4,4 +4,5 @@
 - :mod:`.transforms`: SUDO's on-the-fly losers (video-native transformations of latents).
 - :mod:`.online`: sampling with the policy, a lagging or EMA copy of the adapter, SDE children.
 - :mod:`.tasks`: the training-loop tasks of the methods (what :mod:`guidance.align.trainer` runs).
+- :mod:`.frame_judge`: what SPRO's ``--judge demo`` scores decoded frames with, given by the caller.
 """
