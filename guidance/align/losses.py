@@ -1,9 +1,9 @@
 """The alignment losses, on per-sample prediction errors (no model in here, so they are testable by hand).
 
-Notation (REFERENCE §3.1): e_th(x) = mean |target - pred_th(x_t, t, c)|^2 over one sample's latent
+Notation: e_th(x) = mean |target - pred_th(x_t, t, c)|^2 over one sample's latent
 elements, e_ref the same with the adapter disabled, D(x) = e_th(x) - e_ref(x).
 
-Flow-DPO (Eq. 6), winner w and loser l noised with one shared noise tensor at one shared t::
+Flow-DPO, winner w and loser l noised with one shared noise tensor at one shared t::
 
     z = -(beta_t / 2) [D(w) - D(l)]        L = -log sigmoid(z)
 

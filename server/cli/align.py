@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
     align.add_argument("--eval-pairs", type=Path, default=None,
                        help="Flow-RWR: preference data set whose test pairs measure implicit accuracy "
                             "(default: --data's pairs.jsonl if it has one)")
-    m = align.add_argument_group("methods beyond Flow-DPO / Flow-RWR (docs/align.md, issue 12)")
+    m = align.add_argument_group("methods beyond Flow-DPO / Flow-RWR (docs/align.md)")
     m.add_argument("--is-clip", type=float, default=None, metavar="EPS",
                    help="IS-DAA: multiply the pair loss by sg(exp(min(l(w) + l(l), 2 EPS))) (paper default 0.25)")
     m.add_argument("--is-kappa", type=float, default=None, help="IS-DAA: l(x) = -(kappa / 2) D(x) (default: beta)")

@@ -1,4 +1,4 @@
-"""The alignment methods beyond Flow-DPO and Flow-RWR (issue 12; REFERENCE §3.1; docs/align.md).
+"""The alignment methods beyond Flow-DPO and Flow-RWR (docs/align.md, "More methods").
 
 - :mod:`.losses`: every method's loss as tensor math on per-sample errors (testable by hand).
 - :mod:`.transforms`: SUDO's on-the-fly losers (video-native transformations of latents).

@@ -1,4 +1,4 @@
-"""The training-loop tasks of the methods of issue 12 (``guidance.align.trainer`` runs them).
+"""The training-loop tasks of the methods beyond Flow-DPO and Flow-RWR (``guidance.align.trainer`` runs them).
 
 Each task gives the minibatch loss of a step from that step's seed only (t, noise, online samples
 and transformations are all drawn from generators seeded by (seed, step)), like Flow-DPO's. Online

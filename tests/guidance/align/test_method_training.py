@@ -1,6 +1,6 @@
-"""Issue 12's methods trained for a few steps on the tiny Wan pipeline: each loss falls (or the
-property that stands in for it holds), the composable options reduce to Flow-DPO where the math
-says so, and combinations the math does not allow are refused naming the flags."""
+"""The methods beyond Flow-DPO and Flow-RWR, trained for a few steps on the tiny Wan pipeline: each
+loss falls (or the property that stands in for it holds), the composable options reduce to Flow-DPO
+where the math says so, and combinations the math does not allow are refused naming the flags."""
 
 import json
 import math
