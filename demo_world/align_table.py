@@ -1,4 +1,4 @@
-"""Every ``nrg align`` method side by side on the demo world (``nrg eval --align``, issue 12).
+"""Every ``nrg align`` method side by side on the demo world (``nrg eval --align``; docs/align.md).
 
 One budget for all: the same CPU time of training steps (``nrg align --cpu-budget``; evaluations
 excluded), the same LoRA (rank 16, alpha 32 on the attention projections), the same optimizer

@@ -1,4 +1,4 @@
-"""``nrg eval``: Flow-NRG against the demo world's ground truth, in the form of REFERENCE §2.2.
+"""``nrg eval``: Flow-NRG against the demo world's ground truth, as win rates of guided over unguided clips.
 
 For every weight setting VQ:MQ:TA and every strength, each held-out (prompt, seed) is sampled guided
 and unguided from the same noise. Reported per row and objective: the ground-truth means of the guided
@@ -247,7 +247,7 @@ def _win_cell(stats: dict) -> str:
 
 
 def format_table(report: dict) -> str:
-    """The REFERENCE §2.2-style table: win rates against unguided with their evidence, means, cost."""
+    """One row per weight setting and strength: win rates against unguided with their evidence, means, cost."""
     u = report["unguided"]
     lines = [
         "| VQ:MQ:TA | mode | strength | win VQ | win MQ | win TA | mean VQ / MQ / TA | s/clip (x unguided) |",

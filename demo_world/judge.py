@@ -5,6 +5,8 @@ their parts) from the pixels of any clip of the world's prompts. Served as an op
 every demo job reports them beside the reward it was steered by, so a person sees what guidance did
 to the video, not what the optimised reward thinks of itself. Prompts outside the world's grammar
 have no truth: the judge refuses them (their jobs carry no ``truth`` scores, see server.judging).
+
+:func:`frame_judge` is the same truth for ``nrg align --method spro --judge demo``, one clip at a time.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
-from demo_world.metrics import evaluate_clip
+from demo_world.metrics import evaluate, evaluate_clip
 from demo_world.world import parse_prompt
+from guidance.align.methods.frame_judge import FrameJudge
 from guidance.judges import DEFAULT_FPS, JudgeError, check_clips, check_scores
 
 #: The metrics, then the measured parts a person can read off a clip (``ClipReport``), each signed so
@@ -45,3 +48,9 @@ class GroundTruthJudge:
 def ground_truth(device: str) -> GroundTruthJudge:
     """The plugin factory (the metrics run on the host whatever ``device`` is)."""
     return GroundTruthJudge()
+
+
+def frame_judge() -> FrameJudge:
+    """The ground truth as SPRO's frame judge (``nrg align --method spro --judge demo``): VQ, MQ and TA
+    of one clip, as :func:`demo_world.metrics.evaluate` measures them."""
+    return FrameJudge(objectives=("vq", "mq", "ta"), score=evaluate)

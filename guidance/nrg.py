@@ -16,7 +16,7 @@ Two gradient-free modes use the same reward as a verifier instead (``guidance.se
 the reward's gradient points nowhere useful:
 
 * ``best_of_n``: score the particles once, at the middle of the window, continue the best one.
-* ``fk``: Feynman-Kac steering (REFERENCE §2.6): at every step inside the window, weight the particles
+* ``fk``: Feynman-Kac steering: at every step inside the window, weight the particles
   by exp(strength * (r_t - r_previous)) and resample them when the effective sample size falls below
   half; return the particle with the best final reward.
 
@@ -53,7 +53,8 @@ DEFAULT_WINDOW = (0.2, 0.8)
 #: Particles of the search modes by default, and at most (each costs a denoiser pass per step).
 DEFAULT_PARTICLES = 4
 MAX_PARTICLES = 16
-#: Feynman-Kac's potential scale lambda (REFERENCE §2.6), the default strength of mode ``fk``.
+#: Feynman-Kac's potential scale lambda (particles are weighted by exp(lambda * reward gain)), the
+#: default strength of mode ``fk``.
 FK_STRENGTH = 10.0
 
 

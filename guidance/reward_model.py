@@ -1,4 +1,4 @@
-"""The latent reward model (REFERENCE §2.3): scores noisy latents of one pipeline on named objectives.
+"""The latent reward model: scores noisy latents of one pipeline on named objectives.
 
 Trunk: the first N blocks of the pipeline's own transformer together with its patch, time and text
 embeddings (copied from the pipeline, so the trunk starts out understanding the latent space and the

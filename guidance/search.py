@@ -7,7 +7,7 @@ time-dependent reward scores them on the request's weighted objectives, no gradi
 * ``best_of_n`` scores its particles once, at the first step whose noise level is at or below the
   middle of the window, and continues only the best: the cost is ``particles`` denoiser passes per
   step up to there and one after.
-* ``fk`` (Feynman-Kac steering, REFERENCE §2.6) scores them at every step inside the window, adds
+* ``fk`` (Feynman-Kac steering) scores them at every step inside the window, adds
   ``strength * (r_t - r_previous)`` to each particle's log weight (the potentials telescope to
   exp(strength * r)), and when the effective sample size drops below half the particles it resamples
   them multinomially from the sample's own generator. It costs ``particles`` passes per step.

@@ -16,8 +16,6 @@ from server.pipeline_defaults import PipelineDefaults
 from server.schema import Limits
 from server.store import DEFAULT_LEASE_S
 
-ROLES = ("all", "api", "worker")
-
 log = logging.getLogger("nrg.server")
 
 DEMO_MODEL_NAME = "nrg-demo"

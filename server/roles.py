@@ -9,8 +9,13 @@ it accepts waits in the shared store for a worker that hosts its model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from server.hosted_model import HostedModel
+if TYPE_CHECKING:  # torch-free at run time: the command line lists ROLES without loading models
+    from server.hosted_model import HostedModel
+
+#: The values of ``--role``.
+ROLES: tuple[str, ...] = ("all", "api", "worker")
 
 
 class FrontEndOnly:

@@ -1,18 +1,21 @@
 """Training-time alignment that produces the checkpoints the server hosts (``nrg align``, docs/align.md).
 
-- :mod:`guidance.align.losses`: Flow-DPO (REFERENCE §3, Eq. 6) and Flow-RWR, as pure tensor math.
+- :mod:`guidance.align.losses`: Flow-DPO (-log sigmoid of a winner-loser pair's implicit reward margin)
+  and Flow-RWR (the flow-matching error weighted by exp(reward / tau)), as pure tensor math.
 - :mod:`guidance.align.noising`: per family, the model timestep, the training target and the
   per-sample prediction error at a noise level t (flow: velocity; diffusion: eps or v).
 - :mod:`guidance.align.data`: which clip of a preference pair wins for weighted objectives.
 - :mod:`guidance.align.scored_clips`: the scored-clips data format (Flow-RWR), its loader and writer.
 - :mod:`guidance.align.lora`: the trained LoRA adapter on the live transformer; the reference is the
   same transformer with the adapter disabled; saving in the diffusers LoRA layout; resumable state.
+- :mod:`guidance.align.task`: what a method contributes to a step (its items and minibatch loss),
+  Flow-DPO's task, and the seeded draws of t and noise every method shares.
 - :mod:`guidance.align.trainer`: the training loop, deterministic per seed and resumable.
-- :mod:`guidance.align.methods`: the methods of issue 12 (IS-DAA, TVKD, Diff-UAPA as Flow-DPO options;
-  Diffusion-DRO, SUDO, ABC, SPO / GradSPO, SPRO, hybrid offline-online as methods).
-- :mod:`guidance.align.report`: held-out implicit-reward accuracy and ``align_report.json``.
+- :mod:`guidance.align.methods`: the methods beyond those two (IS-DAA, TVKD, Diff-UAPA as Flow-DPO
+  options; Diffusion-DRO, SUDO, ABC, SPO / GradSPO, SPRO, hybrid offline-online as methods).
+- :mod:`guidance.align.report`: the held-out pairs, their implicit-reward accuracy and ``align_report.json``.
 """
 
 from __future__ import annotations
 
-__all__ = ["data", "lora", "losses", "methods", "noising", "report", "scored_clips", "trainer"]
+__all__ = ["data", "lora", "losses", "methods", "noising", "report", "scored_clips", "task", "trainer"]

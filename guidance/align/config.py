@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from guidance.align import losses
+from guidance.align.beta_schedule import BETA_SCHEDULES, BetaSchedule
 
 Method = Literal["flow-dpo", "flow-rwr", "diffusion-dro", "sudo", "abc", "spo", "gradspo", "spro", "hybrid"]
 METHODS: tuple[str, ...] = ("flow-dpo", "flow-rwr", "diffusion-dro", "sudo", "abc", "spo", "gradspo", "spro", "hybrid")
@@ -22,6 +22,9 @@ COMPOSES: dict[str, tuple[str, ...]] = {
 ONLINE_METHODS = ("diffusion-dro", "spo", "gradspo", "spro", "hybrid")
 SUDO_TRANSFORMS_DEFAULT = "permute,reverse,shuffle,blur,noise"
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+#: SPRO's judges (``--judge``): ``reward`` scores with ``--reward-model`` at t = 0; ``demo`` with the
+#: frame judge the caller of the trainer passes (``nrg align`` passes the demo world's ground truth).
+JUDGES: tuple[str, ...] = ("reward", "demo")
 #: Settings that may differ between a run and its resumption (they do not change any step's result).
 RESUMABLE_CHANGES = ("steps", "epochs", "eval_every", "save_every", "snapshot_every", "cpu_budget_s")
 
@@ -36,7 +39,7 @@ class AlignConfig:
     lora_alpha: float = 128.0
     targets: Sequence[str] = DEFAULT_TARGETS
     beta: float = 1000.0
-    beta_schedule: losses.BetaSchedule = "constant"
+    beta_schedule: BetaSchedule = "constant"
     tau: float = 1.0
     lr: float = 5e-6
     weight_decay: float = 0.0
@@ -83,7 +86,7 @@ class AlignConfig:
     # -- SPRO --
     rounds: int = 2
     spro_samples: int = 4  # K clips per prompt and round
-    judge: str = "reward"  # "reward" (--reward-model at t = 0) or "demo" (demo_world ground truth)
+    judge: str = "reward"  # one of JUDGES
     # -- hybrid offline-online --
     hybrid_offline: int = 4  # N offline Flow-DPO steps ...
     hybrid_online: int = 1  # ... then M online recovery steps (0: plain Flow-DPO)
@@ -92,8 +95,8 @@ class AlignConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if self.beta_schedule not in losses.BETA_SCHEDULES:
-            raise ValueError(f"--beta-schedule must be one of {', '.join(losses.BETA_SCHEDULES)}; got {self.beta_schedule!r}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"--beta-schedule must be one of {', '.join(BETA_SCHEDULES)}; got {self.beta_schedule!r}")
         checks = [
             ("--lora-rank", self.lora_rank, self.lora_rank >= 1, ">= 1"),
             ("--lora-alpha", self.lora_alpha, self.lora_alpha > 0, "> 0"),
@@ -154,8 +157,8 @@ class AlignConfig:
             raise ValueError("--is-kappa needs --is-clip (it scales IS-DAA's log-ratio)")
         if self.teacher is None and (self.tvkd_alpha != 1.0 or self.tvkd_gamma != 0.9):
             raise ValueError("--tvkd-alpha / --tvkd-gamma need --teacher REWARD_DIR (the teacher's value)")
-        if self.judge not in ("reward", "demo"):
-            raise ValueError(f"--judge must be reward or demo; got {self.judge!r}")
+        if self.judge not in JUDGES:
+            raise ValueError(f"--judge must be {' or '.join(JUDGES)}; got {self.judge!r}")
         needs_reward = self.method in ("spo", "gradspo") or (self.method == "spro" and self.judge == "reward")
         if needs_reward and self.reward_model is None:
             raise ValueError(f"--method {self.method} needs --reward-model REWARD_DIR (the latent reward model"

@@ -1,9 +1,9 @@
 """The alignment losses, on per-sample prediction errors (no model in here, so they are testable by hand).
 
-Notation (REFERENCE §3.1): e_th(x) = mean |target - pred_th(x_t, t, c)|^2 over one sample's latent
+Notation: e_th(x) = mean |target - pred_th(x_t, t, c)|^2 over one sample's latent
 elements, e_ref the same with the adapter disabled, D(x) = e_th(x) - e_ref(x).
 
-Flow-DPO (Eq. 6), winner w and loser l noised with one shared noise tensor at one shared t::
+Flow-DPO, winner w and loser l noised with one shared noise tensor at one shared t::
 
     z = -(beta_t / 2) [D(w) - D(l)]        L = -log sigmoid(z)
 
@@ -23,13 +23,11 @@ fixes the loss scale (a learning rate carries over between tau values) without m
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import nn
 
-BetaSchedule = Literal["constant", "paper-t"]
-BETA_SCHEDULES: tuple[str, ...] = ("constant", "paper-t")
+from guidance.align.beta_schedule import BETA_SCHEDULES, BetaSchedule
 
 
 def sample_errors(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

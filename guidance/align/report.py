@@ -1,4 +1,4 @@
-"""Held-out implicit-reward accuracy and the ``align_report.json`` written next to the LoRA.
+"""The held-out pairs, their implicit-reward accuracy and the ``align_report.json`` written next to the LoRA.
 
 Implicit reward accuracy: for a held-out pair (winner w, loser l), the implicit reward margin of the
 policy against the reference is z = -(1/2) [D(w) - D(l)] with D = e_th - e_ref (the Flow-DPO margin
@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from guidance.align.data import orient_pairs, winners_losers
 from guidance.align.lora import adapter_disabled
 from guidance.align.noising import prediction_errors
+from guidance.align.scored_clips import ScoredClips
 from guidance.families.base import PipelineFamily, VideoShape
+from guidance.train.preference_data import PreferenceData
 from guidance.train.reward import PromptCache, cat_conditioning
 
 REPORT_NAME = "align_report.json"
@@ -35,6 +38,33 @@ class HeldOutPairs:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+
+def held_out_pairs(data: PreferenceData, weights: dict[str, float]) -> HeldOutPairs:
+    """The test split's pairs that the weighted labels decide, winner first."""
+    pairs = orient_pairs(data, weights, data.indices("test"))
+    win, lose = ([], []) if not pairs.index else winners_losers(data, pairs, range(len(pairs.index)))
+    return HeldOutPairs(list(win), list(lose), [data.prompts[i] for i in pairs.index],
+                        [data.shapes[i] for i in pairs.index])
+
+
+def held_out_clip_pairs(clips: ScoredClips, rewards: torch.Tensor) -> HeldOutPairs:
+    """Pairs of held-out clips of one prompt (consecutive in file order), the higher reward winning;
+    equal rewards give no pair."""
+    by_prompt: dict[str, list[int]] = {}
+    for i in clips.indices("test"):
+        by_prompt.setdefault(clips.prompts[i], []).append(i)
+    pairs = HeldOutPairs([], [], [], [])
+    for prompt, members in by_prompt.items():
+        for a, b in zip(members[0::2], members[1::2]):
+            if clips.shapes[a] != clips.shapes[b] or float(rewards[a]) == float(rewards[b]):
+                continue
+            w, lo = (a, b) if float(rewards[a]) > float(rewards[b]) else (b, a)
+            pairs.winners.append(clips.latents[w])
+            pairs.losers.append(clips.latents[lo])
+            pairs.prompts.append(prompt)
+            pairs.shapes.append(clips.shapes[a])
+    return pairs
 
 
 class ImplicitAccuracy:

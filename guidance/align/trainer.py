@@ -14,7 +14,6 @@ depends only on the seed, the step number and the weights, and a run resumed fro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -27,23 +26,31 @@ import torch
 
 from guidance.align import losses
 from guidance.align.config import RESUMABLE_CHANGES, AlignConfig
-from guidance.align.data import OrientedPairs, orient_pairs, parse_objective_weights, winners_losers
+from guidance.align.data import orient_pairs, parse_objective_weights
 from guidance.align.lora import (
     attach_lora,
-    adapter_disabled,
     lora_parameters,
     load_state,
     read_progress,
     save_lora,
     save_state,
 )
+from guidance.align.methods.frame_judge import FrameJudge
 from guidance.align.noising import prediction_errors
-from guidance.align.report import REPORT_NAME, HeldOutPairs, ImplicitAccuracy, format_accuracy
+from guidance.align.report import (
+    REPORT_NAME,
+    HeldOutPairs,
+    ImplicitAccuracy,
+    format_accuracy,
+    held_out_clip_pairs,
+    held_out_pairs,
+)
 from guidance.align.scored_clips import ScoredClips
+from guidance.align.task import DpoTask, Task, derived_seed, draw_t_and_noise
 from guidance.families.base import PipelineFamily
 from guidance.reward_model import transformer_fingerprint
 from guidance.train.preference_data import PreferenceData
-from guidance.train.reward import PromptCache, cat_conditioning
+from guidance.train.reward import PromptCache
 
 #: Sub-directory of the output that holds ``--snapshot-every``'s part-way LoRAs.
 SNAPSHOTS = "snapshots"
@@ -56,16 +63,10 @@ class AlignResult:
     step_losses: list[float] = field(default_factory=list)
 
 
-def _seed(*parts: int) -> int:
-    """A generator seed from integers (stable across processes and machines)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (2**63)
-
-
 def epoch_batches(keys: Sequence[Any], batch: int, seed: int, epoch: int) -> list[list[int]]:
     """Minibatches (positions into ``keys``) of items with equal keys (one latent shape), shuffled
     within each key and between batches by a generator of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(_seed(seed, epoch, 0xBA7C4))
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch, 0xBA7C4))
     groups: dict[Any, list[int]] = {}
     for position, key in enumerate(keys):
         groups.setdefault(key, []).append(position)
@@ -76,57 +77,7 @@ def epoch_batches(keys: Sequence[Any], batch: int, seed: int, epoch: int) -> lis
     return [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def _draw(shape: torch.Size, count: int, seed: int, step: int, t_min: float, t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The t [count] and noise [count, *shape] of one step (CPU generator of (seed, step))."""
-    generator = torch.Generator().manual_seed(_seed(seed, step, 0x7))
-    t = t_min + (t_max - t_min) * torch.rand(count, generator=generator)
-    return t, torch.randn((count, *shape), generator=generator)
-
-
-class _Task:
-    """What differs between the methods: the items of an epoch and the loss of a minibatch."""
-
-    keys: list[Any]
-    #: The run's total steps (set by :func:`align` before the first step; online schedules use it).
-    total: int = 0
-
-    def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
-        raise NotImplementedError
-
-    def after_step(self, step: int) -> None:
-        """Called after the optimizer step of ``step`` (lagging / EMA copies update here)."""
-
-
-class _DpoTask(_Task):
-    def __init__(self, family: PipelineFamily, data: PreferenceData, pairs: OrientedPairs, config: AlignConfig,
-                 prompts: PromptCache, options: Any = None) -> None:
-        self.family, self.data, self.pairs, self.config, self.prompts = family, data, pairs, config, prompts
-        self.keys = [(data.shapes[i], tuple(data.latents_a[i].shape)) for i in pairs.index]
-        #: IS-DAA / TVKD / Diff-UAPA terms (``guidance.align.methods.tasks.DpoOptions``), or None.
-        self.options = options
-
-    def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
-        family, config = self.family, self.config
-        device = family.device
-        win, lose = (x.to(device) for x in winners_losers(self.data, self.pairs, rows))
-        t, noise = _draw(win.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
-        t, noise = t.to(device), noise.to(device)
-        shape = self.data.shapes[self.pairs.index[rows[0]]]
-        cond = self.prompts([self.data.prompts[self.pairs.index[r]] for r in rows])
-        both, x0, n2, t2 = cat_conditioning([cond, cond]), torch.cat([win, lose]), torch.cat([noise, noise]), torch.cat([t, t])
-        with adapter_disabled(family):
-            ref = prediction_errors(family, family.transformer, x0, n2, t2, both, shape)
-        err = prediction_errors(family, family.transformer, x0, n2, t2, both, shape)
-        b = len(rows)
-        beta_t = losses.beta_at(config.beta, t, config.beta_schedule)
-        weights = torch.tensor([self.pairs.weight[r] for r in rows], device=device)
-        if self.options is not None:
-            return self.options.loss(self, err, ref, beta_t, weights, x0, n2, t2, both, shape, rows)
-        loss, z = losses.flow_dpo_loss(err[:b], ref[:b], err[b:], ref[b:], beta_t, weights)
-        return loss, float((z > 0).float().mean())
-
-
-class _RwrTask(_Task):
+class _RwrTask(Task):
     def __init__(self, family: PipelineFamily, clips: ScoredClips, index: list[int], weights: torch.Tensor,
                  config: AlignConfig, prompts: PromptCache) -> None:
         self.family, self.clips, self.index, self.weights, self.config, self.prompts = (
@@ -138,38 +89,11 @@ class _RwrTask(_Task):
         device = family.device
         items = [self.index[r] for r in rows]
         x0 = torch.stack([self.clips.latents[i] for i in items]).to(device)
-        t, noise = _draw(x0.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
+        t, noise = draw_t_and_noise(x0.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
         cond = self.prompts([self.clips.prompts[i] for i in items])
         err = prediction_errors(family, family.transformer, x0, noise.to(device), t.to(device), cond,
                                 self.clips.shapes[items[0]])
         return losses.flow_rwr_loss(err, self.weights[rows].to(device)), None
-
-
-def held_out_pairs(data: PreferenceData, weights: dict[str, float]) -> HeldOutPairs:
-    """The test split's pairs that the weighted labels decide, winner first."""
-    pairs = orient_pairs(data, weights, data.indices("test"))
-    win, lose = ([], []) if not pairs.index else winners_losers(data, pairs, range(len(pairs.index)))
-    return HeldOutPairs(list(win), list(lose), [data.prompts[i] for i in pairs.index],
-                        [data.shapes[i] for i in pairs.index])
-
-
-def held_out_clip_pairs(clips: ScoredClips, rewards: torch.Tensor) -> HeldOutPairs:
-    """Pairs of held-out clips of one prompt (consecutive in file order), the higher reward winning;
-    equal rewards give no pair."""
-    by_prompt: dict[str, list[int]] = {}
-    for i in clips.indices("test"):
-        by_prompt.setdefault(clips.prompts[i], []).append(i)
-    pairs = HeldOutPairs([], [], [], [])
-    for prompt, members in by_prompt.items():
-        for a, b in zip(members[0::2], members[1::2]):
-            if clips.shapes[a] != clips.shapes[b] or float(rewards[a]) == float(rewards[b]):
-                continue
-            w, lo = (a, b) if float(rewards[a]) > float(rewards[b]) else (b, a)
-            pairs.winners.append(clips.latents[w])
-            pairs.losers.append(clips.latents[lo])
-            pairs.prompts.append(prompt)
-            pairs.shapes.append(clips.shapes[a])
-    return pairs
 
 
 def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: str, out: Path) -> None:
@@ -185,12 +109,13 @@ def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: st
 
 
 def make_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config: AlignConfig, weights: dict[str, float],
-              prompts: PromptCache, eval_pairs: PreferenceData | None = None) -> tuple[_Task, HeldOutPairs, dict[str, Any]]:
+              prompts: PromptCache, eval_pairs: PreferenceData | None = None,
+              frame_judge: FrameJudge | None = None) -> tuple[Task, HeldOutPairs, dict[str, Any]]:
     """The method's task on ``data``, the held-out pairs and the report's data summary."""
     if config.method not in ("flow-dpo", "flow-rwr"):
         from guidance.align.methods.tasks import build_task
 
-        task, held_out, data_info = build_task(family, data, config, weights, prompts, eval_pairs)
+        task, held_out, data_info = build_task(family, data, config, weights, prompts, eval_pairs, frame_judge)
     elif config.method == "flow-dpo":
         if not isinstance(data, PreferenceData):
             raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
@@ -200,7 +125,7 @@ def make_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config
         from guidance.align.methods.tasks import dpo_options
 
         options, options_info = dpo_options(family, data, pairs, config, weights)
-        task: _Task = _DpoTask(family, data, pairs, config, prompts, options)
+        task: Task = DpoTask(family, data, pairs, config, prompts, options)
         held_out = held_out_pairs(data, weights)
         data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
                      "undecided_train_pairs": len(data.indices("train")) - len(pairs.index), **options_info}
@@ -234,13 +159,16 @@ def align(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     stop_after: int | None = None,
+    frame_judge: FrameJudge | None = None,
 ) -> AlignResult:
     """Train a LoRA on ``family``'s transformer (see the module docstring) and write it to ``out_dir``
     with ``align_report.json``; the state for ``resume`` is saved every ``save_every`` steps.
 
     ``data``: preference pairs for Flow-DPO, scored clips for Flow-RWR. Held-out implicit accuracy is
     measured on the test pairs of ``data`` (Flow-DPO) or of ``eval_pairs`` (Flow-RWR; without it,
-    pairs of held-out scored clips). ``stop_after`` ends the run after that many steps of this call,
+    pairs of held-out scored clips). ``frame_judge`` scores SPRO's samples under ``--judge demo``
+    (guidance has no world of its own to judge by; a run that needs one and has none fails before
+    training). ``stop_after`` ends the run after that many steps of this call,
     with its state saved but no LoRA written (to test resuming). The adapter stays on the
     transformer, trained, when this returns.
     """
@@ -254,7 +182,7 @@ def align(
     prompts = PromptCache(family)
     fingerprint = transformer_fingerprint(family.name, family.transformer)
 
-    task, held_out, data_info = make_task(family, data, config, weights, prompts, eval_pairs)
+    task, held_out, data_info = make_task(family, data, config, weights, prompts, eval_pairs, frame_judge)
 
     steps_per_epoch = len(epoch_batches(task.keys, config.batch, config.seed, 0))
     total = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 1)

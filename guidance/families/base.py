@@ -207,7 +207,8 @@ class PipelineFamily(ABC):
     def guidance_ratio(self, step_index: int, timestep: torch.Tensor) -> float:
         """The factor that turns the reward gradient into a prediction offset, before strength.
 
-        Flow matching (REFERENCE §2.1): t / (1 - t).  eps-prediction (§2.5): sqrt(1 - abar).
+        Flow matching (velocity prediction, x_t = (1 - t) x_0 + t noise): t / (1 - t).
+        eps-prediction: sqrt(1 - abar).
         v-prediction: with x fixed, eps = sqrt(1-abar) x + sqrt(abar) v, so shifting eps by
         -c sqrt(1-abar) g shifts v by -c sqrt((1-abar)/abar) g. The caller bounds this value.
         """
@@ -293,7 +294,7 @@ class PipelineFamily(ABC):
         """The noisy latents x_t at noise level ``t`` ([B], in [0, 1], 1 = pure noise) of clean
         ``latents`` x_0 with ``noise`` (same shape), in the family's forward process.
 
-        Flow matching (REFERENCE §2.1, t = sigma): x_t = (1 - t) x_0 + t noise.
+        Flow matching (t = sigma): x_t = (1 - t) x_0 + t noise.
         Diffusion (eps or v prediction): with abar the scheduler's ``alphas_cumprod`` at timestep
         round(t (T - 1)), T = ``num_train_timesteps``: x_t = sqrt(abar) x_0 + sqrt(1 - abar) noise.
         Computed in float32 and returned in ``latents``' dtype.

@@ -1,6 +1,6 @@
 """Training the latent reward model on preference pairs (``nrg train-reward``).
 
-Loss: Bradley-Terry with ties (REFERENCE §2.4, VideoReward Eq. 1-2), theta = 5, per objective. With
+Loss: Bradley-Terry with ties (as VideoReward trains its reward model), theta = 5, per objective. With
 d = r_A - r_B and c = log theta::
 
     P(A > B) = sigmoid(d - c)
@@ -11,7 +11,7 @@ d = r_A - r_B and c = log theta::
 averaged over the non-missing labels of each objective in the minibatch, then over the objectives
 that have labels in it (so every objective weighs the same, whatever its label density).
 
-Noisy pairs (REFERENCE §2.3): every step draws one t ~ U(t_min, t_max) per pair and ONE noise tensor
+Noisy pairs: every step draws one t ~ U(t_min, t_max) per pair and ONE noise tensor
 per pair; both clips of the pair are noised with that same noise at that same t
 (``family.add_noise``), so the score difference reflects the clips, not the noise draw. Scores are
 r = model(x_t, t, prompt embeddings, shape).

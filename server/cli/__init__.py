@@ -1,7 +1,10 @@
 """The ``nrg`` command line: generate videos, build tiny pipelines, initialise and train reward models.
 
 One module per subcommand, each with ``add_parser(sub)`` and ``run(args)``; what several share is in
-:mod:`server.cli.common`. Heavy imports (torch, diffusers, the app) happen inside ``run``.
+:mod:`server.cli.common`. Building the parser imports only light modules (no torch, diffusers,
+transformers or ray), so that ``nrg --help`` and every subcommand's ``--help`` answer at once; heavy
+imports happen inside ``run``. Flags whose choices or defaults come from the libraries are read from
+torch-free modules (``guidance.align.config``, ``guidance.nrg``, ``server.roles`` ...).
 
 Errors a user can fix (bad flags, unknown objectives, wrong directories) are printed as one line
 prefixed ``nrg: error:`` with exit status 2, never as a traceback.
@@ -31,6 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     for module in dict.fromkeys(SUBCOMMANDS.values()):  # serve adds `serve` and its shorthand `worker`
         module.add_parser(sub)
     return parser
+
+
+def command_paths(parser: argparse.ArgumentParser | None = None) -> list[tuple[str, ...]]:
+    """Every command of ``nrg`` as the words that name it: ``()`` for ``nrg`` itself, then ``("generate",)``,
+    ``("demo", "train")`` and so on, in the order ``--help`` lists them (what a check of every help walks)."""
+    parser = parser or build_parser()
+    paths: list[tuple[str, ...]] = [()]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                paths += [(name, *path) for path in command_paths(child)]
+    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from guidance.align.beta_schedule import BETA_SCHEDULES
+from guidance.align.config import DEFAULT_TARGETS, JUDGES, METHODS, AlignConfig
 from server.cli.common import _add_model_args, _load
+
+if TYPE_CHECKING:
+    from guidance.align.methods.frame_judge import FrameJudge
 
 
 def add_parser(sub) -> None:
-    from guidance.align.losses import BETA_SCHEDULES
-    from guidance.align.config import DEFAULT_TARGETS, METHODS, AlignConfig
-
     d = AlignConfig()
     align = sub.add_parser("align", help="train an aligned LoRA checkpoint (Flow-DPO, Flow-RWR and the methods of docs/align.md)",
                            description="Train a LoRA on a pipeline's transformer with Flow-DPO (preference pairs, "
@@ -54,7 +57,7 @@ def add_parser(sub) -> None:
     align.add_argument("--eval-pairs", type=Path, default=None,
                        help="Flow-RWR: preference data set whose test pairs measure implicit accuracy "
                             "(default: --data's pairs.jsonl if it has one)")
-    m = align.add_argument_group("methods beyond Flow-DPO / Flow-RWR (docs/align.md, issue 12)")
+    m = align.add_argument_group("methods beyond Flow-DPO / Flow-RWR (docs/align.md)")
     m.add_argument("--is-clip", type=float, default=None, metavar="EPS",
                    help="IS-DAA: multiply the pair loss by sg(exp(min(l(w) + l(l), 2 EPS))) (paper default 0.25)")
     m.add_argument("--is-kappa", type=float, default=None, help="IS-DAA: l(x) = -(kappa / 2) D(x) (default: beta)")
@@ -86,7 +89,7 @@ def add_parser(sub) -> None:
     m.add_argument("--gradspo-ema", type=float, default=d.gradspo_ema, help=f"GradSPO EMA decay (default {d.gradspo_ema:g})")
     m.add_argument("--rounds", type=int, default=d.rounds, help=f"SPRO self-play rounds (default {d.rounds})")
     m.add_argument("--spro-samples", type=int, default=d.spro_samples, help=f"SPRO clips per prompt and round (default {d.spro_samples})")
-    m.add_argument("--judge", choices=("reward", "demo"), default=d.judge,
+    m.add_argument("--judge", choices=JUDGES, default=d.judge,
                    help="SPRO judge: the --reward-model at t = 0, or the demo world's ground truth (default reward)")
     m.add_argument("--hybrid-offline", type=int, default=d.hybrid_offline, help=f"hybrid: N offline DPO steps (default {d.hybrid_offline})")
     m.add_argument("--hybrid-online", type=int, default=d.hybrid_online, help=f"hybrid: M online steps per cycle (default {d.hybrid_online}; 0: Flow-DPO)")
@@ -117,7 +120,6 @@ def _wants_pairs(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> None:
     from guidance.align.data import parse_objective_weights
     from guidance.align.scored_clips import load_scored_clips, read_clips
-    from guidance.align.config import AlignConfig
     from guidance.align.trainer import align
     from guidance.train.preference_data import PAIRS_FILE, load_preference_data, read_pairs
 
@@ -147,4 +149,13 @@ def run(args: argparse.Namespace) -> None:
         data = load_scored_clips(args.data, family, list(weights), progress=progress)
     eval_pairs = None if eval_dir is None else load_preference_data(eval_dir, family, list(weights), progress=progress)
     align(family, data, config, args.out, resume=args.resume, eval_pairs=eval_pairs, model_path=args.model,
-          progress=progress)
+          progress=progress, frame_judge=_frame_judge(config.judge))
+
+
+def _frame_judge(judge: str) -> FrameJudge | None:
+    """The frame judge behind ``--judge demo``: the demo world's ground truth (guidance has none of its own)."""
+    if judge != "demo":
+        return None
+    from demo_world.judge import frame_judge
+
+    return frame_judge()

@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     al.add_argument("--align-pairs", type=Path, default=Path("out/demo-pairs"), help="nrg demo make-pairs data set")
     al.add_argument("--align-groups", type=Path, default=Path("out/demo-groups"), help="nrg demo annotate data set")
     al.add_argument("--align-experts", type=Path, default=Path("out/demo-experts"),
-                    help="rendered experts (python -m guidance.align.methods.experts DIR)")
+                    help="rendered experts (python -m demo_world.experts DIR)")
     al.add_argument("--align-cpu-budget", type=float, default=300.0, metavar="SECONDS",
                     help="CPU seconds of training steps of every method (default 300)")
     al.add_argument("--align-steps", type=int, default=400, help="the most optimizer steps of a method (default 400)")

@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from server.cli.common import DTYPES
+from server.roles import ROLES
 from server.schema import Limits
 from server.scheduling import BATCHING_MODES
 
@@ -103,8 +104,6 @@ def add_parser(sub) -> None:
 
 
 def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
-    from server.config import ROLES
-
     limits = Limits()
     listed = _AppendReplacingDefault
     serve.add_argument("--model", action=listed, default=_env_list("MODEL"), metavar="[NAME=]DIR",
@@ -230,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
 
     set_threads(getattr(args, "threads", None))  # before any model loads
     config = server_config(args)
-    if config.role not in ("all", "api", "worker"):  # NRG_ROLE is not checked by argparse
-        raise ValueError(f"--role must be one of all, api, worker; got {config.role!r}")
+    if config.role not in ROLES:  # NRG_ROLE is not checked by argparse
+        raise ValueError(f"--role must be one of {', '.join(ROLES)}; got {config.role!r}")
     # Before minutes of model loading: a bad --store, an unreachable one, a damaged SQLite file.
     if config.store_url is None:
         if config.role != "all":

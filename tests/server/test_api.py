@@ -171,7 +171,7 @@ def test_search_modes_batch_with_gradient_guided_jobs_and_report_their_cost(clie
     done = [wait_for(client, job["id"]) for job in (fk, relative)]
     assert [d["status"] for d in done] == ["completed", "completed"]
     # --max-batch counts rows: the fk job's 3 particles are more than this server's 2, so it runs alone
-    # (modes are not in the batch key: guidance/test_batch_state.py steps search and gradient rows together).
+    # (modes are not in the batch key: tests/guidance/test_batch_state.py steps search and gradient rows together).
     assert done[0]["batch_size"] == done[1]["batch_size"] == 1
     assert done[0]["cost_vs_unguided"] == 3.0 and done[1]["cost_vs_unguided"] == 1.0
 

@@ -1,9 +1,9 @@
-"""The losses of the methods of issue 12, on per-sample errors (REFERENCE §3.1 notation).
+"""The losses of the methods beyond Flow-DPO and Flow-RWR, on per-sample prediction errors.
 
 e_th(x) = mean |target - pred_th(x_t)|^2, e_ref the same with the adapter disabled, D = e_th - e_ref,
 z = -(beta / 2) [D(w) - D(l)] the Flow-DPO margin (``guidance.align.losses.dpo_margin``).
 
-Every function here is pure tensor math; the tests recompute each property of §3.1 by hand.
+Every function here is pure tensor math; the tests check each one against hand computations.
 """
 
 from __future__ import annotations

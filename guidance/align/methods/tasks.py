@@ -1,4 +1,4 @@
-"""The training-loop tasks of the methods of issue 12 (``guidance.align.trainer`` runs them).
+"""The training-loop tasks of the methods beyond Flow-DPO and Flow-RWR (``guidance.align.trainer`` runs them).
 
 Each task gives the minibatch loss of a step from that step's seed only (t, noise, online samples
 and transformations are all drawn from generators seeded by (seed, step)), like Flow-DPO's. Online
@@ -21,10 +21,12 @@ from guidance.align.data import OrientedPairs, clip_vote_counts, orient_pairs, w
 from guidance.align.lora import adapter_disabled
 from guidance.align.methods import losses as mlosses
 from guidance.align.methods import online
+from guidance.align.methods.frame_judge import FrameJudge
 from guidance.align.methods.transforms import make_losers, parse_transforms
 from guidance.align.noising import model_timestep, prediction_errors
+from guidance.align.report import held_out_clip_pairs, held_out_pairs
 from guidance.align.scored_clips import ScoredClips
-from guidance.align.trainer import _DpoTask, _Task, _draw, _seed, held_out_clip_pairs, held_out_pairs
+from guidance.align.task import DpoTask, Task, derived_seed, draw_t_and_noise
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.train.preference_data import PreferenceData
 from guidance.train.reward import PromptCache, cat_conditioning
@@ -63,7 +65,7 @@ class DpoOptions:
     def __init__(self, config: AlignConfig, teacher: WeightedReward | None, counts: dict[int, tuple[float, float, float, float]] | None):
         self.config, self.teacher, self.counts = config, teacher, counts
 
-    def loss(self, task: _DpoTask, err, ref, beta_t, weights, x0, n2, t2, both, shape, rows):
+    def loss(self, task: DpoTask, err, ref, beta_t, weights, x0, n2, t2, both, shape, rows):
         config, b = self.config, len(rows)
         z = losses.dpo_margin(err[:b], ref[:b], err[b:], ref[b:], beta_t)
         if self.teacher is not None:
@@ -115,7 +117,7 @@ def _held_out(data, weights):
     return held_out_pairs(data, weights)
 
 
-class _ClipTask(_Task):
+class _ClipTask(Task):
     """Items are training clips (latents, prompt, shape); one latent shape per minibatch."""
 
     def __init__(self, family: PipelineFamily, items, config: AlignConfig, prompts: PromptCache, what: str) -> None:
@@ -132,7 +134,7 @@ class _ClipTask(_Task):
         """Policy and reference errors of ``x0`` (copies x the batch, stacked) with one t and noise
         per item shared across the copies."""
         b = x0.shape[0] // copies
-        t, noise = _draw(x0.shape[1:], b, self.config.seed, step, self.config.t_min, self.config.t_max)
+        t, noise = draw_t_and_noise(x0.shape[1:], b, self.config.seed, step, self.config.t_min, self.config.t_max)
         t, noise = t.to(x0.device), noise.to(x0.device)
         n, tt = torch.cat([noise] * copies), torch.cat([t] * copies)
         with adapter_disabled(self.family):
@@ -142,7 +144,7 @@ class _ClipTask(_Task):
 
 
 def _step_generator(config: AlignConfig, step: int, salt: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(config.seed, step, salt))
+    return torch.Generator().manual_seed(derived_seed(config.seed, step, salt))
 
 
 # -- Diffusion-DRO ---------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ class DroTask(_ClipTask):
         expert, prompts, shape = self.batch(rows)
         if self.lagging is None:
             self.lagging = online.lora_snapshot(self.family)
-        seeds = [_seed(config.seed, step, r, 0xD20) % (2**31) for r in rows]
+        seeds = [derived_seed(config.seed, step, r, 0xD20) % (2**31) for r in rows]
         with online.swapped_lora(self.family, self.lagging):
             negative = online.sample_latents(self.family, prompts, shape, config.online_steps, seeds, config.online_cfg)
         cond = self.prompts(prompts)
@@ -230,7 +232,7 @@ class SpoTask(_ClipTask):
     def loss(self, step, rows):
         config, family = self.config, self.family
         _, prompts, shape = self.batch(rows)
-        seeds = [_seed(config.seed, step, r, 0x5B0) % (2**31) for r in rows]
+        seeds = [derived_seed(config.seed, step, r, 0x5B0) % (2**31) for r in rows]
         x0 = online.sample_latents(family, prompts, shape, config.online_steps, seeds, config.online_cfg)
         b = len(rows)
         gen = _step_generator(config, step, 0x5B1)
@@ -289,44 +291,50 @@ class SpoTask(_ClipTask):
 
 # -- SPRO ------------------------------------------------------------------------------------------
 
-class Judge:
-    """Scores clean latents of one prompt's samples: the reward model at t = 0, or the demo world's
-    ground-truth metrics of the decoded frames (``demo_world.metrics``), weighted by the objectives."""
+class SproJudge:
+    """Scores clean latents of one prompt's samples, weighted by the objectives: the reward model at
+    t = 0 (``--judge reward``), or the caller's frame judge on the decoded frames (``--judge demo``)."""
 
-    def __init__(self, family, config: AlignConfig, weights: dict[str, float], prompts: PromptCache) -> None:
-        self.family, self.kind, self.weights, self.prompts = family, config.judge, weights, prompts
+    def __init__(self, family: PipelineFamily, config: AlignConfig, weights: dict[str, float], prompts: PromptCache,
+                 frame_judge: FrameJudge | None) -> None:
+        self.family, self.weights, self.prompts = family, weights, prompts
         self.reward = WeightedReward(family, config.reward_model, weights, "--reward-model") if config.judge == "reward" else None
+        self.frame_judge = frame_judge if config.judge == "demo" else None
         if config.judge == "demo":
-            unknown = [k for k in weights if k not in ("vq", "mq", "ta")]
+            if frame_judge is None:
+                raise ValueError("--judge demo scores decoded frames with a frame judge, and none was given: the "
+                                 "caller of guidance.align.trainer.align passes frame_judge= (nrg align passes "
+                                 "the demo world's ground truth)")
+            unknown = [k for k in weights if k not in frame_judge.objectives]
             if unknown:
-                raise ValueError(f"--judge demo scores vq, mq, ta; --objectives has {', '.join(unknown)}")
+                raise ValueError(f"--judge demo scores {', '.join(frame_judge.objectives)}; --objectives has "
+                                 f"{', '.join(unknown)}")
 
     def __call__(self, latents: torch.Tensor, prompts: list[str], shape: VideoShape) -> torch.Tensor:
         if self.reward is not None:
             t = torch.zeros(latents.shape[0], device=latents.device)
             return self.reward(latents, t, self.prompts(prompts), shape).float().cpu()
-        from demo_world.metrics import evaluate
-
         frames = online.decode_frames(self.family, latents, shape)
-        return torch.tensor([sum(w * evaluate(f.numpy(), p)[k] for k, w in self.weights.items())
+        return torch.tensor([sum(w * self.frame_judge.score(f.numpy(), p)[k] for k, w in self.weights.items())
                              for f, p in zip(frames, prompts)])
 
 
-class SproTask(_Task):
+class SproTask(Task):
     """Self-play rounds: at the first step of each of ``--rounds`` rounds, K clips per training prompt
     from the current policy, scored by the judge; each prompt's best and worst (if they differ)
     become a Flow-DPO pair for the round's steps (reference: the base model). The composable options
     (IS-DAA, TVKD) apply to the round's pair loss."""
 
-    def __init__(self, family, config, prompts, weights, prompt_items: list[tuple[str, VideoShape, tuple]]) -> None:
+    def __init__(self, family, config, prompts, weights, prompt_items: list[tuple[str, VideoShape, tuple]],
+                 frame_judge: FrameJudge | None = None) -> None:
         if not prompt_items:
             raise ValueError("--method spro: no training prompt")
         self.family, self.config, self.prompts, self.weights = family, config, prompts, weights
         self.items = prompt_items
         self.keys = [(shape, latent) for _, shape, latent in prompt_items]
-        self.judge = Judge(family, config, weights, prompts)
+        self.judge = SproJudge(family, config, weights, prompts, frame_judge)
         self.round = -1
-        self.inner: _DpoTask | None = None
+        self.inner: DpoTask | None = None
         self.row_of: dict[int, int] = {}
         self.rounds_info: list[dict[str, Any]] = []
 
@@ -335,7 +343,7 @@ class SproTask(_Task):
         a, b, prompts, shapes, self.row_of = [], [], [], [], {}
         gaps = []
         for position, (prompt, shape, _) in enumerate(self.items):
-            seeds = [_seed(config.seed, round_index, position, j, 0x5B2) % (2**31) for j in range(k)]
+            seeds = [derived_seed(config.seed, round_index, position, j, 0x5B2) % (2**31) for j in range(k)]
             latents = online.sample_latents(self.family, [prompt] * k, shape, config.online_steps, seeds, config.online_cfg)
             scores = self.judge(latents, [prompt] * k, shape)
             best, worst = int(scores.argmax()), int(scores.argmin())
@@ -356,7 +364,7 @@ class SproTask(_Task):
                               lines=list(range(len(a))))
         pairs = OrientedPairs(list(range(len(a))), [True] * len(a), [1.0] * len(a))
         options, _ = dpo_options(self.family, data, pairs, self.config, self.weights)
-        self.inner = _DpoTask(self.family, data, pairs, self.config, self.prompts, options)
+        self.inner = DpoTask(self.family, data, pairs, self.config, self.prompts, options)
 
     def loss(self, step, rows):
         per_round = max(1, math.ceil(self.total / self.config.rounds))
@@ -373,12 +381,12 @@ class SproTask(_Task):
 
 # -- hybrid offline-online -------------------------------------------------------------------------
 
-class HybridTask(_Task):
+class HybridTask(Task):
     """Cycles of N offline Flow-DPO steps on the preference pairs and M online steps of generalisation
     recovery: the flow-matching loss e_th on the base model's own samples (adapter disabled) of a
     broad prompt set (``--online-prompts``, default the data's training prompts). M = 0 is Flow-DPO."""
 
-    def __init__(self, dpo: _DpoTask, config: AlignConfig, prompt_list: list[str], shape_of_prompts) -> None:
+    def __init__(self, dpo: DpoTask, config: AlignConfig, prompt_list: list[str], shape_of_prompts) -> None:
         self.dpo, self.config = dpo, config
         self.keys = dpo.keys
         self.prompt_list, self.shape = prompt_list, shape_of_prompts
@@ -391,10 +399,10 @@ class HybridTask(_Task):
         gen = _step_generator(config, step, 0x4B1)
         picks = torch.randint(len(self.prompt_list), (len(rows),), generator=gen).tolist()
         prompts = [self.prompt_list[i] for i in picks]
-        seeds = [_seed(config.seed, step, j, 0x4B2) % (2**31) for j in range(len(rows))]
+        seeds = [derived_seed(config.seed, step, j, 0x4B2) % (2**31) for j in range(len(rows))]
         with adapter_disabled(family):
             x0 = online.sample_latents(family, prompts, self.shape, config.online_steps, seeds, config.online_cfg)
-        t, noise = _draw(x0.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
+        t, noise = draw_t_and_noise(x0.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
         err = prediction_errors(family, family.transformer, x0, noise.to(x0.device), t.to(x0.device),
                                 self.dpo.prompts(prompts), self.shape)
         return err.mean(), None
@@ -403,8 +411,10 @@ class HybridTask(_Task):
 # -- building a task -------------------------------------------------------------------------------
 
 def build_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config: AlignConfig,
-               weights: dict[str, float], prompts: PromptCache, eval_pairs: PreferenceData | None = None):
-    """(task, held-out pairs, report data info) of a method other than flow-dpo / flow-rwr."""
+               weights: dict[str, float], prompts: PromptCache, eval_pairs: PreferenceData | None = None,
+               frame_judge: FrameJudge | None = None):
+    """(task, held-out pairs, report data info) of a method other than flow-dpo / flow-rwr;
+    ``frame_judge`` scores SPRO's samples under ``--judge demo``."""
     method = config.method
     info: dict[str, Any] = {}
     if method in ("abc", "hybrid"):
@@ -415,10 +425,10 @@ def build_task(family: PipelineFamily, data: PreferenceData | ScoredClips, confi
             raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
         info = {"pairs": len(data), "train_pairs": len(pairs.index)}
         if method == "abc":
-            task: _Task = _DpoTask(family, data, pairs, config, prompts, _AbcOptions())
+            task: Task = DpoTask(family, data, pairs, config, prompts, _AbcOptions())
         else:
             options, extra = dpo_options(family, data, pairs, config, weights)
-            dpo = _DpoTask(family, data, pairs, config, prompts, options)
+            dpo = DpoTask(family, data, pairs, config, prompts, options)
             prompt_list = _read_prompts(config.online_prompts) if config.online_prompts else sorted(
                 {data.prompts[i] for i in pairs.index})
             shapes = {data.shapes[i] for i in pairs.index}
@@ -441,7 +451,8 @@ def build_task(family: PipelineFamily, data: PreferenceData | ScoredClips, confi
         seen: dict[tuple[str, VideoShape], tuple] = {}
         for x, prompt, shape in items:
             seen.setdefault((prompt, shape), tuple(x.shape))
-        task = SproTask(family, config, prompts, weights, [(p, s, latent) for (p, s), latent in seen.items()])
+        task = SproTask(family, config, prompts, weights, [(p, s, latent) for (p, s), latent in seen.items()],
+                        frame_judge)
         info = {"train_prompts": len(seen), "samples_per_prompt": config.spro_samples, "rounds": config.rounds,
                 "judge": config.judge, "round_log": task.rounds_info}
     else:

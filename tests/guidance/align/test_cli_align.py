@@ -55,6 +55,22 @@ def test_align_cli_errors_are_one_line(tiny_dir, data_dir, tmp_path, capsys, ext
     assert err.startswith("nrg: error: ") and message in err
 
 
+def test_align_cli_spro_judge_demo_scores_with_the_demo_worlds_truth(tiny_dir, data_dir, tmp_path, monkeypatch):
+    import demo_world.judge
+
+    calls = []
+    truth = demo_world.judge.evaluate
+    monkeypatch.setattr(demo_world.judge, "evaluate", lambda frames, prompt: calls.append(prompt) or truth(frames, prompt))
+    out = tmp_path / "spro"
+    status = main(["align", "--method", "spro", "--judge", "demo", "--model", str(tiny_dir("wan")), "--data",
+                   str(data_dir), "--out", str(out), "--objectives", "mq", "--lora-rank", "4", "--lora-alpha", "8",
+                   "--steps", "1", "--batch", "2", "--rounds", "1", "--spro-samples", "2", "--online-steps", "2",
+                   "--quiet"])
+    assert status == 0
+    assert calls == ["a red circle moving left"] * 2  # one training prompt, two self-play samples
+    assert json.loads((out / "align_report.json").read_text())["args"]["judge"] == "demo"
+
+
 def test_generate_with_an_aligned_checkpoint(tiny_dir, data_dir, tmp_path):
     import numpy as np
 

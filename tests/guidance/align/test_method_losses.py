@@ -1,4 +1,4 @@
-"""The losses of issue 12's methods against hand computations of REFERENCE §3.1's properties."""
+"""The losses of the methods beyond Flow-DPO and Flow-RWR against hand computations of their properties."""
 
 import math
 

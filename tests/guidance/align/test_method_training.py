@@ -1,6 +1,6 @@
-"""Issue 12's methods trained for a few steps on the tiny Wan pipeline: each loss falls (or the
-property that stands in for it holds), the composable options reduce to Flow-DPO where the math
-says so, and combinations the math does not allow are refused naming the flags."""
+"""The methods beyond Flow-DPO and Flow-RWR, trained for a few steps on the tiny Wan pipeline: each
+loss falls (or the property that stands in for it holds), the composable options reduce to Flow-DPO
+where the math says so, and combinations the math does not allow are refused naming the flags."""
 
 import json
 import math
@@ -10,10 +10,11 @@ import torch
 
 from guidance.align import trainer
 from guidance.align.config import AlignConfig
+from guidance.align.methods.frame_judge import FrameJudge
 from guidance.families import load_pipeline
 from guidance.reward_model import init_reward_model
 from guidance.train.preference_data import write_pairs
-from tests.guidance.align.test_trainer import FAST, SHAPE, _latent_shape, _pairs
+from tests.guidance.align.test_trainer import FAST, PROMPT, SHAPE, _latent_shape, _pairs
 
 ONLINE = dict(online_steps=2, eval_every=1000)
 
@@ -155,6 +156,32 @@ def test_spro_rounds_and_loss_falls(fresh, tmp_path, reward_dir):
     assert [r["round"] for r in rounds] == [0, 1] and all(r["pairs"] == 1 for r in rounds)
     assert result.step_losses[0] == pytest.approx(math.log(2), abs=1e-6)
     _falls(result.step_losses[:4], k=2)
+
+
+def test_spro_judge_demo_ranks_decoded_frames_with_the_given_frame_judge(fresh, tmp_path):
+    data = _pairs(tmp_path / "d", fresh())
+    seen = []
+
+    def brightness(frames, prompt):
+        seen.append((frames.shape, prompt))
+        return {"x": float(frames.mean())}
+
+    config = AlignConfig(**{**FAST, **ONLINE}, method="spro", judge="demo", steps=2, rounds=1, spro_samples=2)
+    result = trainer.align(fresh(), data, config, tmp_path / "o", progress=False, log=None,
+                           frame_judge=FrameJudge(("x",), brightness))
+    assert [prompt for _, prompt in seen] == [PROMPT, PROMPT]  # one training prompt, two samples, one round
+    assert all(len(shape) == 4 and shape[-1] == 3 for shape, _ in seen)  # one clip's frames [F, H, W, 3]
+    assert result.report["data"]["judge"] == "demo" and result.report["data"]["round_log"][0]["round"] == 0
+
+
+def test_spro_judge_demo_needs_a_frame_judge_of_the_run_objectives(fresh, tmp_path):
+    data = _pairs(tmp_path / "d", fresh())
+    with pytest.raises(ValueError, match="--judge demo scores decoded frames with a frame judge, and none was given"):
+        _run(fresh(), data, tmp_path / "a", method="spro", judge="demo", steps=1, **ONLINE)
+    truth = FrameJudge(("vq", "mq", "ta"), lambda frames, prompt: {})
+    with pytest.raises(ValueError, match="--judge demo scores vq, mq, ta; --objectives has x"):
+        trainer.align(fresh(), data, AlignConfig(**{**FAST, **ONLINE}, method="spro", judge="demo", steps=1),
+                      tmp_path / "b", progress=False, log=None, frame_judge=truth)
 
 
 def test_hybrid_m0_is_flow_dpo_and_online_steps_run(fresh, tmp_path):

@@ -13,6 +13,7 @@ from guidance.align.lora import adapter_disabled, attach_lora, lora_parameters
 from guidance.align.noising import model_timestep, prediction_errors, training_target
 from guidance.align.report import REPORT_NAME
 from guidance.align.scored_clips import load_scored_clips, write_scored_clips
+from guidance.align.task import DpoTask
 from guidance.checkpoints import CheckpointRegistry
 from guidance.families import load_pipeline
 from guidance.families.base import VideoShape
@@ -110,7 +111,7 @@ def test_shared_noise_makes_identical_clips_cancel(fresh, tmp_path):
     attach_lora(family, 4, 8, config.targets, seed=0)
     _randomise_lora(family)
     pairs = orient_pairs(data, {"x": 1.0}, data.indices("train"))
-    task = trainer._DpoTask(family, data, pairs, config, PromptCache(family))
+    task = DpoTask(family, data, pairs, config, PromptCache(family))
     loss, accuracy = task.loss(0, list(range(len(pairs.index))))
     loss = loss.detach()
     assert float(loss) == pytest.approx(math.log(2), abs=1e-6) and accuracy == 0.0

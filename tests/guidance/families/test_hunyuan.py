@@ -62,7 +62,7 @@ def test_hunyuan_encode_gives_the_prepare_latents_layout(tiny_family):
     latents = family.encode(frames, SHAPE)
     noise = family.prepare_latents(SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
     assert latents.shape == noise.shape and latents.dtype == noise.dtype
-    # Flow matching: add_noise is the linear interpolation (REFERENCE §2.1).
+    # Flow matching: add_noise is the linear interpolation x_t = (1 - t) x_0 + t noise.
     t = torch.tensor([0.3, 0.9])
     assert torch.allclose(family.add_noise(latents, noise, t), (1 - t).view(-1, 1, 1, 1, 1) * latents
                           + t.view(-1, 1, 1, 1, 1) * noise, atol=1e-6)

@@ -1,7 +1,7 @@
 """Expert demonstrations of the demo world for Diffusion-DRO: rendered clips are the crispest, exactly
 prompt-following clips the world has (``demo_world.world.render``), so they are perfect experts.
 
-``python -m guidance.align.methods.experts OUT_DIR [COUNT] [SEED]`` writes a scored-clips data set
+``python -m demo_world.experts OUT_DIR [COUNT] [SEED]`` writes a scored-clips data set
 (``clips.jsonl`` + ``.npy`` clips, rewards = the ground-truth metrics of each rendered clip) that
 ``nrg align --method diffusion-dro --data OUT_DIR`` trains on.
 """
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from demo_world import world
+from demo_world.metrics import evaluate
+
 
 def write_demo_experts(out_dir: str | Path, count: int = 400, seed: int = 0) -> Path:
     """``count`` rendered clips of training prompts (never the held-out combinations), seeds below
     ``EVAL_SEED_BASE``; split by the default hash."""
-    from demo_world import world
-    from demo_world.metrics import evaluate
-
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -42,5 +42,5 @@ def write_demo_experts(out_dir: str | Path, count: int = 400, seed: int = 0) -> 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if not args:
-        raise SystemExit("usage: python -m guidance.align.methods.experts OUT_DIR [COUNT] [SEED]")
+        raise SystemExit("usage: python -m demo_world.experts OUT_DIR [COUNT] [SEED]")
     print(write_demo_experts(args[0], *(int(a) for a in args[1:3])))
