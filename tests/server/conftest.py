@@ -97,3 +97,14 @@ def wait_for(client: httpx.Client, video_id: str, statuses=("completed", "failed
             return job
         time.sleep(0.05)
     raise AssertionError(f"{video_id} did not reach {statuses}; last: {job}")
+
+
+def decoded(content: bytes):
+    """An mp4's frames, uint8 [F, H, W, 3]."""
+    import io
+
+    import av
+    import numpy as np
+
+    with av.open(io.BytesIO(content)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])

@@ -14,7 +14,7 @@ from guidance.nrg import GuidanceDefaults
 from guidance.reward_model import RewardCalibration
 from guidance.video_io import count_video_frames
 from server.schema import Limits
-from tests.server.conftest import full_batches_only, running_server, until, wait_for
+from tests.server.conftest import decoded, full_batches_only, running_server, until, wait_for
 
 SMALL = {"prompt": "a red circle moving left", "num_inference_steps": 4, "seed": 1}
 
@@ -43,13 +43,6 @@ def _events(client, video_id):
             elif line.startswith("data: "):
                 events.append((kind, json.loads(line[6:])))
     return events
-
-
-def _frames(path):
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.int16)
 
 
 def test_full_lifecycle(client, tmp_path):
@@ -83,7 +76,7 @@ def test_full_lifecycle(client, tmp_path):
     assert client.get(f"/v1/videos/{job['id']}").status_code == 404
 
 
-def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(server, client, tmp_path):
+def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(server, client):
     app = server[1]
     bodies = [
         {**SMALL, "seed": 21, "reward_guidance": {"weights": {"vq": 1.0}, "strength": 30}},
@@ -99,9 +92,10 @@ def test_two_jobs_with_different_weights_batch_together_and_match_each_alone(ser
         assert alone["batch_size"] == 1
         for name, value in job["rewards"].items():
             assert alone["rewards"][name] == pytest.approx(value, abs=1e-4)
-        for tag, j in (("a", alone), ("b", job)):
-            (tmp_path / f"{tag}.mp4").write_bytes(client.get(f"/v1/videos/{j['id']}/content").content)
-        assert np.abs(_frames(tmp_path / "a.mp4") - _frames(tmp_path / "b.mp4")).max() <= 2
+        # Batched float kernels round differently from one row's (docs/server.md, Reproducibility), and
+        # H.264 can turn one level into a few; a mixed-up row would differ by tens of levels everywhere.
+        a, b = (decoded(client.get(f"/v1/videos/{j['id']}/content").content).astype(int) for j in (alone, job))
+        assert a.shape == b.shape and np.abs(a - b).mean() < 1.0
 
 
 def test_cancel_mid_run(client):

@@ -20,7 +20,7 @@ import time
 import httpx
 import pytest
 
-from tests.server.conftest import HANG_S, free_port, running_server, until, wait_for
+from tests.server.conftest import HANG_S, decoded, free_port, running_server, until, wait_for
 from tests.server.postgres import pg_server, pg_url  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
@@ -237,9 +237,13 @@ def test_kill_9_of_a_worker_mid_batch_reruns_its_jobs_on_the_other(cluster):
     for video_id in ids:
         job = wait_for(api2, video_id)
         assert job["status"] == "completed"
-        assert job["rewards"] == reference["rewards"]  # same seed, same result
-        rerun, first = (api1.get(f"/v1/videos/{i}/content").content for i in (video_id, reference["id"]))
-        assert rerun == first and len(rerun) > 0
+        # Same seed, same video: another process need not round every float as the first did (a BLAS
+        # may pick its kernels by how its buffers happen to be aligned), and H.264 turns one level of a
+        # pixel into a different file, so the check is on the decoded frames, with room for that. Another
+        # seed's video differs by tens of levels.
+        assert job["rewards"] == pytest.approx(reference["rewards"], abs=1e-4)
+        rerun, first = (decoded(api1.get(f"/v1/videos/{i}/content").content) for i in (video_id, reference["id"]))
+        assert rerun.shape == first.shape and abs(rerun.astype(int) - first).mean() < 1.0
     after = cluster.rows(*ids)
     assert all(after[i]["worker"] == survivor and after[i]["attempts"] == 2 for i in victims)
     assert f"re-queued {victims[0]}: its worker's lease expired" in cluster.log(survivor)
