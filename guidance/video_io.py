@@ -22,9 +22,45 @@ ENCODER_THREADS = 4
 
 
 def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Float frames [F, H, W, 3] in [0, 1] to uint8, rounding as diffusers' ``export_to_video`` does."""
+    """Float frames [F, H, W, 3] in [0, 1] to uint8, rounding as diffusers' ``export_to_video`` does;
+    uint8 frames (``uint8_on_host``'s) as they are."""
     array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.dtype == np.uint8:
+        return array
     return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+class HostFrames:
+    """Frames on their way to the host: uint8 (a quarter of float32's bytes), copied from a CUDA device
+    without blocking the thread that asked (``uint8_on_host``). ``wait`` returns them once there."""
+
+    def __init__(self, frames: torch.Tensor, copied: torch.cuda.Event | None = None) -> None:
+        self._frames = frames
+        self._copied = copied
+
+    def row(self, i: int) -> HostFrames:
+        """Sample ``i``'s frames of a batch's, arriving with the same copy."""
+        return HostFrames(self._frames[i], self._copied)
+
+    def wait(self) -> torch.Tensor:
+        if self._copied is not None:
+            self._copied.synchronize()
+            self._copied = None
+        return self._frames
+
+
+def uint8_on_host(frames: torch.Tensor) -> HostFrames:
+    """``frames_to_uint8`` on the frames' device (the same float32 clip, scale and round-half-even, so
+    the same bytes), then one copy to the host: non-blocking into pinned memory from a CUDA device, so
+    the engine thread goes on stepping while it runs and the writer thread waits for it."""
+    quantised = (frames.detach().float().clamp(0.0, 1.0) * 255).round().to(torch.uint8)
+    if quantised.device.type != "cuda":
+        return HostFrames(quantised.cpu())
+    host = torch.empty(quantised.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(quantised, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return HostFrames(host, copied)
 
 
 def count_video_frames(path: str | Path) -> int:
@@ -36,7 +72,8 @@ def count_video_frames(path: str | Path) -> int:
 
 
 def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 16) -> Path:
-    """Write [F, H, W, 3] frames in [0, 1] to ``path`` (.mp4 or .npy), atomically, and verify it."""
+    """Write [F, H, W, 3] frames (float in [0, 1], or uint8) to ``path`` (.mp4 or .npy: float32 in
+    [0, 1]), atomically, and verify it."""
     import av
 
     path = Path(path)
@@ -48,8 +85,8 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
         if path.suffix == ".npy":
-            array = frames.detach().cpu().float().numpy() if isinstance(frames, torch.Tensor) else frames
-            np.save(tmp, np.asarray(array, dtype=np.float32))
+            array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+            np.save(tmp, array / np.float32(255) if array.dtype == np.uint8 else array.astype(np.float32))
         else:
             count, height, width, _ = frames.shape
             if height % 2 or width % 2:

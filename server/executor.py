@@ -21,6 +21,7 @@ from guidance.judges.as_reward import JudgeReward
 from guidance.memory import MemoryEstimate, batch_estimate
 from guidance.output_checks import output_problems
 from guidance.sample_types import SampleProgress
+from guidance.video_io import HostFrames, uint8_on_host
 from server.hosted_model import HostedModel
 from server.job_spec import BatchKey, JobSpec
 from server.judging import HeldOutJudges
@@ -41,10 +42,11 @@ class RunningJob:
 
 @dataclass
 class FinishedSample:
-    """A sample that left the batch: its frames on the host (None when unusable), or the problem."""
+    """A sample that left the batch: its uint8 frames on their way to the host (None when unusable),
+    or the problem."""
 
     job: Job
-    frames: torch.Tensor | None
+    frames: HostFrames | None
     problem: str | None
     result: dict[str, Any]
 
@@ -175,7 +177,7 @@ class BatchExecutor:
             judge_scores = self.judges.score(
                 result.frames, [run.job.spec.prompt for run in runs], [run.job.spec.fps for run in runs],
                 [[] if problems[row] else list(run.job.spec.judges) for row, run in enumerate(runs)])
-        frames = None if result.frames is None else result.frames.cpu()
+        frames = None if result.frames is None else uint8_on_host(result.frames)
         now = time.perf_counter()
         finished = []
         for row, run in enumerate(runs):
@@ -187,7 +189,7 @@ class BatchExecutor:
                 rewards_z = None if calibration is None else {
                     k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
             sizes = run.sizes or [1]
-            finished.append(FinishedSample(job, None if problems[row] else frames[row], problems[row], {
+            finished.append(FinishedSample(job, None if problems[row] else frames.row(row), problems[row], {
                 "rewards": rewards,
                 "rewards_z": rewards_z,
                 "judge_scores": judge_scores[row],

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from guidance.video_io import frames_to_uint8, write_video
+from guidance.video_io import HostFrames, frames_to_uint8, write_video
 from server.store import ACTIVE, COMPLETED, FAILED, Job, Store, is_storage_fault
 
 log = logging.getLogger("nrg.writer")
@@ -32,11 +31,11 @@ Finish = Callable[[Job, str, "dict[str, Any] | None", "tuple[str, str] | None"],
 
 @dataclass
 class Output:
-    """A finished sample to encode: its frames ([F, H, W, 3] float in [0, 1], on the host) and the
+    """A finished sample to encode: its frames ([F, H, W, 3] uint8, on their way to the host) and the
     result fields known before encoding."""
 
     job: Job
-    frames: torch.Tensor
+    frames: HostFrames
     result: dict[str, Any]
 
 
@@ -103,8 +102,9 @@ class OutputWriter:
         job = output.job
         started = time.perf_counter()
         try:
-            write_video(output.frames, self.store.video_path(job.id), fps=job.spec.fps)
-            write_thumbnail(frames_to_uint8(output.frames[0]), self.store.thumbnail_path(job.id))
+            frames = frames_to_uint8(output.frames.wait())
+            write_video(frames, self.store.video_path(job.id), fps=job.spec.fps)
+            write_thumbnail(frames[0], self.store.thumbnail_path(job.id))
         except Exception as exc:  # noqa: BLE001 - one job's encode failure is that job's alone
             self.store.remove_outputs(job.id)
             if is_storage_fault(exc):

@@ -67,3 +67,24 @@ def test_odd_sizes_and_other_suffixes_are_refused(tmp_path):
         write_video(np.zeros((2, 31, 32, 3), np.float32), tmp_path / "a.mp4")
     with pytest.raises(ValueError, match="must end in .mp4 or .npy"):
         write_video(np.zeros((2, 32, 32, 3), np.float32), tmp_path / "a.gif")
+
+
+def test_frames_quantised_on_their_device_are_the_bytes_the_host_rounding_gives(tmp_path):
+    """The engine quantises on the device and the writer encodes what arrives: the same uint8 values
+    (rounding half to even at the .5 boundaries, clipping outside [0, 1]), the same mp4 bytes."""
+    import numpy as np
+    import torch
+
+    from guidance.video_io import frames_to_uint8, uint8_on_host, write_video
+
+    rng = np.random.default_rng(3)
+    frames = rng.uniform(-0.2, 1.2, (2, 4, 16, 16, 3)).astype(np.float32)
+    frames[0, 0, 0, :3, 0] = np.array([0.5, 1.5, 2.5], dtype=np.float32) / 255  # ties
+    on_host = uint8_on_host(torch.from_numpy(frames))
+    for i in range(2):
+        got = on_host.row(i).wait()
+        assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), frames_to_uint8(frames[i]))
+        float_mp4 = write_video(frames[i], tmp_path / f"f{i}.mp4").read_bytes()
+        assert write_video(got, tmp_path / f"u{i}.mp4").read_bytes() == float_mp4
+    npy = np.load(write_video(on_host.row(0).wait(), tmp_path / "u.npy"))
+    assert npy.dtype == np.float32 and np.array_equal(frames_to_uint8(npy), frames_to_uint8(frames[0]))
