@@ -21,15 +21,37 @@ def free_port() -> int:
 
 
 @contextmanager
+def serving_app(app, port: int, *, grace_s: float = 5.0, start_timeout_s: float = 60.0,
+                http=None) -> Iterator[str]:
+    """``app`` under uvicorn on ``port`` of the loopback in a thread of this process; yields its base URL.
+    ``http``: the uvicorn protocol class (default: the bounded reads ``nrg serve`` runs with)."""
+    import uvicorn
+
+    from server.read_timeouts import bounded_protocol
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=grace_s, http=http or bounded_protocol()))
+    thread = threading.Thread(target=server.run, name="nrg-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(grace_s + 55)
+
+
+@contextmanager
 def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, max_queue: int,
                      device: str | None, dtype: str, data_dir: Path,
                      batching: str = "continuous") -> Iterator[tuple[str, str]]:
     """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name)."""
-    import uvicorn
-
     from server.app import create_app
     from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
-    from server.read_timeouts import bounded_protocol
     from server.schema import Limits
 
     embedded = Path(model_dir).resolve() == Path(DEFAULT_MODEL_DIR).resolve()
@@ -37,18 +59,5 @@ def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, m
     config = ServerConfig(models={} if embedded else {name: Path(model_dir)}, port=free_port(), data_dir=data_dir,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, device=device,
                           dtype=dtype, batching=batching, limits=Limits())
-    app = create_app(config, load_models(config))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=5, http=bounded_protocol()))
-    thread = threading.Thread(target=server.run, name="nrg-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the in-process server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}", name
-    finally:
-        server.should_exit = True
-        thread.join(60)
+    with serving_app(create_app(config, load_models(config)), config.port) as url:
+        yield url, name

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 
 import httpx
 import pytest
-import uvicorn
 
 from guidance.demo import DEFAULT_SHAPE
 from guidance.reward_model import init_reward_model
 from server.app import create_app
 from server.config import ServerConfig
 from server.hosted_model import HostedModel
-from server.read_timeouts import bounded_protocol
 from server.schema import Limits
+from tools.in_process import free_port, serving_app
 
 #: How long a test waits for a state before calling it a hang. Never a measure of speed: on a 2-core
 #: machine with both cores busy, a tiny job that takes a second when quiet can take a minute.
 HANG_S = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -43,23 +34,11 @@ def hosted_wan(tiny_family):
 def running_server(tmp_path, models, **overrides):
     """``http``: the uvicorn protocol class (default: the bounded reads ``nrg serve`` runs with)."""
     limits = overrides.pop("limits", Limits(max_steps=400))
-    http = overrides.pop("http", None) or bounded_protocol()
+    http = overrides.pop("http", None)
     config = replace(ServerConfig(data_dir=tmp_path / "data", port=free_port(), limits=limits), **overrides)
     app = create_app(config, models)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=1, http=http))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + HANG_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}", app
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serving_app(app, config.port, grace_s=1, start_timeout_s=HANG_S, http=http) as url:
+        yield url, app
 
 
 @contextmanager
