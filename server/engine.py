@@ -59,6 +59,9 @@ log = logging.getLogger("nrg.engine")
 FAULT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 #: Progress is written to the store at most this often per batch (events go out every step).
 PROGRESS_INTERVAL_S = 0.5
+#: How long a stop whose grace ran out waits for the running step to end (the batch is dropped there):
+#: a bound on one denoising step of the slowest model, not a time the step is expected to take.
+ABANDON_WAIT_S = 300.0
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -91,8 +94,8 @@ class Engine:
         self.failure: str | None = None
         self._wake = threading.Condition()
         self._stopping = False
-        #: Set by ``stop`` once it handed the unfinished batch back: the worker drops it at its next step.
-        self._handed_back = False
+        #: Set by ``stop`` once its grace ran out mid-batch: the worker drops the batch at its next step.
+        self._abandon = False
         #: Jobs whose batch failed: each is retried in a batch of its own.
         self._solo: set[str] = set()
         #: Storage faults met by the writer thread, raised in the worker's loop.
@@ -131,17 +134,23 @@ class Engine:
             self._stopping = True
             self._wake.notify_all()
         self._thread.join(timeout)
+        stepped_out = not self._thread.is_alive()
+        if not stepped_out:
+            # The grace ran out mid-batch: the batch is dropped at its next step boundary, and this
+            # waits for that one step, so that no thread is still computing when the process exits
+            # (a thread inside torch then aborts the exit).
+            self._abandon = True
+            self._thread.join(ABANDON_WAIT_S)
         written = self.writer.stop(max(0.0, deadline - time.monotonic()))
-        finished = not self._thread.is_alive() and written
+        finished = stepped_out and written
         if not finished and self.store.shared:
             self._hand_back()
         return finished
 
     def _hand_back(self) -> None:
         """The grace ran out mid-batch (or mid-encode): re-queue this worker's jobs for the other workers
-        now, rather than after their lease, and drop the batch at its next step. A video still being
-        encoded may yet be recorded, while nobody else has taken its job."""
-        self._handed_back = True
+        now, rather than after their lease. A video still being encoded may yet be recorded, while nobody
+        else has taken its job."""
         try:
             released = self.store.release(self.worker_id)
         except StoreError as exc:  # the leases still run out; another worker re-runs the jobs then
@@ -217,7 +226,7 @@ class Engine:
 
     def _tick(self) -> bool:
         """One step boundary: admit, cancel, step, let finished samples go. False once stopped."""
-        if self._handed_back:
+        if self._abandon:
             self.executor.abandon()
             return False
         try:
