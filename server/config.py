@@ -6,8 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from guidance.precision import configure_matmul, resolve_device, resolve_dtype
 from server import pipeline_defaults
 from server.engine import FAULT_BACKOFF_S
@@ -69,26 +67,14 @@ class ServerConfig:
     retention_days: float = 7.0
     #: The job store: None for SQLite in ``data_dir``; a ``postgresql://`` URL for a shared store.
     store_url: str | None = None
-    #: ``all``: HTTP and the engine in one process; ``api``: HTTP only; ``worker``: the engine (and ops routes).
+    #: ``all``: HTTP and the engine in one process; ``api``: HTTP only; ``worker``: the engine (with the ops
+    #: routes and /v1/models, no jobs over HTTP).
     role: str = "all"
     #: Seconds a worker's claim lasts without a heartbeat; then another worker re-runs the job.
     lease_s: float = DEFAULT_LEASE_S
     #: This worker's name in the store (default: host-pid); a restart with the same id re-queues its rows at once.
     worker_id: str | None = None
 
-
-#: Share of a GPU's memory the automatic budget leaves to batches (the rest: allocator slack, CUDA context).
-AUTO_BUDGET_SHARE = 0.9
-
-
-def memory_budget(config: ServerConfig) -> int | None:
-    """The engine's memory budget in bytes (None: no limit); see ``ServerConfig.memory_budget_gib``."""
-    if config.memory_budget_gib is not None:
-        return int(config.memory_budget_gib * 2**30) or None
-    device = resolve_device(config.device)
-    if device.type != "cuda":
-        return None
-    return int(AUTO_BUDGET_SHARE * torch.cuda.get_device_properties(device).total_memory)
 
 
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:

@@ -121,7 +121,7 @@ def _deployments():
             return self.nrg
 
         def check_health(self) -> None:
-            problem = self.nrg.state.store.problem
+            problem = self.nrg.state.runtime.store.problem
             if problem:
                 raise RuntimeError(f"job store: {problem}")
 
@@ -137,16 +137,17 @@ def _deployments():
             return self.nrg
 
         def check_health(self) -> None:
-            engine = self.nrg.state.engine
-            if engine.failure:
-                raise RuntimeError(f"worker {self.nrg.state.worker_id} failed: {engine.failure}")
+            runtime = self.nrg.state.runtime
+            if runtime.engine.failure:
+                raise RuntimeError(f"worker {runtime.worker_id} failed: {runtime.engine.failure}")
 
         def worker_id(self) -> str:
-            return self.nrg.state.worker_id
+            return self.nrg.state.runtime.worker_id
 
         def record_autoscaling_stats(self) -> dict[str, float]:
-            engine = self.nrg.state.engine
-            return {"queued": float(self.nrg.state.store.count_queued(engine.models)),
+            runtime = self.nrg.state.runtime
+            engine = runtime.engine
+            return {"queued": float(runtime.store.count_queued(engine.models)),
                     "held": float(len(engine.held_job_ids())), "capacity": float(self.config.max_batch)}
 
     return NrgApi, NrgWorker

@@ -245,16 +245,17 @@ def run(args: argparse.Namespace) -> int:
     sock = listen.bind(config.host, config.port)  # a busy port fails now, in one line, not after loading
     log_format.configure(args.log_format)
     app = create_app(config, load_models(config))
+    runtime = app.state.runtime
     if not config.allowed_hosts:
         logging.getLogger("nrg.server").info(
             "answering Host headers that are IP addresses, localhost or %s; list any other name clients use "
             "with --allowed-host (NRG_ALLOWED_HOSTS)", config.host)
     url = f"http://{config.host}:{config.port}"
-    role = "" if config.role == "all" else f" as {config.role} {app.state.worker_id if config.role == 'worker' else ''}"
-    print(f"nrg-serve{role.rstrip()} on {url} (models: {', '.join(app.state.engine.models)}); playground {url}/, "
+    role = "" if config.role == "all" else f" as {config.role} {runtime.worker_id if config.role == 'worker' else ''}"
+    print(f"nrg-serve{role.rstrip()} on {url} (models: {', '.join(runtime.engine.models)}); playground {url}/, "
           f"API docs {url}/docs", flush=True)
     status = serving.run(app, config.host, config.port, sock=sock, log_config=None)
-    if not app.state.engine.finished:
+    if not runtime.engine.finished:
         # The grace ran out mid-batch (the store re-queues that batch at the next start). Interpreter
         # teardown under a thread still inside torch aborts the process, so leave without it.
         logging.shutdown()
