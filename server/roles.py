@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from server.config import ServerConfig
+
 if TYPE_CHECKING:  # torch-free at run time: the command line lists ROLES without loading models
     from server.hosted_model import HostedModel
 
@@ -45,7 +47,7 @@ class FrontEndOnly:
     def start(self) -> None:
         pass
 
-    def stop(self, timeout: float = 30.0) -> bool:
+    def stop(self, timeout: float = ServerConfig.shutdown_grace_s) -> bool:
         return True
 
     def wake(self) -> None:
