@@ -1,20 +1,24 @@
-"""Server settings (``nrg serve`` flags and their ``NRG_*`` environment variables) and model loading."""
+"""Server settings (``nrg serve`` flags and their ``NRG_*`` environment variables) and model loading.
+
+:class:`ServerConfig` is the one place a setting's default lives: the command line
+(``server.cli.serve``) reads its flags' defaults and help from it, and the engine (``server.engine``)
+the defaults of its settings. ``nrg serve --help`` imports this module, so it imports no torch;
+:func:`load_models` imports the libraries it loads with when it runs.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from guidance.precision import configure_matmul, resolve_device, resolve_dtype
-from server import pipeline_defaults
-from server.engine import FAULT_BACKOFF_S
-from server.hosted_model import HostedModel
-from server.pipeline_defaults import PipelineDefaults
+from server.scheduling import BatchingMode
 from server.schema import Limits
 from server.store import DEFAULT_LEASE_S
+
+if TYPE_CHECKING:
+    from server.hosted_model import HostedModel
 
 log = logging.getLogger("nrg.server")
 
@@ -22,10 +26,15 @@ DEMO_MODEL_NAME = "nrg-demo"
 #: The judges ``nrg serve`` loads for the embedded demo when given no ``--judge``: the demo world's
 #: ground truth measured from the pixels, and the weight-free classic measures.
 DEMO_JUDGES = {"truth": "demo_world.judge:ground_truth", "classic": "classic"}
+#: Waits of the worker between attempts while storage faults persist (about a minute in all); when a
+#: fault outlasts them the worker gives up and the process exits for its supervisor to restart it.
+FAULT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """Everything one ``nrg serve`` process is told; each field's default is the flag's."""
+
     #: model name -> local diffusers directory; empty means the embedded demo model.
     models: dict[str, Path] = field(default_factory=dict)
     #: model name -> reward model directory.
@@ -40,7 +49,7 @@ class ServerConfig:
     max_batch: int = 4
     batch_wait_ms: float = 50.0
     #: ``continuous``: jobs join a running batch between steps; ``static``: a batch is fixed at its start.
-    batching: str = "continuous"
+    batching: BatchingMode = "continuous"
     max_queue: int = 64
     api_keys: tuple[str, ...] = ()
     #: The operator's key: it sees every tenant's jobs (server.tenancy); None: no operator key.
@@ -69,7 +78,8 @@ class ServerConfig:
     retention_days: float = 7.0
     #: The job store: None for SQLite in ``data_dir``; a ``postgresql://`` URL for a shared store.
     store_url: str | None = None
-    #: ``all``: HTTP and the engine in one process; ``api``: HTTP only; ``worker``: the engine (and ops routes).
+    #: ``all``: HTTP and the engine in one process; ``api``: HTTP only; ``worker``: the engine (with the ops
+    #: routes and /v1/models, no jobs over HTTP).
     role: str = "all"
     #: Seconds a worker's claim lasts without a heartbeat; then another worker re-runs the job.
     lease_s: float = DEFAULT_LEASE_S
@@ -77,25 +87,15 @@ class ServerConfig:
     worker_id: str | None = None
 
 
-#: Share of a GPU's memory the automatic budget leaves to batches (the rest: allocator slack, CUDA context).
-AUTO_BUDGET_SHARE = 0.9
-
-
-def memory_budget(config: ServerConfig) -> int | None:
-    """The engine's memory budget in bytes (None: no limit); see ``ServerConfig.memory_budget_gib``."""
-    if config.memory_budget_gib is not None:
-        return int(config.memory_budget_gib * 2**30) or None
-    device = resolve_device(config.device)
-    if device.type != "cuda":
-        return None
-    return int(AUTO_BUDGET_SHARE * torch.cuda.get_device_properties(device).total_memory)
-
-
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     """Load every configured pipeline with its reward model and checkpoints (fails fast, clearly)."""
     from guidance import demo
     from guidance.families import load_pipeline
+    from guidance.precision import configure_matmul, resolve_device, resolve_dtype
     from guidance.reward_model import load_reward_model
+    from server import pipeline_defaults
+    from server.hosted_model import HostedModel
+    from server.pipeline_defaults import PipelineDefaults
 
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)

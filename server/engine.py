@@ -40,6 +40,7 @@ import torch
 from guidance.precision import pin_thread_device
 from guidance.sample_types import SampleProgress
 from server.cancellation import CancelRequests, LocalCancelRequests
+from server.config import ServerConfig
 from server.events import EventSink
 from server.executor import BatchExecutor, FinishedSample
 from server.job_spec import BatchKey, JobSpec
@@ -48,15 +49,10 @@ from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
-from server.store import (
-    COMPLETED, DEFAULT_LEASE_S, FAILED, LOCAL_WORKER, Job, Store, StoreError, is_corruption, is_storage_fault,
-)
+from server.store import COMPLETED, FAILED, LOCAL_WORKER, Job, Store, StoreError, is_corruption, is_storage_fault
 
 log = logging.getLogger("nrg.engine")
 
-#: Waits of the worker between attempts while storage faults persist (about a minute in all); when a
-#: fault outlasts them the worker gives up and the process exits for its supervisor to restart it.
-FAULT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 #: Progress is written to the store at most this often per batch (events go out every step).
 PROGRESS_INTERVAL_S = 0.5
 #: How long a stop whose grace ran out waits for the running step to end (the batch is dropped there):
@@ -70,12 +66,15 @@ def _is_oom(exc: BaseException) -> bool:
 
 class Engine:
     def __init__(self, models: Mapping[str, HostedModel], store: Store, bus: EventSink, metrics: Metrics,
-                 max_batch: int = 4, batch_wait_ms: float = 50.0, batching: BatchingMode = "continuous",
-                 fault_backoff_s: tuple[float, ...] = FAULT_BACKOFF_S,
+                 max_batch: int = ServerConfig.max_batch, batch_wait_ms: float = ServerConfig.batch_wait_ms,
+                 batching: BatchingMode = ServerConfig.batching,
+                 fault_backoff_s: tuple[float, ...] = ServerConfig.fault_backoff_s,
                  on_fatal: Callable[[str], None] | None = None,
                  cancels: CancelRequests | None = None, worker_id: str = LOCAL_WORKER,
-                 lease_s: float = DEFAULT_LEASE_S, memory_budget: int | None = None, batch_invariant: bool = False,
-                 judges: HeldOutJudges | None = None) -> None:
+                 lease_s: float = ServerConfig.lease_s, memory_budget: int | None = None,
+                 batch_invariant: bool = ServerConfig.batch_invariant, judges: HeldOutJudges | None = None) -> None:
+        """The settings ``nrg serve`` has flags for default to :class:`ServerConfig`'s, their one home: an
+        engine built without them runs as ``nrg serve`` would."""
         self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
         #: Bytes of device memory batches may use by the estimate of ``guidance.memory`` (None: no limit).
         self.memory_budget = memory_budget
@@ -125,7 +124,7 @@ class Engine:
         self.writer.start()
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> bool:
+    def stop(self, timeout: float = ServerConfig.shutdown_grace_s) -> bool:
         """Finish the running batch and its videos (up to ``timeout``) and stop; True if they finished.
         Work still running when the process exits stays ``in_progress`` in the store and is re-queued
         at the next start, so nothing is lost either way; with a shared store it is handed back now."""

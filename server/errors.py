@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 #: Codes of the statuses Starlette raises by itself (unknown route, wrong method).
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+#: The methods an ``Allow`` header may name.
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str = "invalid_value",
@@ -38,12 +40,17 @@ class APIError(Exception):
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route accepts on this path (Starlette's ``Allow`` names only the first route's)."""
+    """Every method some route accepts on this path (Starlette's ``Allow`` names only the first route's).
+
+    Each route is asked whether it takes the path with each method: an included router is one route
+    of the app holding several (FastAPI keeps it whole), so its routes' ``methods`` are not at hand. A
+    mount takes any method, and names none of its own."""
     methods: set[str] = set()
     for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+        if isinstance(route, Mount):
+            continue
+        methods |= {method for method in _METHODS
+                    if route.matches({**request.scope, "method": method})[0] is Match.FULL}
     return ", ".join(sorted(methods))
 
 

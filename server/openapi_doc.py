@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from server.middleware import PUBLIC_PATHS
@@ -129,3 +131,21 @@ def document(schema: dict[str, Any], *, auth: bool) -> dict[str, Any]:
             elif auth:
                 responses["401"] = _error("missing or invalid API key (invalid_api_key)")
     return schema
+
+
+def install(app: FastAPI, request_model: type[BaseModel], *, auth: bool) -> None:
+    """Serve this document as ``app``'s ``/openapi.json``, built at the first request. The POST
+    /v1/videos body is read by hand (JSON or form data), so FastAPI cannot see it: ``request_model``
+    (the server's limits baked in) goes in as the ``VideoCreateRequest`` schema the route refers to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["VideoCreateRequest"] = body
+            app.openapi_schema = document(schema, auth=auth)
+        return app.openapi_schema
+
+    app.openapi = openapi

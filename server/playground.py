@@ -56,7 +56,9 @@ class PageSecurityHeaders:
 
 
 def install(app: FastAPI) -> None:
-    """Mount the static files and the two pages on ``app`` (built with ``docs_url=None``)."""
+    """Mount the static files and the two pages on ``app`` (built with ``docs_url=None``). Every role
+    serves them, and they need nothing of the process's runtime; a function rather than a router,
+    because mounts travel through ``include_router`` only in recent FastAPI versions."""
     app.mount("/static/swagger", StaticFiles(directory=SWAGGER_DIR), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="playground")
 

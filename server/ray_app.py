@@ -38,6 +38,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from server.config import ServerConfig
+
 RAY_MISSING = "Ray Serve is not installed: pip install 'nrg-serve[ray]'"
 API_APP, WORKER_APP = "nrg", "nrg-workers"
 #: Seconds between the workers' queue reports and the autoscaler's decisions.
@@ -59,10 +61,10 @@ def server_config_of(flags: list[str], role: str, worker_id: str | None = None):
     import argparse
     from dataclasses import replace
 
-    from server.cli.serve import _add_flags, server_config
+    from server.cli.serve import add_serve_flags, server_config
 
     parser = argparse.ArgumentParser(prog="nrg ray")
-    _add_flags(parser, default_role=role)
+    add_serve_flags(parser, default_role=role)
     config = server_config(parser.parse_args(list(flags)))
     config = replace(config, role=role, worker_id=worker_id)
     if not (config.store_url or "").startswith(("postgresql://", "postgres://")):
@@ -121,7 +123,7 @@ def _deployments():
             return self.nrg
 
         def check_health(self) -> None:
-            problem = self.nrg.state.store.problem
+            problem = self.nrg.state.runtime.store.problem
             if problem:
                 raise RuntimeError(f"job store: {problem}")
 
@@ -137,22 +139,23 @@ def _deployments():
             return self.nrg
 
         def check_health(self) -> None:
-            engine = self.nrg.state.engine
-            if engine.failure:
-                raise RuntimeError(f"worker {self.nrg.state.worker_id} failed: {engine.failure}")
+            runtime = self.nrg.state.runtime
+            if runtime.engine.failure:
+                raise RuntimeError(f"worker {runtime.worker_id} failed: {runtime.engine.failure}")
 
         def worker_id(self) -> str:
-            return self.nrg.state.worker_id
+            return self.nrg.state.runtime.worker_id
 
         def record_autoscaling_stats(self) -> dict[str, float]:
-            engine = self.nrg.state.engine
-            return {"queued": float(self.nrg.state.store.count_queued(engine.models)),
+            runtime = self.nrg.state.runtime
+            engine = runtime.engine
+            return {"queued": float(runtime.store.count_queued(engine.models)),
                     "held": float(len(engine.held_job_ids())), "capacity": float(self.config.max_batch)}
 
     return NrgApi, NrgWorker
 
 
-def _worker_options(args: dict[str, Any], shutdown_grace_s: float = 30.0) -> dict[str, Any]:
+def _worker_options(args: dict[str, Any], shutdown_grace_s: float = ServerConfig.shutdown_grace_s) -> dict[str, Any]:
     """The worker deployment's options; a replica being stopped gets ``--shutdown-grace`` (and 10 s to
     spare) for its running batch before Ray kills it."""
     workers = int(args.get("workers", 1))
@@ -197,7 +200,7 @@ def api_app(args: dict[str, Any]):
     ).bind(flags)
 
 
-def deploy(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000) -> None:
+def deploy(args: dict[str, Any], host: str = ServerConfig.host, port: int = ServerConfig.port) -> None:
     """Start Serve on the connected Ray cluster (``ray.init`` first) and deploy both applications;
     returns once they run."""
     _, serve = require_ray()

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from guidance.nrg import DEFAULT_PARTICLES, MAX_PARTICLES
+
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 
@@ -41,9 +43,16 @@ class Limits:
     max_weight: float = 1000.0
     max_fps: int = 60
     max_body_bytes: int = 1 << 20
+    #: Particles a search-mode request may ask for; at most guidance's own cap, ``MAX_PARTICLES``.
     max_particles: int = 8
     #: Largest per-request LoRA scale (``checkpoint_scale``): above 1 extrapolates the alignment.
     max_checkpoint_scale: float = 4.0
+
+    def __post_init__(self) -> None:
+        # A request the server accepted would fail in guidance's own check, after it was queued.
+        if self.max_particles > MAX_PARTICLES:
+            raise ValueError(f"max_particles (--max-particles) is {self.max_particles}; guidance runs at most "
+                             f"{MAX_PARTICLES} particles (guidance.nrg.MAX_PARTICLES)")
 
 
 class RewardGuidance(BaseModel):
@@ -70,7 +79,8 @@ class RewardGuidance(BaseModel):
                           "fk: Feynman-Kac particles resampled on the reward (strength = lambda).",
     )
     particles: Annotated[int | None, NoBool] = Field(
-        None, description="Copies run by modes best_of_n and fk (default 4); each costs one denoiser pass per step."
+        None, description=f"Copies run by modes best_of_n and fk (default {DEFAULT_PARTICLES}); each costs one "
+                          "denoiser pass per step."
     )
     judge: str | None = Field(
         None, pattern=NAME_PATTERN,
@@ -101,8 +111,8 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
 
         particles: Annotated[int | None, NoBool] = Field(
             None, ge=2, le=limits.max_particles,
-            description=f"Copies run by modes best_of_n and fk, 2..{limits.max_particles} (default 4); each costs "
-                        "one denoiser pass per step.")
+            description=f"Copies run by modes best_of_n and fk, 2..{limits.max_particles} (default "
+                        f"{DEFAULT_PARTICLES}); each costs one denoiser pass per step.")
 
         @field_validator("weights")
         @classmethod

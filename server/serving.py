@@ -17,12 +17,15 @@ import socket
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from server.read_timeouts import bounded_protocol
+
+if TYPE_CHECKING:
+    from server.runtime import ServerRuntime
 
 log = logging.getLogger("nrg.server")
 
@@ -32,21 +35,22 @@ DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
-        self.app = app
+        self.runtime: ServerRuntime = app.state.runtime
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig in DRAIN_SIGNALS and self.app.state.lifecycle.begin_drain():
+        lifecycle = self.runtime.lifecycle
+        if sig in DRAIN_SIGNALS and lifecycle.begin_drain():
             log.info("signal %d: draining (new jobs get 503) for up to %g s; signal again to exit at once",
-                     sig, self.app.state.lifecycle.shutdown_grace_s)
+                     sig, lifecycle.shutdown_grace_s)
             self._start_drain(linger_s=0.0)
             return
-        self.app.state.lifecycle.end_grace()
+        lifecycle.end_grace()
         super().handle_exit(sig, frame)
 
     def failed(self) -> None:
         """The lifecycle's failure: drain, keep answering (/health 503) for its linger, then exit. A drain
         already under way (after a signal) ends the process as it would, now with the failure's status."""
-        lifecycle = self.app.state.lifecycle
+        lifecycle = self.runtime.lifecycle
         if lifecycle.begin_drain():
             self._start_drain(linger_s=lifecycle.failed_linger_s)
 
@@ -54,7 +58,7 @@ class DrainingServer(uvicorn.Server):
         threading.Thread(target=self._drain, args=(linger_s,), name="nrg-drain", daemon=True).start()
 
     def _drain(self, linger_s: float) -> None:
-        lifecycle, engine = self.app.state.lifecycle, self.app.state.engine
+        lifecycle, engine = self.runtime.lifecycle, self.runtime.engine
         started = time.monotonic()
         if not engine.stop(lifecycle.remaining_grace()):
             log.warning("shutdown grace elapsed; the running jobs go back to the queue (with a shared store at "
@@ -75,7 +79,7 @@ def run(app: FastAPI, host: str, port: int, sock: socket.socket | None = None,
     """Serve until drained, interrupted or failed; the process exit status. ``sock``: already bound
     (``server.listen.bind``); ``log_config=None`` leaves logging as ``server.log_format`` set it."""
     server = DrainingServer(uvicorn_config(app, host, port, log_config), app)
-
-    app.state.lifecycle.request_exit = server.failed
+    lifecycle = server.runtime.lifecycle
+    lifecycle.request_exit = server.failed
     server.run(sockets=None if sock is None else [sock])
-    return app.state.lifecycle.exit_code
+    return lifecycle.exit_code

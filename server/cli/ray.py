@@ -14,7 +14,7 @@ _NOT_FORWARDED = {"help", "role", "worker_id", "port"}
 
 
 def add_parser(sub) -> None:
-    from server.cli.serve import _add_flags
+    from server.cli.serve import add_serve_flags
 
     parser = sub.add_parser(
         "ray", help="deploy the API and the workers on Ray Serve (needs the ray extra)",
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
                     "shared --store postgresql://... and --data-dir. Every `nrg serve` flag is forwarded to the "
                     "replicas. With --max-workers above --min-workers the worker count follows the store's queue "
                     "depth. Needs `pip install 'nrg-serve[ray]'`; see docs/server.md, Ray Serve.")
-    _add_flags(parser, default_role="api")
+    add_serve_flags(parser, default_role="api")
     ray = parser.add_argument_group("Ray")
     ray.add_argument("--workers", type=int, default=1, help="worker replicas (the initial count when autoscaling; "
                                                             "default 1)")
@@ -41,10 +41,10 @@ def add_parser(sub) -> None:
 
 def forwarded_flags(args: argparse.Namespace) -> list[str]:
     """The ``nrg serve`` flags of parsed ``nrg ray`` arguments, as the replicas parse them."""
-    from server.cli.serve import _add_flags
+    from server.cli.serve import add_serve_flags
 
     serve = argparse.ArgumentParser(add_help=False)
-    _add_flags(serve, default_role="api")
+    add_serve_flags(serve, default_role="api")
     flags: list[str] = []
     for action in serve._actions:
         if action.dest in _NOT_FORWARDED:

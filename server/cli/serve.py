@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from server.cli.common import DTYPES
+from server.config import ServerConfig
 from server.roles import ROLES
 from server.schema import Limits
 from server.scheduling import BATCHING_MODES
@@ -20,6 +21,17 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 def _env_list(name: str, separator: str = ",") -> list[str]:
     return [item.strip() for item in (_env(name) or "").split(separator) if item.strip()]
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """A switch's ``NRG_*`` variable: set and not ``0`` or ``false`` turns it on."""
+    value = _env(name)
+    return default if value is None else value not in ("", "0", "false")
+
+
+def _budget_flag(gib: float | None) -> str:
+    """``ServerConfig.memory_budget_gib`` as ``--memory-budget`` spells it (None: ``auto``)."""
+    return "auto" if gib is None else f"{gib:g}"
 
 
 class _AppendReplacingDefault(argparse.Action):
@@ -96,15 +108,19 @@ def add_parser(sub) -> None:
     serve = sub.add_parser("serve", help="run the HTTP video-jobs server",
                            description="Every flag can also be set by the environment variable NRG_<FLAG> "
                                        "(e.g. NRG_PORT, NRG_MODEL=a=/m/a,b=/m/b, NRG_API_KEYS=k1,k2).")
-    _add_flags(serve, default_role=_env("ROLE", "all"))
+    add_serve_flags(serve, default_role=_env("ROLE", ServerConfig.role))
     worker = sub.add_parser("worker", help="run a worker of a scaled-out deployment (nrg serve --role worker)",
                             description="The same flags as `nrg serve`, with --role worker: the engine claims "
                                         "jobs of its --model(s) from the shared --store postgresql://...")
-    _add_flags(worker, default_role="worker")
+    add_serve_flags(worker, default_role="worker")
 
 
-def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
-    limits = Limits()
+def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
+    """The flags of ``nrg serve`` on ``serve``: ``nrg serve`` and ``nrg worker`` have them, ``nrg ray``
+    forwards them, and each Ray replica parses them again (``server.ray_app``). Each default is the
+    ``NRG_*`` variable's value, else the field's of :class:`ServerConfig` or :class:`Limits`."""
+    defaults = ServerConfig()
+    limits = defaults.limits
     listed = _AppendReplacingDefault
     serve.add_argument("--model", action=listed, default=_env_list("MODEL"), metavar="[NAME=]DIR",
                        help="pipeline directory, repeatable (default: the embedded demo model as 'nrg-demo')")
@@ -116,18 +132,19 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        help="held-out judge scoring every finished video, repeatable: NAME=classic, NAME=clip:DIR, "
                             "NAME=videoreward:DIR or NAME=package.module:factory (docs/judges.md; NRG_JUDGE "
                             "separates judges with ';')")
-    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")))
-    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")))
-    serve.add_argument("--max-batch", type=int, default=int(_env("MAX_BATCH", "4")))
-    serve.add_argument("--batch-wait-ms", type=float, default=float(_env("BATCH_WAIT_MS", "50")))
-    serve.add_argument("--batching", choices=BATCHING_MODES, default=_env("BATCHING", "continuous"),
-                       help="continuous (default): jobs join a running batch at the next step and take the slots "
-                       "of finished ones; static: a batch is fixed when it starts (waiting --batch-wait-ms to fill)")
-    serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "64")))
+    serve.add_argument("--host", default=_env("HOST", defaults.host))
+    serve.add_argument("--port", type=int, default=int(_env("PORT", str(defaults.port))))
+    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    serve.add_argument("--max-batch", type=int, default=int(_env("MAX_BATCH", str(defaults.max_batch))))
+    serve.add_argument("--batch-wait-ms", type=float, default=float(_env("BATCH_WAIT_MS", str(defaults.batch_wait_ms))))
+    serve.add_argument("--batching", choices=BATCHING_MODES, default=_env("BATCHING", defaults.batching),
+                       help="continuous: jobs join a running batch at the next step and take the slots of finished "
+                            "ones; static: a batch is fixed when it starts (waiting --batch-wait-ms to fill) "
+                            "(default %(default)s)")
+    serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", str(defaults.max_queue))))
     serve.add_argument("--api-key", action=listed, dest="api_keys", default=_env_list("API_KEYS"),
                        help="accepted bearer key, repeatable (default: no auth)")
-    serve.add_argument("--admin-key", default=_env("ADMIN_KEY"), metavar="KEY",
+    serve.add_argument("--admin-key", default=_env("ADMIN_KEY", defaults.admin_key), metavar="KEY",
                        help="the operator's bearer key: it sees every key's jobs, which other keys never do "
                             "(default: none)")
     serve.add_argument("--allowed-host", action=listed, dest="allowed_hosts", default=_env_list("ALLOWED_HOSTS"),
@@ -136,36 +153,40 @@ def _add_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--cors-origin", action=listed, dest="cors_origins", default=_env_list("CORS_ORIGINS"),
                        metavar="ORIGIN", help="origin (scheme://host[:port]) allowed cross-origin requests, "
                                               "repeatable; '*' allows any (default: none)")
-    serve.add_argument("--retention", type=_days, default=_env("RETENTION_DAYS", "7"), metavar="DAYS",
-                       help="days a finished job's files are kept; 0 keeps them forever (default 7)")
-    serve.add_argument("--device", default=_env("DEVICE"))
-    serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", "auto"),
-                       help="weights dtype (default: auto, bfloat16 on CUDA and float32 elsewhere)")
-    serve.add_argument("--memory-budget", type=_memory_budget, default=_env("MEMORY_BUDGET", "auto"), metavar="GIB",
+    serve.add_argument("--retention", type=_days, default=_env("RETENTION_DAYS", str(defaults.retention_days)),
+                       metavar="DAYS", help="days a finished job's files are kept; 0 keeps them forever "
+                                            f"(default {defaults.retention_days:g})")
+    serve.add_argument("--device", default=_env("DEVICE", defaults.device))
+    serve.add_argument("--dtype", choices=DTYPES, default=_env("DTYPE", defaults.dtype),
+                       help="weights dtype; auto: bfloat16 on CUDA and float32 elsewhere (default %(default)s)")
+    serve.add_argument("--memory-budget", type=_memory_budget, metavar="GIB",
+                       default=_env("MEMORY_BUDGET", _budget_flag(defaults.memory_budget_gib)),
                        help="device memory the batches may use by the admission estimate (docs/server.md, Memory); "
-                            "a batch takes no more rows than fit. auto (default): 90%% of the GPU's memory on CUDA, "
-                            "no limit on the CPU; 0: no limit")
+                            "a batch takes no more rows than fit. auto: 90%% of the GPU's memory on CUDA, no limit "
+                            "on the CPU; 0: no limit (default %(default)s)")
     serve.add_argument("--batch-invariant", action="store_true",
-                       default=_env("BATCH_INVARIANT", "") not in ("", "0", "false"),
+                       default=_env_flag("BATCH_INVARIANT", defaults.batch_invariant),
                        help="one row per model call: a job's video is the same bit for bit alone or in any batch "
                             "on one machine, at the cost of batching (docs/server.md, Reproducibility)")
-    serve.add_argument("--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", "30")), metavar="SECONDS",
-                       help="after SIGTERM, how long the running jobs may take to finish (default 30)")
+    serve.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
+                       default=float(_env("SHUTDOWN_GRACE", str(defaults.shutdown_grace_s))),
+                       help=f"after SIGTERM, how long the running jobs may take to finish (default "
+                            f"{defaults.shutdown_grace_s:g})")
     serve.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"),
                        help="log lines for people (text, the default) or one JSON object per line (json)")
     serve.add_argument("--allow-empty-store", action="store_true",
-                       default=_env("ALLOW_EMPTY_STORE", "") not in ("", "0", "false"),
+                       default=_env_flag("ALLOW_EMPTY_STORE", defaults.allow_empty_store),
                        help="start even though the job store is missing or empty while DATA_DIR/videos holds files")
-    serve.add_argument("--store", default=_env("STORE"), metavar="URL",
+    serve.add_argument("--store", default=_env("STORE", defaults.store_url), metavar="URL",
                        help="job store: omitted for SQLite in --data-dir (one process); postgresql://USER@HOST:PORT/DB "
                             "for a store shared by several API and worker processes (docs/server.md, Scale-out)")
     serve.add_argument("--role", choices=ROLES, default=default_role,
                        help="all: HTTP and the engine in one process; api: HTTP only; worker: the engine "
                             "(api and worker need a postgresql:// --store; default %(default)s)")
-    serve.add_argument("--lease-s", type=_lease, default=_env("LEASE_S", "30"), metavar="SECONDS",
+    serve.add_argument("--lease-s", type=_lease, default=_env("LEASE_S", str(defaults.lease_s)), metavar="SECONDS",
                        help="how long a worker's claim on a job lasts without a heartbeat; then another worker re-runs "
-                            "it (default 30)")
-    serve.add_argument("--worker-id", default=_env("WORKER_ID"), metavar="NAME",
+                            f"it (default {defaults.lease_s:g})")
+    serve.add_argument("--worker-id", default=_env("WORKER_ID", defaults.worker_id), metavar="NAME",
                        help="this worker's name in the store (default HOST-PID); a restart under the same name re-queues "
                             "the jobs it left running at once instead of after their lease")
     serve.add_argument("--threads", type=_threads, default=_env("THREADS"), metavar="N",
@@ -245,16 +266,17 @@ def run(args: argparse.Namespace) -> int:
     sock = listen.bind(config.host, config.port)  # a busy port fails now, in one line, not after loading
     log_format.configure(args.log_format)
     app = create_app(config, load_models(config))
+    runtime = app.state.runtime
     if not config.allowed_hosts:
         logging.getLogger("nrg.server").info(
             "answering Host headers that are IP addresses, localhost or %s; list any other name clients use "
             "with --allowed-host (NRG_ALLOWED_HOSTS)", config.host)
     url = f"http://{config.host}:{config.port}"
-    role = "" if config.role == "all" else f" as {config.role} {app.state.worker_id if config.role == 'worker' else ''}"
-    print(f"nrg-serve{role.rstrip()} on {url} (models: {', '.join(app.state.engine.models)}); playground {url}/, "
+    role = "" if config.role == "all" else f" as {config.role} {runtime.worker_id if config.role == 'worker' else ''}"
+    print(f"nrg-serve{role.rstrip()} on {url} (models: {', '.join(runtime.engine.models)}); playground {url}/, "
           f"API docs {url}/docs", flush=True)
     status = serving.run(app, config.host, config.port, sock=sock, log_config=None)
-    if not app.state.engine.finished:
+    if not runtime.engine.finished:
         # The grace ran out mid-batch (the store re-queues that batch at the next start). Interpreter
         # teardown under a thread still inside torch aborts the process, so leave without it.
         logging.shutdown()

@@ -46,7 +46,7 @@ def full_batches_only(app):
     """Inside: an idle engine starts a batch only once ``max_batch`` jobs of its key are queued, so which
     jobs share a batch does not depend on how fast the test posts them (a batch-wait window does).
     Only for jobs that fill a batch: a partial one waits ``HANG_S``. The server's wait comes back after."""
-    engine = app.state.engine
+    engine = app.state.runtime.engine
     saved, engine.policy.batch_wait_s = engine.policy.batch_wait_s, HANG_S
     try:
         yield

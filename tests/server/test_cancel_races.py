@@ -17,7 +17,7 @@ def test_delete_and_cancel_after_the_last_step_leave_no_files_and_spare_the_batc
     held = HostedModel("held", family, None, None, hosted_wan.default_shape, 2)
     with running_server(tmp_path, {"held": held}, max_batch=3,
                         batch_wait_ms=HANG_S * 1000) as (url, app):  # starts once all three are queued
-        store, engine = app.state.store, app.state.engine
+        store, engine = app.state.runtime.store, app.state.runtime.engine
         with httpx.Client(base_url=url, timeout=60) as client:
             deleted, cancelled, mate = (client.post("/v1/videos", json={**BODY, "seed": i}).json()["id"]
                                         for i in range(3))

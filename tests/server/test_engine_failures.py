@@ -41,4 +41,4 @@ def test_oom_retries_one_by_one_and_poison_fails_alone(hosted_wan, tmp_path):
             assert failed["error"] == {"code": "generation_error", "message": "RuntimeError: poisoned prompt"}
             # The worker keeps serving.
             assert wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])["status"] == "completed"
-            assert app.state.engine.alive
+            assert app.state.runtime.engine.alive

@@ -178,7 +178,7 @@ def test_declared_length_over_the_limit_is_413_with_connection_close(client):
 
 
 def test_an_internal_error_is_500_json_with_connection_close(server, client, monkeypatch):
-    store = server[1].state.store
+    store = server[1].state.runtime.store
 
     def broken(video_id):
         raise RuntimeError("simulated bug")

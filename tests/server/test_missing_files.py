@@ -13,7 +13,7 @@ BODY = {"prompt": "a red circle", "num_inference_steps": 2, "seed": 5}
 
 def test_a_lost_video_file_is_410_and_reported_at_start(hosted_wan, tmp_path, caplog):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}) as (url, app):
-        store = app.state.store
+        store = app.state.runtime.store
         with httpx.Client(base_url=url, timeout=60) as client:
             job = wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])
             assert job["status"] == "completed"

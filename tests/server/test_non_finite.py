@@ -24,7 +24,7 @@ def test_a_nan_sample_fails_alone_and_its_batch_mate_completes(hosted_wan, tmp_p
             assert done["status"] == "completed" and done["batch_size"] == 2
             assert failed["status"] == "failed" and failed["error"]["code"] == "non_finite_output"
             assert f"step {NanWan.NAN_STEP} of 3" in failed["error"]["message"]
-            assert not app.state.store.video_path(bad).exists()
+            assert not app.state.runtime.store.video_path(bad).exists()
 
 
 def test_nrg_generate_exits_2_naming_the_step(tiny_dir, tmp_path, capsys, monkeypatch):

@@ -86,7 +86,7 @@ def test_expired_content_is_410_then_the_sweep_makes_it_404(hosted_wan, tmp_path
         with httpx.Client(base_url=url, timeout=60) as client:
             done = wait_for(client, client.post("/v1/videos", json=SMALL).json()["id"])
             assert client.get(f"/v1/videos/{done['id']}/content").status_code == 200
-            retention = app.state.retention
+            retention = app.state.runtime.retention
             retention.clock = lambda: time.time() + 2 * DAY_S
             response = client.get(f"/v1/videos/{done['id']}/content")
             assert response.status_code == 410
@@ -94,19 +94,19 @@ def test_expired_content_is_410_then_the_sweep_makes_it_404(hosted_wan, tmp_path
             assert retention.sweep() == [done["id"]]
             assert client.get(f"/v1/videos/{done['id']}").status_code == 404
             assert client.get(f"/v1/videos/{done['id']}/content").status_code == 404
-            assert not app.state.store.video_path(done["id"]).exists()
+            assert not app.state.runtime.store.video_path(done["id"]).exists()
 
 
 def test_the_background_sweeper_deletes_expired_jobs(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, retention_days=0.5 / DAY_S) as (url, app):
-        retention = app.state.retention
+        retention = app.state.runtime.retention
         # The sweeper runs every 0.05 s; its clock is held an hour back until the test has seen the job
         # complete, or a slow poll could find it already swept (404) instead of completed.
         retention.clock = lambda: time.time() - 3600
         with httpx.Client(base_url=url, timeout=60) as client:
             done = wait_for(client, client.post("/v1/videos", json=SMALL).json()["id"])
-            assert done["status"] == "completed" and app.state.store.video_path(done["id"]).exists()
+            assert done["status"] == "completed" and app.state.runtime.store.video_path(done["id"]).exists()
             retention.clock = time.time  # now it has expired, and the background sweep deletes it
             until(lambda: client.get(f"/v1/videos/{done['id']}").status_code == 404,
                   "the expired job deleted by the sweeper")
-            assert not app.state.store.video_path(done["id"]).exists()
+            assert not app.state.runtime.store.video_path(done["id"]).exists()

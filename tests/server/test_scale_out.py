@@ -259,7 +259,7 @@ def test_a_worker_stopped_mid_batch_hands_its_jobs_back_at_once(hosted_wan, pg_u
     with running_server(tmp_path, models, worker_id="w1", **shared) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             video_id = client.post("/v1/videos", json=unguided).json()["id"]
-        store, engine = app.state.store, app.state.engine
+        store, engine = app.state.runtime.store, app.state.runtime.engine
         until(lambda: store.get(video_id).progress > 0, "the job mid-run", poll_s=0.02)
         assert not engine.stop(0.1)  # the grace ran out mid-batch
         handed_back = store.get(video_id)
@@ -268,5 +268,5 @@ def test_a_worker_stopped_mid_batch_hands_its_jobs_back_at_once(hosted_wan, pg_u
     with running_server(tmp_path, models, worker_id="w2", **shared) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             assert wait_for(client, video_id)["status"] == "completed"
-        done = app.state.store.get(video_id)
+        done = app.state.runtime.store.get(video_id)
         assert (done.worker, done.attempts) == ("w2", 2)

@@ -24,7 +24,7 @@ def test_oldest_job_first_and_batches_by_key(hosted_wan, tmp_path):
             a_jobs = [client.post("/v1/videos", json={**A, "seed": i}).json()["id"] for i in range(3)]
             family.release.set()
             done = {i: wait_for(client, i) for i in [blocker, b, *a_jobs]}
-            store = app.state.store
+            store = app.state.runtime.store
             started = {i: store.get(i).started_at for i in done}
     # B is the oldest queued job when the blocker ends, so it runs next although more A jobs wait.
     assert started[b] < min(started[i] for i in a_jobs)

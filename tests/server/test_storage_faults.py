@@ -51,18 +51,18 @@ def test_store_retries_a_transient_write_error_and_reports_a_persistent_one(tmp_
 def test_transient_faults_are_retried_and_the_job_completes(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, fault_backoff_s=FAST_BACKOFF) as (url, app):
         # Six failures: more than one store operation retries (four attempts), fewer than the worker's.
-        faulty = inject(app.state.store, CLAIM, times=6)
+        faulty = inject(app.state.runtime.store, CLAIM, times=6)
         with httpx.Client(base_url=url, timeout=60) as client:
             job = wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])
             assert job["status"] == "completed" and faulty.raised == 6
             assert client.get("/health").json() == {"status": "ok"}
             assert client.get("/ready").status_code == 200
-            assert app.state.engine.alive
+            assert app.state.runtime.engine.alive
 
 
 def test_a_failed_final_write_leaves_the_job_rerunnable(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, fault_backoff_s=FAST_BACKOFF) as (url, app):
-        store = app.state.store
+        store = app.state.runtime.store
         faulty = inject(store, FINISH, times=4)  # exactly one finish(), retries included
         with httpx.Client(base_url=url, timeout=60) as client:
             job = wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])
@@ -73,7 +73,7 @@ def test_a_failed_final_write_leaves_the_job_rerunnable(hosted_wan, tmp_path):
 
 def test_persistent_faults_fail_health_and_lose_no_accepted_job(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}, fault_backoff_s=FAST_BACKOFF) as (url, app):
-        inject(app.state.store, FINISH)  # disk full for good: no job can ever be recorded as done
+        inject(app.state.runtime.store, FINISH)  # disk full for good: no job can ever be recorded as done
         with httpx.Client(base_url=url, timeout=60) as client:
             accepted = client.post("/v1/videos", json=BODY).json()["id"]
             response = _poll(lambda: (r := client.get("/health")).status_code == 503 and r, "/health to fail")
@@ -91,7 +91,7 @@ def test_persistent_faults_fail_health_and_lose_no_accepted_job(hosted_wan, tmp_
 
 def test_create_during_a_write_fault_is_503_then_recovers(hosted_wan, tmp_path):
     with running_server(tmp_path, {"tiny-wan": hosted_wan}) as (url, app):
-        inject(app.state.store, CREATE, times=4)
+        inject(app.state.runtime.store, CREATE, times=4)
         with httpx.Client(base_url=url, timeout=60) as client:
             response = client.post("/v1/videos", json=BODY)
             assert response.status_code == 503 and response.headers["retry-after"]
@@ -99,10 +99,10 @@ def test_create_during_a_write_fault_is_503_then_recovers(hosted_wan, tmp_path):
             assert error["code"] == "store_unavailable" and "disk I/O error" in error["message"]
             assert client.get("/ready").status_code == 503  # the store cannot take writes
             assert client.get("/health").status_code == 200  # but nothing is broken for good
-            heal(app.state.store)
-            inject(app.state.store, "SELECT COUNT")
+            heal(app.state.runtime.store)
+            inject(app.state.runtime.store, "SELECT COUNT")
             scrape = client.get("/metrics")  # the outage costs the queue depth, not the scrape
-            heal(app.state.store)
+            heal(app.state.runtime.store)
             assert scrape.status_code == 200
             assert "nrg_store_up 0.0" in scrape.text and "nrg_queue_depth NaN" in scrape.text
             assert "nrg_store_up 1.0" in client.get("/metrics").text
@@ -126,7 +126,7 @@ def test_nrg_serve_exits_non_zero_when_the_worker_gives_up(hosted_wan, tmp_path)
             return False
 
     _poll(ready, "the server to start")
-    inject(app.state.store, CLAIM)
+    inject(app.state.runtime.store, CLAIM)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
     runner.join(HANG_S)
     assert status == [1]
@@ -138,7 +138,7 @@ def test_health_answers_503_while_the_failed_server_drains_before_it_exits(hoste
     config = ServerConfig(data_dir=tmp_path / "data", port=free_port(), fault_backoff_s=FAST_BACKOFF)
     app = create_app(config, {"tiny-wan": hosted_wan})
     # The linger is held open until the test ends it, as a second signal does, so nothing races a clock.
-    app.state.lifecycle.failed_linger_s = 3600.0
+    app.state.runtime.lifecycle.failed_linger_s = 3600.0
     status: list[int] = []
     runner = threading.Thread(target=lambda: status.append(serving.run(app, "127.0.0.1", config.port)), daemon=True)
     runner.start()
@@ -151,13 +151,13 @@ def test_health_answers_503_while_the_failed_server_drains_before_it_exits(hoste
             return None
 
     _poll(lambda: (r := answer("/ready")) is not None and r.status_code == 200, "the server to start")
-    inject(app.state.store, CLAIM)
+    inject(app.state.runtime.store, CLAIM)
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 200
     health = _poll(lambda: (r := answer("/health")) is not None and r.status_code == 503 and r, "/health 503")
     assert health.json()["status"] == "failed" and "storage fault persists" in health.json()["reason"]
     assert answer("/ready").status_code == 503
     assert httpx.post(f"{url}/v1/videos", json=BODY, timeout=60).status_code == 503
     assert runner.is_alive() and status == []
-    app.state.lifecycle.end_grace()
+    app.state.runtime.lifecycle.end_grace()
     runner.join(120)
     assert status == [1]

@@ -77,8 +77,8 @@ def test_metrics_and_models_stay_shared(tenants):
 
 def test_the_store_keeps_the_owner_as_a_digest_never_the_key(tenants):
     url, app, video_id = tenants
-    assert app.state.store.get(video_id).owner == hashlib.sha256(KEY_A.encode()).hexdigest()
-    data_dir = app.state.store.data_dir
+    assert app.state.runtime.store.get(video_id).owner == hashlib.sha256(KEY_A.encode()).hexdigest()
+    data_dir = app.state.runtime.store.data_dir
     for path in data_dir.glob("jobs.sqlite3*"):
         assert KEY_A.encode() not in path.read_bytes()
 
@@ -99,7 +99,7 @@ def test_without_keys_everyone_sees_every_job(hosted_wan, tmp_path):
         with httpx.Client(base_url=url, timeout=60) as one, httpx.Client(base_url=url, timeout=60) as other:
             video_id = one.post("/v1/videos", json={**SMALL, "num_inference_steps": 300}).json()["id"]
             assert video_id in _ids(other) and other.delete(f"/v1/videos/{video_id}").status_code == 200
-        assert app.state.store.get(video_id).owner is None
+        assert app.state.runtime.store.get(video_id).owner is None
 
 
 def test_key_ring_compares_digests_and_accepts_configured_digests():

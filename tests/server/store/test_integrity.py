@@ -80,7 +80,7 @@ def test_ready_and_health_fail_when_the_store_cannot_serve(hosted_wan, tmp_path)
     with running_server(tmp_path, {"tiny-wan": hosted_wan}) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             assert client.get("/ready").status_code == 200
-            inject(app.state.store, READ, error=sqlite3.DatabaseError("database disk image is malformed"))
+            inject(app.state.runtime.store, READ, error=sqlite3.DatabaseError("database disk image is malformed"))
             listed = client.get("/v1/videos")
             assert listed.status_code == 503 and listed.json()["error"]["code"] == "store_unavailable"
             assert "malformed" in listed.json()["error"]["message"]
@@ -88,5 +88,5 @@ def test_ready_and_health_fail_when_the_store_cannot_serve(hosted_wan, tmp_path)
             assert ready.status_code == 503 and "malformed" in ready.json()["reason"]
             health = client.get("/health")
             assert health.status_code == 503 and "malformed" in health.json()["reason"]
-            until(lambda: app.state.engine.failure is not None, "the worker stopped")
-            assert "malformed" in app.state.engine.failure  # the worker stopped too, and says why
+            until(lambda: app.state.runtime.engine.failure is not None, "the worker stopped")
+            assert "malformed" in app.state.runtime.engine.failure  # the worker stopped too, and says why

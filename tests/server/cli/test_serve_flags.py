@@ -1,0 +1,37 @@
+"""``nrg serve``'s flags take their defaults from ``ServerConfig`` and ``Limits``, and a limit beyond
+what guidance runs is refused when the configuration is made, not when a request needs it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from guidance.nrg import MAX_PARTICLES
+from server.cli import build_parser, main
+from server.cli.serve import server_config
+from server.config import DEMO_JUDGES, ServerConfig
+from server.schema import Limits
+
+
+@pytest.fixture
+def no_nrg_env(monkeypatch):
+    for name in [name for name in os.environ if name.startswith("NRG_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_the_flags_default_to_the_server_config(no_nrg_env, command):
+    config = server_config(build_parser().parse_args([command]))
+    expected = ServerConfig(judges=dict(DEMO_JUDGES), role="worker" if command == "worker" else ServerConfig.role)
+    assert config == expected
+
+
+def test_max_particles_beyond_guidance_is_refused_at_config_time(no_nrg_env, tmp_path, capsys):
+    assert Limits().max_particles <= MAX_PARTICLES
+    with pytest.raises(ValueError, match=f"guidance runs at most {MAX_PARTICLES} particles"):
+        Limits(max_particles=MAX_PARTICLES + 1)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--max-particles", str(MAX_PARTICLES + 1), "--data-dir", str(tmp_path / "data")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(f"nrg: error: max_particles (--max-particles) is {MAX_PARTICLES + 1}")
