@@ -47,6 +47,7 @@ from server.schema import ModelList, VideoDeleted, VideoList, VideoObject
 from server.roles import FrontEndOnly
 from server.store import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, LOCAL_WORKER, Job, StoreError, open_store
 from server.tenancy import Caller, KeyRing
+from server.webhooks.deliverer import WebhookDeliverer
 
 log = logging.getLogger("nrg.server")
 SSE_PING_S = 15.0
@@ -111,6 +112,7 @@ def _video_fields(job: Job, expires_at: float | None) -> dict[str, Any]:
         reward_guidance=spec.reward_guidance_json(),
         **{k: r.get(k) for k in ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided",
                                  "batch_size", "queue_time_s", "inference_time_s", "encode_time_s", "peak_memory_mb")},
+        webhook_status=job.webhook,
     ).model_dump(mode="json")
 
 
@@ -152,7 +154,9 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
 
             lease = LeaseKeeper(store, engine, worker_id, config.lease_s)
     retention = Retention(store, config.retention_days)
-    resolver = RequestResolver(models, limits, list(config.judges), judge_objectives)
+    webhooks = WebhookDeliverer(config.webhooks, store, metrics, worker_id,
+                                render=lambda job: _video_fields(job, retention.expires_at(job)))
+    resolver = RequestResolver(models, limits, list(config.judges), judge_objectives, webhooks.policy)
     state = {"accepting": True}
 
     @asynccontextmanager
@@ -163,10 +167,12 @@ def create_app(config: ServerConfig, models: dict[str, HostedModel]) -> FastAPI:
         if lease is not None:
             lease.start()
         retention.start()
+        webhooks.start()
         yield
         state["accepting"] = False
         finished = await asyncio.to_thread(engine.stop, lifecycle.remaining_grace())
         await asyncio.to_thread(retention.stop)
+        await asyncio.to_thread(webhooks.stop)
         for thread in (lease, listener):
             if thread is not None:
                 await asyncio.to_thread(thread.stop)

@@ -15,6 +15,7 @@ from server.hosted_model import HostedModel
 from server.pipeline_defaults import PipelineDefaults
 from server.schema import Limits
 from server.store import DEFAULT_LEASE_S
+from server.webhooks.settings import WebhookSettings
 
 log = logging.getLogger("nrg.server")
 
@@ -75,6 +76,8 @@ class ServerConfig:
     lease_s: float = DEFAULT_LEASE_S
     #: This worker's name in the store (default: host-pid); a restart with the same id re-queues its rows at once.
     worker_id: str | None = None
+    #: Where jobs' outcomes may be POSTed and how (``--webhook-*``); off unless ``allow`` is given.
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
 
 #: Share of a GPU's memory the automatic budget leaves to batches (the rest: allocator slack, CUDA context).
