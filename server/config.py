@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from server.scheduling import BatchingMode
 from server.schema import Limits
 from server.store import DEFAULT_LEASE_S
+from server.webhooks.settings import WebhookSettings
 
 if TYPE_CHECKING:
     from server.hosted_model import HostedModel
@@ -85,6 +86,8 @@ class ServerConfig:
     lease_s: float = DEFAULT_LEASE_S
     #: This worker's name in the store (default: host-pid); a restart with the same id re-queues its rows at once.
     worker_id: str | None = None
+    #: Where jobs' outcomes may be POSTed and how (``--webhook-*``); off unless ``allow`` is given.
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
 
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:

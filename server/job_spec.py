@@ -79,6 +79,8 @@ class JobSpec:
     judge: str | None = None
     #: Held-out judges that score the finished video.
     judges: tuple[str, ...] = field(default_factory=tuple)
+    #: Where the job's outcome is POSTed (``server.webhooks``), checked against the operator's rules.
+    webhook_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.judge is not None and (self.guidance is None or self.guidance.mode not in SEARCH_MODES):
@@ -132,12 +134,13 @@ class JobSpec:
             "checkpoint_kind": ref.kind if ref else None,
             "checkpoint_scale": ref.scale if ref is not None and ref.per_row else None,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
+            "webhook_url": self.webhook_url,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
-        LoRA by having a ``checkpoint_scale``."""
+        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -155,4 +158,5 @@ class JobSpec:
                    num_frames=data["num_frames"], fps=data["fps"], seed=data["seed"],
                    num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
                    negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
-                   judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()))
+                   judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
+                   webhook_url=data.get("webhook_url"))

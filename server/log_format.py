@@ -55,4 +55,7 @@ def configure(fmt: str, stream: TextIO | None = None) -> logging.Handler:
         logger.handlers.clear()
         logger.setLevel(logging.INFO)
         logger.propagate = True
+    # httpx logs every request's full URL at INFO: a webhook_url's query may hold the receiver's token,
+    # and server.webhooks logs each attempt itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler

@@ -55,6 +55,13 @@ class Metrics:
         self.device_memory = Gauge("nrg_device_memory_bytes", "Peak device memory allocated by the last batch",
                                    by_worker, registry=r).labels(worker=worker)
 
+        #: Every recorded webhook attempt: delivered (2xx), retried (another attempt is due), failed
+        #: (given up: attempts used up, 410 Gone, or the URL no longer allowed). Per process, as attempted.
+        self.webhook_deliveries = Counter("nrg_webhook_deliveries", "Webhook attempts by outcome: delivered, "
+                                          "retried, failed", ["outcome"], registry=r)
+        for outcome in ("delivered", "retried", "failed"):
+            self.webhook_deliveries.labels(outcome=outcome)
+
         #: Which process this is in a scaled-out deployment (``--role``, ``--worker-id``): join on it.
         self.worker_info = Gauge("nrg_worker_info", "This process's role and worker id (value 1)", ["role", "worker"],
                                  registry=r)

@@ -3,7 +3,8 @@
 The request model (``server.schema``) checks each field against the server's limits; what depends on
 the model (its default shape and steps, its frame grid, its checkpoints, its reward model's
 objectives and guidance defaults, the registered judges) is checked here, once, and every default
-is filled in, so the spec is what the job runs with and reports. Each failure is a 400 naming the field.
+is filled in, so the spec is what the job runs with and reports; so is a ``webhook_url``, against the
+operator's rules (``server.webhooks.allow_rules``). Each failure is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from server.errors import APIError
 from server.hosted_model import HostedModel
 from server.job_spec import CheckpointRef, JobSpec
 from server.schema import Limits, build_request_model
+from server.webhooks.allow_rules import WebhookPolicy, WebhookRefused, WebhookUnresolved
 
+#: How long a request waits for its webhook_url's host to resolve before the 400.
+WEBHOOK_DNS_TIMEOUT_S = 2.0
 #: How far from the asked frame count (seconds * fps + 1) the nearest valid one is looked for.
 FRAME_SEARCH_SPAN = 64
 
@@ -29,8 +33,10 @@ class RequestResolver:
     """Resolves POST /v1/videos bodies against the hosted models, the limits and the registered judges."""
 
     def __init__(self, models: Mapping[str, HostedModel], limits: Limits, judges: Sequence[str],
-                 judge_objectives: Mapping[str, tuple[str, ...]]) -> None:
+                 judge_objectives: Mapping[str, tuple[str, ...]], webhooks: WebhookPolicy | None = None) -> None:
         self.models = models
+        #: Where webhooks may go; without rules, any webhook_url is refused.
+        self.webhooks = webhooks or WebhookPolicy()
         self.limits = limits
         self.request_model = build_request_model(limits)
         self.judges = tuple(judges)
@@ -71,8 +77,22 @@ class RequestResolver:
             num_frames=frames, fps=req.fps, seed=req.seed if req.seed is not None else secrets.randbelow(2**63),
             num_inference_steps=steps, guidance_scale=float(cfg),
             checkpoint=checkpoint,
-            guidance=guidance, judge=judge, judges=tuple(judges),
+            guidance=guidance, judge=judge, judges=tuple(judges), webhook_url=self._webhook_url(req.webhook_url),
         )
+
+    def _webhook_url(self, url: str | None) -> str | None:
+        """The URL, once the rules allow it and its host resolves to an address they allow. The handler
+        waits for the lookup, so at most ``WEBHOOK_DNS_TIMEOUT_S`` (an address or a name in /etc/hosts:
+        not at all); the deliverer looks again before every attempt."""
+        if url is None:
+            return None
+        try:
+            self.webhooks.check(url, dns_timeout_s=WEBHOOK_DNS_TIMEOUT_S)
+        except WebhookRefused as exc:
+            raise APIError(400, f"webhook_url: {exc}", param="webhook_url", code=exc.code) from None
+        except WebhookUnresolved as exc:
+            raise APIError(400, f"webhook_url: {exc}", param="webhook_url", code="invalid_webhook_url") from None
+        return url
 
     def _shape(self, hosted: HostedModel, req: Any) -> tuple[int, int, int]:
         limits = self.limits

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from guidance.precision import resolve_device
+from server.video_object import video_object
 from server.config import ServerConfig
 from server.engine import Engine
 from server.events import EventBus, EventSink
@@ -35,6 +36,7 @@ from server.request_resolver import RequestResolver
 from server.retention import Retention
 from server.roles import FrontEndOnly, runs_engine, serves_jobs
 from server.store import LOCAL_WORKER, Store, open_store
+from server.webhooks.deliverer import WebhookDeliverer
 
 if TYPE_CHECKING:  # PostgreSQL's pieces load only with a shared store (psycopg is optional)
     from server.pg_events import EventListener
@@ -62,6 +64,8 @@ class ServerRuntime:
     metrics: Metrics
     retention: Retention
     resolver: RequestResolver
+    #: Delivers the webhooks of finished jobs from the store (``server.webhooks``).
+    webhooks: WebhookDeliverer
     #: This process's name in the store (the rows its engine claims) and in its metrics.
     worker_id: str
     #: A worker's heartbeats over a shared store; None otherwise.
@@ -79,12 +83,14 @@ class ServerRuntime:
         if self.lease is not None:
             self.lease.start()
         self.retention.start()
+        self.webhooks.start()
 
     async def stop(self) -> None:
         """Stop taking jobs, give the running batch the lifecycle's remaining grace, stop the threads."""
         self.accepting = False
         finished = await asyncio.to_thread(self.engine.stop, self.lifecycle.remaining_grace())
         await asyncio.to_thread(self.retention.stop)
+        await asyncio.to_thread(self.webhooks.stop)
         for thread in (self.lease, self.listener):
             if thread is not None:
                 await asyncio.to_thread(thread.stop)
@@ -132,11 +138,14 @@ def build_runtime(config: ServerConfig, models: dict[str, HostedModel]) -> Serve
             from server.worker_lease import LeaseKeeper
 
             lease = LeaseKeeper(store, engine, worker_id, config.lease_s)
+    retention = Retention(store, config.retention_days)
+    webhooks = WebhookDeliverer(config.webhooks, store, metrics, worker_id,
+                                render=lambda job: video_object(job, retention))
     return ServerRuntime(
         config=config, models=models, store=store, events=events, bus=bus, engine=engine, lifecycle=lifecycle,
-        metrics=metrics, retention=Retention(store, config.retention_days),
-        resolver=RequestResolver(models, config.limits, list(config.judges), judge_objectives),
-        worker_id=worker_id, lease=lease, listener=listener,
+        metrics=metrics, retention=retention,
+        resolver=RequestResolver(models, config.limits, list(config.judges), judge_objectives, webhooks.policy),
+        webhooks=webhooks, worker_id=worker_id, lease=lease, listener=listener,
     )
 
 

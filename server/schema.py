@@ -17,6 +17,7 @@ from guidance.nrg import DEFAULT_PARTICLES, MAX_PARTICLES
 
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+MAX_WEBHOOK_URL_CHARS = 2048
 
 
 def _not_a_boolean(value: Any) -> Any:
@@ -154,6 +155,12 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
             None, max_length=16,
             description="Held-out judges (names the operator registered with --judge) that score the finished "
                         "video; default: all of them, [] for none. Their figures are the job's judge_scores.")
+        webhook_url: str | None = Field(
+            None, min_length=1, max_length=MAX_WEBHOOK_URL_CHARS,
+            description="POSTed the job's outcome (video.completed, video.failed or video.cancelled), signed the "
+                        "Standard Webhooks way, instead of polling. Only hosts the operator allows with "
+                        "--webhook-allow, over https unless a rule allows http, and never a private, loopback or "
+                        "link-local address the rule does not name; anything else is a 400.")
 
         @field_validator("seconds", mode="before")
         @classmethod
@@ -191,6 +198,17 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
 class VideoError(BaseModel):
     code: str
     message: str
+
+
+class WebhookStatus(BaseModel):
+    """Where the job's webhook stands: waiting (the job runs), pending (due or being retried), delivered,
+    failed (attempts used up, the receiver answered 410 Gone, or the URL is no longer allowed)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    status: Literal["waiting", "pending", "delivered", "failed"]
+    attempts: int = Field(..., ge=0, description="Attempts made so far, the one in flight included.")
+    last_error: str | None = Field(None, description="Why the last attempt did not deliver (e.g. HTTP 503).")
 
 
 class VideoObject(BaseModel):
@@ -234,6 +252,7 @@ class VideoObject(BaseModel):
     inference_time_s: float | None = None
     encode_time_s: float | None = None
     peak_memory_mb: float | None = None
+    webhook_status: WebhookStatus | None = Field(None, description="The job's webhook, if it gave a webhook_url.")
 
 
 class VideoList(BaseModel):

@@ -20,7 +20,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from server.api.dependencies import RequestCaller, Runtime
 from server.api.request_body import read_body
-from server.api.video_object import video_object
+from server.video_object import video_object
 from server.errors import APIError
 from server.runtime import ServerRuntime
 from server.schema import VideoDeleted, VideoList, VideoObject

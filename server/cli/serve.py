@@ -13,6 +13,7 @@ from server.config import ServerConfig
 from server.roles import ROLES
 from server.schema import Limits
 from server.scheduling import BATCHING_MODES
+from server.webhooks.settings import DEFAULT_BACKOFF_S, DEFAULT_TIMEOUT_S, WebhookSettings
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -61,6 +62,32 @@ def _lease(text: str) -> float:
         seconds = float("nan")
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"lease must be a number of seconds > 0; got {text!r}")
+    return seconds
+
+
+def _wait_list(text: str) -> tuple[float, ...]:
+    """``--webhook-backoff``: comma-separated seconds (empty: a single attempt)."""
+    try:
+        waits = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        waits = (float("nan"),)
+    if any(not 0 <= wait < float("inf") for wait in waits):
+        raise argparse.ArgumentTypeError(f"backoff must be comma-separated seconds >= 0, e.g. 10,60,300; got {text!r}")
+    return waits
+
+
+def _waits(text: str) -> str:
+    """``--webhook-backoff`` checked, kept as text (``nrg ray`` forwards it to its replicas as given)."""
+    return ",".join(f"{wait:g}" for wait in _wait_list(text))
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"timeout must be a number of seconds > 0; got {text!r}")
     return seconds
 
 
@@ -189,6 +216,20 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--worker-id", default=_env("WORKER_ID", defaults.worker_id), metavar="NAME",
                        help="this worker's name in the store (default HOST-PID); a restart under the same name re-queues "
                             "the jobs it left running at once instead of after their lease")
+    serve.add_argument("--webhook-allow", action=listed, default=_env_list("WEBHOOK_ALLOW"), metavar="PATTERN",
+                       help="where jobs' webhook_url may point, repeatable: [http://]HOST[:PORT], HOST a name, "
+                            "*.DOMAIN, an IP address or *, PORT a number or * (default port of the scheme if none); "
+                            "https only unless the pattern starts with http://; private addresses only where a "
+                            "pattern names them (default: none, webhooks off; docs/server.md, Webhooks)")
+    serve.add_argument("--webhook-secret", default=_env("WEBHOOK_SECRET"), metavar="SECRET",
+                       help="key that signs webhooks (Standard Webhooks): whsec_BASE64 or raw text of 16+ bytes; "
+                            "needed with --webhook-allow")
+    serve.add_argument("--webhook-backoff", type=_waits, metavar="SECONDS,...",
+                       default=_env("WEBHOOK_BACKOFF", ",".join(f"{w:g}" for w in DEFAULT_BACKOFF_S)),
+                       help="waits between a webhook's attempts, so one attempt more than waits "
+                            "(default %(default)s: 6 attempts over about an hour)")
+    serve.add_argument("--webhook-timeout", type=_timeout, default=_env("WEBHOOK_TIMEOUT", f"{DEFAULT_TIMEOUT_S:g}"),
+                       metavar="SECONDS", help="connect and read timeout of each webhook attempt (default %(default)s)")
     serve.add_argument("--threads", type=_threads, default=_env("THREADS"), metavar="N",
                        help="torch intra-op threads (torch.set_num_threads; inter-op threads 1), set before the "
                             "models load: several processes on one machine then do not fight for cores (default: "
@@ -237,6 +278,8 @@ def server_config(args: argparse.Namespace):
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,
         store_url=args.store or None, role=args.role, lease_s=float(args.lease_s), worker_id=args.worker_id or None,
         admin_key=args.admin_key or None,
+        webhooks=WebhookSettings(allow=tuple(args.webhook_allow), secret=args.webhook_secret or None,
+                                 backoff_s=_wait_list(args.webhook_backoff), timeout_s=float(args.webhook_timeout)),
     )
 
 

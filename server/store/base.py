@@ -15,6 +15,12 @@ same seed, so with the same result. The lease fences the outcome: a worker recor
 (``finish(..., worker=)``) only while nobody else holds it, so a job taken over from a worker that
 was cut off is recorded once, by whoever holds it then. A worker hands back what it holds (``release``)
 when a storage fault drops its batch, or when it stops before its batch is done.
+
+A job created with a ``webhook_url`` carries a webhook: ``waiting`` while it runs, ``pending`` from the
+statement that finishes it (so an outcome is never recorded without its delivery being owed, however
+the process dies), then ``delivered`` or ``failed``. A deliverer claims due webhooks under a lease
+(``claim_webhooks``), records each attempt (``record_webhook``, fenced by that claim) and at its start
+takes back what it left claimed (``recover_webhooks``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,26 @@ RETRY_DELAYS_S = (0.02, 0.08, 0.3)
 DEFAULT_LEASE_S = 30.0
 #: The worker id of a single-process server (``--role all`` on SQLite).
 LOCAL_WORKER = "local"
+#: A job's webhook: the job runs; its outcome is owed to the receiver; it was; it will not be.
+WEBHOOK_WAITING, WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = "waiting", "pending", "delivered", "failed"
+
+
+@dataclass(frozen=True)
+class WebhookState:
+    """Where a job's webhook stands (the video object's ``webhook_status``)."""
+
+    status: str
+    #: Attempts made so far; a claim counts as one, so a process that dies mid-attempt still uses one up.
+    attempts: int = 0
+    #: Why the last attempt did not deliver.
+    last_error: str | None = None
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> WebhookState | None:
+        """The state in a ``jobs`` row; None for a job without a webhook (every job before webhooks)."""
+        if row["webhook_status"] is None:
+            return None
+        return cls(row["webhook_status"], row["webhook_attempts"], row["webhook_error"])
 
 
 @dataclass
@@ -60,6 +86,8 @@ class Job:
     worker: str | None = None
     #: The owner id of the API key that created it (``server.tenancy``); None without keys.
     owner: str | None = None
+    #: Its webhook, if it was created with a ``webhook_url``.
+    webhook: WebhookState | None = None
 
 
 def new_job_id() -> str:
@@ -113,4 +141,13 @@ class Store(Protocol):
     def delete(self, job_id: str) -> None: ...
     def remove_outputs(self, job_id: str) -> None: ...
     def finished_before(self, cutoff: float) -> list[str]: ...
+    def claim_webhooks(self, worker: str, limit: int, lease_s: float) -> list[Job]:
+        """Up to ``limit`` jobs whose webhook is due, claimed by ``worker`` for ``lease_s`` (their attempt
+        counted); across processes no two claim the same one until its lease runs out."""
+    def record_webhook(self, job_id: str, worker: str, attempt: int, status: str, error: str | None = None,
+                       retry_in_s: float | None = None) -> bool:
+        """The outcome of ``worker``'s attempt number ``attempt``: ``status`` delivered, failed, or pending
+        again in ``retry_in_s``. False (nothing written) if the claim was lost or the job deleted."""
+    def recover_webhooks(self, worker: str) -> int:
+        """At a deliverer's start: make what it left claimed (a kill mid-attempt) due now; how many."""
     def close(self) -> None: ...

@@ -11,6 +11,8 @@ Same rows and contract as the SQLite store (``server.store.base``); what differs
 * **Migrations** are versioned in ``schema_version`` and applied at open under an advisory lock, so
   processes starting together apply each one once.
 * **Events** go out with ``NOTIFY`` on :data:`EVENT_CHANNEL` (``server.pg_events``).
+* **Webhooks** are claimed like jobs, ``FOR UPDATE SKIP LOCKED`` under a lease on the database clock,
+  so each due webhook is attempted by one deliverer of the deployment at a time.
 
 Faults: a lost connection, a server restarting or refusing connections (``OperationalError``) is a
 storage fault: the operation reconnects and retries (``RETRY_DELAYS_S``), then raises
@@ -30,9 +32,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from server.job_spec import JobSpec
-from server.store.base import ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, Job, new_job_id
+from server.store.base import (
+    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, WEBHOOK_WAITING, Job, WebhookState, new_job_id,
+)
 from server.store.errors import StoreCorrupt, StoreUnavailable
 from server.store.sql_rows import SqlJobRows
+from server.store.webhook_rows import SqlWebhookRows
 
 log = logging.getLogger("nrg.store")
 T = TypeVar("T")
@@ -68,6 +73,15 @@ CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE status
 """,
     # The owner id of the key that created the job (server.tenancy); earlier rows have none.
     2: "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS owner TEXT; CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);",
+    # The job's webhook (server.store.webhook_rows); earlier rows have none.
+    3: """
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS webhook_status TEXT,
+    ADD COLUMN IF NOT EXISTS webhook_attempts INTEGER NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS webhook_due_at DOUBLE PRECISION,
+    ADD COLUMN IF NOT EXISTS webhook_worker TEXT,
+    ADD COLUMN IF NOT EXISTS webhook_error TEXT;
+CREATE INDEX IF NOT EXISTS jobs_webhook_due ON jobs (webhook_due_at) WHERE webhook_status = 'pending';
+""",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -104,9 +118,11 @@ def _is_corruption(exc: BaseException) -> bool:
     return isinstance(exc, errors.DataCorrupted | errors.IndexCorrupted)
 
 
-class PostgresJobStore(SqlJobRows):
+class PostgresJobStore(SqlJobRows, SqlWebhookRows):
     shared = True
     P = "%s"
+    NOW = _NOW
+    LOCK_CLAIMED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, data_dir: str | Path, connect_timeout_s: float = 5.0) -> None:
         import psycopg
@@ -217,16 +233,17 @@ class PostgresJobStore(SqlJobRows):
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"], worker=row["worker"],
-            owner=row["owner"],
+            owner=row["owner"], webhook=WebhookState.of_row(row),
         )
 
     # -- the contract ------------------------------------------------------------------------------
     def create(self, spec: JobSpec, owner: str | None = None) -> Job:
         job_id = new_job_id()
         # ON CONFLICT: a retry after a lost reply must not fail on the row its first attempt wrote.
-        self._write("INSERT INTO jobs (id, status, model, params, created_at, owner) VALUES (%s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (job_id, QUEUED, spec.model, json.dumps(spec.to_json()), time.time(), owner))
+        self._write("INSERT INTO jobs (id, status, model, params, created_at, owner, webhook_status) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (job_id, QUEUED, spec.model, json.dumps(spec.to_json()), time.time(), owner,
+                     WEBHOOK_WAITING if spec.webhook_url else None))
         return self.get(job_id)
 
     def queued(self, models: Collection[str] | None = None) -> list[Job]:

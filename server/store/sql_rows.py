@@ -8,16 +8,17 @@ import json
 import time
 from typing import Any
 
-from server.store.base import ACTIVE, COMPLETED, IN_PROGRESS, QUEUED, Job
+from server.store.base import ACTIVE, COMPLETED, IN_PROGRESS, QUEUED, WEBHOOK_PENDING, WEBHOOK_WAITING, Job
 from server.store.files import VideoFiles
 
 
 class SqlJobRows(VideoFiles):
     """The statements both SQL backends write alike, with the backend's parameter marker ``P``
-    (``?`` for SQLite, ``%s`` for psycopg); each backend supplies ``_query``, ``_write``, ``_returning``
-    and ``_job``."""
+    (``?`` for SQLite, ``%s`` for psycopg) and its clock ``NOW`` (seconds since the epoch, an SQL
+    expression); each backend supplies ``_query``, ``_write``, ``_returning`` and ``_job``."""
 
     P: str
+    NOW: str
 
     def get(self, job_id: str) -> Job | None:
         rows = self._query(f"SELECT * FROM jobs WHERE id = {self.P}", (job_id,))
@@ -48,16 +49,20 @@ class SqlJobRows(VideoFiles):
         """queued/in_progress -> a finished status; False if it was already finished. With ``worker``,
         False too when another worker holds the job: ``worker``'s lease ran out (it lost the store for
         longer than a lease) and the job was taken over; the new holder records it. A queued job is
-        nobody's, so the run that finished it may still record it."""
+        nobody's, so the run that finished it may still record it. A waiting webhook becomes due in the
+        same statement: the outcome and the delivery it owes are written together or not at all."""
         p = self.P
         code, message = error or (None, None)
         if worker is None:
             holder, args = f"status IN ({p}, {p})", ACTIVE
         else:
             holder, args = f"(status = {p} OR (status = {p} AND worker = {p}))", (QUEUED, IN_PROGRESS, worker)
+        waiting = f"webhook_status = '{WEBHOOK_WAITING}'"
         return self._write(
             f"UPDATE jobs SET status = {p}, completed_at = {p}, lease_until = NULL, progress = CASE WHEN {p} = "
-            f"'completed' THEN 100 ELSE progress END, result = {p}, error_code = {p}, error_message = {p} "
+            f"'completed' THEN 100 ELSE progress END, result = {p}, error_code = {p}, error_message = {p}, "
+            f"webhook_status = CASE WHEN {waiting} THEN '{WEBHOOK_PENDING}' ELSE webhook_status END, "
+            f"webhook_due_at = CASE WHEN {waiting} THEN {self.NOW} ELSE webhook_due_at END "
             f"WHERE id = {p} AND {holder}",
             (status, time.time(), status, json.dumps(result or {}), code, message, job_id, *args)) == 1
 

@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 
 from server.job_spec import JobSpec
 from server.store.base import (
-    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, Job, new_job_id,
+    ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, WEBHOOK_PENDING,
+    WEBHOOK_WAITING, Job, WebhookState, new_job_id,
 )
 from server.store.errors import StoreCorrupt, StoreUnavailable, is_corruption
 from server.store.integrity import DB_NAME, check_data_dir
 from server.store.sql_rows import SqlJobRows
+from server.store.webhook_rows import SqlWebhookRows
 
 T = TypeVar("T")
 
@@ -58,15 +60,23 @@ _MIGRATIONS: dict[int, str] = {
        "ALTER TABLE jobs ADD COLUMN model TEXT; CREATE INDEX IF NOT EXISTS jobs_model ON jobs(status, model, seq);",
     # The owner id of the key that created the job (server.tenancy); earlier rows have none.
     3: "ALTER TABLE jobs ADD COLUMN owner TEXT; CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);",
+    # The job's webhook (server.store.webhook_rows); earlier rows have none.
+    4: "ALTER TABLE jobs ADD COLUMN webhook_status TEXT; "
+       "ALTER TABLE jobs ADD COLUMN webhook_attempts INTEGER NOT NULL DEFAULT 0; "
+       "ALTER TABLE jobs ADD COLUMN webhook_due_at REAL; ALTER TABLE jobs ADD COLUMN webhook_worker TEXT; "
+       "ALTER TABLE jobs ADD COLUMN webhook_error TEXT; "
+       "CREATE INDEX IF NOT EXISTS jobs_webhook_due ON jobs(webhook_due_at) WHERE webhook_status = 'pending'",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
-class JobStore(SqlJobRows):
+class JobStore(SqlJobRows, SqlWebhookRows):
     """The SQLite backend (one process: ``--role all``)."""
 
     shared = False
     P = "?"
+    #: time.time() on the database's side, to the millisecond.
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, data_dir: str | Path, allow_empty: bool = False) -> None:
         self.data_dir = Path(data_dir)
@@ -124,7 +134,7 @@ class JobStore(SqlJobRows):
             progress=row["progress"], created_at=row["created_at"], started_at=row["started_at"],
             completed_at=row["completed_at"], error_code=row["error_code"], error_message=row["error_message"],
             result=json.loads(row["result"]) if row["result"] else {}, attempts=row["attempts"],
-            worker=row["worker"], owner=row["owner"],
+            worker=row["worker"], owner=row["owner"], webhook=WebhookState.of_row(row),
         )
 
     def _attempt(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
@@ -168,8 +178,10 @@ class JobStore(SqlJobRows):
     def create(self, spec: JobSpec, owner: str | None = None) -> Job:
         job_id = new_job_id()
         self._write(
-            "INSERT INTO jobs (id, status, params, created_at, model, owner) VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, QUEUED, json.dumps(spec.to_json()), time.time(), spec.model, owner),
+            "INSERT INTO jobs (id, status, params, created_at, model, owner, webhook_status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job_id, QUEUED, json.dumps(spec.to_json()), time.time(), spec.model, owner,
+             WEBHOOK_WAITING if spec.webhook_url else None),
         )
         return self.get(job_id)
 
@@ -251,6 +263,12 @@ class JobStore(SqlJobRows):
         self._write("UPDATE jobs SET status = ?, progress = 0, started_at = NULL, worker = NULL, lease_until = NULL "
                     "WHERE status = ?", (QUEUED, IN_PROGRESS))
         return [r["id"] for r in rows]
+
+    def recover_webhooks(self, worker: str) -> int:
+        """At start: every claimed webhook is due now. One process serves a SQLite store, so whichever
+        deliverer a claim names is gone."""
+        return self._write(f"UPDATE jobs SET webhook_worker = NULL, webhook_due_at = {self.NOW} "
+                           "WHERE webhook_status = ? AND webhook_worker IS NOT NULL", (WEBHOOK_PENDING,))
 
     def finished_before(self, cutoff: float) -> list[str]:
         """Ids of finished jobs whose ``completed_at`` is before ``cutoff`` (retention's sweep)."""

@@ -52,6 +52,7 @@ def test_a_judge_ranks_only_search_modes():
             guidance=GuidanceSpec({"vq": 1.0, "mq": -0.5}, 30.0, (0.1, 0.9), "sum")),
     replace(SPEC, checkpoint=CheckpointRef("sft", "full"), judge="clip",
             guidance=GuidanceSpec({"ta": 1.0}, 1.0, (0.0, 1.0), "fk", 6)),
+    replace(SPEC, webhook_url="https://hooks.example.com/nrg?token=abc"),
 ])
 def test_the_store_record_reads_back_as_the_same_spec(spec):
     import json
@@ -64,6 +65,11 @@ def test_a_record_written_before_checkpoint_kinds_were_stored_reads_its_kind_fro
     del record["checkpoint_kind"]
     assert JobSpec.from_json(record).checkpoint == CheckpointRef("dpo", "lora", 0.5)
     assert JobSpec.from_json({**record, "checkpoint_scale": None}).checkpoint == CheckpointRef("dpo", "full")
+
+
+def test_a_record_written_before_webhooks_has_none():
+    record = {k: v for k, v in replace(SPEC, webhook_url="https://h.example/").to_json().items() if k != "webhook_url"}
+    assert JobSpec.from_json(record) == SPEC and SPEC.webhook_url is None
 
 
 def test_the_request_types_import_without_torch():

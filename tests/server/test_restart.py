@@ -1,4 +1,4 @@
-"""The real ``nrg serve`` process: kill -9 mid-job and restart, and graceful SIGTERM."""
+"""The real ``nrg serve`` process: kill -9 mid-job (or mid-webhook) and restart, and graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from contextlib import closing, contextmanager
 import httpx
 import pytest
 
-from tests.server.conftest import HANG_S, free_port, wait_for
+from nrg_client import verify_webhook
+from tests.server.conftest import HANG_S, free_port, until, wait_for
+from tests.server.webhook_receiver import Receiver
 
 # Each test starts real server processes (about 10 s of imports each on a small machine).
 pytestmark = pytest.mark.slow
@@ -167,3 +169,37 @@ def test_sigterm_grace_elapsed_leaves_the_running_job_for_the_next_start(tiny_di
         # Re-queued at start and running again (not failed, not lost); no need to watch it finish.
         assert client.get(f"/v1/videos/{running['id']}").json()["status"] in ("queued", "in_progress")
         client.delete(f"/v1/videos/{running['id']}")
+
+
+def _webhook_in_store(data_dir, video_id) -> tuple[str, str, int]:
+    with closing(sqlite3.connect(f"file:{data_dir / 'jobs.sqlite3'}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT status, webhook_status, webhook_attempts FROM jobs WHERE id = ?",
+                          (video_id,)).fetchone()
+
+
+def test_kill_9_then_restart_still_delivers_the_pending_webhook(tiny_dir, reward_dir, tmp_path):
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    hooks = ("--webhook-allow", "http://127.0.0.1:*", "--webhook-secret", secret, "--webhook-backoff", "0,0,0,0,0")
+    data, port = tmp_path / "data", free_port()
+    # The first attempt gets a 503; the second is held, unanswered, until the server is dead: whatever
+    # delivers it afterwards read it from the store.
+    with Receiver(lambda request, nth: 503 if nth == 1 else None) as receiver:
+        with serve(tiny_dir("wan"), reward_dir, data, port, *hooks, "--webhook-timeout", "600") as (proc, client):
+            job = client.post("/v1/videos", json={**GUIDED, "num_inference_steps": 2,
+                                                  "webhook_url": f"{receiver.url}/hook"}).json()
+            assert receiver.holding.wait(HANG_S), "the second attempt never came"
+            proc.send_signal(signal.SIGSTOP)
+            assert _webhook_in_store(data, job["id"]) == ("completed", "pending", 2)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        receiver.answer = lambda request, nth: 204
+        receiver.release()
+        with serve(tiny_dir("wan"), reward_dir, data, port, *hooks) as (proc, client):
+            def delivered():
+                status = client.get(f"/v1/videos/{job['id']}").json()["webhook_status"]
+                return status if status["status"] == "delivered" else None
+            assert until(delivered, "the webhook delivered after the restart")["attempts"] == 3
+        attempts = receiver.to("/hook")
+    assert len(attempts) == 3 and len({a.headers["webhook-id"] for a in attempts}) == 1
+    event = verify_webhook(attempts[-1].body, attempts[-1].headers, secret)
+    assert event["type"] == "video.completed" and event["data"]["id"] == job["id"]

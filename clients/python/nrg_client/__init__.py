@@ -30,6 +30,7 @@ from nrg_client.errors import (  # noqa: E402
     UnprocessableEntityError,
     VideoFailedError,
     WaitTimeout,
+    WebhookVerificationError,
 )
 from nrg_client.types import (  # noqa: E402
     Event,
@@ -41,7 +42,9 @@ from nrg_client.types import (  # noqa: E402
     VideoDeleted,
     VideoError,
     VideoList,
+    WebhookStatus,
 )
+from nrg_client.webhooks import verify_webhook  # noqa: E402
 
 __all__ = [
     "APIConnectionError",
@@ -72,5 +75,8 @@ __all__ = [
     "VideoFailedError",
     "VideoList",
     "WaitTimeout",
+    "WebhookStatus",
+    "WebhookVerificationError",
     "__version__",
+    "verify_webhook",
 ]

@@ -132,7 +132,8 @@ class AsyncClient:
                checkpoint_scale: float | None = None,
                reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
-               judge: str | None = None, judges: Sequence[str] | None = None, extra_body: Mapping[str, Any] | None = None) -> Video:
+               judge: str | None = None, judges: Sequence[str] | None = None, webhook_url: str | None = None,
+               extra_body: Mapping[str, Any] | None = None) -> Video:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
         ``reward_weights`` (objective -> weight), ``strength``, ``window`` ``(t_lo, t_hi)`` and ``mode``
@@ -142,13 +143,16 @@ class AsyncClient:
         ``judge`` (search modes) ranks the particles by that judge of the server instead of the reward model.
         ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained). ``judges`` names the
         server's held-out judges that score the finished video (default all, ``[]`` none): ``judge_scores``.
+        ``webhook_url``: the server POSTs the outcome there (a host its operator allows with
+        ``--webhook-allow``); check each delivery with :func:`nrg_client.verify_webhook`.
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_weights=reward_weights, strength=strength,
-            window=window, mode=mode, particles=particles, judge=judge, judges=judges, extra_body=extra_body,
+            window=window, mode=mode, particles=particles, judge=judge, judges=judges, webhook_url=webhook_url,
+            extra_body=extra_body,
         )
         return Video.model_validate((await self._request("POST", "/v1/videos", json=body)).json())
 

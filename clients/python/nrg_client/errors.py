@@ -18,7 +18,8 @@
     │       └── ServiceUnavailableError 503
     ├── ClientValidationError       an argument of the wrong type, refused before sending (also a ValueError)
     ├── WaitTimeout                 wait() ran past its timeout (also a builtin TimeoutError)
-    └── VideoFailedError            generate(): the job ended failed or cancelled
+    ├── VideoFailedError            generate(): the job ended failed or cancelled
+    └── WebhookVerificationError    verify_webhook(): not a genuine, fresh delivery (also a ValueError)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "UnprocessableEntityError",
     "VideoFailedError",
     "WaitTimeout",
+    "WebhookVerificationError",
     "error_from_response",
 ]
 
@@ -160,6 +162,13 @@ class VideoFailedError(NRGError):
         message = f"video {video.id} {video.status}" + (f": {error.message}" if error is not None else "")
         super().__init__(message, code=error.code if error is not None else video.status)
         self.video = video
+
+
+class WebhookVerificationError(NRGError, ValueError):
+    """A webhook that :func:`nrg_client.verify_webhook` refuses: answer it with a 4xx and do not act on it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_webhook")
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

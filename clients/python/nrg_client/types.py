@@ -27,6 +27,7 @@ __all__ = [
     "VideoDeleted",
     "VideoError",
     "VideoList",
+    "WebhookStatus",
 ]
 
 #: Job statuses, as the server reports them in ``Video.status``.
@@ -81,6 +82,8 @@ class VideoCreateParams(BaseModel):
     checkpoint_scale: float | None = None
     reward_guidance: RewardGuidanceParams | None = None
     judges: list[str] | None = None
+    #: Where the server POSTs the job's outcome (a host its operator allows); see ``verify_webhook``.
+    webhook_url: str | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -103,6 +106,14 @@ class RewardGuidance(_Response):
     mode: str | None = None
     particles: int | None = None
     judge: str | None = None
+
+
+class WebhookStatus(_Response):
+    """Where a job's webhook stands: waiting (the job runs), pending, delivered or failed."""
+
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
 
 
 class Video(_Response):
@@ -143,6 +154,8 @@ class Video(_Response):
     inference_time_s: float | None = None
     encode_time_s: float | None = None
     peak_memory_mb: float | None = None
+    #: The job's webhook, if it was created with a ``webhook_url``.
+    webhook_status: WebhookStatus | None = None
 
     @property
     def done(self) -> bool:

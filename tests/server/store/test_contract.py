@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from server.store import Store, StoreUnavailable
+from server.store import Store, StoreUnavailable, WebhookState
 from server.store.sqlite import JobStore
 from tests.server.conftest import HANG_S, until
 from tests.server.job_specs import SPEC, spec
@@ -132,6 +132,66 @@ def test_two_claimers_never_get_the_same_job(backend):
     assert {stores[0].get(i).attempts for i in ids} == {1}
 
 
+def test_a_finished_job_owes_its_webhook_until_an_attempt_delivers_it(backend):
+    store = backend()
+    hooked, plain = store.create(spec(webhook_url="https://hooks.example.com/a")), store.create(SPEC)
+    assert (store.get(hooked.id).webhook.status, store.get(plain.id).webhook) == ("waiting", None)
+    assert store.claim_webhooks("w1", 10, 30) == []  # nothing is owed while the job runs
+    assert store.finish(hooked.id, "failed", error=("x", "y")) and store.finish(plain.id, "completed")
+    (claimed,) = store.claim_webhooks("w1", 10, HANG_S)
+    assert claimed.id == hooked.id and claimed.status == "failed"
+    assert (claimed.webhook.status, claimed.webhook.attempts) == ("pending", 1)
+    assert store.claim_webhooks("w2", 10, 30) == []  # claimed: nobody else attempts it meanwhile
+    assert store.record_webhook(hooked.id, "w1", 1, "pending", "HTTP 503", retry_in_s=0.0)
+    assert store.get(hooked.id).webhook == WebhookState("pending", 1, "HTTP 503")
+    again = until(lambda: store.claim_webhooks("w2", 10, HANG_S), "the retry is due", poll_s=0.01)
+    assert [j.webhook.attempts for j in again] == [2]
+    assert not store.record_webhook(hooked.id, "w1", 1, "delivered")  # w1's claim is over
+    assert store.record_webhook(hooked.id, "w2", 2, "delivered")
+    assert store.get(hooked.id).webhook == WebhookState("delivered", 2, None)
+    assert store.claim_webhooks("w1", 10, 30) == [] and store.get(plain.id).webhook is None
+
+
+def test_a_lapsed_webhook_claim_is_taken_over_and_recovery_takes_back_its_own(backend):
+    store = backend()
+    lapsing, kept = store.create(spec(webhook_url="https://a.example/")), store.create(spec(webhook_url="https://b.example/"))
+    store.finish(lapsing.id, "completed")
+    store.claim_webhooks("w1", 1, 0.01)  # the process that claimed it dies mid-attempt
+    taken = until(lambda: store.claim_webhooks("w2", 1, HANG_S), "the lapsed claim is taken over", poll_s=0.01)
+    assert [(j.id, j.webhook.attempts) for j in taken] == [(lapsing.id, 2)]
+    assert not store.record_webhook(lapsing.id, "w1", 1, "failed", "too late")
+    store.finish(kept.id, "completed")
+    assert [j.id for j in store.claim_webhooks("w3", 1, HANG_S)] == [kept.id]
+    recovered = backend().recover_webhooks("w3")  # w3 restarted: its claim is due again at once
+    due = {j.id for j in store.claim_webhooks("w4", 5, HANG_S)}
+    if backend.kind == "sqlite":  # one process serves a SQLite file: whatever claimed before is gone
+        assert recovered == 2 and due == {kept.id, lapsing.id}
+    else:  # w2 is alive, and its claim still runs
+        assert recovered == 1 and due == {kept.id}
+
+
+def test_two_deliverers_never_claim_the_same_webhook(backend):
+    stores = [backend(), backend()]
+    ids = [stores[0].create(spec(webhook_url="https://hooks.example.com/")).id for _ in range(40)]
+    for job_id in ids:
+        stores[0].finish(job_id, "completed")
+    got: dict[str, list[str]] = {"w0": [], "w1": []}
+    start = threading.Barrier(2)
+
+    def deliverer(worker: str, store: Store) -> None:
+        start.wait()
+        while claimed := store.claim_webhooks(worker, 4, HANG_S):
+            got[worker] += [j.id for j in claimed]
+
+    threads = [threading.Thread(target=deliverer, args=(f"w{i}", s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_S)
+    assert not set(got["w0"]) & set(got["w1"])
+    assert sorted(got["w0"] + got["w1"]) == sorted(ids)
+
+
 def test_jobs_keep_their_owner_and_a_listing_can_be_one_owners(backend):
     store = backend()
     mine = [store.create(spec(prompt=f"p{i}"), owner="a" * 64) for i in range(3)]
@@ -163,14 +223,17 @@ def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
             status TEXT NOT NULL, params TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
             started_at REAL, completed_at REAL, error_code TEXT, error_message TEXT, result TEXT,
             attempts INTEGER NOT NULL DEFAULT 0);""")
-        old_record = {k: v for k, v in SPEC.to_json().items() if k != "checkpoint_kind"}  # no kinds stored then
+        # No kinds, no webhooks stored then.
+        old_record = {k: v for k, v in SPEC.to_json().items() if k not in ("checkpoint_kind", "webhook_url")}
         db.execute("INSERT INTO jobs (id, status, params, created_at) VALUES ('video_old', 'queued', ?, 1.0)",
                    (json.dumps(old_record),))
     store = JobStore(data)
-    assert store.applied_migrations == [1, 2, 3]
+    assert store.applied_migrations == [1, 2, 3, 4]
     assert [j.id for j in store.queued(["m"])] == ["video_old"] and store.get("video_old").owner is None
     assert store.get("video_old").spec == SPEC
     assert store.claim(["video_old"], "local", 30)[0].status == "in_progress"
+    assert store.finish("video_old", "completed") and store.get("video_old").webhook is None
+    assert store.claim_webhooks("local", 10, 30) == []
     store.close()
     assert JobStore(data).applied_migrations == []
 
@@ -186,7 +249,24 @@ def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F8
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     store.close()
     store = PostgresJobStore(pg_url, tmp_path / "data")
-    assert store.applied_migrations == [2] and store.get(job.id).owner is None
+    assert store.applied_migrations == [2, 3] and store.get(job.id).owner is None
+    store.close()
+
+
+def test_postgres_store_before_webhooks_is_migrated(pg_url, tmp_path):  # noqa: F811
+    from server.store.postgres import PostgresJobStore
+
+    store = PostgresJobStore(pg_url, tmp_path / "data")
+    job = store.create(SPEC)
+    with store.connect() as conn:  # as the server before webhooks: schema version 2
+        conn.execute("DROP INDEX jobs_webhook_due")
+        conn.execute("ALTER TABLE jobs DROP COLUMN webhook_status, DROP COLUMN webhook_attempts, "
+                     "DROP COLUMN webhook_due_at, DROP COLUMN webhook_worker, DROP COLUMN webhook_error")
+        conn.execute("DELETE FROM schema_version WHERE version > 2")
+    store.close()
+    store = PostgresJobStore(pg_url, tmp_path / "data")
+    assert store.applied_migrations == [3] and store.get(job.id).webhook is None
+    assert store.finish(job.id, "completed") and store.claim_webhooks("w1", 10, 30) == []
     store.close()
 
 

@@ -30,4 +30,5 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         checkpoint_scale=checkpoint.scale if checkpoint is not None and checkpoint.per_row else None,
         reward_guidance=spec.reward_guidance_json(),
         **{k: r.get(k) for k in RESULT_FIELDS},
+        webhook_status=job.webhook,
     ).model_dump(mode="json")
