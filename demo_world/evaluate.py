@@ -109,7 +109,9 @@ def run_eval(
     reward_model = load_reward_model(reward or DEFAULT_REWARD_DIR, family)
     missing = [o for o in OBJECTIVES if o not in reward_model.objectives]
     if missing:
-        raise ValueError(f"the reward model lacks objective(s) {missing}; it has {list(reward_model.objectives)}")
+        raise ValueError(f"the reward model lacks objective(s) {missing}; it has {list(reward_model.objectives)}. "
+                         "The demo world judges vq, mq and ta only; for your own objectives give --prompts FILE "
+                         "(and --judge NAME=SPEC with --tune; docs/your-model.md)")
     guide = reward_model
     if oracle:
         from demo_world.oracle import OracleReward

@@ -1,5 +1,7 @@
 """``nrg eval``: Flow-NRG on the demo world, guided vs unguided, by ground-truth metrics (docs/demo.md);
-with ``--checkpoint``, aligned checkpoints vs the base model (docs/align.md)."""
+with ``--checkpoint``, aligned checkpoints vs the base model (docs/align.md); with ``--prompts FILE``,
+``--calibrate`` and ``--tune`` of any model and reward, judged by a judge of the user's (docs/your-model.md,
+``server.cli.eval_own_model``)."""
 
 from __future__ import annotations
 
@@ -7,27 +9,44 @@ import argparse
 from pathlib import Path
 
 from guidance.nrg import MODES
-from server.cli.common import _window
+from server.cli.common import DTYPES, _size, _window
+
+#: Flags of ``--prompts FILE`` alone (your own model), by their ``args`` name: None when not given.
+OWN_MODEL_FLAGS = {"judge": "--judge", "objective_map": "--objective-map", "report_seeds": "--report-seeds",
+                   "tie_share": "--tie-share", "size": "--size", "frames": "--frames", "dtype": "--dtype",
+                   "batch": "--batch", "fps": "--fps"}
+#: Flags of the demo world's table alone.
+DEMO_FLAGS = {"settings": "--settings", "figures": "--figures", "benchmarks": "--benchmarks", "oracle": "--oracle"}
+
+
+def _prompts(text: str) -> int | Path:
+    """A number: the first N of the demo's held-out prompts; anything else: a prompt file of your own."""
+    return int(text) if text.strip().lstrip("+-").isdigit() else Path(text)
 
 
 def add_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="Flow-NRG on the demo world: guided vs unguided, ground-truth metrics")
+    ev = sub.add_parser("eval", help="Flow-NRG on the demo world: guided vs unguided, ground-truth metrics; "
+                                     "--calibrate and --tune of any model with --prompts FILE")
     ev.add_argument("--model", type=Path, default=None, help="pipeline directory (default: embedded demo)")
     ev.add_argument("--reward", type=Path, default=None, help="reward model (default: the embedded demo reward)")
-    ev.add_argument("--settings", default="0:0:1,0.1:0.1:0.8,0.5:0.5:0,1:0:0,0:1:0,1:1:1",
+    ev.add_argument("--settings", default=None,
                     help="comma-separated VQ:MQ:TA weight settings (default: the paper's Table 5 rows, "
                          "1:0:0, 0:1:0 and 1:1:1)")
     ev.add_argument("--strengths", default=None,
                     help="comma-separated guidance strengths (default: the reward model's recommended one)")
-    ev.add_argument("--prompts", type=int, default=None, help="first N held-out prompts (default: all 8)")
+    ev.add_argument("--prompts", type=_prompts, default=None, metavar="N|FILE",
+                    help="a number: the first N held-out demo prompts (default: all 8); a file: your own prompts, "
+                         "one a line (# comments), to --calibrate or --tune any model and reward")
     ev.add_argument("--seeds", type=int, default=None,
-                    help="seeds per prompt (default 12, i.e. 96 clips per row; 4 with --tune)")
+                    help="seeds per prompt (default 12, i.e. 96 clips per row; 4 with --tune or --calibrate, "
+                         "the tuning or calibration seeds)")
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the demo's 20)")
     ev.add_argument("--window", type=_window, default=None,
                     help="noise levels t_lo,t_hi to guide (default: the reward model's recommended window)")
     ev.add_argument("--mode", choices=MODES, default=None, help="guidance mode (default: the reward model's)")
     ev.add_argument("--tune", action="store_true",
-                    help="choose the strength on tuning seeds (the single-objective rows; never the report's seeds)")
+                    help="choose the strength on tuning seeds (the single-objective rows; never the report's seeds); "
+                         "with --prompts FILE, judged by --judge")
     ev.add_argument("--calibrate", action="store_true",
                     help="only sample unguided clips on tuning seeds and measure the reward's score statistics")
     ev.add_argument("--write-defaults", action="store_true",
@@ -64,18 +83,60 @@ def add_parser(sub) -> None:
     al.add_argument("--jobs", type=int, default=2, help="training runs at once, one thread each (default 2)")
     ev.add_argument("--checkpoint-seeds", choices=("report", "tune"), default="report",
                     help="with --checkpoint: the report seeds (default) or the tuning seeds")
+    own = ev.add_argument_group("your own model, reward and prompts (--prompts FILE; docs/your-model.md)")
+    own.add_argument("--judge", default=None, metavar="NAME=SPEC",
+                     help="with --tune: the held-out judge that chooses the strength, never the reward being tuned "
+                          "(classic, classic:OBJ,OBJ, clip:DIR, videoreward:DIR or package.module:factory; "
+                          "docs/judges.md)")
+    own.add_argument("--objective-map", action="append", default=None, metavar="REWARD=JUDGE,...",
+                     help="the judge objective that verifies each reward objective, e.g. bright=exposure "
+                          "(repeatable; default: the same name)")
+    own.add_argument("--report-seeds", type=int, default=None,
+                     help="with --tune: seeds per prompt of the report on seeds no choice looked at (default 4)")
+    own.add_argument("--tie-share", type=float, default=None,
+                     help="a guided and unguided pair is a tie when the judge's scores differ by less than this "
+                          "share of their unguided spread (default 0.1)")
+    own.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's)")
+    own.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's)")
+    own.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: auto)")
+    own.add_argument("--batch", type=int, default=None, help="clips sampled together (default 8)")
+    own.add_argument("--fps", type=float, default=None, help="frame rate the judge assumes (default 16)")
+
+
+def _given(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
+    return [flag for name, flag in flags.items() if getattr(args, name) not in (None, False)]
 
 
 def run(args: argparse.Namespace) -> None:
-    from demo_world import evaluate
-    from guidance.demo import DEFAULT_REWARD_DIR
-
     strengths = None
     if args.strengths is not None:
         try:
             strengths = [float(w) for w in args.strengths.split(",") if w.strip()]
         except ValueError:
             raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+    if isinstance(args.prompts, Path):
+        if args.checkpoint or args.align is not None:
+            raise ValueError("--prompts FILE is for --calibrate and --tune of your own model; --checkpoint and "
+                             "--align run on the demo's prompts (--prompts N)")
+        demo_only = _given(args, DEMO_FLAGS)
+        if demo_only:
+            raise ValueError(f"{', '.join(demo_only)}: the demo world's table only; with --prompts FILE, nrg eval "
+                             "runs --calibrate or --tune")
+        from server.cli import eval_own_model
+
+        eval_own_model.run(args, strengths)
+        return
+    own_only = _given(args, OWN_MODEL_FLAGS)
+    if own_only:
+        raise ValueError(f"{', '.join(own_only)}: for your own prompts; give --prompts FILE (one prompt a line)")
+    _eval_demo(args, strengths)
+
+
+def _eval_demo(args: argparse.Namespace, strengths: list[float] | None) -> None:
+    """The demo world: its held-out prompts, its vq/mq/ta objectives and its ground truth as the judge."""
+    from demo_world import evaluate
+    from guidance.demo import DEFAULT_REWARD_DIR
+
     if args.checkpoint:
         _eval_checkpoints(args, strengths)
         return
@@ -110,7 +171,7 @@ def run(args: argparse.Namespace) -> None:
             chosen = GuidanceDefaults(report["mode"], best, tuple(report["window"]), source)
             print(f"wrote guidance_defaults to {write_guidance_defaults(reward_dir, chosen)}")
     else:
-        settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+        settings = [s.strip() for s in (args.settings or ",".join(evaluate.DEFAULT_SETTINGS)).split(",") if s.strip()]
         report = evaluate.run_eval(settings=settings, strengths=strengths, seeds=args.seeds or evaluate.DEFAULT_SEEDS,
                                    **common)
         print(evaluate.format_table(report))
