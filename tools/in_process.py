@@ -48,8 +48,9 @@ def serving_app(app, port: int, *, grace_s: float = 5.0, start_timeout_s: float 
 @contextmanager
 def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, max_queue: int,
                      device: str | None, dtype: str, data_dir: Path,
-                     batching: str = "continuous") -> Iterator[tuple[str, str]]:
-    """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name)."""
+                     batching: str = "continuous", judges: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name).
+    ``judges``: name -> spec of the held-out judges (default: none)."""
     from server.app import create_app
     from server.config import DEMO_MODEL_NAME, ServerConfig, load_models
     from server.schema import Limits
@@ -58,6 +59,6 @@ def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, m
     name = DEMO_MODEL_NAME if embedded else Path(model_dir).name
     config = ServerConfig(models={} if embedded else {name: Path(model_dir)}, port=free_port(), data_dir=data_dir,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, device=device,
-                          dtype=dtype, batching=batching, limits=Limits())
+                          dtype=dtype, batching=batching, judges=dict(judges or {}), limits=Limits())
     with serving_app(create_app(config, load_models(config)), config.port) as url:
         yield url, name

@@ -4,11 +4,12 @@
 
     python -m tools.playground_screenshot --out docs/img/playground.png
 
-Starts nrg-serve in this process on the embedded demo model (its trained reward), opens the
+Starts nrg-serve in this process on the embedded demo model (its trained reward) with the demo's
+held-out judges (as ``nrg serve`` loads them without ``--judge``), opens the
 playground in Debian's chromium (Playwright, ``pip install -e '.[test]'``; ``apt-get install chromium``),
 sets objective weights A, leaves B at 0 (unguided), presses "Compare A vs B" and, once both videos
-play, pauses them on the same frame and saves the page. Nothing is faked: the numbers on the picture
-are the jobs' own.
+play and the frame strips and the difference view are drawn, pauses them (and the live view's copy
+of A) on the same frame and saves the page. Nothing is faked: the numbers on the picture are the jobs' own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from guidance.demo import DEFAULT_MODEL_DIR
+from server.config import DEMO_JUDGES
 from tools.in_process import serve_in_process
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,7 +43,7 @@ def capture(out: Path, weights: dict[str, float], prompt: str, seed: int, steps:
 
     with tempfile.TemporaryDirectory(prefix="nrg-shot-") as tmp, \
             serve_in_process(DEFAULT_MODEL_DIR, max_batch=2, batch_wait_ms=200, max_queue=8, device="cpu",
-                             dtype="float32", data_dir=Path(tmp) / "data") as (url, _name), \
+                             dtype="float32", data_dir=Path(tmp) / "data", judges=DEMO_JUDGES) as (url, _name), \
             sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
         page = browser.new_page(viewport={"width": 1280, "height": 1200}, device_scale_factor=1)
@@ -54,15 +56,17 @@ def capture(out: Path, weights: dict[str, float], prompt: str, seed: int, steps:
         for name, value in weights.items():
             _press_to(page, f"#weights-{name}", value)
         page.click("#compare")
-        page.wait_for_function("() => [...document.querySelectorAll('#compare-view video')]"
+        page.wait_for_function("() => [...document.querySelectorAll('#compare-view video, #player')]"
                                ".every(v => v.readyState >= 2)")
-        page.evaluate(f"""() => {{
-            for (const v of document.querySelectorAll('#compare-view video')) {{
+        page.wait_for_selector("#effect:not([hidden]) #difference-stats dd")
+        page.evaluate(f"""async () => {{
+            for (const v of document.querySelectorAll('#compare-view video, #player')) {{
+                await v.play();  // once, so that the player's controls leave their loading state
                 v.pause();
                 v.currentTime = {frame_s};
             }}
         }}""")
-        page.wait_for_function("() => [...document.querySelectorAll('#compare-view video')]"
+        page.wait_for_function("() => [...document.querySelectorAll('#compare-view video, #player')]"
                                ".every(v => !v.seeking && v.readyState >= 2)")
         page.click("#refresh")
         page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 2")

@@ -1,13 +1,14 @@
 // The playground: a form over POST /v1/videos, live progress from the job's event stream, the
-// finished video with its rewards, a gallery of recent jobs and an A/B comparison played in sync.
+// finished video with its rewards, a gallery of recent jobs and an A/B comparison played in sync,
+// with frame strips and a per-pixel difference of the two videos.
 import * as api from "/static/api.js";
-import { RewardChart } from "/static/chart.js";
+import { RewardChart, RewardSeries } from "/static/chart.js";
+import { hideEffect, showEffect } from "/static/compare.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEARCH_MODES = new Set(["best_of_n", "fk"]);
-const state = { models: new Map(), running: new Set() };
+const state = { models: new Map(), running: new Set(), compared: [] };
 const chart = new RewardChart($("#chart"));
-window.playground = { chart, state }; // for the browser test and the screenshot script
 
 function showError(error) {
   let text = error ? String(error.message || error) : "";
@@ -31,7 +32,9 @@ function sliders(container, objectives, initial) {
     const out = document.createElement("output");
     out.value = Number(initial).toFixed(2);
     range.addEventListener("input", () => { out.value = Number(range.value).toFixed(2); });
-    label.append(name, range, out);
+    const objective = Object.assign(document.createElement("span"), { className: "objective", textContent: name });
+    label.title = `Weight of ${name} in the guided reward, -1 to 1: + pushes it up, − down, 0 leaves it alone`;
+    label.append(objective, range, out);
     return label;
   }));
 }
@@ -91,10 +94,10 @@ async function loadModels() {
   }
 }
 
-// The request body of the form, with these objective weights (none: an unguided request).
-function requestBody(weights) {
+// The request body of the form, with these objective weights (none: an unguided request) and seed.
+function requestBody(weights, seed = number("#seed", parseInt)) {
   const body = {
-    model: $("#model").value, prompt: $("#prompt").value, seed: number("#seed", parseInt),
+    model: $("#model").value, prompt: $("#prompt").value, seed,
     num_inference_steps: number("#steps", parseInt), num_frames: number("#frames", parseInt),
     size: `${number("#width", parseInt)}x${number("#height", parseInt)}`, guidance_scale: number("#cfg"),
   };
@@ -118,41 +121,99 @@ function describeWeights(weights) {
 
 // --- running a job ----------------------------------------------------------------------------
 
-// Submits ``body`` and follows its events: ``view.onStep(data)``, ``view.progress`` (a <progress>),
-// ``view.status(text)``. Resolves to the finished video object.
-async function runJob(body, view) {
+// One job as the page follows it: its status, progress, per-step rewards and, once it has ended, its
+// video object, kept per run so that whatever shows the run shows all of it together.
+class Run {
+  constructor(label = "") {
+    this.label = label; // "A" or "B" in a comparison
+    this.jobId = null;
+    this.text = "submitting";
+    this.progress = 0;
+    this.series = new RewardSeries();
+    this.video = null;
+  }
+
+  // A job that ended before the page followed it (a gallery card): no per-step rewards to show.
+  static ended(video) {
+    return Object.assign(new Run(), { jobId: video.id, text: video.status, progress: 100, video });
+  }
+
+  get status() {
+    return `${[this.label, this.jobId].filter(Boolean).join(" ")}: ${this.text}`;
+  }
+}
+
+// The Live section shows one run: its status line, progress bar, reward chart, and once it has ended
+// its video, result and download link; never a mix of two runs.
+const live = {
+  run: new Run(),
+  shownVideo: undefined,
+  follow(run) {
+    live.run = run;
+    live.render();
+  },
+  render() {
+    const { run } = live;
+    $("#status").textContent = run.status;
+    $("#progress").value = run.progress;
+    chart.show(run.series);
+    if (live.shownVideo !== run.video) {
+      live.shownVideo = run.video;
+      showInPlayer(run.video).catch(showError);
+    }
+  },
+  update(run) {
+    if (run === live.run) live.render();
+  },
+};
+window.playground = { chart, live, state }; // for the browser test and the screenshot script
+
+// Submits ``body`` and follows its events into ``run``, calling ``changed(run)`` after each and once
+// more with the ended job's video object, which it resolves to.
+async function runJob(body, run, changed) {
   const job = await api.createVideo(body);
+  run.jobId = job.id;
   state.running.add(job.id);
   $("#cancel").disabled = false;
-  view.status(`${job.id}: queued`);
+  const update = (text, progress = run.progress) => {
+    run.text = text;
+    run.progress = progress;
+    changed(run);
+  };
+  update("queued");
   try {
     await api.streamEvents(job.id, (kind, data) => {
-      if (kind === "started") view.status(`${job.id}: running in a batch of ${data.batch_size}`);
+      if (kind === "started") update(`running in a batch of ${data.batch_size}`);
       else if (kind === "step") {
-        view.progress.value = data.progress;
-        view.status(`${job.id}: step ${data.step}/${data.steps}, t=${data.t.toFixed(3)}`);
-        if (view.onStep) view.onStep(data);
-      } else if (kind === "completed") { view.progress.value = 100; view.status(`${job.id}: completed`); }
-      else if (kind === "failed") view.status(`${job.id}: failed: ${data.error.message}`);
-      else if (kind === "cancelled") view.status(`${job.id}: cancelled`);
+        run.series.add(data.step, data.steps, data.rewards);
+        update(`step ${data.step}/${data.steps}, t=${data.t.toFixed(3)}`, data.progress);
+      } else if (kind === "completed") update("completed", 100);
+      else if (kind === "failed") update(`failed: ${data.error.message}`);
+      else if (kind === "cancelled") update("cancelled");
     });
   } finally {
     state.running.delete(job.id);
     $("#cancel").disabled = state.running.size === 0;
   }
-  return api.getVideo(job.id);
+  run.video = await api.getVideo(job.id);
+  changed(run);
+  return run.video;
 }
+
+const REWARD_TITLE = "The reward model's score of the final latents: what guidance pushed up. z: the optimised "
+  + "reward's own score, against unguided samples (0 = a typical unguided clip); not evidence on its own";
+const JUDGE_TITLE = "A held-out judge's score (judge_scores): guidance did not see this judge";
 
 function showResult(dl, video) {
   const rows = [["status", video.status], ["seed", video.seed]];
   if (video.rewards) {
     for (const [k, v] of Object.entries(video.rewards)) {
       const z = video.rewards_z && video.rewards_z[k] !== undefined ? ` (z ${video.rewards_z[k] >= 0 ? "+" : ""}${video.rewards_z[k].toFixed(2)})` : "";
-      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z]);
+      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z, REWARD_TITLE]);
     }
   }
   for (const [judge, scores] of Object.entries(video.judge_scores || {})) {
-    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4)]);
+    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4), JUDGE_TITLE]);
   }
   const g = video.reward_guidance;
   rows.push(["guidance", g ? `${describeWeights(g.weights)}; ${g.mode}, strength ${g.strength}, window ${g.window.join("-")}` : "unguided"]);
@@ -160,43 +221,53 @@ function showResult(dl, video) {
     if (video[key] !== null && video[key] !== undefined) rows.push([key.replace(/_/g, " "), video[key]]);
   }
   if (video.error) rows.push(["error", video.error.message]);
-  dl.replaceChildren(...rows.flatMap(([k, v]) => {
+  dl.replaceChildren(...rows.flatMap(([k, v, title]) => {
     const dt = document.createElement("dt"), dd = document.createElement("dd");
     dt.textContent = k;
     dd.textContent = String(v);
+    if (title) dt.title = title;
     return [dt, dd];
   }));
 }
 
 async function play(video, element) {
-  if (video.status !== "completed") return;
+  if (video.status !== "completed") return null;
   element.src = await api.contentUrl(video.id);
+  return element.src;
 }
 
+// The Live section's player, result and download link: those of ``video``, or empty for none.
 async function showInPlayer(video) {
+  const player = $("#player"), link = $("#download");
+  player.removeAttribute("src");
+  link.hidden = true;
+  if (!video) {
+    $("#result").replaceChildren();
+    return;
+  }
   showResult($("#result"), video);
   if (video.status !== "completed") return;
-  await play(video, $("#player"));
-  const link = $("#download");
-  link.href = $("#player").src;
+  const url = await api.contentUrl(video.id);
+  if (live.shownVideo !== video) return; // the live view moved on to another run meanwhile
+  player.src = url;
+  link.href = url;
   link.download = `${video.id}.mp4`;
   link.hidden = false;
 }
 
-const mainView = {
-  progress: $("#progress"),
-  status: (text) => { $("#status").textContent = text; },
-  onStep: (data) => chart.add(data.step, data.rewards),
-};
+function showEnded(video) {
+  for (const radio of document.querySelectorAll("#follow input")) radio.checked = false;
+  live.follow(Run.ended(video));
+}
 
 async function generate(event) {
   event.preventDefault();
   showError(null);
   const body = requestBody(weightsOf($("#weights")));
-  chart.reset(body.num_inference_steps || 1);
-  $("#progress").value = 0;
+  $("#follow").hidden = true;
+  live.follow(new Run());
   try {
-    await showInPlayer(await runJob(body, mainView));
+    await runJob(body, live.run, live.update);
   } catch (error) {
     showError(error);
   }
@@ -205,31 +276,51 @@ async function generate(event) {
 
 // --- compare ------------------------------------------------------------------------------------
 
+function showInFigure(figure, run) {
+  $(".status", figure).textContent = run.status;
+  $("progress", figure).value = run.progress;
+}
+
+// A with the form's seed and weights, B with its own weights and seed B (default: A's seed); the
+// live view follows A unless the user picks B.
 async function compare() {
   showError(null);
   if ($("#seed").value.trim() === "") $("#seed").value = Math.floor(Math.random() * 2 ** 31);
-  const weightsA = weightsOf($("#weights")), weightsB = weightsOf($("#weights-b"));
-  const bodyA = requestBody(weightsA);
-  chart.reset(bodyA.num_inference_steps || 1);
-  $("#progress").value = 0;
+  const seedA = number("#seed", parseInt);
+  const sides = [
+    { figure: $("#compare-a"), weights: weightsOf($("#weights")), seed: seedA, run: new Run("A") },
+    { figure: $("#compare-b"), weights: weightsOf($("#weights-b")), seed: number("#seed-b", parseInt) ?? seedA, run: new Run("B") },
+  ];
+  state.compared = sides.map((side) => side.run);
+  $("#follow input[value=A]").checked = true;
+  $("#follow").hidden = false;
+  live.follow(sides[0].run);
   $("#compare-view").hidden = false;
-  const panels = [[$("#compare-a"), weightsA, "A"], [$("#compare-b"), weightsB, "B"]];
+  hideEffect();
   try {
-    const videos = await Promise.all(panels.map(async ([figure, weights, label], i) => {
-      $("figcaption", figure).textContent = `${label}: ${describeWeights(weights)} (seed ${$("#seed").value})`;
+    const videos = await Promise.all(sides.map(async ({ figure, weights, seed, run }) => {
+      $("figcaption", figure).textContent = `${run.label}: ${describeWeights(weights)} (seed ${seed})`;
       $("dl", figure).replaceChildren();
-      const view = { progress: $("progress", figure), status: (text) => { $("#status").textContent = `${label} ${text}`; } };
-      if (i === 0) view.onStep = mainView.onStep;
-      const video = await runJob(i === 0 ? bodyA : requestBody(weights), view);
+      showInFigure(figure, run);
+      const video = await runJob(requestBody(weights, seed), run, (changed) => {
+        showInFigure(figure, changed);
+        live.update(changed);
+      });
       showResult($("dl", figure), video);
-      await play(video, $("video", figure));
-      return video;
+      return { video, url: await play(video, $("video", figure)) };
     }));
-    if (videos.every((v) => v.status === "completed")) playBoth();
+    if (videos.every(({ video }) => video.status === "completed")) {
+      playBoth();
+      await showEffect(videos.map(({ video }) => video), videos.map(({ url }) => url));
+    }
   } catch (error) {
     showError(error);
   }
   await refreshGallery();
+}
+
+function followPicked(event) {
+  live.follow(state.compared[event.target.value === "A" ? 0 : 1]);
 }
 
 // Both videos from frame 0, and B follows A's play, pause and seek so the frames stay side by side.
@@ -281,7 +372,7 @@ async function refreshGallery() {
       });
       card.append(link);
     }
-    card.addEventListener("click", () => showInPlayer(video).catch(showError));
+    card.addEventListener("click", () => showEnded(video));
     return card;
   }));
   $("#gallery").replaceChildren(...cards);
@@ -305,6 +396,7 @@ $("#job-form").addEventListener("submit", generate);
 $("#compare").addEventListener("click", compare);
 $("#cancel").addEventListener("click", cancelRunning);
 $("#play-both").addEventListener("click", playBoth);
+$("#follow").addEventListener("change", followPicked);
 $("#refresh").addEventListener("click", refreshGallery);
 syncCompare();
 loadModels();
