@@ -5,7 +5,7 @@ import torch
 
 from guidance.families.wan import WanFamily
 from server.hosted_model import HostedModel
-from tests.server.conftest import full_batches_only, running_server, wait_for
+from tests.server.conftest import full_batches_only, running_server, until, wait_for
 
 BODY = {"prompt": "a red circle", "num_inference_steps": 2}
 
@@ -42,3 +42,16 @@ def test_oom_retries_one_by_one_and_poison_fails_alone(hosted_wan, tmp_path):
             # The worker keeps serving.
             assert wait_for(client, client.post("/v1/videos", json=BODY).json()["id"])["status"] == "completed"
             assert app.state.runtime.engine.alive
+
+
+def test_a_stop_whose_grace_runs_out_mid_batch_leaves_no_engine_thread_running(hosted_wan, tmp_path):
+    """A thread still inside torch when the process exits aborts the exit ("terminate called without an
+    active exception"): past the grace the batch is dropped at its next step, and stop waits for that."""
+    with running_server(tmp_path, {"tiny-wan": hosted_wan}, shutdown_grace_s=0.0) as (url, app):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            job = client.post("/v1/videos", json={"prompt": "p", "size": "32x32", "num_frames": 9,
+                                                  "num_inference_steps": 400}).json()
+            until(lambda: client.get(f"/v1/videos/{job['id']}").json()["progress"] > 0, "the job mid-run")
+        engine = app.state.runtime.engine
+    assert engine.finished
+    assert app.state.runtime.store.get(job["id"]).status == "in_progress"  # re-queued at the next start
