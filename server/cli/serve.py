@@ -55,14 +55,19 @@ def _days(text: str) -> float:
     return days
 
 
-def _lease(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"lease must be a number of seconds > 0; got {text!r}")
-    return seconds
+def _positive_seconds(what: str):
+    """An argparse type: a finite number of seconds > 0, the error naming ``what``."""
+
+    def parse(text: str) -> float:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 < seconds < float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds > 0; got {text!r}")
+        return seconds
+
+    return parse
 
 
 def _wait_list(text: str) -> tuple[float, ...]:
@@ -79,16 +84,6 @@ def _wait_list(text: str) -> tuple[float, ...]:
 def _waits(text: str) -> str:
     """``--webhook-backoff`` checked, kept as text (``nrg ray`` forwards it to its replicas as given)."""
     return ",".join(f"{wait:g}" for wait in _wait_list(text))
-
-
-def _timeout(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"timeout must be a number of seconds > 0; got {text!r}")
-    return seconds
 
 
 def _memory_budget(text: str) -> float | None:
@@ -210,7 +205,8 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--role", choices=ROLES, default=default_role,
                        help="all: HTTP and the engine in one process; api: HTTP only; worker: the engine "
                             "(api and worker need a postgresql:// --store; default %(default)s)")
-    serve.add_argument("--lease-s", type=_lease, default=_env("LEASE_S", str(defaults.lease_s)), metavar="SECONDS",
+    serve.add_argument("--lease-s", type=_positive_seconds("lease"),
+                       default=_env("LEASE_S", str(defaults.lease_s)), metavar="SECONDS",
                        help="how long a worker's claim on a job lasts without a heartbeat; then another worker re-runs "
                             f"it (default {defaults.lease_s:g})")
     serve.add_argument("--worker-id", default=_env("WORKER_ID", defaults.worker_id), metavar="NAME",
@@ -228,8 +224,8 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        default=_env("WEBHOOK_BACKOFF", ",".join(f"{w:g}" for w in DEFAULT_BACKOFF_S)),
                        help="waits between a webhook's attempts, so one attempt more than waits "
                             "(default %(default)s: 6 attempts over about an hour)")
-    serve.add_argument("--webhook-timeout", type=_timeout, default=_env("WEBHOOK_TIMEOUT", f"{DEFAULT_TIMEOUT_S:g}"),
-                       metavar="SECONDS", help="connect and read timeout of each webhook attempt (default %(default)s)")
+    serve.add_argument("--webhook-timeout", type=_positive_seconds("timeout"),
+                       default=_env("WEBHOOK_TIMEOUT", f"{DEFAULT_TIMEOUT_S:g}"), metavar="SECONDS", help="connect and read timeout of each webhook attempt (default %(default)s)")
     serve.add_argument("--threads", type=_threads, default=_env("THREADS"), metavar="N",
                        help="torch intra-op threads (torch.set_num_threads; inter-op threads 1), set before the "
                             "models load: several processes on one machine then do not fight for cores (default: "

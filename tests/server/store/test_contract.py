@@ -111,22 +111,34 @@ def test_release_hands_back_only_the_workers_own_jobs(backend):
     assert store.finish(mine.id, "completed", worker="w1") and store.release("w1") == []
 
 
-def test_two_claimers_never_get_the_same_job(backend):
-    stores = [backend(), backend()]
-    ids = [stores[0].create(SPEC).id for _ in range(40)]
+def _race(stores: list[Store], claim_some) -> dict[str, list[str]]:
+    """Two workers, each on its own store connection, calling ``claim_some(worker, store)`` (the ids it
+    got, empty when nothing is left) at the same moment, until both get nothing; the ids each got."""
     got: dict[str, list[str]] = {"w0": [], "w1": []}
     start = threading.Barrier(2)
 
-    def claimer(worker: str, store: Store) -> None:
+    def worker_loop(worker: str, store: Store) -> None:
         start.wait()
-        while queued := store.queued(["m"]):
-            got[worker] += [j.id for j in store.claim([j.id for j in queued[:4]], worker, 30)]
+        while claimed := claim_some(worker, store):
+            got[worker] += claimed
 
-    threads = [threading.Thread(target=claimer, args=(f"w{i}", s)) for i, s in enumerate(stores)]
+    threads = [threading.Thread(target=worker_loop, args=(f"w{i}", s)) for i, s in enumerate(stores)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(HANG_S)
+    return got
+
+
+def test_two_claimers_never_get_the_same_job(backend):
+    stores = [backend(), backend()]
+    ids = [stores[0].create(SPEC).id for _ in range(40)]
+
+    def claim_queued(worker: str, store: Store) -> list[str]:
+        queued = store.queued(["m"])
+        return [j.id for j in store.claim([j.id for j in queued[:4]], worker, 30)] if queued else []
+
+    got = _race(stores, claim_queued)
     assert not set(got["w0"]) & set(got["w1"])
     assert sorted(got["w0"] + got["w1"]) == sorted(ids)
     assert {stores[0].get(i).attempts for i in ids} == {1}
@@ -175,19 +187,7 @@ def test_two_deliverers_never_claim_the_same_webhook(backend):
     ids = [stores[0].create(spec(webhook_url="https://hooks.example.com/")).id for _ in range(40)]
     for job_id in ids:
         stores[0].finish(job_id, "completed")
-    got: dict[str, list[str]] = {"w0": [], "w1": []}
-    start = threading.Barrier(2)
-
-    def deliverer(worker: str, store: Store) -> None:
-        start.wait()
-        while claimed := store.claim_webhooks(worker, 4, HANG_S):
-            got[worker] += [j.id for j in claimed]
-
-    threads = [threading.Thread(target=deliverer, args=(f"w{i}", s)) for i, s in enumerate(stores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG_S)
+    got = _race(stores, lambda worker, store: [j.id for j in store.claim_webhooks(worker, 4, HANG_S)])
     assert not set(got["w0"]) & set(got["w1"])
     assert sorted(got["w0"] + got["w1"]) == sorted(ids)
 
