@@ -98,9 +98,19 @@ class JobSpec:
         return self.guidance.particles if self.guidance is not None and self.guidance.search else 1
 
     @property
+    def lora(self) -> CheckpointRef | None:
+        """The job's own adapter: its checkpoint when that is a LoRA (applied per row), else None."""
+        return self.checkpoint if self.checkpoint is not None and self.checkpoint.per_row else None
+
+    @property
+    def checkpoint_scale(self) -> float | None:
+        """The LoRA's scale as the API reports it; None without a LoRA checkpoint."""
+        return self.lora.scale if self.lora is not None else None
+
+    @property
     def batch_weights(self) -> str | None:
         """The checkpoint the job's batch must have active: a full-weight one, else the base model."""
-        return self.checkpoint.name if self.checkpoint is not None and not self.checkpoint.per_row else None
+        return self.checkpoint.name if self.checkpoint is not None and self.lora is None else None
 
     def batch_key(self, step_together: bool = False) -> BatchKey:
         """``step_together``: the batch's samples take their steps together (static batching, or a
@@ -110,7 +120,7 @@ class JobSpec:
         return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps)
 
     def to_sample_spec(self) -> SampleSpec:
-        lora = self.checkpoint if self.checkpoint is not None and self.checkpoint.per_row else None
+        lora = self.lora
         return SampleSpec(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
                           cfg_scale=self.guidance_scale, guidance=self.guidance,
                           lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0)
@@ -132,7 +142,7 @@ class JobSpec:
             "seconds": self.seconds, "seed": self.seed, "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale, "checkpoint": ref.name if ref else None,
             "checkpoint_kind": ref.kind if ref else None,
-            "checkpoint_scale": ref.scale if ref is not None and ref.per_row else None,
+            "checkpoint_scale": self.checkpoint_scale,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
             "webhook_url": self.webhook_url,
         }

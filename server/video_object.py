@@ -27,7 +27,7 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         negative_prompt=spec.negative_prompt, width=spec.width, height=spec.height, num_frames=spec.num_frames,
         fps=spec.fps, seed=spec.seed, num_inference_steps=spec.num_inference_steps,
         guidance_scale=spec.guidance_scale, checkpoint=checkpoint.name if checkpoint else None,
-        checkpoint_scale=checkpoint.scale if checkpoint is not None and checkpoint.per_row else None,
+        checkpoint_scale=spec.checkpoint_scale,
         reward_guidance=spec.reward_guidance_json(),
         **{k: r.get(k) for k in RESULT_FIELDS},
         webhook_status=job.webhook,
