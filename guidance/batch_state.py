@@ -322,12 +322,16 @@ class BatchState:
             # passes are as many as the most objectives one row weights.
             weighted = [[k for k, name in enumerate(self.objectives) if rows.guidance[row].weights.get(name, 0.0) != 0]
                         for row in guided]
+            guided_cond = rows.cond if whole else rows.cond.select(guided)
             scores, grads = reward_and_gradients(
                 self.reward, rows.latents if whole else rows.latents[gidx],
                 level if whole else level[gidx],
-                rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, weighted=weighted,
+                guided_cond, self.shape, weights, grad_mode, weighted=weighted,
                 chunk_rows=self.reward_chunk_rows,
             )
+            free = self.family.free_latents(guided_cond)
+            if free is not None:  # latents an image holds fixed (LTX's first frame) take no push
+                grads = grads * free.unsqueeze(1).to(grads.dtype)
             step_weights = torch.ones(len(guided), 1, device=device) if grad_mode == "sum" else weights
             scores_all = scores if whole else torch.full((batch, scores.shape[1]), float("nan"), device=device)
             if not whole:
@@ -445,6 +449,15 @@ class BatchState:
         negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
         cond, uncond = self._encode([s.prompt for s in specs], negatives)
         cond = replace(cond, texts=tuple(s.prompt for s in specs))
+        images = [s.image for s in specs]
+        conditioned = any(image is not None for image in images) or family.image_input == "required"
+        if conditioned:
+            # Image-to-video: the image's conditioning rides with the prompt's, cond and uncond alike.
+            family.check_images([image is not None for image in images])
+            image_cond = self._encode_images(images)
+            has_image = tuple(image is not None for image in images)
+            cond = cond.with_image(image_cond, has_image)
+            uncond = None if uncond is None else uncond.with_image(image_cond, has_image)
         if uncond is not None and len(cfg_rows) < len(specs):
             uncond = uncond.select(cfg_rows)
         guidance = [s.guidance for s in specs]
@@ -477,5 +490,14 @@ class BatchState:
         particles = search.particle_rows(guidance)
         if len(particles) > batch:
             rows.take(particles)
-        rows.latents = family.prepare_latents(self.shape, rows.generators)
+        if conditioned:
+            rows.latents = family.prepare_conditioned_latents(self.shape, rows.generators, rows.cond)
+        else:
+            rows.latents = family.prepare_latents(self.shape, rows.generators)
         return rows
+
+    def _encode_images(self, images: list) -> dict[str, torch.Tensor]:
+        """The image conditioning of these samples, one image per call (the image encoders hold a
+        whole clip's activations per image, and one row per call keeps it batch-invariant)."""
+        parts = [self.family.encode_images([image], self.shape) for image in images]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from guidance.nrg import GuidanceSpec
 
@@ -30,6 +30,10 @@ class SampleSpec:
     #: model exactly, 1 the adapter as trained; between and above interpolate or extrapolate.
     lora: str | None = None
     lora_scale: float = 1.0
+    #: Image-to-video: the first frame to start from, a PIL image (RGB), which the family encodes as its
+    #: image-to-video pipeline does (``PipelineFamily.encode_images``); None for text-to-video. Left
+    #: out of comparisons and hashing (an image is neither).
+    image: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,54 @@ def assert_batch_invariant(family: PipelineFamily, shape: VideoShape, steps: int
         alone = sample(family, [spec], shape, steps).frames[0]
         diff = float((together[i] - alone).abs().max())
         assert diff <= TOLERANCE, f"sample {i} differs by {diff} when batched"
+
+
+def test_image(seed: int, width: int, height: int):
+    """A deterministic random RGB image (PIL) of this size."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+test_image.__test__ = False  # a helper, not a test
+
+
+def assert_i2v_matches_pipeline(
+    family: PipelineFamily,
+    shape: VideoShape,
+    steps: int,
+    cfg_scale: float,
+    pipe: Any = None,
+    seed: int = 7,
+    pipeline_kwargs: dict[str, Any] | None = None,
+) -> None:
+    """Image-to-video: ``sample`` without guidance, alone and batched with another image-to-video
+    request (another image, prompt, seed and CFG scale), gives the frames of the family's diffusers
+    image-to-video pipeline (``pipe``, default the family's own) for the same image, prompt and seed."""
+    image, other_image = test_image(seed, shape.width, shape.height), test_image(seed + 1, shape.width, shape.height)
+    prompt, negative = PROMPTS[0], "blurry"
+    spec = SampleSpec(prompt, negative_prompt=negative, seed=seed, cfg_scale=cfg_scale, image=image)
+    other = SampleSpec(PROMPTS[1], seed=seed + 11, cfg_scale=cfg_scale + 1.5, image=other_image)
+    alone = sample(family, [spec], shape, steps).frames[0].numpy()
+    batched = sample(family, [other, spec], shape, steps).frames[1].numpy()
+    theirs = (pipe or family.pipe)(
+        image=image,
+        prompt=prompt,
+        negative_prompt=negative,
+        height=shape.height,
+        width=shape.width,
+        num_frames=shape.frames,
+        num_inference_steps=steps,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+        **{"guidance_scale": cfg_scale, **(pipeline_kwargs or {})},
+    ).frames[0]
+    assert alone.shape == theirs.shape, (alone.shape, theirs.shape)
+    for name, ours in (("alone", alone), ("batched", batched)):
+        diff = float(np.abs(ours - theirs).max())
+        assert diff <= TOLERANCE, f"{name}: max abs diff {diff} vs the diffusers image-to-video pipeline"
+    # The check must be able to fail: another image gives other frames.
+    moved = sample(family, [SampleSpec(prompt, negative_prompt=negative, seed=seed, cfg_scale=cfg_scale,
+                                       image=other_image)], shape, steps).frames[0].numpy()
+    assert float(np.abs(moved - theirs).max()) > 1e-3
