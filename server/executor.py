@@ -9,8 +9,8 @@ batch at a time: a batch has one model, checkpoint and shape (the policy's key).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -20,9 +20,10 @@ from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
 from guidance.memory import MemoryEstimate, batch_estimate
 from guidance.output_checks import output_problems
-from guidance.sample_types import SampleProgress
+from guidance.sample_types import SampleProgress, SampleSpec
 from guidance.video_io import HostFrames, uint8_on_host
 from server.hosted_model import HostedModel
+from server.input_reference import fitted_image
 from server.job_spec import BatchKey, JobSpec
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
@@ -51,10 +52,16 @@ class FinishedSample:
     result: dict[str, Any]
 
 
+#: Reads an input file stored with a job (``Store.read_input``): (job id, key) -> bytes, or None if gone.
+InputReader = Callable[[str, str], "bytes | None"]
+
+
 class BatchExecutor:
     def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None,
-                 batch_invariant: bool = False) -> None:
+                 batch_invariant: bool = False, inputs: InputReader | None = None) -> None:
         self.models = dict(models)
+        #: Where image-to-video jobs' images are read from (the job store).
+        self.inputs = inputs
         #: One row per model call (``BatchState.batch_invariant``): videos independent of their batch-mates.
         self.batch_invariant = batch_invariant
         self.metrics = metrics
@@ -110,7 +117,7 @@ class BatchExecutor:
         added: list[str] = []
         try:
             for steps, group in by_steps.items():
-                self.batch.add([job.spec.to_sample_spec() for job in group], steps, [job.id for job in group])
+                self.batch.add([self._sample_spec(job) for job in group], steps, [job.id for job in group])
                 added += [job.id for job in group]
         except Exception:
             self.batch.remove(added)  # all or none of ``jobs`` join
@@ -122,6 +129,18 @@ class BatchExecutor:
             self._last_step = now
         for job in jobs:
             self.jobs[job.id] = RunningJob(job, started_at, now)
+
+    def _sample_spec(self, job: Job) -> SampleSpec:
+        """The job as the sampler takes it; an image-to-video job's image read from the store, checked
+        against its recorded sha256 and fitted to the video's size (``server.input_reference``)."""
+        sample_spec = job.spec.to_sample_spec()
+        ref = job.spec.input_reference
+        if ref is None:
+            return sample_spec
+        data = None if self.inputs is None else self.inputs(job.id, ref.key)
+        if data is None:
+            raise ValueError(f"input_reference: the image of job {job.id} is not in the job store")
+        return replace(sample_spec, image=fitted_image(data, ref, job.spec.width, job.spec.height))
 
     def _reward_of(self, model: HostedModel, spec: JobSpec):
         """What the batch's rows are scored by: the job's judge (search ranked by it) or the model's reward."""

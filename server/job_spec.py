@@ -41,6 +41,33 @@ class CheckpointRef:
         return self.kind == "lora"
 
 
+#: The store's key of a job's ``input_reference`` image (one image per job for now).
+INPUT_REFERENCE_KEY = "input_reference"
+
+
+@dataclass(frozen=True)
+class InputReference:
+    """The image an image-to-video job starts from, as the job records it: the key its bytes are stored
+    under with the job (``server.store``), their sha256, and what the checks found (``server.input_reference``).
+    Never a path or URL from the client: the bytes come with the request and live in the store."""
+
+    key: str
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "sha256": self.sha256, "media_type": self.media_type, "width": self.width,
+                "height": self.height, "bytes": self.size_bytes}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InputReference:
+        return cls(key=str(data["key"]), sha256=str(data["sha256"]), media_type=str(data["media_type"]),
+                   width=int(data["width"]), height=int(data["height"]), size_bytes=int(data["bytes"]))
+
+
 @dataclass(frozen=True)
 class BatchKey:
     """What jobs must share to run as one batch. Prompts, seeds, CFG scales, guidance and LoRA
@@ -81,6 +108,9 @@ class JobSpec:
     judges: tuple[str, ...] = field(default_factory=tuple)
     #: Where the job's outcome is POSTed (``server.webhooks``), checked against the operator's rules.
     webhook_url: str | None = None
+    #: Image-to-video: the image the video starts from (its bytes are stored with the job); None for
+    #: text-to-video.
+    input_reference: InputReference | None = None
 
     def __post_init__(self) -> None:
         if self.judge is not None and (self.guidance is None or self.guidance.mode not in SEARCH_MODES):
@@ -145,12 +175,14 @@ class JobSpec:
             "checkpoint_scale": self.checkpoint_scale,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
             "webhook_url": self.webhook_url,
+            "input_reference": self.input_reference.to_json() if self.input_reference else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
-        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``."""
+        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, those
+        before image-to-video no ``input_reference``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -169,4 +201,6 @@ class JobSpec:
                    num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
                    negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
                    judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
-                   webhook_url=data.get("webhook_url"))
+                   webhook_url=data.get("webhook_url"),
+                   input_reference=InputReference.from_json(data["input_reference"]) if data.get("input_reference")
+                   else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +20,8 @@ from guidance.families.base import VideoShape
 from guidance.nrg import SEARCH_MODES, GuidanceDefaults, GuidanceSpec, builtin_strength, defaults_for
 from server.errors import APIError
 from server.hosted_model import HostedModel
+from server.input_reference import FIELD as INPUT_FIELD
+from server.input_reference import CheckedImage, UploadedImage, check_image
 from server.job_spec import CheckpointRef, JobSpec
 from server.schema import Limits, build_request_model
 from server.webhooks.allow_rules import WebhookPolicy, WebhookRefused, WebhookUnresolved
@@ -46,6 +49,34 @@ class RequestResolver:
         self.default_model = next(iter(models))
 
     def resolve(self, body: dict[str, Any]) -> JobSpec:
+        """The job a request body asks for (its ``input_reference`` image checked and recorded, its bytes
+        dropped: :meth:`resolve_with_inputs` keeps them for the store)."""
+        return self.resolve_with_inputs(body)[0]
+
+    def resolve_with_inputs(self, body: dict[str, Any]) -> tuple[JobSpec, dict[str, bytes]]:
+        """The job and the input files to store with it (key -> bytes: its ``input_reference`` image)."""
+        body = dict(body)
+        image = body.pop(INPUT_FIELD, None)
+        spec = self._resolve(body)
+        if image is None:
+            if self.models[spec.model].family.image_input == "required":
+                raise APIError(400, f"model {spec.model} is image-to-video: give an input_reference image (its "
+                               "first frame)", param=INPUT_FIELD, code="input_reference_required")
+            return spec, {}
+        checked = self._input_reference(spec, image)
+        return replace(spec, input_reference=checked.reference), {checked.reference.key: checked.data}
+
+    def _input_reference(self, spec: JobSpec, image: Any) -> CheckedImage:
+        hosted = self.models[spec.model]
+        if hosted.family.image_input == "none":
+            raise APIError(400, f"model {spec.model} is text-to-video only ({hosted.family.label}); it takes no "
+                           "input_reference image", param=INPUT_FIELD, code="input_reference_not_supported")
+        if not isinstance(image, str | UploadedImage):
+            raise APIError(400, "input_reference must be a file part (multipart/form-data) or a data: URL string",
+                           param=INPUT_FIELD)
+        return check_image(image, self.limits, spec.width, spec.height)
+
+    def _resolve(self, body: dict[str, Any]) -> JobSpec:
         try:
             req = self.request_model.model_validate(body)
         except ValidationError as exc:

@@ -48,12 +48,28 @@ class Limits:
     max_particles: int = 8
     #: Largest per-request LoRA scale (``checkpoint_scale``): above 1 extrapolates the alignment.
     max_checkpoint_scale: float = 4.0
+    #: Image-to-video (``input_reference``, ``server.input_reference``): the image file's bytes (a body
+    #: that carries one may exceed ``max_body_bytes`` by this much, base64 included), its pixels (read from
+    #: its header, before decoding), and how far (relative) its aspect ratio may be from the video's for
+    #: it to be resized to the video's size.
+    max_input_reference_bytes: int = 10 << 20
+    max_input_reference_pixels: int = 4096 * 4096
+    input_reference_aspect_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         # A request the server accepted would fail in guidance's own check, after it was queued.
         if self.max_particles > MAX_PARTICLES:
             raise ValueError(f"max_particles (--max-particles) is {self.max_particles}; guidance runs at most "
                              f"{MAX_PARTICLES} particles (guidance.nrg.MAX_PARTICLES)")
+        if not 0 <= self.input_reference_aspect_tolerance < 1:
+            raise ValueError("input_reference_aspect_tolerance (--input-reference-aspect-tolerance) must be in "
+                             f"[0, 1); got {self.input_reference_aspect_tolerance}")
+
+    @property
+    def max_upload_body_bytes(self) -> int:
+        """The body limit of a POST /v1/videos that carries an image: ``max_body_bytes`` for its other
+        fields plus the image as base64 (a data: URL; a multipart file part is smaller) and its framing."""
+        return self.max_body_bytes + (self.max_input_reference_bytes + 2) // 3 * 4 + 4096
 
 
 class RewardGuidance(BaseModel):
@@ -155,6 +171,16 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
             None, max_length=16,
             description="Held-out judges (names the operator registered with --judge) that score the finished "
                         "video; default: all of them, [] for none. Their figures are the job's judge_scores.")
+        input_reference: str | None = Field(
+            None,
+            description="Image-to-video: the image the video starts from (its first frame), PNG, JPEG or WebP, at "
+                        f"most {limits.max_input_reference_bytes} bytes and {limits.max_input_reference_pixels} "
+                        "pixels, one frame. A file part of a multipart/form-data body (as the OpenAI SDK sends "
+                        "it) or, in JSON, a data: URL (data:image/png;base64,...). Resized to the video's size "
+                        "when its aspect ratio is within "
+                        f"{limits.input_reference_aspect_tolerance:.0%} of the video's, else a 400. Only models "
+                        "whose input_reference (GET /v1/models) is optional or required take one.",
+            json_schema_extra={"format": "binary"})
         webhook_url: str | None = Field(
             None, min_length=1, max_length=MAX_WEBHOOK_URL_CHARS,
             description="POSTed the job's outcome (video.completed, video.failed or video.cancelled), signed the "
@@ -211,6 +237,16 @@ class WebhookStatus(BaseModel):
     last_error: str | None = Field(None, description="Why the last attempt did not deliver (e.g. HTTP 503).")
 
 
+class InputReferenceInfo(BaseModel):
+    """The image an image-to-video job started from, as the job recorded it (its bytes stay on the server)."""
+
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    bytes: int
+
+
 class VideoObject(BaseModel):
     """A video job, shaped like OpenAI's video object with the diffusion peers' extra fields."""
 
@@ -253,6 +289,8 @@ class VideoObject(BaseModel):
     encode_time_s: float | None = None
     peak_memory_mb: float | None = None
     webhook_status: WebhookStatus | None = Field(None, description="The job's webhook, if it gave a webhook_url.")
+    input_reference: InputReferenceInfo | None = Field(
+        None, description="Image-to-video: the image the video started from (its sha256, format and size).")
 
 
 class VideoList(BaseModel):
@@ -278,6 +316,9 @@ class ModelCard(BaseModel):
     defaults: dict[str, Any]
     #: What reward_guidance fields left out become (mode, strength, window, where they come from).
     reward_guidance_defaults: dict[str, Any] | None = None
+    input_reference: Literal["none", "optional", "required"] = Field(
+        "none", description="Image-to-video: whether requests may (optional), must (required) or may not (none) "
+                            "give an input_reference image.")
 
 
 class ModelList(BaseModel):

@@ -31,4 +31,13 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         reward_guidance=spec.reward_guidance_json(),
         **{k: r.get(k) for k in RESULT_FIELDS},
         webhook_status=job.webhook,
+        input_reference=_input_reference(spec),
     ).model_dump(mode="json")
+
+
+def _input_reference(spec: Any) -> dict[str, Any] | None:
+    ref = spec.input_reference
+    if ref is None:
+        return None
+    return {"sha256": ref.sha256, "media_type": ref.media_type, "width": ref.width, "height": ref.height,
+            "bytes": ref.size_bytes}

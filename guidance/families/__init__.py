@@ -41,8 +41,8 @@ __all__ = [
 
 
 def supported_families_text() -> str:
-    i2v = {family: cls for cls, family in IMAGE_TO_VIDEO.items()}
-    return ", ".join(f"{name} ({cls}{', ' + i2v[name] if name in i2v else ''})" for name, (cls, _) in FAMILIES.items())
+    return (", ".join(f"{name} ({cls})" for name, (cls, _) in FAMILIES.items()) + "; image-to-video: "
+            + ", ".join(f"{cls} ({name})" for cls, name in IMAGE_TO_VIDEO.items()))
 
 
 def _family_of_class(class_name: str) -> str | None:

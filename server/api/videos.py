@@ -68,12 +68,12 @@ async def create_video(request: Request, runtime: Runtime, caller: RequestCaller
                        headers={"Retry-After": "5"})
     if lifecycle.draining or not runtime.accepting or not engine.alive:
         raise APIError(503, "server is shutting down", code="unavailable", headers={"Retry-After": "5"})
-    spec = runtime.resolver.resolve(await read_body(request))
+    spec, inputs = runtime.resolver.resolve_with_inputs(await read_body(request, config.limits.max_body_bytes))
     if store.count_active() >= config.max_queue:
         runtime.metrics.requests.labels(status="rejected").inc()
         raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
                        code="queue_full", headers={"Retry-After": "2"})
-    job = store.create(spec, owner=caller.owner)
+    job = store.create(spec, owner=caller.owner, inputs=inputs)
     runtime.events.publish(job.id, "queued")
     engine.wake()
     return JSONResponse(video_object(job, runtime.retention))

@@ -1,4 +1,4 @@
-"""``nrg generate``: one video from a prompt, optionally with reward guidance."""
+"""``nrg generate``: one video from a prompt (and, image-to-video, a first frame), optionally with reward guidance."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     gen.add_argument("--judge", action="append", default=[], metavar="NAME=SPEC",
                      help="held-out judge to score the video with, repeatable (classic, clip:DIR, videoreward:DIR, "
                           "package.module:factory; docs/judges.md)")
+    gen.add_argument("--image", type=Path, default=None,
+                     help="image-to-video: the first frame (PNG, JPEG or WebP), resized to --size under the server's "
+                          "rules (docs/server.md, Image-to-video); the model must take an image")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,7 +76,12 @@ def run(args: argparse.Namespace) -> None:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
                                                  args.particles)
         guidance.validate(reward.objectives)
-    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance)
+    image = None
+    if args.image is not None:
+        from server.input_reference import image_file
+
+        image = image_file(args.image, shape.width, shape.height)
+    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance, image=image)
     result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
     problem = output_problems(result, steps)[0]
     if problem is not None:

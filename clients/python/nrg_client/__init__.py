@@ -35,6 +35,7 @@ from nrg_client.errors import (  # noqa: E402
 from nrg_client.types import (  # noqa: E402
     Event,
     GeneratedVideo,
+    InputReferenceInfo,
     ModelInfo,
     ModelList,
     RewardGuidance,
@@ -58,6 +59,7 @@ __all__ = [
     "ConflictError",
     "Event",
     "GeneratedVideo",
+    "InputReferenceInfo",
     "ModelInfo",
     "ModelList",
     "NRGError",

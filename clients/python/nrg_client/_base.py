@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import os
@@ -141,6 +142,7 @@ def create_body(
     judges: Sequence[str] | None = None,
     judge: str | None = None,
     webhook_url: str | None = None,
+    input_reference: str | Path | bytes | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -157,6 +159,7 @@ def create_body(
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_guidance=guidance, judges=None if judges is None else list(judges), webhook_url=webhook_url,
+            input_reference=None if input_reference is None else image_data_url(input_reference),
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -166,6 +169,31 @@ def create_body(
     if extra_body:
         body.update(extra_body)
     return body
+
+
+#: Leading bytes of the image formats the server takes -> their media type.
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+
+
+def image_data_url(image: str | Path | bytes) -> str:
+    """``input_reference`` as the JSON body carries it: a ``data:`` URL of the image's bytes. ``image`` is
+    the file's bytes, a path to it, or a ``data:`` URL already (sent as is). The media type is read from
+    the bytes (the server checks it again, with the size and format limits it reports in its 400s)."""
+    if isinstance(image, str) and image.startswith("data:"):
+        return image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise ClientValidationError(f"input_reference: no image file at {path}", "input_reference")
+        data = path.read_bytes()
+    media_type = next((kind for magic, kind in IMAGE_SIGNATURES if data.startswith(magic)), None)
+    if media_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        media_type = "image/webp"
+    if media_type is None:
+        raise ClientValidationError("input_reference: not a PNG, JPEG or WebP image", "input_reference")
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def list_params(after: str | None, limit: int | None, order: str | None) -> dict[str, Any]:

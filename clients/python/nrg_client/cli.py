@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--particles", type=int, default=None)
     gen.add_argument("--judges", type=lambda text: [j.strip() for j in text.split(",") if j.strip()], default=None,
                      help="comma-separated held-out judges of the server to score the video (default: all)")
+    gen.add_argument("--image", type=Path, default=None, dest="input_reference",
+                     help="image-to-video: the first frame (PNG, JPEG or WebP), for models that take one")
     gen.add_argument("--out", type=Path, default=Path("."), help="file or directory (default: .)")
     gen.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -95,7 +97,7 @@ def score_lines(video: Video) -> list[str]:
 def _generate(client: Client, args: argparse.Namespace) -> int:
     keys = ("model", "negative_prompt", "size", "num_frames", "num_inference_steps", "guidance_scale", "seed",
             "checkpoint", "checkpoint_scale", "reward_weights", "strength", "window", "mode", "particles",
-            "judges")
+            "judges", "input_reference")
     video = client.create(args.prompt, **{k: getattr(args, k) for k in keys})
     print(f"queued {video.id}", file=sys.stderr)
     for event in client.events(video.id):

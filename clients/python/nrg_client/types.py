@@ -84,6 +84,8 @@ class VideoCreateParams(BaseModel):
     judges: list[str] | None = None
     #: Where the server POSTs the job's outcome (a host its operator allows); see ``verify_webhook``.
     webhook_url: str | None = None
+    #: Image-to-video: the first frame as a ``data:`` URL (``create(input_reference=...)`` builds it).
+    input_reference: str | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -95,6 +97,16 @@ class VideoCreateParams(BaseModel):
 class VideoError(_Response):
     code: str
     message: str
+
+
+class InputReferenceInfo(_Response):
+    """The image an image-to-video job started from, as the server recorded it."""
+
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    bytes: int
 
 
 class RewardGuidance(_Response):
@@ -156,6 +168,8 @@ class Video(_Response):
     peak_memory_mb: float | None = None
     #: The job's webhook, if it was created with a ``webhook_url``.
     webhook_status: WebhookStatus | None = None
+    #: Image-to-video: the image the job started from (its sha256, format and size).
+    input_reference: InputReferenceInfo | None = None
 
     @property
     def done(self) -> bool:
@@ -198,6 +212,8 @@ class ModelInfo(_Response):
     defaults: dict[str, Any] = Field(default_factory=dict)
     #: What ``reward_guidance`` fields left out become: mode, strength, window and their source.
     reward_guidance_defaults: dict[str, Any] | None = None
+    #: Image-to-video: whether ``input_reference`` may ("optional"), must ("required") or may not ("none") be given.
+    input_reference: str = "none"
 
 
 class ModelList(_Response):

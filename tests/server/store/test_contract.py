@@ -228,7 +228,7 @@ def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
         db.execute("INSERT INTO jobs (id, status, params, created_at) VALUES ('video_old', 'queued', ?, 1.0)",
                    (json.dumps(old_record),))
     store = JobStore(data)
-    assert store.applied_migrations == [1, 2, 3, 4]
+    assert store.applied_migrations == [1, 2, 3, 4, 5]
     assert [j.id for j in store.queued(["m"])] == ["video_old"] and store.get("video_old").owner is None
     assert store.get("video_old").spec == SPEC
     assert store.claim(["video_old"], "local", 30)[0].status == "in_progress"
@@ -249,7 +249,7 @@ def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F8
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     store.close()
     store = PostgresJobStore(pg_url, tmp_path / "data")
-    assert store.applied_migrations == [2, 3] and store.get(job.id).owner is None
+    assert store.applied_migrations == [2, 3, 4] and store.get(job.id).owner is None
     store.close()
 
 
@@ -265,7 +265,7 @@ def test_postgres_store_before_webhooks_is_migrated(pg_url, tmp_path):  # noqa: 
         conn.execute("DELETE FROM schema_version WHERE version > 2")
     store.close()
     store = PostgresJobStore(pg_url, tmp_path / "data")
-    assert store.applied_migrations == [3] and store.get(job.id).webhook is None
+    assert store.applied_migrations == [3, 4] and store.get(job.id).webhook is None
     assert store.finish(job.id, "completed") and store.claim_webhooks("w1", 10, 30) == []
     store.close()
 
@@ -298,3 +298,20 @@ def test_bad_store_url_names_the_flag(url, message):
 
     with pytest.raises(ValueError, match=message):
         open_store(url, "unused")
+
+
+def test_a_jobs_input_image_is_stored_with_it_read_by_another_process_and_deleted_with_it(backend):
+    from server.job_spec import INPUT_REFERENCE_KEY, InputReference
+
+    image = bytes(range(256)) * 64  # binary, with NUL bytes
+    ref = InputReference(INPUT_REFERENCE_KEY, "ab" * 32, "image/png", 64, 48, len(image))
+    store = backend()
+    job = store.create(spec(input_reference=ref), inputs={INPUT_REFERENCE_KEY: image})
+    plain = store.create(SPEC)
+    other = backend()  # another worker's connection, or the server after a restart
+    assert other.get(job.id).spec.input_reference == ref
+    assert other.read_input(job.id, INPUT_REFERENCE_KEY) == image
+    assert other.read_input(plain.id, INPUT_REFERENCE_KEY) is None and other.get(plain.id).spec.input_reference is None
+    other.delete(job.id)
+    assert store.get(job.id) is None and store.read_input(job.id, INPUT_REFERENCE_KEY) is None
+    assert store.get(plain.id) is not None
