@@ -7,7 +7,7 @@ import { hideEffect, showEffect } from "/static/compare.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEARCH_MODES = new Set(["best_of_n", "fk"]);
-const state = { models: new Map(), running: new Set(), compared: [] };
+const state = { models: new Map(), running: new Set(), compared: [], image: null };
 const chart = new RewardChart($("#chart"));
 
 function showError(error) {
@@ -63,6 +63,7 @@ function fillModel(name) {
   $("#guidance-set").disabled = $("#compare-set").disabled = objectives.length === 0;
   sliders($("#weights"), objectives, 0);
   sliders($("#weights-b"), objectives, 0);
+  showImageField(model.input_reference || "none");
   const g = model.reward_guidance_defaults;
   if (g) {
     $("#strength").value = g.strength;
@@ -70,6 +71,43 @@ function fillModel(name) {
     $("#window-hi").value = g.window[1];
     $("#mode").value = g.mode;
   }
+}
+
+// --- image-to-video: the first frame, sent as input_reference (a data: URL) ------------------------
+
+function showImageField(need) {
+  $("#image-field").hidden = need === "none";
+  $("#image-need").textContent = need === "required" ? "(this model needs one)" : need === "optional" ? "(optional)" : "";
+}
+
+function setImage(file) {
+  if (!file) return;
+  if (!["image/png", "image/jpeg", "image/webp"].includes(file.type)) {
+    showError(`input_reference: ${file.name} is not a PNG, JPEG or WebP image`);
+    return;
+  }
+  const reader = new FileReader();
+  reader.onload = () => {
+    state.image = reader.result;
+    $("#image-preview").src = reader.result;
+    $("#image-preview").hidden = $("#clear-image").hidden = false;
+    showError(null);
+  };
+  reader.readAsDataURL(file);
+}
+
+function clearImage() {
+  state.image = null;
+  $("#input-reference").value = "";
+  $("#image-preview").removeAttribute("src");
+  $("#image-preview").hidden = $("#clear-image").hidden = true;
+}
+
+function dropImage(event) {
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (!file || $("#image-field").hidden) return;
+  event.preventDefault();
+  setImage(file);
 }
 
 // The LoRA scale applies to LoRA checkpoints only (a full-weight checkpoint or the base model has none).
@@ -105,6 +143,7 @@ function requestBody(weights, seed = number("#seed", parseInt)) {
   if (negative) body.negative_prompt = negative;
   if ($("#checkpoint").value) body.checkpoint = $("#checkpoint").value;
   if (!$("#checkpoint-scale").disabled) body.checkpoint_scale = number("#checkpoint-scale");
+  if (state.image && !$("#image-field").hidden) body.input_reference = state.image;
   if (Object.keys(weights).length) {
     const mode = $("#mode").value;
     body.reward_guidance = { weights, strength: number("#strength"), window: [number("#window-lo"), number("#window-hi")], mode };
@@ -392,6 +431,10 @@ $("#api-key").value = api.apiKey();
 $("#api-key").addEventListener("change", () => { api.setApiKey($("#api-key").value.trim()); loadModels(); });
 $("#model").addEventListener("change", () => fillModel($("#model").value));
 $("#checkpoint").addEventListener("change", lockScale);
+$("#input-reference").addEventListener("change", (event) => setImage(event.target.files[0]));
+$("#clear-image").addEventListener("click", clearImage);
+$("#job-form").addEventListener("dragover", (event) => { if (!$("#image-field").hidden) event.preventDefault(); });
+$("#job-form").addEventListener("drop", dropImage);
 $("#job-form").addEventListener("submit", generate);
 $("#compare").addEventListener("click", compare);
 $("#cancel").addEventListener("click", cancelRunning);
