@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from guidance.align.beta_schedule import BETA_SCHEDULES
 from guidance.align.config import DEFAULT_TARGETS, JUDGES, METHODS, AlignConfig
-from server.cli.common import _add_model_args, _load, refuse_image_to_video
+from server.cli.common import _add_model_args, _load
 
 if TYPE_CHECKING:
     from guidance.align.methods.frame_judge import FrameJudge
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
         eval_dir = args.data
     if eval_dir is not None:
         read_pairs(eval_dir)
-    family = refuse_image_to_video(_load(args), "nrg align")
+    family = _load(args)
     progress = not args.quiet
     if _wants_pairs(args):
         data = load_preference_data(args.data, family, list(weights), progress=progress)
