@@ -59,7 +59,9 @@ class TextConditioning:
     def select(self, index: torch.Tensor | list[int]) -> TextConditioning:
         """The conditioning of a subset of samples (for dropping finished or cancelled samples)."""
         idx = torch.as_tensor(index, device=self.embeds.device, dtype=torch.long)
-        rows = idx.tolist() if self.texts or self.image_rows else []
+        # The host's own list when given one: reading the indices back from the device would sync it.
+        rows = ([int(i) for i in index] if isinstance(index, list) else idx.tolist()) if self.texts or self.image_rows \
+            else []
         texts = tuple(self.texts[i] for i in rows) if self.texts else ()
         image_rows = tuple(self.image_rows[i] for i in rows) if self.image_rows else ()
         return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()}, texts,
