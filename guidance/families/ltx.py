@@ -137,8 +137,7 @@ class LTXFamily(PipelineFamily):
             return_dict=False,
         )[0].float()
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         pipe = self.pipe
         vae = pipe.vae
         batch = latents.shape[0]
