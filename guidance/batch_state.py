@@ -40,7 +40,7 @@ from guidance import search
 from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 from guidance.multi_lora import MultiLora
-from guidance.nrg import DEFAULT_MAX_RATIO
+from guidance.nrg import DEFAULT_MAX_RATIO, check_gradient_objectives
 from guidance.precision import check_guidance_dtype
 from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, RowByRowReward, reward_and_gradients
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
@@ -81,11 +81,12 @@ def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, lora
             continue
         if reward is None and spec.guidance.active:
             raise ValueError(f"sample {i}: reward guidance was requested but no reward model is loaded")
-        if getattr(reward, "gradient_free", False) and spec.guidance.active and not spec.guidance.search:
-            raise ValueError(f"sample {i}: mode {spec.guidance.mode} needs a gradient; this reward only ranks the "
-                             "candidates of the search modes (best_of_n, fk)")
+        # A reward without ``differentiable`` (a latent reward) has a gradient for every objective.
+        differentiable = getattr(reward, "differentiable", None)
         try:
             spec.guidance.validate(reward.objectives if reward is not None else ())
+            if differentiable is not None:
+                check_gradient_objectives(spec.guidance, differentiable)
         except ValueError as exc:
             raise ValueError(f"sample {i}: {exc}") from None
 
@@ -119,6 +120,10 @@ class BatchState:
         self.rows: BatchRows | None = None
         #: Denoiser passes per sample so far (its particles count each).
         self.passes: Counter[Hashable] = Counter()
+        #: Clean estimates per sample that the reward decoded to score them, with or without a gradient
+        #: (a reward that ``decodes``: a judge's; its particles count each): the cost a latent reward
+        #: does not have.
+        self.decodes: Counter[Hashable] = Counter()
         #: Cancelled samples that must ride along to the end (non-joinable schedules).
         self._dropped: set[Hashable] = set()
         #: Index tensors already on the device, by their values (``_to_device``).
@@ -182,6 +187,7 @@ class BatchState:
             self.rows.keep([row for row, sid in enumerate(self.rows.ids) if sid not in gone])
             for sid in gone:
                 self.passes.pop(sid, None)
+                self.decodes.pop(sid, None)
         else:
             self._dropped |= gone
         return present
@@ -204,7 +210,7 @@ class BatchState:
             raise ValueError("finished samples must leave (pop_finished) before the next step")
         if self.reward is not None and len(rows) > len(set(rows.ids)):
             with self.timer.phase("guidance_s"):
-                search.select(rows, self.scorer, self.shape)
+                self._count_decodes(search.select(rows, self.scorer, self.shape))
         index = rows.steps_done
         schedules = rows.schedules
         levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
@@ -329,6 +335,7 @@ class BatchState:
                 guided_cond, self.shape, weights, grad_mode, weighted=weighted,
                 chunk_rows=self.reward_chunk_rows,
             )
+            self._count_decodes(rows.ids[row] for row in guided)
             free = self.family.free_latents(guided_cond)
             if free is not None:  # latents an image holds fixed (LTX's first frame) take no push
                 grads = grads * free.unsqueeze(1).to(grads.dtype)
@@ -363,6 +370,11 @@ class BatchState:
                 out = out_m.new_empty((batch, *out_m.shape[1:]))
             out[idx], skipped[idx] = out_m, stats.skipped
         return out, skipped, scores_all
+
+    def _count_decodes(self, ids: Iterable[Hashable]) -> None:
+        """Count a scoring of these rows' samples (one id per row) when the reward decodes to score."""
+        if getattr(self.reward, "decodes", False):
+            self.decodes.update(ids)
 
     def _report(self, levels: list[float], coefs: list[float], skipped: torch.Tensor,
                 scores: torch.Tensor | None) -> list[SampleProgress]:
@@ -399,12 +411,18 @@ class BatchState:
         for sid in done:
             self.passes.pop(sid, None)
         if not len(part):
+            for sid in done:
+                self.decodes.pop(sid, None)
             return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
         final_rewards = None
         if self.reward is not None:
             t_zero = torch.zeros(len(part), device=self.device)
             final_rewards = self.scorer(part.latents.float(), t_zero, part.cond, self.shape).float()
+            self._count_decodes(part.ids)
             final_rewards = final_rewards[search.finish(part, (final_rewards * part.weights).sum(dim=1))]
+        decodes = [self.decodes.pop(sid, 0) for sid in part.groups()]
+        for sid in done:
+            self.decodes.pop(sid, None)
         frames = None
         if decode:
             with self.timer.phase("decode_s"):
@@ -423,6 +441,7 @@ class BatchState:
             timings=self.timer.totals(),
             denoiser_passes=passes,
             nonfinite_steps=part.first_nonfinite.tolist(),
+            guidance_decodes=decodes,
         )
 
     # -- joining ----------------------------------------------------------------------------------

@@ -19,7 +19,12 @@ from guidance.families.base import TextConditioning, VideoShape
 class RewardFunction(Protocol):
     """Scores noisy latents: ``latents`` [B, ...] in the family's latent layout, ``t`` float32 [B]
     noise levels in [0, 1] (1 = pure noise), ``shape`` the batch's video shape (packed layouts such
-    as LTX-Video's need it); returns float [B, K] in the order of ``objectives``."""
+    as LTX-Video's need it); returns float [B, K] in the order of ``objectives``.
+
+    Two optional attributes, read with ``getattr``: ``differentiable``, the objectives with a useful
+    gradient, which are all of them when it is absent (the gradient modes may weight no other:
+    ``guidance.batch_state.check_specs``); ``decodes``, true when scoring a row decodes its clean
+    estimate (a judge's), a cost the batch counts per sample (``SampleResult.guidance_decodes``)."""
 
     objectives: tuple[str, ...]
 

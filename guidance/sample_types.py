@@ -70,6 +70,10 @@ class SampleResult:
     #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
     #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
     nonfinite_steps: list[int] = field(default_factory=list)
+    #: Per sample, the clean estimates its reward decoded to score it (search rankings, gradient steps,
+    #: the final score; its particles count each), each a VAE decode beside a denoiser pass, and in a
+    #: gradient mode a backward through both: 0 unless the reward ``decodes`` (a judge's).
+    guidance_decodes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

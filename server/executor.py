@@ -143,7 +143,8 @@ class BatchExecutor:
         return replace(sample_spec, image=fitted_image(data, ref, job.spec.width, job.spec.height))
 
     def _reward_of(self, model: HostedModel, spec: JobSpec):
-        """What the batch's rows are scored by: the job's judge (search ranked by it) or the model's reward."""
+        """What the batch's rows are scored by: the job's judge (ranking particles, or its gradient through
+        the decoder) or the model's reward."""
         judge = spec.judge
         if judge is None:
             return model.reward
@@ -215,6 +216,8 @@ class BatchExecutor:
                 "guidance_skipped_steps": result.skipped_steps[row],
                 # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
                 "cost_vs_unguided": round(result.denoiser_passes[row] / job.spec.num_inference_steps, 4),
+                # A judge's extra cost: each scoring decodes the clean estimate (backpropagated in gradient modes).
+                "guidance_decodes": result.guidance_decodes[row],
                 "batch_size": max(1, round(sum(sizes) / len(sizes))),
                 "queue_time_s": round(run.started_at - job.created_at, 4),
                 "inference_time_s": round(now - run.admitted, 4),

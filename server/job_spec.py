@@ -79,7 +79,8 @@ class BatchKey:
     width: int
     height: int
     frames: int
-    #: The judge that ranks a judge-steered search (it stands in for the reward model); None otherwise.
+    #: The judge that steers the batch's rows, by search or by gradient (it stands in for the reward
+    #: model); None otherwise.
     judge: str | None
     #: The step count, for batches whose samples must step together (static batching, multistep
     #: schedulers); None when samples of any step count share a batch.
@@ -102,7 +103,8 @@ class JobSpec:
     negative_prompt: str | None = None
     checkpoint: CheckpointRef | None = None
     guidance: GuidanceSpec | None = None
-    #: Ranks the particles of a search-mode ``guidance`` instead of the reward model.
+    #: Steers ``guidance`` instead of the reward model: ranks its particles in a search mode, or gives
+    #: the gradient of its differentiable objectives in a gradient mode.
     judge: str | None = None
     #: Held-out judges that score the finished video.
     judges: tuple[str, ...] = field(default_factory=tuple)
@@ -113,9 +115,8 @@ class JobSpec:
     input_reference: InputReference | None = None
 
     def __post_init__(self) -> None:
-        if self.judge is not None and (self.guidance is None or self.guidance.mode not in SEARCH_MODES):
-            raise ValueError(f"reward_guidance.judge ranks the particles of {' and '.join(SEARCH_MODES)}; "
-                             f"mode {self.guidance.mode if self.guidance else None} needs a reward model's gradient")
+        if self.judge is not None and self.guidance is None:
+            raise ValueError("reward_guidance.judge steers reward_guidance, which this job lacks")
 
     @property
     def seconds(self) -> str:

@@ -2,9 +2,10 @@
 
 The request model (``server.schema``) checks each field against the server's limits; what depends on
 the model (its default shape and steps, its frame grid, its checkpoints, its reward model's
-objectives and guidance defaults, the registered judges) is checked here, once, and every default
-is filled in, so the spec is what the job runs with and reports; so is a ``webhook_url``, against the
-operator's rules (``server.webhooks.allow_rules``). Each failure is a 400 naming the field.
+objectives and guidance defaults, the registered judges and which of their objectives a gradient mode
+may weight) is checked here, once, and every default is filled in, so the spec is what the job runs
+with and reports; so is a ``webhook_url``, against the operator's rules
+(``server.webhooks.allow_rules``). Each failure is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from guidance.families.base import VideoShape
-from guidance.nrg import SEARCH_MODES, GuidanceDefaults, GuidanceSpec, builtin_strength, defaults_for
+from guidance.nrg import GuidanceDefaults, GuidanceSpec, builtin_strength, check_gradient_objectives, defaults_for
 from server.errors import APIError
 from server.hosted_model import HostedModel
 from server.input_reference import FIELD as INPUT_FIELD
@@ -36,16 +37,19 @@ class RequestResolver:
     """Resolves POST /v1/videos bodies against the hosted models, the limits and the registered judges."""
 
     def __init__(self, models: Mapping[str, HostedModel], limits: Limits, judges: Sequence[str],
-                 judge_objectives: Mapping[str, tuple[str, ...]], webhooks: WebhookPolicy | None = None) -> None:
+                 judge_objectives: Mapping[str, tuple[str, ...]],
+                 judge_differentiable: Mapping[str, frozenset[str]] | None = None,
+                 webhooks: WebhookPolicy | None = None) -> None:
         self.models = models
         #: Where webhooks may go; without rules, any webhook_url is refused.
         self.webhooks = webhooks or WebhookPolicy()
         self.limits = limits
         self.request_model = build_request_model(limits)
         self.judges = tuple(judges)
-        #: The objectives of the judges loaded in this process (none in an API-only process, whose
-        #: workers check them).
+        #: The objectives of the judges loaded in this process, and those each differentiates (none in
+        #: an API-only process, whose workers check them).
         self.judge_objectives = judge_objectives
+        self.judge_differentiable = judge_differentiable or {}
         self.default_model = next(iter(models))
 
     def resolve(self, body: dict[str, Any]) -> JobSpec:
@@ -164,18 +168,19 @@ class RequestResolver:
         return CheckpointRef(name, "full")
 
     def _guidance(self, model: str, hosted: HostedModel, given: Any) -> tuple[GuidanceSpec, str | None]:
-        """The effective guidance (defaults filled in) and the judge that ranks its particles, if any."""
+        """The effective guidance (defaults filled in) and the judge that steers it, if any: by ranking
+        particles (the default, ``best_of_n``, which every judge can do) or, in a gradient mode, by its
+        gradient through the decoder, on its differentiable objectives only."""
         judges = ", ".join(self.judges)
+        differentiable = None
         if given.judge is not None:
             if given.judge not in self.judges:
                 raise APIError(400, f"unknown judge {given.judge!r}; registered: {judges or 'none'}",
                                param="reward_guidance.judge", code="judge_not_found")
-            if given.mode is not None and given.mode not in SEARCH_MODES:
-                raise APIError(400, f"judge {given.judge} ranks the particles of best_of_n and fk; mode {given.mode} "
-                               "needs a reward model's gradient", param="reward_guidance.mode")
             spec = GuidanceDefaults(mode="best_of_n", strength=builtin_strength("best_of_n")).complete(
                 given.weights, given.strength, given.window, given.mode, given.particles)
             objectives = self.judge_objectives.get(given.judge)
+            differentiable = self.judge_differentiable.get(given.judge)
         elif hosted.reward is None:
             raise APIError(400, f"model {model} has no reward model, so reward_guidance needs a judge "
                            f"(reward_guidance.judge, one of: {judges or 'none registered'})", param="reward_guidance")
@@ -188,9 +193,18 @@ class RequestResolver:
                 spec.validate(objectives)
         except ValueError as exc:
             raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
+        if differentiable is not None:
+            try:
+                check_gradient_objectives(spec, differentiable)
+            except ValueError as exc:
+                raise APIError(400, f"reward_guidance.{exc}", param="reward_guidance.weights") from None
         if spec.search and not hosted.family.euler_scheduler:
             raise APIError(400, f"mode {spec.mode} needs a flow-matching model (an Euler scheduler); {model} is "
                            f"{hosted.family.name}", param="reward_guidance.mode")
+        if given.judge is not None and hosted.family.prediction != "flow":
+            raise APIError(400, f"judge {given.judge} scores the clean estimate x0 = x_t - t v of flow-matching "
+                           f"models; {model} is {hosted.family.name}, which predicts {hosted.family.prediction}",
+                           param="reward_guidance.judge")
         return spec, given.judge
 
 

@@ -101,10 +101,13 @@ class RewardGuidance(BaseModel):
     )
     judge: str | None = Field(
         None, pattern=NAME_PATTERN,
-        description="Rank the particles of best_of_n / fk by this judge (a name the operator registered with "
-                    "--judge) on the decoded clean estimate, instead of by the reward model; weights then name "
-                    "the judge's objectives. Works on models without a reward model; the default mode becomes "
-                    "best_of_n.")
+        description="Steer by this judge (a name the operator registered with --judge) on the decoded clean "
+                    "estimate instead of by the reward model; weights then name the judge's objectives. Works on "
+                    "flow-matching models without a reward model. best_of_n / fk (the default mode becomes "
+                    "best_of_n) rank their particles by it, with any objective; relative / sum / unit follow its "
+                    "gradient through the VAE decoder and the denoiser, and may weight only the objectives the "
+                    "judge differentiates (docs/judges.md): each guided step then costs a denoiser pass, a decode "
+                    "and a backward through both.")
 
     @field_validator("window")
     @classmethod
@@ -283,6 +286,10 @@ class VideoObject(BaseModel):
     guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
     cost_vs_unguided: float | None = Field(None, description="Denoiser passes / steps: 1 unguided or gradient-guided, "
                                                              "more for the particles of best_of_n and fk.")
+    guidance_decodes: int | None = Field(
+        None, description="Clean estimates a judge decoded to steer this job (particle rankings, gradient steps, the "
+                          "final score; particles count each): each costs a denoiser pass and a VAE decode, and in a "
+                          "gradient mode a backward through both. 0 when a reward model steers.")
     batch_size: int | None = Field(None, description="Samples in the batch this job ran in.")
     queue_time_s: float | None = None
     inference_time_s: float | None = None

@@ -9,8 +9,9 @@ from server.schema import VideoObject
 from server.store import Job
 
 #: Result fields copied from the finished job as they are.
-RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided", "batch_size",
-                 "queue_time_s", "inference_time_s", "encode_time_s", "peak_memory_mb")
+RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided",
+                 "guidance_decodes", "batch_size", "queue_time_s", "inference_time_s", "encode_time_s",
+                 "peak_memory_mb")
 
 
 def video_object(job: Job, retention: Retention) -> dict[str, Any]:

@@ -334,9 +334,25 @@ class PipelineFamily(ABC):
         return self.pipe.scheduler.step(pred, timestep, latents, return_dict=False)[0]
 
     @abstractmethod
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        """What :meth:`decode` and :meth:`decode_with_grad` compute, in torch ops only (nothing passes
+        through numpy), so that the graph is kept whenever grad mode is on."""
+
     def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
-        """Frames as float32 [B, F, H, W, 3] in [0, 1], exactly as ``output_type="np"`` gives them.
-        ``generators`` serve VAEs that add decode-time noise (LTX-Video 0.9.1+)."""
+        """Frames as float32 [B, F, H, W, 3] in [0, 1] on the latents' device, with the values
+        ``output_type="np"`` gives. ``generators`` serve VAEs that add decode-time noise (LTX-Video
+        0.9.1+). No graph is built: a video VAE's activations are gigabytes per sample."""
+        with torch.no_grad():
+            return self._decode(latents, shape, generators)
+
+    def decode_with_grad(self, latents: torch.Tensor, shape: VideoShape,
+                         generators: list[torch.Generator]) -> torch.Tensor:
+        """:meth:`decode` keeping the graph, so that a score of the frames has a gradient with respect
+        to the latents (a judge guiding by gradient, the demo world's oracle). The same computation, so
+        the same frames; the graph holds the decoder's activations until the backward (about 22 KB per
+        output pixel and frame for Wan 2.1's float32 VAE), so callers decode a row at a time."""
+        with torch.enable_grad():
+            return self._decode(latents, shape, generators)
 
     def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
         """Clips to latents in the family's layout and normalisation: the inverse convention of

@@ -160,11 +160,12 @@ class CogVideoXFamily(PipelineFamily):
             latents_next = scheduler.step(pred, timestep, latents, **extra, return_dict=False)[0]
         return latents_next.to(latents.dtype)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         padding = self._latent_frames(shape)[1]
         video = self.pipe.decode_latents(latents[:, padding:].to(self.pipe.vae.dtype))
-        return torch.from_numpy(self.pipe.video_processor.postprocess_video(video=video, output_type="np"))
+        # "pt" is "np" before its host copy (the same denormalised values), and keeps the graph.
+        frames = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")
+        return frames.permute(0, 1, 3, 4, 2).float()
 
 
     @torch.no_grad()

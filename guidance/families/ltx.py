@@ -229,8 +229,7 @@ class LTXFamily(PipelineFamily):
         # The pipeline never steps the first frame: a zero velocity there leaves it exactly as it is.
         return torch.where(mask.unsqueeze(-1) > 0, torch.zeros((), dtype=pred.dtype, device=pred.device), pred)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         pipe = self.pipe
         vae = pipe.vae
         batch = latents.shape[0]

@@ -175,8 +175,7 @@ class WanFamily(PipelineFamily):
             return_dict=False,
         )[0]
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         vae = self.pipe.vae
         latents = latents.to(vae.dtype)
         z = vae.config.z_dim

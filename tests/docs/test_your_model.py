@@ -1,6 +1,7 @@
 """docs/your-model.md runs as written: its ```bash blocks, in order, in one fresh shell from the
-repository root, reach a served, steered job that reports both its reward and a held-out judge, then
-calibrate and tune a reward of objectives no judge shares by name."""
+repository root, reach a served, steered job that reports both its reward and a held-out judge, a job
+steered by a judge's gradient with no reward model, then calibrate and tune a reward of objectives no
+judge shares by name."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def bash_blocks(markdown: str) -> list[str]:
 @pytest.mark.slow
 def test_the_tiny_recipe_runs_as_written(tmp_path):
     blocks = bash_blocks((ROOT / "docs" / "your-model.md").read_text())
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     script = "set -euo pipefail\n" + "\n".join(blocks)
     venv_bin = Path(sys.executable).parent
     if not (ROOT / ".venv" / "bin" / "nrg").exists():  # the doc names .venv/bin; a CI venv elsewhere stands in
@@ -36,6 +37,11 @@ def test_the_tiny_recipe_runs_as_written(tmp_path):
     held_out = re.search(r"^held out: \{'held_out': \{'temporal_flickering': [0-9.]+\}\}$", result.stdout,
                          flags=re.MULTILINE)
     assert optimised and held_out, result.stdout[-3000:]
+    judge_steered = re.search(r"^judge-steered: \{'sharpness': [0-9.]+\} decodes: [1-9][0-9]*$", result.stdout,
+                              flags=re.MULTILINE)
+    assert judge_steered and held_out.start() < judge_steered.start(), result.stdout[-3000:]
+    assert re.search(r"^held out: \{'held_out': \{'temporal_flickering': [0-9.]+\}\}$",
+                     result.stdout[judge_steered.end():], flags=re.MULTILINE), result.stdout[-3000:]
     assert "wrote calibration to" in result.stdout
     assert "each reward objective guided alone, judged by quality (not optimised)" in result.stdout
     assert re.search(r"^bright -> exposure +\d+ +\d+ +\d+ ", result.stdout, flags=re.MULTILINE), result.stdout[-3000:]

@@ -37,9 +37,11 @@ def test_a_search_job_takes_a_row_per_particle_and_a_judge_steered_one_has_its_o
     assert judged.batch_key() != search.batch_key()
 
 
-def test_a_judge_ranks_only_search_modes():
-    with pytest.raises(ValueError, match="judge ranks the particles"):
-        replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), judge="clip")
+def test_a_judge_steers_search_and_gradient_modes_but_needs_guidance():
+    gradient = replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), judge="clip")
+    assert gradient.rows == 1 and gradient.batch_key().judge == "clip"
+    with pytest.raises(ValueError, match="reward_guidance.judge steers reward_guidance"):
+        replace(SPEC, judge="clip")
     with pytest.raises(ValueError, match="checkpoint_scale applies to LoRA"):
         CheckpointRef("sft", "full", 0.5)
     with pytest.raises(ValueError, match="checkpoint kind"):
@@ -52,6 +54,7 @@ def test_a_judge_ranks_only_search_modes():
             guidance=GuidanceSpec({"vq": 1.0, "mq": -0.5}, 30.0, (0.1, 0.9), "sum")),
     replace(SPEC, checkpoint=CheckpointRef("sft", "full"), judge="clip",
             guidance=GuidanceSpec({"ta": 1.0}, 1.0, (0.0, 1.0), "fk", 6)),
+    replace(SPEC, judge="clip", guidance=GuidanceSpec({"ta": 1.0}, 3.0, (0.2, 0.8), "relative")),
     replace(SPEC, webhook_url="https://hooks.example.com/nrg?token=abc"),
 ])
 def test_the_store_record_reads_back_as_the_same_spec(spec):

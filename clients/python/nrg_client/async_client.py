@@ -141,7 +141,8 @@ class AsyncClient:
         (``"relative"``, ``"sum"``, ``"unit"``, ``"best_of_n"`` or ``"fk"``) and ``particles`` (search modes)
         form the request's ``reward_guidance``; the reward model's
         recommended settings fill in what is left out; without any of them the job is unguided.
-        ``judge`` (search modes) ranks the particles by that judge of the server instead of the reward model.
+        ``judge`` steers by that judge of the server instead of the reward model: it ranks the particles
+        of the search modes, and in a gradient mode gives the gradient of its differentiable objectives.
         ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained). ``judges`` names the
         server's held-out judges that score the finished video (default all, ``[]`` none): ``judge_scores``.
         ``webhook_url``: the server POSTs the outcome there (a host its operator allows with

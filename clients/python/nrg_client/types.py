@@ -57,7 +57,8 @@ class RewardGuidanceParams(BaseModel):
     mode: str | None = None
     #: Copies run by the search modes best_of_n and fk.
     particles: int | None = None
-    #: A judge of the server (``--judge``) that ranks the search modes' particles instead of the reward.
+    #: A judge of the server (``--judge``) that steers instead of the reward: it ranks the search modes'
+    #: particles, and in a gradient mode gives the gradient of its differentiable objectives.
     judge: str | None = None
 
 
@@ -161,6 +162,9 @@ class Video(_Response):
     judge_scores: dict[str, dict[str, float]] | None = None
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
+    #: Clean estimates a judge decoded to steer the job (each a denoiser pass and a VAE decode, and in a
+    #: gradient mode a backward through both); 0 when a reward model steers.
+    guidance_decodes: int | None = None
     batch_size: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
@@ -244,6 +248,7 @@ class Event(_Response):
     error: VideoError | None = None
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
+    guidance_decodes: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
     encode_time_s: float | None = None

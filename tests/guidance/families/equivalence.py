@@ -64,6 +64,27 @@ def assert_batch_invariant(family: PipelineFamily, shape: VideoShape, steps: int
         assert diff <= TOLERANCE, f"sample {i} differs by {diff} when batched"
 
 
+def assert_decode_with_grad_matches_decode(family: PipelineFamily, shape: VideoShape) -> None:
+    """``decode_with_grad`` gives ``decode``'s frames and a gradient with respect to the latents that
+    reaches every row; ``decode`` builds no graph even where grad mode is on."""
+    latents = family.prepare_latents(shape, [torch.Generator().manual_seed(s) for s in (3, 4)])
+
+    def generators() -> list[torch.Generator]:  # fresh each time: a VAE may draw decode-time noise
+        return [torch.Generator().manual_seed(s) for s in (5, 6)]
+
+    x = latents.detach().clone().requires_grad_(True)
+    kept = family.decode_with_grad(x, shape, generators())
+    plain = family.decode(x, shape, generators())
+    assert kept.requires_grad and not plain.requires_grad
+    assert kept.dtype == plain.dtype == torch.float32 and kept.shape == plain.shape
+    assert float((kept.detach() - plain).abs().max()) <= 1e-6
+    with torch.no_grad():  # the graph is kept even under a caller's no_grad: the method asks for it
+        assert family.decode_with_grad(x, shape, generators()).requires_grad
+    (grad,) = torch.autograd.grad((kept * torch.linspace(0, 1, kept[0].numel()).view_as(kept[0])).sum(), x)
+    assert torch.isfinite(grad).all()
+    assert all(float(grad[row].abs().sum()) > 0 for row in range(grad.shape[0]))
+
+
 def test_image(seed: int, width: int, height: int):
     """A deterministic random RGB image (PIL) of this size."""
     from PIL import Image
