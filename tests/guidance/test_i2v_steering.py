@@ -108,3 +108,29 @@ def test_per_row_lora_on_i2v_rows(tiny_dir, tmp_path):
         assert (together[i] - alone).abs().max() <= 1e-4
     base = sample(family, [_spec(seed=5, image_seed=1)], SHAPE, 2, loras=registry.multi_lora).frames[0]
     assert (together[1] - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["wan-i2v", "ltx"])
+def test_a_judges_gradient_through_the_clean_estimate_steers_an_i2v_row(tiny_family, name):
+    """The judge scores the decoded clean estimate of the row's own denoiser call, image included; on LTX
+    the image's first latent frame takes no push and stays the image's."""
+    from guidance.judges.as_reward import JudgeReward
+    from guidance.judges.classic import ClassicJudge
+
+    family = tiny_family(name)
+    shape = SHAPE if name == "wan-i2v" else VideoShape(height=32, width=64, frames=9)
+    judge = ClassicJudge(("exposure",))
+    image = test_image(4, shape.width, shape.height)
+
+    def spec(weight):
+        guidance = None if weight == 0 else GuidanceSpec({"exposure": weight}, 10.0, (0.0, 1.0), "relative")
+        return SampleSpec(PROMPT, seed=2, guidance=guidance, image=image)
+
+    out = sample(family, [spec(0), spec(1.0), spec(-1.0)], shape, 3, JudgeReward(family, judge))
+    unguided, up, down = judge.score(out.frames, [PROMPT] * 3)[:, 0].tolist()
+    assert up > unguided + 1e-5 and down < unguided - 1e-5, (unguided, up, down)
+    assert out.guided_steps == [0, 2, 2]
+    if name == "ltx":
+        first = slice(0, 2 * 4)  # the first latent frame's tokens
+        assert torch.equal(out.latents[1, first], out.latents[0, first])
+        assert torch.equal(out.latents[2, first], out.latents[0, first])
