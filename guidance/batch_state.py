@@ -46,6 +46,7 @@ from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, RowByRowReward,
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
 from guidance.timing import PhaseTimer
+from guidance.video_to_video import check_video_specs, sample_start
 from kernels.guided_step import guided_step
 
 
@@ -162,15 +163,25 @@ class BatchState:
         if present:
             raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
         check_specs(specs, self.reward, self.loras)
+        check_video_specs(self.family, specs)
         if any(s.guidance is not None and s.guidance.active and not s.guidance.search for s in specs):
             check_guidance_dtype(self.family.dtype)
         search.check_searchable(self.family, [s.guidance for s in specs])
         if not self.joinable:
             raise ValueError(f"this batch cannot take new samples: {self.family.name}'s scheduler keeps "
                              "batched history, so its batches start together")
+        # Video-to-video samples start part-way down the schedule (``guidance.video_to_video``).
+        starts = [sample_start(spec, steps) for spec in specs]
         schedule = self.family.schedule(steps, self.shape)
+        if not schedule.joinable:
+            # The scheduler's own state steps every row together, from one step of its schedule.
+            if len(set(starts)) > 1:
+                raise ValueError(f"{self.family.name}'s scheduler keeps batched history, so the samples of a batch "
+                                 f"must start at the same step; their denoise_strength gives steps {sorted(set(starts))}")
+            if starts[0]:
+                self.family.begin_at(starts[0])
         with self.timer.phase("encode_s"):
-            new = self._new_rows(specs, schedule, ids)
+            new = self._new_rows(specs, schedule, ids, starts)
         if self.rows is None or not len(self.rows):
             self.rows = new
         else:
@@ -229,7 +240,8 @@ class BatchState:
         with self.timer.phase("guidance_s"):
             out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, coef, level, step_dt)
             if not euler:  # every row shares the step: the batch started together
-                out = self.family.scheduler_step(out, timesteps[0], rows.latents, index[0], rows.generators)
+                out = self.family.scheduler_step(out, timesteps[0], rows.latents, schedules[0].start + index[0],
+                                                 rows.generators)
             rows.latents = out
             rows.skipped += skipped.long()
             rows.guided += ((coef != 0) & ~skipped).long()
@@ -459,9 +471,11 @@ class BatchState:
             uncond = None if uncond is None else uncond.cat(u)
         return cond, uncond
 
-    def _new_rows(self, specs: Sequence[SampleSpec], schedule: Schedule, ids: list[Hashable]) -> BatchRows:
+    def _new_rows(self, specs: Sequence[SampleSpec], schedule: Schedule, ids: list[Hashable],
+                  starts: list[int]) -> BatchRows:
         """Encode the prompts, then draw the noise of every row (a search sample's particles one after
-        the other from its own generator)."""
+        the other from its own generator); a video's rows start from it (:meth:`_start_from_videos`)
+        on the schedule truncated at their start."""
         family, device, objectives = self.family, self.device, self.objectives
         cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
         cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
@@ -483,6 +497,7 @@ class BatchState:
         zeros = [0.0] * len(objectives)
         vectors = [g.weight_vector(objectives) if g else zeros for g in guidance]
         batch = len(specs)
+        schedules = [schedule.truncated(start) for start in starts]
         rows = BatchRows(
             ids=list(ids),
             latents=torch.empty(batch, 0, device=device),
@@ -494,8 +509,9 @@ class BatchState:
             weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(batch, len(objectives)),
             guidance=guidance,
             generators=[torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs],
-            schedules=[schedule] * batch,
-            coefs=[schedule.coefficients(g, self.max_ratio) for g in guidance],
+            schedules=schedules,
+            # On a truncated schedule only the part of a window below the sample's start is guided.
+            coefs=[s.coefficients(g, self.max_ratio) for s, g in zip(schedules, guidance)],
             steps_done=[0] * batch,
             # Scale 0 is the base model: no adapter at all, so its output is the base one exactly.
             adapters=[self.loras.index(s.lora) if s.lora is not None and s.lora_scale != 0 else -1 for s in specs],
@@ -513,7 +529,25 @@ class BatchState:
             rows.latents = family.prepare_conditioned_latents(self.shape, rows.generators, rows.cond)
         else:
             rows.latents = family.prepare_latents(self.shape, rows.generators)
+        if any(spec.video is not None for spec in specs):
+            self._start_from_videos(rows, specs, particles)
         return rows
+
+    def _start_from_videos(self, rows: BatchRows, specs: Sequence[SampleSpec], samples: list[int]) -> None:
+        """Video-to-video (SDEdit): each video's clean latents (its posterior mode, one video per encoder
+        call) noised with the noise its rows just drew to the noise level of their first step, as
+        diffusers' ``WanVideoToVideoPipeline`` does (``scale_noise``: sigma noise + (1 - sigma) x0).
+        ``samples[row]`` is the position in ``specs`` of each row (a search sample's particles share one
+        video and draw their own noise)."""
+        for i, spec in enumerate(specs):
+            if spec.video is None:
+                continue
+            members = [row for row, sample in enumerate(samples) if sample == i]
+            clean = self.family.encode_video(spec.video, self.shape).to(rows.latents.device)
+            index = self._to_device(members, cache=False)
+            level = torch.full((len(members),), rows.schedules[members[0]].noise_levels[0], dtype=torch.float32)
+            noisy = self.family.add_noise(clean.expand(len(members), *clean.shape[1:]), rows.latents[index], level)
+            rows.latents[index] = noisy.to(rows.latents.dtype)
 
     def _encode_images(self, images: list) -> dict[str, torch.Tensor]:
         """The image conditioning of these samples, one image per call (the image encoders hold a

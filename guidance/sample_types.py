@@ -34,6 +34,13 @@ class SampleSpec:
     #: image-to-video pipeline does (``PipelineFamily.encode_images``); None for text-to-video. Left
     #: out of comparisons and hashing (an image is neither).
     image: Any = field(default=None, compare=False, repr=False)
+    #: Video-to-video (SDEdit, ``guidance.video_to_video``): the clip to start from, its frames as PIL
+    #: images (RGB) at the video's size, one per output frame; the family encodes it with its VAE and
+    #: noises it to ``denoise_strength``. None for text- and image-to-video. Left out of comparisons.
+    video: Any = field(default=None, compare=False, repr=False)
+    #: How much of the schedule a video's sample runs, in (0, 1]: None takes
+    #: ``guidance.video_to_video.DEFAULT_DENOISE_STRENGTH``; only with a video.
+    denoise_strength: float | None = None
 
 
 @dataclass(frozen=True)

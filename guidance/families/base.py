@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
 from guidance.schedule import Schedule
@@ -197,6 +198,30 @@ class PipelineFamily(ABC):
         Deterministic: whatever a pipeline draws at random for the image is drawn by
         :meth:`prepare_conditioned_latents`, from the sample's generator."""
         raise ValueError(f"this {self.label} model is text-to-video only; it takes no image")
+
+    @property
+    def video_input(self) -> bool:
+        """Whether a sample may start from a video (video-to-video, SDEdit: its clean latents noised to
+        the start of a truncated schedule): flow-matching models, whose noise level is the schedule's
+        sigma, unless the model needs an image (Wan image-to-video takes an image, not a clip)."""
+        return self.prediction == "flow" and self.image_input != "required"
+
+    def encode_video(self, frames: Sequence[Any], shape: VideoShape) -> torch.Tensor:
+        """The clean latents [1, ...] of a clip given as PIL frames at ``shape`` (one per frame), as
+        diffusers' video-to-video pipelines take it (``VideoProcessor.preprocess_video``: RGB / 255,
+        then [-1, 1]) and encode it: the posterior's mode (:meth:`encode`)."""
+        if not self.video_input:
+            raise ValueError(f"this {self.label} model cannot start from a video")
+        pixels = torch.from_numpy(np.stack([np.asarray(frame.convert("RGB")) for frame in frames]))
+        return self.encode((pixels.float() / 255.0).unsqueeze(0), shape)
+
+    def begin_at(self, step_index: int) -> None:
+        """Start the scheduler's run at this step of its schedule: a scheduler with per-run state (not a
+        plain Euler step) then takes its first step there, as a video-to-video batch does."""
+        scheduler = self.pipe.scheduler
+        if not hasattr(scheduler, "set_begin_index"):
+            raise ValueError(f"{type(scheduler).__name__} cannot start part-way down its schedule")
+        scheduler.set_begin_index(step_index)
 
     def prepare_conditioned_latents(self, shape: VideoShape, generators: list[torch.Generator],
                                     cond: TextConditioning) -> torch.Tensor:
