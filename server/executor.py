@@ -24,6 +24,7 @@ from guidance.sample_types import SampleProgress, SampleSpec
 from guidance.video_io import HostFrames, uint8_on_host
 from server.hosted_model import HostedModel
 from server.input_reference import fitted_image
+from server.input_video import fitted_video
 from server.job_spec import BatchKey, JobSpec
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
@@ -131,16 +132,22 @@ class BatchExecutor:
             self.jobs[job.id] = RunningJob(job, started_at, now)
 
     def _sample_spec(self, job: Job) -> SampleSpec:
-        """The job as the sampler takes it; an image-to-video job's image read from the store, checked
-        against its recorded sha256 and fitted to the video's size (``server.input_reference``)."""
+        """The job as the sampler takes it; an image-to-video job's image (a video-to-video job's video) read
+        from the store, checked against its recorded sha256 and fitted to the video's size and frames
+        (``server.input_reference``, ``server.input_video``)."""
         sample_spec = job.spec.to_sample_spec()
         ref = job.spec.input_reference
         if ref is None:
             return sample_spec
         data = None if self.inputs is None else self.inputs(job.id, ref.key)
         if data is None:
-            raise ValueError(f"input_reference: the image of job {job.id} is not in the job store")
-        return replace(sample_spec, image=fitted_image(data, ref, job.spec.width, job.spec.height))
+            kind = "video" if ref.is_video else "image"
+            raise ValueError(f"input_reference: the {kind} of job {job.id} is not in the job store")
+        spec = job.spec
+        if ref.is_video:
+            frames = fitted_video(data, ref, spec.width, spec.height, spec.num_frames, spec.fps)
+            return replace(sample_spec, video=frames)
+        return replace(sample_spec, image=fitted_image(data, ref, spec.width, spec.height))
 
     def _reward_of(self, model: HostedModel, spec: JobSpec):
         """What the batch's rows are scored by: the job's judge (ranking particles, or its gradient through
@@ -191,7 +198,7 @@ class BatchExecutor:
         if peak_mb is not None:
             self.metrics.device_memory.set(peak_mb * 2**20)
         runs = [self.jobs[sid] for sid in result.ids]
-        problems = output_problems(result, [run.job.spec.num_inference_steps for run in runs])
+        problems = output_problems(result, [run.job.spec.denoise_steps for run in runs])
         judge_scores = [None] * len(runs)
         if result.frames is not None:
             judge_scores = self.judges.score(
@@ -215,7 +222,7 @@ class BatchExecutor:
                 "judge_scores": judge_scores[row],
                 "guidance_skipped_steps": result.skipped_steps[row],
                 # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
-                "cost_vs_unguided": round(result.denoiser_passes[row] / job.spec.num_inference_steps, 4),
+                "cost_vs_unguided": round(result.denoiser_passes[row] / job.spec.denoise_steps, 4),
                 # A judge's extra cost: each scoring decodes the clean estimate (backpropagated in gradient modes).
                 "guidance_decodes": result.guidance_decodes[row],
                 "batch_size": max(1, round(sum(sizes) / len(sizes))),

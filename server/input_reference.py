@@ -83,11 +83,12 @@ def decode_data_url(value: str, limits: Limits) -> UploadedImage:
     is checked on the payload's length before it is decoded."""
     match = _DATA_URL.match(value)
     if match is None:
-        raise _refuse("must be a data: URL with a base64 payload (data:image/png;base64,...) or a multipart "
-                      "file part; URLs of other kinds are not fetched")
+        raise _refuse("must be a data: URL with a base64 payload (data:image/png;base64,... or "
+                      "data:video/mp4;base64,...) or a multipart file part; URLs of other kinds are not fetched")
     payload = value[match.end():]
     if len(payload) > (limits.max_input_reference_bytes + 2) // 3 * 4 + 4:
-        raise _refuse(f"the image exceeds max_input_reference_bytes {limits.max_input_reference_bytes}",
+        what = "video" if (match.group("type") or "").lower().startswith("video/") else "image"
+        raise _refuse(f"the {what} exceeds max_input_reference_bytes {limits.max_input_reference_bytes}",
                       code="input_reference_too_large")
     try:
         data = base64.b64decode(payload, validate=True)
@@ -151,17 +152,18 @@ def _too_many_pixels(size: tuple[int, int] | None, limits: Limits) -> APIError:
                    "(checked from its header, before decoding)", code="input_reference_too_large")
 
 
-def check_aspect(size: tuple[int, int], width: int, height: int, limits: Limits) -> None:
-    """The resize rule: the image's aspect ratio within ``input_reference_aspect_tolerance`` (relative)
-    of the video's, so resizing it to the video's size does not visibly stretch it."""
+def check_aspect(size: tuple[int, int], width: int, height: int, limits: Limits, what: str = "image") -> None:
+    """The resize rule: the image's (or an input video's, ``what``) aspect ratio within
+    ``input_reference_aspect_tolerance`` (relative) of the video's, so resizing it to the video's size
+    does not visibly stretch it."""
     image_ratio, video_ratio = size[0] / size[1], width / height
     off = abs(image_ratio / video_ratio - 1.0)
     if off > limits.input_reference_aspect_tolerance:
         raise _refuse(
-            f"the image is {size[0]}x{size[1]} (aspect {image_ratio:.3f}) and the video {width}x{height} (aspect "
-            f"{video_ratio:.3f}): the image is resized to the video's size only when their aspect ratios differ by "
+            f"the {what} is {size[0]}x{size[1]} (aspect {image_ratio:.3f}) and the video {width}x{height} (aspect "
+            f"{video_ratio:.3f}): the {what} is resized to the video's size only when their aspect ratios differ by "
             f"at most {limits.input_reference_aspect_tolerance:.0%} (input_reference_aspect_tolerance); crop the "
-            f"image or ask for a size of its aspect ratio", code="input_reference_aspect_mismatch")
+            f"{what} or ask for a size of its aspect ratio", code="input_reference_aspect_mismatch")
 
 
 def fitted_image(data: bytes, reference: InputReference, width: int, height: int) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from guidance.nrg import SEARCH_MODES, GuidanceSpec
 from guidance.sample_types import SampleSpec
+from guidance.video_to_video import denoise_start
 
 CheckpointKind = Literal["lora", "full"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
@@ -41,15 +42,16 @@ class CheckpointRef:
         return self.kind == "lora"
 
 
-#: The store's key of a job's ``input_reference`` image (one image per job for now).
+#: The store's key of a job's ``input_reference`` image or video (one per job for now).
 INPUT_REFERENCE_KEY = "input_reference"
 
 
 @dataclass(frozen=True)
 class InputReference:
-    """The image an image-to-video job starts from, as the job records it: the key its bytes are stored
-    under with the job (``server.store``), their sha256, and what the checks found (``server.input_reference``).
-    Never a path or URL from the client: the bytes come with the request and live in the store."""
+    """The image an image-to-video job starts from, or the video a video-to-video job does, as the job
+    records it: the key its bytes are stored under with the job (``server.store``), their sha256, and what
+    the checks found (``server.input_reference``, ``server.input_video``). Never a path or URL from the
+    client: the bytes come with the request and live in the store."""
 
     key: str
     sha256: str
@@ -57,15 +59,25 @@ class InputReference:
     width: int
     height: int
     size_bytes: int
+    #: A video's frame count and frame rate from its header; None for an image.
+    frames: int | None = None
+    fps: float | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.media_type.startswith("video/")
 
     def to_json(self) -> dict[str, Any]:
+        video = {"frames": self.frames, "fps": self.fps} if self.is_video else {}
         return {"key": self.key, "sha256": self.sha256, "media_type": self.media_type, "width": self.width,
-                "height": self.height, "bytes": self.size_bytes}
+                "height": self.height, "bytes": self.size_bytes, **video}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InputReference:
+        frames, fps = data.get("frames"), data.get("fps")
         return cls(key=str(data["key"]), sha256=str(data["sha256"]), media_type=str(data["media_type"]),
-                   width=int(data["width"]), height=int(data["height"]), size_bytes=int(data["bytes"]))
+                   width=int(data["width"]), height=int(data["height"]), size_bytes=int(data["bytes"]),
+                   frames=None if frames is None else int(frames), fps=None if fps is None else float(fps))
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class BatchKey:
     #: The step count, for batches whose samples must step together (static batching, multistep
     #: schedulers); None when samples of any step count share a batch.
     steps: int | None = None
+    #: Where in that schedule they start (video-to-video starts part-way), likewise; None otherwise.
+    start: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,13 +124,28 @@ class JobSpec:
     judges: tuple[str, ...] = field(default_factory=tuple)
     #: Where the job's outcome is POSTed (``server.webhooks``), checked against the operator's rules.
     webhook_url: str | None = None
-    #: Image-to-video: the image the video starts from (its bytes are stored with the job); None for
-    #: text-to-video.
+    #: Image-to-video: the image the video starts from; video-to-video: the video it starts from (its
+    #: bytes are stored with the job); None for text-to-video.
     input_reference: InputReference | None = None
+    #: Video-to-video: the share of the schedule run from the noised video (``guidance.video_to_video``);
+    #: None without a video.
+    denoise_strength: float | None = None
 
     def __post_init__(self) -> None:
         if self.judge is not None and self.guidance is None:
             raise ValueError("reward_guidance.judge steers reward_guidance, which this job lacks")
+        if self.denoise_strength is not None and not (self.input_reference and self.input_reference.is_video):
+            raise ValueError("denoise_strength applies to video-to-video: the job needs an input_reference video")
+
+    @property
+    def start_step(self) -> int:
+        """The step of its schedule the job starts at: 0, or part-way for video-to-video."""
+        return 0 if self.denoise_strength is None else denoise_start(self.num_inference_steps, self.denoise_strength)
+
+    @property
+    def denoise_steps(self) -> int:
+        """The denoising steps the job runs: ``num_inference_steps``, fewer for video-to-video."""
+        return self.num_inference_steps - self.start_step
 
     @property
     def seconds(self) -> str:
@@ -148,13 +177,16 @@ class JobSpec:
         scheduler that keeps batched history), so they must share a step count; otherwise each row
         carries its own schedule and samples of any step count share a batch."""
         steps = self.num_inference_steps if step_together else None
-        return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps)
+        start = self.start_step if step_together else None
+        return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps,
+                        start)
 
     def to_sample_spec(self) -> SampleSpec:
         lora = self.lora
         return SampleSpec(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
                           cfg_scale=self.guidance_scale, guidance=self.guidance,
-                          lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0)
+                          lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0,
+                          denoise_strength=self.denoise_strength)
 
     def reward_guidance_json(self) -> dict[str, Any] | None:
         """The effective ``reward_guidance``, as the job reports it."""
@@ -177,13 +209,14 @@ class JobSpec:
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
             "webhook_url": self.webhook_url,
             "input_reference": self.input_reference.to_json() if self.input_reference else None,
+            "denoise_strength": self.denoise_strength,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
         LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, those
-        before image-to-video no ``input_reference``."""
+        before image-to-video no ``input_reference``, those before video-to-video no ``denoise_strength``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -204,4 +237,5 @@ class JobSpec:
                    judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
                    webhook_url=data.get("webhook_url"),
                    input_reference=InputReference.from_json(data["input_reference"]) if data.get("input_reference")
-                   else None)
+                   else None,
+                   denoise_strength=data.get("denoise_strength"))

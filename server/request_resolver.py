@@ -19,10 +19,12 @@ from pydantic import ValidationError
 
 from guidance.families.base import VideoShape
 from guidance.nrg import GuidanceDefaults, GuidanceSpec, builtin_strength, check_gradient_objectives, defaults_for
+from guidance.video_to_video import DEFAULT_DENOISE_STRENGTH, denoise_start
 from server.errors import APIError
 from server.hosted_model import HostedModel
 from server.input_reference import FIELD as INPUT_FIELD
-from server.input_reference import CheckedImage, UploadedImage, check_image
+from server.input_reference import CheckedImage, UploadedImage, check_image, decode_data_url
+from server.input_video import CheckedVideo, check_video, is_video
 from server.job_spec import CheckpointRef, JobSpec
 from server.schema import Limits, build_request_model
 from server.webhooks.allow_rules import WebhookPolicy, WebhookRefused, WebhookUnresolved
@@ -58,29 +60,57 @@ class RequestResolver:
         return self.resolve_with_inputs(body)[0]
 
     def resolve_with_inputs(self, body: dict[str, Any]) -> tuple[JobSpec, dict[str, bytes]]:
-        """The job and the input files to store with it (key -> bytes: its ``input_reference`` image)."""
+        """The job and the input files to store with it (key -> bytes: its ``input_reference`` image or
+        video). Decodes a video's frames to check them: handlers call it off the event loop."""
         body = dict(body)
-        image = body.pop(INPUT_FIELD, None)
-        spec = self._resolve(body)
-        if image is None:
+        given = body.pop(INPUT_FIELD, None)
+        spec, strength = self._resolve(body)
+        if given is None:
             if self.models[spec.model].family.image_input == "required":
                 raise APIError(400, f"model {spec.model} is image-to-video: give an input_reference image (its "
                                "first frame)", param=INPUT_FIELD, code="input_reference_required")
+            _no_strength(strength, "give input_reference a video")
             return spec, {}
-        checked = self._input_reference(spec, image)
-        return replace(spec, input_reference=checked.reference), {checked.reference.key: checked.data}
+        checked = self._input_reference(spec, given)
+        if not checked.reference.is_video:
+            _no_strength(strength, "input_reference is an image")
+            return replace(spec, input_reference=checked.reference), {checked.reference.key: checked.data}
+        strength = DEFAULT_DENOISE_STRENGTH if strength is None else strength
+        try:
+            denoise_start(spec.num_inference_steps, strength)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="denoise_strength") from None
+        return (replace(spec, input_reference=checked.reference, denoise_strength=strength),
+                {checked.reference.key: checked.data})
 
-    def _input_reference(self, spec: JobSpec, image: Any) -> CheckedImage:
+    def _input_reference(self, spec: JobSpec, given: Any) -> CheckedImage | CheckedVideo:
+        """The image or video checked by its module's rules; refused for models that take neither, and a
+        video for models that cannot start from one."""
         hosted = self.models[spec.model]
-        if hosted.family.image_input == "none":
-            raise APIError(400, f"model {spec.model} is text-to-video only ({hosted.family.label}); it takes no "
-                           "input_reference image", param=INPUT_FIELD, code="input_reference_not_supported")
-        if not isinstance(image, str | UploadedImage):
+        family = hosted.family
+        if family.image_input == "none" and not family.video_input:
+            raise APIError(400, f"model {spec.model} is text-to-video only ({family.label}); it takes no "
+                           "input_reference image or video", param=INPUT_FIELD, code="input_reference_not_supported")
+        if not isinstance(given, str | UploadedImage):
             raise APIError(400, "input_reference must be a file part (multipart/form-data) or a data: URL string",
                            param=INPUT_FIELD)
-        return check_image(image, self.limits, spec.width, spec.height)
+        upload = decode_data_url(given.strip(), self.limits) if isinstance(given, str) else given
+        if is_video(upload):
+            if not family.video_input:
+                why = ("it is image-to-video: give an image (its first frame)" if family.image_input == "required"
+                       else "video-to-video needs a flow-matching model")
+                raise APIError(400, f"model {spec.model} ({family.label}) takes no input_reference video: {why}",
+                               param=INPUT_FIELD, code="input_reference_not_supported")
+            return check_video(upload, self.limits, spec.width, spec.height, spec.num_frames, spec.fps)
+        if family.image_input == "none":
+            raise APIError(400, f"model {spec.model} is text-to-video only ({family.label}); it takes no "
+                           "input_reference image (a video, for video-to-video, yes)", param=INPUT_FIELD,
+                           code="input_reference_not_supported")
+        return check_image(upload, self.limits, spec.width, spec.height)
 
-    def _resolve(self, body: dict[str, Any]) -> JobSpec:
+    def _resolve(self, body: dict[str, Any]) -> tuple[JobSpec, float | None]:
+        """The job without its input (filled in by :meth:`resolve_with_inputs`), and the request's
+        ``denoise_strength``, which applies only to a video input."""
         try:
             req = self.request_model.model_validate(body)
         except ValidationError as exc:
@@ -113,7 +143,7 @@ class RequestResolver:
             num_inference_steps=steps, guidance_scale=float(cfg),
             checkpoint=checkpoint,
             guidance=guidance, judge=judge, judges=tuple(judges), webhook_url=self._webhook_url(req.webhook_url),
-        )
+        ), req.denoise_strength
 
     def _webhook_url(self, url: str | None) -> str | None:
         """The URL, once the rules allow it and its host resolves to an address they allow. The handler
@@ -206,6 +236,11 @@ class RequestResolver:
                            f"models; {model} is {hosted.family.name}, which predicts {hosted.family.prediction}",
                            param="reward_guidance.judge")
         return spec, given.judge
+
+
+def _no_strength(strength: float | None, why: str) -> None:
+    if strength is not None:
+        raise APIError(400, f"denoise_strength applies to video-to-video; {why}", param="denoise_strength")
 
 
 def _snap_frames(hosted: HostedModel, width: int, height: int, wanted: int, limit: int) -> int:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from guidance.nrg import DEFAULT_PARTICLES, MAX_PARTICLES
+from guidance.video_to_video import DEFAULT_DENOISE_STRENGTH
 
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
@@ -55,6 +56,11 @@ class Limits:
     max_input_reference_bytes: int = 10 << 20
     max_input_reference_pixels: int = 4096 * 4096
     input_reference_aspect_tolerance: float = 0.05
+    #: Video-to-video (``input_reference`` a video, ``server.input_video``): the pixels of each frame and
+    #: the frames in the file, both read from the container's header before a frame is decoded (its bytes
+    #: count against ``max_input_reference_bytes``, its aspect ratio against the tolerance above).
+    max_input_video_pixels: int = 1920 * 1080
+    max_input_video_frames: int = 1024
 
     def __post_init__(self) -> None:
         # A request the server accepted would fail in guidance's own check, after it was queued.
@@ -182,8 +188,17 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
                         "it) or, in JSON, a data: URL (data:image/png;base64,...). Resized to the video's size "
                         "when its aspect ratio is within "
                         f"{limits.input_reference_aspect_tolerance:.0%} of the video's, else a 400. Only models "
-                        "whose input_reference (GET /v1/models) is optional or required take one.",
+                        "whose input_reference (GET /v1/models) is optional or required take one. "
+                        "Video-to-video: an MP4 or WebM clip (H.264, HEVC, VP8, VP9 or AV1) instead, at most "
+                        f"{limits.max_input_video_frames} frames of {limits.max_input_video_pixels} pixels, noised "
+                        "to denoise_strength; its first (num_frames - 1) / fps seconds are used, resampled to fps "
+                        "and resized like an image. Only models whose input_reference_video is true take one.",
             json_schema_extra={"format": "binary"})
+        denoise_strength: Annotated[float | None, NoBool] = Field(
+            None, gt=0, le=1, allow_inf_nan=False,
+            description="Video-to-video: how much of the schedule runs, in (0, 1] (int(num_inference_steps * "
+                        "denoise_strength) steps, from the noise level they start at): 1 ignores the video, lower "
+                        f"keeps more of it. Default {DEFAULT_DENOISE_STRENGTH} with a video; only with one.")
         webhook_url: str | None = Field(
             None, min_length=1, max_length=MAX_WEBHOOK_URL_CHARS,
             description="POSTed the job's outcome (video.completed, video.failed or video.cancelled), signed the "
@@ -241,13 +256,16 @@ class WebhookStatus(BaseModel):
 
 
 class InputReferenceInfo(BaseModel):
-    """The image an image-to-video job started from, as the job recorded it (its bytes stay on the server)."""
+    """The image an image-to-video job started from, or the video a video-to-video job did, as the job
+    recorded it (its bytes stay on the server)."""
 
     sha256: str
     media_type: str
     width: int
     height: int
     bytes: int
+    frames: int | None = Field(None, description="A video's frame count, from its header (videos only).")
+    fps: float | None = Field(None, description="A video's frame rate, from its header (videos only).")
 
 
 class VideoObject(BaseModel):
@@ -297,7 +315,10 @@ class VideoObject(BaseModel):
     peak_memory_mb: float | None = None
     webhook_status: WebhookStatus | None = Field(None, description="The job's webhook, if it gave a webhook_url.")
     input_reference: InputReferenceInfo | None = Field(
-        None, description="Image-to-video: the image the video started from (its sha256, format and size).")
+        None, description="Image-to-video: the image the video started from (its sha256, format and size); "
+                          "video-to-video: the video (and its frame count and rate).")
+    denoise_strength: float | None = Field(
+        None, description="Video-to-video: the share of the schedule that ran from the noised input video.")
 
 
 class VideoList(BaseModel):
@@ -326,6 +347,9 @@ class ModelCard(BaseModel):
     input_reference: Literal["none", "optional", "required"] = Field(
         "none", description="Image-to-video: whether requests may (optional), must (required) or may not (none) "
                             "give an input_reference image.")
+    input_reference_video: bool = Field(
+        False, description="Video-to-video: whether input_reference may be a video (MP4 or WebM), noised to "
+                           "denoise_strength.")
 
 
 class ModelList(BaseModel):

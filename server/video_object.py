@@ -33,6 +33,7 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         **{k: r.get(k) for k in RESULT_FIELDS},
         webhook_status=job.webhook,
         input_reference=_input_reference(spec),
+        denoise_strength=spec.denoise_strength,
     ).model_dump(mode="json")
 
 
@@ -40,5 +41,6 @@ def _input_reference(spec: Any) -> dict[str, Any] | None:
     ref = spec.input_reference
     if ref is None:
         return None
+    video = {"frames": ref.frames, "fps": ref.fps} if ref.is_video else {}
     return {"sha256": ref.sha256, "media_type": ref.media_type, "width": ref.width, "height": ref.height,
-            "bytes": ref.size_bytes}
+            "bytes": ref.size_bytes, **video}

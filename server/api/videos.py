@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from server.api.dependencies import RequestCaller, Runtime
@@ -68,7 +69,9 @@ async def create_video(request: Request, runtime: Runtime, caller: RequestCaller
                        headers={"Retry-After": "5"})
     if lifecycle.draining or not runtime.accepting or not engine.alive:
         raise APIError(503, "server is shutting down", code="unavailable", headers={"Retry-After": "5"})
-    spec, inputs = runtime.resolver.resolve_with_inputs(await read_body(request, config.limits.max_body_bytes))
+    body = await read_body(request, config.limits.max_body_bytes)
+    # Off the event loop: an input video's frames are decoded to check them.
+    spec, inputs = await run_in_threadpool(runtime.resolver.resolve_with_inputs, body)
     if store.count_active() >= config.max_queue:
         runtime.metrics.requests.labels(status="rejected").inc()
         raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",

@@ -315,3 +315,18 @@ def test_a_jobs_input_image_is_stored_with_it_read_by_another_process_and_delete
     other.delete(job.id)
     assert store.get(job.id) is None and store.read_input(job.id, INPUT_REFERENCE_KEY) is None
     assert store.get(plain.id) is not None
+
+
+def test_a_jobs_input_video_is_stored_with_it_read_by_another_process_and_deleted_with_it(backend):
+    from server.job_spec import INPUT_REFERENCE_KEY, InputReference
+
+    video = b"\0\0\0\x20ftypisom" + bytes(range(256)) * 64  # binary, with NUL bytes
+    ref = InputReference(INPUT_REFERENCE_KEY, "cd" * 32, "video/mp4", 64, 64, len(video), frames=33, fps=24.0)
+    store = backend()
+    job = store.create(spec(input_reference=ref, denoise_strength=0.6), inputs={INPUT_REFERENCE_KEY: video})
+    other = backend()  # another worker's connection, or the server after a restart
+    got = other.get(job.id).spec
+    assert got.input_reference == ref and got.denoise_strength == 0.6 and got.start_step == 2
+    assert other.read_input(job.id, INPUT_REFERENCE_KEY) == video
+    other.delete(job.id)
+    assert store.get(job.id) is None and store.read_input(job.id, INPUT_REFERENCE_KEY) is None
