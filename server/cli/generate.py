@@ -1,4 +1,5 @@
-"""``nrg generate``: one video from a prompt (and, image-to-video, a first frame), optionally with reward guidance."""
+"""``nrg generate``: one video from a prompt (and, image-to-video, a first frame; video-to-video, a clip to start
+from), optionally with reward guidance."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def add_parser(sub) -> None:
     gen.add_argument("--image", type=Path, default=None,
                      help="image-to-video: the first frame (PNG, JPEG or WebP), resized to --size under the server's "
                           "rules (docs/server.md, Image-to-video); the model must take an image")
+    gen.add_argument("--video", type=Path, default=None,
+                     help="video-to-video: a clip (MP4 or WebM) to start from, noised to --denoise-strength; resampled "
+                          "to --fps and --frames and resized to --size under the server's rules (docs/image-to-video.md)")
+    gen.add_argument("--denoise-strength", type=float, default=None,
+                     help="video-to-video: the share of the schedule run from the noised clip, in (0, 1] (default "
+                          "0.8); 1 ignores the clip")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> None:
     from guidance.output_checks import output_problems
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
+    from guidance.video_to_video import sample_start
     from guidance.video_io import write_video
     from server.judging import HeldOutJudges, load_judges, parse_judge_flags
 
@@ -76,18 +84,30 @@ def run(args: argparse.Namespace) -> None:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
                                                  args.particles)
         guidance.validate(reward.objectives)
-    image = None
+    image = video = None
+    if args.image is not None and args.video is not None:
+        raise ValueError("give --image (image-to-video) or --video (video-to-video), not both")
+    if args.denoise_strength is not None and args.video is None:
+        raise ValueError("--denoise-strength applies to video-to-video: give --video")
     if args.image is not None:
         from server.input_reference import image_file
 
         image = image_file(args.image, shape.width, shape.height)
-    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance, image=image)
+    if args.video is not None:
+        from server.input_video import video_file
+
+        video = video_file(args.video, shape.width, shape.height, shape.frames, args.fps)
+    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance, image=image, video=video,
+                      denoise_strength=args.denoise_strength)
+    ran = steps - sample_start(spec, steps)  # a video's sample runs the last steps only
     result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
-    problem = output_problems(result, steps)[0]
+    problem = output_problems(result, ran)[0]
     if problem is not None:
         raise ValueError(f"generation failed, nothing written: {problem}")
     path = write_video(result.frames[0], args.out, fps=args.fps)
-    print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height}, {steps} steps, seed {args.seed})")
+    from_video = f" from {args.video}: {ran} of" if video is not None else ""
+    print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height},{from_video} {steps} steps, seed "
+          f"{args.seed})")
     if result.rewards is not None:
         scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
         print(f"optimised reward (what guidance pushed up), final latents: {scores}")
@@ -98,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"guidance: mode {guidance.mode}, strength {guidance.strength:g}, window {list(guidance.window)}"
                   + (f", {guidance.particles} particles" if guidance.search else ""))
             print(f"guided steps: {result.guided_steps[0]}, skipped (non-finite gradient): {result.skipped_steps[0]}, "
-                  f"cost vs unguided: {result.denoiser_passes[0] / steps:.2f}x")
+                  f"cost vs unguided: {result.denoiser_passes[0] / ran:.2f}x")
     held_out = judges.score(result.frames, [args.prompt], [args.fps], [list(judges.judges)])[0] or {}
     for name, scores in held_out.items():
         print(f"held-out judge {name} (not optimised): " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))

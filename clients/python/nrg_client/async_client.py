@@ -133,7 +133,7 @@ class AsyncClient:
                reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
                judge: str | None = None, judges: Sequence[str] | None = None, webhook_url: str | None = None,
-               input_reference: str | Path | bytes | None = None,
+               input_reference: str | Path | bytes | None = None, denoise_strength: float | None = None,
                extra_body: Mapping[str, Any] | None = None) -> Video:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
@@ -149,6 +149,9 @@ class AsyncClient:
         ``--webhook-allow``); check each delivery with :func:`nrg_client.verify_webhook`.
         ``input_reference``: image-to-video, the first frame (PNG, JPEG or WebP) as a path, its bytes or a
         ``data:`` URL; sent as a data: URL. Models say whether they take one (``ModelInfo.input_reference``).
+        Video-to-video: a clip (MP4 or WebM) instead, the same ways, noised to ``denoise_strength`` (in
+        (0, 1], the share of the schedule run from it; server default 0.8) and the rest of the schedule
+        sampled (``ModelInfo.input_reference_video`` says whether a model takes one).
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
@@ -156,7 +159,7 @@ class AsyncClient:
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_weights=reward_weights, strength=strength,
             window=window, mode=mode, particles=particles, judge=judge, judges=judges, webhook_url=webhook_url,
-            input_reference=input_reference, extra_body=extra_body,
+            input_reference=input_reference, denoise_strength=denoise_strength, extra_body=extra_body,
         )
         return Video.model_validate((await self._request("POST", "/v1/videos", json=body)).json())
 

@@ -61,8 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--particles", type=int, default=None)
     gen.add_argument("--judges", type=lambda text: [j.strip() for j in text.split(",") if j.strip()], default=None,
                      help="comma-separated held-out judges of the server to score the video (default: all)")
-    gen.add_argument("--image", type=Path, default=None, dest="input_reference",
-                     help="image-to-video: the first frame (PNG, JPEG or WebP), for models that take one")
+    given = gen.add_mutually_exclusive_group()
+    given.add_argument("--image", type=Path, default=None, dest="input_reference",
+                       help="image-to-video: the first frame (PNG, JPEG or WebP), for models that take one")
+    given.add_argument("--video", type=Path, default=None, dest="input_reference",
+                       help="video-to-video: a clip (MP4 or WebM) to start from, for models that take one")
+    gen.add_argument("--denoise-strength", type=float, default=None,
+                     help="video-to-video: the share of the schedule run from the noised clip, in (0, 1] "
+                          "(server default 0.8)")
     gen.add_argument("--out", type=Path, default=Path("."), help="file or directory (default: .)")
     gen.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -97,7 +103,7 @@ def score_lines(video: Video) -> list[str]:
 def _generate(client: Client, args: argparse.Namespace) -> int:
     keys = ("model", "negative_prompt", "size", "num_frames", "num_inference_steps", "guidance_scale", "seed",
             "checkpoint", "checkpoint_scale", "reward_weights", "strength", "window", "mode", "particles",
-            "judges", "input_reference")
+            "judges", "input_reference", "denoise_strength")
     video = client.create(args.prompt, **{k: getattr(args, k) for k in keys})
     print(f"queued {video.id}", file=sys.stderr)
     for event in client.events(video.id):

@@ -85,8 +85,11 @@ class VideoCreateParams(BaseModel):
     judges: list[str] | None = None
     #: Where the server POSTs the job's outcome (a host its operator allows); see ``verify_webhook``.
     webhook_url: str | None = None
-    #: Image-to-video: the first frame as a ``data:`` URL (``create(input_reference=...)`` builds it).
+    #: Image-to-video: the first frame as a ``data:`` URL (``create(input_reference=...)`` builds it);
+    #: video-to-video: the clip (MP4 or WebM) to start from, likewise.
     input_reference: str | None = None
+    #: Video-to-video: the share of the schedule run from the noised clip, in (0, 1] (server default 0.8).
+    denoise_strength: float | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -101,13 +104,17 @@ class VideoError(_Response):
 
 
 class InputReferenceInfo(_Response):
-    """The image an image-to-video job started from, as the server recorded it."""
+    """The image an image-to-video job started from, or the video a video-to-video job did, as the server
+    recorded it."""
 
     sha256: str
     media_type: str
     width: int
     height: int
     bytes: int
+    #: A video's frame count and frame rate, from its header (videos only).
+    frames: int | None = None
+    fps: float | None = None
 
 
 class RewardGuidance(_Response):
@@ -172,8 +179,10 @@ class Video(_Response):
     peak_memory_mb: float | None = None
     #: The job's webhook, if it was created with a ``webhook_url``.
     webhook_status: WebhookStatus | None = None
-    #: Image-to-video: the image the job started from (its sha256, format and size).
+    #: Image-to-video: the image the job started from (its sha256, format and size); video-to-video: the video.
     input_reference: InputReferenceInfo | None = None
+    #: Video-to-video: the share of the schedule that ran from the noised video.
+    denoise_strength: float | None = None
 
     @property
     def done(self) -> bool:
@@ -218,6 +227,8 @@ class ModelInfo(_Response):
     reward_guidance_defaults: dict[str, Any] | None = None
     #: Image-to-video: whether ``input_reference`` may ("optional"), must ("required") or may not ("none") be given.
     input_reference: str = "none"
+    #: Video-to-video: whether ``input_reference`` may be a video (MP4 or WebM).
+    input_reference_video: bool = False
 
 
 class ModelList(_Response):

@@ -55,3 +55,14 @@ def test_cancel_and_errors_are_one_line(server_url, tmp_path, capsys):
         main(["generate", "x", "--weights", "vq"])
     assert exit_info.value.code == 2
     assert "weights must be name=value" in capsys.readouterr().err
+
+
+def test_generate_takes_an_image_or_a_video_and_a_denoise_strength(capsys):
+    from nrg_client.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "p", "--video", "clip.mp4", "--denoise-strength", "0.6"])
+    assert str(args.input_reference) == "clip.mp4" and args.denoise_strength == 0.6
+    assert str(build_parser().parse_args(["generate", "p", "--image", "a.png"]).input_reference) == "a.png"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "p", "--image", "a.png", "--video", "clip.mp4"])
+    assert "not allowed with argument" in capsys.readouterr().err
