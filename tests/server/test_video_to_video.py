@@ -165,3 +165,17 @@ def test_a_queued_video_job_survives_a_restart(hosted_wan, tmp_path, server):
             done = wait_for(http, job.id)
     assert done["status"] == "completed" and done["denoise_strength"] == 0.75
     assert list(done["rewards"].values()) == pytest.approx(library(hosted_wan, MP4, 0.75), abs=1e-4)
+
+
+def test_openai_sdk_sends_a_video_input_reference_as_a_file(server):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server[0]}/v1", api_key="unused", max_retries=0)
+    video = client.videos.create(model="tiny-wan", prompt="a red circle", size="32x32",
+                                 input_reference=("clip.mp4", MP4, "video/mp4"),
+                                 extra_body={"num_inference_steps": 2, "num_frames": 9, "seed": 1,
+                                             "denoise_strength": 0.5})
+    assert video.status == "queued" and video.model_extra["input_reference"]["media_type"] == "video/mp4"
+    with httpx.Client(base_url=server[0], timeout=120) as http:
+        done = wait_for(http, video.id)
+    assert done["status"] == "completed" and done["denoise_strength"] == 0.5 and done["cost_vs_unguided"] == 1.0
