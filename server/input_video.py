@@ -47,6 +47,8 @@ DECLARED = {"video/mp4": "mp4", "video/webm": "webm"}
 CODECS = ("h264", "hevc", "vp8", "vp9", "av1")
 #: The EBML magic that starts a Matroska or WebM file.
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+#: ISO media brands of still images (HEIF, AVIF): an ``ftyp`` box with one of these is an image, not a clip.
+IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def _refuse(message: str, code: str = "invalid_input_reference") -> APIError:
 
 def container_of(data: bytes) -> str | None:
     """``mp4`` or ``webm`` from the file's first bytes, or None."""
-    if data[4:8] == b"ftyp":
+    if data[4:8] == b"ftyp" and data[8:12] not in IMAGE_BRANDS:
         return "mp4"
     if data[:4] == EBML_MAGIC and b"webm" in data[:64]:  # the EBML header's DocType
         return "webm"

@@ -63,6 +63,7 @@ def test_other_types_codecs_and_mislabelled_parts_are_refused():
     assert error.code == "unsupported_input_reference" and "codec is mpeg4" in error.message
     assert "empty" in refused(b"", "video/mp4").message
     assert not is_video(UploadedImage(b"\x89PNG\r\n\x1a\n", None))
+    assert not is_video(UploadedImage(b"\0\0\0\x18ftypheic" + b"\0" * 16, None))  # HEIF: an image, refused as one
 
 
 def test_the_byte_limit_is_checked_before_anything_is_parsed():

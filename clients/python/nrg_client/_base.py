@@ -175,6 +175,8 @@ def create_body(
 
 #: Leading bytes of the image formats the server takes -> their media type.
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+#: ISO media brands of still images (HEIF, AVIF): an ``ftyp`` box with one of these is not an MP4 clip.
+IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 
 
 def media_type_of(data: bytes) -> str | None:
@@ -183,7 +185,7 @@ def media_type_of(data: bytes) -> str | None:
     media_type = next((kind for magic, kind in IMAGE_SIGNATURES if data.startswith(magic)), None)
     if media_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         media_type = "image/webp"
-    if media_type is None and data[4:8] == b"ftyp":
+    if media_type is None and data[4:8] == b"ftyp" and data[8:12] not in IMAGE_BRANDS:
         media_type = "video/mp4"
     if media_type is None and data[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in data[:64]:
         media_type = "video/webm"
