@@ -482,12 +482,13 @@ class BatchState:
         negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
         cond, uncond = self._encode([s.prompt for s in specs], negatives)
         cond = replace(cond, texts=tuple(s.prompt for s in specs))
+        generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
         images = [s.image for s in specs]
         conditioned = any(image is not None for image in images) or family.image_input == "required"
         if conditioned:
             # Image-to-video: the image's conditioning rides with the prompt's, cond and uncond alike.
             family.check_images([image is not None for image in images])
-            image_cond = self._encode_images(images)
+            image_cond = self._encode_images(images, generators)
             has_image = tuple(image is not None for image in images)
             cond = cond.with_image(image_cond, has_image)
             uncond = None if uncond is None else uncond.with_image(image_cond, has_image)
@@ -508,7 +509,7 @@ class BatchState:
             cfg=torch.tensor([c if i in cfg_rows else 1.0 for i, c in enumerate(cfg_scales)], device=device),
             weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(batch, len(objectives)),
             guidance=guidance,
-            generators=[torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs],
+            generators=generators,
             schedules=schedules,
             # On a truncated schedule only the part of a window below the sample's start is guided.
             coefs=[s.coefficients(g, self.max_ratio) for s, g in zip(schedules, guidance)],
@@ -549,8 +550,10 @@ class BatchState:
             noisy = self.family.add_noise(clean.expand(len(members), *clean.shape[1:]), rows.latents[index], level)
             rows.latents[index] = noisy.to(rows.latents.dtype)
 
-    def _encode_images(self, images: list) -> dict[str, torch.Tensor]:
+    def _encode_images(self, images: list, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
         """The image conditioning of these samples, one image per call (the image encoders hold a
-        whole clip's activations per image, and one row per call keeps it batch-invariant)."""
-        parts = [self.family.encode_images([image], self.shape) for image in images]
+        whole clip's activations per image, and one row per call keeps it batch-invariant), each with
+        its sample's generator (a pipeline may sample the image's latents from it)."""
+        parts = [self.family.encode_images([image], self.shape, [generator])
+                 for image, generator in zip(images, generators)]
         return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}

@@ -24,6 +24,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
 IMAGE_TO_VIDEO: dict[str, str] = {
     "WanImageToVideoPipeline": "wan",
     "LTXImageToVideoPipeline": "ltx",
+    "CogVideoXImageToVideoPipeline": "cogvideox",
 }
 
 __all__ = [

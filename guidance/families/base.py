@@ -191,12 +191,14 @@ class PipelineFamily(ABC):
                 raise ValueError(f"sample {i}: this {self.label} model is image-to-video: every sample needs an "
                                  "image")
 
-    def encode_images(self, images: Sequence[Any], shape: VideoShape) -> dict[str, torch.Tensor]:
+    def encode_images(self, images: Sequence[Any], shape: VideoShape,
+                      generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
         """The image conditioning of samples (``TextConditioning.image``), one row per image, as the
         family's image-to-video pipeline computes it from a PIL image (any size: the pipeline resizes
         it for the VAE). ``None`` entries (text-to-video rows, where the model allows them) get zeros.
-        Deterministic: whatever a pipeline draws at random for the image is drawn by
-        :meth:`prepare_conditioned_latents`, from the sample's generator."""
+        What a pipeline draws at random for the image comes from the sample's generator (one per
+        image, ``generators``): here when the draw is part of the conditioning and comes before the
+        noise (CogVideoX), else in :meth:`prepare_conditioned_latents` (LTX-Video's first frame)."""
         raise ValueError(f"this {self.label} model is text-to-video only; it takes no image")
 
     @property

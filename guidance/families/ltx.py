@@ -123,11 +123,13 @@ class LTXFamily(PipelineFamily):
         return "optional"
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Any], shape: VideoShape) -> dict[str, torch.Tensor]:
+    def encode_images(self, images: Sequence[Any], shape: VideoShape,
+                      generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
         """``mask`` (float32 [B, L]: 1 on the first latent frame's tokens of rows with an image) and the
         VAE posterior of each image (``first_frame_mean``, ``first_frame_std``: [B, C, 1, H', W'] in the
         VAE's dtype), which :meth:`prepare_conditioned_latents` samples from the row's generator, as
-        ``LTXImageToVideoPipeline.prepare_latents`` does. Rows without an image get zeros."""
+        ``LTXImageToVideoPipeline.prepare_latents`` does (so ``generators`` go unused here). Rows without
+        an image get zeros."""
         pipe, device = self.pipe, self.device
         frames, height, width = self._latent_grid(shape)
         masks, means, stds = [], [], []

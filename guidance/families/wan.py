@@ -100,12 +100,14 @@ class WanFamily(PipelineFamily):
         )
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Any], shape: VideoShape) -> dict[str, torch.Tensor]:
+    def encode_images(self, images: Sequence[Any], shape: VideoShape,
+                      generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
         """``image_embeds`` (the CLIP image encoder's penultimate hidden states, in the transformer's
         dtype) and ``condition`` (mask + first-frame latents, float32 [B, 4 + 16, F', H', W']), each
-        image on its own, by the pipeline's ``encode_image`` and ``prepare_latents``."""
+        image on its own, by the pipeline's ``encode_image`` and ``prepare_latents``: nothing drawn at
+        random (the latents are the posterior's mode), so ``generators`` go unused."""
         if not self.i2v:
-            return super().encode_images(images, shape)
+            return super().encode_images(images, shape, generators)
         self.check_images([image is not None for image in images])
         pipe, device = self.pipe, self.device
         grid = (1, pipe.vae.config.z_dim, (shape.frames - 1) // pipe.vae_scale_factor_temporal + 1,

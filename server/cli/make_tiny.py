@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     tiny.add_argument("--family", required=True, choices=("wan", "ltx", "hunyuan", "cogvideox"))
     tiny.add_argument("--i2v", action="store_true",
                       help="the family's image-to-video pipeline (wan: WanImageToVideoPipeline, ltx: "
-                           "LTXImageToVideoPipeline)")
+                           "LTXImageToVideoPipeline, cogvideox: CogVideoXImageToVideoPipeline)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("out", type=Path)
 

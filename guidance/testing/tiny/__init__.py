@@ -21,7 +21,7 @@ __all__ = ["I2V_FAMILIES", "build_tiny_pipeline", "make_tiny", "tiny_t5_encoder"
 
 
 #: Families with a tiny image-to-video pipeline (``build_i2v`` in their module).
-I2V_FAMILIES = ("wan", "ltx")
+I2V_FAMILIES = ("wan", "ltx", "cogvideox")
 
 
 def build_tiny_pipeline(family: str, seed: int = 0, i2v: bool = False):
