@@ -16,6 +16,8 @@ from guidance.nrg import GuidanceSpec
 if TYPE_CHECKING:  # tensors only in annotations: the server's request types import this without torch
     import torch
 
+    from guidance.row_time import RowSeconds
+
 
 @dataclass(frozen=True)
 class SampleSpec:
@@ -66,6 +68,9 @@ class SampleResult:
     #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
     #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
     nonfinite_steps: list[int] = field(default_factory=list)
+    #: Per returned sample, its measured seconds and those of one unguided row of it in the same calls
+    #: (``guidance.row_time``): their ratio is what guidance cost in time, not in passes.
+    row_seconds: list[RowSeconds] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from guidance.sample_types import SampleSpec
 
 CheckpointKind = Literal["lora", "full"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
+#: Why a job without active guidance cannot ask for an unguided twin (the request's 400 says the same).
+COMPARE_NEEDS_GUIDANCE = ("compare_unguided needs active reward_guidance (a nonzero weight and strength): "
+                          "an unguided job has nothing to compare against its unguided twin")
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,15 @@ class JobSpec:
     judges: tuple[str, ...] = field(default_factory=tuple)
     #: Where the job's outcome is POSTed (``server.webhooks``), checked against the operator's rules.
     webhook_url: str | None = None
+    #: Also run the same request unguided in the job's batch and report the changes (``server.unguided_twin``).
+    compare_unguided: bool = False
 
     def __post_init__(self) -> None:
         if self.judge is not None and (self.guidance is None or self.guidance.mode not in SEARCH_MODES):
             raise ValueError(f"reward_guidance.judge ranks the particles of {' and '.join(SEARCH_MODES)}; "
                              f"mode {self.guidance.mode if self.guidance else None} needs a reward model's gradient")
+        if self.compare_unguided and (self.guidance is None or not self.guidance.active):
+            raise ValueError(COMPARE_NEEDS_GUIDANCE)
 
     @property
     def seconds(self) -> str:
@@ -94,8 +101,10 @@ class JobSpec:
 
     @property
     def rows(self) -> int:
-        """Rows the job takes in every denoiser call: one per particle in the search modes, else one."""
-        return self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        """Rows the job takes in every denoiser call: one per particle in the search modes, else one; and
+        one more for its unguided twin (``compare_unguided``)."""
+        own = self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        return own + int(self.compare_unguided)
 
     @property
     def lora(self) -> CheckpointRef | None:
@@ -144,13 +153,14 @@ class JobSpec:
             "checkpoint_kind": ref.kind if ref else None,
             "checkpoint_scale": self.checkpoint_scale,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
-            "webhook_url": self.webhook_url,
+            "webhook_url": self.webhook_url, "compare_unguided": self.compare_unguided,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
-        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``."""
+        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, and
+        those written before unguided twins no ``compare_unguided``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -169,4 +179,4 @@ class JobSpec:
                    num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
                    negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
                    judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
-                   webhook_url=data.get("webhook_url"))
+                   webhook_url=data.get("webhook_url"), compare_unguided=bool(data.get("compare_unguided")))

@@ -37,6 +37,15 @@ def test_a_search_job_takes_a_row_per_particle_and_a_judge_steered_one_has_its_o
     assert judged.batch_key() != search.batch_key()
 
 
+def test_an_unguided_twin_is_one_more_row_and_needs_active_guidance():
+    guided = replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), compare_unguided=True)
+    particles = replace(guided, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "fk", 3))
+    assert guided.rows == 2 and particles.rows == 4 and guided.batch_key() == SPEC.batch_key()
+    for inactive in (None, GuidanceSpec({"vq": 1.0}, 0.0, (0.2, 0.8), "relative")):
+        with pytest.raises(ValueError, match="compare_unguided needs active reward_guidance"):
+            replace(SPEC, guidance=inactive, compare_unguided=True)
+
+
 def test_a_judge_ranks_only_search_modes():
     with pytest.raises(ValueError, match="judge ranks the particles"):
         replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), judge="clip")
@@ -53,6 +62,7 @@ def test_a_judge_ranks_only_search_modes():
     replace(SPEC, checkpoint=CheckpointRef("sft", "full"), judge="clip",
             guidance=GuidanceSpec({"ta": 1.0}, 1.0, (0.0, 1.0), "fk", 6)),
     replace(SPEC, webhook_url="https://hooks.example.com/nrg?token=abc"),
+    replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 2.0, (0.2, 0.8), "relative"), compare_unguided=True),
 ])
 def test_the_store_record_reads_back_as_the_same_spec(spec):
     import json
@@ -70,6 +80,11 @@ def test_a_record_written_before_checkpoint_kinds_were_stored_reads_its_kind_fro
 def test_a_record_written_before_webhooks_has_none():
     record = {k: v for k, v in replace(SPEC, webhook_url="https://h.example/").to_json().items() if k != "webhook_url"}
     assert JobSpec.from_json(record) == SPEC and SPEC.webhook_url is None
+
+
+def test_a_record_written_before_unguided_twins_has_none():
+    record = {k: v for k, v in SPEC.to_json().items() if k != "compare_unguided"}
+    assert JobSpec.from_json(record) == SPEC and not SPEC.compare_unguided
 
 
 def test_the_request_types_import_without_torch():

@@ -141,6 +141,7 @@ def create_body(
     judges: Sequence[str] | None = None,
     judge: str | None = None,
     webhook_url: str | None = None,
+    compare_unguided: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -157,6 +158,7 @@ def create_body(
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_guidance=guidance, judges=None if judges is None else list(judges), webhook_url=webhook_url,
+            compare_unguided=compare_unguided,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
