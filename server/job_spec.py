@@ -17,6 +17,9 @@ from guidance.sample_types import SampleSpec
 
 CheckpointKind = Literal["lora", "full"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
+#: Why a job without active guidance cannot ask for an unguided twin (the request's 400 says the same).
+COMPARE_NEEDS_GUIDANCE = ("compare_unguided needs active reward_guidance (a nonzero weight and strength): "
+                          "an unguided job has nothing to compare against its unguided twin")
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,14 @@ class JobSpec:
     #: Image-to-video: the image the video starts from (its bytes are stored with the job); None for
     #: text-to-video.
     input_reference: InputReference | None = None
+    #: Also run the same request unguided in the job's batch and report the changes (``server.unguided_twin``).
+    compare_unguided: bool = False
 
     def __post_init__(self) -> None:
         if self.judge is not None and self.guidance is None:
             raise ValueError("reward_guidance.judge steers reward_guidance, which this job lacks")
+        if self.compare_unguided and (self.guidance is None or not self.guidance.active):
+            raise ValueError(COMPARE_NEEDS_GUIDANCE)
 
     @property
     def seconds(self) -> str:
@@ -125,8 +132,10 @@ class JobSpec:
 
     @property
     def rows(self) -> int:
-        """Rows the job takes in every denoiser call: one per particle in the search modes, else one."""
-        return self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        """Rows the job takes in every denoiser call: one per particle in the search modes, else one; and
+        one more for its unguided twin (``compare_unguided``)."""
+        own = self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        return own + int(self.compare_unguided)
 
     @property
     def lora(self) -> CheckpointRef | None:
@@ -175,7 +184,7 @@ class JobSpec:
             "checkpoint_kind": ref.kind if ref else None,
             "checkpoint_scale": self.checkpoint_scale,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
-            "webhook_url": self.webhook_url,
+            "webhook_url": self.webhook_url, "compare_unguided": self.compare_unguided,
             "input_reference": self.input_reference.to_json() if self.input_reference else None,
         }
 
@@ -183,7 +192,7 @@ class JobSpec:
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
         LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, those
-        before image-to-video no ``input_reference``."""
+        before image-to-video no ``input_reference``, and those before unguided twins no ``compare_unguided``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -202,6 +211,6 @@ class JobSpec:
                    num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
                    negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
                    judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
-                   webhook_url=data.get("webhook_url"),
+                   webhook_url=data.get("webhook_url"), compare_unguided=bool(data.get("compare_unguided")),
                    input_reference=InputReference.from_json(data["input_reference"]) if data.get("input_reference")
                    else None)

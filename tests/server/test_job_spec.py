@@ -42,6 +42,16 @@ def test_a_judge_steers_search_and_gradient_modes_but_needs_guidance():
     assert gradient.rows == 1 and gradient.batch_key().judge == "clip"
     with pytest.raises(ValueError, match="reward_guidance.judge steers reward_guidance"):
         replace(SPEC, judge="clip")
+
+
+def test_an_unguided_twin_is_one_more_row_and_needs_active_guidance():
+    guided = replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), compare_unguided=True)
+    particles = replace(guided, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "fk", 3))
+    assert guided.rows == 2 and particles.rows == 4 and guided.batch_key() == SPEC.batch_key()
+    for inactive in (None, GuidanceSpec({"vq": 1.0}, 0.0, (0.2, 0.8), "relative")):
+        with pytest.raises(ValueError, match="compare_unguided needs active reward_guidance"):
+            replace(SPEC, guidance=inactive, compare_unguided=True)
+
     with pytest.raises(ValueError, match="checkpoint_scale applies to LoRA"):
         CheckpointRef("sft", "full", 0.5)
     with pytest.raises(ValueError, match="checkpoint kind"):
@@ -56,6 +66,7 @@ def test_a_judge_steers_search_and_gradient_modes_but_needs_guidance():
             guidance=GuidanceSpec({"ta": 1.0}, 1.0, (0.0, 1.0), "fk", 6)),
     replace(SPEC, judge="clip", guidance=GuidanceSpec({"ta": 1.0}, 3.0, (0.2, 0.8), "relative")),
     replace(SPEC, webhook_url="https://hooks.example.com/nrg?token=abc"),
+    replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 2.0, (0.2, 0.8), "relative"), compare_unguided=True),
 ])
 def test_the_store_record_reads_back_as_the_same_spec(spec):
     import json
@@ -73,6 +84,11 @@ def test_a_record_written_before_checkpoint_kinds_were_stored_reads_its_kind_fro
 def test_a_record_written_before_webhooks_has_none():
     record = {k: v for k, v in replace(SPEC, webhook_url="https://h.example/").to_json().items() if k != "webhook_url"}
     assert JobSpec.from_json(record) == SPEC and SPEC.webhook_url is None
+
+
+def test_a_record_written_before_unguided_twins_has_none():
+    record = {k: v for k, v in SPEC.to_json().items() if k != "compare_unguided"}
+    assert JobSpec.from_json(record) == SPEC and not SPEC.compare_unguided
 
 
 def test_the_request_types_import_without_torch():
