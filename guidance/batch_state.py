@@ -42,7 +42,7 @@ from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO, check_gradient_objectives
 from guidance.precision import check_guidance_dtype
-from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, RowByRowReward, reward_and_gradients
+from guidance.rewards import RewardFunction, RowByRowReward, default_chunk_rows, reward_and_gradients
 from guidance.row_time import RowClock
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
@@ -97,7 +97,7 @@ class BatchState:
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
                  *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
-                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_invariant: bool = False) -> None:
+                 reward_chunk_rows: int | None = None, batch_invariant: bool = False) -> None:
         family.check_shape(shape)
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
@@ -106,8 +106,9 @@ class BatchState:
         self.reward = reward
         self.max_ratio = max_ratio
         #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
-        #: that many rows', however many rows are guided.
-        self.reward_chunk_rows = 1 if batch_invariant else reward_chunk_rows
+        #: that many rows', however many rows are guided (None: ``default_chunk_rows`` for the device).
+        self.reward_chunk_rows = 1 if batch_invariant else (
+            reward_chunk_rows if reward_chunk_rows is not None else default_chunk_rows(reward, family.device))
         #: Every model call (text encoder, denoiser, reward forward and backward, decoder) and every
         #: fused step sees one row, so a row's numbers cannot depend on its batch-mates: a BLAS or a
         #: reduction may pick its blocking, and so its rounding, by the number of rows it is given.

@@ -72,9 +72,23 @@ class RowByRowReward:
                           for row in range(latents.shape[0])])
 
 
-#: Rows scored and differentiated together in one reward backward. Rows are scored independently,
-#: so chunking is exact; one row per chunk keeps the backward's memory at one row's whatever the batch.
+#: Rows scored and differentiated together in one reward backward on a GPU. Rows are scored
+#: independently, so chunking is exact; one row per chunk keeps the backward's memory at one row's
+#: whatever the batch (what the admission estimate of ``guidance.memory`` counts).
 DEFAULT_CHUNK_ROWS = 1
+#: A chunk size no batch reaches: every guided row in one backward.
+WHOLE_BATCH = 2**31 - 1
+
+
+def default_chunk_rows(reward: RewardFunction | None, device: torch.device, memory_bounded: bool = False) -> int:
+    """Rows per reward backward when the caller does not choose: one on a GPU or under a memory budget
+    (``memory_bounded``), where the backward's memory is what limits a batch; the whole batch on a CPU,
+    where host memory is not budgeted and a backward per row costs several times one batched backward
+    (small matrices use the cores badly). A reward may cap it (``max_chunk_rows``: a judge's graph
+    holds a VAE decoder's activations per row)."""
+    if device.type == "cuda" or memory_bounded:
+        return DEFAULT_CHUNK_ROWS
+    return getattr(reward, "max_chunk_rows", None) or WHOLE_BATCH
 
 
 def reward_and_gradients(

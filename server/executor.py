@@ -20,6 +20,7 @@ from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
 from guidance.memory import MemoryEstimate, batch_estimate
 from guidance.output_checks import output_problems
+from guidance.rewards import default_chunk_rows
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.video_io import HostFrames, uint8_on_host
 from server.hosted_model import HostedModel
@@ -59,8 +60,12 @@ InputReader = Callable[[str, str], "bytes | None"]
 
 class BatchExecutor:
     def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None,
-                 batch_invariant: bool = False, inputs: InputReader | None = None) -> None:
+                 batch_invariant: bool = False, inputs: InputReader | None = None,
+                 memory_bounded: bool = False) -> None:
         self.models = dict(models)
+        #: Admission counts on the memory estimate, which assumes one reward row per backward
+        #: (``guidance.rewards.default_chunk_rows``).
+        self.memory_bounded = memory_bounded
         #: Where image-to-video jobs' images are read from (the job store).
         self.inputs = inputs
         #: One row per model call (``BatchState.batch_invariant``): videos independent of their batch-mates.
@@ -107,8 +112,9 @@ class BatchExecutor:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
-            self.batch = BatchState(model.family, shape, self._reward_of(model, spec), loras=loras,
-                                    batch_invariant=self.batch_invariant)
+            reward = self._reward_of(model, spec)
+            self.batch = BatchState(model.family, shape, reward, loras=loras, batch_invariant=self.batch_invariant,
+                                    reward_chunk_rows=default_chunk_rows(reward, device, self.memory_bounded))
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
