@@ -42,7 +42,8 @@ from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO, check_gradient_objectives
 from guidance.precision import check_guidance_dtype
-from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, RowByRowReward, reward_and_gradients
+from guidance.rewards import RewardFunction, RowByRowReward, default_chunk_rows, reward_and_gradients
+from guidance.row_time import RowClock
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
 from guidance.timing import PhaseTimer
@@ -97,7 +98,7 @@ class BatchState:
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
                  *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
-                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_invariant: bool = False) -> None:
+                 reward_chunk_rows: int | None = None, batch_invariant: bool = False) -> None:
         family.check_shape(shape)
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
@@ -106,8 +107,9 @@ class BatchState:
         self.reward = reward
         self.max_ratio = max_ratio
         #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
-        #: that many rows', however many rows are guided.
-        self.reward_chunk_rows = 1 if batch_invariant else reward_chunk_rows
+        #: that many rows', however many rows are guided (None: ``default_chunk_rows`` for the device).
+        self.reward_chunk_rows = 1 if batch_invariant else (
+            reward_chunk_rows if reward_chunk_rows is not None else default_chunk_rows(reward, family.device))
         #: Every model call (text encoder, denoiser, reward forward and backward, decoder) and every
         #: fused step sees one row, so a row's numbers cannot depend on its batch-mates: a BLAS or a
         #: reduction may pick its blocking, and so its rounding, by the number of rows it is given.
@@ -118,6 +120,8 @@ class BatchState:
         self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
         self.device = family.device
         self.timer = PhaseTimer(self.device)
+        #: Each sample's measured seconds and those of one unguided row of it (``guidance.row_time``).
+        self.clock = RowClock(self.device)
         self.rows: BatchRows | None = None
         #: Denoiser passes per sample so far (its particles count each).
         self.passes: Counter[Hashable] = Counter()
@@ -199,6 +203,7 @@ class BatchState:
             for sid in gone:
                 self.passes.pop(sid, None)
                 self.decodes.pop(sid, None)
+            self.clock.drop(list(gone))
         else:
             self._dropped |= gone
         return present
@@ -221,7 +226,9 @@ class BatchState:
             raise ValueError("finished samples must leave (pop_finished) before the next step")
         if self.reward is not None and len(rows) > len(set(rows.ids)):
             with self.timer.phase("guidance_s"):
-                self._count_decodes(search.select(rows, self.scorer, self.shape))
+                due = search.due_particles(rows)
+                with self.clock.charge([sid for sid, scored in due.items() for _ in scored]):
+                    self._count_decodes(search.select(rows, self.scorer, self.shape, due))
         index = rows.steps_done
         schedules = rows.schedules
         levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
@@ -263,11 +270,13 @@ class BatchState:
         pred_cond = pred_uncond = None
         size = 1 if self.batch_invariant else batch
         calls = [(expert, group[i:i + size]) for expert, group in by_expert.items() for i in range(0, len(group), size)]
+        # A denoiser call is work an unguided row does too: one row's share of it is a sample's reference.
+        sample_rows = {sid: len(members) for sid, members in rows.groups().items()}
         for expert, members in calls:
             model = models[expert]
             whole = len(members) == batch
             idx = self._to_device(members)
-            with self._adapters(members):
+            with self._adapters(members), self.clock.charge([rows.ids[row] for row in members], sample_rows):
                 cond = family.predict(model, rows.latents if whole else rows.latents[idx],
                                       timesteps if whole else timesteps[idx],
                                       rows.cond if whole else rows.cond.select(members), shape)
@@ -278,7 +287,7 @@ class BatchState:
             cfg = [row for row in members if row in position]
             if rows.uncond is None or not cfg:
                 continue
-            with self._adapters(cfg):
+            with self._adapters(cfg), self.clock.charge([rows.ids[row] for row in cfg], sample_rows):
                 uncond = family.predict(model, rows.latents[cfg], timesteps[cfg],
                                         rows.uncond.select([position[row] for row in cfg]), shape)
             if pred_uncond is None:
@@ -346,6 +355,7 @@ class BatchState:
                 level if whole else level[gidx],
                 guided_cond, self.shape, weights, grad_mode, weighted=weighted,
                 chunk_rows=self.reward_chunk_rows,
+                timed=lambda chunk: self.clock.charge([rows.ids[guided[j]] for j in chunk]),
             )
             self._count_decodes(rows.ids[row] for row in guided)
             free = self.family.free_latents(guided_cond)
@@ -419,9 +429,11 @@ class BatchState:
             self._dropped -= done
         if not len(rows):
             self.rows = None
-        passes = [self.passes.pop(sid, 0) for sid in part.groups()]
+        kept = part.groups()
+        passes = [self.passes.pop(sid, 0) for sid in kept]
         for sid in done:
             self.passes.pop(sid, None)
+        self.clock.drop([sid for sid in done if sid not in kept])
         if not len(part):
             for sid in done:
                 self.decodes.pop(sid, None)
@@ -438,10 +450,7 @@ class BatchState:
         frames = None
         if decode:
             with self.timer.phase("decode_s"):
-                # A video VAE's decoder holds gigabytes of activations per sample: one sample at a time.
-                frames = torch.cat([self.family.decode(part.latents[row:row + DECODE_CHUNK_ROWS], self.shape,
-                                                       part.generators[row:row + DECODE_CHUNK_ROWS])
-                                    for row in range(0, len(part), DECODE_CHUNK_ROWS)])
+                frames = torch.cat([self._decode(part, row) for row in range(0, len(part), DECODE_CHUNK_ROWS)])
         return SampleResult(
             frames=frames,
             latents=part.latents,
@@ -454,7 +463,16 @@ class BatchState:
             denoiser_passes=passes,
             nonfinite_steps=part.first_nonfinite.tolist(),
             guidance_decodes=decodes,
+            row_seconds=self.clock.take(part.ids),
         )
+
+    def _decode(self, part: BatchRows, start: int) -> torch.Tensor:
+        """Frames of the finished rows from ``start`` (a video VAE's decoder holds gigabytes of activations
+        per sample: ``DECODE_CHUNK_ROWS`` at a time), charged to them as work an unguided row does too."""
+        ids = part.ids[start:start + DECODE_CHUNK_ROWS]
+        with self.clock.charge(ids, dict.fromkeys(ids, 1)):
+            return self.family.decode(part.latents[start:start + DECODE_CHUNK_ROWS], self.shape,
+                                      part.generators[start:start + DECODE_CHUNK_ROWS])
 
     # -- joining ----------------------------------------------------------------------------------
     def _encode(self, prompts: list[str], negatives: list[str] | None,

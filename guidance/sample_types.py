@@ -16,6 +16,8 @@ from guidance.nrg import GuidanceSpec
 if TYPE_CHECKING:  # tensors only in annotations: the server's request types import this without torch
     import torch
 
+    from guidance.row_time import RowSeconds
+
 
 @dataclass(frozen=True)
 class SampleSpec:
@@ -81,6 +83,9 @@ class SampleResult:
     #: the final score; its particles count each), each a VAE decode beside a denoiser pass, and in a
     #: gradient mode a backward through both: 0 unless the reward ``decodes`` (a judge's).
     guidance_decodes: list[int] = field(default_factory=list)
+    #: Per returned sample, its measured seconds and those of one unguided row of it in the same calls
+    #: (``guidance.row_time``): their ratio is what guidance cost in time, not in passes.
+    row_seconds: list[RowSeconds] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

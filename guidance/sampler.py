@@ -97,7 +97,8 @@ def _in_spec_order(result: SampleResult) -> SampleResult:
     return replace(result, frames=rows(result.frames), latents=rows(result.latents), rewards=rows(result.rewards),
                    ids=items(result.ids), skipped_steps=items(result.skipped_steps),
                    guided_steps=items(result.guided_steps), denoiser_passes=items(result.denoiser_passes),
-                   nonfinite_steps=items(result.nonfinite_steps), guidance_decodes=items(result.guidance_decodes))
+                   nonfinite_steps=items(result.nonfinite_steps), guidance_decodes=items(result.guidance_decodes),
+                   row_seconds=items(result.row_seconds))
 
 
 def _event(report: list[SampleProgress], step: int, steps: int, objectives: int) -> StepEvent:

@@ -61,16 +61,23 @@ def weighted_scores(reward: RewardFunction, state: BatchRows, rows: list[int], l
     return (scores * state.weights[index]).sum(dim=1)
 
 
-def select(state: BatchRows, reward: RewardFunction, shape: VideoShape) -> list[Hashable]:
-    """Prune or resample the particles of every sample due at its next step's noise level. Returns the
-    sample of each row the reward scored (a sample once per particle), which the batch counts as cost.
-    A sample's particles share its schedule, so they are always at the same step."""
+def due_particles(state: BatchRows) -> dict[Hashable, list[int]]:
+    """The rows of every sample whose particles are scored at its next step's noise level (what
+    :func:`select` scores, so what a step's scoring is charged to). A sample's particles share its
+    schedule, so they are always at the same step."""
     levels = state.noise_levels()
-    groups = state.groups()
-    due = {sid: rows for sid, rows in groups.items()
-           if len(rows) > 1 and _due(state.guidance[rows[0]], levels[rows[0]])}
+    return {sid: rows for sid, rows in state.groups().items()
+            if len(rows) > 1 and _due(state.guidance[rows[0]], levels[rows[0]])}
+
+
+def select(state: BatchRows, reward: RewardFunction, shape: VideoShape,
+           due: dict[Hashable, list[int]]) -> list[Hashable]:
+    """Prune or resample the particles of the samples ``due`` (:func:`due_particles`). Returns the sample
+    of each row the reward scored (a sample once per particle), which the batch counts as cost."""
     if not due:
         return []
+    levels = state.noise_levels()
+    groups = state.groups()
     scored = [row for rows in due.values() for row in rows]
     scored_ids = [state.ids[row] for row in scored]
     scores = weighted_scores(reward, state, scored, levels, shape)

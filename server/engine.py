@@ -88,7 +88,7 @@ class Engine:
         self.on_fatal = on_fatal
         self.cancels = cancels or LocalCancelRequests()
         self.executor = BatchExecutor(self.models, metrics, judges, batch_invariant,
-                                      inputs=getattr(store, "read_input", None))
+                                      inputs=getattr(store, "read_input", None), memory_bounded=memory_budget is not None)
         self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None

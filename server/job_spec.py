@@ -18,6 +18,9 @@ from guidance.video_to_video import denoise_start
 
 CheckpointKind = Literal["lora", "full"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
+#: Why a job without active guidance cannot ask for an unguided twin (the request's 400 says the same).
+COMPARE_NEEDS_GUIDANCE = ("compare_unguided needs active reward_guidance (a nonzero weight and strength): "
+                          "an unguided job has nothing to compare against its unguided twin")
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,14 @@ class JobSpec:
     #: Video-to-video: the share of the schedule run from the noised video (``guidance.video_to_video``);
     #: None without a video.
     denoise_strength: float | None = None
+    #: Also run the same request unguided in the job's batch and report the changes (``server.unguided_twin``).
+    compare_unguided: bool = False
 
     def __post_init__(self) -> None:
         if self.judge is not None and self.guidance is None:
             raise ValueError("reward_guidance.judge steers reward_guidance, which this job lacks")
+        if self.compare_unguided and (self.guidance is None or not self.guidance.active):
+            raise ValueError(COMPARE_NEEDS_GUIDANCE)
         if self.denoise_strength is not None and not (self.input_reference and self.input_reference.is_video):
             raise ValueError("denoise_strength applies to video-to-video: the job needs an input_reference video")
 
@@ -154,8 +161,10 @@ class JobSpec:
 
     @property
     def rows(self) -> int:
-        """Rows the job takes in every denoiser call: one per particle in the search modes, else one."""
-        return self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        """Rows the job takes in every denoiser call: one per particle in the search modes, else one; and
+        one more for its unguided twin (``compare_unguided``)."""
+        own = self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        return own + int(self.compare_unguided)
 
     @property
     def lora(self) -> CheckpointRef | None:
@@ -207,7 +216,7 @@ class JobSpec:
             "checkpoint_kind": ref.kind if ref else None,
             "checkpoint_scale": self.checkpoint_scale,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
-            "webhook_url": self.webhook_url,
+            "webhook_url": self.webhook_url, "compare_unguided": self.compare_unguided,
             "input_reference": self.input_reference.to_json() if self.input_reference else None,
             "denoise_strength": self.denoise_strength,
         }
@@ -216,7 +225,8 @@ class JobSpec:
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
         LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, those
-        before image-to-video no ``input_reference``, those before video-to-video no ``denoise_strength``."""
+        before image-to-video no ``input_reference``, those before unguided twins no ``compare_unguided``, and
+        those before video-to-video no ``denoise_strength``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -235,7 +245,7 @@ class JobSpec:
                    num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
                    negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
                    judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
-                   webhook_url=data.get("webhook_url"),
+                   webhook_url=data.get("webhook_url"), compare_unguided=bool(data.get("compare_unguided")),
                    input_reference=InputReference.from_json(data["input_reference"]) if data.get("input_reference")
                    else None,
                    denoise_strength=data.get("denoise_strength"))

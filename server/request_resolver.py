@@ -25,7 +25,7 @@ from server.hosted_model import HostedModel
 from server.input_reference import FIELD as INPUT_FIELD
 from server.input_reference import CheckedImage, UploadedImage, check_image, decode_data_url
 from server.input_video import CheckedVideo, check_video, is_video
-from server.job_spec import CheckpointRef, JobSpec
+from server.job_spec import COMPARE_NEEDS_GUIDANCE, CheckpointRef, JobSpec
 from server.schema import Limits, build_request_model
 from server.webhooks.allow_rules import WebhookPolicy, WebhookRefused, WebhookUnresolved
 
@@ -136,6 +136,8 @@ class RequestResolver:
         if unknown:
             raise APIError(400, f"unknown judge(s) {unknown}; registered: {', '.join(self.judges) or 'none'}",
                            param="judges", code="judge_not_found")
+        if req.compare_unguided and (guidance is None or not guidance.active):
+            raise APIError(400, COMPARE_NEEDS_GUIDANCE, param="compare_unguided")
         cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
         return JobSpec(
             model=name, prompt=req.prompt, negative_prompt=req.negative_prompt, width=width, height=height,
@@ -143,6 +145,7 @@ class RequestResolver:
             num_inference_steps=steps, guidance_scale=float(cfg),
             checkpoint=checkpoint,
             guidance=guidance, judge=judge, judges=tuple(judges), webhook_url=self._webhook_url(req.webhook_url),
+            compare_unguided=req.compare_unguided,
         ), req.denoise_strength
 
     def _webhook_url(self, url: str | None) -> str | None:

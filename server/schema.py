@@ -199,6 +199,13 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
             description="Video-to-video: how much of the schedule runs, in (0, 1] (int(num_inference_steps * "
                         "denoise_strength) steps, from the noise level they start at): 1 ignores the video, lower "
                         f"keeps more of it. Default {DEFAULT_DENOISE_STRENGTH} with a video; only with one.")
+        compare_unguided: bool = Field(
+            False,
+            description="Also run this request without guidance (same prompt, seed, shape, steps, CFG scale and "
+                        "checkpoint) as one more row of the job's batch, and report its figures (unguided) and "
+                        "the objectives guidance pushed up whose reward rose while a held-out judge's objective "
+                        "of the same name fell (reward_hacking). Costs one unguided sample (a row of --max-batch); "
+                        "its video is not kept. Needs active reward_guidance.")
         webhook_url: str | None = Field(
             None, min_length=1, max_length=MAX_WEBHOOK_URL_CHARS,
             description="POSTed the job's outcome (video.completed, video.failed or video.cancelled), signed the "
@@ -268,6 +275,30 @@ class InputReferenceInfo(BaseModel):
     fps: float | None = Field(None, description="A video's frame rate, from its header (videos only).")
 
 
+class ObjectiveChange(BaseModel):
+    """A job against its unguided twin on one objective: by the reward, and by a held-out judge's objective of
+    the same name."""
+
+    objective: str
+    judge: str
+    weight: float = Field(..., description="The job's weight on the objective: guidance pushed it up when > 0.")
+    reward_change: float = Field(..., description="Guided minus unguided reward of the final latents.")
+    judge_change: float = Field(..., description="Guided minus unguided score of the judge's objective.")
+    hacked: bool = Field(..., description="Guidance pushed it up (weight > 0), the reward rose and the judge fell.")
+
+
+class UnguidedTwin(BaseModel):
+    """The figures of a job's unguided twin (compare_unguided) and the job's changes against it."""
+
+    rewards: dict[str, float] | None = Field(None, description="The twin's reward of its final latents.")
+    judge_scores: dict[str, dict[str, float]] | None = Field(
+        None, description="The held-out judges' scores of the twin's video (the judges the job asked for).")
+    changes: list[ObjectiveChange] = Field(
+        default_factory=list, description="One per reward objective and judge that scores an objective of its "
+                                          "name; empty when no judge does.")
+    error: str | None = Field(None, description="Why the twin has no figures (its output was unusable).")
+
+
 class VideoObject(BaseModel):
     """A video job, shaped like OpenAI's video object with the diffusion peers' extra fields."""
 
@@ -294,6 +325,7 @@ class VideoObject(BaseModel):
     checkpoint: str | None = None
     checkpoint_scale: float | None = Field(None, description="The LoRA checkpoint's scale (LoRA checkpoints only).")
     reward_guidance: RewardGuidance | None = None
+    compare_unguided: bool = Field(False, description="Whether the job runs and reports an unguided twin.")
     rewards: dict[str, float] | None = Field(None, description="Per-objective reward of the final latents.")
     rewards_z: dict[str, float] | None = Field(
         None, description="The same as z-scores against the model's unguided samples ((r - mean) / std; 0 is a "
@@ -302,8 +334,17 @@ class VideoObject(BaseModel):
         None, description="Held-out scores of the finished video: {judge: {objective: score}}, higher is better, from "
                           "the operator's judges, which guidance did not optimise (unlike rewards).")
     guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
-    cost_vs_unguided: float | None = Field(None, description="Denoiser passes / steps: 1 unguided or gradient-guided, "
-                                                             "more for the particles of best_of_n and fk.")
+    unguided: UnguidedTwin | None = Field(
+        None, description="With compare_unguided, once completed: the unguided twin's figures and the changes.")
+    reward_hacking: list[ObjectiveChange] | None = Field(
+        None, description="With compare_unguided: the objectives guidance pushed up whose reward rose while a "
+                          "held-out judge's objective of the same name fell ([]: none). null: not compared, or "
+                          "nothing could be judged (no judge scores an objective guidance pushed up, by name).")
+    cost_vs_unguided: float | None = Field(
+        None, description="Measured time of the job's rows / that of one unguided row of the same batch calls "
+                          "(denoiser share per step + decode): 1 unguided, more for reward gradients and particles.")
+    denoiser_passes: int | None = Field(None, description="Rows x steps the denoiser ran for the job (its particles "
+                                                          "each; CFG's unconditional pass not counted).")
     guidance_decodes: int | None = Field(
         None, description="Clean estimates a judge decoded to steer this job (particle rankings, gradient steps, the "
                           "final score; particles count each): each costs a denoiser pass and a VAE decode, and in a "

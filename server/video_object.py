@@ -9,9 +9,9 @@ from server.schema import VideoObject
 from server.store import Job
 
 #: Result fields copied from the finished job as they are.
-RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided",
-                 "guidance_decodes", "batch_size", "queue_time_s", "inference_time_s", "encode_time_s",
-                 "peak_memory_mb")
+RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "unguided", "reward_hacking", "guidance_skipped_steps",
+                 "cost_vs_unguided", "denoiser_passes", "guidance_decodes", "batch_size", "queue_time_s",
+                 "inference_time_s", "encode_time_s", "peak_memory_mb")
 
 
 def video_object(job: Job, retention: Retention) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         fps=spec.fps, seed=spec.seed, num_inference_steps=spec.num_inference_steps,
         guidance_scale=spec.guidance_scale, checkpoint=checkpoint.name if checkpoint else None,
         checkpoint_scale=spec.checkpoint_scale,
-        reward_guidance=spec.reward_guidance_json(),
+        reward_guidance=spec.reward_guidance_json(), compare_unguided=spec.compare_unguided,
         **{k: r.get(k) for k in RESULT_FIELDS},
         webhook_status=job.webhook,
         input_reference=_input_reference(spec),

@@ -56,6 +56,8 @@ class JudgeReward:
 
     #: Each row it scores costs a VAE decode (``guidance.batch_state.BatchState`` counts them).
     decodes = True
+    #: A gradient holds a VAE decoder's activations per row (gigabytes at video sizes): one row per backward.
+    max_chunk_rows = 1
 
     def __init__(self, family: PipelineFamily, judge: Judge, fps: float = DEFAULT_FPS) -> None:
         if family.prediction != "flow":

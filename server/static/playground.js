@@ -148,6 +148,7 @@ function requestBody(weights, seed = number("#seed", parseInt)) {
     const mode = $("#mode").value;
     body.reward_guidance = { weights, strength: number("#strength"), window: [number("#window-lo"), number("#window-hi")], mode };
     if (SEARCH_MODES.has(mode)) body.reward_guidance.particles = number("#particles", parseInt);
+    if ($("#compare-unguided").checked) body.compare_unguided = true;
   }
   for (const key of Object.keys(body)) if (body[key] === null) delete body[key];
   return body;
@@ -242,31 +243,61 @@ async function runJob(body, run, changed) {
 const REWARD_TITLE = "The reward model's score of the final latents: what guidance pushed up. z: the optimised "
   + "reward's own score, against unguided samples (0 = a typical unguided clip); not evidence on its own";
 const JUDGE_TITLE = "A held-out judge's score (judge_scores): guidance did not see this judge";
+const TWIN_TITLE = "compare_unguided: the same request without guidance, run in the same batch";
+const signed = (v) => `${v >= 0 ? "+" : ""}${Number(v.toPrecision(4))}`;
+
+// The verdict of a job's unguided twin, one line each: the objectives flagged, none, or why there is none.
+function hackingLines(video) {
+  const twin = video.unguided;
+  if (!twin) return [];
+  if (twin.error) return [`no comparison: ${twin.error}`];
+  if (video.reward_hacking === null) return ["not judged: no held-out judge scores an objective guidance pushed up, by name"];
+  if (!video.reward_hacking.length) return ["none: no held-out judge of an objective guidance pushed up says it fell"];
+  return video.reward_hacking.map((c) => `guidance raised ${c.objective} while judge ${c.judge} says it fell `
+    + `(reward ${signed(c.reward_change)}, judge ${signed(c.judge_change)} vs the unguided twin)`);
+}
+
+// " (unguided twin X)" after a figure the twin also has.
+function twinFigure(value) {
+  return value === undefined ? "" : ` (unguided twin ${value.toFixed(4)})`;
+}
 
 function showResult(dl, video) {
   const rows = [["status", video.status], ["seed", video.seed]];
+  const flagged = (video.reward_hacking || []).length > 0;
+  for (const line of hackingLines(video)) rows.push(["reward hacking", line, TWIN_TITLE, flagged ? "warning" : ""]);
+  const twin = video.unguided || {};
   if (video.rewards) {
     for (const [k, v] of Object.entries(video.rewards)) {
       const z = video.rewards_z && video.rewards_z[k] !== undefined ? ` (z ${video.rewards_z[k] >= 0 ? "+" : ""}${video.rewards_z[k].toFixed(2)})` : "";
-      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z, REWARD_TITLE]);
+      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z + twinFigure((twin.rewards || {})[k]), REWARD_TITLE]);
     }
   }
   for (const [judge, scores] of Object.entries(video.judge_scores || {})) {
-    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4), JUDGE_TITLE]);
+    const other = (twin.judge_scores || {})[judge] || {};
+    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4) + twinFigure(other[k]), JUDGE_TITLE]);
   }
   const g = video.reward_guidance;
   rows.push(["guidance", g ? `${describeWeights(g.weights)}; ${g.mode}, strength ${g.strength}, window ${g.window.join("-")}` : "unguided"]);
-  for (const key of ["batch_size", "queue_time_s", "inference_time_s", "encode_time_s", "cost_vs_unguided", "peak_memory_mb"]) {
+  for (const key of ["batch_size", "queue_time_s", "inference_time_s", "encode_time_s", "cost_vs_unguided", "denoiser_passes", "peak_memory_mb"]) {
     if (video[key] !== null && video[key] !== undefined) rows.push([key.replace(/_/g, " "), video[key]]);
   }
   if (video.error) rows.push(["error", video.error.message]);
-  dl.replaceChildren(...rows.flatMap(([k, v, title]) => {
+  dl.replaceChildren(...rows.flatMap(([k, v, title, className]) => {
     const dt = document.createElement("dt"), dd = document.createElement("dd");
     dt.textContent = k;
     dd.textContent = String(v);
     if (title) dt.title = title;
+    if (className) dt.className = dd.className = className;
     return [dt, dd];
   }));
+}
+
+// The Live section's warning line: shown while the run it shows has reward hacking flagged.
+function showHacking(video) {
+  const flagged = video && (video.reward_hacking || []).length > 0;
+  $("#hacking").hidden = !flagged;
+  $("#hacking").textContent = flagged ? `Reward hacking: ${hackingLines(video).join("; ")}` : "";
 }
 
 async function play(video, element) {
@@ -280,6 +311,7 @@ async function showInPlayer(video) {
   const player = $("#player"), link = $("#download");
   player.removeAttribute("src");
   link.hidden = true;
+  showHacking(video);
   if (!video) {
     $("#result").replaceChildren();
     return;
@@ -403,6 +435,10 @@ async function refreshGallery() {
     const meta = Object.assign(document.createElement("div"), { className: "meta",
       textContent: `${video.status} · ${video.reward_guidance ? describeWeights(video.reward_guidance.weights) : "unguided"} ${rewards}` });
     card.append(img, prompt, meta);
+    if ((video.reward_hacking || []).length) {
+      card.append(Object.assign(document.createElement("div"), { className: "warning",
+        textContent: `reward hacking: ${video.reward_hacking.map((c) => `${c.objective} (judge ${c.judge})`).join(", ")}` }));
+    }
     if (video.status === "completed") {
       const link = Object.assign(document.createElement("a"), { textContent: "download", download: `${video.id}.mp4` });
       link.addEventListener("click", async (event) => {

@@ -44,6 +44,16 @@ def test_a_judge_steers_search_and_gradient_modes_but_needs_guidance():
     assert gradient.rows == 1 and gradient.batch_key().judge == "clip"
     with pytest.raises(ValueError, match="reward_guidance.judge steers reward_guidance"):
         replace(SPEC, judge="clip")
+
+
+def test_an_unguided_twin_is_one_more_row_and_needs_active_guidance():
+    guided = replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "relative"), compare_unguided=True)
+    particles = replace(guided, guidance=GuidanceSpec({"vq": 1.0}, 1.0, (0.2, 0.8), "fk", 3))
+    assert guided.rows == 2 and particles.rows == 4 and guided.batch_key() == SPEC.batch_key()
+    for inactive in (None, GuidanceSpec({"vq": 1.0}, 0.0, (0.2, 0.8), "relative")):
+        with pytest.raises(ValueError, match="compare_unguided needs active reward_guidance"):
+            replace(SPEC, guidance=inactive, compare_unguided=True)
+
     with pytest.raises(ValueError, match="checkpoint_scale applies to LoRA"):
         CheckpointRef("sft", "full", 0.5)
     with pytest.raises(ValueError, match="checkpoint kind"):
@@ -60,6 +70,7 @@ def test_a_judge_steers_search_and_gradient_modes_but_needs_guidance():
     replace(SPEC, webhook_url="https://hooks.example.com/nrg?token=abc"),
     replace(SPEC, input_reference=IMAGE),
     replace(SPEC, input_reference=VIDEO, denoise_strength=0.6),
+    replace(SPEC, guidance=GuidanceSpec({"vq": 1.0}, 2.0, (0.2, 0.8), "relative"), compare_unguided=True),
 ])
 def test_the_store_record_reads_back_as_the_same_spec(spec):
     import json
@@ -93,6 +104,11 @@ def test_a_video_job_runs_the_tail_of_its_schedule_and_steps_with_jobs_of_its_st
     for bad in (SPEC, replace(SPEC, input_reference=IMAGE)):
         with pytest.raises(ValueError, match="denoise_strength applies to video-to-video"):
             replace(bad, denoise_strength=0.5)
+
+
+def test_a_record_written_before_unguided_twins_has_none():
+    record = {k: v for k, v in SPEC.to_json().items() if k != "compare_unguided"}
+    assert JobSpec.from_json(record) == SPEC and not SPEC.compare_unguided
 
 
 def test_the_request_types_import_without_torch():

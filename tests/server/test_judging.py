@@ -142,4 +142,4 @@ def test_a_judge_guides_by_its_gradient_on_its_differentiable_objectives_only(ti
         assert job["status"] == "completed", job
         assert set(job["rewards"]) == set(job["judge_scores"]["quality"]) == {"sharpness", "motion_smoothness"}
         # Two steps: the first (t = 1) is never guided, the second decodes and backpropagates; then the final score.
-        assert job["guidance_decodes"] == 2 and job["cost_vs_unguided"] == 1.0
+        assert job["guidance_decodes"] == 2 and job["cost_vs_unguided"] > 1.0  # the decoder backward is measured time

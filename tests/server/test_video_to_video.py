@@ -98,7 +98,8 @@ def test_multipart_and_data_url_videos_give_the_librarys_video_beside_a_text_job
     for finished, expected in zip(done, (library(hosted_wan, MP4, 0.8), library(hosted_wan, MP4, 0.5),
                                          library(hosted_wan, None, seed=6))):
         assert list(finished["rewards"].values()) == pytest.approx(expected, abs=1e-4)
-    # An unguided video-to-video job costs what an unguided job of its steps does.
+    # An unguided video-to-video job makes a denoiser pass per step it runs, and costs what an unguided row does.
+    assert [j["denoiser_passes"] for j in done] == [3, 2, 4]
     assert done[0]["cost_vs_unguided"] == 1.0 and done[1]["cost_vs_unguided"] == 1.0
     assert client.get(f"/v1/videos/{job['id']}/content").content[4:8] == b"ftyp"
 
@@ -107,8 +108,10 @@ def test_a_guided_v2v_job_moves_its_objective(client, hosted_wan):
     guided = {"reward_guidance": {"weights": {"vq": 1.0}, "strength": 80.0, "window": [0.0, 1.0], "mode": "sum"}}
     plain = wait_for(client, client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(MP4)}).json()["id"])
     steered = wait_for(client, client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(MP4),
-                                                                **guided}).json()["id"])
+                                                                "compare_unguided": True, **guided}).json()["id"])
     assert steered["rewards"]["vq"] > plain["rewards"]["vq"] + 1e-4
+    # Its unguided twin starts from the same video at the same step: the plain job's figures.
+    assert steered["unguided"]["rewards"] == pytest.approx(plain["rewards"], abs=1e-4)
     expected = library(hosted_wan, MP4, guidance=GuidanceSpec({"vq": 1.0}, 80.0, (0.0, 1.0), "sum"))
     assert list(steered["rewards"].values()) == pytest.approx(expected, abs=1e-4)
 
@@ -178,4 +181,4 @@ def test_openai_sdk_sends_a_video_input_reference_as_a_file(server):
     assert video.status == "queued" and video.model_extra["input_reference"]["media_type"] == "video/mp4"
     with httpx.Client(base_url=server[0], timeout=120) as http:
         done = wait_for(http, video.id)
-    assert done["status"] == "completed" and done["denoise_strength"] == 0.5 and done["cost_vs_unguided"] == 1.0
+    assert done["status"] == "completed" and done["denoise_strength"] == 0.5 and done["denoiser_passes"] == 1

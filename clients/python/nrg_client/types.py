@@ -20,8 +20,10 @@ __all__ = [
     "GeneratedVideo",
     "ModelInfo",
     "ModelList",
+    "ObjectiveChange",
     "RewardGuidance",
     "RewardGuidanceParams",
+    "UnguidedTwin",
     "Video",
     "VideoCreateParams",
     "VideoDeleted",
@@ -90,6 +92,8 @@ class VideoCreateParams(BaseModel):
     input_reference: str | None = None
     #: Video-to-video: the share of the schedule run from the noised clip, in (0, 1] (server default 0.8).
     denoise_strength: float | None = None
+    #: Also run the request unguided in the same batch and report the changes (``Video.unguided``).
+    compare_unguided: bool | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -128,6 +132,28 @@ class RewardGuidance(_Response):
     judge: str | None = None
 
 
+class ObjectiveChange(_Response):
+    """A job against its unguided twin on one objective: by the reward and by a held-out judge's objective of
+    the same name. ``hacked``: guidance pushed it up (``weight`` > 0), the reward rose and the judge fell."""
+
+    objective: str
+    judge: str
+    weight: float
+    reward_change: float
+    judge_change: float
+    hacked: bool
+
+
+class UnguidedTwin(_Response):
+    """The figures of a job's unguided twin (``compare_unguided``) and the job's changes against it; ``error``
+    says why there are none (the twin's output was unusable)."""
+
+    rewards: dict[str, float] | None = None
+    judge_scores: dict[str, dict[str, float]] | None = None
+    changes: list[ObjectiveChange] = Field(default_factory=list)
+    error: str | None = None
+
+
 class WebhookStatus(_Response):
     """Where a job's webhook stands: waiting (the job runs), pending, delivered or failed."""
 
@@ -163,15 +189,23 @@ class Video(_Response):
     checkpoint: str | None = None
     checkpoint_scale: float | None = None
     reward_guidance: RewardGuidance | None = None
+    compare_unguided: bool = False
     rewards: dict[str, float] | None = None
     rewards_z: dict[str, float] | None = None
     #: Held-out judges' scores of the finished video: {judge: {objective: score}} (not optimised by guidance).
     judge_scores: dict[str, dict[str, float]] | None = None
+    #: With ``compare_unguided``: the unguided twin's figures and the job's changes against it.
+    unguided: UnguidedTwin | None = None
+    #: With ``compare_unguided``: the changes flagged ``hacked`` ([] none); None when nothing could be judged
+    #: (no held-out judge scores an objective guidance pushed up, by name) or the job did not compare.
+    reward_hacking: list[ObjectiveChange] | None = None
     guidance_skipped_steps: int | None = None
+    #: Measured time of the job's rows / that of one unguided row of the same batch calls.
     cost_vs_unguided: float | None = None
     #: Clean estimates a judge decoded to steer the job (each a denoiser pass and a VAE decode, and in a
     #: gradient mode a backward through both); 0 when a reward model steers.
     guidance_decodes: int | None = None
+    denoiser_passes: int | None = None
     batch_size: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
@@ -255,11 +289,14 @@ class Event(_Response):
     rewards_z: dict[str, float] | None = None
     #: Held-out judges' scores of the finished video: {judge: {objective: score}} (not optimised by guidance).
     judge_scores: dict[str, dict[str, float]] | None = None
+    unguided: UnguidedTwin | None = None
+    reward_hacking: list[ObjectiveChange] | None = None
     batch_size: int | None = None
     error: VideoError | None = None
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
     guidance_decodes: int | None = None
+    denoiser_passes: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
     encode_time_s: float | None = None

@@ -139,3 +139,26 @@ def test_refusals_name_the_sample(tiny_family):
     with pytest.raises(ValueError, match="not both"):
         sample(tiny_family("ltx"), [SampleSpec("a", image=test_image(0, 64, 32), video=test_video(0, LTX_SHAPE))],
                LTX_SHAPE, 2)
+
+
+def test_a_video_row_added_with_a_text_row_leaves_first_as_it_would_alone(tiny_family):
+    """In a server's batch a video row may join beside rows at any step: it runs its own truncated schedule
+    from its first step, finishes before a text-to-video row added with it, and each equals its run alone."""
+    from guidance.batch_state import BatchState
+
+    family = tiny_family("wan")
+    text = SampleSpec("a blue square", seed=4, cfg_scale=4.0)
+    video = SampleSpec("a red circle", seed=5, cfg_scale=1.0, video=test_video(2, WAN_SHAPE), denoise_strength=0.5)
+    batch = BatchState(family, WAN_SHAPE)
+    batch.add([text, video], 4, ["text", "video"])
+    progress = [batch.step() for _ in range(2)][-1]
+    assert [(p.id, p.step, p.steps) for p in progress] == [("text", 2, 4), ("video", 2, 2)]
+    assert batch.finished() == ["video"]
+    first = batch.pop_finished()
+    batch.add([SampleSpec("a green square", seed=6)], 4, ["late"])  # a newcomer joins the text row mid-run
+    batch.step(), batch.step()
+    second = batch.pop_finished()
+    assert second.ids == ["text"]
+    for result, spec in ((first, video), (second, text)):
+        alone = sample(family, [spec], WAN_SHAPE, 4).frames[0]
+        assert (result.frames[0] - alone).abs().max() <= 1e-4

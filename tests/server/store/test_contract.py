@@ -63,6 +63,24 @@ def test_create_claim_heartbeat_finish_requeue(backend):
     assert again[0].attempts == 2 and store.queued(["m"]) == [] and store.get(other.id).status == "queued"
 
 
+def test_a_job_with_an_unguided_twin_keeps_its_request_and_its_comparison(backend):
+    from guidance.nrg import GuidanceSpec
+
+    twin_spec = spec(guidance=GuidanceSpec({"vq": 1.0}, 2.0, (0.2, 0.8), "relative"), compare_unguided=True)
+    change = {"objective": "vq", "judge": "truth", "weight": 1.0, "reward_change": 0.25, "judge_change": -0.01,
+              "hacked": True}
+    result = {"rewards": {"vq": 1.25}, "cost_vs_unguided": 1.8, "denoiser_passes": 4,
+              "unguided": {"rewards": {"vq": 1.0}, "judge_scores": {"truth": {"vq": 0.5}}, "changes": [change],
+                           "error": None},
+              "reward_hacking": [change]}
+    store = backend()
+    job = store.create(twin_spec)
+    store.claim([job.id], "w1", 30)
+    assert store.finish(job.id, "completed", result, worker="w1")
+    again = backend().get(job.id)  # another connection: what the database holds
+    assert again.spec == twin_spec and again.spec.rows == 2 and again.result == result
+
+
 def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
     store = backend()
     kept, dropped = store.create(SPEC), store.create(SPEC)
