@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo_world.compare import head_to_head, run_checkpoint_eval
-from demo_world.evaluate import _win_cell
+from demo_world.evaluate import win_cell
 from demo_world.metrics import OBJECTIVES
 from guidance.align.lora import STATE_DIR
 from guidance.demo import embedded_checkpoints
@@ -263,13 +263,13 @@ def format_table(report: dict) -> str:
              + "".join(f" win MQ vs {name} |" for name in embedded),
              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(embedded)]
     for row in report["rows"]:
-        cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)
+        cells = " | ".join(win_cell(row["stats"][o]) for o in OBJECTIVES)
         acc = "-" if row["heldout_accuracy"] is None else f"{100 * row['heldout_accuracy']:.1f}%"
         lines.append(f"| {row['name']} | {row['what']} | {cells} | {row['means']['mq']:.3f} | "
                      f"{row['drift']['abs']:.4f} ({100 * row['drift']['rel']:.1f}%) | {acc} | {row['steps']} |"
-                     + "".join(f" {_win_cell(row['against_embedded'][name]['mq'])} |" for name in embedded))
+                     + "".join(f" {win_cell(row['against_embedded'][name]['mq'])} |" for name in embedded))
     for name, row in report["embedded"].items():
-        cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)
+        cells = " | ".join(win_cell(row["stats"][o]) for o in OBJECTIVES)
         lines.append(f"| {name} | the committed checkpoint (not retrained) | {cells} | {row['means']['mq']:.3f} | "
                      "- | - | - |" + " - |" * len(embedded))
     base = report["base_means"]
@@ -279,7 +279,7 @@ def format_table(report: dict) -> str:
               "|---|---|---|---|---|---|"]
     for name, points in report["curve"]["runs"].items():
         for p in points:
-            cells = " | ".join(_win_cell(p["stats"][o]) for o in OBJECTIVES)
+            cells = " | ".join(win_cell(p["stats"][o]) for o in OBJECTIVES)
             lines.append(f"| {name} | {p['step']} | {cells} | {p['means']['mq']:.3f} |")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from demo_world import world
-from demo_world.evaluate import DEFAULT_SEEDS, TUNE_SEED_BASE, _means, _win_cell, device_text, parse_setting
+from demo_world.evaluate import DEFAULT_SEEDS, TUNE_SEED_BASE, device_text, means, parse_setting, win_cell
 from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 from demo_world.pairs import TIE_MARGIN
 from guidance.win_rates import win_rate
@@ -120,7 +120,7 @@ def run_checkpoint_eval(
     rows = []
     for label, against in comparisons(names, guidance is not None):
         rows.append({"config": label, "against": against, "stats": head_to_head(scores, label, against),
-                     "means": _means(scores[label]), "against_means": _means(scores[against])})
+                     "means": means(scores[label]), "against_means": means(scores[against])})
     return {
         "command": command,
         "device": device_text(device),
@@ -134,7 +134,7 @@ def run_checkpoint_eval(
         "prompts": [p.text for p in chosen], "seeds": [seed_base + j for j in range(seeds)], "seed_set": seed_set,
         "clips_per_config": len(items), "tie_margin": TIE_MARGIN, "metrics_version": METRICS_VERSION,
         "load_average": [load_before, os.getloadavg()[0]],
-        "means": {label: _means(s) for label, s in scores.items()},
+        "means": {label: means(s) for label, s in scores.items()},
         "seconds_per_clip": seconds,
         "rows": rows,
         "per_clip": scores,
@@ -151,11 +151,11 @@ def format_checkpoint_table(report: dict) -> str:
     """Markdown: per comparison, win rate % [95% CI] wins/decisive p on each objective; then means."""
     lines = ["| config | against | win VQ | win MQ | win TA |", "|---|---|---|---|---|"]
     for row in report["rows"]:
-        cells = " | ".join(_win_cell(row["stats"][o]) for o in OBJECTIVES)
+        cells = " | ".join(win_cell(row["stats"][o]) for o in OBJECTIVES)
         lines.append(f"| {row['config']} | {row['against']} | {cells} |")
     lines += ["", "| config | mean VQ | mean MQ | mean TA | s/clip |", "|---|---|---|---|---|"]
-    for label, means in report["means"].items():
-        lines.append(f"| {label} | {means['vq']:.3f} | {means['mq']:.3f} | {means['ta']:.3f} | "
+    for label, avg in report["means"].items():
+        lines.append(f"| {label} | {avg['vq']:.3f} | {avg['mq']:.3f} | {avg['ta']:.3f} | "
                      f"{report['seconds_per_clip'][label]:.2f} |")
     lines.append("")
     lines.append("Win cells: win rate % [95% Wilson interval] wins/decisive pairs, two-sided sign-test p; a pair is "

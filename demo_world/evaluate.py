@@ -29,7 +29,7 @@ import numpy as np
 from demo_world import world
 from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
 from demo_world.pairs import TIE_MARGIN
-from guidance.win_rates import win_rate
+from guidance.win_rates import WinRate, win_rate
 
 #: The rows of the paper's Table 5 (VQ:MQ:TA), plus the two single-objective rows it lacks and 1:1:1.
 DEFAULT_SETTINGS = ("0:0:1", "0.1:0.1:0.8", "0.5:0.5:0", "1:0:0", "0:1:0", "1:1:1")
@@ -61,8 +61,27 @@ def device_text(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads)"
 
 
-def _means(scores: list[dict]) -> dict[str, float]:
+def means(scores: list[dict]) -> dict[str, float]:
+    """The mean of each objective over clips' ground-truth scores."""
     return {o: float(np.mean([s[o] for s in scores])) for o in OBJECTIVES}
+
+
+def score_clips(frames, texts: Sequence[str]) -> list[dict[str, float]]:
+    """The ground truth (``metrics.evaluate``: VQ, MQ, TA) of every clip of ``frames`` [B, F, H, W, 3]
+    in [0, 1] (numpy or torch), each against its own prompt of ``texts``."""
+    if len(frames) != len(texts):
+        raise ValueError(f"{len(frames)} clips but {len(texts)} prompts")
+    return [evaluate(clip, text) for clip, text in zip(frames, texts)]
+
+
+def paired_win_rates(guided: Sequence[dict], unguided: Sequence[dict],
+                     margins: dict[str, float] = TIE_MARGIN) -> dict[str, WinRate]:
+    """Per objective of ``margins``: the wins, losses and ties of each guided clip's score over the
+    unguided clip of the same prompt and seed (the same position in both lists); a pair is decisive
+    when the scores differ by at least the objective's margin (``pairs.TIE_MARGIN`` by default)."""
+    if len(guided) != len(unguided):
+        raise ValueError(f"paired win rates need as many guided as unguided clips; got {len(guided)} and {len(unguided)}")
+    return {o: win_rate([g[o] - u[o] for g, u in zip(guided, unguided)], margin) for o, margin in margins.items()}
 
 
 def run_eval(
@@ -150,7 +169,7 @@ def run_eval(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         frames = out.frames.float().cpu().numpy()
-        scores = [evaluate(clip, text) for clip, (text, _) in zip(frames, items)]
+        scores = score_clips(frames, [text for text, _ in items])
         results[(setting, strength)] = {"scores": scores, "seconds_per_clip": seconds / len(items),
                                         "skipped_steps": int(sum(out.skipped_steps)), "rewards": out.rewards}
         sheet[(setting, strength)] = list(frames[:SHEET_ITEMS])
@@ -162,10 +181,9 @@ def run_eval(
     rows = []
     for setting, strength in configs[1:]:
         res = results[(setting, strength)]
-        stats = {o: win_rate([g[o] - u[o] for g, u in zip(res["scores"], base["scores"])], TIE_MARGIN[o])
-                 for o in OBJECTIVES}
+        stats = paired_win_rates(res["scores"], base["scores"])
         rows.append({
-            "weights": setting, "strength": strength, "mode": mode, **_means(res["scores"]),
+            "weights": setting, "strength": strength, "mode": mode, **means(res["scores"]),
             "win_rate": {o: stats[o].rate for o in OBJECTIVES},
             "wins": {o: stats[o].wins for o in OBJECTIVES}, "losses": {o: stats[o].losses for o in OBJECTIVES},
             "ties": {o: stats[o].ties for o in OBJECTIVES},
@@ -187,7 +205,7 @@ def run_eval(
         "settings": list(settings), "strengths": strengths,
         "clips_per_row": len(items), "tie_margin": TIE_MARGIN, "metrics_version": METRICS_VERSION,
         "load_average": [load_before, os.getloadavg()[0]],
-        "unguided": {**_means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
+        "unguided": {**means(base["scores"]), "seconds_per_clip": base["seconds_per_clip"]},
         "calibration": None if calibration is None else calibration.to_json(),
         "rows": rows,
         "per_clip": {"unguided": base["scores"],
@@ -239,7 +257,7 @@ def tune(
     return report, best
 
 
-def _win_cell(stats: dict) -> str:
+def win_cell(stats: dict) -> str:
     """``62.5 [48-75] 40/64 p=0.06``: win rate %, 95% interval, wins / decisive pairs, sign test."""
     if stats["rate"] is None:
         return f"- (0 decisive, {stats['ties']} ties)"
@@ -258,7 +276,7 @@ def format_table(report: dict) -> str:
         f"{u['seconds_per_clip']:.3f} |",
     ]
     for r in report["rows"]:
-        cells = " | ".join(_win_cell(r["stats"][o]) for o in OBJECTIVES)
+        cells = " | ".join(win_cell(r["stats"][o]) for o in OBJECTIVES)
         lines.append(
             f"| {r['weights']} | {r['mode']} | {r['strength']:g} | {cells} | {r['vq']:.3f} / {r['mq']:.3f} / "
             f"{r['ta']:.3f} | {r['seconds_per_clip']:.3f} ({r['cost_vs_unguided']:.2f}x) |"
@@ -304,11 +322,17 @@ the date. Append new measurements; do not rewrite other sections.
 
 
 def append_benchmarks(path: str | Path, report: dict) -> Path:
+    return append_section(path, benchmark_section(report))
+
+
+def append_section(path: str | Path, section: str) -> Path:
+    """Append a dated section to docs/benchmarks.md (``path``), after a blank line; a missing file
+    starts with the page's header."""
     path = Path(path)
     text = path.read_text() if path.is_file() else BENCHMARKS_HEADER
     if not text.endswith("\n"):
         text += "\n"
-    path.write_text(text + "\n" + benchmark_section(report))
+    path.write_text(text + "\n" + section)
     return path
 
 

@@ -18,11 +18,12 @@ estimator would, so the gradient flows through the pixel values only:
   direction beyond ``MIN_TRAVEL`` and beyond the other directions.
 
 :class:`OracleReward` makes it a :class:`guidance.rewards.RewardFunction` of noisy latents: the
-denoiser's clean estimate ``x0 = x_t - t v(x_t, t)`` (flow matching) is decoded by the VAE and scored,
-with the gradient taken through the denoiser and the decoder. It needs the prompt's words, which a
-reward sees only as text embeddings: it encodes every prompt of the world once and reads each row's
-prompt as the nearest embedding. It serves as the ceiling row of ``nrg eval --oracle`` and as the
-reference direction of the gradient diagnostic (``demo_world.diagnose``).
+denoiser's clean estimate ``x0 = x_t - t v(x_t, t)`` (flow matching) is decoded by the VAE, keeping
+the graph when grad mode is on (``PipelineFamily.decode_with_grad``), and scored, with the gradient
+taken through the denoiser and the decoder. It needs the prompt's words, which a reward sees only as
+text embeddings: it encodes every prompt of the world once and reads each row's prompt as the nearest
+embedding. It serves as the ceiling row of ``nrg eval --oracle`` and as the reference direction of the
+gradient diagnostic (``demo_world.diagnose``).
 """
 
 from __future__ import annotations
@@ -153,18 +154,6 @@ def soft_metrics(frames: torch.Tensor, prompts: Sequence[str | Prompt]) -> torch
     return torch.stack([vq, mq, ta], dim=-1)
 
 
-def decode_differentiable(family: PipelineFamily, latents: torch.Tensor) -> torch.Tensor:
-    """Wan latents -> frames [B, F, H, W, 3] in [0, 1], as ``family.decode`` but keeping the graph."""
-    if family.name != "wan":
-        raise ValueError(f"the demo oracle decodes Wan latents; this pipeline is {family.name}")
-    vae = family.pipe.vae
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean, device=latents.device, dtype=torch.float32).view(1, z, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=torch.float32).view(1, z, 1, 1, 1)
-    video = vae.decode((latents.float() * std + mean).to(vae.dtype), return_dict=False)[0]
-    return (video.float() / 2 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1)
-
-
 class OracleReward:
     """The demo world's ground truth as a differentiable reward of noisy latents (module docstring)."""
 
@@ -186,5 +175,7 @@ class OracleReward:
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
                  shape: VideoShape) -> torch.Tensor:
-        frames = decode_differentiable(self.family, self.family.clean_estimate(latents, t, cond, shape))
+        x0 = self.family.clean_estimate(latents, t, cond, shape)
+        decode = self.family.decode_with_grad if torch.is_grad_enabled() else self.family.decode
+        frames = decode(x0, shape, [torch.Generator(x0.device).manual_seed(0) for _ in x0])
         return soft_metrics(frames, self.prompts_of(cond))

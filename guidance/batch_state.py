@@ -40,12 +40,14 @@ from guidance import search
 from guidance.batch_rows import BatchRows
 from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 from guidance.multi_lora import MultiLora
-from guidance.nrg import DEFAULT_MAX_RATIO
+from guidance.nrg import DEFAULT_MAX_RATIO, check_gradient_objectives
 from guidance.precision import check_guidance_dtype
-from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, RowByRowReward, reward_and_gradients
+from guidance.rewards import RewardFunction, RowByRowReward, default_chunk_rows, reward_and_gradients
+from guidance.row_time import RowClock
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
 from guidance.timing import PhaseTimer
+from guidance.video_to_video import check_video_specs, sample_start
 from kernels.guided_step import guided_step
 
 
@@ -81,11 +83,12 @@ def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, lora
             continue
         if reward is None and spec.guidance.active:
             raise ValueError(f"sample {i}: reward guidance was requested but no reward model is loaded")
-        if getattr(reward, "gradient_free", False) and spec.guidance.active and not spec.guidance.search:
-            raise ValueError(f"sample {i}: mode {spec.guidance.mode} needs a gradient; this reward only ranks the "
-                             "candidates of the search modes (best_of_n, fk)")
+        # A reward without ``differentiable`` (a latent reward) has a gradient for every objective.
+        differentiable = getattr(reward, "differentiable", None)
         try:
             spec.guidance.validate(reward.objectives if reward is not None else ())
+            if differentiable is not None:
+                check_gradient_objectives(spec.guidance, differentiable)
         except ValueError as exc:
             raise ValueError(f"sample {i}: {exc}") from None
 
@@ -95,7 +98,7 @@ class BatchState:
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
                  *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
-                 reward_chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_invariant: bool = False) -> None:
+                 reward_chunk_rows: int | None = None, batch_invariant: bool = False) -> None:
         family.check_shape(shape)
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
@@ -104,8 +107,9 @@ class BatchState:
         self.reward = reward
         self.max_ratio = max_ratio
         #: Guided rows differentiated together (``guidance.rewards``): the reward backward's memory is
-        #: that many rows', however many rows are guided.
-        self.reward_chunk_rows = 1 if batch_invariant else reward_chunk_rows
+        #: that many rows', however many rows are guided (None: ``default_chunk_rows`` for the device).
+        self.reward_chunk_rows = 1 if batch_invariant else (
+            reward_chunk_rows if reward_chunk_rows is not None else default_chunk_rows(reward, family.device))
         #: Every model call (text encoder, denoiser, reward forward and backward, decoder) and every
         #: fused step sees one row, so a row's numbers cannot depend on its batch-mates: a BLAS or a
         #: reduction may pick its blocking, and so its rounding, by the number of rows it is given.
@@ -116,9 +120,15 @@ class BatchState:
         self.objectives: tuple[str, ...] = reward.objectives if reward is not None else ()
         self.device = family.device
         self.timer = PhaseTimer(self.device)
+        #: Each sample's measured seconds and those of one unguided row of it (``guidance.row_time``).
+        self.clock = RowClock(self.device)
         self.rows: BatchRows | None = None
         #: Denoiser passes per sample so far (its particles count each).
         self.passes: Counter[Hashable] = Counter()
+        #: Clean estimates per sample that the reward decoded to score them, with or without a gradient
+        #: (a reward that ``decodes``: a judge's; its particles count each): the cost a latent reward
+        #: does not have.
+        self.decodes: Counter[Hashable] = Counter()
         #: Cancelled samples that must ride along to the end (non-joinable schedules).
         self._dropped: set[Hashable] = set()
         #: Index tensors already on the device, by their values (``_to_device``).
@@ -157,15 +167,25 @@ class BatchState:
         if present:
             raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
         check_specs(specs, self.reward, self.loras)
+        check_video_specs(self.family, specs)
         if any(s.guidance is not None and s.guidance.active and not s.guidance.search for s in specs):
             check_guidance_dtype(self.family.dtype)
         search.check_searchable(self.family, [s.guidance for s in specs])
         if not self.joinable:
             raise ValueError(f"this batch cannot take new samples: {self.family.name}'s scheduler keeps "
                              "batched history, so its batches start together")
+        # Video-to-video samples start part-way down the schedule (``guidance.video_to_video``).
+        starts = [sample_start(spec, steps) for spec in specs]
         schedule = self.family.schedule(steps, self.shape)
+        if not schedule.joinable:
+            # The scheduler's own state steps every row together, from one step of its schedule.
+            if len(set(starts)) > 1:
+                raise ValueError(f"{self.family.name}'s scheduler keeps batched history, so the samples of a batch "
+                                 f"must start at the same step; their denoise_strength gives steps {sorted(set(starts))}")
+            if starts[0]:
+                self.family.begin_at(starts[0])
         with self.timer.phase("encode_s"):
-            new = self._new_rows(specs, schedule, ids)
+            new = self._new_rows(specs, schedule, ids, starts)
         if self.rows is None or not len(self.rows):
             self.rows = new
         else:
@@ -182,6 +202,8 @@ class BatchState:
             self.rows.keep([row for row, sid in enumerate(self.rows.ids) if sid not in gone])
             for sid in gone:
                 self.passes.pop(sid, None)
+                self.decodes.pop(sid, None)
+            self.clock.drop(list(gone))
         else:
             self._dropped |= gone
         return present
@@ -204,7 +226,9 @@ class BatchState:
             raise ValueError("finished samples must leave (pop_finished) before the next step")
         if self.reward is not None and len(rows) > len(set(rows.ids)):
             with self.timer.phase("guidance_s"):
-                search.select(rows, self.scorer, self.shape)
+                due = search.due_particles(rows)
+                with self.clock.charge([sid for sid, scored in due.items() for _ in scored]):
+                    self._count_decodes(search.select(rows, self.scorer, self.shape, due))
         index = rows.steps_done
         schedules = rows.schedules
         levels = [s.noise_levels[i] for s, i in zip(schedules, index)]
@@ -223,7 +247,8 @@ class BatchState:
         with self.timer.phase("guidance_s"):
             out, skipped, scores = self._update(pred_cond, pred_uncond, coefs, coef, level, step_dt)
             if not euler:  # every row shares the step: the batch started together
-                out = self.family.scheduler_step(out, timesteps[0], rows.latents, index[0], rows.generators)
+                out = self.family.scheduler_step(out, timesteps[0], rows.latents, schedules[0].start + index[0],
+                                                 rows.generators)
             rows.latents = out
             rows.skipped += skipped.long()
             rows.guided += ((coef != 0) & ~skipped).long()
@@ -245,11 +270,13 @@ class BatchState:
         pred_cond = pred_uncond = None
         size = 1 if self.batch_invariant else batch
         calls = [(expert, group[i:i + size]) for expert, group in by_expert.items() for i in range(0, len(group), size)]
+        # A denoiser call is work an unguided row does too: one row's share of it is a sample's reference.
+        sample_rows = {sid: len(members) for sid, members in rows.groups().items()}
         for expert, members in calls:
             model = models[expert]
             whole = len(members) == batch
             idx = self._to_device(members)
-            with self._adapters(members):
+            with self._adapters(members), self.clock.charge([rows.ids[row] for row in members], sample_rows):
                 cond = family.predict(model, rows.latents if whole else rows.latents[idx],
                                       timesteps if whole else timesteps[idx],
                                       rows.cond if whole else rows.cond.select(members), shape)
@@ -260,7 +287,7 @@ class BatchState:
             cfg = [row for row in members if row in position]
             if rows.uncond is None or not cfg:
                 continue
-            with self._adapters(cfg):
+            with self._adapters(cfg), self.clock.charge([rows.ids[row] for row in cfg], sample_rows):
                 uncond = family.predict(model, rows.latents[cfg], timesteps[cfg],
                                         rows.uncond.select([position[row] for row in cfg]), shape)
             if pred_uncond is None:
@@ -322,12 +349,18 @@ class BatchState:
             # passes are as many as the most objectives one row weights.
             weighted = [[k for k, name in enumerate(self.objectives) if rows.guidance[row].weights.get(name, 0.0) != 0]
                         for row in guided]
+            guided_cond = rows.cond if whole else rows.cond.select(guided)
             scores, grads = reward_and_gradients(
                 self.reward, rows.latents if whole else rows.latents[gidx],
                 level if whole else level[gidx],
-                rows.cond if whole else rows.cond.select(guided), self.shape, weights, grad_mode, weighted=weighted,
+                guided_cond, self.shape, weights, grad_mode, weighted=weighted,
                 chunk_rows=self.reward_chunk_rows,
+                timed=lambda chunk: self.clock.charge([rows.ids[guided[j]] for j in chunk]),
             )
+            self._count_decodes(rows.ids[row] for row in guided)
+            free = self.family.free_latents(guided_cond)
+            if free is not None:  # latents an image holds fixed (LTX's first frame) take no push
+                grads = grads * free.unsqueeze(1).to(grads.dtype)
             step_weights = torch.ones(len(guided), 1, device=device) if grad_mode == "sum" else weights
             scores_all = scores if whole else torch.full((batch, scores.shape[1]), float("nan"), device=device)
             if not whole:
@@ -360,6 +393,11 @@ class BatchState:
             out[idx], skipped[idx] = out_m, stats.skipped
         return out, skipped, scores_all
 
+    def _count_decodes(self, ids: Iterable[Hashable]) -> None:
+        """Count a scoring of these rows' samples (one id per row) when the reward decodes to score."""
+        if getattr(self.reward, "decodes", False):
+            self.decodes.update(ids)
+
     def _report(self, levels: list[float], coefs: list[float], skipped: torch.Tensor,
                 scores: torch.Tensor | None) -> list[SampleProgress]:
         """One row per sample (a search sample's particles by their first row), one host read; rewards
@@ -391,23 +429,28 @@ class BatchState:
             self._dropped -= done
         if not len(rows):
             self.rows = None
-        passes = [self.passes.pop(sid, 0) for sid in part.groups()]
+        kept = part.groups()
+        passes = [self.passes.pop(sid, 0) for sid in kept]
         for sid in done:
             self.passes.pop(sid, None)
+        self.clock.drop([sid for sid in done if sid not in kept])
         if not len(part):
+            for sid in done:
+                self.decodes.pop(sid, None)
             return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
         final_rewards = None
         if self.reward is not None:
             t_zero = torch.zeros(len(part), device=self.device)
             final_rewards = self.scorer(part.latents.float(), t_zero, part.cond, self.shape).float()
+            self._count_decodes(part.ids)
             final_rewards = final_rewards[search.finish(part, (final_rewards * part.weights).sum(dim=1))]
+        decodes = [self.decodes.pop(sid, 0) for sid in part.groups()]
+        for sid in done:
+            self.decodes.pop(sid, None)
         frames = None
         if decode:
             with self.timer.phase("decode_s"):
-                # A video VAE's decoder holds gigabytes of activations per sample: one sample at a time.
-                frames = torch.cat([self.family.decode(part.latents[row:row + DECODE_CHUNK_ROWS], self.shape,
-                                                       part.generators[row:row + DECODE_CHUNK_ROWS])
-                                    for row in range(0, len(part), DECODE_CHUNK_ROWS)])
+                frames = torch.cat([self._decode(part, row) for row in range(0, len(part), DECODE_CHUNK_ROWS)])
         return SampleResult(
             frames=frames,
             latents=part.latents,
@@ -419,7 +462,17 @@ class BatchState:
             timings=self.timer.totals(),
             denoiser_passes=passes,
             nonfinite_steps=part.first_nonfinite.tolist(),
+            guidance_decodes=decodes,
+            row_seconds=self.clock.take(part.ids),
         )
+
+    def _decode(self, part: BatchRows, start: int) -> torch.Tensor:
+        """Frames of the finished rows from ``start`` (a video VAE's decoder holds gigabytes of activations
+        per sample: ``DECODE_CHUNK_ROWS`` at a time), charged to them as work an unguided row does too."""
+        ids = part.ids[start:start + DECODE_CHUNK_ROWS]
+        with self.clock.charge(ids, dict.fromkeys(ids, 1)):
+            return self.family.decode(part.latents[start:start + DECODE_CHUNK_ROWS], self.shape,
+                                      part.generators[start:start + DECODE_CHUNK_ROWS])
 
     # -- joining ----------------------------------------------------------------------------------
     def _encode(self, prompts: list[str], negatives: list[str] | None,
@@ -436,21 +489,34 @@ class BatchState:
             uncond = None if uncond is None else uncond.cat(u)
         return cond, uncond
 
-    def _new_rows(self, specs: Sequence[SampleSpec], schedule: Schedule, ids: list[Hashable]) -> BatchRows:
+    def _new_rows(self, specs: Sequence[SampleSpec], schedule: Schedule, ids: list[Hashable],
+                  starts: list[int]) -> BatchRows:
         """Encode the prompts, then draw the noise of every row (a search sample's particles one after
-        the other from its own generator)."""
+        the other from its own generator); a video's rows start from it (:meth:`_start_from_videos`)
+        on the schedule truncated at their start."""
         family, device, objectives = self.family, self.device, self.objectives
         cfg_scales = [family.default_cfg if s.cfg_scale is None else float(s.cfg_scale) for s in specs]
         cfg_rows = [i for i, c in enumerate(cfg_scales) if family.uses_cfg(c)]
         negatives = [s.negative_prompt or "" for s in specs] if cfg_rows else None
         cond, uncond = self._encode([s.prompt for s in specs], negatives)
         cond = replace(cond, texts=tuple(s.prompt for s in specs))
+        generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs]
+        images = [s.image for s in specs]
+        conditioned = any(image is not None for image in images) or family.image_input == "required"
+        if conditioned:
+            # Image-to-video: the image's conditioning rides with the prompt's, cond and uncond alike.
+            family.check_images([image is not None for image in images])
+            image_cond = self._encode_images(images, generators)
+            has_image = tuple(image is not None for image in images)
+            cond = cond.with_image(image_cond, has_image)
+            uncond = None if uncond is None else uncond.with_image(image_cond, has_image)
         if uncond is not None and len(cfg_rows) < len(specs):
             uncond = uncond.select(cfg_rows)
         guidance = [s.guidance for s in specs]
         zeros = [0.0] * len(objectives)
         vectors = [g.weight_vector(objectives) if g else zeros for g in guidance]
         batch = len(specs)
+        schedules = [schedule.truncated(start) for start in starts]
         rows = BatchRows(
             ids=list(ids),
             latents=torch.empty(batch, 0, device=device),
@@ -461,9 +527,10 @@ class BatchState:
             cfg=torch.tensor([c if i in cfg_rows else 1.0 for i, c in enumerate(cfg_scales)], device=device),
             weights=torch.tensor(vectors, dtype=torch.float32, device=device).reshape(batch, len(objectives)),
             guidance=guidance,
-            generators=[torch.Generator("cpu").manual_seed(int(s.seed)) for s in specs],
-            schedules=[schedule] * batch,
-            coefs=[schedule.coefficients(g, self.max_ratio) for g in guidance],
+            generators=generators,
+            schedules=schedules,
+            # On a truncated schedule only the part of a window below the sample's start is guided.
+            coefs=[s.coefficients(g, self.max_ratio) for s, g in zip(schedules, guidance)],
             steps_done=[0] * batch,
             # Scale 0 is the base model: no adapter at all, so its output is the base one exactly.
             adapters=[self.loras.index(s.lora) if s.lora is not None and s.lora_scale != 0 else -1 for s in specs],
@@ -477,5 +544,34 @@ class BatchState:
         particles = search.particle_rows(guidance)
         if len(particles) > batch:
             rows.take(particles)
-        rows.latents = family.prepare_latents(self.shape, rows.generators)
+        if conditioned:
+            rows.latents = family.prepare_conditioned_latents(self.shape, rows.generators, rows.cond)
+        else:
+            rows.latents = family.prepare_latents(self.shape, rows.generators)
+        if any(spec.video is not None for spec in specs):
+            self._start_from_videos(rows, specs, particles)
         return rows
+
+    def _start_from_videos(self, rows: BatchRows, specs: Sequence[SampleSpec], samples: list[int]) -> None:
+        """Video-to-video (SDEdit): each video's clean latents (its posterior mode, one video per encoder
+        call) noised with the noise its rows just drew to the noise level of their first step, as
+        diffusers' ``WanVideoToVideoPipeline`` does (``scale_noise``: sigma noise + (1 - sigma) x0).
+        ``samples[row]`` is the position in ``specs`` of each row (a search sample's particles share one
+        video and draw their own noise)."""
+        for i, spec in enumerate(specs):
+            if spec.video is None:
+                continue
+            members = [row for row, sample in enumerate(samples) if sample == i]
+            clean = self.family.encode_video(spec.video, self.shape).to(rows.latents.device)
+            index = self._to_device(members, cache=False)
+            level = torch.full((len(members),), rows.schedules[members[0]].noise_levels[0], dtype=torch.float32)
+            noisy = self.family.add_noise(clean.expand(len(members), *clean.shape[1:]), rows.latents[index], level)
+            rows.latents[index] = noisy.to(rows.latents.dtype)
+
+    def _encode_images(self, images: list, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+        """The image conditioning of these samples, one image per call (the image encoders hold a
+        whole clip's activations per image, and one row per call keeps it batch-invariant), each with
+        its sample's generator (a pipeline may sample the image's latents from it)."""
+        parts = [self.family.encode_images([image], self.shape, [generator])
+                 for image, generator in zip(images, generators)]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}

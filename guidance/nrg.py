@@ -30,7 +30,7 @@ in its ``reward_config.json`` by ``nrg eval --tune``); a request that gives only
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -165,6 +165,25 @@ class GuidanceDefaults:
         except ValueError as exc:
             raise ValueError(f"{where}: guidance_defaults.{exc}") from None
         return defaults
+
+
+def check_gradient_objectives(spec: GuidanceSpec, differentiable: Collection[str]) -> None:
+    """Refuse a gradient mode that weights an objective without a useful gradient (``ValueError``
+    naming ``weights``, the objectives and the differentiable ones).
+
+    A gradient mode pushes along the gradient of every weighted objective, so each must have one: a
+    judge's non-differentiable objectives (quantised frames, optical flow) would push along zero or
+    noise. The search modes only rank, so any objective serves them; so does a zero weight.
+    """
+    if not spec.active or spec.mode not in GRADIENT_MODES:
+        return
+    without = [name for name, weight in spec.weights.items() if weight != 0 and name not in differentiable]
+    if without:
+        raise ValueError(
+            f"weights: {', '.join(without)} {'has' if len(without) == 1 else 'have'} no gradient, so mode "
+            f"{spec.mode} cannot push along {'it' if len(without) == 1 else 'them'}; weight only differentiable "
+            f"objectives ({', '.join(sorted(differentiable)) or 'none'}) or rank with {' / '.join(SEARCH_MODES)}"
+        )
 
 
 #: The defaults of a reward model that carries none (and of analytic rewards).

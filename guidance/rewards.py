@@ -8,6 +8,7 @@ analytic rewards (tests, quick experiments) plug in with no training.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -19,7 +20,12 @@ from guidance.families.base import TextConditioning, VideoShape
 class RewardFunction(Protocol):
     """Scores noisy latents: ``latents`` [B, ...] in the family's latent layout, ``t`` float32 [B]
     noise levels in [0, 1] (1 = pure noise), ``shape`` the batch's video shape (packed layouts such
-    as LTX-Video's need it); returns float [B, K] in the order of ``objectives``."""
+    as LTX-Video's need it); returns float [B, K] in the order of ``objectives``.
+
+    Two optional attributes, read with ``getattr``: ``differentiable``, the objectives with a useful
+    gradient, which are all of them when it is absent (the gradient modes may weight no other:
+    ``guidance.batch_state.check_specs``); ``decodes``, true when scoring a row decodes its clean
+    estimate (a judge's), a cost the batch counts per sample (``SampleResult.guidance_decodes``)."""
 
     objectives: tuple[str, ...]
 
@@ -66,9 +72,23 @@ class RowByRowReward:
                           for row in range(latents.shape[0])])
 
 
-#: Rows scored and differentiated together in one reward backward. Rows are scored independently,
-#: so chunking is exact; one row per chunk keeps the backward's memory at one row's whatever the batch.
+#: Rows scored and differentiated together in one reward backward on a GPU. Rows are scored
+#: independently, so chunking is exact; one row per chunk keeps the backward's memory at one row's
+#: whatever the batch (what the admission estimate of ``guidance.memory`` counts).
 DEFAULT_CHUNK_ROWS = 1
+#: A chunk size no batch reaches: every guided row in one backward.
+WHOLE_BATCH = 2**31 - 1
+
+
+def default_chunk_rows(reward: RewardFunction | None, device: torch.device, memory_bounded: bool = False) -> int:
+    """Rows per reward backward when the caller does not choose: one on a GPU or under a memory budget
+    (``memory_bounded``), where the backward's memory is what limits a batch; the whole batch on a CPU,
+    where host memory is not budgeted and a backward per row costs several times one batched backward
+    (small matrices use the cores badly). A reward may cap it (``max_chunk_rows``: a judge's graph
+    holds a VAE decoder's activations per row)."""
+    if device.type == "cuda" or memory_bounded:
+        return DEFAULT_CHUNK_ROWS
+    return getattr(reward, "max_chunk_rows", None) or WHOLE_BATCH
 
 
 def reward_and_gradients(
@@ -82,6 +102,7 @@ def reward_and_gradients(
     used: Sequence[bool] | None = None,
     weighted: Sequence[Sequence[int]] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    timed: Callable[[Sequence[int]], AbstractContextManager[object]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores [B, K] and the gradients the guided step combines.
 
@@ -101,6 +122,9 @@ def reward_and_gradients(
     The rows go through forward and backward ``chunk_rows`` at a time, each chunk's graph freed before
     the next: the autograd graph of a video reward holds gigabytes per row, and independence of the rows
     makes every chunk's gradients exactly those of the whole batch's graph.
+
+    ``timed(rows)``, if given, is entered around each chunk's forward and backward with the chunk's rows
+    (positions in ``latents``): the caller charges each row its chunk's time (``guidance.row_time``).
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
@@ -108,14 +132,17 @@ def reward_and_gradients(
     if weighted is None and mode != "sum":
         needed = [k for k in range(len(reward.objectives)) if used is None or used[k]]
         weighted = [needed] * batch
+    around = timed or (lambda rows: nullcontext())
     if batch <= chunk_rows:
-        return _chunk_gradients(reward, latents, t, cond, shape, weights, mode, weighted)
+        with around(range(batch)):
+            return _chunk_gradients(reward, latents, t, cond, shape, weights, mode, weighted)
     scores, grads = [], []
     for start in range(0, batch, chunk_rows):
         part = slice(start, start + chunk_rows)
         rows = list(range(start, min(batch, start + chunk_rows)))
-        s, g = _chunk_gradients(reward, latents[part], t.reshape(-1).expand(batch)[part], cond.select(rows), shape,
-                                weights[part], mode, None if weighted is None else weighted[part])
+        with around(rows):
+            s, g = _chunk_gradients(reward, latents[part], t.reshape(-1).expand(batch)[part], cond.select(rows),
+                                    shape, weights[part], mode, None if weighted is None else weighted[part])
         scores.append(s)
         grads.append(g)
     return torch.cat(scores), torch.cat(grads)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from guidance.nrg import GuidanceSpec
 
 if TYPE_CHECKING:  # tensors only in annotations: the server's request types import this without torch
     import torch
+
+    from guidance.row_time import RowSeconds
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,17 @@ class SampleSpec:
     #: model exactly, 1 the adapter as trained; between and above interpolate or extrapolate.
     lora: str | None = None
     lora_scale: float = 1.0
+    #: Image-to-video: the first frame to start from, a PIL image (RGB), which the family encodes as its
+    #: image-to-video pipeline does (``PipelineFamily.encode_images``); None for text-to-video. Left
+    #: out of comparisons and hashing (an image is neither).
+    image: Any = field(default=None, compare=False, repr=False)
+    #: Video-to-video (SDEdit, ``guidance.video_to_video``): the clip to start from, its frames as PIL
+    #: images (RGB) at the video's size, one per output frame; the family encodes it with its VAE and
+    #: noises it to ``denoise_strength``. None for text- and image-to-video. Left out of comparisons.
+    video: Any = field(default=None, compare=False, repr=False)
+    #: How much of the schedule a video's sample runs, in (0, 1]: None takes
+    #: ``guidance.video_to_video.DEFAULT_DENOISE_STRENGTH``; only with a video.
+    denoise_strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,13 @@ class SampleResult:
     #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
     #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
     nonfinite_steps: list[int] = field(default_factory=list)
+    #: Per sample, the clean estimates its reward decoded to score it (search rankings, gradient steps,
+    #: the final score; its particles count each), each a VAE decode beside a denoiser pass, and in a
+    #: gradient mode a backward through both: 0 unless the reward ``decodes`` (a judge's).
+    guidance_decodes: list[int] = field(default_factory=list)
+    #: Per returned sample, its measured seconds and those of one unguided row of it in the same calls
+    #: (``guidance.row_time``): their ratio is what guidance cost in time, not in passes.
+    row_seconds: list[RowSeconds] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ itself so requests can join and leave between steps; this loop gives the same ou
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +20,7 @@ from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO
 from guidance.rewards import RewardFunction
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec, StepEvent
+from guidance.video_to_video import sample_start
 
 __all__ = ["SampleProgress", "SampleResult", "SampleSpec", "StepEvent", "sample", "sample_with_states"]
 
@@ -45,24 +47,58 @@ def sample(
     with a multistep scheduler it rides along to the end (its history is batched) and is dropped
     then. The others are undisturbed either way; ``SampleResult.ids`` lists the samples returned.
     ``loras`` serves the samples' ``SampleSpec.lora`` adapters (``guidance.multi_lora``).
+
+    A video-to-video sample (``SampleSpec.video``) runs the last steps of the schedule only
+    (``guidance.video_to_video``): it joins the batch at its first step, as a server's batch takes a
+    newcomer, so every sample finishes at the last step.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
+    starts = [sample_start(spec, steps) for spec in specs]
+    if len(set(starts)) > 1 and not family.euler_scheduler:
+        raise ValueError(f"{family.name}'s scheduler keeps batched history, so the samples of one batch must start "
+                         f"at the same step; their denoise_strength gives steps {sorted(set(starts))}")
+    waiting: dict[int, list[int]] = {}
+    for i, start in enumerate(starts):
+        waiting.setdefault(start, []).append(i)
+    first = min(waiting)
     batch = BatchState(family, shape, reward, max_ratio=max_ratio, loras=loras)
-    batch.add(specs, steps, range(len(specs)))
     stopped: set[int] = set()
     objectives = batch.objectives
-    for step in tqdm(range(steps), disable=not progress, desc="denoise", unit="step"):
+    for step in tqdm(range(first, steps), disable=not progress, desc="denoise", unit="step"):
         if cancelled is not None:
             stopped |= set(cancelled())
             batch.remove(stopped)
-            if not batch or set(batch.ids) <= stopped:
-                return SampleResult(None, torch.empty(0), None, objectives, [], [], [], batch.timer.totals())
+        joining = [i for i in waiting.pop(step, []) if i not in stopped]
+        if joining:
+            batch.add([specs[i] for i in joining], steps, joining)
+        if not batch or set(batch.ids) <= stopped:
+            if any(i not in stopped for group in waiting.values() for i in group):
+                continue  # every running sample was stopped; samples that start later remain
+            return SampleResult(None, torch.empty(0), None, objectives, [], [], [], batch.timer.totals())
         report = batch.step()
         if on_step is not None:
             on_step(_event(report, step + 1, steps, len(objectives)))
-    result = batch.pop_finished(decode=decode)
-    return result
+    return _in_spec_order(batch.pop_finished(decode=decode))
+
+
+def _in_spec_order(result: SampleResult) -> SampleResult:
+    """The result's samples in the order of ``specs`` (samples that joined later come last otherwise)."""
+    order = sorted(range(len(result.ids)), key=lambda row: result.ids[row])
+    if order == list(range(len(order))):
+        return result
+
+    def rows(values: torch.Tensor | None) -> torch.Tensor | None:
+        return None if values is None else values[torch.tensor(order, device=values.device)]
+
+    def items(values: list) -> list:
+        return [values[row] for row in order] if values else values
+
+    return replace(result, frames=rows(result.frames), latents=rows(result.latents), rewards=rows(result.rewards),
+                   ids=items(result.ids), skipped_steps=items(result.skipped_steps),
+                   guided_steps=items(result.guided_steps), denoiser_passes=items(result.denoiser_passes),
+                   nonfinite_steps=items(result.nonfinite_steps), guidance_decodes=items(result.guidance_decodes),
+                   row_seconds=items(result.row_seconds))
 
 
 def _event(report: list[SampleProgress], step: int, steps: int, objectives: int) -> StepEvent:

@@ -34,6 +34,9 @@ class Schedule:
     dt: tuple[float, ...] | None
     #: Which of the family's denoisers runs each step (Wan 2.2 A14B switches experts mid-schedule).
     experts: tuple[int, ...]
+    #: The index of this schedule's first step in the family's full schedule: 0, or where a
+    #: video-to-video sample starts (:meth:`truncated`). A scheduler's own step is told the full index.
+    start: int = 0
 
     @property
     def steps(self) -> int:
@@ -43,6 +46,21 @@ class Schedule:
     def joinable(self) -> bool:
         """Whether a sample on this schedule can join or leave a running batch between steps."""
         return self.dt is not None
+
+    def truncated(self, start: int) -> Schedule:
+        """The steps from ``start`` on (video-to-video: diffusers' ``get_timesteps`` keeps
+        ``timesteps[start:]``); every table is the full schedule's, so the noise levels, step sizes and
+        guidance window a truncated sample sees are those of the full one below its start."""
+        if start == 0:
+            return self
+        if not 0 < start < self.steps:
+            raise ValueError(f"a schedule of {self.steps} steps cannot start at step {start}")
+        return Schedule(
+            timesteps=self.timesteps[start:], timestep_dtype=self.timestep_dtype,
+            noise_levels=self.noise_levels[start:], ratios=self.ratios[start:],
+            dt=None if self.dt is None else self.dt[start:], experts=self.experts[start:],
+            start=self.start + start,
+        )
 
     def coefficients(self, spec: GuidanceSpec | None, max_ratio: float = DEFAULT_MAX_RATIO) -> tuple[float, ...]:
         """The sample's guidance coefficient at every step, computed once when it joins a batch."""

@@ -61,16 +61,25 @@ def weighted_scores(reward: RewardFunction, state: BatchRows, rows: list[int], l
     return (scores * state.weights[index]).sum(dim=1)
 
 
-def select(state: BatchRows, reward: RewardFunction, shape: VideoShape) -> bool:
-    """Prune or resample the particles of every sample due at its next step's noise level; True if
-    rows changed. A sample's particles share its schedule, so they are always at the same step."""
+def due_particles(state: BatchRows) -> dict[Hashable, list[int]]:
+    """The rows of every sample whose particles are scored at its next step's noise level (what
+    :func:`select` scores, so what a step's scoring is charged to). A sample's particles share its
+    schedule, so they are always at the same step."""
+    levels = state.noise_levels()
+    return {sid: rows for sid, rows in state.groups().items()
+            if len(rows) > 1 and _due(state.guidance[rows[0]], levels[rows[0]])}
+
+
+def select(state: BatchRows, reward: RewardFunction, shape: VideoShape,
+           due: dict[Hashable, list[int]]) -> list[Hashable]:
+    """Prune or resample the particles of the samples ``due`` (:func:`due_particles`). Returns the sample
+    of each row the reward scored (a sample once per particle), which the batch counts as cost."""
+    if not due:
+        return []
     levels = state.noise_levels()
     groups = state.groups()
-    due = {sid: rows for sid, rows in groups.items()
-           if len(rows) > 1 and _due(state.guidance[rows[0]], levels[rows[0]])}
-    if not due:
-        return False
     scored = [row for rows in due.values() for row in rows]
+    scored_ids = [state.ids[row] for row in scored]
     scores = weighted_scores(reward, state, scored, levels, shape)
     chosen: dict[Hashable, list[int]] = {}
     reset: set[Hashable] = set()
@@ -89,12 +98,11 @@ def select(state: BatchRows, reward: RewardFunction, shape: VideoShape) -> bool:
             picks = torch.multinomial(w.cpu(), len(rows), replacement=True, generator=state.generators[rows[0]])
             chosen[sid] = sorted(rows[int(p)] for p in picks)
             reset.add(sid)
-    if not chosen:
-        return False
-    state.take([row for sid, rows in groups.items() for row in chosen.get(sid, rows)])
+    if chosen:
+        state.take([row for sid, rows in groups.items() for row in chosen.get(sid, rows)])
     for sid in reset:  # resampled particles start again with equal weights
         state.log_weights[[row for row, s in enumerate(state.ids) if s == sid]] = 0.0
-    return True
+    return scored_ids
 
 
 def finish(state: BatchRows, final_scores: torch.Tensor) -> list[int]:

@@ -70,7 +70,8 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 def _add_middleware(app: FastAPI, config: ServerConfig, keys: KeyRing) -> None:
     """The layers in front of the routes. ``add_middleware`` wraps: the last added is the outermost (see
     ``server.middleware`` for the order)."""
-    app.add_middleware(BodyLimit, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_body_bytes=config.limits.max_body_bytes,
+                       upload_limits={"/v1/videos": config.limits.max_upload_body_bytes})
     app.add_middleware(BearerAuth, keys=keys)
     app.add_middleware(playground.PageSecurityHeaders)
     if config.cors_origins:

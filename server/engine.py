@@ -87,7 +87,8 @@ class Engine:
         self.fault_backoff_s = tuple(fault_backoff_s)
         self.on_fatal = on_fatal
         self.cancels = cancels or LocalCancelRequests()
-        self.executor = BatchExecutor(self.models, metrics, judges, batch_invariant)
+        self.executor = BatchExecutor(self.models, metrics, judges, batch_invariant,
+                                      inputs=getattr(store, "read_input", None), memory_bounded=memory_budget is not None)
         self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None

@@ -9,8 +9,8 @@ batch at a time: a batch has one model, checkpoint and shape (the policy's key).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -20,14 +20,18 @@ from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
 from guidance.memory import MemoryEstimate, batch_estimate
 from guidance.output_checks import output_problems
-from guidance.sample_types import SampleProgress
+from guidance.rewards import default_chunk_rows
+from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.video_io import HostFrames, uint8_on_host
 from server.hosted_model import HostedModel
+from server.input_reference import fitted_image
+from server.input_video import fitted_video
 from server.job_spec import BatchKey, JobSpec
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.scheduling import RunningBatch
 from server.store import Job
+from server.unguided_twin import TwinComparison, compare, job_of_twin, twin_id, twin_sample, unusable_twin
 
 
 @dataclass
@@ -51,10 +55,20 @@ class FinishedSample:
     result: dict[str, Any]
 
 
+#: Reads an input file stored with a job (``Store.read_input``): (job id, key) -> bytes, or None if gone.
+InputReader = Callable[[str, str], "bytes | None"]
+
+
 class BatchExecutor:
     def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None,
-                 batch_invariant: bool = False) -> None:
+                 batch_invariant: bool = False, inputs: InputReader | None = None,
+                 memory_bounded: bool = False) -> None:
         self.models = dict(models)
+        #: Admission counts on the memory estimate, which assumes one reward row per backward
+        #: (``guidance.rewards.default_chunk_rows``).
+        self.memory_bounded = memory_bounded
+        #: Where image-to-video jobs' images are read from (the job store).
+        self.inputs = inputs
         #: One row per model call (``BatchState.batch_invariant``): videos independent of their batch-mates.
         self.batch_invariant = batch_invariant
         self.metrics = metrics
@@ -99,8 +113,9 @@ class BatchExecutor:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
-            self.batch = BatchState(model.family, shape, self._reward_of(model, spec), loras=loras,
-                                    batch_invariant=self.batch_invariant)
+            reward = self._reward_of(model, spec)
+            self.batch = BatchState(model.family, shape, reward, loras=loras, batch_invariant=self.batch_invariant,
+                                    reward_chunk_rows=default_chunk_rows(reward, device, self.memory_bounded))
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
@@ -110,8 +125,16 @@ class BatchExecutor:
         added: list[str] = []
         try:
             for steps, group in by_steps.items():
-                self.batch.add([job.spec.to_sample_spec() for job in group], steps, [job.id for job in group])
-                added += [job.id for job in group]
+                specs, ids = [], []
+                for job in group:  # a twin joins with its job, with its steps: it leaves with it too
+                    sample = self._sample_spec(job)
+                    specs.append(sample)
+                    ids.append(job.id)
+                    if job.spec.compare_unguided:
+                        specs.append(twin_sample(sample))
+                        ids.append(twin_id(job.id))
+                self.batch.add(specs, steps, ids)
+                added += ids
         except Exception:
             self.batch.remove(added)  # all or none of ``jobs`` join
             if not self.jobs:
@@ -123,8 +146,27 @@ class BatchExecutor:
         for job in jobs:
             self.jobs[job.id] = RunningJob(job, started_at, now)
 
+    def _sample_spec(self, job: Job) -> SampleSpec:
+        """The job as the sampler takes it; an image-to-video job's image (a video-to-video job's video) read
+        from the store, checked against its recorded sha256 and fitted to the video's size and frames
+        (``server.input_reference``, ``server.input_video``)."""
+        sample_spec = job.spec.to_sample_spec()
+        ref = job.spec.input_reference
+        if ref is None:
+            return sample_spec
+        data = None if self.inputs is None else self.inputs(job.id, ref.key)
+        if data is None:
+            kind = "video" if ref.is_video else "image"
+            raise ValueError(f"input_reference: the {kind} of job {job.id} is not in the job store")
+        spec = job.spec
+        if ref.is_video:
+            frames = fitted_video(data, ref, spec.width, spec.height, spec.num_frames, spec.fps)
+            return replace(sample_spec, video=frames)
+        return replace(sample_spec, image=fitted_image(data, ref, spec.width, spec.height))
+
     def _reward_of(self, model: HostedModel, spec: JobSpec):
-        """What the batch's rows are scored by: the job's judge (search ranked by it) or the model's reward."""
+        """What the batch's rows are scored by: the job's judge (ranking particles, or its gradient through
+        the decoder) or the model's reward."""
         judge = spec.judge
         if judge is None:
             return model.reward
@@ -136,24 +178,27 @@ class BatchExecutor:
         """Stop these jobs; those that left the batch at once (the others ride along to its end)."""
         if self.batch is None:
             return []
-        removed = self.batch.remove(job_ids)
-        left = [self.jobs.pop(job_id).job for job_id in removed if job_id not in self.batch.ids]
+        removed = self.batch.remove(set(job_ids) | {twin_id(job_id) for job_id in job_ids})
+        left = [self.jobs.pop(job_id).job for job_id in removed if job_id in self.jobs and job_id not in self.batch.ids]
         if not self.jobs:
             self._reset()
         return left
 
     def step(self) -> list[SampleProgress]:
+        """One step of the batch; the progress of its jobs (their twins are samples of the batch, not jobs)."""
         report = self.batch.step()
         now = time.perf_counter()
         self.metrics.step_time.observe(now - self._last_step)
         self._last_step = now
         size = len(report)
         self.metrics.batch_size.observe(size)
+        jobs = []
         for progress in report:
             running = self.jobs.get(progress.id)
             if running is not None:
                 running.sizes.append(size)
-        return report
+                jobs.append(progress)
+        return jobs
 
     def pop_finished(self) -> list[FinishedSample]:
         """The samples that took their last step, with their frames moved to the host."""
@@ -170,42 +215,67 @@ class BatchExecutor:
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         if peak_mb is not None:
             self.metrics.device_memory.set(peak_mb * 2**20)
-        runs = [self.jobs[sid] for sid in result.ids]
-        problems = output_problems(result, [run.job.spec.num_inference_steps for run in runs])
-        judge_scores = [None] * len(runs)
+        # Each row's job: its own, or the job whose twin it is (they finish together).
+        owners = [self.jobs[job_of_twin(sid) or sid] for sid in result.ids]
+        problems = output_problems(result, [run.job.spec.denoise_steps for run in owners])
+        judge_scores = [None] * len(owners)
         if result.frames is not None:
             judge_scores = self.judges.score(
-                result.frames, [run.job.spec.prompt for run in runs], [run.job.spec.fps for run in runs],
-                [[] if problems[row] else list(run.job.spec.judges) for row, run in enumerate(runs)])
-        frames = None if result.frames is None else uint8_on_host(result.frames)
+                result.frames, [run.job.spec.prompt for run in owners], [run.job.spec.fps for run in owners],
+                [[] if problems[row] else list(run.job.spec.judges) for row, run in enumerate(owners)])
+        twins = {job_of_twin(sid): row for row, sid in enumerate(result.ids) if job_of_twin(sid) is not None}
+        job_rows = [row for row, sid in enumerate(result.ids) if job_of_twin(sid) is None]
+        # Only the jobs' frames go to the host: a twin's video is not kept, only its figures.
+        frames = None if result.frames is None else uint8_on_host(
+            result.frames[job_rows] if twins else result.frames)
         now = time.perf_counter()
         finished = []
-        for row, run in enumerate(runs):
+        for position, row in enumerate(job_rows):
+            run = self.jobs[result.ids[row]]
             job = run.job
-            rewards = rewards_z = None
-            if result.rewards is not None:
-                rewards = dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
-                calibration = getattr(self.batch.reward, "calibration", None)
-                rewards_z = None if calibration is None else {
-                    k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
+            rewards = self._rewards(result, row)
+            calibration = getattr(self.batch.reward, "calibration", None)
+            rewards_z = None if rewards is None or calibration is None else {
+                k: round(v, 4) for k, v in calibration.z_scores(rewards).items()}
             sizes = run.sizes or [1]
-            finished.append(FinishedSample(job, None if problems[row] else frames.row(row), problems[row], {
+            fields: dict[str, Any] = {
                 "rewards": rewards,
                 "rewards_z": rewards_z,
                 "judge_scores": judge_scores[row],
                 "guidance_skipped_steps": result.skipped_steps[row],
-                # The job's compute against an unguided one (denoiser passes / steps): > 1 for particles.
-                "cost_vs_unguided": round(result.denoiser_passes[row] / job.spec.num_inference_steps, 4),
+                # Measured time against one unguided row of the same calls (``guidance.row_time``).
+                "cost_vs_unguided": _ratio(result.row_seconds[row].vs_unguided),
+                "denoiser_passes": result.denoiser_passes[row],
+                # A judge's extra cost: each scoring decodes the clean estimate (backpropagated in gradient modes).
+                "guidance_decodes": result.guidance_decodes[row],
                 "batch_size": max(1, round(sum(sizes) / len(sizes))),
                 "queue_time_s": round(run.started_at - job.created_at, 4),
                 "inference_time_s": round(now - run.admitted, 4),
                 "peak_memory_mb": None if peak_mb is None else round(peak_mb, 1),
-            }))
+            }
+            if job.id in twins:
+                fields.update(self._comparison(job, fields, result, twins[job.id], problems, judge_scores)
+                              .result_fields())
+            finished.append(FinishedSample(job, None if problems[row] else frames.row(position), problems[row],
+                                           fields))
         for job_id in done:
             self.jobs.pop(job_id, None)  # cancelled riders included: they were dropped from the result
         if not self.jobs:
             self._reset()
         return finished
+
+    def _rewards(self, result: SampleResult, row: int) -> dict[str, float] | None:
+        if result.rewards is None:
+            return None
+        return dict(zip(result.objectives, (round(v, 6) for v in result.rewards[row].tolist())))
+
+    def _comparison(self, job: Job, fields: dict[str, Any], result: SampleResult, twin_row: int,
+                    problems: list[str | None], judge_scores: list[Any]) -> TwinComparison:
+        """The job's figures against its twin's (``server.unguided_twin``)."""
+        if problems[twin_row] is not None:
+            return unusable_twin(problems[twin_row])
+        return compare(job.spec.guidance.weights, fields["rewards"], fields["judge_scores"],
+                       self._rewards(result, twin_row), judge_scores[twin_row])
 
     def abandon(self) -> list[Job]:
         """Drop the running batch (its step failed, or the store did); the jobs it held."""
@@ -217,6 +287,10 @@ class BatchExecutor:
     def _reset(self) -> None:
         self.batch = self.model = self.key = None
         self.solo = False
+
+
+def _ratio(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _shape(spec: JobSpec) -> VideoShape:

@@ -14,9 +14,13 @@ from typing import Any, Literal
 
 from guidance.nrg import SEARCH_MODES, GuidanceSpec
 from guidance.sample_types import SampleSpec
+from guidance.video_to_video import denoise_start
 
 CheckpointKind = Literal["lora", "full"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("lora", "full")
+#: Why a job without active guidance cannot ask for an unguided twin (the request's 400 says the same).
+COMPARE_NEEDS_GUIDANCE = ("compare_unguided needs active reward_guidance (a nonzero weight and strength): "
+                          "an unguided job has nothing to compare against its unguided twin")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,44 @@ class CheckpointRef:
         return self.kind == "lora"
 
 
+#: The store's key of a job's ``input_reference`` image or video (one per job for now).
+INPUT_REFERENCE_KEY = "input_reference"
+
+
+@dataclass(frozen=True)
+class InputReference:
+    """The image an image-to-video job starts from, or the video a video-to-video job does, as the job
+    records it: the key its bytes are stored under with the job (``server.store``), their sha256, and what
+    the checks found (``server.input_reference``, ``server.input_video``). Never a path or URL from the
+    client: the bytes come with the request and live in the store."""
+
+    key: str
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int
+    #: A video's frame count and frame rate from its header; None for an image.
+    frames: int | None = None
+    fps: float | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.media_type.startswith("video/")
+
+    def to_json(self) -> dict[str, Any]:
+        video = {"frames": self.frames, "fps": self.fps} if self.is_video else {}
+        return {"key": self.key, "sha256": self.sha256, "media_type": self.media_type, "width": self.width,
+                "height": self.height, "bytes": self.size_bytes, **video}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InputReference:
+        frames, fps = data.get("frames"), data.get("fps")
+        return cls(key=str(data["key"]), sha256=str(data["sha256"]), media_type=str(data["media_type"]),
+                   width=int(data["width"]), height=int(data["height"]), size_bytes=int(data["bytes"]),
+                   frames=None if frames is None else int(frames), fps=None if fps is None else float(fps))
+
+
 @dataclass(frozen=True)
 class BatchKey:
     """What jobs must share to run as one batch. Prompts, seeds, CFG scales, guidance and LoRA
@@ -52,11 +94,14 @@ class BatchKey:
     width: int
     height: int
     frames: int
-    #: The judge that ranks a judge-steered search (it stands in for the reward model); None otherwise.
+    #: The judge that steers the batch's rows, by search or by gradient (it stands in for the reward
+    #: model); None otherwise.
     judge: str | None
     #: The step count, for batches whose samples must step together (static batching, multistep
     #: schedulers); None when samples of any step count share a batch.
     steps: int | None = None
+    #: Where in that schedule they start (video-to-video starts part-way), likewise; None otherwise.
+    start: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,17 +120,39 @@ class JobSpec:
     negative_prompt: str | None = None
     checkpoint: CheckpointRef | None = None
     guidance: GuidanceSpec | None = None
-    #: Ranks the particles of a search-mode ``guidance`` instead of the reward model.
+    #: Steers ``guidance`` instead of the reward model: ranks its particles in a search mode, or gives
+    #: the gradient of its differentiable objectives in a gradient mode.
     judge: str | None = None
     #: Held-out judges that score the finished video.
     judges: tuple[str, ...] = field(default_factory=tuple)
     #: Where the job's outcome is POSTed (``server.webhooks``), checked against the operator's rules.
     webhook_url: str | None = None
+    #: Image-to-video: the image the video starts from; video-to-video: the video it starts from (its
+    #: bytes are stored with the job); None for text-to-video.
+    input_reference: InputReference | None = None
+    #: Video-to-video: the share of the schedule run from the noised video (``guidance.video_to_video``);
+    #: None without a video.
+    denoise_strength: float | None = None
+    #: Also run the same request unguided in the job's batch and report the changes (``server.unguided_twin``).
+    compare_unguided: bool = False
 
     def __post_init__(self) -> None:
-        if self.judge is not None and (self.guidance is None or self.guidance.mode not in SEARCH_MODES):
-            raise ValueError(f"reward_guidance.judge ranks the particles of {' and '.join(SEARCH_MODES)}; "
-                             f"mode {self.guidance.mode if self.guidance else None} needs a reward model's gradient")
+        if self.judge is not None and self.guidance is None:
+            raise ValueError("reward_guidance.judge steers reward_guidance, which this job lacks")
+        if self.compare_unguided and (self.guidance is None or not self.guidance.active):
+            raise ValueError(COMPARE_NEEDS_GUIDANCE)
+        if self.denoise_strength is not None and not (self.input_reference and self.input_reference.is_video):
+            raise ValueError("denoise_strength applies to video-to-video: the job needs an input_reference video")
+
+    @property
+    def start_step(self) -> int:
+        """The step of its schedule the job starts at: 0, or part-way for video-to-video."""
+        return 0 if self.denoise_strength is None else denoise_start(self.num_inference_steps, self.denoise_strength)
+
+    @property
+    def denoise_steps(self) -> int:
+        """The denoising steps the job runs: ``num_inference_steps``, fewer for video-to-video."""
+        return self.num_inference_steps - self.start_step
 
     @property
     def seconds(self) -> str:
@@ -94,8 +161,10 @@ class JobSpec:
 
     @property
     def rows(self) -> int:
-        """Rows the job takes in every denoiser call: one per particle in the search modes, else one."""
-        return self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        """Rows the job takes in every denoiser call: one per particle in the search modes, else one; and
+        one more for its unguided twin (``compare_unguided``)."""
+        own = self.guidance.particles if self.guidance is not None and self.guidance.search else 1
+        return own + int(self.compare_unguided)
 
     @property
     def lora(self) -> CheckpointRef | None:
@@ -117,13 +186,16 @@ class JobSpec:
         scheduler that keeps batched history), so they must share a step count; otherwise each row
         carries its own schedule and samples of any step count share a batch."""
         steps = self.num_inference_steps if step_together else None
-        return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps)
+        start = self.start_step if step_together else None
+        return BatchKey(self.model, self.batch_weights, self.width, self.height, self.num_frames, self.judge, steps,
+                        start)
 
     def to_sample_spec(self) -> SampleSpec:
         lora = self.lora
         return SampleSpec(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
                           cfg_scale=self.guidance_scale, guidance=self.guidance,
-                          lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0)
+                          lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0,
+                          denoise_strength=self.denoise_strength)
 
     def reward_guidance_json(self) -> dict[str, Any] | None:
         """The effective ``reward_guidance``, as the job reports it."""
@@ -144,13 +216,17 @@ class JobSpec:
             "checkpoint_kind": ref.kind if ref else None,
             "checkpoint_scale": self.checkpoint_scale,
             "reward_guidance": self.reward_guidance_json(), "judges": list(self.judges),
-            "webhook_url": self.webhook_url,
+            "webhook_url": self.webhook_url, "compare_unguided": self.compare_unguided,
+            "input_reference": self.input_reference.to_json() if self.input_reference else None,
+            "denoise_strength": self.denoise_strength,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
-        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``."""
+        LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, those
+        before image-to-video no ``input_reference``, those before unguided twins no ``compare_unguided``, and
+        those before video-to-video no ``denoise_strength``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -169,4 +245,7 @@ class JobSpec:
                    num_inference_steps=data["num_inference_steps"], guidance_scale=float(data["guidance_scale"]),
                    negative_prompt=data.get("negative_prompt"), checkpoint=ref, guidance=guidance,
                    judge=(given or {}).get("judge"), judges=tuple(data.get("judges") or ()),
-                   webhook_url=data.get("webhook_url"))
+                   webhook_url=data.get("webhook_url"), compare_unguided=bool(data.get("compare_unguided")),
+                   input_reference=InputReference.from_json(data["input_reference"]) if data.get("input_reference")
+                   else None,
+                   denoise_strength=data.get("denoise_strength"))

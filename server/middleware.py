@@ -172,21 +172,29 @@ class BearerAuth:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app, self.limit = app, max_body_bytes
+    """``upload_limits``: POST paths whose body may carry an image (``input_reference``) and their larger
+    limit; the route holds the rest of such a body to ``max_body_bytes`` itself."""
 
-    def _too_large(self) -> APIError:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, upload_limits: dict[str, int] | None = None) -> None:
+        self.app, self.limit = app, max_body_bytes
+        self.upload_limits = dict(upload_limits or {})
+
+    @staticmethod
+    def _too_large(what: str) -> APIError:
         # Connection: close, because the rest of the body is never read.
-        return APIError(413, f"request body exceeds max_body_bytes {self.limit}", code="body_too_large",
-                        headers={"Connection": "close"})
+        return APIError(413, f"request body exceeds {what}", code="body_too_large", headers={"Connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, what = self.limit, f"max_body_bytes {self.limit}"
+        if scope.get("method") == "POST" and scope.get("path") in self.upload_limits:
+            limit = self.upload_limits[scope["path"]]
+            what = f"max_body_bytes {self.limit} plus room for an input_reference image ({limit} bytes in all)"
         length = Headers(scope=scope).get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._too_large().response()(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(what).response()(scope, receive, send)
             return
         received = 0
 
@@ -195,8 +203,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise self._too_large()
+                if received > limit:
+                    raise self._too_large(what)
             return message
 
         await self.app(scope, counted_receive, send)

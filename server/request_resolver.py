@@ -2,24 +2,30 @@
 
 The request model (``server.schema``) checks each field against the server's limits; what depends on
 the model (its default shape and steps, its frame grid, its checkpoints, its reward model's
-objectives and guidance defaults, the registered judges) is checked here, once, and every default
-is filled in, so the spec is what the job runs with and reports; so is a ``webhook_url``, against the
-operator's rules (``server.webhooks.allow_rules``). Each failure is a 400 naming the field.
+objectives and guidance defaults, the registered judges and which of their objectives a gradient mode
+may weight) is checked here, once, and every default is filled in, so the spec is what the job runs
+with and reports; so is a ``webhook_url``, against the operator's rules
+(``server.webhooks.allow_rules``). Each failure is a 400 naming the field.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from guidance.families.base import VideoShape
-from guidance.nrg import SEARCH_MODES, GuidanceDefaults, GuidanceSpec, builtin_strength, defaults_for
+from guidance.nrg import GuidanceDefaults, GuidanceSpec, builtin_strength, check_gradient_objectives, defaults_for
+from guidance.video_to_video import DEFAULT_DENOISE_STRENGTH, denoise_start
 from server.errors import APIError
 from server.hosted_model import HostedModel
-from server.job_spec import CheckpointRef, JobSpec
+from server.input_reference import FIELD as INPUT_FIELD
+from server.input_reference import CheckedImage, UploadedImage, check_image, decode_data_url
+from server.input_video import CheckedVideo, check_video, is_video
+from server.job_spec import COMPARE_NEEDS_GUIDANCE, CheckpointRef, JobSpec
 from server.schema import Limits, build_request_model
 from server.webhooks.allow_rules import WebhookPolicy, WebhookRefused, WebhookUnresolved
 
@@ -33,19 +39,78 @@ class RequestResolver:
     """Resolves POST /v1/videos bodies against the hosted models, the limits and the registered judges."""
 
     def __init__(self, models: Mapping[str, HostedModel], limits: Limits, judges: Sequence[str],
-                 judge_objectives: Mapping[str, tuple[str, ...]], webhooks: WebhookPolicy | None = None) -> None:
+                 judge_objectives: Mapping[str, tuple[str, ...]],
+                 judge_differentiable: Mapping[str, frozenset[str]] | None = None,
+                 webhooks: WebhookPolicy | None = None) -> None:
         self.models = models
         #: Where webhooks may go; without rules, any webhook_url is refused.
         self.webhooks = webhooks or WebhookPolicy()
         self.limits = limits
         self.request_model = build_request_model(limits)
         self.judges = tuple(judges)
-        #: The objectives of the judges loaded in this process (none in an API-only process, whose
-        #: workers check them).
+        #: The objectives of the judges loaded in this process, and those each differentiates (none in
+        #: an API-only process, whose workers check them).
         self.judge_objectives = judge_objectives
+        self.judge_differentiable = judge_differentiable or {}
         self.default_model = next(iter(models))
 
     def resolve(self, body: dict[str, Any]) -> JobSpec:
+        """The job a request body asks for (its ``input_reference`` image checked and recorded, its bytes
+        dropped: :meth:`resolve_with_inputs` keeps them for the store)."""
+        return self.resolve_with_inputs(body)[0]
+
+    def resolve_with_inputs(self, body: dict[str, Any]) -> tuple[JobSpec, dict[str, bytes]]:
+        """The job and the input files to store with it (key -> bytes: its ``input_reference`` image or
+        video). Decodes a video's frames to check them: handlers call it off the event loop."""
+        body = dict(body)
+        given = body.pop(INPUT_FIELD, None)
+        spec, strength = self._resolve(body)
+        if given is None:
+            if self.models[spec.model].family.image_input == "required":
+                raise APIError(400, f"model {spec.model} is image-to-video: give an input_reference image (its "
+                               "first frame)", param=INPUT_FIELD, code="input_reference_required")
+            _no_strength(strength, "give input_reference a video")
+            return spec, {}
+        checked = self._input_reference(spec, given)
+        if not checked.reference.is_video:
+            _no_strength(strength, "input_reference is an image")
+            return replace(spec, input_reference=checked.reference), {checked.reference.key: checked.data}
+        strength = DEFAULT_DENOISE_STRENGTH if strength is None else strength
+        try:
+            denoise_start(spec.num_inference_steps, strength)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="denoise_strength") from None
+        return (replace(spec, input_reference=checked.reference, denoise_strength=strength),
+                {checked.reference.key: checked.data})
+
+    def _input_reference(self, spec: JobSpec, given: Any) -> CheckedImage | CheckedVideo:
+        """The image or video checked by its module's rules; refused for models that take neither, and a
+        video for models that cannot start from one."""
+        hosted = self.models[spec.model]
+        family = hosted.family
+        if family.image_input == "none" and not family.video_input:
+            raise APIError(400, f"model {spec.model} is text-to-video only ({family.label}); it takes no "
+                           "input_reference image or video", param=INPUT_FIELD, code="input_reference_not_supported")
+        if not isinstance(given, str | UploadedImage):
+            raise APIError(400, "input_reference must be a file part (multipart/form-data) or a data: URL string",
+                           param=INPUT_FIELD)
+        upload = decode_data_url(given.strip(), self.limits) if isinstance(given, str) else given
+        if is_video(upload):
+            if not family.video_input:
+                why = ("it is image-to-video: give an image (its first frame)" if family.image_input == "required"
+                       else "video-to-video needs a flow-matching model")
+                raise APIError(400, f"model {spec.model} ({family.label}) takes no input_reference video: {why}",
+                               param=INPUT_FIELD, code="input_reference_not_supported")
+            return check_video(upload, self.limits, spec.width, spec.height, spec.num_frames, spec.fps)
+        if family.image_input == "none":
+            raise APIError(400, f"model {spec.model} is text-to-video only ({family.label}); it takes no "
+                           "input_reference image (a video, for video-to-video, yes)", param=INPUT_FIELD,
+                           code="input_reference_not_supported")
+        return check_image(upload, self.limits, spec.width, spec.height)
+
+    def _resolve(self, body: dict[str, Any]) -> tuple[JobSpec, float | None]:
+        """The job without its input (filled in by :meth:`resolve_with_inputs`), and the request's
+        ``denoise_strength``, which applies only to a video input."""
         try:
             req = self.request_model.model_validate(body)
         except ValidationError as exc:
@@ -71,6 +136,8 @@ class RequestResolver:
         if unknown:
             raise APIError(400, f"unknown judge(s) {unknown}; registered: {', '.join(self.judges) or 'none'}",
                            param="judges", code="judge_not_found")
+        if req.compare_unguided and (guidance is None or not guidance.active):
+            raise APIError(400, COMPARE_NEEDS_GUIDANCE, param="compare_unguided")
         cfg = req.guidance_scale if req.guidance_scale is not None else hosted.family.default_cfg
         return JobSpec(
             model=name, prompt=req.prompt, negative_prompt=req.negative_prompt, width=width, height=height,
@@ -78,7 +145,8 @@ class RequestResolver:
             num_inference_steps=steps, guidance_scale=float(cfg),
             checkpoint=checkpoint,
             guidance=guidance, judge=judge, judges=tuple(judges), webhook_url=self._webhook_url(req.webhook_url),
-        )
+            compare_unguided=req.compare_unguided,
+        ), req.denoise_strength
 
     def _webhook_url(self, url: str | None) -> str | None:
         """The URL, once the rules allow it and its host resolves to an address they allow. The handler
@@ -133,18 +201,19 @@ class RequestResolver:
         return CheckpointRef(name, "full")
 
     def _guidance(self, model: str, hosted: HostedModel, given: Any) -> tuple[GuidanceSpec, str | None]:
-        """The effective guidance (defaults filled in) and the judge that ranks its particles, if any."""
+        """The effective guidance (defaults filled in) and the judge that steers it, if any: by ranking
+        particles (the default, ``best_of_n``, which every judge can do) or, in a gradient mode, by its
+        gradient through the decoder, on its differentiable objectives only."""
         judges = ", ".join(self.judges)
+        differentiable = None
         if given.judge is not None:
             if given.judge not in self.judges:
                 raise APIError(400, f"unknown judge {given.judge!r}; registered: {judges or 'none'}",
                                param="reward_guidance.judge", code="judge_not_found")
-            if given.mode is not None and given.mode not in SEARCH_MODES:
-                raise APIError(400, f"judge {given.judge} ranks the particles of best_of_n and fk; mode {given.mode} "
-                               "needs a reward model's gradient", param="reward_guidance.mode")
             spec = GuidanceDefaults(mode="best_of_n", strength=builtin_strength("best_of_n")).complete(
                 given.weights, given.strength, given.window, given.mode, given.particles)
             objectives = self.judge_objectives.get(given.judge)
+            differentiable = self.judge_differentiable.get(given.judge)
         elif hosted.reward is None:
             raise APIError(400, f"model {model} has no reward model, so reward_guidance needs a judge "
                            f"(reward_guidance.judge, one of: {judges or 'none registered'})", param="reward_guidance")
@@ -157,10 +226,24 @@ class RequestResolver:
                 spec.validate(objectives)
         except ValueError as exc:
             raise APIError(400, str(exc), param="reward_guidance." + str(exc).split(":")[0].split()[0]) from None
+        if differentiable is not None:
+            try:
+                check_gradient_objectives(spec, differentiable)
+            except ValueError as exc:
+                raise APIError(400, f"reward_guidance.{exc}", param="reward_guidance.weights") from None
         if spec.search and not hosted.family.euler_scheduler:
             raise APIError(400, f"mode {spec.mode} needs a flow-matching model (an Euler scheduler); {model} is "
                            f"{hosted.family.name}", param="reward_guidance.mode")
+        if given.judge is not None and hosted.family.prediction != "flow":
+            raise APIError(400, f"judge {given.judge} scores the clean estimate x0 = x_t - t v of flow-matching "
+                           f"models; {model} is {hosted.family.name}, which predicts {hosted.family.prediction}",
+                           param="reward_guidance.judge")
         return spec, given.judge
+
+
+def _no_strength(strength: float | None, why: str) -> None:
+    if strength is not None:
+        raise APIError(400, f"denoise_strength applies to video-to-video; {why}", param="denoise_strength")
 
 
 def _snap_frames(hosted: HostedModel, width: int, height: int, wanted: int, limit: int) -> int:

@@ -126,6 +126,7 @@ def build_runtime(config: ServerConfig, models: dict[str, HostedModel]) -> Serve
     lifecycle = Lifecycle(config.shutdown_grace_s)
     engine: Engine | FrontEndOnly = FrontEndOnly(models)
     judge_objectives: dict[str, tuple[str, ...]] = {}
+    judge_differentiable: dict[str, frozenset[str]] = {}
     lease = None
     if runs_engine(config.role):
         if config.compile_backend is not None:
@@ -134,6 +135,7 @@ def build_runtime(config: ServerConfig, models: dict[str, HostedModel]) -> Serve
             metrics.track_compiles(compile_monitor().counts)
         judges = HeldOutJudges(load_judges(config.judges, str(next(iter(models.values())).family.device)))
         judge_objectives = {name: named.objectives for name, named in judges.judges.items()}
+        judge_differentiable = {name: named.differentiable for name, named in judges.judges.items()}
         engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                         fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
                         lease_s=config.lease_s, memory_budget=memory_budget(config), judges=judges,
@@ -148,7 +150,8 @@ def build_runtime(config: ServerConfig, models: dict[str, HostedModel]) -> Serve
     return ServerRuntime(
         config=config, models=models, store=store, events=events, bus=bus, engine=engine, lifecycle=lifecycle,
         metrics=metrics, retention=retention,
-        resolver=RequestResolver(models, config.limits, list(config.judges), judge_objectives, webhooks.policy),
+        resolver=RequestResolver(models, config.limits, list(config.judges), judge_objectives, judge_differentiable,
+                                 webhooks.policy),
         webhooks=webhooks, worker_id=worker_id, lease=lease, listener=listener,
     )
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from guidance.nrg import DEFAULT_PARTICLES, MAX_PARTICLES
+from guidance.video_to_video import DEFAULT_DENOISE_STRENGTH
 
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
@@ -48,12 +49,33 @@ class Limits:
     max_particles: int = 8
     #: Largest per-request LoRA scale (``checkpoint_scale``): above 1 extrapolates the alignment.
     max_checkpoint_scale: float = 4.0
+    #: Image-to-video (``input_reference``, ``server.input_reference``): the image file's bytes (a body
+    #: that carries one may exceed ``max_body_bytes`` by this much, base64 included), its pixels (read from
+    #: its header, before decoding), and how far (relative) its aspect ratio may be from the video's for
+    #: it to be resized to the video's size.
+    max_input_reference_bytes: int = 10 << 20
+    max_input_reference_pixels: int = 4096 * 4096
+    input_reference_aspect_tolerance: float = 0.05
+    #: Video-to-video (``input_reference`` a video, ``server.input_video``): the pixels of each frame and
+    #: the frames in the file, both read from the container's header before a frame is decoded (its bytes
+    #: count against ``max_input_reference_bytes``, its aspect ratio against the tolerance above).
+    max_input_video_pixels: int = 1920 * 1080
+    max_input_video_frames: int = 1024
 
     def __post_init__(self) -> None:
         # A request the server accepted would fail in guidance's own check, after it was queued.
         if self.max_particles > MAX_PARTICLES:
             raise ValueError(f"max_particles (--max-particles) is {self.max_particles}; guidance runs at most "
                              f"{MAX_PARTICLES} particles (guidance.nrg.MAX_PARTICLES)")
+        if not 0 <= self.input_reference_aspect_tolerance < 1:
+            raise ValueError("input_reference_aspect_tolerance (--input-reference-aspect-tolerance) must be in "
+                             f"[0, 1); got {self.input_reference_aspect_tolerance}")
+
+    @property
+    def max_upload_body_bytes(self) -> int:
+        """The body limit of a POST /v1/videos that carries an image: ``max_body_bytes`` for its other
+        fields plus the image as base64 (a data: URL; a multipart file part is smaller) and its framing."""
+        return self.max_body_bytes + (self.max_input_reference_bytes + 2) // 3 * 4 + 4096
 
 
 class RewardGuidance(BaseModel):
@@ -85,10 +107,13 @@ class RewardGuidance(BaseModel):
     )
     judge: str | None = Field(
         None, pattern=NAME_PATTERN,
-        description="Rank the particles of best_of_n / fk by this judge (a name the operator registered with "
-                    "--judge) on the decoded clean estimate, instead of by the reward model; weights then name "
-                    "the judge's objectives. Works on models without a reward model; the default mode becomes "
-                    "best_of_n.")
+        description="Steer by this judge (a name the operator registered with --judge) on the decoded clean "
+                    "estimate instead of by the reward model; weights then name the judge's objectives. Works on "
+                    "flow-matching models without a reward model. best_of_n / fk (the default mode becomes "
+                    "best_of_n) rank their particles by it, with any objective; relative / sum / unit follow its "
+                    "gradient through the VAE decoder and the denoiser, and may weight only the objectives the "
+                    "judge differentiates (docs/judges.md): each guided step then costs a denoiser pass, a decode "
+                    "and a backward through both.")
 
     @field_validator("window")
     @classmethod
@@ -155,6 +180,32 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
             None, max_length=16,
             description="Held-out judges (names the operator registered with --judge) that score the finished "
                         "video; default: all of them, [] for none. Their figures are the job's judge_scores.")
+        input_reference: str | None = Field(
+            None,
+            description="Image-to-video: the image the video starts from (its first frame), PNG, JPEG or WebP, at "
+                        f"most {limits.max_input_reference_bytes} bytes and {limits.max_input_reference_pixels} "
+                        "pixels, one frame. A file part of a multipart/form-data body (as the OpenAI SDK sends "
+                        "it) or, in JSON, a data: URL (data:image/png;base64,...). Resized to the video's size "
+                        "when its aspect ratio is within "
+                        f"{limits.input_reference_aspect_tolerance:.0%} of the video's, else a 400. Only models "
+                        "whose input_reference (GET /v1/models) is optional or required take one. "
+                        "Video-to-video: an MP4 or WebM clip (H.264, HEVC, VP8, VP9 or AV1) instead, at most "
+                        f"{limits.max_input_video_frames} frames of {limits.max_input_video_pixels} pixels, noised "
+                        "to denoise_strength; its first (num_frames - 1) / fps seconds are used, resampled to fps "
+                        "and resized like an image. Only models whose input_reference_video is true take one.",
+            json_schema_extra={"format": "binary"})
+        denoise_strength: Annotated[float | None, NoBool] = Field(
+            None, gt=0, le=1, allow_inf_nan=False,
+            description="Video-to-video: how much of the schedule runs, in (0, 1] (int(num_inference_steps * "
+                        "denoise_strength) steps, from the noise level they start at): 1 ignores the video, lower "
+                        f"keeps more of it. Default {DEFAULT_DENOISE_STRENGTH} with a video; only with one.")
+        compare_unguided: bool = Field(
+            False,
+            description="Also run this request without guidance (same prompt, seed, shape, steps, CFG scale and "
+                        "checkpoint) as one more row of the job's batch, and report its figures (unguided) and "
+                        "the objectives guidance pushed up whose reward rose while a held-out judge's objective "
+                        "of the same name fell (reward_hacking). Costs one unguided sample (a row of --max-batch); "
+                        "its video is not kept. Needs active reward_guidance.")
         webhook_url: str | None = Field(
             None, min_length=1, max_length=MAX_WEBHOOK_URL_CHARS,
             description="POSTed the job's outcome (video.completed, video.failed or video.cancelled), signed the "
@@ -211,6 +262,43 @@ class WebhookStatus(BaseModel):
     last_error: str | None = Field(None, description="Why the last attempt did not deliver (e.g. HTTP 503).")
 
 
+class InputReferenceInfo(BaseModel):
+    """The image an image-to-video job started from, or the video a video-to-video job did, as the job
+    recorded it (its bytes stay on the server)."""
+
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    bytes: int
+    frames: int | None = Field(None, description="A video's frame count, from its header (videos only).")
+    fps: float | None = Field(None, description="A video's frame rate, from its header (videos only).")
+
+
+class ObjectiveChange(BaseModel):
+    """A job against its unguided twin on one objective: by the reward, and by a held-out judge's objective of
+    the same name."""
+
+    objective: str
+    judge: str
+    weight: float = Field(..., description="The job's weight on the objective: guidance pushed it up when > 0.")
+    reward_change: float = Field(..., description="Guided minus unguided reward of the final latents.")
+    judge_change: float = Field(..., description="Guided minus unguided score of the judge's objective.")
+    hacked: bool = Field(..., description="Guidance pushed it up (weight > 0), the reward rose and the judge fell.")
+
+
+class UnguidedTwin(BaseModel):
+    """The figures of a job's unguided twin (compare_unguided) and the job's changes against it."""
+
+    rewards: dict[str, float] | None = Field(None, description="The twin's reward of its final latents.")
+    judge_scores: dict[str, dict[str, float]] | None = Field(
+        None, description="The held-out judges' scores of the twin's video (the judges the job asked for).")
+    changes: list[ObjectiveChange] = Field(
+        default_factory=list, description="One per reward objective and judge that scores an objective of its "
+                                          "name; empty when no judge does.")
+    error: str | None = Field(None, description="Why the twin has no figures (its output was unusable).")
+
+
 class VideoObject(BaseModel):
     """A video job, shaped like OpenAI's video object with the diffusion peers' extra fields."""
 
@@ -237,6 +325,7 @@ class VideoObject(BaseModel):
     checkpoint: str | None = None
     checkpoint_scale: float | None = Field(None, description="The LoRA checkpoint's scale (LoRA checkpoints only).")
     reward_guidance: RewardGuidance | None = None
+    compare_unguided: bool = Field(False, description="Whether the job runs and reports an unguided twin.")
     rewards: dict[str, float] | None = Field(None, description="Per-objective reward of the final latents.")
     rewards_z: dict[str, float] | None = Field(
         None, description="The same as z-scores against the model's unguided samples ((r - mean) / std; 0 is a "
@@ -245,14 +334,32 @@ class VideoObject(BaseModel):
         None, description="Held-out scores of the finished video: {judge: {objective: score}}, higher is better, from "
                           "the operator's judges, which guidance did not optimise (unlike rewards).")
     guidance_skipped_steps: int | None = Field(None, description="Steps whose non-finite gradient was skipped.")
-    cost_vs_unguided: float | None = Field(None, description="Denoiser passes / steps: 1 unguided or gradient-guided, "
-                                                             "more for the particles of best_of_n and fk.")
+    unguided: UnguidedTwin | None = Field(
+        None, description="With compare_unguided, once completed: the unguided twin's figures and the changes.")
+    reward_hacking: list[ObjectiveChange] | None = Field(
+        None, description="With compare_unguided: the objectives guidance pushed up whose reward rose while a "
+                          "held-out judge's objective of the same name fell ([]: none). null: not compared, or "
+                          "nothing could be judged (no judge scores an objective guidance pushed up, by name).")
+    cost_vs_unguided: float | None = Field(
+        None, description="Measured time of the job's rows / that of one unguided row of the same batch calls "
+                          "(denoiser share per step + decode): 1 unguided, more for reward gradients and particles.")
+    denoiser_passes: int | None = Field(None, description="Rows x steps the denoiser ran for the job (its particles "
+                                                          "each; CFG's unconditional pass not counted).")
+    guidance_decodes: int | None = Field(
+        None, description="Clean estimates a judge decoded to steer this job (particle rankings, gradient steps, the "
+                          "final score; particles count each): each costs a denoiser pass and a VAE decode, and in a "
+                          "gradient mode a backward through both. 0 when a reward model steers.")
     batch_size: int | None = Field(None, description="Samples in the batch this job ran in.")
     queue_time_s: float | None = None
     inference_time_s: float | None = None
     encode_time_s: float | None = None
     peak_memory_mb: float | None = None
     webhook_status: WebhookStatus | None = Field(None, description="The job's webhook, if it gave a webhook_url.")
+    input_reference: InputReferenceInfo | None = Field(
+        None, description="Image-to-video: the image the video started from (its sha256, format and size); "
+                          "video-to-video: the video (and its frame count and rate).")
+    denoise_strength: float | None = Field(
+        None, description="Video-to-video: the share of the schedule that ran from the noised input video.")
 
 
 class VideoList(BaseModel):
@@ -278,6 +385,12 @@ class ModelCard(BaseModel):
     defaults: dict[str, Any]
     #: What reward_guidance fields left out become (mode, strength, window, where they come from).
     reward_guidance_defaults: dict[str, Any] | None = None
+    input_reference: Literal["none", "optional", "required"] = Field(
+        "none", description="Image-to-video: whether requests may (optional), must (required) or may not (none) "
+                            "give an input_reference image.")
+    input_reference_video: bool = Field(
+        False, description="Video-to-video: whether input_reference may be a video (MP4 or WebM), noised to "
+                           "denoise_strength.")
 
 
 class ModelList(BaseModel):

@@ -9,8 +9,9 @@ from server.schema import VideoObject
 from server.store import Job
 
 #: Result fields copied from the finished job as they are.
-RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "guidance_skipped_steps", "cost_vs_unguided", "batch_size",
-                 "queue_time_s", "inference_time_s", "encode_time_s", "peak_memory_mb")
+RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "unguided", "reward_hacking", "guidance_skipped_steps",
+                 "cost_vs_unguided", "denoiser_passes", "guidance_decodes", "batch_size", "queue_time_s",
+                 "inference_time_s", "encode_time_s", "peak_memory_mb")
 
 
 def video_object(job: Job, retention: Retention) -> dict[str, Any]:
@@ -28,7 +29,18 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         fps=spec.fps, seed=spec.seed, num_inference_steps=spec.num_inference_steps,
         guidance_scale=spec.guidance_scale, checkpoint=checkpoint.name if checkpoint else None,
         checkpoint_scale=spec.checkpoint_scale,
-        reward_guidance=spec.reward_guidance_json(),
+        reward_guidance=spec.reward_guidance_json(), compare_unguided=spec.compare_unguided,
         **{k: r.get(k) for k in RESULT_FIELDS},
         webhook_status=job.webhook,
+        input_reference=_input_reference(spec),
+        denoise_strength=spec.denoise_strength,
     ).model_dump(mode="json")
+
+
+def _input_reference(spec: Any) -> dict[str, Any] | None:
+    ref = spec.input_reference
+    if ref is None:
+        return None
+    video = {"frames": ref.frames, "fps": ref.fps} if ref.is_video else {}
+    return {"sha256": ref.sha256, "media_type": ref.media_type, "width": ref.width, "height": ref.height,
+            "bytes": ref.size_bytes, **video}

@@ -18,14 +18,16 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """``tiny_dir(family)``: a tiny diffusers directory of that family, written once per session."""
+    """``tiny_dir(family)``: a tiny diffusers directory of that family, written once per session;
+    ``tiny_dir("wan-i2v")`` its image-to-video pipeline."""
     from guidance.testing.tiny import make_tiny
 
     cache: dict[str, Path] = {}
 
     def get(family: str) -> Path:
         if family not in cache:
-            cache[family] = make_tiny(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+            name, _, variant = family.partition("-")
+            cache[family] = make_tiny(name, tmp_path_factory.mktemp(f"tiny-{family}"), i2v=variant == "i2v")
         return cache[family]
 
     return get

@@ -10,9 +10,12 @@
   same transformer with the adapter disabled; saving in the diffusers LoRA layout; resumable state.
 - :mod:`guidance.align.task`: what a method contributes to a step (its items and minibatch loss),
   Flow-DPO's task, and the seeded draws of t and noise every method shares.
-- :mod:`guidance.align.trainer`: the training loop, deterministic per seed and resumable.
-- :mod:`guidance.align.methods`: the methods beyond those two (IS-DAA, TVKD, Diff-UAPA as Flow-DPO
-  options; Diffusion-DRO, SUDO, ABC, SPO / GradSPO, SPRO, hybrid offline-online as methods).
+- :mod:`guidance.align.config`: a run's settings, shared and per option group (torch-free).
+- :mod:`guidance.align.trainer`: the training loop, the same for every method, deterministic per seed
+  and resumable.
+- :mod:`guidance.align.methods`: every method, a declaration and a task each, found by name in its
+  registry (Flow-DPO with the IS-DAA, TVKD and Diff-UAPA options, Flow-RWR, Diffusion-DRO, SUDO, ABC,
+  SPO / GradSPO, SPRO, hybrid offline-online).
 - :mod:`guidance.align.report`: the held-out pairs, their implicit-reward accuracy and ``align_report.json``.
 """
 

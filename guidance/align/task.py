@@ -2,8 +2,9 @@
 
 The training loop (:mod:`guidance.align.trainer`) is the same for every method: minibatches, AdamW on
 the LoRA, evaluations, saving. A :class:`Task` is the part that differs: the items an epoch iterates
-over and the loss of a minibatch. Flow-DPO's :class:`DpoTask` lives here because the methods of
-:mod:`guidance.align.methods` reuse it (ABC, hybrid and SPRO train on Flow-DPO pairs).
+over and the loss of a minibatch. Each method builds its own (:mod:`guidance.align.methods`);
+Flow-DPO's :class:`DpoTask` lives here because several reuse it (ABC, hybrid and SPRO train on
+Flow-DPO pairs).
 
 Every draw of a step comes from a CPU generator seeded by :func:`derived_seed` of (seed, step, ...),
 so a step depends only on the run's seed, the step number and the weights: runs are reproducible and
@@ -65,16 +66,16 @@ class DpoTask(Task):
     """Flow-DPO on oriented preference pairs: winner and loser noised with one shared t and noise
     tensor, reference errors with the adapter disabled, the loss of :func:`losses.flow_dpo_loss`.
 
-    ``options`` replaces that loss with one built on the same errors and margin: the composable terms
-    (IS-DAA, TVKD, Diff-UAPA: ``guidance.align.methods.tasks.DpoOptions``) or ABC's classification
-    loss. It has ``loss(task, err, ref, beta_t, weights, x0, noise, t, cond, shape, rows)``.
+    ``pair_loss`` replaces that loss with one built on the same errors and margin: the composable
+    terms (IS-DAA, TVKD, Diff-UAPA: ``guidance.align.methods.flow_dpo_task.ComposedDpoLoss``) or ABC's
+    classification loss. It has ``loss(task, err, ref, beta_t, weights, x0, noise, t, cond, shape, rows)``.
     """
 
     def __init__(self, family: PipelineFamily, data: PreferenceData, pairs: OrientedPairs, config: AlignConfig,
-                 prompts: PromptCache, options: Any = None) -> None:
+                 prompts: PromptCache, pair_loss: Any = None) -> None:
         self.family, self.data, self.pairs, self.config, self.prompts = family, data, pairs, config, prompts
         self.keys = [(data.shapes[i], tuple(data.latents_a[i].shape)) for i in pairs.index]
-        self.options = options
+        self.pair_loss = pair_loss
 
     def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
         family, config = self.family, self.config
@@ -91,7 +92,7 @@ class DpoTask(Task):
         b = len(rows)
         beta_t = losses.beta_at(config.beta, t, config.beta_schedule)
         weights = torch.tensor([self.pairs.weight[r] for r in rows], device=device)
-        if self.options is not None:
-            return self.options.loss(self, err, ref, beta_t, weights, x0, n2, t2, both, shape, rows)
+        if self.pair_loss is not None:
+            return self.pair_loss.loss(self, err, ref, beta_t, weights, x0, n2, t2, both, shape, rows)
         loss, z = losses.flow_dpo_loss(err[:b], ref[:b], err[b:], ref[b:], beta_t, weights)
         return loss, float((z > 0).float().mean())

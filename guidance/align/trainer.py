@@ -1,10 +1,12 @@
-"""The ``nrg align`` training loop: Flow-DPO on preference pairs or Flow-RWR on scored clips.
+"""The ``nrg align`` training loop, the same for every method.
 
-One step (Flow-DPO): a minibatch of pairs oriented winner first (``data.orient_pairs``); one t ~
-U(t_min, t_max) and one noise tensor per pair, shared by winner and loser; the reference errors with
-the adapter disabled (no gradient); the policy errors of winners and losers in one forward pass; the
-loss of ``losses.flow_dpo_loss``; AdamW on the LoRA parameters only. Flow-RWR: a minibatch of clips,
-one t and noise per clip, ``losses.flow_rwr_loss`` with exp(r / tau) weights.
+The method's task (:mod:`guidance.align.methods`: a :class:`~guidance.align.task.Task` its factory
+builds) gives the training items and each minibatch's loss; the loop draws the minibatches (items
+of one latent shape together), steps AdamW on the LoRA parameters only, evaluates the held-out
+pairs, saves its state and writes the LoRA and ``align_report.json``. Flow-DPO's step, for one: a
+minibatch of pairs oriented winner first, one t ~ U(t_min, t_max) and one noise tensor per pair
+shared by winner and loser, the reference errors with the adapter disabled, the policy errors of
+winners and losers in one forward pass, the loss of ``losses.flow_dpo_loss``.
 
 Determinism and resuming: the minibatches of epoch e are a permutation drawn from a generator seeded
 by (seed, e), and the t and noise of step s from one seeded by (seed, s), all on the CPU. So a step
@@ -18,15 +20,14 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from guidance.align import losses
 from guidance.align.config import RESUMABLE_CHANGES, AlignConfig
-from guidance.align.data import orient_pairs, parse_objective_weights
+from guidance.align.data import parse_objective_weights
 from guidance.align.lora import (
     attach_lora,
     lora_parameters,
@@ -35,18 +36,12 @@ from guidance.align.lora import (
     save_lora,
     save_state,
 )
+from guidance.align.methods.base import TaskInputs
 from guidance.align.methods.frame_judge import FrameJudge
-from guidance.align.noising import prediction_errors
-from guidance.align.report import (
-    REPORT_NAME,
-    HeldOutPairs,
-    ImplicitAccuracy,
-    format_accuracy,
-    held_out_clip_pairs,
-    held_out_pairs,
-)
+from guidance.align.methods.registry import REGISTRY
+from guidance.align.report import REPORT_NAME, HeldOutPairs, ImplicitAccuracy, format_accuracy
 from guidance.align.scored_clips import ScoredClips
-from guidance.align.task import DpoTask, Task, derived_seed, draw_t_and_noise
+from guidance.align.task import Task, derived_seed
 from guidance.families.base import PipelineFamily
 from guidance.reward_model import transformer_fingerprint
 from guidance.train.preference_data import PreferenceData
@@ -77,28 +72,9 @@ def epoch_batches(keys: Sequence[Any], batch: int, seed: int, epoch: int) -> lis
     return [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-class _RwrTask(Task):
-    def __init__(self, family: PipelineFamily, clips: ScoredClips, index: list[int], weights: torch.Tensor,
-                 config: AlignConfig, prompts: PromptCache) -> None:
-        self.family, self.clips, self.index, self.weights, self.config, self.prompts = (
-            family, clips, index, weights, config, prompts)
-        self.keys = [(clips.shapes[i], tuple(clips.latents[i].shape)) for i in index]
-
-    def loss(self, step: int, rows: list[int]) -> tuple[torch.Tensor, float | None]:
-        family, config = self.family, self.config
-        device = family.device
-        items = [self.index[r] for r in rows]
-        x0 = torch.stack([self.clips.latents[i] for i in items]).to(device)
-        t, noise = draw_t_and_noise(x0.shape[1:], len(rows), config.seed, step, config.t_min, config.t_max)
-        cond = self.prompts([self.clips.prompts[i] for i in items])
-        err = prediction_errors(family, family.transformer, x0, noise.to(device), t.to(device), cond,
-                                self.clips.shapes[items[0]])
-        return losses.flow_rwr_loss(err, self.weights[rows].to(device)), None
-
-
 def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: str, out: Path) -> None:
     saved = progress["config"]
-    current = json.loads(json.dumps(asdict(config)))
+    current = config.settings()
     differing = [f"{k}: {saved.get(k)!r} (now {current[k]!r})" for k in current
                  if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if differing:
@@ -111,40 +87,9 @@ def _check_resume(progress: dict[str, Any], config: AlignConfig, fingerprint: st
 def make_task(family: PipelineFamily, data: PreferenceData | ScoredClips, config: AlignConfig, weights: dict[str, float],
               prompts: PromptCache, eval_pairs: PreferenceData | None = None,
               frame_judge: FrameJudge | None = None) -> tuple[Task, HeldOutPairs, dict[str, Any]]:
-    """The method's task on ``data``, the held-out pairs and the report's data summary."""
-    if config.method not in ("flow-dpo", "flow-rwr"):
-        from guidance.align.methods.tasks import build_task
-
-        task, held_out, data_info = build_task(family, data, config, weights, prompts, eval_pairs, frame_judge)
-    elif config.method == "flow-dpo":
-        if not isinstance(data, PreferenceData):
-            raise ValueError("--method flow-dpo trains on preference pairs (pairs.jsonl); got scored clips")
-        pairs = orient_pairs(data, weights, data.indices("train"))
-        if not pairs.index:
-            raise ValueError(f"no training pair is decided by the labels of {', '.join(weights)} (all ties or missing)")
-        from guidance.align.methods.tasks import dpo_options
-
-        options, options_info = dpo_options(family, data, pairs, config, weights)
-        task: Task = DpoTask(family, data, pairs, config, prompts, options)
-        held_out = held_out_pairs(data, weights)
-        data_info = {"pairs": len(data), "train_pairs": len(pairs.index), "test_pairs": len(held_out),
-                     "undecided_train_pairs": len(data.indices("train")) - len(pairs.index), **options_info}
-    else:
-        if not isinstance(data, ScoredClips):
-            raise ValueError("--method flow-rwr trains on scored clips (clips.jsonl); got preference pairs")
-        rewards = data.combined(weights)
-        index = data.indices("train")
-        if not index:
-            raise ValueError("the scored clips have no training clip (every clip is in the test split)")
-        rwr = losses.rwr_weights(rewards[index], config.tau)
-        task = _RwrTask(family, data, index, rwr, config, prompts)
-        held_out = held_out_pairs(eval_pairs, weights) if eval_pairs is not None else held_out_clip_pairs(data, rewards)
-        data_info = {"clips": len(data), "train_clips": len(index), "test_pairs": len(held_out),
-                     "reward_mean": float(rewards[index].mean()), "reward_std": float(rewards[index].std()),
-                     "weight_max": float(rwr.max()), "weight_min": float(rwr.min()),
-                     "effective_sample_size": float(rwr.sum() ** 2 / (rwr ** 2).sum())}
-
-    return task, held_out, data_info
+    """The method's task on ``data``, the held-out pairs and the report's data summary (built by the
+    method's factory, :attr:`guidance.align.methods.base.Method.task`)."""
+    return REGISTRY[config.method].build(TaskInputs(family, data, config, weights, prompts, eval_pairs, frame_judge))
 
 
 def align(
@@ -164,9 +109,10 @@ def align(
     """Train a LoRA on ``family``'s transformer (see the module docstring) and write it to ``out_dir``
     with ``align_report.json``; the state for ``resume`` is saved every ``save_every`` steps.
 
-    ``data``: preference pairs for Flow-DPO, scored clips for Flow-RWR. Held-out implicit accuracy is
-    measured on the test pairs of ``data`` (Flow-DPO) or of ``eval_pairs`` (Flow-RWR; without it,
-    pairs of held-out scored clips). ``frame_judge`` scores SPRO's samples under ``--judge demo``
+    ``data``: what the method trains on, preference pairs or scored clips (``Method.data``). Held-out
+    implicit accuracy is measured on the test pairs of ``data`` (the methods on pairs) or of
+    ``eval_pairs`` (the methods on clips; without it, the data's test pairs, or pairs of held-out
+    scored clips). ``frame_judge`` scores SPRO's samples under ``--judge demo``
     (guidance has no world of its own to judge by; a run that needs one and has none fails before
     training). ``stop_after`` ends the run after that many steps of this call,
     with its state saved but no LoRA written (to test resuming). The adapter stays on the
@@ -212,7 +158,7 @@ def align(
 
     def save(progress_seconds: float) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        save_state(out, family, optimizer, {**state, "seconds": progress_seconds, "config": json.loads(json.dumps(asdict(config))),
+        save_state(out, family, optimizer, {**state, "seconds": progress_seconds, "config": config.settings(),
                                             "fingerprint": fingerprint})
 
     family.transformer.train()
@@ -278,7 +224,7 @@ def align(
                        "fingerprint": fingerprint, "transformer_class": type(family.transformer).__name__},
         "data": {"root": None if data.root is None else str(data.root.resolve()), "description": data.description,
                  "objectives": weights, **data_info},
-        "args": {**json.loads(json.dumps(asdict(config))), "steps": total, "eval_every": eval_every,
+        "args": {**config.settings(), "steps": total, "eval_every": eval_every,
                  "save_every": save_every,
                  "snapshots": sorted(p.name for p in (out / SNAPSHOTS).glob("step_*"))},
         "lora": {"rank": config.lora_rank, "alpha": config.lora_alpha, "targets": list(config.targets),

@@ -20,9 +20,16 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "hunyuan": ("HunyuanVideoPipeline", "guidance.families.hunyuan:HunyuanFamily"),
     "cogvideox": ("CogVideoXPipeline", "guidance.families.cogvideox:CogVideoXFamily"),
 }
+#: Image-to-video pipeline classes -> the family whose adapter serves them (its ``image_input``).
+IMAGE_TO_VIDEO: dict[str, str] = {
+    "WanImageToVideoPipeline": "wan",
+    "LTXImageToVideoPipeline": "ltx",
+    "CogVideoXImageToVideoPipeline": "cogvideox",
+}
 
 __all__ = [
     "FAMILIES",
+    "IMAGE_TO_VIDEO",
     "PipelineFamily",
     "TextConditioning",
     "VideoShape",
@@ -35,7 +42,15 @@ __all__ = [
 
 
 def supported_families_text() -> str:
-    return ", ".join(f"{name} ({cls})" for name, (cls, _) in FAMILIES.items())
+    return (", ".join(f"{name} ({cls})" for name, (cls, _) in FAMILIES.items()) + "; image-to-video: "
+            + ", ".join(f"{cls} ({name})" for cls, name in IMAGE_TO_VIDEO.items()))
+
+
+def _family_of_class(class_name: str) -> str | None:
+    for name, (cls, _) in FAMILIES.items():
+        if cls == class_name:
+            return name
+    return IMAGE_TO_VIDEO.get(class_name)
 
 
 def adapter_class(family: str) -> type[PipelineFamily]:
@@ -55,9 +70,9 @@ def family_of_directory(path: str | Path) -> str:
         class_name = json.loads(index.read_text())["_class_name"]
     except (json.JSONDecodeError, KeyError) as exc:
         raise ValueError(f"{index} has no valid '_class_name': {exc}") from exc
-    for name, (cls, _) in FAMILIES.items():
-        if cls == class_name:
-            return name
+    family = _family_of_class(class_name)
+    if family is not None:
+        return family
     raise ValueError(
         f"unsupported pipeline class {class_name!r} in {index}; supported families: {supported_families_text()}"
     )
@@ -66,9 +81,9 @@ def family_of_directory(path: str | Path) -> str:
 def wrap_pipeline(pipe: object) -> PipelineFamily:
     """Adapter for an already constructed diffusers pipeline object."""
     class_name = type(pipe).__name__
-    for name, (cls, _) in FAMILIES.items():
-        if cls == class_name:
-            return adapter_class(name)(pipe)
+    family = _family_of_class(class_name)
+    if family is not None:
+        return adapter_class(family)(pipe)
     raise ValueError(f"unsupported pipeline class {class_name!r}; supported families: {supported_families_text()}")
 
 
@@ -83,7 +98,8 @@ def load_pipeline(
     # Loading bars for a handful of components are noise next to the sampler's own progress bar.
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    pipeline_cls = getattr(diffusers, FAMILIES[family][0])
+    # The directory's own class: a family's text-to-video or image-to-video pipeline.
+    pipeline_cls = getattr(diffusers, json.loads((Path(path) / "model_index.json").read_text())["_class_name"])
     pipe = pipeline_cls.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, local_files_only=True
     )

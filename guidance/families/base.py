@@ -11,14 +11,18 @@ batch per-sample CFG scales and reward weights or differentiate through the deno
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
 from guidance.schedule import Schedule
 
 Prediction = Literal["flow", "v", "eps"]
+#: What a loaded pipeline does with an image (``PipelineFamily.image_input``).
+ImageInput = Literal["none", "optional", "required"]
 
 
 @dataclass
@@ -30,32 +34,73 @@ class TextConditioning:
     projections, each also batched on dim 0. ``texts`` are the prompts' words, one per row, when the
     caller knows them (the steppable batch does): a judge used as a reward reads the prompt, not its
     embedding.
+
+    ``image`` is the image conditioning of image-to-video rows (``PipelineFamily.encode_images``), each
+    tensor batched on dim 0 like ``extras``, and ``image_rows`` says, per row, whether the row has an
+    image: a row without one (text-to-video beside image-to-video rows, where the model allows it) holds
+    zeros. Both are empty when no row has an image. Keeping the image here, beside the prompt, is what
+    carries it into every denoiser call: the CFG halves, the particles of the search modes, the reward
+    model's trunk and the clean estimate all select and concatenate rows of this object.
     """
 
     embeds: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     texts: tuple[str, ...] = ()
+    image: dict[str, torch.Tensor] = field(default_factory=dict)
+    image_rows: tuple[bool, ...] = ()
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    @property
+    def has_image(self) -> bool:
+        """Whether some row is conditioned on an image (known on the host: no device read)."""
+        return any(self.image_rows)
+
     def select(self, index: torch.Tensor | list[int]) -> TextConditioning:
         """The conditioning of a subset of samples (for dropping finished or cancelled samples)."""
         idx = torch.as_tensor(index, device=self.embeds.device, dtype=torch.long)
-        texts = tuple(self.texts[i] for i in idx.tolist()) if self.texts else ()
-        return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()}, texts)
+        # The host's own list when given one: reading the indices back from the device would sync it.
+        rows = ([int(i) for i in index] if isinstance(index, list) else idx.tolist()) if self.texts or self.image_rows \
+            else []
+        texts = tuple(self.texts[i] for i in rows) if self.texts else ()
+        image_rows = tuple(self.image_rows[i] for i in rows) if self.image_rows else ()
+        return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()}, texts,
+                                {k: v[idx.to(v.device)] for k, v in self.image.items()}, image_rows)
 
     def cat(self, other: TextConditioning) -> TextConditioning:
         """Both batches' conditioning, ``other``'s after this one's (samples joining a batch). Prompts
-        are padded to the family's fixed length, so the sequences always line up."""
+        are padded to the family's fixed length, so the sequences always line up. Rows of a side
+        without images get zeros in the other side's image tensors."""
         if set(self.extras) != set(other.extras):
             raise ValueError(f"conditioning extras differ: {sorted(self.extras)} vs {sorted(other.extras)}")
         texts = self.texts + other.texts if self.texts and other.texts else ()
+        image, image_rows = self.image, self.image_rows
+        if self.image or other.image:
+            mine, theirs = self._image_or_zeros(other), other._image_or_zeros(self)
+            if set(mine) != set(theirs):
+                raise ValueError(f"image conditioning differs: {sorted(mine)} vs {sorted(theirs)}")
+            image = {k: torch.cat([v, theirs[k]]) for k, v in mine.items()}
+            image_rows = (self.image_rows or (False,) * len(self)) + (other.image_rows or (False,) * len(other))
         return TextConditioning(torch.cat([self.embeds, other.embeds]),
-                                {k: torch.cat([v, other.extras[k]]) for k, v in self.extras.items()}, texts)
+                                {k: torch.cat([v, other.extras[k]]) for k, v in self.extras.items()}, texts,
+                                image, image_rows)
+
+    def _image_or_zeros(self, like: TextConditioning) -> dict[str, torch.Tensor]:
+        """This side's image tensors, or zeros shaped like ``like``'s for each of this side's rows."""
+        if self.image:
+            return self.image
+        return {k: v.new_zeros((len(self), *v.shape[1:])) for k, v in like.image.items()}
+
+    def with_image(self, image: dict[str, torch.Tensor], rows: tuple[bool, ...]) -> TextConditioning:
+        """This conditioning with ``image`` (one entry per row, ``rows[i]`` whether row i has one)."""
+        if len(rows) != len(self) or any(v.shape[0] != len(self) for v in image.values()):
+            raise ValueError(f"image conditioning needs one entry per row ({len(self)}); got {len(rows)}")
+        return TextConditioning(self.embeds, self.extras, self.texts, dict(image), tuple(rows))
 
     def detach(self) -> TextConditioning:
-        return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()}, self.texts)
+        return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()}, self.texts,
+                                {k: v.detach() for k, v in self.image.items()}, self.image_rows)
 
 
 @dataclass(frozen=True)
@@ -128,6 +173,69 @@ class PipelineFamily(ABC):
         for name, value, step in (("height", shape.height, multiple[0]), ("width", shape.width, multiple[1])):
             if value <= 0 or value % step != 0:
                 raise ValueError(f"{name} must be a positive multiple of {step} for {model}; got {value}")
+
+    @property
+    def image_input(self) -> ImageInput:
+        """Whether a sample may (``optional``), must (``required``) or cannot (``none``) be conditioned
+        on an image (image-to-video): what the loaded pipeline allows."""
+        return "none"
+
+    def check_images(self, has_image: Sequence[bool]) -> None:
+        """``ValueError`` naming the sample when an image is given to a text-to-video-only model or
+        missing for a model that needs one."""
+        mode = self.image_input
+        for i, given in enumerate(has_image):
+            if given and mode == "none":
+                raise ValueError(f"sample {i}: this {self.label} model is text-to-video only; it takes no image")
+            if not given and mode == "required":
+                raise ValueError(f"sample {i}: this {self.label} model is image-to-video: every sample needs an "
+                                 "image")
+
+    def encode_images(self, images: Sequence[Any], shape: VideoShape,
+                      generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """The image conditioning of samples (``TextConditioning.image``), one row per image, as the
+        family's image-to-video pipeline computes it from a PIL image (any size: the pipeline resizes
+        it for the VAE). ``None`` entries (text-to-video rows, where the model allows them) get zeros.
+        What a pipeline draws at random for the image comes from the sample's generator (one per
+        image, ``generators``): here when the draw is part of the conditioning and comes before the
+        noise (CogVideoX), else in :meth:`prepare_conditioned_latents` (LTX-Video's first frame)."""
+        raise ValueError(f"this {self.label} model is text-to-video only; it takes no image")
+
+    @property
+    def video_input(self) -> bool:
+        """Whether a sample may start from a video (video-to-video, SDEdit: its clean latents noised to
+        the start of a truncated schedule): flow-matching models, whose noise level is the schedule's
+        sigma, unless the model needs an image (Wan image-to-video takes an image, not a clip)."""
+        return self.prediction == "flow" and self.image_input != "required"
+
+    def encode_video(self, frames: Sequence[Any], shape: VideoShape) -> torch.Tensor:
+        """The clean latents [1, ...] of a clip given as PIL frames at ``shape`` (one per frame), as
+        diffusers' video-to-video pipelines take it (``VideoProcessor.preprocess_video``: RGB / 255,
+        then [-1, 1]) and encode it: the posterior's mode (:meth:`encode`)."""
+        if not self.video_input:
+            raise ValueError(f"this {self.label} model cannot start from a video")
+        pixels = torch.from_numpy(np.stack([np.asarray(frame.convert("RGB")) for frame in frames]))
+        return self.encode((pixels.float() / 255.0).unsqueeze(0), shape)
+
+    def begin_at(self, step_index: int) -> None:
+        """Start the scheduler's run at this step of its schedule: a scheduler with per-run state (not a
+        plain Euler step) then takes its first step there, as a video-to-video batch does."""
+        scheduler = self.pipe.scheduler
+        if not hasattr(scheduler, "set_begin_index"):
+            raise ValueError(f"{type(scheduler).__name__} cannot start part-way down its schedule")
+        scheduler.set_begin_index(step_index)
+
+    def prepare_conditioned_latents(self, shape: VideoShape, generators: list[torch.Generator],
+                                    cond: TextConditioning) -> torch.Tensor:
+        """Initial latents of rows some of which carry an image (``cond.image``), drawn as the family's
+        image-to-video pipeline draws them; by default the image does not change them."""
+        return self.prepare_latents(shape, generators)
+
+    def free_latents(self, cond: TextConditioning) -> torch.Tensor | None:
+        """Where the latents are generated (1) and where the image holds them fixed (0), broadcastable to
+        the latents of ``cond``'s rows; ``None`` when every latent is generated. A reward's gradient is
+        zeroed where they are fixed (LTX-Video keeps its first latent frame as the image's)."""
+        return None
 
     @abstractmethod
     def check_shape(self, shape: VideoShape) -> None:
@@ -253,9 +361,25 @@ class PipelineFamily(ABC):
         return self.pipe.scheduler.step(pred, timestep, latents, return_dict=False)[0]
 
     @abstractmethod
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        """What :meth:`decode` and :meth:`decode_with_grad` compute, in torch ops only (nothing passes
+        through numpy), so that the graph is kept whenever grad mode is on."""
+
     def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
-        """Frames as float32 [B, F, H, W, 3] in [0, 1], exactly as ``output_type="np"`` gives them.
-        ``generators`` serve VAEs that add decode-time noise (LTX-Video 0.9.1+)."""
+        """Frames as float32 [B, F, H, W, 3] in [0, 1] on the latents' device, with the values
+        ``output_type="np"`` gives. ``generators`` serve VAEs that add decode-time noise (LTX-Video
+        0.9.1+). No graph is built: a video VAE's activations are gigabytes per sample."""
+        with torch.no_grad():
+            return self._decode(latents, shape, generators)
+
+    def decode_with_grad(self, latents: torch.Tensor, shape: VideoShape,
+                         generators: list[torch.Generator]) -> torch.Tensor:
+        """:meth:`decode` keeping the graph, so that a score of the frames has a gradient with respect
+        to the latents (a judge guiding by gradient, the demo world's oracle). The same computation, so
+        the same frames; the graph holds the decoder's activations until the backward (about 22 KB per
+        output pixel and frame for Wan 2.1's float32 VAE), so callers decode a row at a time."""
+        with torch.enable_grad():
+            return self._decode(latents, shape, generators)
 
     def encode(self, frames: torch.Tensor, shape: VideoShape) -> torch.Tensor:
         """Clips to latents in the family's layout and normalisation: the inverse convention of

@@ -1,23 +1,44 @@
-"""CogVideoX 1.0 / 1.5 text-to-video (``CogVideoXPipeline``): diffusion, v- (or eps-) prediction.
+"""CogVideoX 1.0 / 1.5 text-to-video (``CogVideoXPipeline``) and image-to-video
+(``CogVideoXImageToVideoPipeline``): diffusion, v- (or eps-) prediction.
 
 Unlike the flow families, CogVideoX steps with its own DDIM or DPM-Solver++ scheduler, so the sampler
 hands every step to :meth:`CogVideoXFamily.scheduler_step`. Latents are [B, F, C, H, W] (frames
 before channels). The pipeline's ``use_dynamic_cfg`` (a cosine ramp of the CFG scale over the
 schedule, off by default) is not reproduced: samples use their constant per-request scale.
+
+Image-to-video, as ``CogVideoXImageToVideoPipeline`` does it: the image's VAE latents (a posterior sample
+drawn from the sample's generator before its noise) as the first latent frame of an otherwise zero clip,
+concatenated to the noisy latents on the channels in every denoiser call (the transformer takes twice
+the latent channels), and for 1.5 the ``ofs`` embedding (2.0). The latents themselves keep the latent
+channels, so noise, the scheduler step, guidance and decoding are text-to-video's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from diffusers import CogVideoXDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 
-from guidance.families.base import PipelineFamily, Prediction, TextConditioning, VideoShape, frames_to_vae_input
+from guidance.families.base import (
+    ImageInput,
+    PipelineFamily,
+    Prediction,
+    TextConditioning,
+    VideoShape,
+    frames_to_vae_input,
+)
 
 #: ``CogVideoXPipeline.__call__``'s default; prompts are padded to it (and models with sin-cos
 #: position embeddings need exactly ``max_text_seq_length`` = 226 text tokens).
 MAX_SEQUENCE_LENGTH = 226
+
+#: The diffusers pipeline of CogVideoX image-to-video directories.
+I2V_PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
+#: ``CogVideoXImageToVideoPipeline``'s ``ofs`` embedding input (CogVideoX 1.5 image-to-video only).
+OFS = 2.0
 
 #: Scheduler ``prediction_type`` -> the parameterisation ``guidance_ratio`` works in.
 _PREDICTIONS: dict[str, Prediction] = {"v_prediction": "v", "epsilon": "eps"}
@@ -44,6 +65,8 @@ class CogVideoXFamily(PipelineFamily):
         # Every released CogVideoX is v-prediction, but the parameterisation is the scheduler's
         # setting, so it is read per pipeline rather than assumed.
         self.prediction = _PREDICTIONS[prediction_type]
+        #: An image-to-video pipeline: every sample needs an image.
+        self.i2v = type(pipe).__name__ == I2V_PIPELINE_CLASS
         # DPM-Solver++ is a two-step method: each step needs the previous step's x0 prediction and
         # timestep. The pipeline keeps them as loop locals; the adapter keeps them between calls.
         self._timesteps: torch.Tensor | None = None
@@ -88,9 +111,56 @@ class CogVideoXFamily(PipelineFamily):
         )
         return TextConditioning(cond), None if uncond is None else TextConditioning(uncond)
 
+    @property
+    def image_input(self) -> ImageInput:
+        return "required" if self.i2v else "none"
+
+    @property
+    def _latent_channels(self) -> int:
+        """The noisy latents' channels: the image-to-video transformer also takes the image's."""
+        channels = self.transformer.config.in_channels
+        return channels // 2 if self.i2v else channels
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Any], shape: VideoShape,
+                      generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """``image_latents`` [B, F', C, H', W'] in the text encoder's dtype, as
+        ``CogVideoXImageToVideoPipeline.prepare_latents`` builds them: each image's VAE posterior sampled
+        with its sample's generator (before the noise is drawn from it), scaled, then zero frames (and
+        for 1.5, the pipeline's leading copies of the first frames, none when the frames are padded)."""
+        if not self.i2v:
+            return super().encode_images(images, shape, generators)
+        self.check_images([image is not None for image in images])
+        if generators is None or len(generators) != len(images):
+            raise ValueError("CogVideoX image-to-video samples its image latents with each sample's generator")
+        pipe, device = self.pipe, self.device
+        dtype = pipe.text_encoder.dtype
+        frames = self._latent_frames(shape)[0]
+        patch_t = self.transformer.config.patch_size_t
+        rows = []
+        for image, generator in zip(images, generators):
+            pixels = pipe.video_processor.preprocess(image, height=shape.height, width=shape.width).to(device, dtype)
+            latents = pipe.vae.encode(pixels.unsqueeze(2)).latent_dist.sample(generator)
+            latents = latents.to(dtype).permute(0, 2, 1, 3, 4)
+            scale = pipe.vae_scaling_factor_image
+            latents = latents / scale if pipe.vae.config.invert_scale_latents else scale * latents
+            padding = torch.zeros((1, frames - 1, *latents.shape[2:]), device=device, dtype=dtype)
+            latents = torch.cat([latents, padding], dim=1)
+            if patch_t is not None:
+                latents = torch.cat([latents[:, : latents.size(1) % patch_t], latents], dim=1)
+            rows.append(latents)
+        return {"image_latents": torch.cat(rows)}
+
     def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         """Noise in the text encoder's dtype, as the pipeline draws it (``prompt_embeds.dtype``)."""
         padding = self._latent_frames(shape)[1]
+        if self.i2v:
+            # CogVideoXImageToVideoPipeline.prepare_latents' draw, after its image latents'.
+            pipe = self.pipe
+            grid = (len(generators), self._latent_frames(shape)[0], self._latent_channels,
+                    shape.height // pipe.vae_scale_factor_spatial, shape.width // pipe.vae_scale_factor_spatial)
+            noise = randn_tensor(grid, generator=generators, device=self.device, dtype=pipe.text_encoder.dtype)
+            return noise * pipe.scheduler.init_noise_sigma
         return self.pipe.prepare_latents(
             len(generators),
             self.transformer.config.in_channels,
@@ -129,15 +199,25 @@ class CogVideoXFamily(PipelineFamily):
         cond: TextConditioning,
         shape: VideoShape,
     ) -> torch.Tensor:
-        """The prediction in float32, as the pipeline upcasts it before CFG and the scheduler step."""
+        """The prediction in float32, as the pipeline upcasts it before CFG and the scheduler step. An
+        image-to-video row's image latents join its latents' channels (cond and uncond alike)."""
         batch = latents.shape[0]
         model_input = self.pipe.scheduler.scale_model_input(latents, timesteps)
+        extra = {}
+        if cond.image:
+            model_input = torch.cat([model_input, cond.image["image_latents"].to(model_input.dtype)], dim=2)
+            if self.transformer.config.ofs_embed_dim is not None:
+                extra["ofs"] = latents.new_full((1,), OFS)
+        elif self.i2v:
+            raise ValueError("this CogVideoX image-to-video model needs every row's image conditioning "
+                             "(TextConditioning.image, from encode_images)")
         return model(
             hidden_states=model_input.to(model.dtype),
             encoder_hidden_states=cond.embeds.to(model.dtype),
             timestep=timesteps.reshape(-1).expand(batch),
             image_rotary_emb=self._rotary_embeddings(shape),
             return_dict=False,
+            **extra,
         )[0].float()
 
     def scheduler_step(
@@ -160,11 +240,12 @@ class CogVideoXFamily(PipelineFamily):
             latents_next = scheduler.step(pred, timestep, latents, **extra, return_dict=False)[0]
         return latents_next.to(latents.dtype)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         padding = self._latent_frames(shape)[1]
         video = self.pipe.decode_latents(latents[:, padding:].to(self.pipe.vae.dtype))
-        return torch.from_numpy(self.pipe.video_processor.postprocess_video(video=video, output_type="np"))
+        # "pt" is "np" before its host copy (the same denormalised values), and keeps the graph.
+        frames = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")
+        return frames.permute(0, 1, 3, 4, 2).float()
 
 
     @torch.no_grad()

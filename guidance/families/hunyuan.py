@@ -102,8 +102,7 @@ class HunyuanFamily(PipelineFamily):
             return_dict=False,
         )[0]
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         vae = self.pipe.vae
         video = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         frames = self.pipe.video_processor.postprocess_video(video, output_type="pt")

@@ -1,14 +1,42 @@
-"""Wan 2.1 / 2.2 text-to-video (``WanPipeline``): flow matching, velocity prediction."""
+"""Wan 2.1 / 2.2 text-to-video (``WanPipeline``) and Wan 2.1 image-to-video (``WanImageToVideoPipeline``):
+flow matching, velocity prediction.
+
+Image-to-video conditions every denoiser call on the image twice, as ``WanImageToVideoPipeline`` does:
+the CLIP image embedding (``encoder_hidden_states_image``) and the condition latents (the first
+frame's VAE latents followed by zero frames, behind a 4-channel mask of the given frame) concatenated
+to the 16 latent channels (the transformer takes 36). The latents themselves stay 16 channels, so
+noise, the scheduler step, guidance and decoding are text-to-video's. Wan 2.2's image-to-video
+(TI2V-5B's first-frame latents, I2V-A14B's two experts) is not supported yet.
+"""
 
 from __future__ import annotations
 
-import torch
+import types
+from collections.abc import Sequence
+from typing import Any
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from guidance.families.base import ImageInput, PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``WanPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
 #: depend on the longest prompt in its batch.
 MAX_SEQUENCE_LENGTH = 512
+#: The diffusers pipeline of Wan image-to-video directories.
+I2V_PIPELINE_CLASS = "WanImageToVideoPipeline"
+
+
+def _clean_prompts_without_ftfy(pipe: Any) -> None:
+    """diffusers' ``WanImageToVideoPipeline`` cleans prompts with ``ftfy`` without checking that it is
+    installed (``WanPipeline`` checks), so without ftfy it cannot encode a prompt. Its prompt encoding is
+    a copy of ``WanPipeline``'s, so this pipeline object then gets ``WanPipeline``'s, which skips ftfy as
+    the text-to-video pipeline does; with ftfy installed nothing changes."""
+    from diffusers import WanPipeline
+    from diffusers.utils import is_ftfy_available
+
+    if not is_ftfy_available():
+        pipe._get_t5_prompt_embeds = types.MethodType(WanPipeline._get_t5_prompt_embeds, pipe)
 
 
 class WanFamily(PipelineFamily):
@@ -20,6 +48,23 @@ class WanFamily(PipelineFamily):
     default_shape = VideoShape(height=480, width=832, frames=81)
     default_steps = 50
     default_cfg = 5.0
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(pipe)
+        #: An image-to-video pipeline: every sample needs an image.
+        self.i2v = type(pipe).__name__ == I2V_PIPELINE_CLASS
+        if self.i2v:
+            config = pipe.config
+            if (config.expand_timesteps or config.boundary_ratio is not None or pipe.transformer is None
+                    or pipe.transformer.config.image_dim is None):
+                raise ValueError("Wan 2.2 image-to-video (TI2V-5B's first-frame latents, I2V-A14B's two experts) is "
+                                 "not supported yet; Wan 2.1 image-to-video (a CLIP image encoder and a transformer "
+                                 "with image_dim) is")
+            _clean_prompts_without_ftfy(pipe)
+
+    @property
+    def image_input(self) -> ImageInput:
+        return "required" if self.i2v else "none"
 
     def check_shape(self, shape: VideoShape) -> None:
         pipe = self.pipe
@@ -41,11 +86,42 @@ class WanFamily(PipelineFamily):
         return cond, None if uncond is None else TextConditioning(uncond.to(self.dtype))
 
     def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+        if self.i2v:
+            # WanImageToVideoPipeline.prepare_latents' noise: the VAE's channels (the transformer also
+            # takes the condition's), drawn with the same call.
+            pipe = self.pipe
+            grid = (len(generators), pipe.vae.config.z_dim, (shape.frames - 1) // pipe.vae_scale_factor_temporal + 1,
+                    shape.height // pipe.vae_scale_factor_spatial, shape.width // pipe.vae_scale_factor_spatial)
+            return randn_tensor(grid, generator=generators, device=self.device, dtype=torch.float32)
         channels = (self.transformer or self.pipe.transformer_2).config.in_channels
         return self.pipe.prepare_latents(
             len(generators), channels, shape.height, shape.width, shape.frames,
             torch.float32, self.device, generators,
         )
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Any], shape: VideoShape,
+                      generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """``image_embeds`` (the CLIP image encoder's penultimate hidden states, in the transformer's
+        dtype) and ``condition`` (mask + first-frame latents, float32 [B, 4 + 16, F', H', W']), each
+        image on its own, by the pipeline's ``encode_image`` and ``prepare_latents``: nothing drawn at
+        random (the latents are the posterior's mode), so ``generators`` go unused."""
+        if not self.i2v:
+            return super().encode_images(images, shape, generators)
+        self.check_images([image is not None for image in images])
+        pipe, device = self.pipe, self.device
+        grid = (1, pipe.vae.config.z_dim, (shape.frames - 1) // pipe.vae_scale_factor_temporal + 1,
+                shape.height // pipe.vae_scale_factor_spatial, shape.width // pipe.vae_scale_factor_spatial)
+        embeds, conditions = [], []
+        for image in images:
+            embeds.append(pipe.encode_image(image, device).to(self.dtype))
+            pixels = pipe.video_processor.preprocess(image, height=shape.height, width=shape.width).to(
+                device, dtype=torch.float32)
+            # Latents given: the pipeline draws no noise and returns the condition it computes from the image.
+            _, condition = pipe.prepare_latents(pixels, 1, grid[1], shape.height, shape.width, shape.frames,
+                                                torch.float32, device, None, torch.zeros(grid, device=device))
+            conditions.append(condition)
+        return {"image_embeds": torch.cat(embeds), "condition": torch.cat(conditions)}
 
     def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
         self.pipe.scheduler.set_timesteps(steps, device=self.device)
@@ -81,6 +157,19 @@ class WanFamily(PipelineFamily):
             frames, height, width = latents.shape[2:]
             tokens = frames * ((height + 1) // 2) * ((width + 1) // 2)
             t = t.reshape(batch, 1).expand(batch, tokens)
+        if cond.image:
+            # WanImageToVideoPipeline: the condition joins the latents' channels (in float32, then cast),
+            # and the same image embedding goes with the cond and the uncond prompt.
+            return model(
+                hidden_states=torch.cat([latents, cond.image["condition"].to(latents.dtype)], dim=1).to(model.dtype),
+                timestep=t,
+                encoder_hidden_states=cond.embeds,
+                encoder_hidden_states_image=cond.image["image_embeds"],
+                return_dict=False,
+            )[0]
+        if self.i2v:
+            raise ValueError("this Wan image-to-video model needs every row's image conditioning "
+                             "(TextConditioning.image, from encode_images)")
         return model(
             hidden_states=latents.to(model.dtype),
             timestep=t,
@@ -88,8 +177,7 @@ class WanFamily(PipelineFamily):
             return_dict=False,
         )[0]
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         vae = self.pipe.vae
         latents = latents.to(vae.dtype)
         z = vae.config.z_dim

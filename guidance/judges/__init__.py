@@ -94,6 +94,10 @@ class NamedJudge:
     def objectives(self) -> tuple[str, ...]:
         return self.judge.objectives
 
+    @property
+    def differentiable(self) -> frozenset[str]:
+        return frozenset(self.judge.differentiable)
+
 
 def parse_named_spec(text: str) -> tuple[str, str]:
     """``NAME=SPEC`` -> (name, spec); a bare ``classic`` names itself."""

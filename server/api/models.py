@@ -26,5 +26,7 @@ async def list_models(runtime: Runtime) -> dict[str, Any]:
                          "num_inference_steps": hosted.default_steps,
                          "guidance_scale": hosted.family.default_cfg},
             "reward_guidance_defaults": defaults_for(hosted.reward).to_json() if hosted.reward else None,
+            "input_reference": hosted.family.image_input,
+            "input_reference_video": hosted.family.video_input,
         })
     return {"object": "list", "data": data}

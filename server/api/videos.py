@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from server.api.dependencies import RequestCaller, Runtime
@@ -68,12 +69,14 @@ async def create_video(request: Request, runtime: Runtime, caller: RequestCaller
                        headers={"Retry-After": "5"})
     if lifecycle.draining or not runtime.accepting or not engine.alive:
         raise APIError(503, "server is shutting down", code="unavailable", headers={"Retry-After": "5"})
-    spec = runtime.resolver.resolve(await read_body(request))
+    body = await read_body(request, config.limits.max_body_bytes)
+    # Off the event loop: an input video's frames are decoded to check them.
+    spec, inputs = await run_in_threadpool(runtime.resolver.resolve_with_inputs, body)
     if store.count_active() >= config.max_queue:
         runtime.metrics.requests.labels(status="rejected").inc()
         raise APIError(429, f"queue is full (max_queue {config.max_queue}); retry later",
                        code="queue_full", headers={"Retry-After": "2"})
-    job = store.create(spec, owner=caller.owner)
+    job = store.create(spec, owner=caller.owner, inputs=inputs)
     runtime.events.publish(job.id, "queued")
     engine.wake()
     return JSONResponse(video_object(job, runtime.retention))

@@ -47,6 +47,15 @@ def _shape_and_steps(args: argparse.Namespace, family):
     return shape, args.steps or defaults.steps
 
 
+def refuse_image_to_video(family, command: str):
+    """``ValueError`` for commands that sample or train from prompts alone on a model that needs an image
+    (reward training, distillation, alignment and tuning from image-to-video clips are later work)."""
+    if family.image_input == "required":
+        raise ValueError(f"{command} works from prompts alone; this {family.label} model is image-to-video (every "
+                         "sample needs an image), which it does not support yet")
+    return family
+
+
 def _load(args: argparse.Namespace):
     from guidance.demo import DEFAULT_MODEL_DIR
     from guidance.families import load_pipeline

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, strengths: list[float] | None) -> None:
     from guidance.tuning.objective_map import parse_objective_map, resolve_objective_map
     from guidance.tuning.table import format_outcome
     from guidance.tuning.tune import TuneConfig, tune
-    from server.cli.common import _shape_and_steps
+    from server.cli.common import _shape_and_steps, refuse_image_to_video
 
     _check_flags(args, strengths)
     if not args.prompts.is_file():
@@ -89,7 +89,8 @@ def run(args: argparse.Namespace, strengths: list[float] | None) -> None:
                                               parse_objective_map(args.objective_map or []))
     configure_matmul(device)
     model_dir = args.model or DEFAULT_MODEL_DIR
-    family = load_pipeline(model_dir, device=device, dtype=resolve_dtype(args.dtype or "auto", device))
+    family = refuse_image_to_video(load_pipeline(model_dir, device=device,
+                                                 dtype=resolve_dtype(args.dtype or "auto", device)), "nrg eval")
     reward = load_reward_model(args.reward, family)
     shape, steps = _shape_and_steps(args, family)
     family.check_shape(shape)

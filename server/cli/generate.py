@@ -1,13 +1,19 @@
-"""``nrg generate``: one video from a prompt, optionally with reward guidance."""
+"""``nrg generate``: one video from a prompt (and, image-to-video, a first frame; video-to-video, a clip to start
+from), optionally with reward guidance."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from guidance.nrg import MODES
 from server.config import COMPILE_BACKENDS
 from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
+
+if TYPE_CHECKING:  # torch and the models load only inside run()
+    from server.unguided_twin import TwinComparison
 
 
 def add_parser(sub) -> None:
@@ -40,6 +46,19 @@ def add_parser(sub) -> None:
                      help="torch.compile the transformer blocks (and the reward trunk's) with BACKEND (inductor when "
                           "the flag is given alone); the first steps compile, so it pays only for long videos "
                           "(docs/server.md, Making it fast)")
+    gen.add_argument("--image", type=Path, default=None,
+                     help="image-to-video: the first frame (PNG, JPEG or WebP), resized to --size under the server's "
+                          "rules (docs/server.md, Image-to-video); the model must take an image")
+    gen.add_argument("--video", type=Path, default=None,
+                     help="video-to-video: a clip (MP4 or WebM) to start from, noised to --denoise-strength; resampled "
+                          "to --fps and --frames and resized to --size under the server's rules (docs/image-to-video.md)")
+    gen.add_argument("--denoise-strength", type=float, default=None,
+                     help="video-to-video: the share of the schedule run from the noised clip, in (0, 1] (default "
+                          "0.8); 1 ignores the clip")
+    gen.add_argument("--compare-unguided", action="store_true",
+                     help="also run the same request unguided in the same batch (one more sample) and print what "
+                          "guidance changed against it, flagging an objective whose reward rose while a --judge "
+                          "objective of the same name fell (reward hacking; docs/judges.md)")
     gen.add_argument("--fps", type=int, default=16)
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 or .npy")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,8 +70,10 @@ def run(args: argparse.Namespace) -> None:
     from guidance.output_checks import output_problems
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
+    from guidance.video_to_video import sample_start
     from guidance.video_io import write_video
     from server.judging import HeldOutJudges, load_judges, parse_judge_flags
+    from server.unguided_twin import compare, unusable_twin
 
     if args.out.suffix not in (".mp4", ".npy"):
         raise ValueError(f"--out must end in .mp4 or .npy; got {args.out}")
@@ -88,13 +109,35 @@ def run(args: argparse.Namespace) -> None:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,
                                                  args.particles)
         guidance.validate(reward.objectives)
-    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance)
-    result = sample(family, [spec], shape, steps, reward, progress=not args.quiet)
-    problem = output_problems(result, steps)[0]
+    if args.compare_unguided and (guidance is None or not guidance.active):
+        raise ValueError("--compare-unguided needs active guidance (--weights with a nonzero weight, and a nonzero "
+                         "--strength)")
+    image = video = None
+    if args.image is not None and args.video is not None:
+        raise ValueError("give --image (image-to-video) or --video (video-to-video), not both")
+    if args.denoise_strength is not None and args.video is None:
+        raise ValueError("--denoise-strength applies to video-to-video: give --video")
+    if args.image is not None:
+        from server.input_reference import image_file
+
+        image = image_file(args.image, shape.width, shape.height)
+    if args.video is not None:
+        from server.input_video import video_file
+
+        video = video_file(args.video, shape.width, shape.height, shape.frames, args.fps)
+    spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance, image=image, video=video,
+                      denoise_strength=args.denoise_strength)
+    ran = steps - sample_start(spec, steps)  # a video's sample runs the last steps only
+    specs = [spec, replace(spec, guidance=None)] if args.compare_unguided else [spec]
+    result = sample(family, specs, shape, steps, reward, progress=not args.quiet)
+    problems = output_problems(result, ran)
+    problem = problems[0]
     if problem is not None:
         raise ValueError(f"generation failed, nothing written: {problem}")
     path = write_video(result.frames[0], args.out, fps=args.fps)
-    print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height}, {steps} steps, seed {args.seed})")
+    from_video = f" from {args.video}: {ran} of" if video is not None else ""
+    print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height},{from_video} {steps} steps, seed "
+          f"{args.seed})")
     if result.rewards is not None:
         scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
         print(f"optimised reward (what guidance pushed up), final latents: {scores}")
@@ -105,7 +148,31 @@ def run(args: argparse.Namespace) -> None:
             print(f"guidance: mode {guidance.mode}, strength {guidance.strength:g}, window {list(guidance.window)}"
                   + (f", {guidance.particles} particles" if guidance.search else ""))
             print(f"guided steps: {result.guided_steps[0]}, skipped (non-finite gradient): {result.skipped_steps[0]}, "
-                  f"cost vs unguided: {result.denoiser_passes[0] / steps:.2f}x")
-    held_out = judges.score(result.frames, [args.prompt], [args.fps], [list(judges.judges)])[0] or {}
-    for name, scores in held_out.items():
+                  f"cost vs unguided: {result.row_seconds[0].vs_unguided:.2f}x its measured time "
+                  f"({result.denoiser_passes[0]} denoiser passes)")
+    clips = len(specs)
+    held_out = judges.score(result.frames, [args.prompt] * clips, [args.fps] * clips,
+                            [[] if p else list(judges.judges) for p in problems])
+    for name, scores in (held_out[0] or {}).items():
         print(f"held-out judge {name} (not optimised): " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    if args.compare_unguided:
+        rewards = [dict(zip(result.objectives, row)) for row in result.rewards.tolist()]
+        comparison = unusable_twin(problems[1]) if problems[1] else compare(
+            guidance.weights, rewards[0], held_out[0], rewards[1], held_out[1])
+        for line in _comparison_lines(comparison):
+            print(line)
+
+
+def _comparison_lines(comparison: TwinComparison) -> list[str]:
+    """What guidance changed against the unguided twin, as ``nrg generate`` prints it."""
+    if comparison.error is not None:
+        return [f"unguided twin: {comparison.error}"]
+    lines = ["unguided twin, optimised reward: " + ", ".join(f"{k}={v:.4f}" for k, v in comparison.rewards.items())]
+    for change in comparison.changes:
+        lines.append(f"vs unguided, {change.objective}: reward {change.reward_change:+.4g}, judge {change.judge} "
+                     f"{change.judge_change:+.4g}" + ("  REWARD HACKING" if change.hacked else ""))
+    if comparison.reward_hacking is None:
+        lines.append("reward hacking: not judged (no --judge scores an objective guidance pushed up, by name)")
+    elif not comparison.reward_hacking:
+        lines.append("reward hacking: none (no judge of an objective guidance pushed up says it fell)")
+    return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
+from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window, refuse_image_to_video
 
 
 def _strengths(text: str) -> tuple[float, ...]:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     from guidance.train.reward import TrainConfig
 
     prompts = read_prompts(args.prompts)
-    family = _load(args)
+    family = refuse_image_to_video(_load(args), "nrg reward distill")
     shape, steps = _shape_and_steps(args, family)
     family.check_shape(shape)
     objectives = None if args.objectives is None else tuple(o.strip() for o in args.objectives.split(",") if o.strip())

@@ -7,7 +7,7 @@ import { hideEffect, showEffect } from "/static/compare.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEARCH_MODES = new Set(["best_of_n", "fk"]);
-const state = { models: new Map(), running: new Set(), compared: [] };
+const state = { models: new Map(), running: new Set(), compared: [], image: null };
 const chart = new RewardChart($("#chart"));
 
 function showError(error) {
@@ -63,6 +63,7 @@ function fillModel(name) {
   $("#guidance-set").disabled = $("#compare-set").disabled = objectives.length === 0;
   sliders($("#weights"), objectives, 0);
   sliders($("#weights-b"), objectives, 0);
+  showImageField(model.input_reference || "none");
   const g = model.reward_guidance_defaults;
   if (g) {
     $("#strength").value = g.strength;
@@ -70,6 +71,43 @@ function fillModel(name) {
     $("#window-hi").value = g.window[1];
     $("#mode").value = g.mode;
   }
+}
+
+// --- image-to-video: the first frame, sent as input_reference (a data: URL) ------------------------
+
+function showImageField(need) {
+  $("#image-field").hidden = need === "none";
+  $("#image-need").textContent = need === "required" ? "(this model needs one)" : need === "optional" ? "(optional)" : "";
+}
+
+function setImage(file) {
+  if (!file) return;
+  if (!["image/png", "image/jpeg", "image/webp"].includes(file.type)) {
+    showError(`input_reference: ${file.name} is not a PNG, JPEG or WebP image`);
+    return;
+  }
+  const reader = new FileReader();
+  reader.onload = () => {
+    state.image = reader.result;
+    $("#image-preview").src = reader.result;
+    $("#image-preview").hidden = $("#clear-image").hidden = false;
+    showError(null);
+  };
+  reader.readAsDataURL(file);
+}
+
+function clearImage() {
+  state.image = null;
+  $("#input-reference").value = "";
+  $("#image-preview").removeAttribute("src");
+  $("#image-preview").hidden = $("#clear-image").hidden = true;
+}
+
+function dropImage(event) {
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (!file || $("#image-field").hidden) return;
+  event.preventDefault();
+  setImage(file);
 }
 
 // The LoRA scale applies to LoRA checkpoints only (a full-weight checkpoint or the base model has none).
@@ -105,10 +143,12 @@ function requestBody(weights, seed = number("#seed", parseInt)) {
   if (negative) body.negative_prompt = negative;
   if ($("#checkpoint").value) body.checkpoint = $("#checkpoint").value;
   if (!$("#checkpoint-scale").disabled) body.checkpoint_scale = number("#checkpoint-scale");
+  if (state.image && !$("#image-field").hidden) body.input_reference = state.image;
   if (Object.keys(weights).length) {
     const mode = $("#mode").value;
     body.reward_guidance = { weights, strength: number("#strength"), window: [number("#window-lo"), number("#window-hi")], mode };
     if (SEARCH_MODES.has(mode)) body.reward_guidance.particles = number("#particles", parseInt);
+    if ($("#compare-unguided").checked) body.compare_unguided = true;
   }
   for (const key of Object.keys(body)) if (body[key] === null) delete body[key];
   return body;
@@ -203,31 +243,61 @@ async function runJob(body, run, changed) {
 const REWARD_TITLE = "The reward model's score of the final latents: what guidance pushed up. z: the optimised "
   + "reward's own score, against unguided samples (0 = a typical unguided clip); not evidence on its own";
 const JUDGE_TITLE = "A held-out judge's score (judge_scores): guidance did not see this judge";
+const TWIN_TITLE = "compare_unguided: the same request without guidance, run in the same batch";
+const signed = (v) => `${v >= 0 ? "+" : ""}${Number(v.toPrecision(4))}`;
+
+// The verdict of a job's unguided twin, one line each: the objectives flagged, none, or why there is none.
+function hackingLines(video) {
+  const twin = video.unguided;
+  if (!twin) return [];
+  if (twin.error) return [`no comparison: ${twin.error}`];
+  if (video.reward_hacking === null) return ["not judged: no held-out judge scores an objective guidance pushed up, by name"];
+  if (!video.reward_hacking.length) return ["none: no held-out judge of an objective guidance pushed up says it fell"];
+  return video.reward_hacking.map((c) => `guidance raised ${c.objective} while judge ${c.judge} says it fell `
+    + `(reward ${signed(c.reward_change)}, judge ${signed(c.judge_change)} vs the unguided twin)`);
+}
+
+// " (unguided twin X)" after a figure the twin also has.
+function twinFigure(value) {
+  return value === undefined ? "" : ` (unguided twin ${value.toFixed(4)})`;
+}
 
 function showResult(dl, video) {
   const rows = [["status", video.status], ["seed", video.seed]];
+  const flagged = (video.reward_hacking || []).length > 0;
+  for (const line of hackingLines(video)) rows.push(["reward hacking", line, TWIN_TITLE, flagged ? "warning" : ""]);
+  const twin = video.unguided || {};
   if (video.rewards) {
     for (const [k, v] of Object.entries(video.rewards)) {
       const z = video.rewards_z && video.rewards_z[k] !== undefined ? ` (z ${video.rewards_z[k] >= 0 ? "+" : ""}${video.rewards_z[k].toFixed(2)})` : "";
-      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z, REWARD_TITLE]);
+      rows.push([`optimised reward ${k} (what guidance pushed up)`, v.toFixed(4) + z + twinFigure((twin.rewards || {})[k]), REWARD_TITLE]);
     }
   }
   for (const [judge, scores] of Object.entries(video.judge_scores || {})) {
-    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4), JUDGE_TITLE]);
+    const other = (twin.judge_scores || {})[judge] || {};
+    for (const [k, v] of Object.entries(scores)) rows.push([`held-out judge ${judge}: ${k}`, v.toFixed(4) + twinFigure(other[k]), JUDGE_TITLE]);
   }
   const g = video.reward_guidance;
   rows.push(["guidance", g ? `${describeWeights(g.weights)}; ${g.mode}, strength ${g.strength}, window ${g.window.join("-")}` : "unguided"]);
-  for (const key of ["batch_size", "queue_time_s", "inference_time_s", "encode_time_s", "cost_vs_unguided", "peak_memory_mb"]) {
+  for (const key of ["batch_size", "queue_time_s", "inference_time_s", "encode_time_s", "cost_vs_unguided", "denoiser_passes", "peak_memory_mb"]) {
     if (video[key] !== null && video[key] !== undefined) rows.push([key.replace(/_/g, " "), video[key]]);
   }
   if (video.error) rows.push(["error", video.error.message]);
-  dl.replaceChildren(...rows.flatMap(([k, v, title]) => {
+  dl.replaceChildren(...rows.flatMap(([k, v, title, className]) => {
     const dt = document.createElement("dt"), dd = document.createElement("dd");
     dt.textContent = k;
     dd.textContent = String(v);
     if (title) dt.title = title;
+    if (className) dt.className = dd.className = className;
     return [dt, dd];
   }));
+}
+
+// The Live section's warning line: shown while the run it shows has reward hacking flagged.
+function showHacking(video) {
+  const flagged = video && (video.reward_hacking || []).length > 0;
+  $("#hacking").hidden = !flagged;
+  $("#hacking").textContent = flagged ? `Reward hacking: ${hackingLines(video).join("; ")}` : "";
 }
 
 async function play(video, element) {
@@ -241,6 +311,7 @@ async function showInPlayer(video) {
   const player = $("#player"), link = $("#download");
   player.removeAttribute("src");
   link.hidden = true;
+  showHacking(video);
   if (!video) {
     $("#result").replaceChildren();
     return;
@@ -364,6 +435,10 @@ async function refreshGallery() {
     const meta = Object.assign(document.createElement("div"), { className: "meta",
       textContent: `${video.status} · ${video.reward_guidance ? describeWeights(video.reward_guidance.weights) : "unguided"} ${rewards}` });
     card.append(img, prompt, meta);
+    if ((video.reward_hacking || []).length) {
+      card.append(Object.assign(document.createElement("div"), { className: "warning",
+        textContent: `reward hacking: ${video.reward_hacking.map((c) => `${c.objective} (judge ${c.judge})`).join(", ")}` }));
+    }
     if (video.status === "completed") {
       const link = Object.assign(document.createElement("a"), { textContent: "download", download: `${video.id}.mp4` });
       link.addEventListener("click", async (event) => {
@@ -392,6 +467,10 @@ $("#api-key").value = api.apiKey();
 $("#api-key").addEventListener("change", () => { api.setApiKey($("#api-key").value.trim()); loadModels(); });
 $("#model").addEventListener("change", () => fillModel($("#model").value));
 $("#checkpoint").addEventListener("change", lockScale);
+$("#input-reference").addEventListener("change", (event) => setImage(event.target.files[0]));
+$("#clear-image").addEventListener("click", clearImage);
+$("#job-form").addEventListener("dragover", (event) => { if (!$("#image-field").hidden) event.preventDefault(); });
+$("#job-form").addEventListener("drop", dropImage);
 $("#job-form").addEventListener("submit", generate);
 $("#compare").addEventListener("click", compare);
 $("#cancel").addEventListener("click", cancelRunning);

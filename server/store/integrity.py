@@ -40,7 +40,9 @@ def check_data_dir(data_dir: Path, allow_empty: bool = False) -> None:
 def _checked_job_count(db_path: Path) -> int:
     try:
         with closing(sqlite3.connect(db_path)) as db:
-            problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
+            # SQLite may put several lines in one problem ("*** in database main ***\nPage 11: ..."): the
+            # message stays one line, as a start-up error must.
+            problems = [" ".join(row[0].split()) for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
             if problems:
                 more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
                 raise StoreCorrupt(f"{db_path}: failed its integrity check: {problems[0]}{more} {RESTORE_HINT}")

@@ -82,6 +82,9 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS webhook_status TEXT,
     ADD COLUMN IF NOT EXISTS webhook_error TEXT;
 CREATE INDEX IF NOT EXISTS jobs_webhook_due ON jobs (webhook_due_at) WHERE webhook_status = 'pending';
 """,
+    # A job's input files (its input_reference image), stored with it and deleted with it.
+    4: "CREATE TABLE IF NOT EXISTS job_inputs (job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, "
+       "key TEXT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (job_id, key));",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -237,13 +240,22 @@ class PostgresJobStore(SqlJobRows, SqlWebhookRows):
         )
 
     # -- the contract ------------------------------------------------------------------------------
-    def create(self, spec: JobSpec, owner: str | None = None) -> Job:
+    def _transaction(self, statements: list[tuple[str, Any]]) -> list[int]:
+        """Execute data-changing statements in one transaction; the rows each changed."""
+        def run(conn) -> list[int]:
+            with conn.transaction():
+                return [conn.execute(sql, args).rowcount for sql, args in statements]
+
+        return self._attempt(run, write=True)
+
+    def create(self, spec: JobSpec, owner: str | None = None, inputs: Mapping[str, bytes] | None = None) -> Job:
         job_id = new_job_id()
-        # ON CONFLICT: a retry after a lost reply must not fail on the row its first attempt wrote.
-        self._write("INSERT INTO jobs (id, status, model, params, created_at, owner, webhook_status) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                    (job_id, QUEUED, spec.model, json.dumps(spec.to_json()), time.time(), owner,
-                     WEBHOOK_WAITING if spec.webhook_url else None))
+        # ON CONFLICT: a retry after a lost reply must not fail on the rows its first attempt wrote.
+        self._transaction([("INSERT INTO jobs (id, status, model, params, created_at, owner, webhook_status) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                            (job_id, QUEUED, spec.model, json.dumps(spec.to_json()), time.time(), owner,
+                             WEBHOOK_WAITING if spec.webhook_url else None)),
+                           *self._input_rows(job_id, inputs, " ON CONFLICT (job_id, key) DO NOTHING")])
         return self.get(job_id)
 
     def queued(self, models: Collection[str] | None = None) -> list[Job]:

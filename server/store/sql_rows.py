@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from server.store.base import ACTIVE, COMPLETED, IN_PROGRESS, QUEUED, WEBHOOK_PENDING, WEBHOOK_WAITING, Job
@@ -82,6 +83,21 @@ class SqlJobRows(VideoFiles):
     def _completed_ids(self) -> list[str]:
         return [r["id"] for r in self._query(f"SELECT id FROM jobs WHERE status = {self.P} ORDER BY seq", (COMPLETED,))]
 
+    def _input_rows(self, job_id: str, inputs: Mapping[str, bytes] | None, suffix: str = "") -> list[tuple[str, tuple]]:
+        """The statements that store a new job's input files (``create`` runs them with the job's row)."""
+        p = self.P
+        return [(f"INSERT INTO job_inputs (job_id, key, data) VALUES ({p}, {p}, {p}){suffix}", (job_id, key, data))
+                for key, data in (inputs or {}).items()]
+
+    def read_input(self, job_id: str, key: str) -> bytes | None:
+        """An input file the job was created with (its ``input_reference`` image), or None."""
+        p = self.P
+        rows = self._query(f"SELECT data FROM job_inputs WHERE job_id = {p} AND key = {p}", (job_id, key))
+        return bytes(rows[0]["data"]) if rows else None
+
     def delete(self, job_id: str) -> None:
-        self._write(f"DELETE FROM jobs WHERE id = {self.P}", (job_id,))
+        """The job, its input files (one transaction) and its outputs."""
+        p = self.P
+        self._transaction([(f"DELETE FROM jobs WHERE id = {p}", (job_id,)),
+                           (f"DELETE FROM job_inputs WHERE job_id = {p}", (job_id,))])
         self.remove_outputs(job_id)

@@ -66,6 +66,9 @@ _MIGRATIONS: dict[int, str] = {
        "ALTER TABLE jobs ADD COLUMN webhook_due_at REAL; ALTER TABLE jobs ADD COLUMN webhook_worker TEXT; "
        "ALTER TABLE jobs ADD COLUMN webhook_error TEXT; "
        "CREATE INDEX IF NOT EXISTS jobs_webhook_due ON jobs(webhook_due_at) WHERE webhook_status = 'pending'",
+    # A job's input files (its input_reference image), stored with it and deleted with it.
+    5: "CREATE TABLE IF NOT EXISTS job_inputs (job_id TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, "
+       "PRIMARY KEY (job_id, key))",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -175,14 +178,28 @@ class JobStore(SqlJobRows, SqlWebhookRows):
         """Execute one data-changing ``... RETURNING`` statement; the rows it returned."""
         return self._attempt(lambda db: db.execute(sql, args).fetchall(), write=True)
 
-    def create(self, spec: JobSpec, owner: str | None = None) -> Job:
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> list[int]:
+        """Execute data-changing statements in one transaction; the rows each changed."""
+        def run(db: sqlite3.Connection) -> list[int]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [db.execute(sql, args).rowcount for sql, args in statements]
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return counts
+
+        return self._attempt(run, write=True)
+
+    def create(self, spec: JobSpec, owner: str | None = None, inputs: Mapping[str, bytes] | None = None) -> Job:
         job_id = new_job_id()
-        self._write(
+        self._transaction([(
             "INSERT INTO jobs (id, status, params, created_at, model, owner, webhook_status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (job_id, QUEUED, json.dumps(spec.to_json()), time.time(), spec.model, owner,
              WEBHOOK_WAITING if spec.webhook_url else None),
-        )
+        ), *self._input_rows(job_id, inputs)])
         return self.get(job_id)
 
     @staticmethod

@@ -6,6 +6,7 @@ from guidance.nrg import (
     PAPER_STRENGTH,
     GuidanceDefaults,
     GuidanceSpec,
+    check_gradient_objectives,
     defaults_for,
     guidance_coefficients,
     parse_weights,
@@ -77,3 +78,19 @@ def test_parse_weights():
         parse_weights("vq")
     with pytest.raises(ValueError, match="non-numeric"):
         parse_weights("vq=high")
+
+
+def test_gradient_modes_may_weight_only_objectives_with_a_gradient():
+    differentiable = {"sharpness", "exposure"}
+    for mode in ("relative", "sum", "unit"):
+        with pytest.raises(ValueError, match=rf"^weights: motion_smoothness, vq have no gradient, so mode {mode} "
+                                             r"cannot push along them; weight only differentiable objectives "
+                                             r"\(exposure, sharpness\) or rank with best_of_n / fk$"):
+            check_gradient_objectives(GuidanceSpec({"sharpness": 1, "motion_smoothness": 1, "vq": -1}, mode=mode),
+                                      differentiable)
+    with pytest.raises(ValueError, match=r"objectives \(none\)"):
+        check_gradient_objectives(GuidanceSpec({"vq": 1}), frozenset())
+    # Ranking needs no gradient; a zero weight pushes nothing; an inactive spec does nothing at all.
+    check_gradient_objectives(GuidanceSpec({"motion_smoothness": 1}, mode="best_of_n"), differentiable)
+    check_gradient_objectives(GuidanceSpec({"exposure": 1, "motion_smoothness": 0}), differentiable)
+    check_gradient_objectives(GuidanceSpec({"motion_smoothness": 1}, strength=0.0), differentiable)

@@ -51,3 +51,16 @@ def test_chunks_of_rows_give_the_whole_batchs_scores_and_gradients():
             parts = reward_and_gradients(reward, latents, t, cond, SHAPE, weights, mode, chunk_rows=chunk, **kw)
             torch.testing.assert_close(parts[0], whole[0], rtol=1e-6, atol=1e-7)
             torch.testing.assert_close(parts[1], whole[1], rtol=1e-6, atol=1e-7)
+
+
+def test_the_default_chunk_is_one_row_where_memory_limits_and_the_whole_batch_on_a_cpu():
+    from guidance.rewards import DEFAULT_CHUNK_ROWS, WHOLE_BATCH, default_chunk_rows
+
+    class Capped:
+        max_chunk_rows = 1
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert default_chunk_rows(None, cpu) == WHOLE_BATCH
+    assert default_chunk_rows(None, cpu, memory_bounded=True) == DEFAULT_CHUNK_ROWS
+    assert default_chunk_rows(None, cuda) == DEFAULT_CHUNK_ROWS
+    assert default_chunk_rows(Capped(), cpu) == 1

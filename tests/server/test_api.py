@@ -167,7 +167,11 @@ def test_search_modes_batch_with_gradient_guided_jobs_and_report_their_cost(clie
     # --max-batch counts rows: the fk job's 3 particles are more than this server's 2, so it runs alone
     # (modes are not in the batch key: tests/guidance/test_batch_state.py steps search and gradient rows together).
     assert done[0]["batch_size"] == done[1]["batch_size"] == 1
-    assert done[0]["cost_vs_unguided"] == 3.0 and done[1]["cost_vs_unguided"] == 1.0
+    steps = SMALL["num_inference_steps"]
+    assert done[0]["denoiser_passes"] == 3 * steps and done[1]["denoiser_passes"] == steps
+    # Measured time against an unguided row of the same calls: the particles' passes and scoring, the
+    # gradient job's reward backward (it is guided at some of its steps) on top of one row's passes.
+    assert done[0]["cost_vs_unguided"] > 1 and done[1]["cost_vs_unguided"] > 1
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """The ``nrg`` command line, run in-process."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -51,7 +53,9 @@ def test_generate_with_reward_guidance_prints_rewards(tiny_dir, reward_dir, tmp_
     out = capsys.readouterr().out
     assert "optimised reward (what guidance pushed up), final latents: vq=" in out and "mq=" in out and "ta=" in out
     assert "guidance: mode relative, strength 20, window [0.0, 0.9]" in out
-    assert "guided steps: 2" in out and "cost vs unguided: 1.00x" in out
+    assert "guided steps: 2" in out and "(3 denoiser passes)" in out
+    # Measured time: the reward backward of the 2 guided steps on top of what the unguided row costs.
+    assert float(re.search(r"cost vs unguided: ([0-9.]+)x its measured time", out).group(1)) > 1
 
 
 def test_generate_best_of_n_reports_its_particles_and_cost(tiny_dir, reward_dir, tmp_path, capsys):
@@ -60,6 +64,40 @@ def test_generate_best_of_n_reports_its_particles_and_cost(tiny_dir, reward_dir,
     out = capsys.readouterr().out
     assert "guidance: mode best_of_n, strength 1, window [0.0, 1.0], 3 particles" in out
     assert "guided steps: 0" in out and "cost vs unguided: 1.00x" not in out  # the particles cost more
+
+
+class _Brightness:
+    """A judge with an objective of the reward's name (``vq``), so that the twin's changes can be judged."""
+
+    objectives = ("vq",)
+    differentiable = frozenset()
+
+    def score(self, frames, prompts, fps=16.0):
+        return frames.float().mean((1, 2, 3, 4))[:, None]
+
+
+def brightness_as_vq(device: str) -> _Brightness:
+    return _Brightness()
+
+
+def test_generate_compares_with_its_unguided_twin(tiny_dir, reward_dir, tmp_path, capsys):
+    judge = "bright=tests.server.test_cli:brightness_as_vq"
+    assert _generate(tiny_dir("wan"), tmp_path / "t.npy", "--reward", str(reward_dir), "--weights", "vq=1",
+                     "--strength", "20", "--window", "0,1", "--judge", judge, "--compare-unguided") == 0
+    out = capsys.readouterr().out
+    assert "unguided twin, optimised reward: vq=" in out
+    change = re.search(r"vs unguided, vq: reward [+-][0-9.e+-]+, judge bright [+-][0-9.e+-]+(  REWARD HACKING)?", out)
+    assert change, out
+    assert ("reward hacking: none" in out) != bool(change.group(1))  # the verdict is the flag's
+    alone = np.load(tmp_path / "t.npy")
+    assert alone.shape == (9, 32, 32, 3)  # the guided video only
+
+
+def test_generate_compare_unguided_needs_guidance(tiny_dir, reward_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _generate(tiny_dir("wan"), tmp_path / "x.npy", "--reward", str(reward_dir), "--compare-unguided")
+    assert exit_info.value.code == 2
+    assert "--compare-unguided needs active guidance" in capsys.readouterr().err
 
 
 def test_generate_without_model_uses_the_embedded_default_and_its_reward(tmp_path, capsys):

@@ -108,9 +108,7 @@ def test_a_model_without_a_reward_is_steered_by_a_judge_ranked_search(tiny_famil
             assert job["reward_guidance"]["judge"] == "bright" and job["reward_guidance"]["mode"] == "best_of_n"
             assert set(job["rewards"]) == {"bright"} and job["cost_vs_unguided"] > 1
             assert set(job["judge_scores"]) == {"bright"}
-            gradient = client.post("/v1/videos", json={**body, "reward_guidance": {**body["reward_guidance"],
-                                                                                      "mode": "relative"}})
-            assert gradient.status_code == 400 and gradient.json()["error"]["param"] == "reward_guidance.mode"
+            assert job["guidance_decodes"] == 4  # three particles ranked once, then the survivor's final score
             unknown = client.post("/v1/videos", json={**body, "reward_guidance": {"weights": {"x": 1}, "judge": "q"}})
             assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "judge_not_found"
             bad_weight = client.post("/v1/videos", json={**body, "reward_guidance": {"weights": {"vq": 1},
@@ -118,3 +116,30 @@ def test_a_model_without_a_reward_is_steered_by_a_judge_ranked_search(tiny_famil
             assert bad_weight.status_code == 400 and "vq" in bad_weight.json()["error"]["message"]
             no_judge = client.post("/v1/videos", json={**REQUEST, "reward_guidance": {"weights": {"bright": 1}}})
             assert no_judge.status_code == 400 and "needs a judge" in no_judge.json()["error"]["message"]
+
+
+def test_a_judge_guides_by_its_gradient_on_its_differentiable_objectives_only(tiny_family, tmp_path):
+    from server.hosted_model import HostedModel
+
+    bare = HostedModel("bare", tiny_family("wan"), None, None, SHAPE_32, 4)
+    with running_server(tmp_path, {"bare": bare}, judges={"quality": "classic:sharpness,motion_smoothness"}) as (
+            url, _), httpx.Client(base_url=url, timeout=60) as client:
+        guidance = {"judge": "quality", "mode": "relative", "window": [0, 1]}
+        refused = client.post("/v1/videos", json={**REQUEST, "reward_guidance": {
+            **guidance, "weights": {"sharpness": 1, "motion_smoothness": 0.5}}})
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["param"] == "reward_guidance.weights"
+        assert error["message"].startswith("reward_guidance.weights: motion_smoothness has no gradient")
+        assert "differentiable objectives (sharpness)" in error["message"]
+        created = client.post("/v1/videos", json={**REQUEST, "reward_guidance": {
+            **guidance, "weights": {"sharpness": 1}}})
+        assert created.status_code == 200, created.text
+        assert created.json()["reward_guidance"] == {"weights": {"sharpness": 1.0}, "strength": 3.0,
+                                                     "window": [0.0, 1.0], "mode": "relative", "particles": None,
+                                                     "judge": "quality"}
+        job = wait_for(client, created.json()["id"])
+        assert job["status"] == "completed", job
+        assert set(job["rewards"]) == set(job["judge_scores"]["quality"]) == {"sharpness", "motion_smoothness"}
+        # Two steps: the first (t = 1) is never guided, the second decodes and backpropagates; then the final score.
+        assert job["guidance_decodes"] == 2 and job["cost_vs_unguided"] > 1.0  # the decoder backward is measured time

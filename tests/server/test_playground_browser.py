@@ -169,7 +169,8 @@ def test_generate_cancel_and_compare(page, server, tmp_path):
     assert [o for o in page.eval_on_selector_all("#weights input[type=range]", "els => els.map(e => e.name)")] == [
         "vq", "mq", "ta"]
 
-    # One guided job: move the ta slider with the keyboard, submit, watch steps and the chart.
+    # One guided job compared with its unguided twin: move the ta slider with the keyboard, submit, watch
+    # steps and the chart.
     page.fill("#prompt", "a red circle moving right")
     page.fill("#seed", "3")
     page.fill("#steps", "6")
@@ -177,6 +178,8 @@ def test_generate_cancel_and_compare(page, server, tmp_path):
     for _ in range(16):
         page.keyboard.press("ArrowRight")
     assert page.input_value("#weights-ta") == "0.8"
+    assert "reward hacking" in page.get_attribute("label:has(#compare-unguided)", "title")
+    page.check("#compare-unguided")
     page.click("#submit")
     page.wait_for_selector("#status:text-matches('step [0-9]+/6')")
     _wait_js(page, "window.playground.chart.points > 0")
@@ -187,6 +190,30 @@ def test_generate_cancel_and_compare(page, server, tmp_path):
     assert "ta=0.8" in result and "held-out judge truth" in result
     assert page.get_attribute("#download", "download").endswith(".mp4")
     assert page.is_visible("#download")
+    # The twin's figures beside the job's, and the verdict the job reports, flagged when it flags.
+    job = httpx.get(f"{server}/v1/videos/{_live_view(page)['job']}", headers={"authorization": f"Bearer {KEY}"}).json()
+    assert job["compare_unguided"] and job["unguided"]["changes"], job  # truth scores vq, mq and ta too
+    shown = page.inner_text("#result dt:text-is('optimised reward ta (what guidance pushed up)') + dd")
+    assert shown.startswith(f"{job['rewards']['ta']:.4f}") and shown.endswith(
+        f"(unguided twin {job['unguided']['rewards']['ta']:.4f})"), shown
+    assert "(unguided twin " in page.inner_text("#result dt:text-is('held-out judge truth: ta') + dd")
+    if job["reward_hacking"]:
+        flagged = job["reward_hacking"][0]
+        line = f"guidance raised {flagged['objective']} while judge {flagged['judge']} says it fell"
+        assert page.is_visible("#hacking") and line in page.inner_text("#hacking") and line in result
+    else:
+        assert page.is_hidden("#hacking") and "reward hacking\nnone: no held-out judge" in result
+    # A flagged verdict, whatever this run's: the same job shown as if truth had said ta fell.
+    change = next(c for c in job["unguided"]["changes"] if (c["objective"], c["judge"]) == ("ta", "truth"))
+    flagged = {**change, "reward_change": 0.5, "judge_change": -0.25, "hacked": True}
+    page.evaluate("""video => { const { live } = window.playground;
+        live.follow({ status: 'replayed', progress: 100, series: live.run.series, video }); }""",
+                  {**job, "reward_hacking": [flagged]})
+    page.wait_for_selector("#hacking:not([hidden])")
+    line = "guidance raised ta while judge truth says it fell (reward +0.5, judge -0.25 vs the unguided twin)"
+    assert line in page.inner_text("#hacking")
+    assert page.inner_text("#result dd.warning") == line
+    page.uncheck("#compare-unguided")
 
     # A long second job, cancelled while it runs.
     page.fill("#steps", "300")

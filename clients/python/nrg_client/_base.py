@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import os
@@ -141,6 +142,9 @@ def create_body(
     judges: Sequence[str] | None = None,
     judge: str | None = None,
     webhook_url: str | None = None,
+    input_reference: str | Path | bytes | None = None,
+    denoise_strength: float | None = None,
+    compare_unguided: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -157,6 +161,9 @@ def create_body(
             seconds=seconds, num_frames=num_frames, fps=fps, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_guidance=guidance, judges=None if judges is None else list(judges), webhook_url=webhook_url,
+            input_reference=None if input_reference is None else input_data_url(input_reference),
+            denoise_strength=denoise_strength,
+            compare_unguided=compare_unguided,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -166,6 +173,46 @@ def create_body(
     if extra_body:
         body.update(extra_body)
     return body
+
+
+#: Leading bytes of the image formats the server takes -> their media type.
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+#: ISO media brands of still images (HEIF, AVIF): an ``ftyp`` box with one of these is not an MP4 clip.
+IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def media_type_of(data: bytes) -> str | None:
+    """The media type of an image (PNG, JPEG, WebP) or video (MP4, WebM) the server takes, from its first
+    bytes; None for anything else."""
+    media_type = next((kind for magic, kind in IMAGE_SIGNATURES if data.startswith(magic)), None)
+    if media_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        media_type = "image/webp"
+    if media_type is None and data[4:8] == b"ftyp" and data[8:12] not in IMAGE_BRANDS:
+        media_type = "video/mp4"
+    if media_type is None and data[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in data[:64]:
+        media_type = "video/webm"
+    return media_type
+
+
+def input_data_url(given: str | Path | bytes) -> str:
+    """``input_reference`` as the JSON body carries it: a ``data:`` URL of the image's or video's bytes.
+    ``given`` is the file's bytes, a path to it, or a ``data:`` URL already (sent as is). The media type
+    is read from the bytes (the server checks it again, with the size and format limits it reports in its
+    400s)."""
+    if isinstance(given, str) and given.startswith("data:"):
+        return given
+    if isinstance(given, (bytes, bytearray, memoryview)):
+        data = bytes(given)
+    else:
+        path = Path(given)
+        if not path.is_file():
+            raise ClientValidationError(f"input_reference: no file at {path}", "input_reference")
+        data = path.read_bytes()
+    media_type = media_type_of(data)
+    if media_type is None:
+        raise ClientValidationError("input_reference: not a PNG, JPEG or WebP image nor an MP4 or WebM video",
+                                    "input_reference")
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def list_params(after: str | None, limit: int | None, order: str | None) -> dict[str, Any]:

@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--particles", type=int, default=None)
     gen.add_argument("--judges", type=lambda text: [j.strip() for j in text.split(",") if j.strip()], default=None,
                      help="comma-separated held-out judges of the server to score the video (default: all)")
+    given = gen.add_mutually_exclusive_group()
+    given.add_argument("--image", type=Path, default=None, dest="input_reference",
+                       help="image-to-video: the first frame (PNG, JPEG or WebP), for models that take one")
+    given.add_argument("--video", type=Path, default=None, dest="input_reference",
+                       help="video-to-video: a clip (MP4 or WebM) to start from, for models that take one")
+    gen.add_argument("--denoise-strength", type=float, default=None,
+                     help="video-to-video: the share of the schedule run from the noised clip, in (0, 1] "
+                          "(server default 0.8)")
+    gen.add_argument("--compare-unguided", action="store_true", default=None,
+                     help="also run the request unguided in the same batch (one more sample) and print what guidance "
+                          "changed against it, flagging reward hacking (needs --weights)")
     gen.add_argument("--out", type=Path, default=Path("."), help="file or directory (default: .)")
     gen.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -82,20 +93,43 @@ def _summary(video: Video) -> str:
 
 
 def score_lines(video: Video) -> list[str]:
-    """The job's two kinds of score, labelled: what guidance optimised, and what held-out judges say."""
+    """The job's two kinds of score, labelled: what guidance optimised, and what held-out judges say; with
+    ``compare_unguided``, its unguided twin's and the verdict on reward hacking."""
     lines = []
     if video.rewards:
         lines.append("optimised reward (what guidance pushed up): "
                      + " ".join(f"{k}={v:.4f}" for k, v in video.rewards.items()))
     for judge, scores in (video.judge_scores or {}).items():
         lines.append(f"held-out judge {judge} (not optimised): " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    return lines + twin_lines(video)
+
+
+def twin_lines(video: Video) -> list[str]:
+    """The unguided twin's figures, the changes against it and the verdict (none without a twin)."""
+    twin = video.unguided
+    if twin is None:
+        return []
+    if twin.error is not None:
+        return [f"unguided twin: {twin.error}"]
+    lines = ["unguided twin, optimised reward: " + " ".join(f"{k}={v:.4f}" for k, v in (twin.rewards or {}).items())]
+    for judge, scores in (twin.judge_scores or {}).items():
+        lines.append(f"unguided twin, held-out judge {judge}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    for change in twin.changes:
+        lines.append(f"vs unguided, {change.objective}: reward {change.reward_change:+.4g}, judge {change.judge} "
+                     f"{change.judge_change:+.4g}")
+    if video.reward_hacking is None:
+        lines.append("reward hacking: not judged (no held-out judge scores an objective guidance pushed up, by name)")
+    elif not video.reward_hacking:
+        lines.append("reward hacking: none (no judge of an objective guidance pushed up says it fell)")
+    for change in video.reward_hacking or []:
+        lines.append(f"REWARD HACKING: guidance raised {change.objective} while judge {change.judge} says it fell")
     return lines
 
 
 def _generate(client: Client, args: argparse.Namespace) -> int:
     keys = ("model", "negative_prompt", "size", "num_frames", "num_inference_steps", "guidance_scale", "seed",
             "checkpoint", "checkpoint_scale", "reward_weights", "strength", "window", "mode", "particles",
-            "judges")
+            "judges", "input_reference", "denoise_strength", "compare_unguided")
     video = client.create(args.prompt, **{k: getattr(args, k) for k in keys})
     print(f"queued {video.id}", file=sys.stderr)
     for event in client.events(video.id):

@@ -132,6 +132,8 @@ class Client:
                reward_weights: Mapping[str, float] | None = None, strength: float | None = None,
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
                judge: str | None = None, judges: Sequence[str] | None = None, webhook_url: str | None = None,
+               input_reference: str | Path | bytes | None = None, denoise_strength: float | None = None,
+               compare_unguided: bool | None = None,
                extra_body: Mapping[str, Any] | None = None) -> Video:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
@@ -139,11 +141,20 @@ class Client:
         (``"relative"``, ``"sum"``, ``"unit"``, ``"best_of_n"`` or ``"fk"``) and ``particles`` (search modes)
         form the request's ``reward_guidance``; the reward model's
         recommended settings fill in what is left out; without any of them the job is unguided.
-        ``judge`` (search modes) ranks the particles by that judge of the server instead of the reward model.
+        ``judge`` steers by that judge of the server instead of the reward model: it ranks the particles
+        of the search modes, and in a gradient mode gives the gradient of its differentiable objectives.
         ``checkpoint_scale`` scales a LoRA checkpoint (0 = base model, 1 = as trained). ``judges`` names the
         server's held-out judges that score the finished video (default all, ``[]`` none): ``judge_scores``.
+        ``compare_unguided``: also run the request unguided in the same batch (one more sample) and report its
+        figures (``Video.unguided``) and the objectives guidance pushed up whose reward rose while a held-out
+        judge's objective of the same name fell (``Video.reward_hacking``); needs guidance.
         ``webhook_url``: the server POSTs the outcome there (a host its operator allows with
         ``--webhook-allow``); check each delivery with :func:`nrg_client.verify_webhook`.
+        ``input_reference``: image-to-video, the first frame (PNG, JPEG or WebP) as a path, its bytes or a
+        ``data:`` URL; sent as a data: URL. Models say whether they take one (``ModelInfo.input_reference``).
+        Video-to-video: a clip (MP4 or WebM) instead, the same ways, noised to ``denoise_strength`` (in
+        (0, 1], the share of the schedule run from it; server default 0.8) and the rest of the schedule
+        sampled (``ModelInfo.input_reference_video`` says whether a model takes one).
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
@@ -151,6 +162,7 @@ class Client:
             guidance_scale=guidance_scale, checkpoint=checkpoint, checkpoint_scale=checkpoint_scale,
             reward_weights=reward_weights, strength=strength,
             window=window, mode=mode, particles=particles, judge=judge, judges=judges, webhook_url=webhook_url,
+            input_reference=input_reference, denoise_strength=denoise_strength, compare_unguided=compare_unguided,
             extra_body=extra_body,
         )
         return Video.model_validate(self._request("POST", "/v1/videos", json=body).json())

@@ -20,8 +20,10 @@ __all__ = [
     "GeneratedVideo",
     "ModelInfo",
     "ModelList",
+    "ObjectiveChange",
     "RewardGuidance",
     "RewardGuidanceParams",
+    "UnguidedTwin",
     "Video",
     "VideoCreateParams",
     "VideoDeleted",
@@ -57,7 +59,8 @@ class RewardGuidanceParams(BaseModel):
     mode: str | None = None
     #: Copies run by the search modes best_of_n and fk.
     particles: int | None = None
-    #: A judge of the server (``--judge``) that ranks the search modes' particles instead of the reward.
+    #: A judge of the server (``--judge``) that steers instead of the reward: it ranks the search modes'
+    #: particles, and in a gradient mode gives the gradient of its differentiable objectives.
     judge: str | None = None
 
 
@@ -84,6 +87,13 @@ class VideoCreateParams(BaseModel):
     judges: list[str] | None = None
     #: Where the server POSTs the job's outcome (a host its operator allows); see ``verify_webhook``.
     webhook_url: str | None = None
+    #: Image-to-video: the first frame as a ``data:`` URL (``create(input_reference=...)`` builds it);
+    #: video-to-video: the clip (MP4 or WebM) to start from, likewise.
+    input_reference: str | None = None
+    #: Video-to-video: the share of the schedule run from the noised clip, in (0, 1] (server default 0.8).
+    denoise_strength: float | None = None
+    #: Also run the request unguided in the same batch and report the changes (``Video.unguided``).
+    compare_unguided: bool | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -97,6 +107,20 @@ class VideoError(_Response):
     message: str
 
 
+class InputReferenceInfo(_Response):
+    """The image an image-to-video job started from, or the video a video-to-video job did, as the server
+    recorded it."""
+
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    bytes: int
+    #: A video's frame count and frame rate, from its header (videos only).
+    frames: int | None = None
+    fps: float | None = None
+
+
 class RewardGuidance(_Response):
     """The settings a job ran with: the request's, with the reward model's defaults filled in."""
 
@@ -106,6 +130,28 @@ class RewardGuidance(_Response):
     mode: str | None = None
     particles: int | None = None
     judge: str | None = None
+
+
+class ObjectiveChange(_Response):
+    """A job against its unguided twin on one objective: by the reward and by a held-out judge's objective of
+    the same name. ``hacked``: guidance pushed it up (``weight`` > 0), the reward rose and the judge fell."""
+
+    objective: str
+    judge: str
+    weight: float
+    reward_change: float
+    judge_change: float
+    hacked: bool
+
+
+class UnguidedTwin(_Response):
+    """The figures of a job's unguided twin (``compare_unguided``) and the job's changes against it; ``error``
+    says why there are none (the twin's output was unusable)."""
+
+    rewards: dict[str, float] | None = None
+    judge_scores: dict[str, dict[str, float]] | None = None
+    changes: list[ObjectiveChange] = Field(default_factory=list)
+    error: str | None = None
 
 
 class WebhookStatus(_Response):
@@ -143,12 +189,23 @@ class Video(_Response):
     checkpoint: str | None = None
     checkpoint_scale: float | None = None
     reward_guidance: RewardGuidance | None = None
+    compare_unguided: bool = False
     rewards: dict[str, float] | None = None
     rewards_z: dict[str, float] | None = None
     #: Held-out judges' scores of the finished video: {judge: {objective: score}} (not optimised by guidance).
     judge_scores: dict[str, dict[str, float]] | None = None
+    #: With ``compare_unguided``: the unguided twin's figures and the job's changes against it.
+    unguided: UnguidedTwin | None = None
+    #: With ``compare_unguided``: the changes flagged ``hacked`` ([] none); None when nothing could be judged
+    #: (no held-out judge scores an objective guidance pushed up, by name) or the job did not compare.
+    reward_hacking: list[ObjectiveChange] | None = None
     guidance_skipped_steps: int | None = None
+    #: Measured time of the job's rows / that of one unguided row of the same batch calls.
     cost_vs_unguided: float | None = None
+    #: Clean estimates a judge decoded to steer the job (each a denoiser pass and a VAE decode, and in a
+    #: gradient mode a backward through both); 0 when a reward model steers.
+    guidance_decodes: int | None = None
+    denoiser_passes: int | None = None
     batch_size: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
@@ -156,6 +213,10 @@ class Video(_Response):
     peak_memory_mb: float | None = None
     #: The job's webhook, if it was created with a ``webhook_url``.
     webhook_status: WebhookStatus | None = None
+    #: Image-to-video: the image the job started from (its sha256, format and size); video-to-video: the video.
+    input_reference: InputReferenceInfo | None = None
+    #: Video-to-video: the share of the schedule that ran from the noised video.
+    denoise_strength: float | None = None
 
     @property
     def done(self) -> bool:
@@ -198,6 +259,10 @@ class ModelInfo(_Response):
     defaults: dict[str, Any] = Field(default_factory=dict)
     #: What ``reward_guidance`` fields left out become: mode, strength, window and their source.
     reward_guidance_defaults: dict[str, Any] | None = None
+    #: Image-to-video: whether ``input_reference`` may ("optional"), must ("required") or may not ("none") be given.
+    input_reference: str = "none"
+    #: Video-to-video: whether ``input_reference`` may be a video (MP4 or WebM).
+    input_reference_video: bool = False
 
 
 class ModelList(_Response):
@@ -224,10 +289,14 @@ class Event(_Response):
     rewards_z: dict[str, float] | None = None
     #: Held-out judges' scores of the finished video: {judge: {objective: score}} (not optimised by guidance).
     judge_scores: dict[str, dict[str, float]] | None = None
+    unguided: UnguidedTwin | None = None
+    reward_hacking: list[ObjectiveChange] | None = None
     batch_size: int | None = None
     error: VideoError | None = None
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
+    guidance_decodes: int | None = None
+    denoiser_passes: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None
     encode_time_s: float | None = None

@@ -17,23 +17,31 @@ import torch
 from guidance.families import FAMILIES
 from guidance.testing.tiny.text import tiny_t5_encoder, tiny_t5_tokenizer
 
-__all__ = ["build_tiny_pipeline", "make_tiny", "tiny_t5_encoder", "tiny_t5_tokenizer"]
+__all__ = ["I2V_FAMILIES", "build_tiny_pipeline", "make_tiny", "tiny_t5_encoder", "tiny_t5_tokenizer"]
 
 
-def build_tiny_pipeline(family: str, seed: int = 0):
-    """A tiny pipeline of ``family``; the same ``seed`` gives the same weights in any process."""
+#: Families with a tiny image-to-video pipeline (``build_i2v`` in their module).
+I2V_FAMILIES = ("wan", "ltx", "cogvideox")
+
+
+def build_tiny_pipeline(family: str, seed: int = 0, i2v: bool = False):
+    """A tiny pipeline of ``family`` (its image-to-video pipeline with ``i2v``); the same ``seed`` gives
+    the same weights in any process."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    if i2v and family not in I2V_FAMILIES:
+        raise ValueError(f"no image-to-video pipeline for family {family!r}; choose from {', '.join(I2V_FAMILIES)}")
     module = importlib.import_module(f"{__name__}.{family}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe = module.build()
+        pipe = module.build_i2v() if i2v else module.build()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def make_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny pipeline of ``family`` to ``out_dir`` as a diffusers directory (safetensors)."""
+def make_tiny(family: str, out_dir: str | Path, seed: int = 0, i2v: bool = False) -> Path:
+    """Write a tiny pipeline of ``family`` (image-to-video with ``i2v``) to ``out_dir`` as a diffusers
+    directory (safetensors)."""
     out = Path(out_dir)
-    build_tiny_pipeline(family, seed).save_pretrained(str(out), safe_serialization=True)
+    build_tiny_pipeline(family, seed, i2v).save_pretrained(str(out), safe_serialization=True)
     return out

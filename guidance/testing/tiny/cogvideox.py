@@ -1,4 +1,4 @@
-"""The tiny CogVideoX pipeline (``CogVideoXPipeline``)."""
+"""The tiny CogVideoX pipelines (``CogVideoXPipeline``, ``CogVideoXImageToVideoPipeline``)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,25 @@ def build():
         vae=vae.eval(),
         transformer=transformer.eval(),
         scheduler=scheduler,
+    )
+
+
+def build_i2v():
+    """A tiny CogVideoXImageToVideoPipeline: the text-to-video parts and a transformer that takes the 16
+    latent channels plus the image latents' 16 (CogVideoX-5b-I2V's layout)."""
+    from diffusers import CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
+
+    text = build()
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=32, out_channels=16, time_embed_dim=32,
+        text_embed_dim=32, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=MAX_SEQUENCE_LENGTH,
+        use_rotary_positional_embeddings=True,
+    )
+    return CogVideoXImageToVideoPipeline(
+        tokenizer=text.tokenizer,
+        text_encoder=text.text_encoder,
+        vae=text.vae,
+        transformer=transformer.eval(),
+        scheduler=text.scheduler,
     )

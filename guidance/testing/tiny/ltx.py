@@ -1,4 +1,4 @@
-"""The tiny LTX-Video pipeline (``LTXPipeline``)."""
+"""The tiny LTX-Video pipelines (``LTXPipeline``; ``LTXImageToVideoPipeline`` for image-to-video)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,10 @@ def build():
         tokenizer=tokenizer,
         transformer=transformer.eval(),
     )
+
+
+def build_i2v():
+    """The same tiny model as ``LTXImageToVideoPipeline`` (LTX-Video's transformer does both)."""
+    from diffusers import LTXImageToVideoPipeline
+
+    return LTXImageToVideoPipeline(**build().components)

@@ -1,4 +1,4 @@
-"""The tiny Wan pipeline (``WanPipeline``)."""
+"""The tiny Wan pipelines (``WanPipeline``; ``WanImageToVideoPipeline`` for image-to-video)."""
 
 from __future__ import annotations
 
@@ -28,4 +28,32 @@ def build():
         vae=vae.eval(),
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+
+
+def build_i2v():
+    """A tiny WanImageToVideoPipeline (Wan 2.1 I2V): the text-to-video parts, a tiny CLIP vision encoder
+    (16x16 crops in 4x4 patches, 17 tokens of 8 channels) and a transformer that takes the 16 latent
+    channels plus the 20 of the condition and attends to the image embedding."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    text = build()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=8, added_kv_proj_dim=24,
+    )
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=8, projection_dim=8, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+        intermediate_size=16, patch_size=4,
+    ))
+    return WanImageToVideoPipeline(
+        tokenizer=text.tokenizer,
+        text_encoder=text.text_encoder,
+        vae=text.vae,
+        scheduler=text.scheduler,
+        image_processor=CLIPImageProcessor(crop_size=16, size={"shortest_edge": 16}),
+        image_encoder=image_encoder.eval(),
+        transformer=transformer.eval(),
     )

@@ -132,6 +132,26 @@ def test_create_body_maps_reward_guidance_and_rejects_bad_types():
         assert info.value.param == "seed"
 
 
+def test_input_reference_is_sent_as_a_data_url_of_its_own_media_type(tmp_path):
+    """Images and videos alike, from bytes or a path; a data: URL as given; anything else refused here."""
+    common = dict(model=None, negative_prompt=None, size=None, width=None, height=None, seconds=None, num_frames=None,
+                  fps=None, seed=None, num_inference_steps=None, guidance_scale=None, checkpoint=None,
+                  reward_weights=None, strength=None, window=None, mode=None, extra_body=None)
+    mp4, webm = b"\0\0\0\x20ftypisom" + b"\0" * 20, b"\x1a\x45\xdf\xa3\x9f\x42\x82\x84webm" + b"\0" * 8
+    (tmp_path / "clip.webm").write_bytes(webm)
+    for given, media_type in ((mp4, "video/mp4"), (tmp_path / "clip.webm", "video/webm"),
+                              (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "image/png")):
+        body = create_body(prompt="p", input_reference=given, **common)
+        assert body["input_reference"].startswith(f"data:{media_type};base64,")
+    body = create_body(prompt="p", input_reference="data:video/mp4;base64,AAAA", denoise_strength=0.5, **common)
+    assert body == {"prompt": "p", "input_reference": "data:video/mp4;base64,AAAA", "denoise_strength": 0.5}
+    with pytest.raises(ClientValidationError, match="nor an MP4 or WebM video") as info:
+        create_body(prompt="p", input_reference=b"GIF89a", **common)
+    assert info.value.param == "input_reference"
+    with pytest.raises(ClientValidationError, match="no file at"):
+        create_body(prompt="p", input_reference=tmp_path / "missing.mp4", **common)
+
+
 def test_sse_decoder_handles_comments_multiline_and_crlf():
     decoder = SSEDecoder()
     lines = [": ping", "event: step\r", 'data: {"id": "v", "step": 1,', 'data:  "t": 0.5}', "", "", "event: x",

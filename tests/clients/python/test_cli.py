@@ -8,7 +8,8 @@ import json
 import pytest
 
 from guidance.video_io import count_video_frames
-from nrg_client.cli import main
+from nrg_client.cli import main, score_lines
+from nrg_client.types import Video
 from tests.clients.conftest import FAST, LONG
 
 
@@ -55,3 +56,40 @@ def test_cancel_and_errors_are_one_line(server_url, tmp_path, capsys):
         main(["generate", "x", "--weights", "vq"])
     assert exit_info.value.code == 2
     assert "weights must be name=value" in capsys.readouterr().err
+
+
+def test_generate_compares_with_the_unguided_twin(server_url, tmp_path, capsys):
+    status, out, err = _run(capsys, "--base-url", server_url, "generate", "a red circle", "--seed", "2",
+                            "--size", FAST["size"], "--frames", "9", "--steps", "2", "--weights", "ta=1",
+                            "--compare-unguided", "--quiet", "--out", str(tmp_path))
+    assert status == 0, err
+    assert "unguided twin, optimised reward: vq=" in out
+    assert "reward hacking: not judged" in out  # this server has no held-out judges
+
+
+def test_the_twin_lines_flag_what_the_server_flagged():
+    change = {"objective": "vq", "judge": "truth", "weight": 1.0, "reward_change": 0.3, "judge_change": -0.02,
+              "hacked": True}
+    video = Video.model_validate({
+        "id": "video_1", "model": "m", "status": "completed", "created_at": 0, "prompt": "p", "size": "8x8",
+        "seconds": "1", "width": 8, "height": 8, "num_frames": 9, "fps": 8, "seed": 0, "num_inference_steps": 2,
+        "guidance_scale": 5.0, "compare_unguided": True, "rewards": {"vq": 1.3},
+        "unguided": {"rewards": {"vq": 1.0}, "judge_scores": {"truth": {"vq": 0.5}}, "changes": [change],
+                     "error": None},
+        "reward_hacking": [change]})
+    lines = score_lines(video)
+    assert "vs unguided, vq: reward +0.3, judge truth -0.02" in lines
+    assert lines[-1] == "REWARD HACKING: guidance raised vq while judge truth says it fell"
+    assert score_lines(video.model_copy(update={"unguided": None, "reward_hacking": None})) == [
+        "optimised reward (what guidance pushed up): vq=1.3000"]
+
+
+def test_generate_takes_an_image_or_a_video_and_a_denoise_strength(capsys):
+    from nrg_client.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "p", "--video", "clip.mp4", "--denoise-strength", "0.6"])
+    assert str(args.input_reference) == "clip.mp4" and args.denoise_strength == 0.6
+    assert str(build_parser().parse_args(["generate", "p", "--image", "a.png"]).input_reference) == "a.png"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "p", "--image", "a.png", "--video", "clip.mp4"])
+    assert "not allowed with argument" in capsys.readouterr().err

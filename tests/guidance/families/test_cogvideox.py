@@ -6,7 +6,9 @@ from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline, CogVideoXTransfo
 
 from guidance.families.base import VideoShape
 from guidance.families.cogvideox import CogVideoXFamily
-from tests.guidance.families.equivalence import assert_batch_invariant, assert_matches_pipeline
+from tests.guidance.families.equivalence import (
+    assert_batch_invariant, assert_decode_with_grad_matches_decode, assert_matches_pipeline,
+)
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 
@@ -123,3 +125,7 @@ def test_diffusion_add_noise_uses_the_schedulers_alphas_cumprod(tiny_family):
         # float32 rounding (another op order, another CPU) is the only allowed difference.
         torch.testing.assert_close(x_t[i], expected, msg=f"step {step}")
     assert float(abar[999]) < 1e-3  # zero terminal SNR: t = 1 is (almost) pure noise
+
+
+def test_cogvideox_decode_with_grad_is_decode_keeping_the_graph(tiny_family):
+    assert_decode_with_grad_matches_decode(tiny_family("cogvideox"), SHAPE)

@@ -3,7 +3,9 @@ import torch
 
 from guidance.families.base import VideoShape
 from guidance.families.hunyuan import EMBEDDED_GUIDANCE_SCALE, PROMPT_TEMPLATE
-from tests.guidance.families.equivalence import PROMPTS, assert_batch_invariant, assert_matches_pipeline
+from tests.guidance.families.equivalence import (
+    PROMPTS, assert_batch_invariant, assert_decode_with_grad_matches_decode, assert_matches_pipeline,
+)
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 
@@ -66,3 +68,7 @@ def test_hunyuan_encode_gives_the_prepare_latents_layout(tiny_family):
     t = torch.tensor([0.3, 0.9])
     assert torch.allclose(family.add_noise(latents, noise, t), (1 - t).view(-1, 1, 1, 1, 1) * latents
                           + t.view(-1, 1, 1, 1, 1) * noise, atol=1e-6)
+
+
+def test_hunyuan_decode_with_grad_is_decode_keeping_the_graph(tiny_family):
+    assert_decode_with_grad_matches_decode(tiny_family("hunyuan"), SHAPE)

@@ -5,7 +5,9 @@ import torch
 
 from guidance.families.base import VideoShape
 from guidance.families.ltx import LTXFamily
-from tests.guidance.families.equivalence import assert_batch_invariant, assert_matches_pipeline
+from tests.guidance.families.equivalence import (
+    assert_batch_invariant, assert_decode_with_grad_matches_decode, assert_matches_pipeline,
+)
 
 # 2 x 4 latent tokens per latent frame, 3 latent frames (the tiny VAE: 16x spatial, 4x temporal).
 SHAPE = VideoShape(height=32, width=64, frames=9)
@@ -85,3 +87,7 @@ def test_ltx_encode_gives_the_packed_prepare_latents_layout(tiny_family):
     assert latents.shape == noise.shape == (2, 24, 8) and latents.dtype == noise.dtype
     decoded = family.decode(latents, SHAPE, [torch.Generator().manual_seed(s) for s in (1, 2)])
     assert decoded.shape == frames.shape
+
+
+def test_ltx_decode_with_grad_is_decode_keeping_the_graph(tiny_family):
+    assert_decode_with_grad_matches_decode(noisy_decode_family(tiny_family), SHAPE)

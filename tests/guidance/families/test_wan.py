@@ -1,7 +1,9 @@
 import pytest
 
 from guidance.families.base import VideoShape
-from tests.guidance.families.equivalence import assert_batch_invariant, assert_matches_pipeline
+from tests.guidance.families.equivalence import (
+    assert_batch_invariant, assert_decode_with_grad_matches_decode, assert_matches_pipeline,
+)
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 
@@ -51,3 +53,7 @@ def test_flow_add_noise_interpolates_linearly_in_t(tiny_family):
     assert torch.allclose(x_t[1], 0.75 * x0[1] + 0.25 * noise[1])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         family.add_noise(x0, noise, torch.tensor([0.0, 0.5, 1.5]))
+
+
+def test_wan_decode_with_grad_is_decode_keeping_the_graph(tiny_family):
+    assert_decode_with_grad_matches_decode(tiny_family("wan"), SHAPE)

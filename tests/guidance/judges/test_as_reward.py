@@ -1,4 +1,5 @@
-"""``guidance.judges.as_reward``: a judge ranks search candidates on the decoded clean estimate."""
+"""``guidance.judges.as_reward``: a judge of the decoded clean estimate ranks search candidates, and
+guides by its gradient through the decoder and the denoiser on its differentiable objectives."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from guidance.batch_state import BatchState
 from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
+from guidance.judges.classic import ClassicJudge
 from guidance.nrg import GuidanceSpec
+from guidance.rewards import reward_and_gradients
 from guidance.sample_types import SampleSpec
 from guidance.sampler import sample
 
@@ -27,13 +30,17 @@ class _Brightness:
         return frames.mean((1, 2, 3, 4))[:, None]
 
 
+def _rows(family, prompts=("a red ball",)):
+    batch = BatchState(family, SHAPE)
+    batch.add([SampleSpec(p, seed=i + 1) for i, p in enumerate(prompts)], 3, list(range(len(prompts))))
+    return batch.rows
+
+
 def test_scores_are_the_judges_of_the_decoded_clean_estimate(tiny_family):
     family = tiny_family("wan")
     judge = _Brightness()
     reward = JudgeReward(family, judge)
-    batch = BatchState(family, SHAPE)
-    batch.add([SampleSpec("a red ball", seed=1), SampleSpec("a blue cube", seed=2)], 3, [0, 1])
-    rows = batch.rows
+    rows = _rows(family, ("a red ball", "a blue cube"))
     t = torch.tensor([0.7, 0.0])
     scores = reward(rows.latents, t, rows.cond, SHAPE)
     x0 = family.clean_estimate(rows.latents, t, rows.cond, SHAPE)
@@ -51,14 +58,90 @@ def test_best_of_n_ranked_by_a_judge_runs_without_a_reward_model(tiny_family):
                     4, JudgeReward(family, judge))
     assert result.objectives == ("bright",) and result.rewards.shape == (2, 1)
     assert result.denoiser_passes[0] > result.denoiser_passes[1] == 4  # the particles cost passes
+    # Three particles ranked once, then the survivor's final score; the unguided sample's final score.
+    assert result.guidance_decodes == [4, 1]
     assert torch.allclose(result.rewards[:, 0], result.frames.mean((1, 2, 3, 4)), atol=1e-5)
 
 
-def test_gradient_modes_and_diffusion_models_are_refused(tiny_family):
+def test_ranking_builds_no_graph_and_gradients_decode_one_row_at_a_time(tiny_family, monkeypatch):
     family = tiny_family("wan")
-    batch = BatchState(family, SHAPE, JudgeReward(family, _Brightness()))
-    relative = GuidanceSpec({"bright": 1.0}, 1.0, (0.2, 0.8), "relative", 4)
-    with pytest.raises(ValueError, match="mode relative needs a gradient; this reward only ranks"):
+    calls: list[int] = []
+    decode_with_grad = family.decode_with_grad
+
+    def spy(latents, shape, generators):
+        calls.append(latents.shape[0])
+        return decode_with_grad(latents, shape, generators)
+
+    monkeypatch.setattr(family, "decode_with_grad", spy)
+    reward = JudgeReward(family, _Brightness())
+    rows = _rows(family, ("a red ball", "a blue cube"))
+    t = torch.tensor([0.6, 0.6])
+    with torch.enable_grad():  # latents that need no gradient: ranking, whatever the grad mode
+        assert not reward(rows.latents, t, rows.cond, SHAPE).requires_grad
+    assert calls == []
+    requires = [p.requires_grad for p in family.pipe.vae.parameters()]
+    scores, grads = reward_and_gradients(reward, rows.latents, t, rows.cond, SHAPE, torch.ones(2, 1), "sum",
+                                         chunk_rows=2)
+    assert calls == [1, 1] and grads.shape == (2, 1, *rows.latents.shape[1:])
+    assert [p.requires_grad for p in family.pipe.vae.parameters()] == requires  # weights given back as they were
+
+
+def test_the_gradient_is_that_of_the_judges_score_of_the_decoded_clean_estimate(tiny_family):
+    """Central differences of the judge's score along each objective's own gradient and along a fixed
+    random direction (float32: steps of 1e-2 in latent units stay clear of rounding and curvature)."""
+    family = tiny_family("wan")
+    judge = ClassicJudge(("sharpness", "exposure", "colourfulness"))
+    reward = JudgeReward(family, judge)
+    rows = _rows(family)
+    x, t = rows.latents.float(), torch.tensor([0.6])
+    _, grads = reward_and_gradients(reward, x, t, rows.cond, SHAPE, torch.ones(1, 3), "unit", weighted=[[0, 1, 2]])
+
+    def score(latents: torch.Tensor, k: int) -> float:
+        with torch.no_grad():
+            return float(reward(latents, t, rows.cond, SHAPE)[0, k])
+
+    eps = 1e-2
+    random = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    for k, u in ((0, grads[0, 0]), (1, grads[0, 1]), (2, grads[0, 2]), (0, random)):
+        u = u / u.norm()
+        analytic = float((grads[0, k] * u).sum())
+        numeric = (score(x + eps * u, k) - score(x - eps * u, k)) / (2 * eps)
+        assert numeric == pytest.approx(analytic, rel=0.05), judge.objectives[k]
+    # Mode sum's single backward of the weighted sum is the weighted sum of the per-objective gradients.
+    weights = torch.tensor([[1.0, -0.5, 2.0]])
+    _, summed = reward_and_gradients(reward, x, t, rows.cond, SHAPE, weights, "sum")
+    torch.testing.assert_close(summed[0, 0], (weights[0].view(3, *[1] * x[0].ndim) * grads[0]).sum(0),
+                               atol=1e-6, rtol=1e-4)
+
+
+def test_guiding_by_the_judges_sharpness_raises_it_and_its_negative_lowers_it(tiny_family):
+    family = tiny_family("wan")
+    judge = ClassicJudge(("sharpness", "exposure"))
+
+    def guided(weight: float) -> SampleSpec:
+        return SampleSpec("a red ball", seed=2, guidance=GuidanceSpec({"sharpness": weight}, 3.0, (0.0, 1.0),
+                                                                       "relative"))
+
+    out = sample(family, [SampleSpec("a red ball", seed=2), guided(1.0), guided(-1.0)], SHAPE, 4,
+                 JudgeReward(family, judge))
+    unguided, up, down = judge.score(out.frames, ["a red ball"] * 3)[:, 0].tolist()
+    assert up > unguided + 1e-3 and down < unguided - 1e-3
+    assert out.guided_steps == [0, 3, 3]  # every step but the first (t = 1)
+    assert out.guidance_decodes == [1, 4, 4]  # a decode per guided step, and the final score
+
+
+def test_gradient_modes_take_differentiable_objectives_only_and_flow_models_only(tiny_family):
+    family = tiny_family("wan")
+    reward = JudgeReward(family, ClassicJudge(("exposure", "motion_smoothness")))
+    assert reward.differentiable == {"exposure"}
+    batch = BatchState(family, SHAPE, reward)
+    relative = GuidanceSpec({"exposure": 1.0, "motion_smoothness": 0.5}, 1.0, (0.2, 0.8), "relative")
+    with pytest.raises(ValueError, match=r"sample 0: weights: motion_smoothness has no gradient, so mode relative "
+                                         r"cannot push along it; weight only differentiable objectives \(exposure\)"):
         batch.add([SampleSpec("a", guidance=relative)], 3, [0])
+    ranked = GuidanceSpec({"exposure": 1.0, "motion_smoothness": 0.5}, 1.0, (0.2, 0.8), "best_of_n", 2)
+    batch.add([SampleSpec("a", guidance=GuidanceSpec({"exposure": 1.0, "motion_smoothness": 0.0}, 1.0,
+                                                        (0.2, 0.8), "sum")),
+               SampleSpec("b", guidance=ranked)], 3, [1, 2])
     with pytest.raises(ValueError, match="flow-matching models"):
         JudgeReward(tiny_family("cogvideox"), _Brightness())

@@ -63,6 +63,24 @@ def test_create_claim_heartbeat_finish_requeue(backend):
     assert again[0].attempts == 2 and store.queued(["m"]) == [] and store.get(other.id).status == "queued"
 
 
+def test_a_job_with_an_unguided_twin_keeps_its_request_and_its_comparison(backend):
+    from guidance.nrg import GuidanceSpec
+
+    twin_spec = spec(guidance=GuidanceSpec({"vq": 1.0}, 2.0, (0.2, 0.8), "relative"), compare_unguided=True)
+    change = {"objective": "vq", "judge": "truth", "weight": 1.0, "reward_change": 0.25, "judge_change": -0.01,
+              "hacked": True}
+    result = {"rewards": {"vq": 1.25}, "cost_vs_unguided": 1.8, "denoiser_passes": 4,
+              "unguided": {"rewards": {"vq": 1.0}, "judge_scores": {"truth": {"vq": 0.5}}, "changes": [change],
+                           "error": None},
+              "reward_hacking": [change]}
+    store = backend()
+    job = store.create(twin_spec)
+    store.claim([job.id], "w1", 30)
+    assert store.finish(job.id, "completed", result, worker="w1")
+    again = backend().get(job.id)  # another connection: what the database holds
+    assert again.spec == twin_spec and again.spec.rows == 2 and again.result == result
+
+
 def test_lease_expiry_requeues_and_heartbeats_keep_leases(backend):
     store = backend()
     kept, dropped = store.create(SPEC), store.create(SPEC)
@@ -228,7 +246,7 @@ def test_sqlite_store_of_the_original_schema_is_migrated(tmp_path):
         db.execute("INSERT INTO jobs (id, status, params, created_at) VALUES ('video_old', 'queued', ?, 1.0)",
                    (json.dumps(old_record),))
     store = JobStore(data)
-    assert store.applied_migrations == [1, 2, 3, 4]
+    assert store.applied_migrations == [1, 2, 3, 4, 5]
     assert [j.id for j in store.queued(["m"])] == ["video_old"] and store.get("video_old").owner is None
     assert store.get("video_old").spec == SPEC
     assert store.claim(["video_old"], "local", 30)[0].status == "in_progress"
@@ -249,7 +267,7 @@ def test_postgres_store_before_owners_is_migrated(pg_url, tmp_path):  # noqa: F8
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     store.close()
     store = PostgresJobStore(pg_url, tmp_path / "data")
-    assert store.applied_migrations == [2, 3] and store.get(job.id).owner is None
+    assert store.applied_migrations == [2, 3, 4] and store.get(job.id).owner is None
     store.close()
 
 
@@ -265,7 +283,7 @@ def test_postgres_store_before_webhooks_is_migrated(pg_url, tmp_path):  # noqa: 
         conn.execute("DELETE FROM schema_version WHERE version > 2")
     store.close()
     store = PostgresJobStore(pg_url, tmp_path / "data")
-    assert store.applied_migrations == [3] and store.get(job.id).webhook is None
+    assert store.applied_migrations == [3, 4] and store.get(job.id).webhook is None
     assert store.finish(job.id, "completed") and store.claim_webhooks("w1", 10, 30) == []
     store.close()
 
@@ -298,3 +316,35 @@ def test_bad_store_url_names_the_flag(url, message):
 
     with pytest.raises(ValueError, match=message):
         open_store(url, "unused")
+
+
+def test_a_jobs_input_image_is_stored_with_it_read_by_another_process_and_deleted_with_it(backend):
+    from server.job_spec import INPUT_REFERENCE_KEY, InputReference
+
+    image = bytes(range(256)) * 64  # binary, with NUL bytes
+    ref = InputReference(INPUT_REFERENCE_KEY, "ab" * 32, "image/png", 64, 48, len(image))
+    store = backend()
+    job = store.create(spec(input_reference=ref), inputs={INPUT_REFERENCE_KEY: image})
+    plain = store.create(SPEC)
+    other = backend()  # another worker's connection, or the server after a restart
+    assert other.get(job.id).spec.input_reference == ref
+    assert other.read_input(job.id, INPUT_REFERENCE_KEY) == image
+    assert other.read_input(plain.id, INPUT_REFERENCE_KEY) is None and other.get(plain.id).spec.input_reference is None
+    other.delete(job.id)
+    assert store.get(job.id) is None and store.read_input(job.id, INPUT_REFERENCE_KEY) is None
+    assert store.get(plain.id) is not None
+
+
+def test_a_jobs_input_video_is_stored_with_it_read_by_another_process_and_deleted_with_it(backend):
+    from server.job_spec import INPUT_REFERENCE_KEY, InputReference
+
+    video = b"\0\0\0\x20ftypisom" + bytes(range(256)) * 64  # binary, with NUL bytes
+    ref = InputReference(INPUT_REFERENCE_KEY, "cd" * 32, "video/mp4", 64, 64, len(video), frames=33, fps=24.0)
+    store = backend()
+    job = store.create(spec(input_reference=ref, denoise_strength=0.6), inputs={INPUT_REFERENCE_KEY: video})
+    other = backend()  # another worker's connection, or the server after a restart
+    got = other.get(job.id).spec
+    assert got.input_reference == ref and got.denoise_strength == 0.6 and got.start_step == 2
+    assert other.read_input(job.id, INPUT_REFERENCE_KEY) == video
+    other.delete(job.id)
+    assert store.get(job.id) is None and store.read_input(job.id, INPUT_REFERENCE_KEY) is None
