@@ -16,9 +16,12 @@ import torch
 SUFFIXES = (".mp4", ".npy")
 # x264's output depends on its thread count, which by default follows the CPUs the process may use, and
 # its sliced threads (PyAV's default) vary with scheduling when the machine is busy (seen here: 5 of 60
-# encodes differed). Frame threads of a fixed count are deterministic: the same frames encode to the
-# same bytes on any machine and under any load.
+# encodes differed), so it runs a fixed count of frame threads. And it runs its CPU-independent code
+# (``cpu-independent=1``): without it the same frames, encoded over and over by one thread while other
+# threads of the process kept the cores busy, decoded to 3-13 different clips in 60 encodes (4 of 64
+# served clips here); with it, to one.
 ENCODER_THREADS = 4
+X264_PARAMS = "cpu-independent=1"
 
 
 def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -94,7 +97,7 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 
             with av.open(str(tmp), mode="w") as container:
                 stream = container.add_stream("libx264", rate=fps)
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.options = {"crf": "18"}
+                stream.options = {"crf": "18", "x264-params": X264_PARAMS}
                 stream.codec_context.thread_type = "FRAME"
                 stream.codec_context.thread_count = ENCODER_THREADS
                 for image in frames_to_uint8(frames):

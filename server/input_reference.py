@@ -56,14 +56,15 @@ class UploadedImage:
 
 
 @dataclass(frozen=True)
-class CheckedImage:
-    """An image that passed every check: its bytes (as sent) and what the job records of it."""
+class CheckedInput:
+    """An image or clip that passed every check: its bytes (as sent) and what the job records of it."""
 
     data: bytes
     reference: InputReference
 
 
-def _refuse(message: str, code: str = "invalid_input_reference") -> APIError:
+def refuse(message: str, code: str = "invalid_input_reference") -> APIError:
+    """The 400 every input_reference rule gives, naming the field."""
     return APIError(400, f"{FIELD}: {message}", param=FIELD, code=code)
 
 
@@ -83,21 +84,21 @@ def decode_data_url(value: str, limits: Limits) -> UploadedImage:
     is checked on the payload's length before it is decoded."""
     match = _DATA_URL.match(value)
     if match is None:
-        raise _refuse("must be a data: URL with a base64 payload (data:image/png;base64,... or "
+        raise refuse("must be a data: URL with a base64 payload (data:image/png;base64,... or "
                       "data:video/mp4;base64,...) or a multipart file part; URLs of other kinds are not fetched")
     payload = value[match.end():]
     if len(payload) > (limits.max_input_reference_bytes + 2) // 3 * 4 + 4:
         what = "video" if (match.group("type") or "").lower().startswith("video/") else "image"
-        raise _refuse(f"the {what} exceeds max_input_reference_bytes {limits.max_input_reference_bytes}",
+        raise refuse(f"the {what} exceeds max_input_reference_bytes {limits.max_input_reference_bytes}",
                       code="input_reference_too_large")
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise _refuse("the data: URL's payload is not valid base64") from None
+        raise refuse("the data: URL's payload is not valid base64") from None
     return UploadedImage(data, (match.group("type") or "").lower() or None)
 
 
-def check_image(upload: UploadedImage | str, limits: Limits, width: int, height: int) -> CheckedImage:
+def check_image(upload: UploadedImage | str, limits: Limits, width: int, height: int) -> CheckedInput:
     """The checks of the module docstring, for a video of ``width`` x ``height``."""
     from PIL import Image, UnidentifiedImageError
 
@@ -105,50 +106,50 @@ def check_image(upload: UploadedImage | str, limits: Limits, width: int, height:
         upload = decode_data_url(upload.strip(), limits)
     data = upload.data
     if len(data) > limits.max_input_reference_bytes:
-        raise _refuse(f"the image is {len(data)} bytes; max_input_reference_bytes is "
+        raise refuse(f"the image is {len(data)} bytes; max_input_reference_bytes is "
                       f"{limits.max_input_reference_bytes}", code="input_reference_too_large")
     if not data:
-        raise _refuse("the image is empty")
+        raise refuse("the image is empty")
     declared = (upload.content_type or "").split(";")[0].strip().lower()
     if declared and declared not in DECLARED and declared != "application/octet-stream":
-        raise _refuse(f"content type {declared!r} is not accepted; send image/png, image/jpeg or image/webp",
+        raise refuse(f"content type {declared!r} is not accepted; send image/png, image/jpeg or image/webp",
                       code="unsupported_input_reference")
     bound_pillow(limits.max_input_reference_pixels)
     try:
         image = Image.open(io.BytesIO(data), formats=tuple(MEDIA_TYPES))
     except UnidentifiedImageError:
-        raise _refuse("not a PNG, JPEG or WebP image (the file's header says neither)",
+        raise refuse("not a PNG, JPEG or WebP image (the file's header says neither)",
                       code="unsupported_input_reference") from None
     except Image.DecompressionBombError:
         raise _too_many_pixels(None, limits) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise _refuse(f"the image cannot be read: {exc}") from None
+        raise refuse(f"the image cannot be read: {exc}") from None
     with image:
         kind = image.format
         if declared in DECLARED and DECLARED[declared] != kind:
-            raise _refuse(f"the part says {declared} but the file is {MEDIA_TYPES[kind]}",
+            raise refuse(f"the part says {declared} but the file is {MEDIA_TYPES[kind]}",
                           code="unsupported_input_reference")
         size = image.size  # from the header: nothing is decoded yet
         if size[0] < 1 or size[1] < 1 or size[0] * size[1] > limits.max_input_reference_pixels:
             raise _too_many_pixels(size, limits)
         if getattr(image, "n_frames", 1) != 1:
-            raise _refuse(f"the image has {image.n_frames} frames; image-to-video starts from one image, not an "
+            raise refuse(f"the image has {image.n_frames} frames; image-to-video starts from one image, not an "
                           "animation")
         try:
             image.load()
         except Image.DecompressionBombError:
             raise _too_many_pixels(size, limits) from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise _refuse(f"the image cannot be decoded (truncated or corrupt?): {exc}") from None
+            raise refuse(f"the image cannot be decoded (truncated or corrupt?): {exc}") from None
     check_aspect(size, width, height, limits)
     reference = InputReference(key=INPUT_REFERENCE_KEY, sha256=hashlib.sha256(data).hexdigest(),
                                media_type=MEDIA_TYPES[kind], width=size[0], height=size[1], size_bytes=len(data))
-    return CheckedImage(data, reference)
+    return CheckedInput(data, reference)
 
 
 def _too_many_pixels(size: tuple[int, int] | None, limits: Limits) -> APIError:
     got = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "too many pixels"
-    return _refuse(f"the image is {got}; max_input_reference_pixels is {limits.max_input_reference_pixels} "
+    return refuse(f"the image is {got}; max_input_reference_pixels is {limits.max_input_reference_pixels} "
                    "(checked from its header, before decoding)", code="input_reference_too_large")
 
 
@@ -159,7 +160,7 @@ def check_aspect(size: tuple[int, int], width: int, height: int, limits: Limits,
     image_ratio, video_ratio = size[0] / size[1], width / height
     off = abs(image_ratio / video_ratio - 1.0)
     if off > limits.input_reference_aspect_tolerance:
-        raise _refuse(
+        raise refuse(
             f"the {what} is {size[0]}x{size[1]} (aspect {image_ratio:.3f}) and the video {width}x{height} (aspect "
             f"{video_ratio:.3f}): the {what} is resized to the video's size only when their aspect ratios differ by "
             f"at most {limits.input_reference_aspect_tolerance:.0%} (input_reference_aspect_tolerance); crop the "

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import APIError
-from server.input_reference import FIELD, RESAMPLE, UploadedImage, check_aspect
+from server.input_reference import (
+    FIELD,
+    RESAMPLE,
+    CheckedInput,
+    UploadedImage,
+    check_aspect,
+    refuse,
+)
 from server.job_spec import INPUT_REFERENCE_KEY, InputReference
 from server.schema import Limits
 
@@ -63,18 +70,6 @@ class VideoHeader:
     fps: Fraction
 
 
-@dataclass(frozen=True)
-class CheckedVideo:
-    """A video that passed every check: its bytes (as sent) and what the job records of it."""
-
-    data: bytes
-    reference: InputReference
-
-
-def _refuse(message: str, code: str = "invalid_input_reference") -> APIError:
-    return APIError(400, f"{FIELD}: {message}", param=FIELD, code=code)
-
-
 def container_of(data: bytes) -> str | None:
     """``mp4`` or ``webm`` from the file's first bytes, or None."""
     if data[4:8] == b"ftyp" and data[8:12] not in IMAGE_BRANDS:
@@ -99,31 +94,31 @@ def frame_indices(source_fps: Fraction, num_frames: int, fps: int) -> list[int]:
 
 
 def check_video(upload: UploadedImage, limits: Limits, width: int, height: int, num_frames: int,
-                fps: int) -> CheckedVideo:
+                fps: int) -> CheckedInput:
     """The checks of the module docstring, for an output video of ``width`` x ``height``, ``num_frames``
     frames at ``fps``."""
     data = upload.data
     if len(data) > limits.max_input_reference_bytes:
-        raise _refuse(f"the video is {len(data)} bytes; max_input_reference_bytes is "
+        raise refuse(f"the video is {len(data)} bytes; max_input_reference_bytes is "
                       f"{limits.max_input_reference_bytes}", code="input_reference_too_large")
     if not data:
-        raise _refuse("the video is empty")
+        raise refuse("the video is empty")
     declared = _declared(upload)
     container = container_of(data)
     if declared and declared not in DECLARED and declared != "application/octet-stream":
         found = f"; the file is {MEDIA_TYPES[container]}" if container else ""
-        raise _refuse(f"content type {declared!r} is not accepted for a video; send video/mp4 or video/webm{found}",
+        raise refuse(f"content type {declared!r} is not accepted for a video; send video/mp4 or video/webm{found}",
                       code="unsupported_input_reference")
     if container is None:
-        raise _refuse("not an MP4 or WebM video (the file's header says neither)", code="unsupported_input_reference")
+        raise refuse("not an MP4 or WebM video (the file's header says neither)", code="unsupported_input_reference")
     if declared in DECLARED and DECLARED[declared] != container:
-        raise _refuse(f"the part says {declared} but the file is {MEDIA_TYPES[container]}",
+        raise refuse(f"the part says {declared} but the file is {MEDIA_TYPES[container]}",
                       code="unsupported_input_reference")
     header = _read(data, container, width, height, num_frames, fps, limits, keep=False)[0]
     reference = InputReference(key=INPUT_REFERENCE_KEY, sha256=hashlib.sha256(data).hexdigest(),
                                media_type=MEDIA_TYPES[container], width=header.width, height=header.height,
                                size_bytes=len(data), frames=header.frames, fps=float(header.fps))
-    return CheckedVideo(data, reference)
+    return CheckedInput(data, reference)
 
 
 def fitted_video(data: bytes, reference: InputReference, width: int, height: int, num_frames: int,
@@ -169,10 +164,10 @@ def _read(data: bytes, container: str, width: int, height: int, num_frames: int,
     try:
         handle = av.open(io.BytesIO(data), mode="r", format=container)
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise _refuse(f"the video cannot be read as {container.upper()} (truncated or corrupt?): {exc}") from None
+        raise refuse(f"the video cannot be read as {container.upper()} (truncated or corrupt?): {exc}") from None
     with handle:
         if not handle.streams.video:
-            raise _refuse("the file has no video stream")
+            raise refuse("the file has no video stream")
         stream = handle.streams.video[0]
         header = _header(handle, stream, container)
         if limits is not None:
@@ -187,10 +182,10 @@ def _read(data: bytes, container: str, width: int, height: int, num_frames: int,
 def _header(handle: Any, stream: Any, container: str) -> VideoHeader:
     codec = stream.codec_context.name
     if codec not in CODECS:
-        raise _refuse(f"the video's codec is {codec}; accepted: {', '.join(CODECS)}", code="unsupported_input_reference")
+        raise refuse(f"the video's codec is {codec}; accepted: {', '.join(CODECS)}", code="unsupported_input_reference")
     rate = stream.average_rate or stream.guessed_rate
     if rate is None or rate <= 0:
-        raise _refuse("the video's header gives no frame rate")
+        raise refuse("the video's header gives no frame rate")
     fps = Fraction(rate)
     frames = stream.frames
     if not frames:
@@ -200,22 +195,22 @@ def _header(handle: Any, stream: Any, container: str) -> VideoHeader:
         elif handle.duration is not None:
             seconds = Fraction(handle.duration, 1_000_000)  # AV_TIME_BASE
         else:
-            raise _refuse("the video's header gives neither a frame count nor a duration")
+            raise refuse("the video's header gives neither a frame count nor a duration")
         frames = round(seconds * fps)
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1 or frames < 1:
-        raise _refuse(f"the video's header says {width}x{height}, {frames} frames: not a video")
+        raise refuse(f"the video's header says {width}x{height}, {frames} frames: not a video")
     return VideoHeader(container, codec, width, height, int(frames), fps)
 
 
 def _check_header(header: VideoHeader, limits: Limits) -> None:
     pixels = header.width * header.height
     if pixels > limits.max_input_video_pixels:
-        raise _refuse(f"the video's frames are {header.width}x{header.height} = {pixels} pixels; "
+        raise refuse(f"the video's frames are {header.width}x{header.height} = {pixels} pixels; "
                       f"max_input_video_pixels is {limits.max_input_video_pixels} (checked from its header, before "
                       "decoding)", code="input_reference_too_large")
     if header.frames > limits.max_input_video_frames:
-        raise _refuse(f"the video has {header.frames} frames; max_input_video_frames is "
+        raise refuse(f"the video has {header.frames} frames; max_input_video_frames is "
                       f"{limits.max_input_video_frames} (checked from its header, before decoding)",
                       code="input_reference_too_large")
 
@@ -223,7 +218,7 @@ def _check_header(header: VideoHeader, limits: Limits) -> None:
 def _check_length(header: VideoHeader, indices: list[int], num_frames: int, fps: int) -> None:
     needed = indices[-1] + 1
     if needed > header.frames:
-        raise _refuse(
+        raise refuse(
             f"the video has {header.frames} frames at {float(header.fps):g} fps ({float(header.frames / header.fps):.3g}"
             f" s) but the request's num_frames {num_frames} at fps {fps} need its first {(num_frames - 1) / fps:.3g} s "
             f"({needed} frames): each output frame is the input frame shown at its time; send a longer video, or ask "
@@ -244,7 +239,7 @@ def _decode(handle: Any, stream: Any, header: VideoHeader, indices: list[int],
     try:
         for frame in handle.decode(stream):
             if (frame.width, frame.height) != (header.width, header.height):
-                raise _refuse(f"frame {decoded} of the video is {frame.width}x{frame.height}; its header says "
+                raise refuse(f"frame {decoded} of the video is {frame.width}x{frame.height}; its header says "
                               f"{header.width}x{header.height}")
             if size is not None and decoded in uses:
                 image = frame.to_image()
@@ -255,8 +250,8 @@ def _decode(handle: Any, stream: Any, header: VideoHeader, indices: list[int],
             if decoded > last:
                 break
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise _refuse(f"the video cannot be decoded (truncated or corrupt?): {exc}") from None
+        raise refuse(f"the video cannot be decoded (truncated or corrupt?): {exc}") from None
     if decoded <= last:
-        raise _refuse(f"the video ends after {decoded} decodable frames; its header says {header.frames} and the "
+        raise refuse(f"the video ends after {decoded} decodable frames; its header says {header.frames} and the "
                       f"request needs {last + 1} (truncated or corrupt?)")
     return frames

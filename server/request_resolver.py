@@ -23,8 +23,8 @@ from guidance.video_to_video import DEFAULT_DENOISE_STRENGTH, denoise_start
 from server.errors import APIError
 from server.hosted_model import HostedModel
 from server.input_reference import FIELD as INPUT_FIELD
-from server.input_reference import CheckedImage, UploadedImage, check_image, decode_data_url
-from server.input_video import CheckedVideo, check_video, is_video
+from server.input_reference import CheckedInput, UploadedImage, check_image, decode_data_url
+from server.input_video import check_video, is_video
 from server.job_spec import COMPARE_NEEDS_GUIDANCE, CheckpointRef, JobSpec
 from server.schema import Limits, build_request_model
 from server.webhooks.allow_rules import WebhookPolicy, WebhookRefused, WebhookUnresolved
@@ -83,7 +83,7 @@ class RequestResolver:
         return (replace(spec, input_reference=checked.reference, denoise_strength=strength),
                 {checked.reference.key: checked.data})
 
-    def _input_reference(self, spec: JobSpec, given: Any) -> CheckedImage | CheckedVideo:
+    def _input_reference(self, spec: JobSpec, given: Any) -> CheckedInput:
         """The image or video checked by its module's rules; refused for models that take neither, and a
         video for models that cannot start from one."""
         hosted = self.models[spec.model]

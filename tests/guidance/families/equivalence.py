@@ -19,6 +19,21 @@ TOLERANCE = 1e-4
 PROMPTS = ("a red circle moving left", "a blue square moving up", "a yellow triangle moving down quickly")
 
 
+def pipeline_frames(pipe, shape, steps: int, seed: int, cfg_scale: float, pipeline_kwargs: dict | None,
+                    **inputs) -> np.ndarray:
+    """The diffusers pipeline's own frames for ``inputs`` (prompt, image, ...), at ``shape`` and ``steps``,
+    seeded as a user would seed it, with ``guidance_scale=cfg_scale`` unless ``pipeline_kwargs`` says otherwise."""
+    return pipe(
+        **inputs,
+        height=shape.height,
+        width=shape.width,
+        num_frames=shape.frames,
+        num_inference_steps=steps,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+        **{"guidance_scale": cfg_scale, **(pipeline_kwargs or {})},
+    ).frames[0]
+
 def assert_matches_pipeline(
     family: PipelineFamily,
     shape: VideoShape,
@@ -35,17 +50,8 @@ def assert_matches_pipeline(
     ours = sample(
         family, [SampleSpec(prompt, negative_prompt=negative, seed=seed, cfg_scale=cfg_scale)], shape, steps
     ).frames[0].numpy()
-    theirs = family.pipe(
-        prompt=prompt,
-        negative_prompt=negative,
-        height=shape.height,
-        width=shape.width,
-        num_frames=shape.frames,
-        num_inference_steps=steps,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        output_type="np",
-        **{"guidance_scale": cfg_scale, **(pipeline_kwargs or {})},
-    ).frames[0]
+    theirs = pipeline_frames(family.pipe, shape, steps, seed, cfg_scale, pipeline_kwargs, prompt=prompt,
+                             negative_prompt=negative)
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     diff = float(np.abs(ours - theirs).max())
     assert diff <= TOLERANCE, f"max abs diff {diff} vs the diffusers pipeline"
@@ -118,18 +124,8 @@ def assert_i2v_matches_pipeline(
     other = SampleSpec(PROMPTS[1], seed=seed + 11, cfg_scale=cfg_scale + 1.5, image=other_image)
     alone = sample(family, [spec], shape, steps).frames[0].numpy()
     batched = sample(family, [other, spec], shape, steps).frames[1].numpy()
-    theirs = (pipe or family.pipe)(
-        image=image,
-        prompt=prompt,
-        negative_prompt=negative,
-        height=shape.height,
-        width=shape.width,
-        num_frames=shape.frames,
-        num_inference_steps=steps,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        output_type="np",
-        **{"guidance_scale": cfg_scale, **(pipeline_kwargs or {})},
-    ).frames[0]
+    theirs = pipeline_frames(pipe or family.pipe, shape, steps, seed, cfg_scale, pipeline_kwargs, image=image,
+                             prompt=prompt, negative_prompt=negative)
     assert alone.shape == theirs.shape, (alone.shape, theirs.shape)
     for name, ours in (("alone", alone), ("batched", batched)):
         diff = float(np.abs(ours - theirs).max())
