@@ -41,7 +41,7 @@ import torch
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.reward_model import LatentRewardModel
-from guidance.rewards import DEFAULT_CHUNK_ROWS, RewardFunction, reward_and_gradients
+from guidance.rewards import RewardFunction, default_chunk_rows, reward_and_gradients
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +112,23 @@ class WarmUp:
 
 def warm_up(family: PipelineFamily, reward: RewardFunction | None, shape: VideoShape, steps: int, max_rows: int,
             *, loras: MultiLora | None = None, batch_invariant: bool = False,
-            chunk_rows: int = DEFAULT_CHUNK_ROWS) -> WarmUp:
+            chunk_rows: int | None = None) -> WarmUp:
     """Call every compiled variant as a running batch of up to ``max_rows`` rows at ``shape`` calls it
     (``guidance.batch_state``), so that serving compiles nothing.
 
     The denoisers without gradients at every batch size from 1 to ``max_rows`` (one row per call with
     ``batch_invariant``), without and with LoRA routing; the reward's gradients as ``reward_and_gradients``
     takes them, ``chunk_rows`` rows at a time; its scores without gradients (search, final rewards) at
-    every batch size. Inputs are made as a batch makes them (noise, prompt encodings, the schedule's
+    every batch size. ``chunk_rows`` must be what the batches will use (None: ``default_chunk_rows`` for the
+    device, as ``BatchState`` picks it): a reward backward over more rows than the warm-up ran is a new
+    graph. Inputs are made as a batch makes them (noise, prompt encodings, the schedule's
     timestep dtype), since a graph is reused only for inputs of the dtypes and layout it was made for.
     """
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1; got {max_rows}")
     sizes = (1,) if batch_invariant else tuple(range(1, max_rows + 1))
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(reward, family.device)
     monitor = compile_monitor()
     before = monitor.counts().compiles
     start = time.perf_counter()

@@ -157,6 +157,7 @@ def _compile(models: dict[str, HostedModel], config: ServerConfig) -> None:
     have, so the first jobs wait for no compilation; from then on a compilation is a recompile
     (``nrg_recompiles_total``)."""
     from guidance.compilation import compile_model, warm_up
+    from guidance.rewards import default_chunk_rows
 
     for model in models.values():
         blocks = compile_model(model.family, model.reward, config.compile_backend)
@@ -164,8 +165,9 @@ def _compile(models: dict[str, HostedModel], config: ServerConfig) -> None:
         shape = model.default_shape
         log.info("model %s: compiling %d transformer blocks with %s; warming up", model.name, blocks,
                  config.compile_backend, extra={"model": model.name})
+        chunk_rows = default_chunk_rows(model.reward, model.family.device, config.memory_budget_gib is not None)
         done = warm_up(model.family, model.reward, shape, model.default_steps, config.max_batch, loras=loras,
-                       batch_invariant=config.batch_invariant)
+                       batch_invariant=config.batch_invariant, chunk_rows=chunk_rows)
         sizes = f"{done.sizes[0]}..{done.sizes[-1]}" if len(done.sizes) > 1 else str(done.sizes[0])
         log.info("model %s: compile warm-up took %.1f s (%d compilations; batch sizes %s at %dx%dx%d)", model.name,
                  done.seconds, done.compiles, sizes, shape.width, shape.height, shape.frames,
