@@ -6,9 +6,10 @@
 # The base's torch stack is recorded in docker/base-image-packages.txt; change both together.
 FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
 
-# Triton's kernel cache lives on a volume, so kernels compiled once survive container restarts.
+# Triton's kernel cache and inductor's (--compile) live on a volume, so what is compiled once survives
+# container restarts.
 ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NRG_HOST=0.0.0.0 NRG_PORT=8000 NRG_DATA_DIR=/data \
-    TRITON_CACHE_DIR=/var/cache/nrg/triton
+    TRITON_CACHE_DIR=/var/cache/nrg/triton TORCHINDUCTOR_CACHE_DIR=/var/cache/nrg/inductor
 # Triton compiles a small C launcher at the first kernel launch: the -runtime image has no compiler.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -27,9 +28,9 @@ RUN pip list --format=freeze > /tmp/image.txt \
     && pip install --no-cache-dir -c /tmp/constraints.txt ".[triton]" \
     && rm /tmp/image.txt /tmp/constraints.txt
 
-# Not root: the server, Triton's kernel cache and the jobs under /data belong to nrg.
-RUN useradd --create-home --uid 1000 nrg && mkdir -p /data /var/cache/nrg/triton \
-    && chown nrg:nrg /data /var/cache/nrg /var/cache/nrg/triton
+# Not root: the server, the compile caches and the jobs under /data belong to nrg.
+RUN useradd --create-home --uid 1000 nrg && mkdir -p /data /var/cache/nrg/triton /var/cache/nrg/inductor \
+    && chown nrg:nrg /data /var/cache/nrg /var/cache/nrg/triton /var/cache/nrg/inductor
 USER nrg
 EXPOSE 8000
 VOLUME ["/data", "/var/cache/nrg"]

@@ -8,6 +8,8 @@
     python -m benchmarks.gpu_check save-pipeline DIR [--dry-run]    # the random Wan pipeline, for bench_vs_diffusers
     python -m benchmarks.gpu_check report  --work DIR --out FILE    # gpu-check.md from what the parts wrote
 
+The script's compile part is ``python -m benchmarks.compile_bench`` (its JSON in ``DIR/compile.json``).
+
 ``GPU_CHECK_DEVICE`` (default ``cuda``) names the device a part runs on: the script runs the batch part
 again on ``cuda:1`` when the machine has two GPUs (the engine thread's device pinning, Triton launches
 on a GPU other than 0). Every part's JSON records the torch / triton / diffusers versions it ran with.
@@ -551,6 +553,20 @@ def _serve_section(work: Path, part: dict[str, Any] | None, dry_run: bool, serve
     return lines
 
 
+def _compile_section(work: Path, part: dict[str, Any] | None) -> list[str]:
+    from benchmarks import compile_bench
+
+    lines = ["### `--compile`: a server batch step eager vs compiled (`benchmarks.compile_bench`)", ""]
+    data = _read(work / "compile.json")
+    if data:
+        model = ("the random-weight Wan2.1-T2V-1.3B-config pipeline, 4-block reward trunk" if data["model"] == "wan1.3b"
+                 else "the tiny Wan pipeline (dry run)")
+        lines += [f"Model: {model}. " + "\n".join(compile_bench.table(data)), ""]
+    if part is None or part["rc"] != 0:
+        lines += _failure("compile", part, work)
+    return lines
+
+
 def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, commit: str) -> str:
     parts = _status(work)
     versions = _versions()
@@ -573,12 +589,13 @@ def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, 
     for name in [n for n in parts if n.startswith("batch")] or ["batch"]:
         lines += _batch_section(work, name, parts.get(name), dry_run)
     lines += _serve_section(work, parts.get("serve"), dry_run, serve_args)
+    lines += _compile_section(work, parts.get("compile"))
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    names = ("kernel", "step", *[n for n in parts if n.startswith("batch")], "serve", "compile")
     combined = {"date": now, "command": command, "device": _gpu(), "versions": versions, "code": commit,
-                "parts": parts, **{name: _read(work / f"{name}.json") for name in ("kernel", "step", *[n for n in parts if n.startswith("batch")],
-                                                             "serve")}}
+                "parts": parts, **{name: _read(work / f"{name}.json") for name in names}}
     _write(out.with_suffix(".json"), combined)
     return text
 

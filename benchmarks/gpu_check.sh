@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/benchmarks.md in one run of under 8 minutes on a CUDA machine that already
+# The GPU figures of docs/benchmarks.md in one run of under 10 minutes on a CUDA machine that already
 # has torch and triton (Python 3.12), from the repository root:
 #
 #     bash benchmarks/gpu_check.sh            # installs the rest from .whl/ (docs/benchmarks.md, "GPU check")
@@ -17,6 +17,8 @@
 #            of 2 particles; peak memory against the admission estimate (guidance/memory.py); again on
 #            cuda:1 as part batch-cuda1 when the machine has two GPUs
 #   serve    that random pipeline saved to disk, then benchmarks.bench_vs_diffusers on it
+#   compile  --compile: a BatchState step of that model eager vs compiled (inductor), unguided and guided,
+#            B = 1 and 2, at 832x480 x 33 frames (benchmarks.compile_bench), after its warm-up
 # Every part records the torch, triton and diffusers versions it ran with in its JSON.
 # Output: $OUT if set, else out/gpu-check/: gpu-check.md (a section for docs/benchmarks.md),
 # gpu-check.json (every figure) and gpu-check.log (every part's log), three files in all.
@@ -28,7 +30,7 @@ while (( $# )); do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --part) PART="${2:?--part needs a name}"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (use --dry-run or nothing)" >&2; exit 2 ;;
   esac
   shift
@@ -50,24 +52,30 @@ fi
 export PYTHONPATH="$ROOT:$ROOT/clients/python${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-# Time allowances in seconds (install + kernel + step + batch (+ batch-cuda1) + serve <= 470 s, under 8
-# minutes with the report; a second GPU's batch part takes what the budget has left).
-BUDGET_S="${GPU_CHECK_BUDGET_S:-470}"
+# Time allowances in seconds (install + kernel + step + batch (+ batch-cuda1) + serve + compile <= 590 s,
+# under 10 minutes with the report; a second GPU's batch part takes what the budget has left).
+BUDGET_S="${GPU_CHECK_BUDGET_S:-590}"
 INSTALL_S=40
 KERNEL_S=90
 STEP_S=100
 BATCH_S=60
 SERVE_S=150
+COMPILE_S=120
 # The server-vs-diffusers workload: the step part's shape, 4 steps instead of 50 and 2 requests a side
 # (plus 1 untimed warm-up each), so both sides' loads, runs, VAE decodes and encodes fit SERVE_S.
 SERVE_ARGS=(--num-prompts 2 --rounds 1 --steps 4 --size 832x480 --num-frames 81 --max-batch 2
             --warmup-requests 1 --device cuda --dtype bfloat16 --disable-tqdm)
 PIPE_DIR="$WORK/wan-random-1.3b"
+# The compile part: 33 frames instead of 81, so that the inductor warm-up and 4 steps of each variant fit
+# COMPILE_S.
+COMPILE_ARGS=(--model wan1.3b --size 832x480 --frames 33 --batches 1,2 --rounds 1 --repeats 3 --device cuda
+              --dtype bfloat16)
 if [[ $DRY_RUN == 1 ]]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   SERVE_ARGS=(--num-prompts 2 --rounds 1 --steps 2 --size 32x32 --num-frames 5 --max-batch 2
               --warmup-requests 1 --device cpu --dtype float32 --disable-tqdm)
   PIPE_DIR="$WORK/wan-tiny"
+  COMPILE_ARGS=(--model tiny --backend eager --batches 1,2 --rounds 1 --repeats 1 --device cpu --dtype float32)
 fi
 DRY=()
 [[ $DRY_RUN == 1 ]] && DRY=(--dry-run)
@@ -135,6 +143,7 @@ run_part kernel "$KERNEL_S" "$PY" -m benchmarks.gpu_check kernel --work "$WORK" 
 run_part step "$STEP_S" "$PY" -m benchmarks.gpu_check step --work "$WORK" "${DRY[@]}"
 run_part batch "$BATCH_S" "$PY" -m benchmarks.gpu_check batch --work "$WORK" "${DRY[@]}"
 run_part serve "$SERVE_S" bash "$0" --part serve "${DRY[@]}"
+run_part compile "$COMPILE_S" "$PY" -m benchmarks.compile_bench "${COMPILE_ARGS[@]}" --output-file "$WORK/compile.json"
 if [[ $DRY_RUN == 0 ]] && (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
   GPU_CHECK_DEVICE=cuda:1 GPU_CHECK_PART=batch-cuda1 \
     run_part batch-cuda1 "$BATCH_S" "$PY" -m benchmarks.gpu_check batch --work "$WORK"
@@ -146,7 +155,7 @@ if [[ $COMMIT != unknown ]] && [[ -n "$(git status --porcelain --untracked-files
   COMMIT="$COMMIT with uncommitted changes"
 fi
 [[ $COMMIT == unknown ]] && COMMIT="unknown (no git checkout here)"
-for name in install kernel step batch serve batch-cuda1; do
+for name in install kernel step batch serve compile batch-cuda1; do
   [[ -f "$WORK/$name.log" ]] && { echo "===== $name"; cat "$WORK/$name.log"; } >>"$OUT_DIR/gpu-check.log.tmp"
 done
 mv -f "$OUT_DIR/gpu-check.log.tmp" "$OUT_DIR/gpu-check.log" 2>/dev/null || true

@@ -27,6 +27,9 @@ DEMO_MODEL_NAME = "nrg-demo"
 #: The judges ``nrg serve`` loads for the embedded demo when given no ``--judge``: the demo world's
 #: ground truth measured from the pixels, and the weight-free classic measures.
 DEMO_JUDGES = {"truth": "demo_world.judge:ground_truth", "classic": "classic"}
+#: ``--compile`` backends: inductor generates code (the speed-up); aot_eager and eager only trace, to check
+#: that a model compiles without paying for code generation.
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 #: Waits of the worker between attempts while storage faults persist (about a minute in all); when a
 #: fault outlasts them the worker gives up and the process exits for its supervisor to restart it.
 FAULT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -64,6 +67,9 @@ class ServerConfig:
     #: One row per denoiser call, so a job's video does not depend on what shares its batch (bit for bit on
     #: one machine), at the cost of batching the denoiser (docs/server.md, Reproducibility).
     batch_invariant: bool = False
+    #: ``torch.compile`` backend of the denoisers' and the reward trunk's blocks (``guidance.compilation``),
+    #: warmed up at every batch size before the server takes jobs; None: eager (docs/server.md, Making it fast).
+    compile_backend: str | None = None
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
@@ -99,10 +105,16 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     from server import pipeline_defaults
     from server.hosted_model import HostedModel
     from server.pipeline_defaults import PipelineDefaults
+    from server.roles import runs_engine
 
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     configure_matmul(device)
+    compiled = config.compile_backend is not None and runs_engine(config.role)
+    if compiled:
+        from guidance.compilation import check_backend
+
+        check_backend(config.compile_backend, device)  # before minutes of loading
     sources = config.models or {DEMO_MODEL_NAME: demo.DEFAULT_MODEL_DIR}
     unknown = (set(config.rewards) | set(config.checkpoints)) - set(sources)
     if unknown:
@@ -135,7 +147,31 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
             default_steps=defaults.steps,
         )
         _log_loaded(hosted[name], reward_dir)
+    if compiled:
+        _compile(hosted, config)
     return hosted
+
+
+def _compile(models: dict[str, HostedModel], config: ServerConfig) -> None:
+    """Compile every model and run each compiled graph at every batch size this server's batches can
+    have, so the first jobs wait for no compilation; from then on a compilation is a recompile
+    (``nrg_recompiles_total``)."""
+    from guidance.compilation import compile_model, warm_up
+    from guidance.rewards import default_chunk_rows
+
+    for model in models.values():
+        blocks = compile_model(model.family, model.reward, config.compile_backend)
+        loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
+        shape = model.default_shape
+        log.info("model %s: compiling %d transformer blocks with %s; warming up", model.name, blocks,
+                 config.compile_backend, extra={"model": model.name})
+        chunk_rows = default_chunk_rows(model.reward, model.family.device, config.memory_budget_gib is not None)
+        done = warm_up(model.family, model.reward, shape, model.default_steps, config.max_batch, loras=loras,
+                       batch_invariant=config.batch_invariant, chunk_rows=chunk_rows)
+        sizes = f"{done.sizes[0]}..{done.sizes[-1]}" if len(done.sizes) > 1 else str(done.sizes[0])
+        log.info("model %s: compile warm-up took %.1f s (%d compilations; batch sizes %s at %dx%dx%d)", model.name,
+                 done.seconds, done.compiles, sizes, shape.width, shape.height, shape.frames,
+                 extra={"model": model.name, "warmup_s": round(done.seconds, 3), "compiles": done.compiles})
 
 
 def _log_loaded(model: HostedModel, reward_dir: Path | None) -> None:

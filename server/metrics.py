@@ -12,7 +12,11 @@ they were decided (a worker: completed, failed; a front end: cancelled, rejected
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from server.store import LOCAL_WORKER
 
@@ -66,9 +70,45 @@ class Metrics:
         self.worker_info = Gauge("nrg_worker_info", "This process's role and worker id (value 1)", ["role", "worker"],
                                  registry=r)
 
+    def track_compiles(self, read: Callable[[], CompileCounts]) -> None:
+        """Export the process's ``torch.compile`` counts (``--compile``), read at each scrape from
+        ``read`` (``guidance.compilation.CompileMonitor.counts``): ``nrg_recompiles_total``, the
+        compilations after the warm-up (each stalls the running batch; 0 when the warm-up covered what
+        the jobs ran), and ``nrg_compile_seconds_total`` by phase, ``warmup`` and ``serving``."""
+        self.registry.register(_CompileCollector(read, self.worker))
+
     def final_reward(self, objective: str):
         """The ``nrg_final_reward`` histogram of ``objective`` on this worker."""
         return self._final_reward.labels(worker=self.worker, objective=objective)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CompileCounts(Protocol):
+    """What :meth:`Metrics.track_compiles` reads: ``guidance.compilation.CompileCounts`` (this module
+    imports no torch)."""
+
+    seconds: float
+    recompiles: int
+    recompile_seconds: float
+
+
+class _CompileCollector:
+    """Counters whose values live in the compile monitor, read when scraped."""
+
+    def __init__(self, read: Callable[[], CompileCounts], worker: str) -> None:
+        self.read = read
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.read()
+        recompiles = CounterMetricFamily("nrg_recompiles", "torch.compile compilations after the warm-up (each "
+                                         "stalls the running batch)", labels=["worker"])
+        recompiles.add_metric([self.worker], counts.recompiles)
+        seconds = CounterMetricFamily("nrg_compile_seconds", "Seconds spent compiling (torch.compile), in the "
+                                      "warm-up and while serving", labels=["worker", "phase"])
+        seconds.add_metric([self.worker, "warmup"], counts.seconds - counts.recompile_seconds)
+        seconds.add_metric([self.worker, "serving"], counts.recompile_seconds)
+        yield recompiles
+        yield seconds

@@ -129,6 +129,10 @@ def build_runtime(config: ServerConfig, models: dict[str, HostedModel]) -> Serve
     judge_differentiable: dict[str, frozenset[str]] = {}
     lease = None
     if runs_engine(config.role):
+        if config.compile_backend is not None:
+            from guidance.compilation import compile_monitor
+
+            metrics.track_compiles(compile_monitor().counts)
         judges = HeldOutJudges(load_judges(config.judges, str(next(iter(models.values())).family.device)))
         judge_objectives = {name: named.objectives for name, named in judges.judges.items()}
         judge_differentiable = {name: named.differentiable for name, named in judges.judges.items()}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from guidance.nrg import MODES
+from server.config import COMPILE_BACKENDS
 from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
 
 if TYPE_CHECKING:  # torch and the models load only inside run()
@@ -40,6 +41,11 @@ def add_parser(sub) -> None:
     gen.add_argument("--judge", action="append", default=[], metavar="NAME=SPEC",
                      help="held-out judge to score the video with, repeatable (classic, clip:DIR, videoreward:DIR, "
                           "package.module:factory; docs/judges.md)")
+    gen.add_argument("--compile", dest="compile_backend", nargs="?", const="inductor", choices=COMPILE_BACKENDS,
+                     default=None, metavar="BACKEND",
+                     help="torch.compile the transformer blocks (and the reward trunk's) with BACKEND (inductor when "
+                          "the flag is given alone); the first steps compile, so it pays only for long videos "
+                          "(docs/server.md, Making it fast)")
     gen.add_argument("--image", type=Path, default=None,
                      help="image-to-video: the first frame (PNG, JPEG or WebP), resized to --size under the server's "
                           "rules (docs/server.md, Image-to-video); the model must take an image")
@@ -77,6 +83,11 @@ def run(args: argparse.Namespace) -> None:
         args.reward = demo.DEFAULT_REWARD_DIR  # the embedded model's own trained reward, as the server uses
     if (args.weights or args.strength is not None or args.mode or args.window) and args.reward is None:
         raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
+    if args.compile_backend is not None:
+        from guidance.compilation import check_backend
+        from guidance.precision import resolve_device
+
+        check_backend(args.compile_backend, resolve_device(args.device))  # before the model loads
     family = _load(args)
     judges = HeldOutJudges(load_judges(judge_specs, str(family.device)))
     shape, steps = _shape_and_steps(args, family)
@@ -89,6 +100,10 @@ def run(args: argparse.Namespace) -> None:
 
         # After the reward model: its trunk is copied from the base transformer, as in the server.
         CheckpointRegistry(family, {"checkpoint": args.checkpoint}).activate("checkpoint")
+    if args.compile_backend is not None:
+        from guidance.compilation import compile_model
+
+        compile_model(family, reward, args.compile_backend)
     guidance = None
     if reward is not None and args.weights:
         guidance = defaults_for(reward).complete(parse_weights(args.weights), args.strength, args.window, args.mode,

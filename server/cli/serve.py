@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from server.cli.common import DTYPES
-from server.config import ServerConfig
+from server.config import COMPILE_BACKENDS, ServerConfig
 from server.roles import ROLES
 from server.schema import Limits
 from server.scheduling import BATCHING_MODES
@@ -28,6 +28,17 @@ def _env_flag(name: str, default: bool) -> bool:
     """A switch's ``NRG_*`` variable: set and not ``0`` or ``false`` turns it on."""
     value = _env(name)
     return default if value is None else value not in ("", "0", "false")
+
+
+def _env_compile(default: str | None) -> str | None:
+    """``NRG_COMPILE``: a backend, or ``1`` / ``true`` for inductor; empty, ``0`` or ``false``: off."""
+    value = _env("COMPILE")
+    if value is None:
+        return default
+    value = value.strip()
+    if value.lower() in ("", "0", "false"):
+        return None
+    return "inductor" if value.lower() in ("1", "true") else value
 
 
 def _budget_flag(gib: float | None) -> str:
@@ -190,6 +201,12 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        default=_env_flag("BATCH_INVARIANT", defaults.batch_invariant),
                        help="one row per model call: a job's video is the same bit for bit alone or in any batch "
                             "on one machine, at the cost of batching (docs/server.md, Reproducibility)")
+    serve.add_argument("--compile", dest="compile_backend", nargs="?", const="inductor", choices=COMPILE_BACKENDS,
+                       default=_env_compile(defaults.compile_backend), metavar="BACKEND",
+                       help="torch.compile the transformer blocks of the denoisers and the reward trunk, and run them "
+                            "at every batch size up to --max-batch before taking jobs (minutes); BACKEND inductor (the "
+                            "default when the flag is given) needs a C++ compiler on the CPU and Triton on CUDA; "
+                            "aot_eager and eager only trace (docs/server.md, Making it fast; default: off)")
     serve.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
                        default=float(_env("SHUTDOWN_GRACE", str(defaults.shutdown_grace_s))),
                        help=f"after SIGTERM, how long the running jobs may take to finish (default "
@@ -268,7 +285,7 @@ def server_config(args: argparse.Namespace):
         host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
-        batch_invariant=args.batch_invariant,
+        batch_invariant=args.batch_invariant, compile_backend=args.compile_backend,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,
@@ -291,6 +308,8 @@ def run(args: argparse.Namespace) -> int:
     config = server_config(args)
     if config.role not in ROLES:  # NRG_ROLE is not checked by argparse
         raise ValueError(f"--role must be one of {', '.join(ROLES)}; got {config.role!r}")
+    if config.compile_backend not in (None, *COMPILE_BACKENDS):  # NRG_COMPILE is not checked by argparse
+        raise ValueError(f"--compile must be one of {', '.join(COMPILE_BACKENDS)}; got {config.compile_backend!r}")
     # Before minutes of model loading: a bad --store, an unreachable one, a damaged SQLite file.
     if config.store_url is None:
         if config.role != "all":

@@ -16,7 +16,7 @@ from benchmarks import gpu_check
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 SECTIONS = ("### Fused guided step", "### One denoising step", "### A guided server batch step",
-            "### nrg-serve vs plain diffusers")
+            "### nrg-serve vs plain diffusers", "### `--compile`")
 
 
 def _tables(markdown: str) -> dict[str, list[str]]:
@@ -49,8 +49,9 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
     for section in SECTIONS:
         heading = next((h for h in tables if h.startswith(section)), None)
         assert heading is not None, f"no table under {section!r}:\n{markdown}"
-    # parts, kernel B = 1 and 2, step 3 variants x B = 1 and 2, batch 2 steps, serve one round of two sides
-    assert [len(rows) for rows in tables.values()] == [4, 2, 6, 2, 2]
+    # parts, kernel B = 1 and 2, step 3 variants x B = 1 and 2, batch 2 steps, serve one round of two sides,
+    # compile B = 1 and 2 of both modes
+    assert [len(rows) for rows in tables.values()] == [5, 2, 6, 2, 2, 4]
     for heading, rows in tables.items():
         for row in rows:
             cells = [c.strip() for c in row.strip("|").split("|")[1:]]  # the first cell names the row
@@ -59,10 +60,12 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
             assert numbers and all(math.isfinite(n) and n >= 0 for n in numbers), (heading, row)
             assert any(n > 0 for n in numbers), (heading, row)
     assert "| kernel | 0 |" in markdown and "| step | 0 |" in markdown and "| serve | 0 |" in markdown
+    assert "| compile | 0 |" in markdown and "recompiles during the rounds: 0." in markdown
     assert "| batch | 0 |" in markdown and "| 1 | 4 |" in markdown  # the search row's 2 particles count, the LoRA row
     combined = json.loads((tmp_path / "gpu-check.json").read_text())
     assert {part: set(combined[part]["versions"]) >= {"torch", "triton", "diffusers"}
-            for part in ("kernel", "step", "batch")} == {"kernel": True, "step": True, "batch": True}
+            for part in ("kernel", "step", "batch", "compile")} == dict.fromkeys(("kernel", "step", "batch", "compile"),
+                                                                             True)
     assert "Same first video as diffusers: yes" in markdown
 
 
@@ -75,4 +78,5 @@ def test_a_failed_part_is_reported_with_the_end_of_its_log(tmp_path):
     assert "**Failed** (timed out after its 110 s allowance)" in text and "compiling" in text
     assert "**Failed** (exit status 1)" in text and "RuntimeError: CUDA out of memory" in text
     assert "**Not run** (no status for part `serve`)" in text
+    assert "**Not run** (no status for part `compile`)" in text
     assert (tmp_path / "out" / "gpu-check.json").exists()

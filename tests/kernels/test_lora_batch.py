@@ -1,5 +1,6 @@
 """The batched multi-LoRA product: the reference against a per-sample loop, the Triton kernel (in the
-interpreter, see tests/conftest.py) against the reference, and the argument checks."""
+interpreter, see tests/conftest.py) and the gathered form (what ``torch.compile`` traces) against the
+reference, and the argument checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from kernels import lora_batch_triton as lbt
 from kernels.lora_batch import lora_batch
-from kernels.lora_batch_reference import lora_batch_reference
+from kernels.lora_batch_reference import lora_batch_gathered, lora_batch_reference
 
 
 def make(batch=4, tokens=20, width=40, out=36, rank=6, adapters=3, dtype=torch.float32, seed=0):
@@ -51,6 +52,24 @@ def test_triton_matches_the_reference(monkeypatch, dtype, shape):
     tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-1)
     torch.testing.assert_close(delta.float(), lora_batch_reference(*args).float(), **tol)
     assert torch.equal(delta[1], torch.zeros_like(delta[1]))
+
+
+def test_the_gathered_form_is_the_reference():
+    args = make()
+    delta = lora_batch_gathered(*args)
+    torch.testing.assert_close(delta, lora_batch_reference(*args), rtol=1e-5, atol=1e-4)
+    assert torch.equal(delta[1], torch.zeros_like(delta[1]))
+
+
+def test_traced_by_torch_compile_in_one_graph_at_any_batch_size():
+    """Under compile the public function takes the gathered form (no host read: ``fullgraph`` raises at
+    a graph break) and adds in place as it does eagerly; the batch size is symbolic."""
+    compiled = torch.compile(lora_batch, backend="aot_eager", fullgraph=True, dynamic=True)
+    for batch in (2, 3, 5):
+        x, a, b, index, coef = make(batch=batch)
+        base = torch.randn(batch, 20, 36, generator=torch.Generator().manual_seed(batch))
+        expected = base + lora_batch_reference(x, a, b, index, coef)
+        torch.testing.assert_close(compiled(x, a, b, index, coef, out=base.clone()), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_extra_dims_are_tokens():

@@ -35,3 +35,28 @@ def test_max_particles_beyond_guidance_is_refused_at_config_time(no_nrg_env, tmp
         main(["serve", "--max-particles", str(MAX_PARTICLES + 1), "--data-dir", str(tmp_path / "data")])
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith(f"nrg: error: max_particles (--max-particles) is {MAX_PARTICLES + 1}")
+
+
+@pytest.mark.parametrize(("argv", "env", "backend"), [
+    ([], None, None),
+    (["--compile"], None, "inductor"),
+    (["--compile", "aot_eager"], None, "aot_eager"),
+    ([], "1", "inductor"),
+    ([], "eager", "eager"),
+    ([], "0", None),
+    (["--compile", "aot_eager"], "inductor", "aot_eager"),
+])
+def test_compile_takes_an_optional_backend_flag_or_variable(no_nrg_env, monkeypatch, argv, env, backend):
+    if env is not None:
+        monkeypatch.setenv("NRG_COMPILE", env)
+    assert server_config(build_parser().parse_args(["serve", *argv])).compile_backend == backend
+
+
+def test_an_unknown_compile_backend_is_refused_before_loading(no_nrg_env, monkeypatch, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--compile", "turbo", "--data-dir", str(tmp_path / "data")])
+    assert exited.value.code == 2 and "--compile" in capsys.readouterr().err
+    monkeypatch.setenv("NRG_COMPILE", "turbo")  # not checked by argparse
+    with pytest.raises(SystemExit):
+        main(["serve", "--data-dir", str(tmp_path / "data")])
+    assert "--compile must be one of inductor, aot_eager, eager; got 'turbo'" in capsys.readouterr().err
