@@ -438,6 +438,7 @@ class BatchState:
             for sid in done:
                 self.decodes.pop(sid, None)
             return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
+        part.latents = self.family.final_latents(part.latents, part.cond)
         final_rewards = None
         if self.reward is not None:
             t_zero = torch.zeros(len(part), device=self.device)

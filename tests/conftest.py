@@ -19,15 +19,17 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """``tiny_dir(family)``: a tiny diffusers directory of that family, written once per session;
-    ``tiny_dir("wan-i2v")`` its image-to-video pipeline."""
+    ``tiny_dir("wan-i2v")`` its image-to-video pipeline, ``tiny_dir("wan-ti2v-5b")`` one of its image-to-video
+    variants (``guidance.testing.tiny.I2V_VARIANTS``)."""
     from guidance.testing.tiny import make_tiny
 
     cache: dict[str, Path] = {}
 
     def get(family: str) -> Path:
         if family not in cache:
-            name, _, variant = family.partition("-")
-            cache[family] = make_tiny(name, tmp_path_factory.mktemp(f"tiny-{family}"), i2v=variant == "i2v")
+            name, _, kind = family.partition("-")
+            cache[family] = make_tiny(name, tmp_path_factory.mktemp(f"tiny-{family}"), i2v=bool(kind),
+                                      variant=None if kind in ("", "i2v") else kind)
         return cache[family]
 
     return get

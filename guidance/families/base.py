@@ -237,6 +237,14 @@ class PipelineFamily(ABC):
         zeroed where they are fixed (LTX-Video keeps its first latent frame as the image's)."""
         return None
 
+    def final_latents(self, latents: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+        """The latents of ``cond``'s rows as their pipeline leaves them after its denoising loop: what a
+        finished row is scored on, returned as and decoded from, and what a clean estimate is. By default
+        the sampled latents themselves; a pipeline that overwrites some after its loop does it here (Wan
+        2.2 TI2V puts the image's latents back in the first latent frame, which its loop steps but its
+        denoiser never sees), so the sampler needs no family's case of its own."""
+        return latents
+
     @abstractmethod
     def check_shape(self, shape: VideoShape) -> None:
         """Raise ``ValueError`` naming the field and the required multiple when the pipeline would
@@ -395,13 +403,14 @@ class PipelineFamily(ABC):
                        shape: VideoShape) -> torch.Tensor:
         """The denoiser's clean estimate x0 = x_t - t v(x_t, t) of flow-matching latents, in float32
         (cond only, no CFG; rows at t = 0 are their own estimate): what a judge of decoded video
-        scores mid-schedule. Each row goes to the denoiser of its timestep (Wan 2.2 has two)."""
+        scores mid-schedule. Each row goes to the denoiser of its timestep (Wan 2.2 has two); the estimate
+        is the pipeline's latents after its loop (:meth:`final_latents`)."""
         if self.prediction != "flow":
             raise ValueError(f"the clean estimate x0 = x_t - t v needs a flow-matching model; {self.name} "
                              f"predicts {self.prediction}")
         t = t.reshape(-1).to(latents.device, torch.float32).expand(latents.shape[0])
         if not bool((t > 0).any()):
-            return latents.float()
+            return self.final_latents(latents.float(), cond)
         timestep = t * float(self.pipe.scheduler.config.num_train_timesteps)
         velocity = torch.zeros_like(latents, dtype=torch.float32)
         experts: dict[int, list[int]] = {}
@@ -412,7 +421,7 @@ class PipelineFamily(ABC):
             model = self.denoiser(timestep[rows[0]])
             velocity[index] = self.predict(model, latents[index].to(self.dtype), timestep[index], cond.select(rows),
                                            shape).float()
-        return latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity
+        return self.final_latents(latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity, cond)
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The noisy latents x_t at noise level ``t`` ([B], in [0, 1], 1 = pure noise) of clean

@@ -1,12 +1,22 @@
-"""Wan 2.1 / 2.2 text-to-video (``WanPipeline``) and Wan 2.1 image-to-video (``WanImageToVideoPipeline``):
+"""Wan 2.1 / 2.2 text-to-video (``WanPipeline``) and image-to-video (``WanImageToVideoPipeline``):
 flow matching, velocity prediction.
 
-Image-to-video conditions every denoiser call on the image twice, as ``WanImageToVideoPipeline`` does:
-the CLIP image embedding (``encoder_hidden_states_image``) and the condition latents (the first
-frame's VAE latents followed by zero frames, behind a 4-channel mask of the given frame) concatenated
-to the 16 latent channels (the transformer takes 36). The latents themselves stay 16 channels, so
-noise, the scheduler step, guidance and decoding are text-to-video's. Wan 2.2's image-to-video
-(TI2V-5B's first-frame latents, I2V-A14B's two experts) is not supported yet.
+Image-to-video conditions every denoiser call on the image as ``WanImageToVideoPipeline`` does, in one
+of two ways (the latents themselves stay the VAE's channels, so noise, the scheduler step and guidance
+are text-to-video's):
+
+- Wan 2.1 I2V and Wan 2.2 I2V-A14B: the condition latents (the first frame's VAE latents followed by
+  zero frames, behind a 4-channel mask of the given frame) concatenated to the 16 latent channels (the
+  transformer takes 36). Wan 2.1 also gives the CLIP image embedding (``encoder_hidden_states_image``,
+  its transformer has ``image_dim``); Wan 2.2 has no image encoder. I2V-A14B's two experts hand over at
+  ``boundary_ratio`` as in text-to-video (:meth:`WanFamily.denoiser`), each row at its own timestep, with
+  the row's one CFG scale for both: the pipeline's default (``guidance_scale_2`` = ``guidance_scale``).
+- Wan 2.2 TI2V-5B (``expand_timesteps``): the image's latents replace the first latent frame of the
+  denoiser's input (``(1 - mask) * condition + mask * latents``, ``mask`` 0 on that frame), whose tokens
+  get timestep 0. The pipeline steps that frame of its latents all the same (the denoiser never sees it)
+  and puts the image's latents back after its loop. The adapter's latents are the pipeline's step for
+  step, first frame included, and :meth:`WanFamily.final_latents` puts the image's back before a finished
+  row is scored, returned and decoded (and in the clean estimate a judge scores).
 """
 
 from __future__ import annotations
@@ -54,12 +64,9 @@ class WanFamily(PipelineFamily):
         #: An image-to-video pipeline: every sample needs an image.
         self.i2v = type(pipe).__name__ == I2V_PIPELINE_CLASS
         if self.i2v:
-            config = pipe.config
-            if (config.expand_timesteps or config.boundary_ratio is not None or pipe.transformer is None
-                    or pipe.transformer.config.image_dim is None):
-                raise ValueError("Wan 2.2 image-to-video (TI2V-5B's first-frame latents, I2V-A14B's two experts) is "
-                                 "not supported yet; Wan 2.1 image-to-video (a CLIP image encoder and a transformer "
-                                 "with image_dim) is")
+            if pipe.transformer is None:
+                raise ValueError("a Wan image-to-video pipeline without `transformer` (transformer_2 alone, "
+                                 "boundary_ratio 1) is not supported")
             _clean_prompts_without_ftfy(pipe)
 
     @property
@@ -102,26 +109,49 @@ class WanFamily(PipelineFamily):
     @torch.no_grad()
     def encode_images(self, images: Sequence[Any], shape: VideoShape,
                       generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
-        """``image_embeds`` (the CLIP image encoder's penultimate hidden states, in the transformer's
-        dtype) and ``condition`` (mask + first-frame latents, float32 [B, 4 + 16, F', H', W']), each
-        image on its own, by the pipeline's ``encode_image`` and ``prepare_latents``: nothing drawn at
-        random (the latents are the posterior's mode), so ``generators`` go unused."""
+        """Each image's conditioning on its own, by the pipeline's ``prepare_latents`` and (Wan 2.1)
+        ``encode_image``: nothing drawn at random (the latents are the posterior's mode), so ``generators``
+        go unused.
+
+        ``condition`` (float32): mask + the latents of the first frame and zero frames, [B, 4 + C, F', H',
+        W'] (Wan 2.1, I2V-A14B); the first frame's latents alone, [B, C, 1, H', W'] (TI2V). ``mask``
+        (TI2V only): the pipeline's ``first_frame_mask``, [B, 1, F', H', W'] float32, 0 where the condition
+        replaces the latents. ``image_embeds`` (only for a transformer with ``image_dim``, Wan 2.1's): the
+        CLIP image encoder's penultimate hidden states, in the transformer's dtype.
+        """
         if not self.i2v:
             return super().encode_images(images, shape, generators)
         self.check_images([image is not None for image in images])
         pipe, device = self.pipe, self.device
         grid = (1, pipe.vae.config.z_dim, (shape.frames - 1) // pipe.vae_scale_factor_temporal + 1,
                 shape.height // pipe.vae_scale_factor_spatial, shape.width // pipe.vae_scale_factor_spatial)
-        embeds, conditions = [], []
+        parts: dict[str, list[torch.Tensor]] = {}
         for image in images:
-            embeds.append(pipe.encode_image(image, device).to(self.dtype))
             pixels = pipe.video_processor.preprocess(image, height=shape.height, width=shape.width).to(
                 device, dtype=torch.float32)
-            # Latents given: the pipeline draws no noise and returns the condition it computes from the image.
-            _, condition = pipe.prepare_latents(pixels, 1, grid[1], shape.height, shape.width, shape.frames,
-                                                torch.float32, device, None, torch.zeros(grid, device=device))
-            conditions.append(condition)
-        return {"image_embeds": torch.cat(embeds), "condition": torch.cat(conditions)}
+            # Latents given: the pipeline draws no noise and returns what it computes from the image, (latents,
+            # condition) or, with expand_timesteps, (latents, condition, first_frame_mask).
+            _, condition, *mask = pipe.prepare_latents(pixels, 1, grid[1], shape.height, shape.width, shape.frames,
+                                                       torch.float32, device, None, torch.zeros(grid, device=device))
+            parts.setdefault("condition", []).append(condition)
+            if mask:
+                parts.setdefault("mask", []).append(mask[0])
+            if pipe.transformer.config.image_dim is not None:
+                parts.setdefault("image_embeds", []).append(pipe.encode_image(image, device).to(self.dtype))
+        return {key: torch.cat(values) for key, values in parts.items()}
+
+    def free_latents(self, cond: TextConditioning) -> torch.Tensor | None:
+        """TI2V: 0 on the first latent frame (the denoiser sees the image's latents there, whatever the
+        latents hold), so a reward's push goes to the generated frames alone; [B, 1, F', H', W']."""
+        return cond.image.get("mask")
+
+    def final_latents(self, latents: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+        """TI2V: the image's latents in the first latent frame, as ``WanImageToVideoPipeline`` puts them
+        back after its loop (in float32, as it does)."""
+        if "mask" not in cond.image:
+            return latents
+        mask = cond.image["mask"]
+        return ((1 - mask) * cond.image["condition"] + mask * latents.float()).to(latents.dtype)
 
     def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
         self.pipe.scheduler.set_timesteps(steps, device=self.device)
@@ -152,28 +182,31 @@ class WanFamily(PipelineFamily):
     ) -> torch.Tensor:
         batch = latents.shape[0]
         t = timesteps.reshape(-1).expand(batch)
-        if self.pipe.config.expand_timesteps:
-            # Wan 2.2 TI2V: one timestep per latent token (all equal in text-to-video).
+        image = cond.image
+        if self.i2v and not image:
+            raise ValueError("this Wan image-to-video model needs every row's image conditioning "
+                             "(TextConditioning.image, from encode_images)")
+        hidden = latents
+        if "mask" in image:
+            # Wan 2.2 TI2V: the image's latents in the first latent frame (in float32, then cast), whose
+            # tokens get timestep 0: mask * t on the transformer's 2x2 patches, as the pipeline takes them.
+            mask = image["mask"]
+            hidden = (1 - mask) * image["condition"] + mask * latents
+            t = (mask[:, 0, :, ::2, ::2] * t.view(batch, 1, 1, 1)).flatten(1)
+        elif self.pipe.config.expand_timesteps:
+            # Wan 2.2 TI2V text-to-video: one timestep per latent token, all equal.
             frames, height, width = latents.shape[2:]
             tokens = frames * ((height + 1) // 2) * ((width + 1) // 2)
             t = t.reshape(batch, 1).expand(batch, tokens)
-        if cond.image:
-            # WanImageToVideoPipeline: the condition joins the latents' channels (in float32, then cast),
-            # and the same image embedding goes with the cond and the uncond prompt.
-            return model(
-                hidden_states=torch.cat([latents, cond.image["condition"].to(latents.dtype)], dim=1).to(model.dtype),
-                timestep=t,
-                encoder_hidden_states=cond.embeds,
-                encoder_hidden_states_image=cond.image["image_embeds"],
-                return_dict=False,
-            )[0]
-        if self.i2v:
-            raise ValueError("this Wan image-to-video model needs every row's image conditioning "
-                             "(TextConditioning.image, from encode_images)")
+        elif image:
+            # Wan 2.1 I2V, Wan 2.2 I2V-A14B: the condition joins the latents' channels (in float32, then cast).
+            hidden = torch.cat([latents, image["condition"].to(latents.dtype)], dim=1)
         return model(
-            hidden_states=latents.to(model.dtype),
+            hidden_states=hidden.to(model.dtype),
             timestep=t,
             encoder_hidden_states=cond.embeds,
+            # Wan 2.1 I2V: the same image embedding goes with the cond and the uncond prompt.
+            encoder_hidden_states_image=image.get("image_embeds"),
             return_dict=False,
         )[0]
 

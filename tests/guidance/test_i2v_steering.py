@@ -1,6 +1,6 @@
-"""Steering image-to-video rows (tiny Wan 2.1 I2V): reward gradients from a latent reward model whose
-trunk is the I2V transformer's, best-of-N particles, per-row LoRA, and the clean estimate, each with the
-row's image conditioning."""
+"""Steering image-to-video rows (tiny Wan 2.1 I2V; a judge's gradient also on Wan 2.2 and LTX): reward
+gradients from a latent reward model whose trunk is the I2V transformer's, best-of-N particles, per-row
+LoRA, and the clean estimate, each with the row's image conditioning."""
 
 import copy
 
@@ -110,10 +110,11 @@ def test_per_row_lora_on_i2v_rows(tiny_dir, tmp_path):
     assert (together[1] - base).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["wan-i2v", "ltx"])
+@pytest.mark.parametrize("name", ["wan-i2v", "wan-i2v-a14b", "wan-ti2v-5b", "ltx"])
 def test_a_judges_gradient_through_the_clean_estimate_steers_an_i2v_row(tiny_family, name):
-    """The judge scores the decoded clean estimate of the row's own denoiser call, image included; on LTX
-    the image's first latent frame takes no push and stays the image's."""
+    """The judge scores the decoded clean estimate of the row's own denoiser call (Wan 2.2 A14B: its
+    timestep's expert), image included; on LTX and Wan 2.2 TI2V the image's first latent frame takes no
+    push and the row ends with the image's."""
     from guidance.judges.as_reward import JudgeReward
     from guidance.judges.classic import ClassicJudge
 
@@ -134,3 +135,6 @@ def test_a_judges_gradient_through_the_clean_estimate_steers_an_i2v_row(tiny_fam
         first = slice(0, 2 * 4)  # the first latent frame's tokens
         assert torch.equal(out.latents[1, first], out.latents[0, first])
         assert torch.equal(out.latents[2, first], out.latents[0, first])
+    if name == "wan-ti2v-5b":
+        assert torch.equal(out.latents[1, :, 0], out.latents[0, :, 0])
+        assert torch.equal(out.latents[2, :, 0], out.latents[0, :, 0])

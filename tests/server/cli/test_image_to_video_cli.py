@@ -1,6 +1,7 @@
-"""Image-to-video from the command line: ``nrg make-tiny --i2v``, ``nrg init-reward`` on an I2V model and
-``nrg generate --image`` with reward guidance."""
+"""Image-to-video from the command line: ``nrg make-tiny --i2v`` (and ``--variant`` for Wan 2.2's), ``nrg
+init-reward`` on an I2V model and ``nrg generate --image`` with reward guidance."""
 
+import json
 
 import numpy as np
 import pytest
@@ -63,3 +64,25 @@ def test_training_from_prompts_alone_refuses_an_image_to_video_model(i2v_dir, tm
         main(["reward", "distill", "--model", str(i2v_dir), "--prompts", str(prompts), "--judge", "classic",
               "--out", str(tmp_path / "r")])
     assert "is image-to-video" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant, config", [("i2v-a14b", {"boundary_ratio": 0.8, "expand_timesteps": False}),
+                                             ("ti2v-5b", {"boundary_ratio": None, "expand_timesteps": True})])
+def test_make_tiny_variant_writes_a_wan_2_2_i2v_pipeline_that_generates_from_an_image(variant, config, image,
+                                                                                       tmp_path, capsys):
+    out = tmp_path / variant
+    assert main(["make-tiny", "--family", "wan", "--variant", variant, str(out)]) == 0
+    assert f"wrote tiny wan image-to-video ({variant}) pipeline" in capsys.readouterr().out
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "WanImageToVideoPipeline" and index["image_encoder"] == [None, None]
+    assert {key: index[key] for key in config} == config
+    assert (index["transformer_2"] != [None, None]) == (variant == "i2v-a14b")
+    assert main(["generate", "--model", str(out), "--prompt", "a red circle", "--image", str(image), "--quiet",
+                 "--out", str(tmp_path / "v.npy")]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (9, 32, 32, 3)
+
+
+def test_make_tiny_refuses_a_variant_of_another_family(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["make-tiny", "--family", "ltx", "--variant", "ti2v-5b", str(tmp_path / "p")])
+    assert "no image-to-video variant 'ti2v-5b' for family 'ltx'" in capsys.readouterr().err
