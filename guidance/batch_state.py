@@ -507,7 +507,7 @@ class BatchState:
         if conditioned:
             # Image-to-video: the image's conditioning rides with the prompt's, cond and uncond alike.
             family.check_images([image is not None for image in images])
-            image_cond = self._encode_images(images, generators)
+            image_cond = family.encode_images_one_by_one(images, self.shape, generators)
             has_image = tuple(image is not None for image in images)
             cond = cond.with_image(image_cond, has_image)
             uncond = None if uncond is None else uncond.with_image(image_cond, has_image)
@@ -569,10 +569,3 @@ class BatchState:
             noisy = self.family.add_noise(clean.expand(len(members), *clean.shape[1:]), rows.latents[index], level)
             rows.latents[index] = noisy.to(rows.latents.dtype)
 
-    def _encode_images(self, images: list, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
-        """The image conditioning of these samples, one image per call (the image encoders hold a
-        whole clip's activations per image, and one row per call keeps it batch-invariant), each with
-        its sample's generator (a pipeline may sample the image's latents from it)."""
-        parts = [self.family.encode_images([image], self.shape, [generator])
-                 for image, generator in zip(images, generators)]
-        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}

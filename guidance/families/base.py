@@ -201,6 +201,14 @@ class PipelineFamily(ABC):
         noise (CogVideoX), else in :meth:`prepare_conditioned_latents` (LTX-Video's first frame)."""
         raise ValueError(f"this {self.label} model is text-to-video only; it takes no image")
 
+    def encode_images_one_by_one(self, images: Sequence[Any], shape: VideoShape,
+                                 generators: Sequence[torch.Generator]) -> dict[str, torch.Tensor]:
+        """:meth:`encode_images` with one image per call, each with its sample's generator: the image
+        encoders hold a whole clip's activations per image, and one row per call keeps a row's
+        conditioning independent of its batch."""
+        parts = [self.encode_images([image], shape, [generator]) for image, generator in zip(images, generators)]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
     @property
     def video_input(self) -> bool:
         """Whether a sample may start from a video (video-to-video, SDEdit: its clean latents noised to

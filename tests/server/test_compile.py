@@ -145,6 +145,31 @@ def test_inductor_matches_eager_with_a_lora_row_and_a_guided_row(tiny_dir, tmp_p
     assert compiled.guided_steps == eager.guided_steps and compiled.guided_steps[0] > 0
 
 
+@pytest.mark.parametrize("variant", ["wan-i2v", "ltx"])
+def test_image_rows_compile_nothing_after_the_warm_up(tiny_dir, variant):
+    """An image-to-video model's rows (and an optional image's, beside text rows) reach the blocks with
+    image tokens or condition channels: the warm-up runs those too, so serving them compiles nothing."""
+    from tests.guidance.families.equivalence import test_image
+
+    family = load_pipeline(tiny_dir(variant))
+    reward = init_reward_model(family, ["vq"], num_blocks=1, seed=0)
+    compile_model(family, reward, "aot_eager")
+    warm_up(family, reward, SHAPE, 2, max_rows=2)
+    after_warm_up = compile_monitor().counts()
+    guided = GuidanceSpec({"vq": 1.0}, 5.0, (0.0, 1.0))
+    specs = [SampleSpec("a red circle moving left", seed=1, image=test_image(1, 32, 32), guidance=guided),
+             SampleSpec("a blue square moving up", seed=2, image=test_image(2, 32, 32))]
+    if family.image_input == "optional":
+        specs[1] = SampleSpec("a blue square moving up", seed=2)
+    batch = BatchState(family, SHAPE, reward)
+    batch.add(specs, 2, [0, 1])
+    while batch:
+        batch.step()
+        if batch.finished():
+            batch.pop_finished()
+    assert compile_monitor().counts().recompiles == after_warm_up.recompiles
+
+
 def test_the_server_warms_up_before_serving_and_exports_the_counter(tmp_path):
     directory = make_tiny("wan", tmp_path / "tiny")
     pipeline_defaults.write(directory, "wan")
