@@ -46,9 +46,10 @@ class WinRate:
 
 
 def win_rate(differences: list[float], margin: float) -> WinRate:
-    """Count the pairs whose guided-minus-unguided difference is at least ``margin`` either way."""
-    wins = sum(1 for d in differences if d >= margin)
-    losses = sum(1 for d in differences if d <= -margin)
+    """Count the pairs whose guided-minus-unguided difference is at least ``margin`` either way; an exact
+    tie is a tie whatever the margin (at margin 0 it would otherwise count as a win and a loss)."""
+    wins = sum(1 for d in differences if d > 0 and d >= margin)
+    losses = sum(1 for d in differences if d < 0 and d <= -margin)
     return WinRate(wins, losses, len(differences) - wins - losses)
 
 

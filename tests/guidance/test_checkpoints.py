@@ -5,42 +5,22 @@ import copy
 import pytest
 import torch
 
-from guidance.checkpoints import CheckpointError, CheckpointRegistry, UnknownCheckpointError
+from guidance.checkpoints import (
+    CheckpointError,
+    CheckpointRegistry,
+    UnknownCheckpointError,
+)
 from guidance.families import load_pipeline
 from guidance.families.base import VideoShape
 from guidance.sampler import SampleSpec, sample
+from tests.guidance.random_lora import TARGETS, save_random_lora
 
 SHAPE = VideoShape(height=16, width=16, frames=5)
 STEPS = 2
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 def _frames(family):
     return sample(family, [SampleSpec("a red circle moving left", seed=5, cfg_scale=1.0)], SHAPE, STEPS).frames
-
-
-def _lora_model(transformer, seed):
-    """A copy of ``transformer`` with a random LoRA (r=4, alpha=8: scale 2, as in r=64/alpha=128)."""
-    from peft import LoraConfig
-
-    model = copy.deepcopy(transformer)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.add_adapter(config)
-    return model, config
-
-
-def _save_diffusers_lora(transformer, path):
-    from diffusers import WanPipeline
-    from peft import get_peft_model_state_dict
-
-    model, config = _lora_model(transformer, seed=1)
-    WanPipeline.save_lora_weights(
-        str(path), transformer_lora_layers=get_peft_model_state_dict(model),
-        transformer_lora_adapter_metadata=config.to_dict(),
-    )
-    return model
 
 
 def _save_peft_lora(transformer, path):
@@ -71,7 +51,7 @@ def setup(tiny_dir, tmp_path_factory):
     base = _frames(family)
     root = tmp_path_factory.mktemp("checkpoints")
     references = {
-        "lora": _save_diffusers_lora(family.transformer, root / "lora"),
+        "lora": save_random_lora(family.transformer, root / "lora"),
         "peft.v2": _save_peft_lora(family.transformer, root / "peft"),
     }
     _save_full(family.transformer, root / "full", seed=3)
@@ -198,7 +178,7 @@ def test_a_lora_for_another_model_is_an_error_and_leaves_the_pipeline_clean(spar
     from safetensors.torch import save_file
 
     good = tmp_path / "good"
-    _save_diffusers_lora(spare.transformer, good)
+    save_random_lora(spare.transformer, good)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     save_file({keys[0]: torch.ones(4, 24), keys[1]: torch.ones(24, 4)}, str(foreign / "pytorch_lora_weights.safetensors"))

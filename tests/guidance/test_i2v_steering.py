@@ -2,7 +2,6 @@
 gradients from a latent reward model whose trunk is the I2V transformer's, best-of-N particles, per-row
 LoRA, and the clean estimate, each with the row's image conditioning."""
 
-import copy
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from guidance.nrg import GuidanceSpec
 from guidance.reward_model import init_reward_model, load_reward_model
 from guidance.sampler import SampleSpec, sample
 from tests.guidance.families.equivalence import test_image
+from tests.guidance.random_lora import save_random_lora
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 STEPS = 4
@@ -86,20 +86,10 @@ def test_the_clean_estimate_of_an_i2v_row_uses_its_image(i2v):
 
 def test_per_row_lora_on_i2v_rows(tiny_dir, tmp_path):
     """Base and LoRA image-to-video rows share one batch, each as alone; the LoRA changes its row."""
-    from diffusers import WanImageToVideoPipeline
-    from peft import LoraConfig, get_peft_model_state_dict
-
     from guidance.checkpoints import CheckpointRegistry
 
     family = load_pipeline(tiny_dir("wan-i2v"))  # its own copy: the registry loads adapters into it
-    model = copy.deepcopy(family.transformer)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                        init_lora_weights=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model.add_adapter(config)
-    WanImageToVideoPipeline.save_lora_weights(str(tmp_path / "lora"), transformer_lora_layers=get_peft_model_state_dict(
-        model), transformer_lora_adapter_metadata=config.to_dict())
+    save_random_lora(family.transformer, tmp_path / "lora")
     registry = CheckpointRegistry(family, {"lora": tmp_path / "lora"})
     specs = [_spec(seed=5), _spec(seed=5, image_seed=1, lora="lora")]
     together = sample(family, specs, SHAPE, 2, loras=registry.multi_lora).frames

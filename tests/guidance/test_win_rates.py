@@ -13,6 +13,11 @@ def test_win_rate_counts_decisive_pairs_and_ties():
     assert win_rate([0.0], margin=0.05).to_json()["ci95"] is None
 
 
+def test_an_exact_tie_is_a_tie_at_margin_zero():
+    stats = win_rate([0.0, 0.5, -0.5, 0.0], margin=0.0)
+    assert (stats.wins, stats.losses, stats.ties) == (1, 1, 2)
+
+
 def test_sign_test_by_hand():
     # 9 wins, 3 losses: 2 * (C(12,0) + C(12,1) + C(12,2) + C(12,3)) / 2^12 = 2 * 299 / 4096.
     assert sign_test(9, 3) == pytest.approx(2 * 299 / 4096)

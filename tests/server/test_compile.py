@@ -10,7 +10,6 @@ fewest graphs that cover a LoRA row and a guided row. Nothing here measures time
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import httpx
@@ -29,28 +28,19 @@ from guidance.sample_types import SampleSpec
 from guidance.testing.tiny import make_tiny
 from server import pipeline_defaults
 from server.config import ServerConfig, load_models
+from tests.guidance.random_lora import save_random_lora
 from tests.server.conftest import running_server, wait_for
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 GUIDED = GuidanceSpec({"vq": 1.0}, 5.0, (0.0, 1.0))
 #: Frames are in [0, 1]; inductor reorders and fuses float32 arithmetic, aot_eager does not.
-INDUCTOR_TOLERANCE = dict(rtol=0, atol=5e-4)
-EAGER_TOLERANCE = dict(rtol=0, atol=1e-5)
+INDUCTOR_TOLERANCE = {"rtol": 0, "atol": 5e-4}
+EAGER_TOLERANCE = {"rtol": 0, "atol": 1e-5}
 
 
 def _with_lora(family, directory):
     """``family`` with a random LoRA (r=4) registered as checkpoint ``lora``: its per-row adapters."""
-    from diffusers import WanPipeline
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    model = copy.deepcopy(family.transformer)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                        init_lora_weights=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model.add_adapter(config)
-    WanPipeline.save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(model),
-                                  transformer_lora_adapter_metadata=config.to_dict())
+    save_random_lora(family.transformer, directory)
     return CheckpointRegistry(family, {"lora": directory}).multi_lora
 
 
