@@ -30,6 +30,14 @@ def hosted_wan(tiny_family):
     return HostedModel("tiny-wan", family, reward, None, DEFAULT_SHAPE.__class__(32, 32, 9), 4)
 
 
+@pytest.fixture(scope="module")
+def hosted_i2v(tiny_family):
+    """The tiny Wan 2.1 image-to-video pipeline with an untrained 3-objective reward model, one per module."""
+    family = tiny_family("wan-i2v")
+    reward = init_reward_model(family, ["vq", "mq", "ta"], num_blocks=1, seed=0)
+    return HostedModel("tiny-wan-i2v", family, reward, None, DEFAULT_SHAPE.__class__(32, 32, 9), 4)
+
+
 @contextmanager
 def running_server(tmp_path, models, **overrides):
     """``http``: the uvicorn protocol class (default: the bounded reads ``nrg serve`` runs with)."""

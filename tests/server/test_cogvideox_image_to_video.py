@@ -14,7 +14,7 @@ from server.hosted_model import HostedModel
 from server.input_reference import check_image, fitted_image
 from server.schema import Limits
 from tests.server.conftest import running_server, wait_for
-from tests.server.test_image_to_video import data_url, png
+from tests.server.inputs import data_url, png
 
 SHAPE = VideoShape(32, 32, 9)
 LIMITS = Limits(max_input_reference_bytes=256 * 1024)

@@ -3,17 +3,12 @@ as a JSON data: URL, stored with the job, run by the worker, refused with a 400 
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import replace
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from guidance.families.base import VideoShape
-from guidance.reward_model import init_reward_model
 from guidance.sampler import SampleSpec, sample
 from server.hosted_model import HostedModel
 from server.input_reference import check_image, fitted_image
@@ -21,29 +16,12 @@ from server.job_spec import INPUT_REFERENCE_KEY
 from server.schema import Limits
 from server.store.sqlite import JobStore
 from tests.server.conftest import running_server, wait_for
+from tests.server.inputs import data_url, png, post_reference, refusal
 
 SHAPE = VideoShape(32, 32, 9)
 LIMITS = Limits(max_steps=400, max_body_bytes=64 * 1024, max_input_reference_bytes=256 * 1024)
 FIELDS = {"model": "tiny-wan-i2v", "prompt": "a red circle moving left", "size": "32x32", "num_frames": 9,
           "num_inference_steps": 3, "seed": 5}
-
-
-def png(seed: int, width: int = 32, height: int = 32) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
-
-
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-@pytest.fixture(scope="module")
-def hosted_i2v(tiny_family):
-    family = tiny_family("wan-i2v")
-    reward = init_reward_model(family, ["vq", "mq", "ta"], num_blocks=1, seed=0)
-    return HostedModel("tiny-wan-i2v", family, reward, None, SHAPE, 4)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +37,8 @@ def client(server):
         yield c
 
 
-def _error(response: httpx.Response, status: int = 400) -> dict:
-    assert response.status_code == status, response.text
-    return response.json()["error"]
-
-
 def multipart(client, image: bytes, content_type="image/png", **fields):
-    form = {k: str(v) for k, v in {**FIELDS, **fields}.items()}
-    return client.post("/v1/videos", data=form, files={"input_reference": ("first.png", image, content_type)})
+    return post_reference(client, {**FIELDS, **fields}, "first.png", image, content_type)
 
 
 def library_rewards(hosted: HostedModel, image: bytes, **fields) -> list[float]:
@@ -116,34 +88,34 @@ def test_a_larger_image_of_the_videos_aspect_is_resized(client):
 
 
 def test_refusals_name_input_reference(client):
-    error = _error(client.post("/v1/videos", json={**FIELDS, "model": "tiny-wan", "input_reference": data_url(png(0))}))
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "model": "tiny-wan", "input_reference": data_url(png(0))}))
     assert error["param"] == "input_reference" and error["code"] == "input_reference_not_supported"
     assert "text-to-video only" in error["message"]
-    error = _error(client.post("/v1/videos", json=FIELDS))
+    error = refusal(client.post("/v1/videos", json=FIELDS))
     assert error["param"] == "input_reference" and error["code"] == "input_reference_required"
-    error = _error(multipart(client, png(0, 64, 32)))
+    error = refusal(multipart(client, png(0, 64, 32)))
     assert error["param"] == "input_reference" and error["code"] == "input_reference_aspect_mismatch"
-    error = _error(multipart(client, b"%PDF-1.4 not an image", "application/pdf"))
+    error = refusal(multipart(client, b"%PDF-1.4 not an image", "application/pdf"))
     assert error["param"] == "input_reference" and error["code"] == "unsupported_input_reference"
-    error = _error(client.post("/v1/videos", json={**FIELDS, "input_reference": "https://example.com/a.png"}))
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "input_reference": "https://example.com/a.png"}))
     assert error["param"] == "input_reference" and "data: URL" in error["message"]
-    error = _error(client.post("/v1/videos", json={**FIELDS, "input_reference": 7}))
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "input_reference": 7}))
     assert error["param"] == "input_reference"
     form = {k: str(v) for k, v in FIELDS.items()}
-    error = _error(client.post("/v1/videos", data=form, files={"prompt_file": ("p.txt", b"hi", "text/plain")}))
+    error = refusal(client.post("/v1/videos", data=form, files={"prompt_file": ("p.txt", b"hi", "text/plain")}))
     assert error["param"] == "prompt_file"
 
 
 def test_body_and_image_size_limits(client):
     # An image earns a body room for itself, not for the other fields.
-    error = _error(client.post("/v1/videos", json={**FIELDS, "negative_prompt": "x" * 70_000,
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "negative_prompt": "x" * 70_000,
                                                    "input_reference": data_url(png(0))}), 413)
     assert error["code"] == "body_too_large"
-    error = _error(client.post("/v1/videos", json={**FIELDS, "negative_prompt": " " * 70_000}), 413)
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "negative_prompt": " " * 70_000}), 413)
     assert error["code"] == "body_too_large" and "65536" in error["message"]
     big = png(0, 320, 320)  # ~300 KB of noise: over max_input_reference_bytes, under the body limit
     assert LIMITS.max_input_reference_bytes < len(big) < LIMITS.max_upload_body_bytes
-    error = _error(multipart(client, big))
+    error = refusal(multipart(client, big))
     assert error["param"] == "input_reference" and error["code"] == "input_reference_too_large"
 
 

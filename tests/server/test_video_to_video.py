@@ -5,7 +5,6 @@ decodes it (the same bytes, the same decoder), with a tolerance."""
 
 from __future__ import annotations
 
-import base64
 from dataclasses import replace
 
 import httpx
@@ -13,9 +12,7 @@ import pytest
 
 from guidance.families.base import VideoShape
 from guidance.nrg import GuidanceSpec
-from guidance.reward_model import init_reward_model
 from guidance.sampler import SampleSpec, sample
-from server.hosted_model import HostedModel
 from server.input_reference import UploadedImage
 from server.input_video import check_video, fitted_video
 from server.job_spec import INPUT_REFERENCE_KEY
@@ -23,7 +20,7 @@ from server.schema import Limits
 from server.store.sqlite import JobStore
 from tests.server.clips import encode, noise
 from tests.server.conftest import running_server, wait_for
-from tests.server.test_image_to_video import png
+from tests.server.inputs import data_url, png, post_reference, refusal
 
 SHAPE = VideoShape(32, 32, 9)
 LIMITS = Limits(max_steps=400, max_body_bytes=64 * 1024, max_input_reference_bytes=256 * 1024,
@@ -31,16 +28,7 @@ LIMITS = Limits(max_steps=400, max_body_bytes=64 * 1024, max_input_reference_byt
 FIELDS = {"model": "tiny-wan", "prompt": "a red circle moving left", "size": "32x32", "num_frames": 9,
           "num_inference_steps": 4, "seed": 5}
 MP4 = encode(noise(9, seed=1))
-
-
-def data_url(data: bytes, media_type: str = "video/mp4") -> str:
-    return f"data:{media_type};base64," + base64.b64encode(data).decode()
-
-
-@pytest.fixture(scope="module")
-def hosted_i2v(tiny_family):
-    family = tiny_family("wan-i2v")
-    return HostedModel("tiny-wan-i2v", family, init_reward_model(family, ["vq"], num_blocks=1, seed=0), None, SHAPE, 4)
+MP4_URL = data_url(MP4, "video/mp4")
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +44,8 @@ def client(server):
         yield c
 
 
-def _error(response: httpx.Response, status: int = 400) -> dict:
-    assert response.status_code == status, response.text
-    return response.json()["error"]
-
-
 def multipart(client, video: bytes, content_type="video/mp4", **fields):
-    form = {k: str(v) for k, v in {**FIELDS, **fields}.items()}
-    return client.post("/v1/videos", data=form, files={"input_reference": ("clip.mp4", video, content_type)})
+    return post_reference(client, {**FIELDS, **fields}, "clip.mp4", video, content_type)
 
 
 def library(hosted, video: bytes | None, strength: float | None = 0.8, guidance=None, **fields) -> list[float]:
@@ -89,7 +71,7 @@ def test_multipart_and_data_url_videos_give_the_librarys_video_beside_a_text_job
     ref = job["input_reference"]
     assert job["status"] == "queued" and ref["media_type"] == "video/mp4" and (ref["frames"], ref["fps"]) == (9, 16.0)
     assert job["denoise_strength"] == 0.8  # the default, filled in
-    by_json = client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(MP4),
+    by_json = client.post("/v1/videos", json={**FIELDS, "input_reference": MP4_URL,
                                               "denoise_strength": 0.5}).json()
     text = client.post("/v1/videos", json={**FIELDS, "seed": 6}).json()
     done = [wait_for(client, j["id"]) for j in (job, by_json, text)]
@@ -106,8 +88,8 @@ def test_multipart_and_data_url_videos_give_the_librarys_video_beside_a_text_job
 
 def test_a_guided_v2v_job_moves_its_objective(client, hosted_wan):
     guided = {"reward_guidance": {"weights": {"vq": 1.0}, "strength": 80.0, "window": [0.0, 1.0], "mode": "sum"}}
-    plain = wait_for(client, client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(MP4)}).json()["id"])
-    steered = wait_for(client, client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(MP4),
+    plain = wait_for(client, client.post("/v1/videos", json={**FIELDS, "input_reference": MP4_URL}).json()["id"])
+    steered = wait_for(client, client.post("/v1/videos", json={**FIELDS, "input_reference": MP4_URL,
                                                                 "compare_unguided": True, **guided}).json()["id"])
     assert steered["rewards"]["vq"] > plain["rewards"]["vq"] + 1e-4
     # Its unguided twin starts from the same video at the same step: the plain job's figures.
@@ -135,23 +117,23 @@ def test_bad_videos_are_refused_naming_input_reference(client):
         (multipart(client, MP4, model="tiny-wan-i2v"), "input_reference_not_supported", "image-to-video"),
     ]
     for response, code, words in cases:
-        error = _error(response)
+        error = refusal(response)
         assert error["param"] == "input_reference" and error["code"] == code and words in error["message"], error
-    error = _error(client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(png(0), "image/png")}))
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(png(0), "image/png")}))
     assert error["code"] == "input_reference_not_supported" and "a video, for video-to-video, yes" in error["message"]
 
 
 @pytest.mark.parametrize("value", [0, -0.5, 1.5, "x", True, None])
 def test_denoise_strength_out_of_range_or_without_a_video_is_refused(client, value):
-    body = {**FIELDS, "input_reference": data_url(MP4), "denoise_strength": value}
+    body = {**FIELDS, "input_reference": MP4_URL, "denoise_strength": value}
     if value is None:  # no video: the field applies to video-to-video only
         body = {**FIELDS, "denoise_strength": 0.5}
-    error = _error(client.post("/v1/videos", json=body))
+    error = refusal(client.post("/v1/videos", json=body))
     assert error["param"] == "denoise_strength", error
 
 
 def test_a_strength_that_leaves_no_step_is_refused(client):
-    error = _error(client.post("/v1/videos", json={**FIELDS, "input_reference": data_url(MP4),
+    error = refusal(client.post("/v1/videos", json={**FIELDS, "input_reference": MP4_URL,
                                                    "denoise_strength": 0.2}))
     assert error["param"] == "denoise_strength" and "must be at least 1" in error["message"]
 
@@ -159,7 +141,7 @@ def test_a_strength_that_leaves_no_step_is_refused(client):
 def test_a_queued_video_job_survives_a_restart(hosted_wan, tmp_path, server):
     """The video lives in the store with the job: a server started on the data directory runs it."""
     resolver = server[1].state.runtime.resolver
-    spec, inputs = resolver.resolve_with_inputs({**FIELDS, "input_reference": data_url(MP4), "denoise_strength": 0.75})
+    spec, inputs = resolver.resolve_with_inputs({**FIELDS, "input_reference": MP4_URL, "denoise_strength": 0.75})
     store = JobStore(tmp_path / "data")
     job = store.create(replace(spec, seed=5), inputs=inputs)
     store.close()
