@@ -70,6 +70,8 @@ class ServerConfig:
     #: ``torch.compile`` backend of the denoisers' and the reward trunk's blocks (``guidance.compilation``),
     #: warmed up at every batch size before the server takes jobs; None: eager (docs/server.md, Making it fast).
     compile_backend: str | None = None
+    #: The denoisers' attention kernel, through diffusers' dispatcher (``guidance.attention_backends``).
+    attention_backend: str = "native"
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
@@ -99,6 +101,10 @@ class ServerConfig:
 def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     """Load every configured pipeline with its reward model and checkpoints (fails fast, clearly)."""
     from guidance import demo
+    from guidance.attention_backends import (
+        check_attention_backend,
+        set_attention_backend,
+    )
     from guidance.families import load_pipeline
     from guidance.precision import configure_matmul, resolve_device, resolve_dtype
     from guidance.reward_model import load_reward_model
@@ -111,6 +117,7 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     dtype = resolve_dtype(config.dtype, device)
     configure_matmul(device)
     compiled = config.compile_backend is not None and runs_engine(config.role)
+    check_attention_backend(config.attention_backend, device)  # before minutes of loading
     if compiled:
         from guidance.compilation import check_backend
 
@@ -127,6 +134,7 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
         if reward_dir is None and not config.models and demo.DEFAULT_REWARD_DIR.is_dir():
             reward_dir = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
         reward = load_reward_model(reward_dir, family) if reward_dir is not None else None
+        set_attention_backend(family, config.attention_backend, reward)  # after the reward trunk's copy of the blocks
         registry = None
         embedded = not config.models
         checkpoints = dict(config.checkpoints.get(name, {}))

@@ -132,6 +132,9 @@ class PipelineFamily(ABC):
     #: The transformer config keys that set the length of each of ``block_lists`` (same order), so a
     #: trunk is built at its truncated size instead of building the whole model and cutting it.
     block_config_keys: ClassVar[tuple[str, ...]] = ("num_layers",)
+    #: Whether the transformer's attention goes through diffusers' dispatcher, so that
+    #: ``set_attention_backend`` changes its kernel (``guidance.attention_backends``).
+    attention_dispatch: ClassVar[bool] = True
     default_shape: ClassVar[VideoShape]
     default_steps: ClassVar[int] = 50
     default_cfg: ClassVar[float] = 5.0

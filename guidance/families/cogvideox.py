@@ -50,6 +50,8 @@ class CogVideoXFamily(PipelineFamily):
     pipeline_class = "CogVideoXPipeline"
     prediction = "v"
     block_lists = ("transformer_blocks",)
+    #: CogVideoXAttnProcessor2_0 calls PyTorch's scaled_dot_product_attention itself.
+    attention_dispatch = False
     default_shape = VideoShape(height=480, width=720, frames=49)
     default_steps = 50
     default_cfg = 6.0

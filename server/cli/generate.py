@@ -8,9 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from guidance.attention_backends import ATTENTION_BACKENDS, DEFAULT_BACKEND
 from guidance.nrg import MODES
-from server.config import COMPILE_BACKENDS
 from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
+from server.config import COMPILE_BACKENDS
 
 if TYPE_CHECKING:  # torch and the models load only inside run()
     from server.unguided_twin import TwinComparison
@@ -46,6 +47,9 @@ def add_parser(sub) -> None:
                      help="torch.compile the transformer blocks (and the reward trunk's) with BACKEND (inductor when "
                           "the flag is given alone); the first steps compile, so it pays only for long videos "
                           "(docs/server.md, Making it fast)")
+    gen.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default=DEFAULT_BACKEND, metavar="NAME",
+                     help="the denoiser's attention kernel, as nrg serve --attention-backend takes it (default "
+                          f"{DEFAULT_BACKEND})")
     gen.add_argument("--image", type=Path, default=None,
                      help="image-to-video: the first frame (PNG, JPEG or WebP), resized to --size under the server's "
                           "rules (docs/server.md, Image-to-video); the model must take an image")
@@ -66,12 +70,17 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from guidance import demo
+    from guidance.attention_backends import (
+        check_attention_backend,
+        set_attention_backend,
+    )
     from guidance.nrg import defaults_for, parse_weights
     from guidance.output_checks import output_problems
+    from guidance.precision import resolve_device
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
-    from guidance.video_to_video import sample_start
     from guidance.video_io import write_video
+    from guidance.video_to_video import sample_start
     from server.judging import HeldOutJudges, load_judges, parse_judge_flags
     from server.unguided_twin import compare, unusable_twin
 
@@ -85,9 +94,9 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("--weights/--strength/--mode/--window need --reward DIR (a reward model to guide with)")
     if args.compile_backend is not None:
         from guidance.compilation import check_backend
-        from guidance.precision import resolve_device
 
         check_backend(args.compile_backend, resolve_device(args.device))  # before the model loads
+    check_attention_backend(args.attention_backend, resolve_device(args.device))
     family = _load(args)
     judges = HeldOutJudges(load_judges(judge_specs, str(family.device)))
     shape, steps = _shape_and_steps(args, family)
@@ -95,6 +104,7 @@ def run(args: argparse.Namespace) -> None:
     if reward is not None:
         source = "the embedded demo reward" if args.reward == demo.DEFAULT_REWARD_DIR else str(args.reward)
         print(f"reward model: {source} (objectives {', '.join(reward.objectives)})")
+    set_attention_backend(family, args.attention_backend, reward)  # after the reward trunk's copy of the blocks
     if args.checkpoint is not None:
         from guidance.checkpoints import CheckpointRegistry
 

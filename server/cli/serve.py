@@ -8,12 +8,17 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from guidance.attention_backends import ATTENTION_BACKENDS, DEFAULT_BACKEND
 from server.cli.common import DTYPES
 from server.config import COMPILE_BACKENDS, ServerConfig
 from server.roles import ROLES
-from server.schema import Limits
 from server.scheduling import BATCHING_MODES
-from server.webhooks.settings import DEFAULT_BACKOFF_S, DEFAULT_TIMEOUT_S, WebhookSettings
+from server.schema import Limits
+from server.webhooks.settings import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_TIMEOUT_S,
+    WebhookSettings,
+)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -207,6 +212,12 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                             "at every batch size up to --max-batch before taking jobs (minutes); BACKEND inductor (the "
                             "default when the flag is given) needs a C++ compiler on the CPU and Triton on CUDA; "
                             "aot_eager and eager only trace (docs/server.md, Making it fast; default: off)")
+    serve.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, metavar="NAME",
+                       default=_env("ATTENTION_BACKEND", defaults.attention_backend),
+                       help=f"the denoisers' attention kernel, through diffusers' dispatcher: one of "
+                            f"{', '.join(ATTENTION_BACKENDS)}; a CPU runs PyTorch's own (native, _native_math, "
+                            f"_native_flash, flex), flash/sage/xformers need their package and CUDA; checked before "
+                            f"any model loads (docs/server.md, Making it fast; default {DEFAULT_BACKEND})")
     serve.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
                        default=float(_env("SHUTDOWN_GRACE", str(defaults.shutdown_grace_s))),
                        help=f"after SIGTERM, how long the running jobs may take to finish (default "
@@ -286,6 +297,7 @@ def server_config(args: argparse.Namespace):
         batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
         batch_invariant=args.batch_invariant, compile_backend=args.compile_backend,
+        attention_backend=args.attention_backend,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,

@@ -60,3 +60,17 @@ def test_an_unknown_compile_backend_is_refused_before_loading(no_nrg_env, monkey
     with pytest.raises(SystemExit):
         main(["serve", "--data-dir", str(tmp_path / "data")])
     assert "--compile must be one of inductor, aot_eager, eager; got 'turbo'" in capsys.readouterr().err
+
+
+def test_the_attention_backend_is_a_flag_or_a_variable_and_checked_before_loading(no_nrg_env, monkeypatch, tmp_path,
+                                                                                   capsys):
+    assert server_config(build_parser().parse_args(["serve", "--attention-backend", "flex"])).attention_backend == "flex"
+    monkeypatch.setenv("NRG_ATTENTION_BACKEND", "_native_math")
+    assert server_config(build_parser().parse_args(["serve"])).attention_backend == "_native_math"
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--attention-backend", "turbo", "--data-dir", str(tmp_path / "data")])
+    assert exited.value.code == 2 and "--attention-backend" in capsys.readouterr().err
+    monkeypatch.setenv("NRG_ATTENTION_BACKEND", "flash")  # not checked by argparse: by the loader, before loading
+    with pytest.raises(SystemExit):
+        main(["serve", "--device", "cpu", "--data-dir", str(tmp_path / "data")])
+    assert "--attention-backend flash needs a CUDA device" in capsys.readouterr().err
