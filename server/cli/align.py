@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from guidance.align.beta_schedule import BETA_SCHEDULES
 from guidance.align.config import DEFAULT_TARGETS, AlignConfig
 from guidance.align.methods.registry import METHODS, OPTION_GROUPS, REGISTRY, methods_taking
-from server.cli.common import _add_model_args, _load
+from server.cli.common import _add_model_args, _load, refuse_image_to_video
 
 if TYPE_CHECKING:
     from guidance.align.methods.base import Method
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
         eval_dir = args.data
     if eval_dir is not None:
         read_pairs(eval_dir)
-    family = _load(args)
+    family = refuse_image_to_video(_load(args), "nrg align")
     progress = not args.quiet
     if pairs:
         data = load_preference_data(args.data, family, list(weights), progress=progress)

@@ -55,6 +55,15 @@ def test_align_cli_errors_are_one_line(tiny_dir, data_dir, tmp_path, capsys, ext
     assert err.startswith("nrg: error: ") and message in err
 
 
+def test_align_cli_refuses_an_image_to_video_model(tiny_dir, data_dir, tmp_path, capsys):
+    """Its clips have no image to condition on: a clear refusal, not a shape error deep in training."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["align", "--method", "flow-dpo", "--model", str(tiny_dir("wan-i2v")), "--data", str(data_dir),
+              "--out", str(tmp_path / "o"), "--steps", "1", "--quiet"])
+    assert exit_info.value.code == 2
+    assert "nrg align works from prompts alone; this Wan model is image-to-video" in capsys.readouterr().err
+
+
 def test_align_cli_spro_judge_demo_scores_with_the_demo_worlds_truth(tiny_dir, data_dir, tmp_path, monkeypatch):
     import demo_world.judge
 
