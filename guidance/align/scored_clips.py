@@ -35,6 +35,7 @@ from guidance.train.preference_data import (
     SPLITS,
     TEST_EVERY,
     PreferenceDataError,
+    check_known_objectives,
     check_objective,
     row_split_and_shape,
     _check_objectives,
@@ -136,12 +137,7 @@ def load_scored_clips(
     from tqdm.auto import tqdm
 
     info, records = read_clips(data_dir)
-    unknown = [o for o in objectives if o not in info.objectives]
-    if unknown:
-        raise PreferenceDataError(
-            f"objective(s) {', '.join(unknown)} not in the data set {info.root} (its objectives: "
-            f"{', '.join(info.objectives)})"
-        )
+    check_known_objectives(objectives, info.objectives, info.root)
     kept = [r for r in records if all(o in r.rewards for o in objectives)]
     if not kept:
         raise PreferenceDataError(f"{info.root}: no clip has a reward on every one of {', '.join(objectives)}")

@@ -144,6 +144,15 @@ def default_split(prompt: str, a: str, b: str) -> str:
     return "test" if int.from_bytes(digest[:8], "big") % TEST_EVERY == 0 else "train"
 
 
+def check_known_objectives(objectives: Sequence[str], known: Sequence[str], root: Path) -> None:
+    """Raise naming the objectives a data set at ``root`` (with objectives ``known``) does not have."""
+    unknown = [o for o in objectives if o not in known]
+    if unknown:
+        raise PreferenceDataError(
+            f"objective(s) {', '.join(unknown)} not in the data set {root} (its objectives: {', '.join(known)})"
+        )
+
+
 def _check_objectives(objectives: Any, where: str) -> tuple[str, ...]:
     if (
         not isinstance(objectives, (list, tuple))
@@ -476,12 +485,7 @@ def load_preference_data(
         selected = info.objectives
     else:
         selected = _check_objectives(list(objectives), "objectives")
-        unknown = [o for o in selected if o not in info.objectives]
-        if unknown:
-            raise PreferenceDataError(
-                f"objective(s) {', '.join(unknown)} not in the data set {info.root} "
-                f"(its objectives: {', '.join(info.objectives)})"
-            )
+        check_known_objectives(selected, info.objectives, info.root)
     kept = [r for r in records if any(o in r.labels for o in selected)]
     if not kept:
         raise PreferenceDataError(f"{info.root}: no pair has a label on any of {', '.join(selected)}")
