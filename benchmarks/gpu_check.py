@@ -58,6 +58,10 @@ FLOW_SHIFT = 3.0
 STEP_SHAPE = (480, 832, 81)  # height, width, frames
 DRY_STEP_SHAPE = (64, 64, 17)
 STEP_BATCHES = (1, 2)
+#: The attention kernels the step part times the unguided step with (``--attention-backend``), each only
+#: where the device runs it with what is installed; the dry run times one CPU kernel.
+STEP_ATTENTION = ("_native_cudnn", "_native_flash", "_native_efficient", "flash", "_flash_3", "sage")
+DRY_STEP_ATTENTION = ("_native_math",)
 OBJECTIVES = ("vq", "mq", "ta")
 TRUNK_BLOCKS = 4
 DRY_TRUNK_BLOCKS = 1  # the tiny transformer has 2
@@ -178,9 +182,11 @@ def _timer(device: str) -> Callable[[Callable[[], object], int, int], list[float
 def run_step(work: Path, dry_run: bool) -> None:
     """One denoising step (CFG on: two transformer passes, then the fused step) unguided, and guided:
     reward scores and their gradients through a trunk of the transformer's first blocks, then the fused
-    step. Mode relative (the server's default; one backward pass per objective) and mode sum (one)."""
+    step. Mode relative (the server's default; one backward pass per objective) and mode sum (one). Then
+    the unguided step again on each attention kernel the device runs (``STEP_ATTENTION``)."""
     import torch
 
+    from guidance.attention_backends import set_attention_backend
     from guidance.families.base import VideoShape
     from guidance.families.wan import WanFamily
     from guidance.reward_model import init_reward_model
@@ -276,7 +282,41 @@ def run_step(work: Path, dry_run: bool) -> None:
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
             _write(work / "step.json", report)
+        native = next(r["ms"] for r in report["rows"] if r["batch"] == batch and r["variant"] == "unguided")
+        for backend in _runnable_attention(device, dry_run):
+            set_attention_backend(family, backend, reward)
+            try:
+                times = measure(unguided, iters, warmup)
+            except Exception as exc:  # noqa: BLE001 - a kernel that refuses this shape is reported, not fatal
+                print(f"attention {backend}: failed at B={batch}: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            finally:  # diffusers made ``backend`` the process's default: back to native for the next rows
+                family.transformer.set_attention_backend("native")
+            row = {"batch": batch, "variant": f"unguided, attention {backend}",
+                   "what": f"the unguided step with the denoiser's attention on {backend} (--attention-backend)",
+                   "ms": statistics.median(times), "times_ms": times, "peak_gib": None}
+            row["x_unguided"] = row["ms"] / native
+            report["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            _write(work / "step.json", report)
         del latents, cond, uncond
+
+
+def _runnable_attention(device: str, dry_run: bool) -> list[str]:
+    """The step part's attention kernels that ``device`` runs with what is installed; the others are
+    named in the log with the reason."""
+    import torch
+
+    from guidance.attention_backends import check_attention_backend
+
+    runnable = []
+    for name in DRY_STEP_ATTENTION if dry_run else STEP_ATTENTION:
+        try:
+            check_attention_backend(name, torch.device(device))
+            runnable.append(name)
+        except ValueError as exc:
+            print(f"attention {name}: skipped ({exc})", flush=True)
+    return runnable
 
 
 # ---------------------------------------------------------------------------------------------- batch

@@ -12,7 +12,8 @@
 #   kernel   the fused guided step vs a device copy, eager torch and torch.compile at the Wan2.1-1.3B 480p
 #            and Wan2.1-14B 720p latent shapes (benchmarks.kernel_bench's measurement)
 #   step     one denoising step of a random-weight Wan2.1-1.3B-config transformer, bf16, 832x480, 81
-#            frames, CFG on, unguided vs guided through a 4-block reward trunk, B = 1 and 2
+#            frames, CFG on, unguided vs guided through a 4-block reward trunk, B = 1 and 2; the unguided
+#            step again on each attention kernel the GPU runs (--attention-backend: cuDNN, flash, sage...)
 #   batch    one step of a server batch (BatchState) of that model: a relative-mode row and a best_of_n row
 #            of 2 particles; peak memory against the admission estimate (guidance/memory.py); again on
 #            cuda:1 as part batch-cuda1 when the machine has two GPUs
@@ -30,7 +31,7 @@ while (( $# )); do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --part) PART="${2:?--part needs a name}"; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (use --dry-run or nothing)" >&2; exit 2 ;;
   esac
   shift

@@ -49,9 +49,10 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
     for section in SECTIONS:
         heading = next((h for h in tables if h.startswith(section)), None)
         assert heading is not None, f"no table under {section!r}:\n{markdown}"
-    # parts, kernel B = 1 and 2, step 3 variants x B = 1 and 2, batch 2 steps, serve one round of two sides,
-    # compile B = 1 and 2 of both modes
-    assert [len(rows) for rows in tables.values()] == [5, 2, 6, 2, 2, 4]
+    # parts, kernel B = 1 and 2, step 3 variants and 1 attention kernel x B = 1 and 2, batch 2 steps, serve
+    # one round of two sides, compile B = 1 and 2 of both modes
+    assert [len(rows) for rows in tables.values()] == [5, 2, 8, 2, 2, 4]
+    assert "| 1 | unguided, attention _native_math: " in markdown
     for heading, rows in tables.items():
         for row in rows:
             cells = [c.strip() for c in row.strip("|").split("|")[1:]]  # the first cell names the row

@@ -7,8 +7,15 @@ import numpy as np
 from guidance.checkpoints import CheckpointRegistry
 from guidance.families import load_pipeline
 from server.hosted_model import HostedModel
-from tests.guidance.test_checkpoints import _save_diffusers_lora, _save_full
-from tests.server.conftest import decoded, full_batches_only, running_server, until, wait_for
+from tests.guidance.random_lora import save_random_lora
+from tests.guidance.test_checkpoints import _save_full
+from tests.server.conftest import (
+    decoded,
+    full_batches_only,
+    running_server,
+    until,
+    wait_for,
+)
 
 BODY = {"prompt": "a red circle moving left", "num_inference_steps": 3, "seed": 3, "guidance_scale": 1.0}
 
@@ -20,7 +27,7 @@ def _videos(client, jobs):
 
 def test_lora_jobs_at_any_scale_share_the_base_models_batch(tiny_dir, hosted_wan, tmp_path):
     family = load_pipeline(tiny_dir("wan"))  # fresh: the registry injects LoRA layers into it
-    _save_diffusers_lora(family.transformer, tmp_path / "lora")
+    save_random_lora(family.transformer, tmp_path / "lora")
     _save_full(family.transformer, tmp_path / "full", seed=3)
     registry = CheckpointRegistry(family, {"dpo": tmp_path / "lora", "full": tmp_path / "full"})
     hosted = HostedModel("tiny-wan", family, None, registry, hosted_wan.default_shape, 3)
