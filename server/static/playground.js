@@ -7,7 +7,7 @@ import { hideEffect, showEffect } from "/static/compare.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEARCH_MODES = new Set(["best_of_n", "fk"]);
-const state = { models: new Map(), running: new Set(), compared: [], image: null };
+const state = { models: new Map(), running: new Set(), compared: [], reference: null };
 const chart = new RewardChart($("#chart"));
 
 function showError(error) {
@@ -63,7 +63,7 @@ function fillModel(name) {
   $("#guidance-set").disabled = $("#compare-set").disabled = objectives.length === 0;
   sliders($("#weights"), objectives, 0);
   sliders($("#weights-b"), objectives, 0);
-  showImageField(model.input_reference || "none");
+  showReferenceField(model);
   const g = model.reward_guidance_defaults;
   if (g) {
     $("#strength").value = g.strength;
@@ -73,41 +73,73 @@ function fillModel(name) {
   }
 }
 
-// --- image-to-video: the first frame, sent as input_reference (a data: URL) ------------------------
+// --- image-to-video (a first frame) and video-to-video (a clip), sent as input_reference (a data: URL) --
 
-function showImageField(need) {
-  $("#image-field").hidden = need === "none";
-  $("#image-need").textContent = need === "required" ? "(this model needs one)" : need === "optional" ? "(optional)" : "";
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp"];
+const VIDEO_TYPES = ["video/mp4", "video/webm"];
+
+// What the selected model takes: an image (none, optional or required) and whether a clip.
+function referenceKinds(model = state.models.get($("#model").value) || {}) {
+  return { image: model.input_reference || "none", video: Boolean(model.input_reference_video) };
 }
 
-function setImage(file) {
+function showReferenceField(model) {
+  const { image, video } = referenceKinds(model);
+  const takesImage = image !== "none";
+  $("#image-field").hidden = !takesImage && !video;
+  $("#image-need").textContent = image === "required" ? "(this model needs one)" : image === "optional" || video ? "(optional)" : "";
+  $("#reference-label").textContent = takesImage && video ? "First frame or clip" : video ? "Clip to start from" : "First frame";
+  $("#reference-hint").textContent = [
+    takesImage ? "Image-to-video: an image (PNG, JPEG or WebP) is the first frame, resized to the video's size when its aspect ratio is close to it." : "",
+    video ? "Video-to-video: an MP4 or WebM clip is noised to the denoise strength and sampled from there." : "",
+    "Choose a file or drop one on the form.",
+  ].filter(Boolean).join(" ");
+  $("#input-reference").accept = [...(takesImage ? IMAGE_TYPES : []), ...(video ? VIDEO_TYPES : [])].join(",");
+  if (state.reference && !accepts(state.reference.type)) clearReference();
+}
+
+function accepts(type) {
+  const { image, video } = referenceKinds();
+  return (image !== "none" && IMAGE_TYPES.includes(type)) || (video && VIDEO_TYPES.includes(type));
+}
+
+function setReference(file) {
   if (!file) return;
-  if (!["image/png", "image/jpeg", "image/webp"].includes(file.type)) {
-    showError(`input_reference: ${file.name} is not a PNG, JPEG or WebP image`);
+  if (!accepts(file.type)) {
+    const wanted = $("#input-reference").accept.split(",").map((t) => t.split("/")[1].toUpperCase()).join(", ");
+    showError(`input_reference: ${file.name} (${file.type || "unknown type"}) is not what this model takes: ${wanted}`);
     return;
   }
   const reader = new FileReader();
   reader.onload = () => {
-    state.image = reader.result;
-    $("#image-preview").src = reader.result;
-    $("#image-preview").hidden = $("#clear-image").hidden = false;
+    state.reference = { type: file.type, url: reader.result, video: VIDEO_TYPES.includes(file.type) };
+    const preview = state.reference.video ? "#video-preview" : "#image-preview";
+    const other = state.reference.video ? "#image-preview" : "#video-preview";
+    $(preview).src = reader.result;
+    $(preview).hidden = $("#clear-image").hidden = false;
+    $(other).hidden = true;
+    $(other).removeAttribute("src");
+    $("#strength-field").hidden = !state.reference.video;
     showError(null);
   };
   reader.readAsDataURL(file);
 }
 
-function clearImage() {
-  state.image = null;
+function clearReference() {
+  state.reference = null;
   $("#input-reference").value = "";
-  $("#image-preview").removeAttribute("src");
-  $("#image-preview").hidden = $("#clear-image").hidden = true;
+  for (const preview of ["#image-preview", "#video-preview"]) {
+    $(preview).removeAttribute("src");
+    $(preview).hidden = true;
+  }
+  $("#clear-image").hidden = $("#strength-field").hidden = true;
 }
 
-function dropImage(event) {
+function dropReference(event) {
   const file = event.dataTransfer && event.dataTransfer.files[0];
   if (!file || $("#image-field").hidden) return;
   event.preventDefault();
-  setImage(file);
+  setReference(file);
 }
 
 // The LoRA scale applies to LoRA checkpoints only (a full-weight checkpoint or the base model has none).
@@ -143,7 +175,10 @@ function requestBody(weights, seed = number("#seed", parseInt)) {
   if (negative) body.negative_prompt = negative;
   if ($("#checkpoint").value) body.checkpoint = $("#checkpoint").value;
   if (!$("#checkpoint-scale").disabled) body.checkpoint_scale = number("#checkpoint-scale");
-  if (state.image && !$("#image-field").hidden) body.input_reference = state.image;
+  if (state.reference && !$("#image-field").hidden) {
+    body.input_reference = state.reference.url;
+    if (state.reference.video) body.denoise_strength = number("#denoise-strength");
+  }
   if (Object.keys(weights).length) {
     const mode = $("#mode").value;
     body.reward_guidance = { weights, strength: number("#strength"), window: [number("#window-lo"), number("#window-hi")], mode };
@@ -467,10 +502,10 @@ $("#api-key").value = api.apiKey();
 $("#api-key").addEventListener("change", () => { api.setApiKey($("#api-key").value.trim()); loadModels(); });
 $("#model").addEventListener("change", () => fillModel($("#model").value));
 $("#checkpoint").addEventListener("change", lockScale);
-$("#input-reference").addEventListener("change", (event) => setImage(event.target.files[0]));
-$("#clear-image").addEventListener("click", clearImage);
+$("#input-reference").addEventListener("change", (event) => setReference(event.target.files[0]));
+$("#clear-image").addEventListener("click", clearReference);
 $("#job-form").addEventListener("dragover", (event) => { if (!$("#image-field").hidden) event.preventDefault(); });
-$("#job-form").addEventListener("drop", dropImage);
+$("#job-form").addEventListener("drop", dropReference);
 $("#job-form").addEventListener("submit", generate);
 $("#compare").addEventListener("click", compare);
 $("#cancel").addEventListener("click", cancelRunning);
