@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 #: Graphs dynamo keeps per compiled code object before it falls back to eager for good (torch's default
 #: is 8). A block's code object holds the graphs of all its uses: batch 1 and batch >= 2 of the denoiser
-#: without and with LoRA routing, of the trunk without and with gradients, and, after a request at a
-#: shape the warm-up did not run, the same again with a dynamic token count.
+#: without and with LoRA routing, of the trunk without and with gradients, each for text rows and for
+#: image rows where the model takes an image (16 at most), and, after a request at a shape the warm-up did
+#: not run, the same again with a dynamic token count.
 RECOMPILE_LIMIT = 32
 
 
