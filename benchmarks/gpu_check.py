@@ -224,6 +224,7 @@ def run_step(work: Path, dry_run: bool) -> None:
     coef_value = STRENGTH * min(family.guidance_ratio(STEP_INDEX, timestep), 10.0)
     dt_value = family.euler_dt(STEP_INDEX)
     measure = _timer(device)
+    attention = _runnable_attention(device, dry_run)
     _write(work / "step.json", report)
 
     for batch in STEP_BATCHES:
@@ -283,7 +284,7 @@ def run_step(work: Path, dry_run: bool) -> None:
             print(json.dumps(row), flush=True)
             _write(work / "step.json", report)
         native = next(r["ms"] for r in report["rows"] if r["batch"] == batch and r["variant"] == "unguided")
-        for backend in _runnable_attention(device, dry_run):
+        for backend in attention:
             set_attention_backend(family, backend, reward)
             try:
                 times = measure(unguided, iters, warmup)
