@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from kernels._guided_step_common import GuidedStepStats, prepare_inputs
 from kernels.guided_step_reference import guided_step_reference
 
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -118,12 +119,17 @@ def time_cpu(step: Step, iters: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+def reference(**inputs: torch.Tensor | str) -> tuple[torch.Tensor, GuidedStepStats]:
+    """The PyTorch reference with its argument checks, as ``guided_step`` runs it on a CPU."""
+    return guided_step_reference(prepare_inputs(**inputs))
+
+
 def run_gpu(args: argparse.Namespace, shape: tuple[int, ...], numel: int, dtype: torch.dtype) -> list[dict]:
     """Fused kernels, device copy, eager and compiled reference for each batch size."""
     from kernels.guided_step_triton import guided_step_triton
 
     iters, warmup = default(args.iters, 100), default(args.warmup, 10)
-    compiled_reference = torch.compile(guided_step_reference)
+    compiled_reference = torch.compile(reference)
     rows = []
     for batch in args.batch:
         inputs = make_inputs(batch, args.objectives, shape, dtype, "cuda", args.mode)
@@ -131,13 +137,13 @@ def run_gpu(args: argparse.Namespace, shape: tuple[int, ...], numel: int, dtype:
         # Copying a buffer of nbytes / 2 reads and writes nbytes in all.
         src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
         dst = torch.empty_like(src)
-        fused_out, _ = guided_step_triton(**inputs)
-        eager_out, _ = guided_step_reference(**inputs)
+        fused_out, _ = guided_step_triton(prepare_inputs(**inputs))
+        eager_out, _ = reference(**inputs)
         max_err = (fused_out.float() - eager_out.float()).abs().max().item()
         ms = {
-            "fused": time_cuda(lambda: guided_step_triton(**inputs), iters, warmup),
+            "fused": time_cuda(lambda: guided_step_triton(prepare_inputs(**inputs)), iters, warmup),
             "copy": time_cuda(lambda: dst.copy_(src), iters, warmup),
-            "eager": time_cuda(lambda: guided_step_reference(**inputs), iters, warmup),
+            "eager": time_cuda(lambda: reference(**inputs), iters, warmup),
         }
         try:
             ms["compiled"] = time_cuda(lambda: compiled_reference(**inputs), iters, warmup)
@@ -175,7 +181,7 @@ def run_cpu(args: argparse.Namespace, shape: tuple[int, ...], numel: int, dtype:
     for batch in args.batch:
         inputs = make_inputs(batch, args.objectives, shape, dtype, "cpu", args.mode)
         nbytes, _ = bytes_moved(batch, args.objectives, numel, dtype, args.mode)
-        ms = time_cpu(lambda: guided_step_reference(**inputs), iters, warmup)
+        ms = time_cpu(lambda: reference(**inputs), iters, warmup)
         rows.append(dict(batch=batch, bytes=nbytes, cpu_reference_ms=ms, cpu_reference_gbps=nbytes / (ms * 1e-3) / 1e9))
     return rows
 

@@ -1,7 +1,7 @@
 """What the guided-step backends share: the stats type and the argument checks.
 
-Both backends (the PyTorch reference and the Triton kernel) validate through :func:`prepare_inputs`, so
-a bad argument raises the same ``ValueError`` whichever backend runs, and both see the same flattened,
+The dispatcher validates through :func:`prepare_inputs` before it picks a backend, so a bad argument
+raises the same ``ValueError`` whichever backend runs, and both backends see the same flattened,
 contiguous ``[B, N]`` / ``[B, K, N]`` views (``N`` = elements per sample). Keeping this in its own module
 lets the dispatcher, the reference and the kernel import it without importing one another.
 """
@@ -61,27 +61,16 @@ def _check_tensor(name: str, value: object) -> torch.Tensor:
     return value
 
 
-def _check_big(
-    name: str, value: object, shape: tuple[int, ...], shape_text: str, device: torch.device
+def _check_shaped(
+    name: str, value: object, shape: tuple[int, ...], shape_text: str, device: torch.device, small: bool = False
 ) -> torch.Tensor:
-    """Check a latent-sized tensor: storage dtype, exact shape, device."""
+    """Check a latent-sized tensor (a storage dtype) or, ``small``, a per-sample scalar one (float32: the
+    kernel reads it as float32): dtype, exact shape, device."""
     t = _check_tensor(name, value)
-    if t.dtype not in STORAGE_DTYPES:
-        raise ValueError(f"{name} must be float32, float16 or bfloat16; got {t.dtype}")
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape_text} = {list(shape)}; got {list(t.shape)}")
-    if t.device != device:
-        raise ValueError(f"{name} must be on {device} like pred_cond; got {t.device}")
-    return t
-
-
-def _check_small(
-    name: str, value: object, shape: tuple[int, ...], shape_text: str, device: torch.device
-) -> torch.Tensor:
-    """Check a per-sample scalar tensor: float32 (it is read as float32 by the kernel), shape, device."""
-    t = _check_tensor(name, value)
-    if t.dtype != torch.float32:
+    if small and t.dtype != torch.float32:
         raise ValueError(f"{name} must be float32; got {t.dtype}")
+    if not small and t.dtype not in STORAGE_DTYPES:
+        raise ValueError(f"{name} must be float32, float16 or bfloat16; got {t.dtype}")
     if tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape {shape_text} = {list(shape)}; got {list(t.shape)}")
     if t.device != device:
@@ -95,14 +84,15 @@ def prepare_inputs(
     weights: torch.Tensor | None,
     coef: torch.Tensor | None,
     *,
-    pred_uncond: torch.Tensor | None,
-    cfg_scale: torch.Tensor | None,
-    x: torch.Tensor | None,
-    dt: torch.Tensor | None,
-    mode: str,
-    eps: float,
+    pred_uncond: torch.Tensor | None = None,
+    cfg_scale: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
+    dt: torch.Tensor | None = None,
+    mode: str = "sum",
+    eps: float = 1e-12,
 ) -> GuidedStepInputs:
-    """Validate every argument (``ValueError`` naming it) and flatten the big ones.
+    """Validate every argument (``ValueError`` naming it) and flatten the big ones: the dispatcher calls
+    it once, and hands the result to whichever backend runs.
 
     ``grads=None`` (with ``weights=None``; ``coef`` may be None too) is the unguided step: CFG and Euler
     only, with an empty ``[B, 0, N]`` gradient so no backend reads or reduces one.
@@ -137,21 +127,21 @@ def prepare_inputs(
             f"with K >= 1; got {list(grads.shape)}"
         )
     k = grads.shape[1]
-    _check_big("grads", grads, (batch, k, *spatial), "[B, K, *S]", device)
-    _check_small("weights", weights, (batch, k), "[B, K]", device)
-    _check_small("coef", coef, (batch,), "[B]", device)
+    _check_shaped("grads", grads, (batch, k, *spatial), "[B, K, *S]", device)
+    _check_shaped("weights", weights, (batch, k), "[B, K]", device, small=True)
+    _check_shaped("coef", coef, (batch,), "[B]", device, small=True)
     if (pred_uncond is None) != (cfg_scale is None):
         raise ValueError("pred_uncond and cfg_scale must be given together (CFG on) or both omitted (CFG off)")
     if pred_uncond is not None:
-        _check_big("pred_uncond", pred_uncond, (batch, *spatial), "[B, *S]", device)
-        _check_small("cfg_scale", cfg_scale, (batch,), "[B]", device)
+        _check_shaped("pred_uncond", pred_uncond, (batch, *spatial), "[B, *S]", device)
+        _check_shaped("cfg_scale", cfg_scale, (batch,), "[B]", device, small=True)
     if (x is None) != (dt is None):
         raise ValueError(
             "x and dt must be given together (output = next latents) or both omitted (output = prediction)"
         )
     if x is not None:
-        _check_big("x", x, (batch, *spatial), "[B, *S]", device)
-        _check_small("dt", dt, (batch,), "[B]", device)
+        _check_shaped("x", x, (batch, *spatial), "[B, *S]", device)
+        _check_shaped("dt", dt, (batch,), "[B]", device, small=True)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from kernels._guided_step_common import GuidedStepStats
+from kernels._guided_step_common import GuidedStepStats, prepare_inputs
 from kernels.guided_step_reference import guided_step_reference
 
 __all__ = ["BACKEND_ENV_VAR", "BACKEND_CHOICES", "GuidedStepStats", "guided_step", "guided_step_backend"]
@@ -79,14 +79,12 @@ def guided_step(
     copied. Returns the output and ``GuidedStepStats`` (per-objective gradient norms, skip flags), both
     on the input device, without a host synchronisation on the Triton path.
     """
-    # A non-tensor pred_cond goes to the reference, whose validation names the argument.
-    if isinstance(pred_cond, torch.Tensor) and guided_step_backend(pred_cond) == "triton":
-        from kernels import guided_step_triton
-
-        impl = guided_step_triton.guided_step_triton
-    else:
-        impl = guided_step_reference
-    return impl(
+    inputs = prepare_inputs(
         pred_cond, grads, weights, coef,
         pred_uncond=pred_uncond, cfg_scale=cfg_scale, x=x, dt=dt, mode=mode, eps=eps,
     )
+    if guided_step_backend(inputs.pred_cond) == "triton":
+        from kernels import guided_step_triton
+
+        return guided_step_triton.guided_step_triton(inputs)
+    return guided_step_reference(inputs)

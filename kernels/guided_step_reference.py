@@ -11,27 +11,12 @@ import math
 
 import torch
 
-from kernels._guided_step_common import GuidedStepStats, prepare_inputs
+from kernels._guided_step_common import GuidedStepInputs, GuidedStepStats
 
 
-def guided_step_reference(
-    pred_cond: torch.Tensor,
-    grads: torch.Tensor | None,
-    weights: torch.Tensor | None,
-    coef: torch.Tensor | None,
-    *,
-    pred_uncond: torch.Tensor | None = None,
-    cfg_scale: torch.Tensor | None = None,
-    x: torch.Tensor | None = None,
-    dt: torch.Tensor | None = None,
-    mode: str = "sum",
-    eps: float = 1e-12,
-) -> tuple[torch.Tensor, GuidedStepStats]:
-    """Apply CFG, the reward-gradient correction and (optionally) the Euler update; see ``guided_step``."""
-    a = prepare_inputs(
-        pred_cond, grads, weights, coef,
-        pred_uncond=pred_uncond, cfg_scale=cfg_scale, x=x, dt=dt, mode=mode, eps=eps,
-    )
+def guided_step_reference(a: GuidedStepInputs) -> tuple[torch.Tensor, GuidedStepStats]:
+    """Apply CFG, the reward-gradient correction and (optionally) the Euler update to validated inputs
+    (``prepare_inputs``); see ``guided_step``."""
     cond = a.pred_cond.float()
     uncond = None if a.pred_uncond is None else a.pred_uncond.float()
     p_cfg = cond if uncond is None else uncond + a.cfg_scale[:, None] * (cond - uncond)

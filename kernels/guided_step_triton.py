@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._guided_step_common import GuidedStepStats, prepare_inputs
+from kernels._guided_step_common import GuidedStepInputs, GuidedStepStats
 
 #: Whether the kernels below run in Triton's CPU interpreter. Triton reads TRITON_INTERPRET when a
 #: ``@triton.jit`` function is defined, so the value at import time is the one that counts.
@@ -210,28 +210,13 @@ def _unguided_fixup_kernel(
     _store_out(out_ptr, x_ptr, dt_ptr, b, row, offs, mask, p_cfg, HAS_X)
 
 
-def guided_step_triton(
-    pred_cond: torch.Tensor,
-    grads: torch.Tensor | None,
-    weights: torch.Tensor | None,
-    coef: torch.Tensor | None,
-    *,
-    pred_uncond: torch.Tensor | None = None,
-    cfg_scale: torch.Tensor | None = None,
-    x: torch.Tensor | None = None,
-    dt: torch.Tensor | None = None,
-    mode: str = "sum",
-    eps: float = 1e-12,
-) -> tuple[torch.Tensor, GuidedStepStats]:
-    """The guided step with the Triton kernels; same contract as ``kernels.guided_step.guided_step``.
+def guided_step_triton(a: GuidedStepInputs) -> tuple[torch.Tensor, GuidedStepStats]:
+    """The guided step with the Triton kernels on validated inputs (``prepare_inputs``); same contract as
+    ``kernels.guided_step.guided_step``.
 
     ``BLOCK_SIZE`` and ``MAX_FINALIZE_BLOCK`` are read at call time, so tests can shrink them to make a
     small sample span several chunks (with a ragged tail) and several reduction iterations.
     """
-    a = prepare_inputs(
-        pred_cond, grads, weights, coef,
-        pred_uncond=pred_uncond, cfg_scale=cfg_scale, x=x, dt=dt, mode=mode, eps=eps,
-    )
     device = a.pred_cond.device
     if device.type != "cuda" and not INTERPRETED:
         raise ValueError(

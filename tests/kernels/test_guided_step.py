@@ -21,6 +21,7 @@ import torch
 
 from kernels import guided_step_triton as gst
 from kernels.guided_step import GuidedStepStats, guided_step, guided_step_backend
+from kernels._guided_step_common import prepare_inputs
 from kernels.guided_step_reference import guided_step_reference
 
 SMALL_BLOCK = 64
@@ -38,6 +39,11 @@ TOL = {
 
 Args = dict[str, object]
 Runner = Callable[[str, Args], tuple[torch.Tensor, GuidedStepStats]]
+
+
+def reference(**args: object) -> tuple[torch.Tensor, GuidedStepStats]:
+    """The PyTorch reference on validated arguments, as the dispatcher calls it."""
+    return guided_step_reference(prepare_inputs(**args))
 
 
 @pytest.fixture
@@ -145,7 +151,7 @@ def hand_args(mode: str) -> Args:
     ],
 )
 def test_reference_by_hand(mode: str, expected: list[list[float]]) -> None:
-    out, stats = guided_step_reference(**hand_args(mode))
+    out, stats = reference(**hand_args(mode))
     torch.testing.assert_close(out, torch.tensor(expected), rtol=0, atol=1e-6)
     assert stats.skipped.tolist() == [False, False]
     torch.testing.assert_close(stats.grad_norms, torch.tensor([[5.0, 2.0], [float("nan"), 3.0]]), equal_nan=True)
@@ -153,17 +159,17 @@ def test_reference_by_hand(mode: str, expected: list[list[float]]) -> None:
 
 def test_relative_reports_the_reference_rms_and_falls_back_without_cfg() -> None:
     args = hand_args("relative")
-    _, stats = guided_step_reference(**args)
+    _, stats = reference(**args)
     torch.testing.assert_close(stats.reference_rms, torch.tensor([2 ** 0.5, 2.0]))
     # Sample 1 without CFG inside a CFG batch: its uncond is a copy of cond, the difference is zero,
     # and the push is sized against RMS(cond) = 1 instead.
     args["pred_uncond"] = args["pred_uncond"].clone()
     args["pred_uncond"][1] = args["pred_cond"][1]
-    _, stats = guided_step_reference(**args)
+    _, stats = reference(**args)
     torch.testing.assert_close(stats.reference_rms, torch.tensor([2 ** 0.5, 1.0]))
     for name in ("pred_uncond", "cfg_scale"):
         del args[name]
-    _, stats = guided_step_reference(**args)
+    _, stats = reference(**args)
     torch.testing.assert_close(stats.reference_rms, torch.tensor([(14 / 3) ** 0.5, 1.0]))
 
 
@@ -186,14 +192,14 @@ def test_reference_by_hand_without_cfg_or_x() -> None:
     args = hand_args("sum")
     for name in ("pred_uncond", "cfg_scale", "x", "dt"):
         del args[name]
-    out, _ = guided_step_reference(**args)
+    out, _ = reference(**args)
     # p0 = [1, 2, 3] - 0.1 * [3, 4, 1]; p1 = [1, 1, 1] + 2 * [1, 2, 2].
     torch.testing.assert_close(out, torch.tensor([[0.7, 1.6, 2.9], [3.0, 5.0, 5.0]]), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_kernel_by_hand(run: Runner, mode: str) -> None:
-    ref_out, ref_stats = guided_step_reference(**hand_args(mode))
+    ref_out, ref_stats = reference(**hand_args(mode))
     out, stats = run("triton", hand_args(mode))
     torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(stats.grad_norms, ref_stats.grad_norms, equal_nan=True)
@@ -222,7 +228,7 @@ def test_kernel_matches_reference(
     args = make_args(batch, num_obj, spatial, dtype, cfg=cfg, with_x=with_x, mode=mode)
     if num_obj > 1:
         args["weights"][0, 1] = 0.0  # a zero-weight objective among others
-    ref_out, ref_stats = guided_step_reference(**args)
+    ref_out, ref_stats = reference(**args)
     out, stats = run("triton", args)
     assert_close(out, ref_out, dtype)
     assert stats.grad_norms.dtype == torch.float32 and stats.grad_norms.shape == (batch, num_obj)
@@ -241,7 +247,7 @@ def test_mixed_storage_dtypes(run: Runner, backend: str) -> None:
     args = make_args(3, 2, (5, 9), torch.float32)
     args.update(grads=args["grads"].to(torch.bfloat16), x=args["x"].to(torch.float16))
     out, _ = run(backend, args)
-    ref_out, _ = guided_step_reference(**args)
+    ref_out, _ = reference(**args)
     assert out.dtype == torch.float16
     assert_close(out, ref_out, torch.float16)
 
@@ -283,7 +289,7 @@ def test_nonfinite_gradient_skips_only_its_sample(run: Runner, backend: str, mod
     unguided, _ = run(backend, unguided_args(poisoned))
     assert torch.equal(out[1], unguided[1])
     assert torch.equal(out[[0, 2]], clean_out[[0, 2]])
-    ref_out, ref_stats = guided_step_reference(**poisoned)
+    ref_out, ref_stats = reference(**poisoned)
     assert torch.equal(ref_stats.skipped, stats.skipped)
     assert_close(out, ref_out, torch.float32)
 
@@ -339,7 +345,7 @@ def test_no_gradient_is_the_unguided_step(run: Runner, backend: str, cfg: bool, 
 
 def test_no_gradient_refuses_weights() -> None:
     with pytest.raises(ValueError, match="weights must be None when grads is None"):
-        guided_step_reference(**{**make_args(2, 1, (4,), torch.float32), "grads": None})
+        reference(**{**make_args(2, 1, (4,), torch.float32), "grads": None})
 
 
 # --------------------------------------------------------------------------------------------------
