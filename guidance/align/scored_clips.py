@@ -40,10 +40,11 @@ from guidance.train.preference_data import (
     row_split_and_shape,
     _check_objectives,
     _clip_path,
-    _parse_shape,
     jsonl_rows,
     load_latents,
     read_dataset_info,
+    refuse_empty,
+    write_record_line,
 )
 
 CLIPS_FILE = "clips.jsonl"
@@ -198,14 +199,9 @@ def write_scored_clips(
                 if record["split"] not in SPLITS:
                     raise PreferenceDataError(f"{where}: split must be \"train\" or \"test\"; got {record['split']!r}")
                 row["split"] = record["split"]
-            if record.get("shape") is not None:
-                shape = _parse_shape(record["shape"], f"{where}: shape")
-                row["shape"] = {"frames": shape.frames, "height": shape.height, "width": shape.width}
-            lines.write(json.dumps(row) + "\n")
+            write_record_line(lines, row, record, where)
             count += 1
-    if count == 0:
-        tmp.unlink()
-        raise PreferenceDataError("write_scored_clips: no records")
+    refuse_empty(tmp, count, "write_scored_clips")
     config_path = out / "dataset.json"
     if not config_path.is_file():
         config_path.write_text(json.dumps({"objectives": list(objectives), "description": description}, indent=2) + "\n")

@@ -181,6 +181,21 @@ def _parse_shape(value: Any, where: str) -> VideoShape:
     return VideoShape(height=value["height"], width=value["width"], frames=value["frames"])
 
 
+def write_record_line(lines: Any, row: dict[str, Any], record: dict[str, Any], where: str) -> None:
+    """Write one dataset line: ``row`` plus the record's optional shape, checked (pairs and scored clips)."""
+    if record.get("shape") is not None:
+        shape = _parse_shape(record["shape"], f"{where}: shape")
+        row["shape"] = {"frames": shape.frames, "height": shape.height, "width": shape.width}
+    lines.write(json.dumps(row) + "\n")
+
+
+def refuse_empty(tmp: Path, count: int, writer: str) -> None:
+    """A dataset of no records is an error: remove the half-written file and say which writer got none."""
+    if count == 0:
+        tmp.unlink()
+        raise PreferenceDataError(f"{writer}: no records")
+
+
 def read_dataset_info(data_dir: str | Path) -> DatasetInfo:
     root = Path(data_dir)
     path = root / DATASET_FILE
@@ -669,14 +684,9 @@ def write_pairs(
             row["labels"] = labels
             if split is not None:
                 row["split"] = split
-            if record.get("shape") is not None:
-                shape = _parse_shape(record["shape"], f"{where}: shape")
-                row["shape"] = {"frames": shape.frames, "height": shape.height, "width": shape.width}
-            lines.write(json.dumps(row) + "\n")
+            write_record_line(lines, row, record, where)
             count += 1
-    if count == 0:
-        tmp.unlink()
-        raise PreferenceDataError("write_pairs: no records")
+    refuse_empty(tmp, count, "write_pairs")
     config: dict[str, Any] = {"objectives": list(objectives), "description": description}
     if tie_margin is not None:
         config["tie_margin"] = tie_margin

@@ -35,7 +35,7 @@ from server.job_spec import JobSpec
 from server.store.base import (
     ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, QUEUED, RETRY_DELAYS_S, WEBHOOK_WAITING, Job, WebhookState, new_job_id,
 )
-from server.store.errors import StoreCorrupt, StoreUnavailable
+from server.store.errors import StoreHealth, StoreUnavailable
 from server.store.sql_rows import SqlJobRows
 from server.store.webhook_rows import SqlWebhookRows
 
@@ -121,7 +121,7 @@ def _is_corruption(exc: BaseException) -> bool:
     return isinstance(exc, errors.DataCorrupted | errors.IndexCorrupted)
 
 
-class PostgresJobStore(SqlJobRows, SqlWebhookRows):
+class PostgresJobStore(StoreHealth, SqlJobRows, SqlWebhookRows):
     shared = True
     P = "%s"
     NOW = _NOW
@@ -139,22 +139,13 @@ class PostgresJobStore(SqlJobRows, SqlWebhookRows):
         self.connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
         self._conn = None
-        self._write_failure: str | None = None
-        self._corruption: str | None = None
+        StoreHealth.__init__(self)
         try:
             self.applied_migrations = self._attempt(self._migrate, write=True)
         except StoreUnavailable as exc:
             raise StoreUnavailable(f"{exc} (is PostgreSQL running at --store {redacted(url)}?)") from None
 
     # -- connection and faults ---------------------------------------------------------------------
-    @property
-    def problem(self) -> str | None:
-        return self._corruption or self._write_failure
-
-    @property
-    def corrupt(self) -> bool:
-        return self._corruption is not None
-
     def connect(self, **options: Any):
         """A new connection to the store's database (autocommit), e.g. for LISTEN."""
         from psycopg.rows import dict_row
@@ -191,16 +182,12 @@ class PostgresJobStore(SqlJobRows, SqlWebhookRows):
                     time.sleep(delays[attempt])
                     continue
                 message = f"job store {redacted(self.url)}: {' '.join(str(exc).split()) or type(exc).__name__}"
-                if write:
-                    self._write_failure = f"store writes are failing: {message}"
+                self._note_outcome(write, f"store writes are failing: {message}")
                 raise StoreUnavailable(message) from exc
             except psycopg.DatabaseError as exc:
-                if not _is_corruption(exc):
-                    raise
-                self._corruption = f"{redacted(self.url)}: {exc}"
-                raise StoreCorrupt(f"{self._corruption} (restore the database from a backup)") from exc
-            if write:
-                self._write_failure = None
+                self._raise_if_corrupt(exc, _is_corruption(exc), redacted(self.url), "restore the database from a backup")
+                raise
+            self._note_outcome(write)
             return result
         raise AssertionError("unreachable")
 

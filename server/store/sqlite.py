@@ -28,7 +28,7 @@ from server.store.base import (
     ACTIVE, DEFAULT_LEASE_S, FINISHED, IN_PROGRESS, LOCAL_WORKER, QUEUED, RETRY_DELAYS_S, WEBHOOK_PENDING,
     WEBHOOK_WAITING, Job, WebhookState, new_job_id,
 )
-from server.store.errors import StoreCorrupt, StoreUnavailable, is_corruption
+from server.store.errors import StoreHealth, StoreUnavailable, is_corruption
 from server.store.integrity import DB_NAME, check_data_dir
 from server.store.sql_rows import SqlJobRows
 from server.store.webhook_rows import SqlWebhookRows
@@ -73,7 +73,7 @@ _MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
-class JobStore(SqlJobRows, SqlWebhookRows):
+class JobStore(StoreHealth, SqlJobRows, SqlWebhookRows):
     """The SQLite backend (one process: ``--role all``)."""
 
     shared = False
@@ -89,8 +89,7 @@ class JobStore(SqlJobRows, SqlWebhookRows):
         self.video_dir.mkdir(parents=True, exist_ok=True)
         self.retry_delays_s = RETRY_DELAYS_S
         self._lock = threading.Lock()
-        self._write_failure: str | None = None
-        self._corruption: str | None = None
+        StoreHealth.__init__(self)
         self._db = sqlite3.connect(self.data_dir / DB_NAME, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         with self._lock:
@@ -121,15 +120,6 @@ class JobStore(SqlJobRows, SqlWebhookRows):
             applied.append(version)
         return applied
 
-    @property
-    def problem(self) -> str | None:
-        """Why the store cannot serve right now (corruption, or writes failing), or None."""
-        return self._corruption or self._write_failure
-
-    @property
-    def corrupt(self) -> bool:
-        return self._corruption is not None
-
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         return Job(
@@ -150,8 +140,7 @@ class JobStore(SqlJobRows, SqlWebhookRows):
         try:
             return self._once(operation, write)
         except sqlite3.OperationalError as exc:
-            if write:
-                self._write_failure = f"store writes are failing: {exc}"
+            self._note_outcome(write, f"store writes are failing: {exc}")
             raise StoreUnavailable(f"job store: {exc}") from exc
 
     def _once(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
@@ -159,12 +148,10 @@ class JobStore(SqlJobRows, SqlWebhookRows):
             with self._lock:
                 result = operation(self._db)
         except sqlite3.DatabaseError as exc:
-            if not is_corruption(exc):
-                raise
-            self._corruption = f"{self.data_dir / DB_NAME}: {exc}"
-            raise StoreCorrupt(f"{self._corruption} (move it aside or restore a backup)") from exc
-        if write:
-            self._write_failure = None
+            self._raise_if_corrupt(exc, is_corruption(exc), str(self.data_dir / DB_NAME),
+                                   "move it aside or restore a backup")
+            raise
+        self._note_outcome(write)
         return result
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
