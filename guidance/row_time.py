@@ -16,13 +16,14 @@ run synchronously and a clock is exact, though on a busy machine it also counts 
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+from guidance.timing import DeferredClock
 
 
 @dataclass
@@ -49,9 +50,8 @@ class RowClock:
     """Charges timed calls to the samples whose rows they served (module docstring)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
         self._seconds: dict[Hashable, RowSeconds] = {}
-        self._pending: list[tuple[Shares, torch.cuda.Event, torch.cuda.Event]] = []
+        self._clock = DeferredClock[Shares](device, self._add)
         #: Seconds of every call timed so far, whoever they were charged to.
         self._timed = 0.0
 
@@ -70,25 +70,17 @@ class RowClock:
             self._seconds.setdefault(sid, RowSeconds())
             reference = 0.0 if unguided_rows is None else count * per_row / unguided_rows[sid]
             shares[sid] = (count * per_row, reference)
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+        with self._clock.time(shares):
             yield
-            end.record()
-            self._pending.append((shares, start, end))
-        else:
-            began = time.perf_counter()
-            yield
-            self._add(shares, time.perf_counter() - began)
 
     def take(self, ids: Sequence[Hashable]) -> list[RowSeconds]:
         """The seconds of these samples, which leave the clock (waits for their recorded events)."""
-        self._settle()
+        self._clock.settle()
         return [self._seconds.pop(sid, RowSeconds()) for sid in ids]
 
     def drop(self, ids: Sequence[Hashable]) -> None:
         """Forget samples that left without a result (cancelled)."""
-        self._settle()
+        self._clock.settle()
         for sid in ids:
             self._seconds.pop(sid, None)
 
@@ -96,14 +88,8 @@ class RowClock:
     def timed_s(self) -> float:
         """Seconds of every call timed so far: what the totals of every sample charged add up to, the
         ones taken, dropped or still running included."""
-        self._settle()
+        self._clock.settle()
         return self._timed
-
-    def _settle(self) -> None:
-        for shares, start, end in self._pending:
-            end.synchronize()
-            self._add(shares, start.elapsed_time(end) / 1000.0)
-        self._pending.clear()
 
     def _add(self, shares: Shares, seconds: float) -> None:
         self._timed += seconds

@@ -98,18 +98,24 @@ def decode_data_url(value: str, limits: Limits) -> UploadedImage:
     return UploadedImage(data, (match.group("type") or "").lower() or None)
 
 
+def sized_payload(upload: UploadedImage, limits: Limits, what: str) -> bytes:
+    """The upload's bytes, refused when empty or over ``max_input_reference_bytes`` (an image or a video)."""
+    data = upload.data
+    if len(data) > limits.max_input_reference_bytes:
+        raise refuse(f"the {what} is {len(data)} bytes; max_input_reference_bytes is "
+                     f"{limits.max_input_reference_bytes}", code="input_reference_too_large")
+    if not data:
+        raise refuse(f"the {what} is empty")
+    return data
+
+
 def check_image(upload: UploadedImage | str, limits: Limits, width: int, height: int) -> CheckedInput:
     """The checks of the module docstring, for a video of ``width`` x ``height``."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(upload, str):
         upload = decode_data_url(upload.strip(), limits)
-    data = upload.data
-    if len(data) > limits.max_input_reference_bytes:
-        raise refuse(f"the image is {len(data)} bytes; max_input_reference_bytes is "
-                      f"{limits.max_input_reference_bytes}", code="input_reference_too_large")
-    if not data:
-        raise refuse("the image is empty")
+    data = sized_payload(upload, limits, "image")
     declared = (upload.content_type or "").split(";")[0].strip().lower()
     if declared and declared not in DECLARED and declared != "application/octet-stream":
         raise refuse(f"content type {declared!r} is not accepted; send image/png, image/jpeg or image/webp",

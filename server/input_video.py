@@ -42,6 +42,7 @@ from server.input_reference import (
     UploadedImage,
     check_aspect,
     refuse,
+    sized_payload,
 )
 from server.job_spec import INPUT_REFERENCE_KEY, InputReference
 from server.schema import Limits
@@ -97,12 +98,7 @@ def check_video(upload: UploadedImage, limits: Limits, width: int, height: int, 
                 fps: int) -> CheckedInput:
     """The checks of the module docstring, for an output video of ``width`` x ``height``, ``num_frames``
     frames at ``fps``."""
-    data = upload.data
-    if len(data) > limits.max_input_reference_bytes:
-        raise refuse(f"the video is {len(data)} bytes; max_input_reference_bytes is "
-                      f"{limits.max_input_reference_bytes}", code="input_reference_too_large")
-    if not data:
-        raise refuse("the video is empty")
+    data = sized_payload(upload, limits, "video")
     declared = _declared(upload)
     container = container_of(data)
     if declared and declared not in DECLARED and declared != "application/octet-stream":
