@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -135,35 +136,43 @@ def reward_and_gradients(
     around = timed or (lambda rows: nullcontext())
     if batch <= chunk_rows:
         with around(range(batch)):
-            return _chunk_gradients(reward, latents, t, cond, shape, weights, mode, weighted)
+            return _chunk_gradients(reward, _Chunk(latents, t, cond, weights, weighted), shape, mode)
     scores, grads = [], []
     for start in range(0, batch, chunk_rows):
         part = slice(start, start + chunk_rows)
         rows = list(range(start, min(batch, start + chunk_rows)))
+        chunk = _Chunk(latents[part], t.reshape(-1).expand(batch)[part], cond.select(rows), weights[part],
+                       None if weighted is None else weighted[part])
         with around(rows):
-            s, g = _chunk_gradients(reward, latents[part], t.reshape(-1).expand(batch)[part], cond.select(rows),
-                                    shape, weights[part], mode, None if weighted is None else weighted[part])
+            s, g = _chunk_gradients(reward, chunk, shape, mode)
         scores.append(s)
         grads.append(g)
     return torch.cat(scores), torch.cat(grads)
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """The rows of one forward and backward: their latents, noise levels, conditioning, objective weights
+    and (per row) the objectives it weights."""
+
+    latents: torch.Tensor
+    t: torch.Tensor
+    cond: TextConditioning
+    weights: torch.Tensor
+    weighted: Sequence[Sequence[int]] | None
+
+
 def _chunk_gradients(
-    reward: RewardFunction,
-    latents: torch.Tensor,
-    t: torch.Tensor,
-    cond: TextConditioning,
-    shape: VideoShape,
-    weights: torch.Tensor,
-    mode: str,
-    weighted: Sequence[Sequence[int]] | None,
+    reward: RewardFunction, chunk: _Chunk, shape: VideoShape, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`reward_and_gradients` of rows that share one graph."""
-    x = latents.detach().float().requires_grad_(True)
+    weighted = chunk.weighted
+    x = chunk.latents.detach().float().requires_grad_(True)
     with torch.enable_grad():
-        scores = reward(x, t, cond.detach(), shape).float()
+        scores = reward(x, chunk.t, chunk.cond.detach(), shape).float()
         if mode == "sum":
-            (grad,) = torch.autograd.grad((scores * weights).sum(), x, allow_unused=True, materialize_grads=True)
+            (grad,) = torch.autograd.grad((scores * chunk.weights).sum(), x, allow_unused=True,
+                                          materialize_grads=True)
             return scores.detach(), grad.unsqueeze(1)
         num = scores.shape[1]
         passes = max((len(ks) for ks in weighted), default=0)

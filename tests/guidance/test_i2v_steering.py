@@ -9,24 +9,18 @@ import torch
 from guidance.families import load_pipeline
 from guidance.families.base import VideoShape
 from guidance.nrg import GuidanceSpec
-from guidance.reward_model import init_reward_model, load_reward_model
+from guidance.reward_model import load_reward_model
 from guidance.sampler import SampleSpec, sample
 from tests.guidance.families.equivalence import test_image
 from tests.guidance.random_lora import save_random_lora
+from tests.guidance.untrained import family_and_reward_fixtures
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 STEPS = 4
 PROMPT = "a green square moving right"
 
 
-@pytest.fixture(scope="module")
-def i2v(tiny_family):
-    return tiny_family("wan-i2v")
-
-
-@pytest.fixture(scope="module")
-def reward(i2v):
-    return init_reward_model(i2v, ["a", "b"], num_blocks=1, seed=0)
+i2v, reward = family_and_reward_fixtures("wan-i2v", "i2v")
 
 
 def _spec(guidance=None, seed=3, image_seed=0, **kwargs):

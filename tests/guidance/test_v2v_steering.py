@@ -2,13 +2,12 @@
 best-of-N on a row that starts part-way down its schedule. Its guidance window is in noise levels, so
 a row starting at sigma s is guided only where the window lies below s."""
 
-import pytest
 
 from guidance.families.base import VideoShape
 from guidance.nrg import GuidanceSpec
-from guidance.reward_model import init_reward_model
 from guidance.sampler import SampleSpec, sample
 from tests.guidance.families.equivalence import test_video
+from tests.guidance.untrained import family_and_reward_fixtures
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
 STEPS = 6
@@ -16,14 +15,7 @@ STRENGTH = 0.5  # 3 of 6 steps run, from the 4th sigma of the full schedule
 PROMPT = "a green square moving right"
 
 
-@pytest.fixture(scope="module")
-def wan(tiny_family):
-    return tiny_family("wan")
-
-
-@pytest.fixture(scope="module")
-def reward(wan):
-    return init_reward_model(wan, ["a", "b"], num_blocks=1, seed=0)
+wan, reward = family_and_reward_fixtures("wan", "wan")
 
 
 def _spec(guidance=None, seed=3, video_seed=0, strength=STRENGTH):

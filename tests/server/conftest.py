@@ -49,6 +49,24 @@ def running_server(tmp_path, models, **overrides):
         yield url, app
 
 
+def wan_pair_fixtures(limits: Limits, name: str):
+    """A module's ``server`` (tiny Wan text-to-video and image-to-video hosted, batches of 2, ``limits``)
+    and ``client`` (httpx on it) fixtures: assign both, ``server, client = wan_pair_fixtures(...)``."""
+
+    @pytest.fixture(scope="module")
+    def server(hosted_wan, hosted_i2v, tmp_path_factory):
+        with running_server(tmp_path_factory.mktemp(name), {"tiny-wan": hosted_wan, "tiny-wan-i2v": hosted_i2v},
+                            max_batch=2, limits=limits) as (url, app):
+            yield url, app
+
+    @pytest.fixture()
+    def client(server):
+        with httpx.Client(base_url=server[0], timeout=120) as c:
+            yield c
+
+    return server, client
+
+
 @contextmanager
 def full_batches_only(app):
     """Inside: an idle engine starts a batch only once ``max_batch`` jobs of its key are queued, so which

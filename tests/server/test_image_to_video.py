@@ -15,7 +15,7 @@ from server.input_reference import check_image, fitted_image
 from server.job_spec import INPUT_REFERENCE_KEY
 from server.schema import Limits
 from server.store.sqlite import JobStore
-from tests.server.conftest import running_server, wait_for
+from tests.server.conftest import running_server, wait_for, wan_pair_fixtures
 from tests.server.inputs import data_url, png, post_reference, refusal
 
 SHAPE = VideoShape(32, 32, 9)
@@ -24,17 +24,7 @@ FIELDS = {"model": "tiny-wan-i2v", "prompt": "a red circle moving left", "size":
           "num_inference_steps": 3, "seed": 5}
 
 
-@pytest.fixture(scope="module")
-def server(hosted_wan, hosted_i2v, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("i2v"), {"tiny-wan": hosted_wan, "tiny-wan-i2v": hosted_i2v},
-                        max_batch=2, limits=LIMITS) as (url, app):
-        yield url, app
-
-
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server[0], timeout=120) as c:
-        yield c
+server, client = wan_pair_fixtures(LIMITS, "i2v")
 
 
 def multipart(client, image: bytes, content_type="image/png", **fields):

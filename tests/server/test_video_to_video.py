@@ -19,7 +19,7 @@ from server.job_spec import INPUT_REFERENCE_KEY
 from server.schema import Limits
 from server.store.sqlite import JobStore
 from tests.server.clips import encode, noise
-from tests.server.conftest import running_server, wait_for
+from tests.server.conftest import running_server, wait_for, wan_pair_fixtures
 from tests.server.inputs import data_url, png, post_reference, refusal
 
 SHAPE = VideoShape(32, 32, 9)
@@ -31,17 +31,7 @@ MP4 = encode(noise(9, seed=1))
 MP4_URL = data_url(MP4, "video/mp4")
 
 
-@pytest.fixture(scope="module")
-def server(hosted_wan, hosted_i2v, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("v2v"), {"tiny-wan": hosted_wan, "tiny-wan-i2v": hosted_i2v},
-                        max_batch=2, limits=LIMITS) as (url, app):
-        yield url, app
-
-
-@pytest.fixture()
-def client(server):
-    with httpx.Client(base_url=server[0], timeout=120) as c:
-        yield c
+server, client = wan_pair_fixtures(LIMITS, "v2v")
 
 
 def multipart(client, video: bytes, content_type="video/mp4", **fields):
