@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -110,6 +110,16 @@ class VideoShape:
     height: int
     width: int
     frames: int
+
+
+class DenoiserCall(NamedTuple):
+    """One denoiser call as a family adapter receives it: ``timesteps`` already one per row ([B])."""
+
+    model: torch.nn.Module
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    cond: TextConditioning
+    shape: VideoShape
 
 
 class PipelineFamily(ABC):
@@ -267,6 +277,23 @@ class PipelineFamily(ABC):
     ) -> tuple[TextConditioning, TextConditioning | None]:
         """Conditional and (when ``negative_prompts`` is given) unconditional conditioning."""
 
+    def embedded_prompts(
+        self, prompts: list[str], negative_prompts: list[str] | None, max_sequence_length: int,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[TextConditioning, TextConditioning | None]:
+        """The pipeline's own ``encode_prompt`` where it returns the text embeddings alone (Wan, CogVideoX),
+        cast to ``dtype`` if given; the uncond half only with ``negative_prompts`` (CFG)."""
+        cond, uncond = self.pipe.encode_prompt(
+            prompt=prompts,
+            negative_prompt=negative_prompts,
+            do_classifier_free_guidance=negative_prompts is not None,
+            max_sequence_length=max_sequence_length,
+            device=self.device,
+        )
+        if dtype is not None:
+            cond, uncond = cond.to(dtype), None if uncond is None else uncond.to(dtype)
+        return TextConditioning(cond), None if uncond is None else TextConditioning(uncond)
+
     @abstractmethod
     def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         """Initial noise, one generator per sample, drawn exactly as the pipeline draws it."""
@@ -275,7 +302,6 @@ class PipelineFamily(ABC):
     def set_timesteps(self, steps: int, shape: VideoShape) -> torch.Tensor:
         """Configure the scheduler for ``steps`` steps and return its timesteps."""
 
-    @abstractmethod
     def predict(
         self,
         model: torch.nn.Module,
@@ -285,8 +311,13 @@ class PipelineFamily(ABC):
         shape: VideoShape,
     ) -> torch.Tensor:
         """One denoiser call in the pipeline's own parameterisation (``prediction``). ``timesteps`` is
-        one model timestep per row ([B]; a scalar is broadcast): rows of a batch may be at different
-        steps of their schedules."""
+        one model timestep per row ([B]; a scalar is broadcast here, once for every family): rows of a
+        batch may be at different steps of their schedules."""
+        return self.denoise(DenoiserCall(model, latents, timesteps.reshape(-1).expand(latents.shape[0]), cond, shape))
+
+    @abstractmethod
+    def denoise(self, call: DenoiserCall) -> torch.Tensor:
+        """:meth:`predict` of one call, in the family's own way of calling its transformer."""
 
     def denoiser(self, timestep: torch.Tensor) -> torch.nn.Module:
         """The model that denoises at this timestep (Wan 2.2 switches experts mid-schedule)."""

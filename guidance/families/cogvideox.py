@@ -23,6 +23,7 @@ from diffusers import CogVideoXDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from guidance.families.base import (
+    DenoiserCall,
     ImageInput,
     PipelineFamily,
     Prediction,
@@ -104,14 +105,7 @@ class CogVideoXFamily(PipelineFamily):
     def encode_prompts(
         self, prompts: list[str], negative_prompts: list[str] | None
     ) -> tuple[TextConditioning, TextConditioning | None]:
-        cond, uncond = self.pipe.encode_prompt(
-            prompt=prompts,
-            negative_prompt=negative_prompts,
-            do_classifier_free_guidance=negative_prompts is not None,
-            max_sequence_length=MAX_SEQUENCE_LENGTH,
-            device=self.device,
-        )
-        return TextConditioning(cond), None if uncond is None else TextConditioning(uncond)
+        return self.embedded_prompts(prompts, negative_prompts, MAX_SEQUENCE_LENGTH)
 
     @property
     def image_input(self) -> ImageInput:
@@ -193,17 +187,10 @@ class CogVideoXFamily(PipelineFamily):
             self._rotary_key = key
         return self._rotary
 
-    def predict(
-        self,
-        model: torch.nn.Module,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: TextConditioning,
-        shape: VideoShape,
-    ) -> torch.Tensor:
+    def denoise(self, call: DenoiserCall) -> torch.Tensor:
         """The prediction in float32, as the pipeline upcasts it before CFG and the scheduler step. An
         image-to-video row's image latents join its latents' channels (cond and uncond alike)."""
-        batch = latents.shape[0]
+        model, latents, timesteps, cond, shape = call
         model_input = self.pipe.scheduler.scale_model_input(latents, timesteps)
         extra = {}
         if cond.image:
@@ -216,7 +203,7 @@ class CogVideoXFamily(PipelineFamily):
         return model(
             hidden_states=model_input.to(model.dtype),
             encoder_hidden_states=cond.embeds.to(model.dtype),
-            timestep=timesteps.reshape(-1).expand(batch),
+            timestep=timesteps,
             image_rotary_emb=self._rotary_embeddings(shape),
             return_dict=False,
             **extra,

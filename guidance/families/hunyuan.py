@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE, retrieve_timesteps
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
+from guidance.families.base import DenoiserCall, PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``HunyuanVideoPipeline.__call__``'s default: the Llama prompt is padded to this many tokens after
 #: the template is cropped, so a sample's embeddings never depend on the longest prompt in its batch.
@@ -82,19 +82,13 @@ class HunyuanFamily(PipelineFamily):
         self.pipe.scheduler.set_begin_index(0)
         return timesteps
 
-    def predict(
-        self,
-        model: torch.nn.Module,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: TextConditioning,
-        shape: VideoShape,
-    ) -> torch.Tensor:
+    def denoise(self, call: DenoiserCall) -> torch.Tensor:
+        model, latents, timesteps, cond, _ = call
         batch = latents.shape[0]
         guidance = torch.full((batch,), EMBEDDED_GUIDANCE_SCALE, dtype=model.dtype, device=latents.device) * 1000.0
         return model(
             hidden_states=latents.to(model.dtype),
-            timestep=timesteps.reshape(-1).expand(batch).to(latents.dtype),
+            timestep=timesteps.to(latents.dtype),
             encoder_hidden_states=cond.embeds,
             encoder_attention_mask=cond.extras["attention_mask"],
             pooled_projections=cond.extras["pooled_projections"],

@@ -23,7 +23,7 @@ import torch
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 
-from guidance.families.base import ImageInput, PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
+from guidance.families.base import DenoiserCall, ImageInput, PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``LTXPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
 #: depend on the longest prompt in its batch.
@@ -199,18 +199,11 @@ class LTXFamily(PipelineFamily):
         scheduler.set_begin_index(0)
         return timesteps
 
-    def predict(
-        self,
-        model: torch.nn.Module,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: TextConditioning,
-        shape: VideoShape,
-    ) -> torch.Tensor:
+    def denoise(self, call: DenoiserCall) -> torch.Tensor:
+        model, latents, timestep, cond, shape = call
         pipe = self.pipe
         frames, height, width = self._latent_grid(shape)
         spatial = pipe.vae_spatial_compression_ratio
-        timestep = timesteps.reshape(-1).expand(latents.shape[0])
         mask = cond.image["mask"] if cond.has_image else None
         if mask is not None:
             # LTXImageToVideoPipeline: one timestep per token, 0 on the image's first-frame tokens.

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from guidance.families.base import ImageInput, PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
+from guidance.families.base import DenoiserCall, ImageInput, PipelineFamily, TextConditioning, VideoShape, frames_to_vae_input
 
 #: ``WanPipeline.__call__``'s default; prompts are padded to it, so a sample's embeddings never
 #: depend on the longest prompt in its batch.
@@ -82,15 +82,7 @@ class WanFamily(PipelineFamily):
     def encode_prompts(
         self, prompts: list[str], negative_prompts: list[str] | None
     ) -> tuple[TextConditioning, TextConditioning | None]:
-        cond, uncond = self.pipe.encode_prompt(
-            prompt=prompts,
-            negative_prompt=negative_prompts,
-            do_classifier_free_guidance=negative_prompts is not None,
-            max_sequence_length=MAX_SEQUENCE_LENGTH,
-            device=self.device,
-        )
-        cond = TextConditioning(cond.to(self.dtype))
-        return cond, None if uncond is None else TextConditioning(uncond.to(self.dtype))
+        return self.embedded_prompts(prompts, negative_prompts, MAX_SEQUENCE_LENGTH, self.dtype)
 
     def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         if self.i2v:
@@ -172,16 +164,9 @@ class WanFamily(PipelineFamily):
         return (pipe.transformer,) if getattr(pipe, "transformer_2", None) is None else (
             pipe.transformer, pipe.transformer_2)
 
-    def predict(
-        self,
-        model: torch.nn.Module,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: TextConditioning,
-        shape: VideoShape,
-    ) -> torch.Tensor:
+    def denoise(self, call: DenoiserCall) -> torch.Tensor:
+        model, latents, t, cond, _ = call
         batch = latents.shape[0]
-        t = timesteps.reshape(-1).expand(batch)
         image = cond.image
         if self.i2v and not image:
             raise ValueError("this Wan image-to-video model needs every row's image conditioning "

@@ -15,6 +15,7 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.hosted_model import HostedModel
 from server.schema import Limits
+from server.store.sqlite import JobStore
 from tools.in_process import free_port, serving_app
 
 #: How long a test waits for a state before calling it a hang. Never a measure of speed: on a 2-core
@@ -65,6 +66,17 @@ def wan_pair_fixtures(limits: Limits, name: str):
             yield c
 
     return server, client
+
+
+def finished_after_restart(app, fields: dict, tmp_path, models: dict, limits: Limits) -> dict:
+    """Store a job of ``fields`` (resolved by ``app``, its inputs with it) in a fresh data directory, start
+    a new server on that directory and return the job as it ends there: what survives a restart."""
+    spec, inputs = app.state.runtime.resolver.resolve_with_inputs(fields)
+    store = JobStore(tmp_path / "data")
+    job = store.create(replace(spec, seed=5), inputs=inputs)
+    store.close()
+    with running_server(tmp_path, models, limits=limits) as (url, _), httpx.Client(base_url=url, timeout=120) as http:
+        return wait_for(http, job.id)
 
 
 @contextmanager

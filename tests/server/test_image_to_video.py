@@ -3,8 +3,6 @@ as a JSON data: URL, stored with the job, run by the worker, refused with a 400 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import httpx
 import pytest
 
@@ -14,8 +12,11 @@ from server.hosted_model import HostedModel
 from server.input_reference import check_image, fitted_image
 from server.job_spec import INPUT_REFERENCE_KEY
 from server.schema import Limits
-from server.store.sqlite import JobStore
-from tests.server.conftest import running_server, wait_for, wan_pair_fixtures
+from tests.server.conftest import (
+    finished_after_restart,
+    wait_for,
+    wan_pair_fixtures,
+)
 from tests.server.inputs import data_url, png, post_reference, refusal
 
 SHAPE = VideoShape(32, 32, 9)
@@ -123,13 +124,7 @@ def test_openai_sdk_sends_input_reference_as_a_file(server):
 
 def test_a_queued_image_job_survives_a_restart(hosted_wan, hosted_i2v, tmp_path, server):
     """The image lives in the store with the job: a server started on the data directory runs it."""
-    resolver = server[1].state.runtime.resolver
-    spec, inputs = resolver.resolve_with_inputs({**FIELDS, "input_reference": data_url(png(0))})
-    store = JobStore(tmp_path / "data")
-    job = store.create(replace(spec, seed=5), inputs=inputs)
-    store.close()
-    with running_server(tmp_path, {"tiny-wan-i2v": hosted_i2v}, limits=LIMITS) as (url, _):
-        with httpx.Client(base_url=url, timeout=120) as http:
-            done = wait_for(http, job.id)
+    done = finished_after_restart(server[1], {**FIELDS, "input_reference": data_url(png(0))}, tmp_path,
+                                  {"tiny-wan-i2v": hosted_i2v}, LIMITS)
     assert done["status"] == "completed"
     assert list(done["rewards"].values()) == pytest.approx(library_rewards(hosted_i2v, png(0)), abs=1e-4)

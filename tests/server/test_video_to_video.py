@@ -5,8 +5,6 @@ decodes it (the same bytes, the same decoder), with a tolerance."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import httpx
 import pytest
 
@@ -17,9 +15,12 @@ from server.input_reference import UploadedImage
 from server.input_video import check_video, fitted_video
 from server.job_spec import INPUT_REFERENCE_KEY
 from server.schema import Limits
-from server.store.sqlite import JobStore
 from tests.server.clips import encode, noise
-from tests.server.conftest import running_server, wait_for, wan_pair_fixtures
+from tests.server.conftest import (
+    finished_after_restart,
+    wait_for,
+    wan_pair_fixtures,
+)
 from tests.server.inputs import data_url, png, post_reference, refusal
 
 SHAPE = VideoShape(32, 32, 9)
@@ -130,14 +131,8 @@ def test_a_strength_that_leaves_no_step_is_refused(client):
 
 def test_a_queued_video_job_survives_a_restart(hosted_wan, tmp_path, server):
     """The video lives in the store with the job: a server started on the data directory runs it."""
-    resolver = server[1].state.runtime.resolver
-    spec, inputs = resolver.resolve_with_inputs({**FIELDS, "input_reference": MP4_URL, "denoise_strength": 0.75})
-    store = JobStore(tmp_path / "data")
-    job = store.create(replace(spec, seed=5), inputs=inputs)
-    store.close()
-    with running_server(tmp_path, {"tiny-wan": hosted_wan}, limits=LIMITS) as (url, _):
-        with httpx.Client(base_url=url, timeout=120) as http:
-            done = wait_for(http, job.id)
+    done = finished_after_restart(server[1], {**FIELDS, "input_reference": MP4_URL, "denoise_strength": 0.75},
+                                  tmp_path, {"tiny-wan": hosted_wan}, LIMITS)
     assert done["status"] == "completed" and done["denoise_strength"] == 0.75
     assert list(done["rewards"].values()) == pytest.approx(library(hosted_wan, MP4, 0.75), abs=1e-4)
 
