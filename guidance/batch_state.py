@@ -38,7 +38,7 @@ import torch
 
 from guidance import search
 from guidance.batch_rows import BatchRows
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.families.base import PipelineFamily, RowAdapters, TextConditioning, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.nrg import DEFAULT_MAX_RATIO, check_gradient_objectives
 from guidance.precision import check_guidance_dtype
@@ -513,6 +513,12 @@ class BatchState:
             uncond = None if uncond is None else uncond.with_image(image_cond, has_image)
         if uncond is not None and len(cfg_rows) < len(specs):
             uncond = uncond.select(cfg_rows)
+        # Scale 0 is the base model: no adapter at all, so its output is the base one exactly.
+        adapters = [self.loras.index(s.lora) if s.lora is not None and s.lora_scale != 0 else -1 for s in specs]
+        scales = [float(s.lora_scale) for s in specs]
+        if self.loras is not None:
+            # The rows' adapters ride with the conditioning into the reward's clean estimate (a judge's).
+            cond = replace(cond, adapters=RowAdapters(tuple(adapters), tuple(scales), self.loras.routing))
         guidance = [s.guidance for s in specs]
         zeros = [0.0] * len(objectives)
         vectors = [g.weight_vector(objectives) if g else zeros for g in guidance]
@@ -533,9 +539,8 @@ class BatchState:
             # On a truncated schedule only the part of a window below the sample's start is guided.
             coefs=[s.coefficients(g, self.max_ratio) for s, g in zip(schedules, guidance)],
             steps_done=[0] * batch,
-            # Scale 0 is the base model: no adapter at all, so its output is the base one exactly.
-            adapters=[self.loras.index(s.lora) if s.lora is not None and s.lora_scale != 0 else -1 for s in specs],
-            adapter_scales=[float(s.lora_scale) for s in specs],
+            adapters=adapters,
+            adapter_scales=scales,
             skipped=torch.zeros(batch, dtype=torch.long, device=device),
             guided=torch.zeros(batch, dtype=torch.long, device=device),
             first_nonfinite=torch.zeros(batch, dtype=torch.long, device=device),

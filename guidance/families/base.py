@@ -11,7 +11,8 @@ batch per-sample CFG scales and reward weights or differentiate through the deno
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -23,6 +24,24 @@ from guidance.schedule import Schedule
 Prediction = Literal["flow", "v", "eps"]
 #: What a loaded pipeline does with an image (``PipelineFamily.image_input``).
 ImageInput = Literal["none", "optional", "required"]
+
+
+@dataclass(frozen=True)
+class RowAdapters:
+    """Each row's LoRA adapter (``index``, -1 for none) and scale, with ``routing``: the context in which a
+    denoiser call of exactly these rows applies them (``guidance.multi_lora.MultiLora.routing``)."""
+
+    index: tuple[int, ...]
+    scale: tuple[float, ...]
+    routing: Callable[[torch.Tensor, torch.Tensor], AbstractContextManager[None]]
+
+    def select(self, rows: list[int]) -> RowAdapters:
+        return RowAdapters(tuple(self.index[i] for i in rows), tuple(self.scale[i] for i in rows), self.routing)
+
+    def cat(self, other: RowAdapters | None, other_rows: int) -> RowAdapters:
+        """These rows' adapters, then ``other``'s (``other_rows`` rows without one when it is None)."""
+        index, scale = (other.index, other.scale) if other is not None else ((-1,) * other_rows, (0.0,) * other_rows)
+        return RowAdapters(self.index + index, self.scale + scale, self.routing)
 
 
 @dataclass
@@ -41,6 +60,10 @@ class TextConditioning:
     zeros. Both are empty when no row has an image. Keeping the image here, beside the prompt, is what
     carries it into every denoiser call: the CFG halves, the particles of the search modes, the reward
     model's trunk and the clean estimate all select and concatenate rows of this object.
+
+    ``adapters`` are the rows' LoRA checkpoints (None when no row has one), carried here for the same
+    reason: the clean estimate a judge scores is the denoiser's with the row's adapter, whichever subset
+    of rows (a reward chunk, one row, the particles due) it is computed for.
     """
 
     embeds: torch.Tensor
@@ -48,6 +71,7 @@ class TextConditioning:
     texts: tuple[str, ...] = ()
     image: dict[str, torch.Tensor] = field(default_factory=dict)
     image_rows: tuple[bool, ...] = ()
+    adapters: RowAdapters | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -61,12 +85,13 @@ class TextConditioning:
         """The conditioning of a subset of samples (for dropping finished or cancelled samples)."""
         idx = torch.as_tensor(index, device=self.embeds.device, dtype=torch.long)
         # The host's own list when given one: reading the indices back from the device would sync it.
-        rows = ([int(i) for i in index] if isinstance(index, list) else idx.tolist()) if self.texts or self.image_rows \
-            else []
+        on_host = self.texts or self.image_rows or self.adapters is not None
+        rows = ([int(i) for i in index] if isinstance(index, list) else idx.tolist()) if on_host else []
         texts = tuple(self.texts[i] for i in rows) if self.texts else ()
         image_rows = tuple(self.image_rows[i] for i in rows) if self.image_rows else ()
         return TextConditioning(self.embeds[idx], {k: v[idx] for k, v in self.extras.items()}, texts,
-                                {k: v[idx.to(v.device)] for k, v in self.image.items()}, image_rows)
+                                {k: v[idx.to(v.device)] for k, v in self.image.items()}, image_rows,
+                                None if self.adapters is None else self.adapters.select(rows))
 
     def cat(self, other: TextConditioning) -> TextConditioning:
         """Both batches' conditioning, ``other``'s after this one's (samples joining a batch). Prompts
@@ -82,9 +107,13 @@ class TextConditioning:
                 raise ValueError(f"image conditioning differs: {sorted(mine)} vs {sorted(theirs)}")
             image = {k: torch.cat([v, theirs[k]]) for k, v in mine.items()}
             image_rows = (self.image_rows or (False,) * len(self)) + (other.image_rows or (False,) * len(other))
+        adapters = self.adapters
+        if self.adapters is not None or other.adapters is not None:
+            mine = self.adapters or RowAdapters((-1,) * len(self), (0.0,) * len(self), other.adapters.routing)
+            adapters = mine.cat(other.adapters, len(other))
         return TextConditioning(torch.cat([self.embeds, other.embeds]),
                                 {k: torch.cat([v, other.extras[k]]) for k, v in self.extras.items()}, texts,
-                                image, image_rows)
+                                image, image_rows, adapters)
 
     def _image_or_zeros(self, like: TextConditioning) -> dict[str, torch.Tensor]:
         """This side's image tensors, or zeros shaped like ``like``'s for each of this side's rows."""
@@ -96,11 +125,21 @@ class TextConditioning:
         """This conditioning with ``image`` (one entry per row, ``rows[i]`` whether row i has one)."""
         if len(rows) != len(self) or any(v.shape[0] != len(self) for v in image.values()):
             raise ValueError(f"image conditioning needs one entry per row ({len(self)}); got {len(rows)}")
-        return TextConditioning(self.embeds, self.extras, self.texts, dict(image), tuple(rows))
+        return TextConditioning(self.embeds, self.extras, self.texts, dict(image), tuple(rows), self.adapters)
 
     def detach(self) -> TextConditioning:
         return TextConditioning(self.embeds.detach(), {k: v.detach() for k, v in self.extras.items()}, self.texts,
-                                {k: v.detach() for k, v in self.image.items()}, self.image_rows)
+                                {k: v.detach() for k, v in self.image.items()}, self.image_rows, self.adapters)
+
+    def adapter_routing(self) -> AbstractContextManager[None]:
+        """The context in which a denoiser call of these rows applies each row's LoRA adapter (nothing to
+        do when no row has one)."""
+        adapters = self.adapters
+        if adapters is None or all(i < 0 for i in adapters.index):
+            return nullcontext()
+        device = self.embeds.device
+        return adapters.routing(torch.tensor(adapters.index, device=device),
+                                torch.tensor(adapters.scale, dtype=torch.float32, device=device))
 
 
 @dataclass(frozen=True)
@@ -444,9 +483,10 @@ class PipelineFamily(ABC):
     def clean_estimate(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning,
                        shape: VideoShape) -> torch.Tensor:
         """The denoiser's clean estimate x0 = x_t - t v(x_t, t) of flow-matching latents, in float32
-        (cond only, no CFG; rows at t = 0 are their own estimate): what a judge of decoded video
-        scores mid-schedule. Each row goes to the denoiser of its timestep (Wan 2.2 has two); the estimate
-        is the pipeline's latents after its loop (:meth:`final_latents`)."""
+        (cond only, no CFG, each row with its LoRA adapter if ``cond`` carries one; rows at t = 0 are
+        their own estimate): what a judge of decoded video scores mid-schedule. Each row goes to the
+        denoiser of its timestep (Wan 2.2 has two); the estimate is the pipeline's latents after its loop
+        (:meth:`final_latents`)."""
         if self.prediction != "flow":
             raise ValueError(f"the clean estimate x0 = x_t - t v needs a flow-matching model; {self.name} "
                              f"predicts {self.prediction}")
@@ -461,8 +501,10 @@ class PipelineFamily(ABC):
         for rows in experts.values():
             index = torch.tensor(rows, device=latents.device)
             model = self.denoiser(timestep[rows[0]])
-            velocity[index] = self.predict(model, latents[index].to(self.dtype), timestep[index], cond.select(rows),
-                                           shape).float()
+            rows_cond = cond.select(rows)
+            with rows_cond.adapter_routing():
+                velocity[index] = self.predict(model, latents[index].to(self.dtype), timestep[index], rows_cond,
+                                               shape).float()
         return self.final_latents(latents.float() - t.view(-1, *([1] * (latents.ndim - 1))) * velocity, cond)
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ guides by its gradient through the decoder and the denoiser on its differentiabl
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -145,3 +147,31 @@ def test_gradient_modes_take_differentiable_objectives_only_and_flow_models_only
                SampleSpec("b", guidance=ranked)], 3, [1, 2])
     with pytest.raises(ValueError, match="flow-matching models"):
         JudgeReward(tiny_family("cogvideox"), _Brightness())
+
+
+def test_a_lora_rows_clean_estimate_is_its_adapted_models(tiny_dir, tmp_path):
+    """A judge ranking or guiding a LoRA row scores that row's model: the batch's conditioning carries the
+    rows' adapters into the clean estimate, whatever subset of rows it is computed for."""
+    from guidance.checkpoints import CheckpointRegistry
+    from guidance.families import load_pipeline
+    from tests.guidance.random_lora import save_random_lora
+
+    family = load_pipeline(tiny_dir("wan"))  # its own copy: the registry loads the adapter into it
+    adapted = save_random_lora(family.transformer, tmp_path / "lora")
+    registry = CheckpointRegistry(family, {"lora": tmp_path / "lora"})
+    batch = BatchState(family, SHAPE, loras=registry.multi_lora)
+    specs = [SampleSpec("a red ball", seed=1, lora="lora"), SampleSpec("a red ball", seed=1)]
+    batch.add(specs, 3, [0, 1])
+    rows = batch.rows
+    assert rows.cond.adapters.index == (0, -1)
+    t = torch.tensor([0.6, 0.6])
+    estimate = family.clean_estimate(rows.latents, t, rows.cond, SHAPE)
+    timestep = t * family.pipe.scheduler.config.num_train_timesteps
+    with torch.no_grad():
+        velocity = family.predict(adapted, rows.latents[:1], timestep[:1], rows.cond.select([0]), SHAPE).float()
+    torch.testing.assert_close(estimate[0], rows.latents[0].float() - 0.6 * velocity[0], atol=1e-5, rtol=1e-5)
+    base = family.clean_estimate(rows.latents, t, replace(rows.cond, adapters=None), SHAPE)
+    assert torch.equal(estimate[1], base[1]) and not torch.allclose(estimate[0], base[0], atol=1e-3)
+    # One row at a time (a reward chunk, batch-invariant scoring): the same row keeps its adapter.
+    alone = family.clean_estimate(rows.latents[:1], t[:1], rows.cond.select([0]), SHAPE)
+    torch.testing.assert_close(alone[0], estimate[0], atol=1e-5, rtol=1e-5)
