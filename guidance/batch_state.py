@@ -439,8 +439,16 @@ class BatchState:
                 self.decodes.pop(sid, None)
             return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
         part.latents = self.family.final_latents(part.latents, part.cond)
-        final_rewards = None
-        if self.reward is not None:
+        final_rewards = frames = None
+        if hasattr(self.reward, "score_frames"):
+            # A judge's final score is of the video the sample returns: one decode serves both, and a
+            # search sample's losing particles cost one decode each.
+            frames = self._decode_all(part)
+            final_rewards = self._final_scores(frames, part.cond)
+            self._count_decodes(sid for sid, rows in Counter(part.ids).items() for _ in range(rows - 1))
+            kept_rows = search.finish(part, (final_rewards * part.weights).sum(dim=1))
+            final_rewards, frames = final_rewards[kept_rows], frames[kept_rows] if decode else None
+        elif self.reward is not None:
             t_zero = torch.zeros(len(part), device=self.device)
             final_rewards = self.scorer(part.latents.float(), t_zero, part.cond, self.shape).float()
             self._count_decodes(part.ids)
@@ -448,10 +456,8 @@ class BatchState:
         decodes = [self.decodes.pop(sid, 0) for sid in part.groups()]
         for sid in done:
             self.decodes.pop(sid, None)
-        frames = None
-        if decode:
-            with self.timer.phase("decode_s"):
-                frames = torch.cat([self._decode(part, row) for row in range(0, len(part), DECODE_CHUNK_ROWS)])
+        if decode and frames is None:
+            frames = self._decode_all(part)
         return SampleResult(
             frames=frames,
             latents=part.latents,
@@ -467,13 +473,26 @@ class BatchState:
             row_seconds=self.clock.take(part.ids),
         )
 
-    def _decode(self, part: BatchRows, start: int) -> torch.Tensor:
-        """Frames of the finished rows from ``start`` (a video VAE's decoder holds gigabytes of activations
-        per sample: ``DECODE_CHUNK_ROWS`` at a time), charged to them as work an unguided row does too."""
-        ids = part.ids[start:start + DECODE_CHUNK_ROWS]
-        with self.clock.charge(ids, dict.fromkeys(ids, 1)):
-            return self.family.decode(part.latents[start:start + DECODE_CHUNK_ROWS], self.shape,
-                                      part.generators[start:start + DECODE_CHUNK_ROWS])
+    def _decode_all(self, part: BatchRows) -> torch.Tensor:
+        """Frames of the finished rows (a video VAE's decoder holds gigabytes of activations per sample:
+        ``DECODE_CHUNK_ROWS`` at a time), charged to them as work an unguided row does too (a sample's
+        particles share one row's reference)."""
+        rows_of = Counter(part.ids)
+        frames = []
+        with self.timer.phase("decode_s"):
+            for start in range(0, len(part), DECODE_CHUNK_ROWS):
+                ids = part.ids[start:start + DECODE_CHUNK_ROWS]
+                with self.clock.charge(ids, {sid: rows_of[sid] for sid in ids}):
+                    frames.append(self.family.decode(part.latents[start:start + DECODE_CHUNK_ROWS], self.shape,
+                                                     part.generators[start:start + DECODE_CHUNK_ROWS]))
+        return torch.cat(frames)
+
+    def _final_scores(self, frames: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+        """The reward's scores of final frames: in one call, or one row per call (``batch_invariant``)."""
+        score = self.reward.score_frames
+        if not self.batch_invariant:
+            return score(frames, cond).float()
+        return torch.cat([score(frames[row:row + 1], cond.select([row])) for row in range(len(frames))]).float()
 
     # -- joining ----------------------------------------------------------------------------------
     def _encode(self, prompts: list[str], negatives: list[str] | None,

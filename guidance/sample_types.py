@@ -79,9 +79,10 @@ class SampleResult:
     #: Per sample, the first step (1-based) after which its latents held NaN or inf; 0 if none did.
     #: See ``guidance.output_checks``, which turns this and the frames into per-sample errors.
     nonfinite_steps: list[int] = field(default_factory=list)
-    #: Per sample, the clean estimates its reward decoded to score it (search rankings, gradient steps,
-    #: the final score; its particles count each), each a VAE decode beside a denoiser pass, and in a
-    #: gradient mode a backward through both: 0 unless the reward ``decodes`` (a judge's).
+    #: Per sample, the decodes its reward added to score it (search rankings and gradient steps, each
+    #: a clean estimate's denoiser pass and VAE decode, and in a gradient mode a backward through both;
+    #: at the end, one per particle that loses: the final score is of the returned video's own decode):
+    #: 0 unless the reward ``decodes`` (a judge's).
     guidance_decodes: list[int] = field(default_factory=list)
     #: Per returned sample, its measured seconds and those of one unguided row of it in the same calls
     #: (``guidance.row_time``): their ratio is what guidance cost in time, not in passes.

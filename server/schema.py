@@ -346,9 +346,10 @@ class VideoObject(BaseModel):
     denoiser_passes: int | None = Field(None, description="Rows x steps the denoiser ran for the job (its particles "
                                                           "each; CFG's unconditional pass not counted).")
     guidance_decodes: int | None = Field(
-        None, description="Clean estimates a judge decoded to steer this job (particle rankings, gradient steps, the "
-                          "final score; particles count each): each costs a denoiser pass and a VAE decode, and in a "
-                          "gradient mode a backward through both. 0 when a reward model steers.")
+        None, description="Decodes a judge added to steer this job (particle rankings and gradient steps, each with "
+                          "a denoiser pass, and in a gradient mode a backward through both; one per particle that "
+                          "loses at the end; the final score is of the returned video's own decode). 0 when a reward "
+                          "model steers.")
     batch_size: int | None = Field(None, description="Samples in the batch this job ran in.")
     queue_time_s: float | None = None
     inference_time_s: float | None = None

@@ -81,6 +81,11 @@ class JudgeReward:
                 frames = self._frames(latents, t, cond, shape, self.family.decode)
         return self.judge.score(frames, list(cond.texts), self.fps).float().to(latents.device)
 
+    def score_frames(self, frames: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+        """The judge's scores of decoded final videos ([B, F, H, W, 3]) with their prompts' text: the
+        steered batch scores the frames it returns this way instead of decoding its latents again."""
+        return self.judge.score(frames, list(cond.texts), self.fps).float().to(frames.device)
+
     def _frames(self, latents: torch.Tensor, t: torch.Tensor, cond: TextConditioning, shape: VideoShape,
                 decode: Callable[[torch.Tensor, VideoShape, list[torch.Generator]], torch.Tensor]) -> torch.Tensor:
         """The decoded clean estimate of every row, one row per decode (a video VAE's activations are

@@ -60,8 +60,8 @@ def test_best_of_n_ranked_by_a_judge_runs_without_a_reward_model(tiny_family):
                     4, JudgeReward(family, judge))
     assert result.objectives == ("bright",) and result.rewards.shape == (2, 1)
     assert result.denoiser_passes[0] > result.denoiser_passes[1] == 4  # the particles cost passes
-    # Three particles ranked once, then the survivor's final score; the unguided sample's final score.
-    assert result.guidance_decodes == [4, 1]
+    # Three particles ranked once; the final scores are of the videos returned, decoded once for both.
+    assert result.guidance_decodes == [3, 0]
     assert torch.allclose(result.rewards[:, 0], result.frames.mean((1, 2, 3, 4)), atol=1e-5)
 
 
@@ -129,7 +129,7 @@ def test_guiding_by_the_judges_sharpness_raises_it_and_its_negative_lowers_it(ti
     unguided, up, down = judge.score(out.frames, ["a red ball"] * 3)[:, 0].tolist()
     assert up > unguided + 1e-3 and down < unguided - 1e-3
     assert out.guided_steps == [0, 3, 3]  # every step but the first (t = 1)
-    assert out.guidance_decodes == [1, 4, 4]  # a decode per guided step, and the final score
+    assert out.guidance_decodes == [0, 3, 3]  # a decode per guided step; the final score is the video's
 
 
 def test_gradient_modes_take_differentiable_objectives_only_and_flow_models_only(tiny_family):
@@ -175,3 +175,15 @@ def test_a_lora_rows_clean_estimate_is_its_adapted_models(tiny_dir, tmp_path):
     # One row at a time (a reward chunk, batch-invariant scoring): the same row keeps its adapter.
     alone = family.clean_estimate(rows.latents[:1], t[:1], rows.cond.select([0]), SHAPE)
     torch.testing.assert_close(alone[0], estimate[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_judges_final_score_shares_the_returned_videos_decode(tiny_family, monkeypatch):
+    family = tiny_family("wan")
+    calls = []
+    decode = family.decode
+    monkeypatch.setattr(family, "decode", lambda latents, *args: calls.append(len(latents)) or decode(latents, *args))
+    judge = _Brightness()
+    result = sample(family, [SampleSpec("a red ball", seed=4), SampleSpec("a cat", seed=5)], SHAPE, 3,
+                    JudgeReward(family, judge))
+    assert sum(calls) == 2 and result.guidance_decodes == [0, 0]  # one decode per sample, no more
+    assert torch.allclose(result.rewards[:, 0], result.frames.mean((1, 2, 3, 4)), atol=1e-6)
