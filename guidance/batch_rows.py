@@ -24,7 +24,8 @@ from guidance.schedule import Schedule
 #: The per-row tensors that ``take`` indexes and ``extend`` concatenates (dim 0 is the row).
 ROW_TENSORS = ("latents", "cfg", "weights", "skipped", "guided", "first_nonfinite", "log_weights", "last_scores")
 #: The per-row host lists, likewise.
-ROW_LISTS = ("ids", "guidance", "generators", "schedules", "coefs", "steps_done", "adapters", "adapter_scales")
+ROW_LISTS = ("ids", "guidance", "generators", "schedules", "coefs", "steps_done", "adapters", "adapter_scales",
+             "cache_thresholds")
 
 
 @dataclass
@@ -46,6 +47,8 @@ class BatchRows:
     #: Per row, its LoRA adapter's index in the batch's ``MultiLora`` (-1: none) and its scale.
     adapters: list[int]
     adapter_scales: list[float]
+    #: Per row, its first-block cache threshold (``guidance.step_cache``; 0: every block, always).
+    cache_thresholds: list[float]
     skipped: torch.Tensor  # [B] steps skipped for a non-finite gradient
     guided: torch.Tensor  # [B] steps actually guided
     first_nonfinite: torch.Tensor  # [B] first step with non-finite latents, 0 while finite

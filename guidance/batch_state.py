@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 
 import torch
@@ -46,6 +46,7 @@ from guidance.rewards import RewardFunction, RowByRowReward, default_chunk_rows,
 from guidance.row_time import RowClock
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
 from guidance.schedule import Schedule
+from guidance.step_cache import StepCache
 from guidance.timing import PhaseTimer
 from guidance.video_to_video import check_video_specs, sample_start
 from kernels.guided_step import guided_step
@@ -63,8 +64,9 @@ def _row(values: torch.Tensor | None, j: int) -> torch.Tensor | None:
     return None if values is None else values[j:j + 1]
 
 
-def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, loras: MultiLora | None = None) -> None:
-    """Validate every sample's guidance and adapter (``ValueError`` naming the sample)."""
+def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, loras: MultiLora | None = None,
+                step_cache: StepCache | None = None) -> None:
+    """Validate every sample's guidance, adapter and cache threshold (``ValueError`` naming the sample)."""
     if not specs:
         raise ValueError("a batch needs at least one sample")
     for i, spec in enumerate(specs):
@@ -72,6 +74,10 @@ def check_specs(specs: Sequence[SampleSpec], reward: RewardFunction | None, lora
             raise ValueError(f"sample {i}: cfg_scale must be a finite number >= 0; got {spec.cfg_scale!r}")
         if not math.isfinite(spec.lora_scale):
             raise ValueError(f"sample {i}: lora_scale must be a finite number; got {spec.lora_scale!r}")
+        if not (0.0 <= spec.cache_threshold < float("inf")):
+            raise ValueError(f"sample {i}: cache_threshold must be a finite number >= 0; got {spec.cache_threshold!r}")
+        if spec.cache_threshold > 0 and step_cache is None:
+            raise ValueError(f"sample {i}: cache_threshold {spec.cache_threshold} needs a step cache on the batch")
         if spec.lora is not None:
             if loras is None:
                 raise ValueError(f"sample {i}: LoRA {spec.lora!r} was requested but the batch has no adapters")
@@ -98,11 +104,14 @@ class BatchState:
 
     def __init__(self, family: PipelineFamily, shape: VideoShape, reward: RewardFunction | None = None,
                  *, max_ratio: float = DEFAULT_MAX_RATIO, loras: MultiLora | None = None,
-                 reward_chunk_rows: int | None = None, batch_invariant: bool = False) -> None:
+                 reward_chunk_rows: int | None = None, batch_invariant: bool = False,
+                 step_cache: StepCache | None = None) -> None:
         family.check_shape(shape)
         self.family = family
         #: Per-sample LoRA adapters (``SampleSpec.lora``), applied row by row in every denoiser call.
         self.loras = loras
+        #: First-block caching of the samples that ask for it (``SampleSpec.cache_threshold``), per row.
+        self.step_cache = step_cache
         self.shape = shape
         self.reward = reward
         self.max_ratio = max_ratio
@@ -129,6 +138,8 @@ class BatchState:
         #: (a reward that ``decodes``: a judge's; its particles count each): the cost a latent reward
         #: does not have.
         self.decodes: Counter[Hashable] = Counter()
+        #: Denoiser calls per sample (CFG halves each) whose blocks after the first the step cache skipped.
+        self.cached_calls: Counter[Hashable] = Counter()
         #: Cancelled samples that must ride along to the end (non-joinable schedules).
         self._dropped: set[Hashable] = set()
         #: Index tensors already on the device, by their values (``_to_device``).
@@ -166,7 +177,7 @@ class BatchState:
         present = set(self.ids) & set(ids)
         if present:
             raise ValueError(f"samples {sorted(map(str, present))} are already in the batch")
-        check_specs(specs, self.reward, self.loras)
+        check_specs(specs, self.reward, self.loras, self.step_cache)
         check_video_specs(self.family, specs)
         if any(s.guidance is not None and s.guidance.active and not s.guidance.search for s in specs):
             check_guidance_dtype(self.family.dtype)
@@ -203,7 +214,9 @@ class BatchState:
             for sid in gone:
                 self.passes.pop(sid, None)
                 self.decodes.pop(sid, None)
+                self.cached_calls.pop(sid, None)
             self.clock.drop(list(gone))
+            self._forget_cache(gone)
         else:
             self._dropped |= gone
         return present
@@ -276,7 +289,8 @@ class BatchState:
             model = models[expert]
             whole = len(members) == batch
             idx = self._to_device(members)
-            with self._adapters(members), self.clock.charge([rows.ids[row] for row in members], sample_rows):
+            with self._adapters(members), self._cached(expert, members, "cond"), \
+                    self.clock.charge([rows.ids[row] for row in members], sample_rows):
                 cond = family.predict(model, rows.latents if whole else rows.latents[idx],
                                       timesteps if whole else timesteps[idx],
                                       rows.cond if whole else rows.cond.select(members), shape)
@@ -287,7 +301,8 @@ class BatchState:
             cfg = [row for row in members if row in position]
             if rows.uncond is None or not cfg:
                 continue
-            with self._adapters(cfg), self.clock.charge([rows.ids[row] for row in cfg], sample_rows):
+            with self._adapters(cfg), self._cached(expert, cfg, "uncond"), \
+                    self.clock.charge([rows.ids[row] for row in cfg], sample_rows):
                 uncond = family.predict(model, rows.latents[cfg], timesteps[cfg],
                                         rows.uncond.select([position[row] for row in cfg]), shape)
             if pred_uncond is None:
@@ -298,6 +313,26 @@ class BatchState:
             plain = self._to_device([row for row in range(batch) if row not in position])
             pred_uncond[plain] = pred_cond[plain]
         return pred_cond, pred_uncond
+
+    @contextmanager
+    def _cached(self, expert: int, members: list[int], half: str) -> Iterator[None]:
+        """One denoiser call of these rows (one CFG half) with their first-block cache thresholds; counts
+        the calls whose later blocks the cache skipped (nothing to do when no row asks for caching)."""
+        rows = self.rows
+        thresholds = [rows.cache_thresholds[row] for row in members]
+        if self.step_cache is None or not any(thresholds):
+            yield
+            return
+        keys = [(rows.ids[row], half) for row in members]
+        cache = self.step_cache.experts[expert]
+        with cache.rows(keys, thresholds, lambda part: self._adapters([members[i] for i in part])) as skipped:
+            yield
+        self.cached_calls.update(rows.ids[members[i]] for i in skipped)
+
+    def _forget_cache(self, sample_ids: Iterable[Hashable]) -> None:
+        """Samples that left: their step-cache states go (their ids never come back)."""
+        if self.step_cache is not None:
+            self.step_cache.forget(sample_ids)
 
     def _adapters(self, members: list[int]):
         """Route each of these rows to its LoRA adapter for one denoiser call (nothing when none has one)."""
@@ -437,6 +472,8 @@ class BatchState:
         if not len(part):
             for sid in done:
                 self.decodes.pop(sid, None)
+                self.cached_calls.pop(sid, None)
+            self._forget_cache(done)
             return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
         part.latents = self.family.final_latents(part.latents, part.cond)
         final_rewards = frames = None
@@ -454,8 +491,11 @@ class BatchState:
             self._count_decodes(part.ids)
             final_rewards = final_rewards[search.finish(part, (final_rewards * part.weights).sum(dim=1))]
         decodes = [self.decodes.pop(sid, 0) for sid in part.groups()]
+        cached = [self.cached_calls.pop(sid, 0) for sid in part.groups()]
         for sid in done:
             self.decodes.pop(sid, None)
+            self.cached_calls.pop(sid, None)
+        self._forget_cache(done)
         if decode and frames is None:
             frames = self._decode_all(part)
         return SampleResult(
@@ -471,6 +511,7 @@ class BatchState:
             nonfinite_steps=part.first_nonfinite.tolist(),
             guidance_decodes=decodes,
             row_seconds=self.clock.take(part.ids),
+            cached_calls=cached,
         )
 
     def _decode_all(self, part: BatchRows) -> torch.Tensor:
@@ -560,6 +601,9 @@ class BatchState:
             steps_done=[0] * batch,
             adapters=adapters,
             adapter_scales=scales,
+            # A search sample's particles share its id, so they would share states: never cached.
+            cache_thresholds=[0.0 if g is not None and g.search else s.cache_threshold
+                              for s, g in zip(specs, guidance)],
             skipped=torch.zeros(batch, dtype=torch.long, device=device),
             guided=torch.zeros(batch, dtype=torch.long, device=device),
             first_nonfinite=torch.zeros(batch, dtype=torch.long, device=device),

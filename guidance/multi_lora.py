@@ -66,14 +66,16 @@ class MultiLora:
     @contextmanager
     def routing(self, index: torch.Tensor, scale: torch.Tensor) -> Iterator[None]:
         """Within this block, row ``b`` of every hooked layer's input gets adapter ``index[b]`` (-1:
-        none) at ``scale[b]``. PEFT's own adapters must be disabled (the base model active)."""
+        none) at ``scale[b]``; the routing it was entered in comes back after it (the step cache narrows a
+        call's routing to the rows that run its later blocks). PEFT's own adapters must be disabled (the
+        base model active)."""
         if any(not module.disable_adapters for module in self._modules[:1]):
             raise RuntimeError("per-sample LoRA needs PEFT's adapters disabled (the base model active)")
-        self._route = (index, scale.float())
+        previous, self._route = self._route, (index, scale.float())
         try:
             yield
         finally:
-            self._route = None
+            self._route = previous
 
     def remove(self) -> None:
         for hook in self._hooks:

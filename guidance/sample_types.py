@@ -43,6 +43,10 @@ class SampleSpec:
     #: How much of the schedule a video's sample runs, in (0, 1]: None takes
     #: ``guidance.video_to_video.DEFAULT_DENOISE_STRENGTH``; only with a video.
     denoise_strength: float | None = None
+    #: First-block caching (``guidance.step_cache``): a denoiser call of this sample runs only its first
+    #: block when that block's residual moved by less than this fraction since its last full call, and
+    #: reuses the rest; 0 runs every block. Needs the batch's ``StepCache``; search samples are never cached.
+    cache_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class SampleResult:
     #: Per returned sample, its measured seconds and those of one unguided row of it in the same calls
     #: (``guidance.row_time``): their ratio is what guidance cost in time, not in passes.
     row_seconds: list[RowSeconds] = field(default_factory=list)
+    #: Per sample, the denoiser calls (CFG halves each) whose blocks after the first the step cache skipped.
+    cached_calls: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

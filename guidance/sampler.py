@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from guidance.batch_state import BatchState
 from guidance.families.base import PipelineFamily, VideoShape
 from guidance.multi_lora import MultiLora
+from guidance.step_cache import StepCache
 from guidance.nrg import DEFAULT_MAX_RATIO
 from guidance.rewards import RewardFunction
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec, StepEvent
@@ -39,6 +40,7 @@ def sample(
     progress: bool = False,
     decode: bool = True,
     loras: MultiLora | None = None,
+    step_cache: StepCache | None = None,
 ) -> SampleResult:
     """Generate one batch. With no active guidance this reproduces the family's pipeline call.
 
@@ -46,7 +48,8 @@ def sample(
     sample leaves the batch at once when the scheduler is a plain Euler step (no per-sample state);
     with a multistep scheduler it rides along to the end (its history is batched) and is dropped
     then. The others are undisturbed either way; ``SampleResult.ids`` lists the samples returned.
-    ``loras`` serves the samples' ``SampleSpec.lora`` adapters (``guidance.multi_lora``).
+    ``loras`` serves the samples' ``SampleSpec.lora`` adapters (``guidance.multi_lora``), ``step_cache``
+    their ``SampleSpec.cache_threshold`` (``guidance.step_cache``).
 
     A video-to-video sample (``SampleSpec.video``) runs the last steps of the schedule only
     (``guidance.video_to_video``): it joins the batch at its first step, as a server's batch takes a
@@ -62,7 +65,7 @@ def sample(
     for i, start in enumerate(starts):
         waiting.setdefault(start, []).append(i)
     first = min(waiting)
-    batch = BatchState(family, shape, reward, max_ratio=max_ratio, loras=loras)
+    batch = BatchState(family, shape, reward, max_ratio=max_ratio, loras=loras, step_cache=step_cache)
     stopped: set[int] = set()
     objectives = batch.objectives
     for step in tqdm(range(first, steps), disable=not progress, desc="denoise", unit="step"):
@@ -98,7 +101,7 @@ def _in_spec_order(result: SampleResult) -> SampleResult:
                    ids=items(result.ids), skipped_steps=items(result.skipped_steps),
                    guided_steps=items(result.guided_steps), denoiser_passes=items(result.denoiser_passes),
                    nonfinite_steps=items(result.nonfinite_steps), guidance_decodes=items(result.guidance_decodes),
-                   row_seconds=items(result.row_seconds))
+                   row_seconds=items(result.row_seconds), cached_calls=items(result.cached_calls))
 
 
 def _event(report: list[SampleProgress], step: int, steps: int, objectives: int) -> StepEvent:

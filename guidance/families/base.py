@@ -181,6 +181,9 @@ class PipelineFamily(ABC):
     #: The transformer config keys that set the length of each of ``block_lists`` (same order), so a
     #: trunk is built at its truncated size instead of building the whole model and cutting it.
     block_config_keys: ClassVar[tuple[str, ...]] = ("num_layers",)
+    #: Whether the first of ``block_lists``' blocks take and return the hidden states alone, so that
+    #: ``guidance.step_cache`` can run the blocks after the first on a subset of a call's rows.
+    step_cacheable: ClassVar[bool] = False
     #: Whether the transformer's attention goes through diffusers' dispatcher, so that
     #: ``set_attention_backend`` changes its kernel (``guidance.attention_backends``).
     attention_dispatch: ClassVar[bool] = True

@@ -55,6 +55,7 @@ class WanFamily(PipelineFamily):
     pipeline_class = "WanPipeline"
     prediction = "flow"
     block_lists = ("blocks",)
+    step_cacheable = True
     default_shape = VideoShape(height=480, width=832, frames=81)
     default_steps = 50
     default_cfg = 5.0
