@@ -202,7 +202,11 @@ class StepCache:
     key is (its sample id, its CFG half): particles of a search sample share an id, so their rows are
     never cached (threshold 0)."""
 
-    def __init__(self, family) -> None:
+    def __init__(self, family, threshold: float = 0.0) -> None:
+        if not 0 <= threshold < float("inf"):
+            raise ValueError(f"a step cache threshold must be a finite number >= 0; got {threshold!r}")
+        #: The threshold of the samples that do not set their own (a server's ``--step-cache``).
+        self.threshold = threshold
         if not family.step_cacheable:
             raise ValueError(f"step caching supports Wan models (their blocks take and return the hidden states "
                              f"alone); this model is {family.label}")

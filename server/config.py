@@ -72,6 +72,10 @@ class ServerConfig:
     compile_backend: str | None = None
     #: The denoisers' attention kernel, through diffusers' dispatcher (``guidance.attention_backends``).
     attention_backend: str = "native"
+    #: First-block caching of every job's rows (``guidance.step_cache``): a row's denoiser call runs only
+    #: its first block when that block's residual moved by less than this fraction since its last full
+    #: call; 0: off (docs/server.md, Making it fast).
+    step_cache_threshold: float = 0.0
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
@@ -122,6 +126,9 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
         from guidance.compilation import check_backend
 
         check_backend(config.compile_backend, device)  # before minutes of loading
+    if compiled and config.step_cache_threshold > 0:
+        raise ValueError("--step-cache and --compile do not go together yet: the cache decides per row between "
+                         "the blocks, which a compiled denoiser would break its graphs on")
     sources = config.models or {DEMO_MODEL_NAME: demo.DEFAULT_MODEL_DIR}
     unknown = (set(config.rewards) | set(config.checkpoints)) - set(sources)
     if unknown:
@@ -153,11 +160,25 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
             checkpoints=registry,
             default_shape=defaults.shape,
             default_steps=defaults.steps,
+            step_cache=_step_cache(name, family, config.step_cache_threshold),
         )
         _log_loaded(hosted[name], reward_dir)
     if compiled:
         _compile(hosted, config)
     return hosted
+
+
+def _step_cache(name: str, family, threshold: float):
+    """The model's step cache at the server's threshold (None when off); a model it cannot serve stops
+    the start with one line."""
+    if threshold <= 0:
+        return None
+    from guidance.step_cache import StepCache
+
+    try:
+        return StepCache(family, threshold)
+    except ValueError as exc:
+        raise ValueError(f"--step-cache: model {name}: {exc}") from None
 
 
 def _compile(models: dict[str, HostedModel], config: ServerConfig) -> None:

@@ -115,7 +115,8 @@ class BatchExecutor:
             loras = model.checkpoints.multi_lora if model.checkpoints is not None else None
             reward = self._reward_of(model, spec)
             self.batch = BatchState(model.family, shape, reward, loras=loras, batch_invariant=self.batch_invariant,
-                                    reward_chunk_rows=default_chunk_rows(reward, device, self.memory_bounded))
+                                    reward_chunk_rows=default_chunk_rows(reward, device, self.memory_bounded),
+                                    step_cache=model.step_cache)
             self.model, self.key, self.solo = model, key, solo
         elif key != self.key:
             raise ValueError(f"jobs of key {key} cannot join a batch of key {self.key}")
@@ -151,6 +152,9 @@ class BatchExecutor:
         from the store, checked against its recorded sha256 and fitted to the video's size and frames
         (``server.input_reference``, ``server.input_video``)."""
         sample_spec = job.spec.to_sample_spec()
+        cache = self.models[job.spec.model].step_cache
+        if cache is not None:
+            sample_spec = replace(sample_spec, cache_threshold=cache.threshold)
         ref = job.spec.input_reference
         if ref is None:
             return sample_spec
@@ -248,6 +252,8 @@ class BatchExecutor:
                 "denoiser_passes": result.denoiser_passes[row],
                 # A judge's extra cost: each scoring decodes the clean estimate (backpropagated in gradient modes).
                 "guidance_decodes": result.guidance_decodes[row],
+                # Denoiser calls whose blocks after the first the step cache skipped (``--step-cache``).
+                "cached_denoiser_calls": result.cached_calls[row],
                 "batch_size": max(1, round(sum(sizes) / len(sizes))),
                 "queue_time_s": round(run.started_at - job.created_at, 4),
                 "inference_time_s": round(now - run.admitted, 4),

@@ -17,6 +17,8 @@ class HostedModel:
     checkpoints: Any | None  # guidance.checkpoints.CheckpointRegistry
     default_shape: VideoShape
     default_steps: int
+    #: First-block caching of its jobs' rows at the server's threshold (``guidance.step_cache.StepCache``).
+    step_cache: Any | None = None
 
     def activate(self, checkpoint: str | None) -> None:
         if self.checkpoints is not None:

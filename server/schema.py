@@ -350,6 +350,10 @@ class VideoObject(BaseModel):
                           "a denoiser pass, and in a gradient mode a backward through both; one per particle that "
                           "loses at the end; the final score is of the returned video's own decode). 0 when a reward "
                           "model steers.")
+    cached_denoiser_calls: int | None = Field(
+        None, description="Denoiser calls of the job (CFG's halves each) whose blocks after the first the server's "
+                          "step cache skipped (--step-cache): their first block had barely changed since the job's "
+                          "last full call, so its later blocks' residual was reused. 0 without --step-cache.")
     batch_size: int | None = Field(None, description="Samples in the batch this job ran in.")
     queue_time_s: float | None = None
     inference_time_s: float | None = None

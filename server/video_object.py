@@ -10,8 +10,8 @@ from server.store import Job
 
 #: Result fields copied from the finished job as they are.
 RESULT_FIELDS = ("rewards", "rewards_z", "judge_scores", "unguided", "reward_hacking", "guidance_skipped_steps",
-                 "cost_vs_unguided", "denoiser_passes", "guidance_decodes", "batch_size", "queue_time_s",
-                 "inference_time_s", "encode_time_s", "peak_memory_mb")
+                 "cost_vs_unguided", "denoiser_passes", "guidance_decodes", "cached_denoiser_calls", "batch_size",
+                 "queue_time_s", "inference_time_s", "encode_time_s", "peak_memory_mb")
 
 
 def video_object(job: Job, retention: Retention) -> dict[str, Any]:

@@ -115,6 +115,17 @@ def _memory_budget(text: str) -> float | None:
     return gib
 
 
+def _step_cache(text: str) -> float:
+    """A first-block cache threshold: a number >= 0 (0: off)."""
+    try:
+        threshold = float(text)
+    except ValueError:
+        threshold = float("nan")
+    if not 0 <= threshold < float("inf"):
+        raise argparse.ArgumentTypeError(f"step cache threshold must be a number >= 0 (0: off); got {text!r}")
+    return threshold
+
+
 def _threads(text: str) -> int:
     try:
         threads = int(text)
@@ -218,6 +229,12 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                             f"{', '.join(ATTENTION_BACKENDS)}; a CPU runs PyTorch's own (native, _native_math, "
                             f"_native_flash, flex), flash/sage/xformers need their package and CUDA; checked before "
                             f"any model loads (docs/server.md, Making it fast; default {DEFAULT_BACKEND})")
+    serve.add_argument("--step-cache", dest="step_cache_threshold", type=_step_cache, metavar="THRESHOLD",
+                       default=_step_cache(_env("STEP_CACHE", str(defaults.step_cache_threshold))),
+                       help="first-block caching of every job's rows on Wan models: a row's denoiser call runs only "
+                            "its first block when that block's residual moved by less than THRESHOLD (e.g. 0.05) "
+                            "since the row's last full call, reusing the rest; each row decides alone. Not with "
+                            "--compile (docs/server.md, Making it fast; default 0: off)")
     serve.add_argument("--shutdown-grace", type=float, metavar="SECONDS",
                        default=float(_env("SHUTDOWN_GRACE", str(defaults.shutdown_grace_s))),
                        help=f"after SIGTERM, how long the running jobs may take to finish (default "
@@ -297,7 +314,7 @@ def server_config(args: argparse.Namespace):
         batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
         batch_invariant=args.batch_invariant, compile_backend=args.compile_backend,
-        attention_backend=args.attention_backend,
+        attention_backend=args.attention_backend, step_cache_threshold=args.step_cache_threshold,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
         allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origins), retention_days=args.retention,

@@ -77,7 +77,7 @@ def test_a_lora_row_caches_its_own_adapted_residuals(tiny_dir, tmp_path):
     save_random_lora(family.transformer, tmp_path / "lora")
     registry = CheckpointRegistry(family, {"lora": tmp_path / "lora"})
     step_cache = StepCache(family)
-    run = lambda specs: sample(family, specs, SHAPE, STEPS, loras=registry.multi_lora, step_cache=step_cache)  # noqa: E731
+    run = lambda specs: sample(family, specs, SHAPE, STEPS, loras=registry.multi_lora, step_cache=step_cache)
     alone = run([_spec(lora="lora")])
     together = run([_spec(seed=9), _spec(lora="lora")])
     uncached = run([_spec(lora="lora", threshold=0.0)])

@@ -205,6 +205,8 @@ class Video(_Response):
     #: Clean estimates a judge decoded to steer the job (each a denoiser pass and a VAE decode, and in a
     #: gradient mode a backward through both); 0 when a reward model steers.
     guidance_decodes: int | None = None
+    #: Denoiser calls whose blocks after the first the server's step cache skipped (``--step-cache``).
+    cached_denoiser_calls: int | None = None
     denoiser_passes: int | None = None
     batch_size: int | None = None
     queue_time_s: float | None = None
@@ -296,6 +298,7 @@ class Event(_Response):
     guidance_skipped_steps: int | None = None
     cost_vs_unguided: float | None = None
     guidance_decodes: int | None = None
+    cached_denoiser_calls: int | None = None
     denoiser_passes: int | None = None
     queue_time_s: float | None = None
     inference_time_s: float | None = None

@@ -74,3 +74,16 @@ def test_the_attention_backend_is_a_flag_or_a_variable_and_checked_before_loadin
     with pytest.raises(SystemExit):
         main(["serve", "--device", "cpu", "--data-dir", str(tmp_path / "data")])
     assert "--attention-backend flash needs a CUDA device" in capsys.readouterr().err
+
+
+def test_the_step_cache_is_a_flag_or_a_variable_and_refused_with_compile_before_loading(no_nrg_env, monkeypatch,
+                                                                                       tmp_path, capsys):
+    assert server_config(build_parser().parse_args(["serve", "--step-cache", "0.05"])).step_cache_threshold == 0.05
+    monkeypatch.setenv("NRG_STEP_CACHE", "0.1")
+    assert server_config(build_parser().parse_args(["serve"])).step_cache_threshold == 0.1
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--step-cache", "-1", "--data-dir", str(tmp_path / "data")])
+    assert exited.value.code == 2 and "step cache threshold must be a number >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--compile", "--device", "cpu", "--data-dir", str(tmp_path / "data")])
+    assert "--step-cache and --compile do not go together" in capsys.readouterr().err
