@@ -218,6 +218,9 @@ def _log_loaded(model: HostedModel, reward_dir: Path | None) -> None:
         log.info("model %s: reward model %s, objectives %s; guidance defaults: mode %s, strength %g, window %s",
                  model.name, reward_dir, ", ".join(model.reward.objectives), guidance.mode, guidance.strength,
                  list(guidance.window), extra={"model": model.name, "objectives": list(model.reward.objectives)})
+    if model.step_cache is not None:
+        log.info("model %s: step cache on (first block, threshold %g per row)", model.name, model.step_cache.threshold,
+                 extra={"model": model.name, "step_cache_threshold": model.step_cache.threshold})
     for checkpoint in model.checkpoints.describe() if model.checkpoints else []:
         log.info("model %s: checkpoint %s (%s)", model.name, checkpoint["name"], checkpoint["kind"],
                  extra={"model": model.name, "checkpoint": checkpoint["name"]})

@@ -102,28 +102,27 @@ def _waits(text: str) -> str:
     return ",".join(f"{wait:g}" for wait in _wait_list(text))
 
 
+def _non_negative(text: str, rule: str) -> float:
+    """A finite number >= 0, or an argparse error saying ``rule``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{rule}; got {text!r}")
+    return value
+
+
 def _memory_budget(text: str) -> float | None:
     """GiB (0: no limit), or None for ``auto``."""
     if text == "auto":
         return None
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = float("nan")
-    if not 0 <= gib < float("inf"):
-        raise argparse.ArgumentTypeError(f"memory budget must be auto or a number of GiB >= 0 (0: no limit); got {text!r}")
-    return gib
+    return _non_negative(text, "memory budget must be auto or a number of GiB >= 0 (0: no limit)")
 
 
 def _step_cache(text: str) -> float:
     """A first-block cache threshold: a number >= 0 (0: off)."""
-    try:
-        threshold = float(text)
-    except ValueError:
-        threshold = float("nan")
-    if not 0 <= threshold < float("inf"):
-        raise argparse.ArgumentTypeError(f"step cache threshold must be a number >= 0 (0: off); got {text!r}")
-    return threshold
+    return _non_negative(text, "step cache threshold must be a number >= 0 (0: off)")
 
 
 def _threads(text: str) -> int:
