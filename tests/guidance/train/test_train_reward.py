@@ -174,3 +174,20 @@ def test_the_latents_an_image_holds_fixed_stay_clean_in_training(tiny_family, tm
     assert 0 < int(first.sum()) < len(first)
     assert torch.equal(held[0, first], clean[0, first]) and torch.equal(held[0, ~first], noisy[0, ~first])
     assert torch.equal(held[1], noisy[1])  # a row without an image holds nothing
+
+
+@pytest.mark.parametrize(("variant", "shape"), [
+    ("ltx-i2v", VideoShape(height=32, width=64, frames=9)),
+    ("cogvideox-i2v", VideoShape(height=32, width=32, frames=9)),
+    ("wan-ti2v-5b", VideoShape(height=32, width=32, frames=9)),
+])
+def test_training_on_clips_with_first_frames_runs_for_the_other_i2v_models(tiny_family, tmp_path, variant, shape):
+    family = tiny_family(variant)
+    records = [{**record, "image": test_image(i, shape.width, shape.height)}
+               for i, record in enumerate(clip_records(shape.frames, shape.height, shape.width, 4))]
+    write_pairs(tmp_path / "data", ["bright"], records, kind="clips")
+    data = load_preference_data(tmp_path / "data", family)
+    result = train_reward_model(family, data, TrainConfig(epochs=1, num_blocks=1, batch_size=2), tmp_path / "out",
+                                progress=False, log=None)
+    assert result.report["steps"] == 1 and result.report["accuracy"]["objectives"]["bright"]["decisive"] == 2
+    assert load_reward_model(tmp_path / "out", family).objectives == ("bright",)
