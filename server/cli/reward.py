@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
     _add_model_args(distill)
     distill.add_argument("--prompts", type=Path, required=True,
                          help="text file, one prompt a line (# comments); image-to-video: a .jsonl file of "
-                              '{"prompt": ..., "image": PATH} lines, PATH relative to the file (docs/image-to-video.md)')
+                              '{"prompt": ..., "image": PATH} lines, PATH relative to the file '
+                              "(docs/image-to-video.md)")
     distill.add_argument("--judge", required=True, metavar="SPEC",
                          help="the judge to distil: classic, classic:OBJ,OBJ, clip:DIR, videoreward:DIR or "
                               "package.module:factory (docs/judges.md)")
