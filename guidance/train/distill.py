@@ -148,9 +148,11 @@ def read_prompt_file(path: str | Path) -> PromptFile:
     prompt with another image is an error: a prompt names its pool, its split and its image."""
     path = Path(path)
     if path.suffix != PROMPT_IMAGES_SUFFIX:
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        first_lines: dict[str, int] = {}
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            first_lines.setdefault(line.strip(), number)
         prompts = read_prompts(path)
-        return PromptFile(path, prompts, tuple(lines.index(p) + 1 for p in prompts), (None,) * len(prompts))
+        return PromptFile(path, prompts, tuple(first_lines[p] for p in prompts), (None,) * len(prompts))
     from guidance.train.preference_data import jsonl_rows
 
     seen: dict[str, tuple[int, Path | None]] = {}
