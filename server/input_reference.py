@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guidance.images import fit_image
 from server.errors import APIError
 from server.job_spec import INPUT_REFERENCE_KEY, InputReference
 from server.schema import Limits
@@ -42,8 +43,6 @@ MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DECLARED = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP"}
 #: A ``data:`` URL: media type, optional parameters, ``;base64``, then the payload.
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
-#: How the image is resized to the video's size (Pillow's filter; diffusers' ``VaeImageProcessor`` default).
-RESAMPLE = "LANCZOS"
 
 
 @dataclass(frozen=True)
@@ -186,10 +185,7 @@ def fitted_image(data: bytes, reference: InputReference, width: int, height: int
         if image.size != (reference.width, reference.height):
             raise ValueError(f"input_reference: the stored image is {image.size[0]}x{image.size[1]}, the job recorded "
                              f"{reference.width}x{reference.height}")
-        image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), getattr(Image.Resampling, RESAMPLE))
-    return image
+        return fit_image(image, width, height)
 
 
 def image_file(path: str | Path, width: int, height: int, limits: Limits | None = None) -> Any:

@@ -34,10 +34,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from guidance.images import RESAMPLE
 from server.errors import APIError
 from server.input_reference import (
     FIELD,
-    RESAMPLE,
     CheckedInput,
     UploadedImage,
     check_aspect,

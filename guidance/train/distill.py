@@ -17,6 +17,10 @@ stages under one output directory:
 5. ``report.json``: on the held-out prompts with report seeds, the judge's verdict on guided vs
    unguided, per objective (win rate over decisive pairs, 95% interval), beside what the reward
    itself says; ``reward_hacking`` lists objectives whose reward rose while the judge's score fell.
+
+Image-to-video: the prompts file is JSONL and gives each prompt its first frame (:func:`read_prompt_file`).
+Every sample of a prompt (pool, tuning, report) starts from its image, the pairs record it, and the reward
+is trained under its conditioning; the judge scores the decoded frames and the prompt's text as ever.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from guidance.families.base import PipelineFamily, VideoShape
+from guidance.images import fit_image, read_image
 from guidance.judges import Judge
 from guidance.nrg import DEFAULT_WINDOW
 from guidance.reward_model import (LatentRewardModel, RewardCalibration, load_reward_model, write_calibration,
                                    write_guidance_defaults)
 from guidance.sample_types import SampleSpec
 from guidance.sampler import sample, sample_with_states
-from guidance.train.reward import TrainConfig
+from guidance.train.reward import PromptCache, TrainConfig
 from guidance.win_rates import WinRate, win_rate
 
 #: Seeds of the pool, the tuning runs and the report runs never overlap.
@@ -70,10 +75,15 @@ class DistillConfig:
     tune_prompts: int = 4
     tune_seeds: int = 2
     report_seeds: int = 4
+    #: Image-to-video: each prompt's first frame (an image file; ``None`` for a prompt without one, where
+    #: the model allows it), in the order of ``prompts``; empty for text-to-video.
+    images: tuple[Path | None, ...] = ()
 
     def validate(self) -> None:
         if len(self.prompts) < 2:
             raise ValueError(f"prompts: need at least 2 distinct prompts (some are held out); got {len(self.prompts)}")
+        if self.images and len(self.images) != len(self.prompts):
+            raise ValueError(f"images: need one per prompt ({len(self.prompts)}); got {len(self.images)}")
         if not 2 <= self.pool <= 16:
             raise ValueError(f"pool must be between 2 and 16 samples per prompt; got {self.pool}")
         if not 0.0 < self.test_share < 1.0:
@@ -95,6 +105,82 @@ def read_prompts(path: str | Path) -> tuple[str, ...]:
     if not prompts:
         raise ValueError(f"{path}: no prompts (one per line; # starts a comment)")
     return prompts
+
+
+#: The suffix of a prompts file whose lines are JSON objects, each a prompt and its first frame.
+PROMPT_IMAGES_SUFFIX = ".jsonl"
+IMAGE_PROMPT_LINE = '{"prompt": ..., "image": ...}'
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """A prompts file as read: its prompts (each once), the line each comes from and, image-to-video,
+    each one's first frame (``None`` where a line gives none; all ``None`` for a plain-text file)."""
+
+    path: Path
+    prompts: tuple[str, ...]
+    lines: tuple[int, ...]
+    images: tuple[Path | None, ...]
+
+    @property
+    def has_images(self) -> bool:
+        """Whether some line gives an image (image-to-video)."""
+        return any(image is not None for image in self.images)
+
+    def check_images(self, family: PipelineFamily) -> None:
+        """``ValueError`` naming the file and line of the first prompt without an image for a model that
+        needs one, or with an image for a text-to-video model."""
+        mode = family.image_input
+        for prompt_line, image in zip(self.lines, self.images):
+            where = f"{self.path} line {prompt_line}"
+            if image is None and mode == "required":
+                raise ValueError(f"{where}: no image; this {family.label} model is image-to-video: give every prompt "
+                                 f"its first frame in a {PROMPT_IMAGES_SUFFIX} prompts file of {IMAGE_PROMPT_LINE} "
+                                 "lines (docs/image-to-video.md)")
+            if image is not None and mode == "none":
+                raise ValueError(f"{where}: image: this {family.label} model is text-to-video only; it takes no image")
+
+
+def read_prompt_file(path: str | Path) -> PromptFile:
+    """A ``.jsonl`` prompts file, one ``{"prompt": TEXT, "image": PATH}`` a line (``image`` optional;
+    a relative path is the file's directory's; the image must decode), or a text file of one prompt a
+    line (:func:`read_prompts`). Blank lines are skipped; a repeated line is dropped, and a repeated
+    prompt with another image is an error: a prompt names its pool, its split and its image."""
+    path = Path(path)
+    if path.suffix != PROMPT_IMAGES_SUFFIX:
+        first_lines: dict[str, int] = {}
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            first_lines.setdefault(line.strip(), number)
+        prompts = read_prompts(path)
+        return PromptFile(path, prompts, tuple(first_lines[p] for p in prompts), (None,) * len(prompts))
+    from guidance.train.preference_data import jsonl_rows
+
+    seen: dict[str, tuple[int, Path | None]] = {}
+    for number, where, row in jsonl_rows(path, ("prompt",)):
+        unknown = sorted(set(row) - {"prompt", "image"})
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} (a line is {IMAGE_PROMPT_LINE})")
+        image = None if row.get("image") is None else _prompt_image(path.parent, row["image"], f"{where}: image")
+        prompt = row["prompt"].strip()
+        if prompt in seen and seen[prompt][1] != image:
+            raise ValueError(f"{where}: prompt repeats line {seen[prompt][0]}'s with another image; give each prompt "
+                             "once (it names its samples, its split and its image)")
+        seen.setdefault(prompt, (number, image))
+    if not seen:
+        raise ValueError(f"{path}: no prompts (one JSON object a line: {IMAGE_PROMPT_LINE})")
+    return PromptFile(path, tuple(seen), tuple(n for n, _ in seen.values()), tuple(i for _, i in seen.values()))
+
+
+def _prompt_image(folder: Path, value: Any, where: str) -> Path:
+    """A prompt's image file (relative to the prompts file's folder unless absolute), checked to decode."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where}: must be the path of an image file (a string); got {value!r}")
+    image = folder / value
+    try:
+        read_image(image)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return image
 
 
 def held_out(prompt: str, share: float) -> bool:
@@ -141,6 +227,19 @@ class Distiller:
         self.progress, self.log = progress, log
         self.objectives, self.columns = judge_columns(judge, config.objectives)
         self.train_prompts, self.test_prompts = split_prompts(config.prompts, config.test_share)
+        #: Image-to-video: each prompt's image file, and the image fitted to the clips' size once read.
+        self.image_files: dict[str, Path | None] = dict(zip(config.prompts, config.images))
+        self._fitted_images: dict[Path, Any] = {}
+
+    def image(self, prompt: str) -> Any:
+        """The first frame a sample of ``prompt`` starts from, fitted to the clips' size as a served job's
+        image is (``guidance.images``); ``None`` for text-to-video."""
+        path = self.image_files.get(prompt)
+        if path is None:
+            return None
+        if path not in self._fitted_images:
+            self._fitted_images[path] = fit_image(read_image(path), self.config.shape.width, self.config.shape.height)
+        return self._fitted_images[path]
 
     # -- 1. pool ------------------------------------------------------------------------------------
     def _judged(self, frames: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
@@ -157,8 +256,8 @@ class Distiller:
                    disable=not self.progress)
         for first in range(0, len(todo), per_batch):
             group = todo[first:first + per_batch]
-            specs = [SampleSpec(cfg.prompts[i], seed=POOL_SEED_BASE + cfg.pool * i + j) for i in group
-                     for j in range(cfg.pool)]
+            specs = [SampleSpec(cfg.prompts[i], seed=POOL_SEED_BASE + cfg.pool * i + j,
+                                image=self.image(cfg.prompts[i])) for i in group for j in range(cfg.pool)]
             result, states, levels = sample_with_states(self.family, specs, cfg.shape, cfg.steps, cfg.window)
             scores = self._judged(result.frames, [s.prompt for s in specs])
             latents = result.latents.float().cpu()
@@ -201,7 +300,7 @@ class Distiller:
                     counts[o][value] += 1
                 records.append({"prompt": prompt, "a": latents[a], "b": latents[b], "labels": labels, "split": split,
                                 "shape": cfg.shape, "trajectory_a": states[a], "trajectory_b": states[b],
-                                "trajectory_t": part["trajectory_t"]})
+                                "trajectory_t": part["trajectory_t"], "image": self.image_files.get(prompt)})
         write_pairs(self.out / "data", self.objectives, records, kind="latents", tie_margin=margins,
                     description=f"{len(records)} pairs of {cfg.pool} unguided samples per prompt, labelled by the "
                                 f"judge {cfg.judge_name} (tie below {cfg.tie_share} x each objective's pool spread)")
@@ -226,11 +325,14 @@ class Distiller:
         return load_reward_model(target, self.family)
 
     def _reward_scores(self, model: LatentRewardModel, latents: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        rows = []
+        rows, conditioning = [], PromptCache(self.family)
         with torch.no_grad():
             for first in range(0, len(prompts), self.config.batch):
                 chunk = list(prompts[first:first + self.config.batch])
                 cond, _ = self.family.encode_prompts(chunk, None)
+                files = [self.image_files.get(p) for p in chunk]
+                if any(file is not None for file in files):
+                    cond = conditioning.with_images(cond, files, self.config.shape)
                 t = torch.zeros(len(chunk), device=latents.device)
                 rows.append(model(latents[first:first + len(chunk)], t, cond, self.config.shape).float().cpu())
         return torch.cat(rows)
@@ -243,7 +345,7 @@ class Distiller:
         ``held_out`` judges, by name."""
         defaults = model.guidance_defaults
         guidance = None if strength is None else defaults.complete(dict.fromkeys(model.objectives, 1.0), strength)
-        specs = [SampleSpec(p, seed=s, guidance=guidance) for p in prompts for s in seeds]
+        specs = [SampleSpec(p, seed=s, guidance=guidance, image=self.image(p)) for p in prompts for s in seeds]
         judged, rewards, others = [], [], {name: [] for name in held_out or {}}
         for first in range(0, len(specs), self.config.batch):
             chunk = specs[first:first + self.config.batch]

@@ -8,7 +8,8 @@ A data set is a directory (the format is documented for users in ``docs/reward_t
                     "prompt_b": str,                                 # optional: B is scored under it
                     "labels": {"vq": "A" | "B" | "tie", ...},       # a missing objective is masked
                     "split": "train" | "test",                       # optional: hash-based 10% test
-                    "shape": {"frames": F, "height": H, "width": W}} # optional, see below
+                    "shape": {"frames": F, "height": H, "width": W}, # optional, see below
+                    "image": IMAGE}                                  # optional: image-to-video
 
 PATH is relative to the directory. A clip is ``.npy`` (float [F, H, W, 3] in [0, 1], or uint8) or
 ``.mp4`` (decoded with PyAV) and is encoded with the pipeline's VAE when the data set is loaded (each
@@ -28,6 +29,12 @@ Both files of a pair must record the same noise levels (or neither records any).
 ``prompt`` (usually B is the same file as A and ``prompt_b`` the prompt with a word changed, so the
 label says which prompt the clip matches better). Without it both clips are scored under ``prompt``.
 
+``image`` is the first frame both clips of the pair were conditioned on (image-to-video): a PNG,
+JPEG or WebP file inside the directory (``write_pairs`` writes PNGs under ``images/``). The reward
+model is trained under that image's conditioning, the image fitted to the clip's size as a served
+job's is (``guidance.images``). A model that needs an image needs one on every pair; a text-to-video
+model takes none.
+
 Everything is validated with errors that name the file, the line and the field.
 """
 
@@ -45,11 +52,13 @@ import numpy as np
 import torch
 
 from guidance.families.base import PipelineFamily, VideoShape
+from guidance.images import read_image
 
 DATASET_FILE = "dataset.json"
 PAIRS_FILE = "pairs.jsonl"
 CLIP_SUFFIXES = (".npy", ".mp4")
 LATENT_SUFFIX = ".safetensors"
+IMAGES_FOLDER = "images"
 LATENT_KEY = "latents"
 TRAJECTORY_KEY = "trajectory"
 TRAJECTORY_T_KEY = "trajectory_t"
@@ -88,6 +97,8 @@ class PairRecord:
     split: str
     shape: VideoShape | None = None
     prompt_b: str | None = None
+    #: The first frame both clips were conditioned on (image-to-video), checked to decode.
+    image: Path | None = None
 
 
 @dataclass
@@ -118,11 +129,13 @@ class PreferenceData:
     trajectories_a: list[torch.Tensor | None] | None = None
     trajectories_b: list[torch.Tensor | None] | None = None
     trajectory_t: list[torch.Tensor | None] | None = None
+    #: Per pair, the image file of the first frame both clips were conditioned on (``None``: text-to-video).
+    images: list[Path | None] | None = None
 
     def __post_init__(self) -> None:
         if self.prompts_b is None:
             self.prompts_b = list(self.prompts)
-        for name in ("trajectories_a", "trajectories_b", "trajectory_t"):
+        for name in ("trajectories_a", "trajectories_b", "trajectory_t", "images"):
             if getattr(self, name) is None:
                 setattr(self, name, [None] * len(self.prompts))
 
@@ -236,6 +249,22 @@ def _clip_path(root: Path, value: Any, where: str) -> Path:
     return full
 
 
+def _image_path(root: Path, value: Any, where: str) -> Path:
+    """A pair's first frame: an image file inside the data set directory that decodes."""
+    if not isinstance(value, str) or not value:
+        raise PreferenceDataError(f"{where}: must be a path (string) relative to the data set; got {value!r}")
+    full = root / value
+    if Path(value).is_absolute() or not full.resolve().is_relative_to(root.resolve()):
+        raise PreferenceDataError(f"{where}: must be a path inside the data set directory; got {value!r}")
+    if not full.is_file():
+        raise PreferenceDataError(f"{where}: file not found: {value} (looked for {full})")
+    try:
+        read_image(full)
+    except ValueError as exc:
+        raise PreferenceDataError(f"{where}: {exc}") from None
+    return full
+
+
 def check_objective(objective: str, objectives: Sequence[str], where: str, field: str) -> None:
     """A row's objective must be one of the data set's (``field`` names the row's object in the error)."""
     if objective not in objectives:
@@ -287,6 +316,7 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
     if not path.is_file():
         raise FileNotFoundError(f"{info.root} is not a preference data set: {path} does not exist")
     records = []
+    images: dict[str, Path] = {}  # each image file is decoded once, however many pairs name it
     for number, where, row in jsonl_rows(path, ("prompt", "a", "b", "labels")):
         prompt = row["prompt"]
         prompt_b = row.get("prompt_b")
@@ -310,7 +340,11 @@ def read_pairs(data_dir: str | Path) -> tuple[DatasetInfo, list[PairRecord]]:
                 )
             clean[objective] = label
         split, shape = row_split_and_shape(row, where, default_split(prompt, row["a"], row["b"]))
-        records.append(PairRecord(number, prompt, a, b, clean, split, shape, prompt_b))
+        image = row.get("image")
+        if image is not None and not (isinstance(image, str) and image in images):
+            images[image] = _image_path(info.root, image, f"{where}: image")
+        records.append(PairRecord(number, prompt, a, b, clean, split, shape, prompt_b,
+                                  None if image is None else images[image]))
     if not records:
         raise PreferenceDataError(f"{path}: no pairs")
     return info, records
@@ -482,6 +516,18 @@ def load_latents(
     return latents, shape
 
 
+def check_pair_images(records: Sequence[PairRecord], family: PipelineFamily) -> None:
+    """Every pair has an image for a model that needs one, and none has one for a text-to-video model."""
+    mode = family.image_input
+    for record in records:
+        where = f"{PAIRS_FILE} line {record.line}: image"
+        if record.image is None and mode == "required":
+            raise PreferenceDataError(f"{where}: missing; this {family.label} model is image-to-video: every pair "
+                                      "needs the first frame its clips were conditioned on")
+        if record.image is not None and mode == "none":
+            raise PreferenceDataError(f"{where}: this {family.label} model is text-to-video only; it takes no image")
+
+
 def load_preference_data(
     data_dir: str | Path,
     family: PipelineFamily,
@@ -496,6 +542,7 @@ def load_preference_data(
     from tqdm.auto import tqdm
 
     info, records = read_pairs(data_dir)
+    check_pair_images(records, family)
     if objectives is None:
         selected = info.objectives
     else:
@@ -557,6 +604,7 @@ def load_preference_data(
         trajectories_a=trajectories_a,
         trajectories_b=trajectories_b,
         trajectory_t=trajectory_t,
+        images=[r.image for r in kept],
     )
 
 
@@ -593,6 +641,30 @@ def _trajectory_tensors(record: Mapping[str, Any], side: str, latent_shape: tupl
             TRAJECTORY_T_KEY: torch.from_numpy(levels)}
 
 
+def _written_image(out: Path, value: Any, written: dict[Any, tuple[Any, str]], where: str) -> str:
+    """The data set's file of a record's image (a PIL image or an image file's path): written as
+    ``images/NNNNNN.png`` the first time that image object or file is given."""
+    from PIL import Image
+
+    if isinstance(value, (str, Path)):
+        key = str(Path(value).resolve())
+    elif isinstance(value, Image.Image):
+        key = id(value)
+    else:
+        raise PreferenceDataError(f"{where}: must be a PIL image or the path of an image file; got "
+                                  f"{type(value).__name__}")
+    if key not in written:
+        try:
+            image = read_image(value) if isinstance(value, (str, Path)) else value.convert("RGB")
+        except ValueError as exc:
+            raise PreferenceDataError(f"{where}: {exc}") from None
+        name = f"{IMAGES_FOLDER}/{len(written):06d}.png"
+        (out / IMAGES_FOLDER).mkdir(exist_ok=True)
+        image.save(out / name, format="PNG")
+        written[key] = (value, name)
+    return written[key][1]
+
+
 def write_pairs(
     out_dir: str | Path,
     objectives: Sequence[str],
@@ -609,7 +681,9 @@ def write_pairs(
     ``trajectory_t`` ([S] noise levels; latents only),
     ``labels`` ({objective: "A" | "B" | "tie"}; leave an objective out, or give None, for no label),
     optionally ``split`` ("train" | "test" | None for the hash split) and ``shape`` (a VideoShape or
-    {"frames", "height", "width"}; recorded for latents, needed to load LTX latents).
+    {"frames", "height", "width"}; recorded for latents, needed to load LTX latents), and optionally
+    ``image`` (image-to-video: the first frame both clips were conditioned on, a PIL image or the path of
+    an image file; written as ``images/NNNNNN.png``, each image object or file once).
 
     ``kind="latents"``: a and b are latents in the pipeline's layout without a batch dimension,
     written as ``latents/NNNNNN_{a,b}.safetensors``. ``kind="clips"``: float [F, H, W, 3] in [0, 1],
@@ -625,6 +699,7 @@ def write_pairs(
     tmp = out / (PAIRS_FILE + ".tmp")
     count = 0
     written: dict[int, tuple[Any, str]] = {}  # id(object) -> (the object, kept alive; its file)
+    images: dict[Any, tuple[Any, str]] = {}  # id(PIL image) or resolved path -> (the value, kept alive; its file)
     with tmp.open("w") as lines:
         for i, record in enumerate(records):
             where = f"record {i}"
@@ -681,6 +756,8 @@ def write_pairs(
                     save_file(tensors, str(out / name))
                 written[id(record[side])] = (record[side], name)
                 row[side] = name
+            if record.get("image") is not None:
+                row["image"] = _written_image(out, record["image"], images, f"{where}: image")
             row["labels"] = labels
             if split is not None:
                 row["split"] = split

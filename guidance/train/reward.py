@@ -14,7 +14,9 @@ that have labels in it (so every objective weighs the same, whatever its label d
 Noisy pairs: every step draws one t ~ U(t_min, t_max) per pair and ONE noise tensor
 per pair; both clips of the pair are noised with that same noise at that same t
 (``family.add_noise``), so the score difference reflects the clips, not the noise draw. Scores are
-r = model(x_t, t, prompt embeddings, shape).
+r = model(x_t, t, prompt embeddings, shape); an image-to-video pair's conditioning also carries its
+image's (``family.encode_images``, as a served job's does), and the latents the image holds fixed
+(LTX-Video's first frame) are left clean, as the sampler leaves them.
 
 Sampler states (``trajectory_share`` P > 0): forward-noising a final latent gives an x_t the sampler
 never visits (its states are the denoiser's own, not data plus fresh noise), yet guidance queries the
@@ -38,6 +40,7 @@ separately (with the share of ties where P(tie) is the most probable outcome).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -50,6 +53,7 @@ import torch
 from torch import nn
 
 from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.images import fit_image, read_image
 from guidance.reward_model import LatentRewardModel, init_reward_model, load_reward_model, read_reward_config
 from guidance.train.preference_data import A_WINS, B_WINS, MISSING, TIE, PreferenceData
 
@@ -58,6 +62,8 @@ THETA = 5.0
 BUCKETS: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 #: Held-out pair i is noised with ``torch.Generator().manual_seed(EVAL_SEED + i)``.
 EVAL_SEED = 1_000_003
+#: The seed of what a family draws at random for a pair's image conditioning (CogVideoX's posterior sample).
+IMAGE_SEED = 0
 REPORT_NAME = "training_report.json"
 
 
@@ -138,26 +144,64 @@ def draw_noisy_pairs(
 
 
 def cat_conditioning(parts: Sequence[TextConditioning]) -> TextConditioning:
+    """The parts' rows in order; image-to-video rows keep their image conditioning (``TextConditioning.cat``)."""
+    if any(p.image for p in parts):
+        return functools.reduce(TextConditioning.cat, parts)
     return TextConditioning(
         torch.cat([p.embeds for p in parts]), {k: torch.cat([p.extras[k] for p in parts]) for k in parts[0].extras}
     )
 
 
 class PromptCache:
-    """Prompt embeddings from the family's ``encode_prompts``, computed once per prompt."""
+    """Prompt embeddings from the family's ``encode_prompts``, computed once per prompt, and for
+    image-to-video pairs the image's conditioning from its ``encode_images``, computed once per image
+    and video shape."""
 
     def __init__(self, family: PipelineFamily):
         self.family = family
         self._cache: dict[str, TextConditioning] = {}
+        self._images: dict[tuple[Path | None, VideoShape], dict[str, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str]) -> TextConditioning:
+    def __call__(self, prompts: Sequence[str], images: Sequence[Path | None] | None = None,
+                 shape: VideoShape | None = None) -> TextConditioning:
+        """The conditioning of rows of ``prompts``; with ``images`` (one per row, ``None`` for a row
+        without) and the clips' ``shape``, image-to-video rows carry their image's too."""
         new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if new:
             cond, _ = self.family.encode_prompts(new, None)
             for i, prompt in enumerate(new):
                 self._cache[prompt] = cond.select([i]).detach()
-        return cat_conditioning([self._cache[p] for p in prompts])
+        cond = cat_conditioning([self._cache[p] for p in prompts])
+        if images is None or all(image is None for image in images):
+            return cond
+        return self.with_images(cond, images, shape)
+
+    @torch.no_grad()
+    def with_images(self, cond: TextConditioning, images: Sequence[Path | None], shape: VideoShape
+                    ) -> TextConditioning:
+        """``cond`` with the image conditioning of ``images`` (files, one per row; ``None`` for a row
+        without, where the model allows it), each fitted to ``shape`` as a served job's image is.
+        What a family draws at random for an image (CogVideoX's posterior sample) is drawn from
+        :data:`IMAGE_SEED`: a pair's clips have no seed of their own here."""
+        new = [image for image in dict.fromkeys(images) if (image, shape) not in self._images]
+        for image in new:
+            fitted = None if image is None else fit_image(read_image(image), shape.width, shape.height)
+            generator = torch.Generator().manual_seed(IMAGE_SEED)
+            self._images[image, shape] = self.family.encode_images_one_by_one([fitted], shape, [generator])
+        parts = [self._images[image, shape] for image in images]
+        return cond.with_image({k: torch.cat([part[k] for part in parts]) for k in parts[0]},
+                               tuple(image is not None for image in images))
+
+
+def hold_fixed_latents(family: PipelineFamily, noisy: torch.Tensor, clean: torch.Tensor,
+                       cond: TextConditioning) -> torch.Tensor:
+    """``noisy`` with the latents an image holds fixed (``family.free_latents``: LTX-Video's first frame)
+    put back to ``clean``: the sampler never noises them, so the reward is never asked about them noisy."""
+    free = family.free_latents(cond)
+    if free is None:
+        return noisy
+    return torch.where(free.to(noisy.device) > 0, noisy, clean.to(noisy.dtype))
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -388,13 +432,15 @@ def evaluate(
         noise = torch.stack(
             [torch.randn(a.shape[1:], generator=torch.Generator().manual_seed(EVAL_SEED + i)) for i in batch]
         ).to(device)
-        cond = prompts([data.prompts[i] for i in batch])
-        cond_b = prompts([data.prompts_b[i] for i in batch])
+        shape, images = data.shapes[batch[0]], [data.images[i] for i in batch]
+        cond = prompts([data.prompts[i] for i in batch], images, shape)
+        cond_b = prompts([data.prompts_b[i] for i in batch], images, shape)
         rows = [position[i] for i in batch]
         for m, mid in enumerate(mids):
             t = torch.full((len(batch),), mid, device=device)
             x_a, x_b = noise_pair(family, a, b, noise, t)
-            diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, data.shapes[batch[0]], cond_b).cpu()
+            x_a, x_b = hold_fixed_latents(family, x_a, a, cond), hold_fixed_latents(family, x_b, b, cond)
+            diffs[m, rows] = score_pairs(model, x_a, x_b, t, cond, shape, cond_b).cpu()
     trajectory = _evaluate_states(model, data, data.with_trajectory(indices), prompts, batch_size, theta)
     model.train(was_training)
     labels = data.labels[indices]
@@ -462,8 +508,9 @@ def _evaluate_states(model: LatentRewardModel, data: PreferenceData, indices: li
             x_b = torch.stack([data.trajectories_b[i][steps[i]] for i in batch]).to(device)
             t = torch.stack([data.trajectory_t[i][steps[i]] for i in batch]).to(device)
             rows = [position[i] for i in batch]
-            diffs[m, rows] = score_pairs(model, x_a, x_b, t, prompts([data.prompts[i] for i in batch]),
-                                         data.shapes[batch[0]], prompts([data.prompts_b[i] for i in batch])).cpu()
+            shape, images = data.shapes[batch[0]], [data.images[i] for i in batch]
+            diffs[m, rows] = score_pairs(model, x_a, x_b, t, prompts([data.prompts[i] for i in batch], images, shape),
+                                         shape, prompts([data.prompts_b[i] for i in batch], images, shape)).cpu()
             present[m, rows] = True
             levels_seen[m] += [float(v) for v in t.cpu()]
     return {
@@ -559,9 +606,10 @@ def train_reward_model(
                 state_pairs += replaced
             if config.input_noise > 0:
                 x_a, x_b = augment_pair(x_a, x_b, config.input_noise, generator)
-            cond = prompts([data.prompts[i] for i in batch])
-            cond_b = prompts([data.prompts_b[i] for i in batch])
-            shape = data.shapes[batch[0]]
+            shape, images = data.shapes[batch[0]], [data.images[i] for i in batch]
+            cond = prompts([data.prompts[i] for i in batch], images, shape)
+            cond_b = prompts([data.prompts_b[i] for i in batch], images, shape)
+            x_a, x_b = hold_fixed_latents(family, x_a, a, cond), hold_fixed_latents(family, x_b, b, cond)
             with torch.enable_grad():
                 d = score_pairs(model, x_a, x_b, t, cond, shape, cond_b)
                 loss = bt_ties_loss(d, data.labels[batch].to(d.device), config.theta)

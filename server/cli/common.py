@@ -48,11 +48,12 @@ def _shape_and_steps(args: argparse.Namespace, family):
 
 
 def refuse_image_to_video(family, command: str):
-    """``ValueError`` for commands that sample or train from prompts alone on a model that needs an image
-    (reward training, distillation, alignment and tuning from image-to-video clips are later work)."""
+    """``ValueError`` for the commands that still sample or train from prompts alone (``nrg align``, ``nrg
+    eval``) on a model that needs an image; ``nrg train-reward`` and ``nrg reward distill`` take images."""
     if family.image_input == "required":
         raise ValueError(f"{command} works from prompts alone; this {family.label} model is image-to-video (every "
-                         "sample needs an image), which it does not support yet")
+                         "sample needs an image), which it does not support yet (nrg train-reward and nrg reward "
+                         "distill do: docs/image-to-video.md)")
     return family
 
 

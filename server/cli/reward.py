@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window, refuse_image_to_video
+from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
 
 
 def _strengths(text: str) -> tuple[float, ...]:
@@ -27,7 +27,10 @@ def add_parser(sub) -> None:
                     "server can steer with, with a report of what the judge says of the steering on held-out "
                     "prompts. Resumable: run it again with the same --out to continue.")
     _add_model_args(distill)
-    distill.add_argument("--prompts", type=Path, required=True, help="text file, one prompt a line (# comments)")
+    distill.add_argument("--prompts", type=Path, required=True,
+                         help="text file, one prompt a line (# comments); image-to-video: a .jsonl file of "
+                              '{"prompt": ..., "image": PATH} lines, PATH relative to the file '
+                              "(docs/image-to-video.md)")
     distill.add_argument("--judge", required=True, metavar="SPEC",
                          help="the judge to distil: classic, classic:OBJ,OBJ, clip:DIR, videoreward:DIR or "
                               "package.module:factory (docs/judges.md)")
@@ -61,16 +64,18 @@ def run(args: argparse.Namespace) -> None:
     from guidance import demo
     from guidance.judges import load_judge, parse_named_spec
     from guidance.nrg import DEFAULT_WINDOW
-    from guidance.train.distill import DistillConfig, Distiller, format_report, read_prompts
+    from guidance.train.distill import DistillConfig, Distiller, format_report, read_prompt_file
     from guidance.train.reward import TrainConfig
 
-    prompts = read_prompts(args.prompts)
-    family = refuse_image_to_video(_load(args), "nrg reward distill")
+    prompts = read_prompt_file(args.prompts)
+    family = _load(args)
+    prompts.check_images(family)
     shape, steps = _shape_and_steps(args, family)
     family.check_shape(shape)
     objectives = None if args.objectives is None else tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     config = DistillConfig(
-        prompts=prompts, shape=shape, steps=steps, judge_name=args.judge,
+        prompts=prompts.prompts, images=prompts.images if prompts.has_images else (), shape=shape, steps=steps,
+        judge_name=args.judge,
         objectives=objectives, pool=args.pool, test_share=args.test_share, tie_share=args.tie_share,
         batch=args.batch, window=args.window or DEFAULT_WINDOW,
         train=TrainConfig(epochs=args.epochs, num_blocks=args.blocks, trajectory_share=0.5),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.cli.common import _add_model_args, _load, refuse_image_to_video
+from server.cli.common import _add_model_args, _load
 
 
 def add_parser(sub) -> None:
@@ -56,6 +56,6 @@ def run(args: argparse.Namespace) -> None:
     )
     config.validate()
     read_pairs(args.data)  # fail on a malformed data set before loading the pipeline
-    family = refuse_image_to_video(_load(args), "nrg train-reward")
+    family = _load(args)
     data = load_preference_data(args.data, family, objectives, progress=not args.quiet)
     train_reward_model(family, data, config, args.out, progress=not args.quiet)

@@ -12,8 +12,9 @@ from guidance.families.base import VideoShape
 from guidance.judges import load_judge
 from guidance.reward_model import load_reward_model
 from guidance.train import distill
-from guidance.train.distill import DistillConfig, Distiller, label, read_prompts, split_prompts
+from guidance.train.distill import DistillConfig, Distiller, label, read_prompt_file, read_prompts, split_prompts
 from guidance.train.reward import TrainConfig
+from tests.guidance.families.equivalence import test_image
 
 PROMPTS = ("a red ball", "a blue cube spinning", "a green field", "a cat walking", "a car at night")
 SHAPE = VideoShape(height=32, width=32, frames=5)
@@ -116,6 +117,52 @@ def test_prompt_files_splits_and_bad_settings(tmp_path):
         _config(prompts=("a",)).validate()
     with pytest.raises(ValueError, match=r"objectives \['beauty'\] are not the judge's"):
         distill.judge_columns(_Brightness(), ["beauty"])
+
+
+def test_a_jsonl_prompts_file_gives_each_prompt_its_image(tmp_path):
+    (tmp_path / "pics").mkdir()
+    test_image(0, 16, 16).save(tmp_path / "pics" / "cat.png")
+    cat = {"prompt": "a cat", "image": "pics/cat.png"}
+    lines = [cat, {"prompt": "a dog"}, cat]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "\n")
+    read = read_prompt_file(path)
+    assert read.prompts == ("a cat", "a dog") and read.lines == (1, 2) and read.has_images
+    assert read.images == (tmp_path / "pics" / "cat.png", None)
+    text = tmp_path / "prompts.txt"
+    text.write_text("# mine\na\n\nb\na\n")
+    plain = read_prompt_file(text)
+    assert plain.prompts == read_prompts(text) == ("a", "b") and plain.lines == (2, 4) and not plain.has_images
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"prompt": "a cat", "image": "nowhere.png"}, "prompts.jsonl line 2: image: .*nowhere.png: file not found"),
+        ({"prompt": "a cat", "image": 3}, "prompts.jsonl line 2: image: must be the path of an image file"),
+        ({"prompt": "a cat", "img": "cat.png"}, r"prompts.jsonl line 2: unknown field\(s\) img"),
+        ({"prompt": "a dog", "image": "dog.png"}, "prompts.jsonl line 2: prompt repeats line 1's with another image"),
+        ({"image": "cat.png"}, "prompts.jsonl line 2: missing field 'prompt'"),
+    ],
+)
+def test_bad_prompt_lines_name_the_line_and_field(tmp_path, line, message):
+    for name in ("cat", "dog"):
+        test_image(0, 16, 16).save(tmp_path / f"{name}.png")
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "a dog", "image": "cat.png"}) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_prompt_file(path)
+
+
+def test_a_model_takes_prompt_images_as_it_takes_images(tiny_family, tmp_path):
+    test_image(0, 16, 16).save(tmp_path / "cat.png")
+    with_images = tmp_path / "prompts.jsonl"
+    with_images.write_text(json.dumps({"prompt": "a dog"}) + "\n" + json.dumps({"prompt": "a cat", "image": "cat.png"}))
+    with pytest.raises(ValueError, match=r"prompts.jsonl line 2: image: this Wan model is text-to-video only"):
+        read_prompt_file(with_images).check_images(tiny_family("wan"))
+    with pytest.raises(ValueError, match=r"prompts.jsonl line 1: no image; this Wan model is image-to-video"):
+        read_prompt_file(with_images).check_images(tiny_family("wan-i2v"))
+    read_prompt_file(with_images).check_images(tiny_family("ltx"))  # an image is optional on LTX-Video
 
 
 @pytest.mark.slow

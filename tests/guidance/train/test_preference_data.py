@@ -14,6 +14,7 @@ from guidance.train.preference_data import (
     write_pairs,
 )
 from guidance.video_io import write_video
+from tests.guidance.families.equivalence import test_image
 from tests.guidance.train.synthetic import OBJECTIVES, clip_records, latent_records
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
@@ -163,3 +164,61 @@ def test_unreadable_or_keyless_latents_files_are_named_errors(tmp_path):
     save_file({"latents": torch.zeros(2), "trajectory": torch.zeros(1, 2)}, str(half))
     with pytest.raises(PreferenceDataError, match="has 'trajectory' but not 'trajectory_t'"):
         read_trajectory(half, (2,))
+
+
+def test_pair_images_round_trip_each_written_once(tiny_family, tmp_path):
+    from PIL import Image
+
+    first, second = test_image(0, 48, 48), tmp_path / "second.png"
+    test_image(1, 48, 48).save(second)
+    records = [{**record, "image": image}
+               for record, image in zip(latent_records(WAN_LATENT, 4), (first, first, second, str(second)))]
+    root = write_pairs(tmp_path / "data", OBJECTIVES, records)
+    rows = [json.loads(line) for line in (root / "pairs.jsonl").read_text().splitlines()]
+    assert [row["image"] for row in rows] == ["images/000000.png"] * 2 + ["images/000001.png"] * 2
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["000000.png", "000001.png"]
+    data = load_preference_data(root, tiny_family("wan-i2v"))
+    assert data.images == [root / "images" / "000000.png"] * 2 + [root / "images" / "000001.png"] * 2
+    for path, image in ((data.images[0], first), (data.images[2], Image.open(second))):
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
+
+
+def test_a_model_takes_pair_images_as_it_takes_images(tiny_family, tmp_path):
+    write_pairs(tmp_path / "t2v", OBJECTIVES, latent_records(WAN_LATENT, 2))
+    with pytest.raises(PreferenceDataError, match="line 1: image: missing; this Wan model is image-to-video"):
+        load_preference_data(tmp_path / "t2v", tiny_family("wan-i2v"))
+    records = [{**record, "image": test_image(0, 32, 32)} for record in latent_records(WAN_LATENT, 2)]
+    write_pairs(tmp_path / "i2v", OBJECTIVES, records)
+    with pytest.raises(PreferenceDataError, match="line 1: image: this Wan model is text-to-video only"):
+        load_preference_data(tmp_path / "i2v", tiny_family("wan"))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("missing.png", "line 2: image: file not found: missing.png"),
+        ("../outside.png", "line 2: image: must be a path inside the data set directory"),
+        ("junk.png", "line 2: image: .*junk.png: not a PNG, JPEG or WebP image"),
+        ("truncated.png", "line 2: image: .*truncated.png: the image cannot be decoded"),
+        (7, "line 2: image: must be a path"),
+        (["good.png"], "line 2: image: must be a path"),
+    ],
+)
+def test_bad_pair_images_name_the_line_and_field(tmp_path, image, message):
+    root = tmp_path / "data"
+    root.mkdir()
+    test_image(0, 8, 8).save(tmp_path / "outside.png")
+    test_image(0, 8, 8).save(root / "good.png")
+    (root / "junk.png").write_bytes(b"not an image")
+    (root / "truncated.png").write_bytes((root / "good.png").read_bytes()[:-40])
+    _dataset(root, [{**GOOD, "image": "good.png"}, {**GOOD, "image": image}])
+    with pytest.raises(PreferenceDataError, match=message):
+        read_pairs(root)
+
+
+def test_write_pairs_refuses_an_image_it_cannot_write(tmp_path):
+    record = {"prompt": "p", "a": torch.zeros(2, 2), "b": torch.zeros(2, 2), "labels": {"vq": "A"}}
+    with pytest.raises(PreferenceDataError, match="record 0: image: must be a PIL image or the path of an image file"):
+        write_pairs(tmp_path, ["vq"], [{**record, "image": np.zeros((4, 4, 3))}])
+    with pytest.raises(PreferenceDataError, match="record 0: image: .*nowhere.png: file not found"):
+        write_pairs(tmp_path, ["vq"], [{**record, "image": tmp_path / "nowhere.png"}])

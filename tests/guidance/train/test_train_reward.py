@@ -4,16 +4,20 @@ import pytest
 import torch
 
 from guidance.families.base import VideoShape
-from guidance.reward_model import CONFIG_NAME, WEIGHTS_NAME, load_reward_model
+from guidance.images import fit_image, read_image
+from guidance.reward_model import CONFIG_NAME, WEIGHTS_NAME, init_reward_model, load_reward_model
+from guidance.sampler import SampleSpec, sample
 from guidance.train.preference_data import load_preference_data, write_pairs
 from guidance.train.reward import (
     REPORT_NAME,
     PromptCache,
     TrainConfig,
     draw_noisy_pairs,
+    hold_fixed_latents,
     score_pairs,
     train_reward_model,
 )
+from tests.guidance.families.equivalence import test_image
 from tests.guidance.train.synthetic import OBJECTIVES, clip_records, latent_records
 
 SHAPE = VideoShape(height=32, width=32, frames=9)
@@ -125,3 +129,65 @@ def test_training_runs_for_other_families_from_clips(tiny_family, tmp_path, fami
     t = torch.tensor([0.5])
     assert float(score_pairs(loaded, a, a, t, cond, shape).abs().max()) < 1e-5  # same clip, same noise
     assert torch.allclose(loaded(a, t, cond, shape), result.model(a, t, cond, shape))
+
+
+def test_a_reward_trains_on_image_to_video_pairs_and_scores_under_their_image(tiny_family, tmp_path):
+    i2v = tiny_family("wan-i2v")
+    images = [test_image(seed, 48, 48) for seed in range(2)]
+    records = [{**record, "image": images[i % 2]} for i, record in enumerate(latent_records(WAN_LATENT, 8))]
+    data = load_preference_data(write_pairs(tmp_path / "data", OBJECTIVES, records), i2v)
+    result = train_reward_model(i2v, data, TrainConfig(epochs=1, num_blocks=1, batch_size=4), tmp_path / "out",
+                                progress=False, log=None)
+    assert result.report["steps"] == 2 and result.report["accuracy"]["pairs"] == 2
+    trained = load_reward_model(tmp_path / "out", i2v)
+    untrained = init_reward_model(i2v, OBJECTIVES, num_blocks=1)
+    assert any(not torch.equal(p, q) for p, q in zip(trained.head.parameters(), untrained.head.parameters()))
+    latents = data.latents_a[0][None].expand(2, *WAN_LATENT)
+    cond = PromptCache(i2v)([data.prompts[0]] * 2, data.images[:2], SHAPE)
+    scores = trained(latents, torch.tensor([0.3, 0.3]), cond, SHAPE)
+    assert (scores[0] - scores[1]).abs().max() > 1e-4  # same latents, other image
+
+
+def test_training_conditions_on_the_image_as_a_served_job_does(tiny_family, tmp_path):
+    """The conditioning a pair's image file gets in training is the one a sample of that image gets: the
+    final reward the sampler reports equals the reward of its latents under the training conditioning."""
+    i2v = tiny_family("wan-i2v")
+    reward = init_reward_model(i2v, ["a"], num_blocks=1)
+    path = tmp_path / "first.png"
+    test_image(3, 48, 48).save(path)
+    image = fit_image(read_image(path), SHAPE.width, SHAPE.height)
+    result = sample(i2v, [SampleSpec("a red ball", seed=1, image=image)], SHAPE, 2, reward)
+    cond = PromptCache(i2v)(["a red ball"], [path], SHAPE)
+    torch.testing.assert_close(reward(result.latents, torch.zeros(1), cond, SHAPE).float(), result.rewards.float())
+
+
+def test_the_latents_an_image_holds_fixed_stay_clean_in_training(tiny_family, tmp_path):
+    ltx = tiny_family("ltx")
+    shape = VideoShape(height=32, width=64, frames=9)
+    path = tmp_path / "first.png"
+    test_image(0, 64, 32).save(path)
+    cond = PromptCache(ltx)(["p", "p"], [path, None], shape)
+    clean = ltx.prepare_latents(shape, [torch.Generator().manual_seed(s) for s in range(2)])
+    noisy = ltx.add_noise(clean, torch.randn_like(clean), torch.tensor([0.7, 0.7]))
+    held = hold_fixed_latents(ltx, noisy, clean, cond)
+    first = cond.image["mask"][0] > 0  # the first latent frame's tokens, which the image holds
+    assert 0 < int(first.sum()) < len(first)
+    assert torch.equal(held[0, first], clean[0, first]) and torch.equal(held[0, ~first], noisy[0, ~first])
+    assert torch.equal(held[1], noisy[1])  # a row without an image holds nothing
+
+
+@pytest.mark.parametrize(("variant", "shape"), [
+    ("ltx-i2v", VideoShape(height=32, width=64, frames=9)),
+    ("cogvideox-i2v", VideoShape(height=32, width=32, frames=9)),
+    ("wan-ti2v-5b", VideoShape(height=32, width=32, frames=9)),
+])
+def test_training_on_clips_with_first_frames_runs_for_the_other_i2v_models(tiny_family, tmp_path, variant, shape):
+    family = tiny_family(variant)
+    records = [{**record, "image": test_image(i, shape.width, shape.height)}
+               for i, record in enumerate(clip_records(shape.frames, shape.height, shape.width, 4))]
+    write_pairs(tmp_path / "data", ["bright"], records, kind="clips")
+    data = load_preference_data(tmp_path / "data", family)
+    result = train_reward_model(family, data, TrainConfig(epochs=1, num_blocks=1, batch_size=2), tmp_path / "out",
+                                progress=False, log=None)
+    assert result.report["steps"] == 1 and result.report["accuracy"]["objectives"]["bright"]["decisive"] == 2
+    assert load_reward_model(tmp_path / "out", family).objectives == ("bright",)

@@ -1,5 +1,6 @@
 """Image-to-video from the command line: ``nrg make-tiny --i2v`` (and ``--variant`` for Wan 2.2's), ``nrg
-init-reward`` on an I2V model and ``nrg generate --image`` with reward guidance."""
+init-reward`` on an I2V model, ``nrg generate --image`` with reward guidance, and a reward for an I2V model
+trained (``nrg train-reward``) and distilled (``nrg reward distill``) from prompts with first frames."""
 
 import json
 
@@ -57,13 +58,73 @@ def test_generate_refuses_a_missing_or_unwanted_image(i2v_dir, image, tiny_dir, 
     assert "input_reference_aspect_tolerance" in capsys.readouterr().err
 
 
-def test_training_from_prompts_alone_refuses_an_image_to_video_model(i2v_dir, tmp_path, capsys):
+def test_distill_refuses_prompts_without_images_for_an_i2v_model_and_images_for_a_t2v_one(i2v_dir, image, tiny_dir,
+                                                                                          tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red circle\na blue square\n")
+    prompts.write_text("# two prompts\na red circle\na blue square\n")
     with pytest.raises(SystemExit):
         main(["reward", "distill", "--model", str(i2v_dir), "--prompts", str(prompts), "--judge", "classic",
               "--out", str(tmp_path / "r")])
-    assert "is image-to-video" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{prompts} line 2: no image; this Wan model is image-to-video" in err and err.count("\n") == 1, err
+    with_images = tmp_path / "prompts.jsonl"
+    with_images.write_text(json.dumps({"prompt": "a red circle", "image": str(image)}) + "\n")
+    with pytest.raises(SystemExit):
+        main(["reward", "distill", "--model", str(tiny_dir("wan")), "--prompts", str(with_images), "--judge", "classic",
+              "--out", str(tmp_path / "r")])
+    assert f"{with_images} line 1: image: this Wan model is text-to-video only" in capsys.readouterr().err
+
+
+def test_train_reward_on_pairs_with_first_frames(i2v_dir, image, tmp_path):
+    from guidance.train.preference_data import write_pairs
+    from tests.guidance.train.synthetic import OBJECTIVES, latent_records
+
+    data = write_pairs(tmp_path / "data", OBJECTIVES,
+                       [{**record, "image": image} for record in latent_records((16, 3, 4, 4), 4)])
+    assert main(["train-reward", "--model", str(i2v_dir), "--data", str(data), "--out", str(tmp_path / "reward"),
+                 "--blocks", "1", "--epochs", "1", "--quiet"]) == 0
+    report = json.loads((tmp_path / "reward" / "training_report.json").read_text())
+    assert report["steps"] == 1 and report["accuracy"]["pairs"] == 1
+
+
+@pytest.mark.slow
+def test_reward_distill_on_tiny_wan_i2v_then_generate_with_it(i2v_dir, tmp_path, capsys):
+    """From an I2V directory and prompts with first frames to a reward the model loads and steers with; the
+    pool's samples start from their prompt's image (each equals the sample of that image and seed alone)."""
+    from safetensors.torch import load_file
+
+    from guidance.families import load_pipeline
+    from guidance.families.base import VideoShape
+    from guidance.images import fit_image, read_image
+    from guidance.reward_model import load_reward_model
+    from guidance.sampler import SampleSpec, sample
+    from guidance.train.distill import POOL_SEED_BASE
+
+    lines = []
+    for i, prompt in enumerate(("a red ball", "a blue cube spinning", "a green field")):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+            tmp_path / f"first{i}.png")
+        lines.append(json.dumps({"prompt": prompt, "image": f"first{i}.png"}) + "\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(lines))
+    out = tmp_path / "distilled"
+    assert main(["reward", "distill", "--model", str(i2v_dir), "--prompts", str(prompts), "--judge",
+                 "classic:sharpness,exposure", "--out", str(out), "--pool", "2", "--epochs", "1", "--blocks", "1",
+                 "--strengths", "4", "--tune-prompts", "1", "--tune-seeds", "1", "--report-seeds", "1", "--quiet"]) == 0
+    assert "judged by classic:sharpness,exposure (not optimised)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "data" / "pairs.jsonl").read_text().splitlines()]
+    assert [row["image"] for row in rows] == [f"images/00000{i}.png" for i in range(3)]
+    family = load_pipeline(i2v_dir)
+    reward = load_reward_model(out / "reward", family)
+    assert reward.objectives == ("sharpness", "exposure") and reward.calibration.samples == 6
+    shape = VideoShape(height=32, width=32, frames=9)
+    alone = sample(family, [SampleSpec("a green field", seed=POOL_SEED_BASE + 2 * 2,
+                                       image=fit_image(read_image(tmp_path / "first2.png"), 32, 32))], shape, 4)
+    assert (load_file(str(out / "pool" / "00002.safetensors"))["latents"][0] - alone.latents[0]).abs().max() <= 1e-4
+    assert main(["generate", "--model", str(i2v_dir), "--prompt", "a red ball", "--image", str(tmp_path / "first0.png"),
+                 "--reward", str(out / "reward"), "--weights", "sharpness=1", "--quiet",
+                 "--out", str(tmp_path / "steered.npy")]) == 0
+    assert "optimised reward" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("variant, config", [("i2v-a14b", {"boundary_ratio": 0.8, "expand_timesteps": False}),
