@@ -109,13 +109,15 @@ class RowStepCache:
         residual = out - hidden
         skip = self._decisions(call, residual)
         compute = [row for row in range(batch) if row not in skip]
-        final = out.clone() if skip else out
+        tail = self._run_tail(call, compute, out, args[1:], kwargs) if compute else None
+        for j, row in enumerate(compute):
+            key = call.keys[row]
+            if key is not None and call.thresholds[row] > 0:
+                self._states[key] = _RowState(residual[row].detach().clone(), (tail[j] - out[row]).detach())
+        if not skip:
+            return tail
+        final = out.clone()
         if compute:
-            tail = self._run_tail(call, compute, out, args[1:], kwargs)
-            for j, row in enumerate(compute):
-                key = call.keys[row]
-                if key is not None and call.thresholds[row] > 0:
-                    self._states[key] = _RowState(residual[row].detach().clone(), (tail[j] - out[row]).detach())
             final[compute] = tail
         for row in skip:
             final[row] = out[row] + self._states[call.keys[row]].tail_residual
@@ -129,8 +131,8 @@ class RowStepCache:
                 if key is not None and call.thresholds[row] > 0 and key in self._states]
         if not rows:
             return set()
-        previous = torch.stack([self._states[call.keys[row]].head_residual for row in rows])
-        current = residual[rows]
+        previous = torch.stack([self._states[call.keys[row]].head_residual for row in rows]).float()
+        current = residual[rows].float()
         change = ((current - previous).abs().flatten(1).mean(1) / previous.abs().flatten(1).mean(1)).tolist()
         return {row for row, value in zip(rows, change) if value < call.thresholds[row]}
 
