@@ -152,9 +152,6 @@ class BatchExecutor:
         from the store, checked against its recorded sha256 and fitted to the video's size and frames
         (``server.input_reference``, ``server.input_video``)."""
         sample_spec = job.spec.to_sample_spec()
-        cache = self.models[job.spec.model].step_cache
-        if cache is not None:
-            sample_spec = replace(sample_spec, cache_threshold=cache.threshold)
         ref = job.spec.input_reference
         if ref is None:
             return sample_spec

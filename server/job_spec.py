@@ -135,6 +135,9 @@ class JobSpec:
     denoise_strength: float | None = None
     #: Also run the same request unguided in the job's batch and report the changes (``server.unguided_twin``).
     compare_unguided: bool = False
+    #: First-block caching of the job's rows (``guidance.step_cache``): the request's threshold or its
+    #: server's ``--step-cache``; None where the model has no step cache.
+    step_cache_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.judge is not None and self.guidance is None:
@@ -195,7 +198,7 @@ class JobSpec:
         return SampleSpec(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
                           cfg_scale=self.guidance_scale, guidance=self.guidance,
                           lora=lora.name if lora else None, lora_scale=lora.scale if lora else 1.0,
-                          denoise_strength=self.denoise_strength)
+                          denoise_strength=self.denoise_strength, cache_threshold=self.step_cache_threshold or 0.0)
 
     def reward_guidance_json(self) -> dict[str, Any] | None:
         """The effective ``reward_guidance``, as the job reports it."""
@@ -219,14 +222,16 @@ class JobSpec:
             "webhook_url": self.webhook_url, "compare_unguided": self.compare_unguided,
             "input_reference": self.input_reference.to_json() if self.input_reference else None,
             "denoise_strength": self.denoise_strength,
+            "step_cache_threshold": self.step_cache_threshold,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read :meth:`to_json`'s record. Records written before ``checkpoint_kind`` was stored name a
         LoRA by having a ``checkpoint_scale``; those written before webhooks have no ``webhook_url``, those
-        before image-to-video no ``input_reference``, those before unguided twins no ``compare_unguided``, and
-        those before video-to-video no ``denoise_strength``."""
+        before image-to-video no ``input_reference``, those before unguided twins no ``compare_unguided``,
+        those before video-to-video no ``denoise_strength``, and those before step caching no
+        ``step_cache_threshold``."""
         name = data.get("checkpoint")
         ref = None
         if name is not None:
@@ -248,4 +253,5 @@ class JobSpec:
                    webhook_url=data.get("webhook_url"), compare_unguided=bool(data.get("compare_unguided")),
                    input_reference=InputReference.from_json(data["input_reference"]) if data.get("input_reference")
                    else None,
-                   denoise_strength=data.get("denoise_strength"))
+                   denoise_strength=data.get("denoise_strength"),
+                   step_cache_threshold=data.get("step_cache_threshold"))

@@ -146,7 +146,20 @@ class RequestResolver:
             checkpoint=checkpoint,
             guidance=guidance, judge=judge, judges=tuple(judges), webhook_url=self._webhook_url(req.webhook_url),
             compare_unguided=req.compare_unguided,
+            step_cache_threshold=self._step_cache_threshold(name, hosted, req.step_cache_threshold),
         ), req.denoise_strength
+
+    @staticmethod
+    def _step_cache_threshold(model: str, hosted: HostedModel, asked: float | None) -> float | None:
+        """The job's cache threshold: the request's, else the server's; a model without a step cache runs
+        every block (0 asked is that, anything above is refused)."""
+        if hosted.step_cache is None:
+            if asked:
+                raise APIError(400, f"model {model} runs without a step cache (its server was started without "
+                                    f"--step-cache): step_cache_threshold must be 0 or left out",
+                               param="step_cache_threshold")
+            return None
+        return hosted.step_cache.threshold if asked is None else float(asked)
 
     def _webhook_url(self, url: str | None) -> str | None:
         """The URL, once the rules allow it and its host resolves to an address they allow. The handler

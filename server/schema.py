@@ -199,6 +199,13 @@ def build_request_model(limits: Limits) -> type[BaseModel]:
             description="Video-to-video: how much of the schedule runs, in (0, 1] (int(num_inference_steps * "
                         "denoise_strength) steps, from the noise level they start at): 1 ignores the video, lower "
                         f"keeps more of it. Default {DEFAULT_DENOISE_STRENGTH} with a video; only with one.")
+        step_cache_threshold: Annotated[float | None, NoBool] = Field(
+            None, ge=0, le=1, allow_inf_nan=False,
+            description="First-block caching of this job's denoiser calls (Wan models on a server started with "
+                        "--step-cache): a call runs only the transformer's first block when that block's residual "
+                        "moved by less than this fraction since the job's last full call, reusing the rest. 0 runs "
+                        "every block; default the server's --step-cache threshold. A value above 0 on a model "
+                        "without a step cache is a 400.")
         compare_unguided: bool = Field(
             False,
             description="Also run this request without guidance (same prompt, seed, shape, steps, CFG scale and "
@@ -363,6 +370,8 @@ class VideoObject(BaseModel):
     input_reference: InputReferenceInfo | None = Field(
         None, description="Image-to-video: the image the video started from (its sha256, format and size); "
                           "video-to-video: the video (and its frame count and rate).")
+    step_cache_threshold: float | None = Field(
+        None, description="The job's first-block cache threshold (0: every block; null: no step cache).")
     denoise_strength: float | None = Field(
         None, description="Video-to-video: the share of the schedule that ran from the noised input video.")
 

@@ -33,7 +33,7 @@ def video_object(job: Job, retention: Retention) -> dict[str, Any]:
         **{k: r.get(k) for k in RESULT_FIELDS},
         webhook_status=job.webhook,
         input_reference=_input_reference(spec),
-        denoise_strength=spec.denoise_strength,
+        denoise_strength=spec.denoise_strength, step_cache_threshold=spec.step_cache_threshold,
     ).model_dump(mode="json")
 
 

@@ -145,6 +145,7 @@ def create_body(
     input_reference: str | Path | bytes | None = None,
     denoise_strength: float | None = None,
     compare_unguided: bool | None = None,
+    step_cache_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/videos``. ``reward_weights``/``strength``/``window``/``mode``/``particles`` map to
     the server's ``reward_guidance`` object (sent when any of them is given); ``extra_body`` is merged
@@ -163,7 +164,7 @@ def create_body(
             reward_guidance=guidance, judges=None if judges is None else list(judges), webhook_url=webhook_url,
             input_reference=None if input_reference is None else input_data_url(input_reference),
             denoise_strength=denoise_strength,
-            compare_unguided=compare_unguided,
+            compare_unguided=compare_unguided, step_cache_threshold=step_cache_threshold,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -133,7 +133,7 @@ class Client:
                window: tuple[float, float] | None = None, mode: str | None = None, particles: int | None = None,
                judge: str | None = None, judges: Sequence[str] | None = None, webhook_url: str | None = None,
                input_reference: str | Path | bytes | None = None, denoise_strength: float | None = None,
-               compare_unguided: bool | None = None,
+               compare_unguided: bool | None = None, step_cache_threshold: float | None = None,
                extra_body: Mapping[str, Any] | None = None) -> Video:
         """Queue a video job (``POST /v1/videos``). Unset arguments take the server's defaults.
 
@@ -155,6 +155,8 @@ class Client:
         Video-to-video: a clip (MP4 or WebM) instead, the same ways, noised to ``denoise_strength`` (in
         (0, 1], the share of the schedule run from it; server default 0.8) and the rest of the schedule
         sampled (``ModelInfo.input_reference_video`` says whether a model takes one).
+        ``step_cache_threshold``: first-block caching of the job's denoiser calls on a server started with
+        ``--step-cache`` (0: every block; default the server's threshold).
         """
         body = create_body(
             prompt=prompt, model=model, negative_prompt=negative_prompt, size=size, width=width, height=height,
@@ -163,6 +165,7 @@ class Client:
             reward_weights=reward_weights, strength=strength,
             window=window, mode=mode, particles=particles, judge=judge, judges=judges, webhook_url=webhook_url,
             input_reference=input_reference, denoise_strength=denoise_strength, compare_unguided=compare_unguided,
+            step_cache_threshold=step_cache_threshold,
             extra_body=extra_body,
         )
         return Video.model_validate(self._request("POST", "/v1/videos", json=body).json())

@@ -94,6 +94,8 @@ class VideoCreateParams(BaseModel):
     denoise_strength: float | None = None
     #: Also run the request unguided in the same batch and report the changes (``Video.unguided``).
     compare_unguided: bool | None = None
+    #: First-block caching threshold of the job's denoiser calls, in [0, 1] (a server with ``--step-cache``).
+    step_cache_threshold: float | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -219,6 +221,8 @@ class Video(_Response):
     input_reference: InputReferenceInfo | None = None
     #: Video-to-video: the share of the schedule that ran from the noised video.
     denoise_strength: float | None = None
+    #: The job's first-block cache threshold (0: every block); None where the model has no step cache.
+    step_cache_threshold: float | None = None
 
     @property
     def done(self) -> bool:
