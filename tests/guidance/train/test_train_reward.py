@@ -5,7 +5,12 @@ import torch
 
 from guidance.families.base import VideoShape
 from guidance.images import fit_image, read_image
-from guidance.reward_model import CONFIG_NAME, WEIGHTS_NAME, init_reward_model, load_reward_model
+from guidance.reward_model import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    init_reward_model,
+    load_reward_model,
+)
 from guidance.sampler import SampleSpec, sample
 from guidance.train.preference_data import load_preference_data, write_pairs
 from guidance.train.reward import (
@@ -110,21 +115,29 @@ def test_training_is_deterministic_given_the_seed_and_resumes(wan, synthetic, tr
         train_reward_model(wan, synthetic, TrainConfig(objectives=["bright"], init=str(trained.out_dir)), log=None)
 
 
-@pytest.mark.parametrize(("family_name", "shape"), [
-    ("cogvideox", VideoShape(height=32, width=32, frames=9)),
-    ("ltx", VideoShape(height=32, width=64, frames=9)),
-    ("hunyuan", VideoShape(height=32, width=32, frames=9)),
+@pytest.mark.parametrize(("family_name", "shape", "first_frames"), [
+    ("cogvideox", VideoShape(height=32, width=32, frames=9), False),
+    ("ltx", VideoShape(height=32, width=64, frames=9), False),
+    ("hunyuan", VideoShape(height=32, width=32, frames=9), False),
+    ("ltx-i2v", VideoShape(height=32, width=64, frames=9), True),
+    ("cogvideox-i2v", VideoShape(height=32, width=32, frames=9), True),
+    ("wan-ti2v-5b", VideoShape(height=32, width=32, frames=9), True),
 ])
-def test_training_runs_for_other_families_from_clips(tiny_family, tmp_path, family_name, shape):
+def test_training_runs_for_other_families_from_clips(tiny_family, tmp_path, family_name, shape, first_frames):
+    """Text-to-video models from clips, and image-to-video ones from clips with the first frame of each pair."""
     family = tiny_family(family_name)
-    write_pairs(tmp_path / "data", ["bright"], clip_records(shape.frames, shape.height, shape.width, 4), kind="clips")
+    records = clip_records(shape.frames, shape.height, shape.width, 4)
+    if first_frames:
+        records = [{**record, "image": test_image(i, shape.width, shape.height)} for i, record in enumerate(records)]
+    write_pairs(tmp_path / "data", ["bright"], records, kind="clips")
     data = load_preference_data(tmp_path / "data", family)
     result = train_reward_model(family, data, TrainConfig(epochs=1, num_blocks=1, batch_size=2), tmp_path / "out",
                                 progress=False, log=None)
-    assert result.report["steps"] == 1 and result.report["family"] == family_name
+    assert result.report["steps"] == 1 and result.report["family"] == family.name
     assert result.report["accuracy"]["objectives"]["bright"]["decisive"] == 2
     loaded = load_reward_model(tmp_path / "out", family)
-    cond = PromptCache(family)(data.prompts[:1])
+    assert loaded.objectives == ("bright",)
+    cond = PromptCache(family)(data.prompts[:1], images=data.images[:1] if first_frames else None, shape=shape)
     a = data.latents_a[0][None]
     t = torch.tensor([0.5])
     assert float(score_pairs(loaded, a, a, t, cond, shape).abs().max()) < 1e-5  # same clip, same noise
@@ -176,18 +189,3 @@ def test_the_latents_an_image_holds_fixed_stay_clean_in_training(tiny_family, tm
     assert torch.equal(held[1], noisy[1])  # a row without an image holds nothing
 
 
-@pytest.mark.parametrize(("variant", "shape"), [
-    ("ltx-i2v", VideoShape(height=32, width=64, frames=9)),
-    ("cogvideox-i2v", VideoShape(height=32, width=32, frames=9)),
-    ("wan-ti2v-5b", VideoShape(height=32, width=32, frames=9)),
-])
-def test_training_on_clips_with_first_frames_runs_for_the_other_i2v_models(tiny_family, tmp_path, variant, shape):
-    family = tiny_family(variant)
-    records = [{**record, "image": test_image(i, shape.width, shape.height)}
-               for i, record in enumerate(clip_records(shape.frames, shape.height, shape.width, 4))]
-    write_pairs(tmp_path / "data", ["bright"], records, kind="clips")
-    data = load_preference_data(tmp_path / "data", family)
-    result = train_reward_model(family, data, TrainConfig(epochs=1, num_blocks=1, batch_size=2), tmp_path / "out",
-                                progress=False, log=None)
-    assert result.report["steps"] == 1 and result.report["accuracy"]["objectives"]["bright"]["decisive"] == 2
-    assert load_reward_model(tmp_path / "out", family).objectives == ("bright",)
