@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -141,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{guidance.strength:g}); device {gt.device_text(str(family.device))}")
     print(table(rows))
     if args.output_file is not None:
-        args.output_file.write_text(json.dumps({"command": gt.command_line(argv), "rows": rows, "runs": runs},
-                                               indent=1) + "\n")
+        command = "python -m benchmarks.step_cache_bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+        args.output_file.write_text(json.dumps({"command": command, "rows": rows, "runs": runs}, indent=1) + "\n")
     return 0
 
 
