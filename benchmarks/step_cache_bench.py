@@ -44,7 +44,8 @@ def _batch(family, reward, cache, prompts: Sequence[str], seed: int, threshold: 
     result = sample(family, specs, shape, steps, reward, step_cache=cache)
     seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     calls = sum(2 * steps if family.uses_cfg(family.default_cfg) else steps for _ in prompts)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "calls": calls, "cached_calls": int(sum(result.cached_calls)),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "calls": calls,
+            "cached_calls": int(sum(result.cached_calls)),
             "truth": gt.score_clips(result.frames.numpy(), list(prompts))}
 
 
@@ -79,7 +80,8 @@ def summarise(runs: dict[str, list[dict]], settings: list[tuple[str, float, bool
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| setting | calls skipped | time vs uncached (wall, CPU) | " + " | ".join(f"{o} vs uncached" for o in OBJECTIVES)
+    lines = ["| setting | calls skipped | time vs uncached (wall, CPU) | "
+             + " | ".join(f"{o} vs uncached" for o in OBJECTIVES)
              + " | " + " | ".join(f"{o} win vs unguided" for o in OBJECTIVES) + " |",
              "|---" * (3 + 2 * len(OBJECTIVES)) + "|"]
     for row in rows:
@@ -88,7 +90,8 @@ def table(rows: list[dict]) -> str:
         truth = [f"{m:+.3f} +/- {h:.3f}" for m, h in (row["truth_vs_uncached"][o] for o in OBJECTIVES)]
         wins = ([gt.win_cell(row["win_vs_unguided"][o]) for o in OBJECTIVES] if row["guided"]
                 else ["-"] * len(OBJECTIVES))
-        lines.append(f"| {row['setting']} | {skipped} | {row['time_multiple']:.2f}x, {row['cpu_time_multiple']:.2f}x | " + " | ".join(truth) + " | "
+        times = f"{row['time_multiple']:.2f}x, {row['cpu_time_multiple']:.2f}x"
+        lines.append(f"| {row['setting']} | {skipped} | {times} | " + " | ".join(truth) + " | "
                      + " | ".join(wins) + " |")
     return "\n".join(lines)
 

@@ -325,7 +325,7 @@ class BatchState:
             return
         keys = [(rows.ids[row], half) for row in members]
         cache = self.step_cache.experts[expert]
-        with cache.rows(keys, thresholds, lambda part: self._adapters([members[i] for i in part])) as skipped:
+        with cache.rows(keys, thresholds, lambda part: self._adapters([members[i] for i in part], members)) as skipped:
             yield
         self.cached_calls.update(rows.ids[members[i]] for i in skipped)
 
@@ -334,10 +334,12 @@ class BatchState:
         if self.step_cache is not None:
             self.step_cache.forget(sample_ids)
 
-    def _adapters(self, members: list[int]):
-        """Route each of these rows to its LoRA adapter for one denoiser call (nothing when none has one)."""
+    def _adapters(self, members: list[int], within: list[int] | None = None):
+        """Route each of these rows to its LoRA adapter for one denoiser call (nothing when none has one).
+        ``within``: the rows of the call these are a subset of (the step cache's later blocks); their routing
+        is then set even when none of ``members`` has an adapter, since the call's own is active around it."""
         rows = self.rows
-        if self.loras is None or all(rows.adapters[row] < 0 for row in members):
+        if self.loras is None or all(rows.adapters[row] < 0 for row in within or members):
             return nullcontext()
         return self.loras.routing(self._to_device([rows.adapters[row] for row in members]),
                                   self._to_device([rows.adapter_scales[row] for row in members], torch.float32))

@@ -84,6 +84,11 @@ def test_a_lora_row_caches_its_own_adapted_residuals(tiny_dir, tmp_path):
     assert alone.cached_calls[0] > 0 and together.cached_calls[1] == alone.cached_calls[0]
     torch.testing.assert_close(together.frames[1], alone.frames[0], atol=1e-5, rtol=1e-5)
     assert (alone.frames[0] - uncached.frames[0]).abs().mean() < 0.05
+    # A row without an adapter that computes while its LoRA batch-mate is cached runs without the adapter.
+    plain = run([_spec(seed=9, threshold=0.0)])
+    mixed = run([_spec(seed=9, threshold=0.0), _spec(lora="lora", threshold=0.9)])
+    assert mixed.cached_calls == [0, mixed.cached_calls[1]] and mixed.cached_calls[1] > 0
+    torch.testing.assert_close(mixed.frames[0], plain.frames[0], atol=1e-5, rtol=1e-5)
 
 
 def test_guidance_with_caching_still_moves_the_objective(wan, reward, cache):
