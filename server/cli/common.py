@@ -47,6 +47,22 @@ def _shape_and_steps(args: argparse.Namespace, family):
     return shape, args.steps or defaults.steps
 
 
+def non_negative(text: str, rule: str) -> float:
+    """A finite number >= 0, or an argparse error saying ``rule``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{rule}; got {text!r}")
+    return value
+
+
+def step_cache_threshold(text: str) -> float:
+    """A first-block cache threshold (``--step-cache``): a number >= 0 (0: off)."""
+    return non_negative(text, "step cache threshold must be a number >= 0 (0: off)")
+
+
 def refuse_image_to_video(family, command: str):
     """``ValueError`` for the commands that still sample or train from prompts alone (``nrg align``, ``nrg
     eval``) on a model that needs an image; ``nrg train-reward`` and ``nrg reward distill`` take images."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from guidance.attention_backends import ATTENTION_BACKENDS, DEFAULT_BACKEND
 from guidance.nrg import MODES
-from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window
+from server.cli.common import _add_model_args, _load, _shape_and_steps, _size, _window, step_cache_threshold
 from server.config import COMPILE_BACKENDS
 
 if TYPE_CHECKING:  # torch and the models load only inside run()
@@ -50,6 +50,10 @@ def add_parser(sub) -> None:
     gen.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default=DEFAULT_BACKEND, metavar="NAME",
                      help="the denoiser's attention kernel, as nrg serve --attention-backend takes it (default "
                           f"{DEFAULT_BACKEND})")
+    gen.add_argument("--step-cache", type=step_cache_threshold, default=0.0, metavar="THRESHOLD",
+                     help="first-block caching on Wan models, as nrg serve --step-cache takes it: a denoiser call runs "
+                          "only its first block when that block's residual moved by less than THRESHOLD since the "
+                          "last full call (e.g. 0.05; default 0: off; not with --compile)")
     gen.add_argument("--image", type=Path, default=None,
                      help="image-to-video: the first frame (PNG, JPEG or WebP), resized to --size under the server's "
                           "rules (docs/server.md, Image-to-video); the model must take an image")
@@ -97,6 +101,8 @@ def run(args: argparse.Namespace) -> None:
 
         check_backend(args.compile_backend, resolve_device(args.device))  # before the model loads
     check_attention_backend(args.attention_backend, resolve_device(args.device))
+    if args.step_cache > 0 and args.compile_backend is not None:
+        raise ValueError("--step-cache and --compile do not go together yet (docs/server.md, Making it fast)")
     family = _load(args)
     judges = HeldOutJudges(load_judges(judge_specs, str(family.device)))
     shape, steps = _shape_and_steps(args, family)
@@ -135,11 +141,16 @@ def run(args: argparse.Namespace) -> None:
         from server.input_video import video_file
 
         video = video_file(args.video, shape.width, shape.height, shape.frames, args.fps)
+    step_cache = None
+    if args.step_cache > 0:
+        from guidance.step_cache import StepCache
+
+        step_cache = StepCache(family, args.step_cache)
     spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance, image=image, video=video,
-                      denoise_strength=args.denoise_strength)
+                      denoise_strength=args.denoise_strength, cache_threshold=args.step_cache)
     ran = steps - sample_start(spec, steps)  # a video's sample runs the last steps only
     specs = [spec, replace(spec, guidance=None)] if args.compare_unguided else [spec]
-    result = sample(family, specs, shape, steps, reward, progress=not args.quiet)
+    result = sample(family, specs, shape, steps, reward, progress=not args.quiet, step_cache=step_cache)
     problems = output_problems(result, ran)
     problem = problems[0]
     if problem is not None:
@@ -148,6 +159,8 @@ def run(args: argparse.Namespace) -> None:
     from_video = f" from {args.video}: {ran} of" if video is not None else ""
     print(f"wrote {path} ({shape.frames} frames, {shape.width}x{shape.height},{from_video} {steps} steps, seed "
           f"{args.seed})")
+    if step_cache is not None:
+        print(f"step cache: {result.cached_calls[0]} of the denoiser calls ran only their first block")
     if result.rewards is not None:
         scores = ", ".join(f"{name}={value:.4f}" for name, value in zip(result.objectives, result.rewards[0].tolist()))
         print(f"optimised reward (what guidance pushed up), final latents: {scores}")

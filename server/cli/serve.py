@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from guidance.attention_backends import ATTENTION_BACKENDS, DEFAULT_BACKEND
-from server.cli.common import DTYPES
+from server.cli.common import DTYPES, non_negative, step_cache_threshold
 from server.config import COMPILE_BACKENDS, ServerConfig
 from server.roles import ROLES
 from server.scheduling import BATCHING_MODES
@@ -102,27 +102,11 @@ def _waits(text: str) -> str:
     return ",".join(f"{wait:g}" for wait in _wait_list(text))
 
 
-def _non_negative(text: str, rule: str) -> float:
-    """A finite number >= 0, or an argparse error saying ``rule``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{rule}; got {text!r}")
-    return value
-
-
 def _memory_budget(text: str) -> float | None:
     """GiB (0: no limit), or None for ``auto``."""
     if text == "auto":
         return None
-    return _non_negative(text, "memory budget must be auto or a number of GiB >= 0 (0: no limit)")
-
-
-def _step_cache(text: str) -> float:
-    """A first-block cache threshold: a number >= 0 (0: off)."""
-    return _non_negative(text, "step cache threshold must be a number >= 0 (0: off)")
+    return non_negative(text, "memory budget must be auto or a number of GiB >= 0 (0: no limit)")
 
 
 def _threads(text: str) -> int:
@@ -228,8 +212,8 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                             f"{', '.join(ATTENTION_BACKENDS)}; a CPU runs PyTorch's own (native, _native_math, "
                             f"_native_flash, flex), flash/sage/xformers need their package and CUDA; checked before "
                             f"any model loads (docs/server.md, Making it fast; default {DEFAULT_BACKEND})")
-    serve.add_argument("--step-cache", dest="step_cache_threshold", type=_step_cache, metavar="THRESHOLD",
-                       default=_step_cache(_env("STEP_CACHE", str(defaults.step_cache_threshold))),
+    serve.add_argument("--step-cache", dest="step_cache_threshold", type=step_cache_threshold, metavar="THRESHOLD",
+                       default=step_cache_threshold(_env("STEP_CACHE", str(defaults.step_cache_threshold))),
                        help="first-block caching of every job's rows on Wan models: a row's denoiser call runs only "
                             "its first block when that block's residual moved by less than THRESHOLD (e.g. 0.05) "
                             "since the row's last full call, reusing the rest; each row decides alone. Not with "

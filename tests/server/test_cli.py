@@ -179,3 +179,13 @@ def test_generate_equals_the_diffusers_pipeline_for_every_family(tiny_dir, tiny_
         num_inference_steps=3, generator=torch.Generator("cpu").manual_seed(11), output_type="np", **cfg_kwargs,
     ).frames[0]
     assert np.abs(np.load(out) - expected).max() <= 1e-4
+
+
+def test_generate_with_a_step_cache_says_how_many_calls_it_skipped(tiny_dir, tmp_path, capsys):
+    assert _generate(tiny_dir("wan"), tmp_path / "c.npy", "--step-cache", "0.3", "--steps", "8") == 0
+    skipped = int(re.search(r"step cache: (\d+) of the denoiser calls", capsys.readouterr().out).group(1))
+    assert 0 < skipped <= 2 * 7  # CFG's two calls a step; the first step of each computes
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(tiny_dir("ltx")), "--prompt", "x", "--quiet", "--step-cache", "0.3",
+              "--out", str(tmp_path / "l.npy")])
+    assert "step caching supports Wan models" in capsys.readouterr().err
