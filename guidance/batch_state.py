@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 
@@ -211,12 +211,8 @@ class BatchState:
         present = [sid for sid in self.ids if sid in gone]
         if self.joinable:
             self.rows.keep([row for row, sid in enumerate(self.rows.ids) if sid not in gone])
-            for sid in gone:
-                self.passes.pop(sid, None)
-                self.decodes.pop(sid, None)
-                self.cached_calls.pop(sid, None)
+            self._leave(gone)
             self.clock.drop(list(gone))
-            self._forget_cache(gone)
         else:
             self._dropped |= gone
         return present
@@ -329,8 +325,12 @@ class BatchState:
             yield
         self.cached_calls.update(rows.ids[members[i]] for i in skipped)
 
-    def _forget_cache(self, sample_ids: Iterable[Hashable]) -> None:
-        """Samples that left: their step-cache states go (their ids never come back)."""
+    def _leave(self, sample_ids: Collection[Hashable]) -> None:
+        """Samples that left: their counts and step-cache states go (their ids never come back)."""
+        for sid in sample_ids:
+            self.passes.pop(sid, None)
+            self.decodes.pop(sid, None)
+            self.cached_calls.pop(sid, None)
         if self.step_cache is not None:
             self.step_cache.forget(sample_ids)
 
@@ -467,15 +467,10 @@ class BatchState:
         if not len(rows):
             self.rows = None
         kept = part.groups()
-        passes = [self.passes.pop(sid, 0) for sid in kept]
-        for sid in done:
-            self.passes.pop(sid, None)
+        passes = [self.passes[sid] for sid in kept]
         self.clock.drop([sid for sid in done if sid not in kept])
         if not len(part):
-            for sid in done:
-                self.decodes.pop(sid, None)
-                self.cached_calls.pop(sid, None)
-            self._forget_cache(done)
+            self._leave(done)
             return SampleResult(None, part.latents, None, self.objectives, [], [], [], self.timer.totals())
         part.latents = self.family.final_latents(part.latents, part.cond)
         final_rewards = frames = None
@@ -492,12 +487,9 @@ class BatchState:
             final_rewards = self.scorer(part.latents.float(), t_zero, part.cond, self.shape).float()
             self._count_decodes(part.ids)
             final_rewards = final_rewards[search.finish(part, (final_rewards * part.weights).sum(dim=1))]
-        decodes = [self.decodes.pop(sid, 0) for sid in part.groups()]
-        cached = [self.cached_calls.pop(sid, 0) for sid in part.groups()]
-        for sid in done:
-            self.decodes.pop(sid, None)
-            self.cached_calls.pop(sid, None)
-        self._forget_cache(done)
+        decodes = [self.decodes[sid] for sid in part.groups()]
+        cached = [self.cached_calls[sid] for sid in part.groups()]
+        self._leave(done)
         if decode and frames is None:
             frames = self._decode_all(part)
         return SampleResult(

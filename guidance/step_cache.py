@@ -46,10 +46,10 @@ class _RowState:
 
 @dataclass
 class _Call:
-    """The rows of the denoiser call under way: their keys (None: never cached), thresholds, how to narrow
-    the LoRA routing to a subset of them, and what the call did."""
+    """The rows of the denoiser call under way: their keys, thresholds, how to narrow the LoRA routing to a
+    subset of them, and what the call did."""
 
-    keys: Sequence[Hashable | None]
+    keys: Sequence[Hashable]
     thresholds: Sequence[float]
     narrow: Callable[[list[int]], AbstractContextManager[object]]
     skipped: list[int] = field(default_factory=list)
@@ -71,10 +71,10 @@ class RowStepCache:
             HookRegistry.check_if_exists_or_initialize(block).register_hook(_TailHook(self), TAIL_HOOK)
 
     @contextmanager
-    def rows(self, keys: Sequence[Hashable | None], thresholds: Sequence[float],
+    def rows(self, keys: Sequence[Hashable], thresholds: Sequence[float],
              narrow: Callable[[list[int]], AbstractContextManager[object]] | None = None) -> Iterator[list[int]]:
-        """Within this block, one denoiser call of rows with these ``keys`` (None: a row never cached) and
-        ``thresholds`` (0: always compute) is cached row by row. ``narrow(rows)`` is entered around the
+        """Within this block, one denoiser call of rows with these ``keys`` and ``thresholds`` (0: always
+        compute, nothing kept) is cached row by row. ``narrow(rows)`` is entered around the
         remaining blocks run for a subset of the rows (the LoRA routing of that subset). Yields the list
         that receives the positions of the rows whose remaining blocks were skipped."""
         if len(keys) != len(thresholds):
@@ -111,9 +111,8 @@ class RowStepCache:
         compute = [row for row in range(batch) if row not in skip]
         tail = self._run_tail(call, compute, out, args[1:], kwargs) if compute else None
         for j, row in enumerate(compute):
-            key = call.keys[row]
-            if key is not None and call.thresholds[row] > 0:
-                self._states[key] = _RowState(residual[row].detach().clone(), (tail[j] - out[row]).detach())
+            if call.thresholds[row] > 0:
+                self._states[call.keys[row]] = _RowState(residual[row].detach().clone(), (tail[j] - out[row]).detach())
         if not skip:
             return tail
         final = out.clone()
@@ -127,8 +126,7 @@ class RowStepCache:
     def _decisions(self, call: _Call, residual: torch.Tensor) -> set[int]:
         """The rows whose first-block residual moved by less than their threshold, relative to the one at
         their last full call (FBCache's test: mean |r - r_prev| / mean |r_prev|); one host read."""
-        rows = [row for row, key in enumerate(call.keys)
-                if key is not None and call.thresholds[row] > 0 and key in self._states]
+        rows = [row for row, key in enumerate(call.keys) if call.thresholds[row] > 0 and key in self._states]
         if not rows:
             return set()
         previous = torch.stack([self._states[call.keys[row]].head_residual for row in rows]).float()
