@@ -12,7 +12,9 @@
    rate, step counts drawn from ``--steps-mix``, half the requests guided with random weights. It reports
    throughput, p50/p90/p99 latency, mean queue wait and the achieved batch size (``nrg_batch_size``:
    samples per denoising step), and per round the continuous/static ratios of p50 latency and
-   throughput; the summary is their median over rounds.
+   throughput; the summary is their median over rounds. ``--step-slowdown F`` adds a third server,
+   ``bounded``: continuous with ``--max-step-slowdown F`` (joins bounded by the learnt step time), in
+   the same rounds (the order rotates) and with the same ratios against static.
 2. **Step scaling.** One unguided step's time at batch sizes 1, 2 and ``max_batch``: how much sharing a
    step costs each sample, which bounds what continuous batching can gain.
 3. **Guidance cost.** On the library (``guidance.batch_state``), a batch of ``max_batch`` samples with
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -44,6 +47,12 @@ from guidance.demo import DEFAULT_MODEL_DIR, DEFAULT_STEPS
 from tools.in_process import serve_in_process
 
 MODES = ("static", "continuous")
+#: The third server of ``--step-slowdown``: continuous batching with joins bounded by the learnt step time.
+BOUNDED = "bounded"
+
+
+def _modes(args: argparse.Namespace) -> tuple[str, ...]:
+    return MODES + ((BOUNDED,) if args.step_slowdown else ())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,6 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--load", type=float, default=0.9, help="offered load as a fraction of static capacity (0.9)")
     p.add_argument("--max-batch", type=int, default=4, help="--max-batch of both servers (default 4)")
     p.add_argument("--batch-wait-ms", type=float, default=50.0, help="--batch-wait-ms of both servers (default 50)")
+    p.add_argument("--step-slowdown", type=float, default=0.0, metavar="F",
+                   help="also serve continuous with --max-step-slowdown F, in the same rounds (default 0: not run)")
     p.add_argument("--guided-fraction", type=float, default=0.5, help="guided share of the workload (0.5)")
     p.add_argument("--repeats", type=int, default=5, help="repetitions of the guidance-cost batches (default 5)")
     p.add_argument("--guidance-steps", type=int, default=DEFAULT_STEPS,
@@ -77,6 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"{name} must be >= {low}; got {value}")
     if not 0 < args.load:
         p.error(f"--load must be > 0; got {args.load}")
+    if args.step_slowdown and not args.step_slowdown >= 1:
+        p.error(f"--step-slowdown must be >= 1 (or 0: not run); got {args.step_slowdown}")
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     return args
 
@@ -100,33 +113,39 @@ def _phase(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_serving(args: argparse.Namespace, log) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="nrg-batching-") as tmp, \
-            serve_in_process(args.model, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=1000,
-                             device=args.device, dtype=args.dtype, data_dir=Path(tmp) / "static",
-                             batching="static") as (static_url, _), \
-            serve_in_process(args.model, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=1000,
-                             device=args.device, dtype=args.dtype, data_dir=Path(tmp) / "continuous",
-                             batching="continuous") as (continuous_url, _):
-        urls = {"static": static_url, "continuous": continuous_url}
-        for mode, url in urls.items():  # warm both (first calls allocate and compile)
+    modes = _modes(args)
+    with tempfile.TemporaryDirectory(prefix="nrg-batching-") as tmp, contextlib.ExitStack() as servers:
+        urls = {}
+        for mode in modes:
+            urls[mode], _ = servers.enter_context(serve_in_process(
+                args.model, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=1000,
+                device=args.device, dtype=args.dtype, data_dir=Path(tmp) / mode,
+                batching="static" if mode == "static" else "continuous",
+                max_step_slowdown=args.step_slowdown if mode == BOUNDED else None))
+        for mode, url in urls.items():  # warm every server (first calls allocate and compile)
             _bench(url, args, num=args.max_batch, rate=float("inf"), seed=10_000)
-        probe = _bench(static_url, args, num=2 * args.max_batch, rate=float("inf"), seed=20_000)
+        probe = _bench(urls["static"], args, num=2 * args.max_batch, rate=float("inf"), seed=20_000)
         capacity = probe["request_throughput"]
         rate = args.load * capacity
         log(f"static capacity {capacity:.3f} req/s; offered load {rate:.3f} req/s")
         rounds = []
         for r in range(args.rounds):
-            order = MODES if r % 2 == 0 else MODES[::-1]
+            order = modes[r % len(modes):] + modes[:r % len(modes)]
             phases = {}
             for mode in order:
                 log(f"round {r + 1}/{args.rounds}: {mode}")
                 phases[mode] = _phase(_bench(urls[mode], args, num=args.num_prompts, rate=rate, seed=args.seed + r))
-            s, c = phases["static"], phases["continuous"]
-            rounds.append({"round": r + 1, "order": list(order), **phases,
-                           "p50_ratio": c["p50"] / s["p50"], "throughput_ratio": c["throughput"] / s["throughput"]})
-    return {"capacity_req_s": capacity, "offered_req_s": rate, "rounds": rounds,
-            "median_p50_ratio": statistics.median(r["p50_ratio"] for r in rounds),
-            "median_throughput_ratio": statistics.median(r["throughput_ratio"] for r in rounds)}
+            s = phases["static"]
+            ratios = {mode: {"p50": phases[mode]["p50"] / s["p50"],
+                             "throughput": phases[mode]["throughput"] / s["throughput"]} for mode in modes[1:]}
+            rounds.append({"round": r + 1, "order": list(order), **phases, "ratios": ratios,
+                           "p50_ratio": ratios["continuous"]["p50"], "throughput_ratio": ratios["continuous"]["throughput"]})
+    medians = {mode: {what: statistics.median(r["ratios"][mode][what] for r in rounds) for what in ("p50", "throughput")}
+               for mode in modes[1:]}
+    return {"capacity_req_s": capacity, "offered_req_s": rate, "rounds": rounds, "modes": list(modes),
+            "step_slowdown": args.step_slowdown or None, "median_ratios": medians,
+            "median_p50_ratio": medians["continuous"]["p50"],
+            "median_throughput_ratio": medians["continuous"]["throughput"]}
 
 
 def run_guidance_cost(args: argparse.Namespace, log) -> dict[str, Any]:
@@ -212,18 +231,26 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['load_start']}, at the end {result['load_end']} ({result['cores']} cores); {result['date']}.", ""]
     serving = result.get("serving")
     if serving:
+        modes = serving["modes"]
+        bounded = f" `{BOUNDED}` is continuous with `--max-step-slowdown {serving['step_slowdown']:g}`." \
+            if BOUNDED in modes else ""
         lines += [f"Static capacity {serving['capacity_req_s']:.3f} req/s; offered Poisson load "
-                  f"{serving['offered_req_s']:.3f} req/s.", "",
+                  f"{serving['offered_req_s']:.3f} req/s.{bounded}", "",
                   "| round | mode | throughput (req/s) | p50 (s) | p90 (s) | p99 (s) | queue mean (s) | batch |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in serving["rounds"]:
-            for mode in MODES:
+            for mode in modes:
                 ph = r[mode]
                 lines.append(f"| {r['round']} | {mode} | {ph['throughput']:.3f} | {ph['p50']:.2f} | {ph['p90']:.2f} | "
                              f"{ph['p99']:.2f} | {ph['queue_mean']:.2f} | {ph['batch']:.2f} |")
-        lines += ["", "| round | p50 continuous/static | throughput continuous/static |", "|---|---|---|"]
-        lines += [f"| {r['round']} | {r['p50_ratio']:.3f} | {r['throughput_ratio']:.3f} |" for r in serving["rounds"]]
-        lines += [f"| median | {serving['median_p50_ratio']:.3f} | {serving['median_throughput_ratio']:.3f} |", ""]
+        header = " | ".join(f"p50 {m}/static | throughput {m}/static" for m in modes[1:])
+        lines += ["", f"| round | {header} |", "|---|" + "---|---|" * len(modes[1:])]
+        for r in serving["rounds"]:
+            cells = " | ".join(f"{r['ratios'][m]['p50']:.3f} | {r['ratios'][m]['throughput']:.3f}" for m in modes[1:])
+            lines.append(f"| {r['round']} | {cells} |")
+        cells = " | ".join(f"{serving['median_ratios'][m]['p50']:.3f} | {serving['median_ratios'][m]['throughput']:.3f}"
+                           for m in modes[1:])
+        lines += [f"| median | {cells} |", ""]
     scaling = result.get("scaling")
     if scaling:
         lines += ["One unguided step by batch size (median of the repeats):", "",

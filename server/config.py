@@ -54,6 +54,10 @@ class ServerConfig:
     batch_wait_ms: float = 50.0
     #: ``continuous``: jobs join a running batch between steps; ``static``: a batch is fixed at its start.
     batching: BatchingMode = "continuous"
+    #: Continuous batching: a queued job joins a running batch only while the batch's predicted step time
+    #: stays within this many times one row's alone, both learnt online per model and shape
+    #: (``server.step_costs``); None: joins are bounded by rows (``max_batch``, memory) only.
+    max_step_slowdown: float | None = None
     max_queue: int = 64
     api_keys: tuple[str, ...] = ()
     #: The operator's key: it sees every tenant's jobs (server.tenancy); None: no operator key.

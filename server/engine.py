@@ -49,6 +49,7 @@ from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.output_writer import Output, OutputWriter
 from server.scheduling import BatchingMode, BatchingPolicy, QueuedJob
+from server.step_costs import StepCostGate, StepTimes
 from server.store import COMPLETED, FAILED, LOCAL_WORKER, Job, Store, StoreError, is_corruption, is_storage_fault
 
 log = logging.getLogger("nrg.engine")
@@ -72,10 +73,14 @@ class Engine:
                  on_fatal: Callable[[str], None] | None = None,
                  cancels: CancelRequests | None = None, worker_id: str = LOCAL_WORKER,
                  lease_s: float = ServerConfig.lease_s, memory_budget: int | None = None,
-                 batch_invariant: bool = ServerConfig.batch_invariant, judges: HeldOutJudges | None = None) -> None:
+                 batch_invariant: bool = ServerConfig.batch_invariant, judges: HeldOutJudges | None = None,
+                 max_step_slowdown: float | None = ServerConfig.max_step_slowdown) -> None:
         """The settings ``nrg serve`` has flags for default to :class:`ServerConfig`'s, their one home: an
         engine built without them runs as ``nrg serve`` would."""
-        self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0)
+        #: Each batch step's seconds by key and rows: what the step-cost bound of joins learns from.
+        self.step_times = StepTimes()
+        gate = None if max_step_slowdown is None else StepCostGate(self.step_times, max_step_slowdown)
+        self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0, gate)
         #: Bytes of device memory batches may use by the estimate of ``guidance.memory`` (None: no limit).
         self.memory_budget = memory_budget
         self.models = dict(models)
@@ -88,7 +93,8 @@ class Engine:
         self.on_fatal = on_fatal
         self.cancels = cancels or LocalCancelRequests()
         self.executor = BatchExecutor(self.models, metrics, judges, batch_invariant,
-                                      inputs=getattr(store, "read_input", None), memory_bounded=memory_budget is not None)
+                                      inputs=getattr(store, "read_input", None), memory_bounded=memory_budget is not None,
+                                      step_times=self.step_times)
         self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None
@@ -272,6 +278,8 @@ class Engine:
         queued = [QueuedJob(job.id, self._key(job.spec), job.created_at, job.id in self._solo, job.spec.rows)
                   for job in jobs.values()]
         plan = self.policy.plan(queued, self.executor.running(), time.time(), self._capacity(jobs.values()))
+        if plan.held_by_cost:
+            self.metrics.joins_held_by_cost.inc()
         if not plan.admit:
             return plan.wait_s
         # Atomic across processes sharing the store: a job another worker got meanwhile is left out.

@@ -30,6 +30,7 @@ from server.job_spec import BatchKey, JobSpec
 from server.judging import HeldOutJudges
 from server.metrics import Metrics
 from server.scheduling import RunningBatch
+from server.step_costs import StepTimes
 from server.store import Job
 from server.unguided_twin import TwinComparison, compare, job_of_twin, twin_id, twin_sample, unusable_twin
 
@@ -62,8 +63,10 @@ InputReader = Callable[[str, str], "bytes | None"]
 class BatchExecutor:
     def __init__(self, models: Mapping[str, HostedModel], metrics: Metrics, judges: HeldOutJudges | None = None,
                  batch_invariant: bool = False, inputs: InputReader | None = None,
-                 memory_bounded: bool = False) -> None:
+                 memory_bounded: bool = False, step_times: StepTimes | None = None) -> None:
         self.models = dict(models)
+        #: Where each step's seconds are recorded by key and rows (the engine's step-cost bound reads them).
+        self.step_times = step_times
         #: Admission counts on the memory estimate, which assumes one reward row per backward
         #: (``guidance.rewards.default_chunk_rows``).
         self.memory_bounded = memory_bounded
@@ -187,8 +190,12 @@ class BatchExecutor:
 
     def step(self) -> list[SampleProgress]:
         """One step of the batch; the progress of its jobs (their twins are samples of the batch, not jobs)."""
+        rows = self.batch.rows_in_use
+        started = time.perf_counter()
         report = self.batch.step()
         now = time.perf_counter()
+        if self.step_times is not None:
+            self.step_times.observe(self.key, rows, now - started)
         self.metrics.step_time.observe(now - self._last_step)
         self._last_step = now
         size = len(report)

@@ -56,6 +56,9 @@ class Metrics:
         self.skipped_steps = Counter("nrg_guidance_skipped_steps",
                                      "Guided steps skipped for a non-finite reward gradient", by_worker,
                                      registry=r).labels(worker=worker)
+        self.joins_held_by_cost = Counter(
+            "nrg_joins_held_by_step_cost", "Admissions that kept a queued job out of the running batch because its "
+            "predicted step time would exceed --max-step-slowdown", by_worker, registry=r).labels(worker=worker)
         self.device_memory = Gauge("nrg_device_memory_bytes", "Peak device memory allocated by the last batch",
                                    by_worker, registry=r).labels(worker=worker)
 

@@ -139,7 +139,7 @@ def build_runtime(config: ServerConfig, models: dict[str, HostedModel]) -> Serve
         engine = Engine(models, store, events, metrics, config.max_batch, config.batch_wait_ms, config.batching,
                         fault_backoff_s=config.fault_backoff_s, on_fatal=lifecycle.fail, worker_id=worker_id,
                         lease_s=config.lease_s, memory_budget=memory_budget(config), judges=judges,
-                        batch_invariant=config.batch_invariant)
+                        batch_invariant=config.batch_invariant, max_step_slowdown=config.max_step_slowdown)
         if store.shared:
             from server.worker_lease import LeaseKeeper
 

@@ -14,7 +14,9 @@ and what runs; the answer is the jobs to admit now, or how long an idle engine m
   step count, and a batch is fixed when it starts.
 * ``continuous``: the key drops the step count (each sample carries its own schedule), and queued
   jobs join a running batch of their key at the next step boundary, up to its capacity in rows, as
-  finished and cancelled samples free their rows.
+  finished and cancelled samples free their rows. With a step-cost gate (``nrg serve --max-step-slowdown``,
+  ``server.step_costs``) a joiner must also keep the batch's predicted step time within the bound
+  learnt for its key: rows that fit but would slow every running job too much wait.
 
 Fairness is FIFO in both: jobs are considered oldest first and admission stops at the first queued job
 that cannot join (another key), so a stream of same-key arrivals never overtakes an older job of
@@ -26,7 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from server.step_costs import StepCostGate
 
 BatchingMode = Literal["static", "continuous"]
 BATCHING_MODES: tuple[str, ...] = ("static", "continuous")
@@ -58,10 +63,13 @@ class Plan:
 
     admit: tuple[str, ...] = ()
     wait_s: float | None = None
+    #: A queued job that fits the running batch's rows was held back by the step-cost bound.
+    held_by_cost: bool = False
 
 
 class BatchingPolicy:
-    def __init__(self, mode: BatchingMode = "continuous", max_batch: int = 4, batch_wait_s: float = 0.05) -> None:
+    def __init__(self, mode: BatchingMode = "continuous", max_batch: int = 4, batch_wait_s: float = 0.05,
+                 step_cost: StepCostGate | None = None) -> None:
         if mode not in BATCHING_MODES:
             raise ValueError(f"batching must be one of {', '.join(BATCHING_MODES)}; got {mode!r}")
         if max_batch < 1:
@@ -71,6 +79,8 @@ class BatchingPolicy:
         self.mode = mode
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
+        #: Joins of a running batch also need its predicted step time within this gate's bound (None: rows only).
+        self.step_cost = step_cost
 
     def plan(self, queued: Sequence[QueuedJob], running: RunningBatch | None, now: float,
              capacity: Mapping[Hashable, int] | None = None) -> Plan:
@@ -82,7 +92,7 @@ class BatchingPolicy:
             if self.mode == "static" or not running.joinable:
                 return Plan()
             room = self._room(running.key, capacity) - running.size
-            return Plan(self._compatible(queued, running.key, room))
+            return self._joiners(queued, running, room)
         first = queued[0]
         if first.solo:
             return Plan((first.id,))
@@ -108,14 +118,17 @@ class BatchingPolicy:
     def _room(self, key: Hashable, capacity: Mapping[Hashable, int] | None) -> int:
         return min(self.max_batch, capacity.get(key, self.max_batch)) if capacity else self.max_batch
 
-    @staticmethod
-    def _compatible(queued: Sequence[QueuedJob], key: Hashable, room: int) -> tuple[str, ...]:
-        """Joiners: the oldest queued jobs with ``key`` whose rows fit ``room``, stopping at the first
-        job that cannot join, so that no later arrival overtakes it."""
+    def _joiners(self, queued: Sequence[QueuedJob], running: RunningBatch, room: int) -> Plan:
+        """The oldest queued jobs of the running batch's key whose rows fit ``room`` (and the step-cost
+        bound), stopping at the first job that cannot join, so that no later arrival overtakes it."""
         taken: list[str] = []
+        rows = running.size
         for job in queued:
-            if job.rows > room or job.key != key or job.solo:
+            if job.rows > room or job.key != running.key or job.solo:
                 break
+            if self.step_cost is not None and not self.step_cost.allows(running.key, rows + job.rows):
+                return Plan(tuple(taken), held_by_cost=True)
             taken.append(job.id)
             room -= job.rows
-        return tuple(taken)
+            rows += job.rows
+        return Plan(tuple(taken))

@@ -48,7 +48,8 @@ def serving_app(app, port: int, *, grace_s: float = 5.0, start_timeout_s: float 
 @contextmanager
 def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, max_queue: int,
                      device: str | None, dtype: str, data_dir: Path,
-                     batching: str = "continuous", judges: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+                     batching: str = "continuous", judges: dict[str, str] | None = None,
+                     max_step_slowdown: float | None = None) -> Iterator[tuple[str, str]]:
     """nrg-serve on a free loopback port in a thread of this process; yields (base URL, model name).
     ``judges``: name -> spec of the held-out judges (default: none)."""
     from server.app import create_app
@@ -59,6 +60,7 @@ def serve_in_process(model_dir: Path, *, max_batch: int, batch_wait_ms: float, m
     name = DEMO_MODEL_NAME if embedded else Path(model_dir).name
     config = ServerConfig(models={} if embedded else {name: Path(model_dir)}, port=free_port(), data_dir=data_dir,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, device=device,
-                          dtype=dtype, batching=batching, judges=dict(judges or {}), limits=Limits())
+                          dtype=dtype, batching=batching, judges=dict(judges or {}), limits=Limits(),
+                          max_step_slowdown=max_step_slowdown)
     with serving_app(create_app(config, load_models(config)), config.port) as url:
         yield url, name

@@ -109,6 +109,16 @@ def _memory_budget(text: str) -> float | None:
     return non_negative(text, "memory budget must be auto or a number of GiB >= 0 (0: no limit)")
 
 
+def _step_slowdown(text: str) -> float | None:
+    """``--max-step-slowdown``: a factor >= 1, or 0 for off (None)."""
+    value = non_negative(text, "max step slowdown must be a factor >= 1, or 0 for off")
+    if value == 0:
+        return None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"max step slowdown must be a factor >= 1, or 0 for off; got {text!r}")
+    return value
+
+
 def _threads(text: str) -> int:
     try:
         threads = int(text)
@@ -173,6 +183,12 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        help="continuous: jobs join a running batch at the next step and take the slots of finished "
                             "ones; static: a batch is fixed when it starts (waiting --batch-wait-ms to fill) "
                             "(default %(default)s)")
+    serve.add_argument("--max-step-slowdown", type=_step_slowdown, metavar="FACTOR",
+                       default=_step_slowdown(_env("MAX_STEP_SLOWDOWN", str(defaults.max_step_slowdown or 0))),
+                       help="continuous batching: a queued job joins the running batch only while the batch's "
+                            "predicted step time stays within FACTOR times one row's alone, both learnt online per "
+                            "model and shape (e.g. 2; docs/server.md, Making it fast; default 0: joins bounded by "
+                            "rows only)")
     serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", str(defaults.max_queue))))
     serve.add_argument("--api-key", action=listed, dest="api_keys", default=_env_list("API_KEYS"),
                        help="accepted bearer key, repeatable (default: no auth)")
@@ -294,7 +310,8 @@ def server_config(args: argparse.Namespace):
         models=models, rewards=_named(args.reward, first), checkpoints=checkpoints,
         judges=parse_judge_flags(args.judge) or ({} if models else dict(DEMO_JUDGES)),
         host=args.host, port=args.port, data_dir=args.data_dir, max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms, batching=args.batching, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
+        batch_wait_ms=args.batch_wait_ms, batching=args.batching,
+        max_step_slowdown=args.max_step_slowdown, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
         batch_invariant=args.batch_invariant, compile_backend=args.compile_backend,
         attention_backend=args.attention_backend, step_cache_threshold=args.step_cache_threshold,

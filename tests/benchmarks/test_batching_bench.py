@@ -35,10 +35,25 @@ def test_both_modes_run_in_alternating_rounds_and_report_their_ratios(tmp_path, 
     assert text.strip() in capsys.readouterr().out
 
 
+def test_a_bounded_continuous_server_runs_in_the_same_rotated_rounds(tmp_path):
+    out = tmp_path / "batching.json"
+    assert batching_bench.main(["--rounds", "3", "--num-prompts", "2", "--steps-mix", "2", "--max-batch", "2",
+                                "--repeats", "1", "--step-slowdown", "1.5", "--skip", "scaling", "--skip", "guidance",
+                                "--output-file", str(out)]) == 0
+    serving = json.loads(out.read_text())["serving"]
+    assert [r["order"] for r in serving["rounds"]] == [["static", "continuous", "bounded"],
+                                                       ["continuous", "bounded", "static"],
+                                                       ["bounded", "static", "continuous"]]
+    assert serving["step_slowdown"] == 1.5 and set(serving["median_ratios"]) == {"continuous", "bounded"}
+    for r in serving["rounds"]:
+        assert r["ratios"]["bounded"]["p50"] == pytest.approx(r["bounded"]["p50"] / r["static"]["p50"])
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--steps-mix", "ten"], "--steps-mix must be integers"),
     (["--max-batch", "1"], "--max-batch must be >= 2"),
     (["--load", "0"], "--load must be > 0"),
+    (["--step-slowdown", "0.5"], "--step-slowdown must be >= 1"),
 ])
 def test_bad_arguments_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

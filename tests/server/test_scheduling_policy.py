@@ -3,6 +3,7 @@
 import pytest
 
 from server.scheduling import BatchingPolicy, Plan, QueuedJob, RunningBatch
+from server.step_costs import StepCostGate, StepTimes
 
 
 def jobs(*keys, solo=()):
@@ -77,3 +78,18 @@ def test_the_memory_capacity_of_a_key_lowers_its_batches():
     assert policy.plan(queue[2:], RunningBatch("a", 2, joinable=True), now=0.0, capacity={"a": 2}) == Plan()
     # A job that alone exceeds what the estimate allows still runs, alone, on an idle engine.
     assert policy.plan([QueuedJob("big", "b", 0.0, rows=4)], None, now=0.0, capacity={"b": 1}) == Plan(("big",))
+
+
+def test_a_step_cost_gate_holds_back_joiners_that_would_slow_the_batch_past_its_bound():
+    """Steps learnt at 1 row 0.05 s and 2 rows 0.08 s (the line predicts 3 rows 0.11 s, 4 rows 0.14 s); a bound of
+    2.5x one row alone (0.125 s) lets the batch grow to 3 rows, not 4; the job held back stops the jobs behind it."""
+    times = StepTimes()
+    for rows, seconds in ((1, 0.05), (2, 0.08)):
+        times.observe("a", rows, seconds)
+    policy = BatchingPolicy("continuous", max_batch=8, step_cost=StepCostGate(times, max_slowdown=2.5))
+    running = RunningBatch("a", 1, joinable=True)
+    assert policy.plan(jobs("a", "a", "a"), running, now=0.0) == Plan(("j0", "j1"), held_by_cost=True)
+    assert policy.plan(jobs("a"), RunningBatch("a", 3, joinable=True), now=0.0) == Plan(held_by_cost=True)
+    # Another key has nothing learnt: it is bounded by rows alone, and an idle engine starts full batches.
+    assert policy.plan(jobs("b", "b"), RunningBatch("b", 3, joinable=True), now=0.0) == Plan(("j0", "j1"))
+    assert policy.plan(jobs("a", "a", "a", "a", "a"), None, now=1.0) == Plan(("j0", "j1", "j2", "j3", "j4"))
