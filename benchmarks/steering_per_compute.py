@@ -14,8 +14,9 @@ rates against the unguided clip of the same prompt and seed. Methods (rows, ``--
   ``--judge-objectives`` weighted 1, the modes' built-in strength and window;
 * ``judge-gradient``: relative-mode gradient guidance by the judge's differentiable objectives of
   ``--judge-objectives`` through the decoder, at ``--judge-strength`` (untuned) or, with ``--tune``, the strength
-  among ``--tune-strengths`` whose clips the judge itself scores best on tuning seeds. Needs ``JudgeReward`` to
-  accept gradient modes; where it does not, the row reads "unavailable: <the reason>" and the others still run.
+  among ``--tune-strengths`` whose clips the judge itself scores best on tuning seeds. A judge with no
+  differentiable objective among them, or a refused setting, makes the row read "unavailable: <the reason>"; the
+  others still run.
 
 Timing is interleaved: the report's clips are cut into batches (every prompt at one seed), and each batch runs
 every method (in an order rotated from batch to batch) before the next batch starts, so all rows meet the same
@@ -79,14 +80,6 @@ class Method:
     reason: str | None = None
 
 
-def judge_gradient_reward(family, judge, fps: float):
-    """The reward of the ``judge-gradient`` row: the judge of decoded clean estimates (``JudgeReward``), which
-    gradient modes accept once every weighted objective is in ``judge.differentiable``."""
-    from guidance.judges.as_reward import JudgeReward
-
-    return JudgeReward(family, judge, fps)
-
-
 # -- settings ------------------------------------------------------------------------------------------------------
 
 def _spec_json(spec) -> dict[str, Any]:
@@ -148,6 +141,7 @@ def judge_gradient_strength(args, tune: dict[str, Any] | None) -> tuple[float, s
 
 def build_methods(args, family, judge, judge_name: str, tune: dict[str, Any] | None) -> dict[str, Method]:
     from guidance.demo import DEFAULT_REWARD_DIR
+    from guidance.judges.as_reward import JudgeReward
     from guidance.nrg import BUILTIN_DEFAULTS, defaults_for
     from guidance.reward_model import load_reward_model
 
@@ -170,8 +164,6 @@ def build_methods(args, family, judge, judge_name: str, tune: dict[str, Any] | N
     strength, strength_source = judge_gradient_strength(args, tune)
     for name, mode in (("best-of-n", "best_of_n"), ("fk", "fk")):
         if name in wanted:
-            from guidance.judges.as_reward import JudgeReward
-
             spec = BUILTIN_DEFAULTS.complete(weights, mode=mode, particles=args.particles)
             methods[name] = Method(name, JudgeReward(family, judge, args.fps), spec,
                                    {"judge": judge_name, **_spec_json(spec), "strength_source": "built-in"})
@@ -186,8 +178,8 @@ def build_methods(args, family, judge, judge_name: str, tune: dict[str, Any] | N
             setting = {"judge": judge_name, **_spec_json(spec), "not_differentiable": dropped,
                        "strength_source": strength_source}
             try:
-                methods["judge-gradient"] = Method("judge-gradient", judge_gradient_reward(family, judge, args.fps),
-                                                   spec, setting)
+                methods["judge-gradient"] = Method("judge-gradient", JudgeReward(family, judge, args.fps), spec,
+                                                   setting)
             except ValueError as exc:
                 methods["judge-gradient"] = Method("judge-gradient", setting=setting, reason=str(exc))
     for name in args.methods:

@@ -1,7 +1,7 @@
 """``python -m benchmarks.steering_per_compute`` at a tiny size on the embedded demo model (1 prompt x 1 seed, a
 few steps, 2 particles): the table's structure, statistics recomputed from the cached clips, resuming with more
-rows, and the judge-gradient row (unavailable until ``JudgeReward`` takes gradient modes; with a differentiable
-stand-in, run and tuned on tuning seeds). No timing is asserted beyond being positive."""
+rows, and the judge-gradient row (the classic judge's gradient through the decoder, run and tuned on tuning
+seeds). No timing is asserted beyond being positive."""
 
 from __future__ import annotations
 
@@ -106,22 +106,9 @@ def test_tiny_run_resumes_with_more_rows(tmp_path, capsys):
     assert "unavailable: no --distilled DIR given" in text
 
 
-class _StandIn:
-    """A differentiable reward of latents with the judge's objectives: what ``JudgeReward`` will be in gradient
-    modes, so the judge-gradient row's plumbing (tuning included) runs before it merges."""
-
-    def __init__(self, family, judge, fps):
-        self.objectives = tuple(judge.objectives)
-
-    def __call__(self, latents, t, cond, shape):
-        import torch
-
-        x = latents.float()
-        return torch.stack([-(x * x).mean(dim=tuple(range(1, x.ndim)))] * len(self.objectives), 1)
-
-
-def test_judge_gradient_row_runs_and_tunes_on_tuning_seeds(tmp_path, monkeypatch):
-    monkeypatch.setattr(spc, "judge_gradient_reward", _StandIn)
+def test_judge_gradient_row_runs_and_tunes_on_tuning_seeds(tmp_path):
+    """The classic judge's gradient through the demo decoder: its differentiable objectives weighted, the
+    others (motion_smoothness) listed as dropped, the strength tuned on tuning seeds."""
     out = tmp_path / "spc.json"
     assert spc.main([*TINY, "--steps", "3", "--methods", "judge-gradient", "--tune", "--tune-strengths", "1,4",
                      "--output-file", str(out)]) == 0
@@ -132,6 +119,8 @@ def test_judge_gradient_row_runs_and_tunes_on_tuning_seeds(tmp_path, monkeypatch
     assert row["reason"] is None and row["clips"] == 1
     expected = tune["strength"] if tune["strength"] is not None else spc.DEFAULT_JUDGE_STRENGTH
     assert row["setting"]["strength"] == expected and row["setting"]["mode"] == "relative"
+    assert set(row["setting"]["weights"]) == {"sharpness", "low_noise"}
+    assert row["setting"]["not_differentiable"] == ["motion_smoothness"]
     assert report["seeds"] == [world.EVAL_SEED_BASE]
 
 
