@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
+from guidance.families.base import PipelineFamily, VideoShape
 from guidance.multi_lora import MultiLora
 from guidance.reward_model import LatentRewardModel
 from guidance.rewards import RewardFunction, default_chunk_rows, reward_and_gradients
@@ -146,7 +146,7 @@ def _run_every_variant(family: PipelineFamily, reward: RewardFunction | None, sh
     latents = family.prepare_latents(shape, [torch.Generator("cpu").manual_seed(row) for row in range(rows)])
     routes = (False, True) if loras is not None and loras.names else (False,)
     with torch.no_grad():
-        conds = _conditionings(family, shape, rows)
+        conds = family.stand_in_conditionings(shape, rows)
         for model in family.denoisers:
             for size in sizes:
                 timesteps = torch.full((size,), schedule.timesteps[0], dtype=schedule.timestep_dtype, device=device)
@@ -166,22 +166,6 @@ def _run_every_variant(family: PipelineFamily, reward: RewardFunction | None, sh
                                      chunk_rows=chunk_rows)
             with torch.no_grad():
                 reward(part.float(), level, part_cond, shape)
-
-
-def _conditionings(family: PipelineFamily, shape: VideoShape, rows: int) -> list[TextConditioning]:
-    """The conditionings a batch can give the compiled blocks: a prompt's, and a prompt's with an image's
-    (an image-to-video model's rows; its image tokens change the blocks' input shapes), as
-    ``BatchState`` builds them."""
-    cond, _ = family.encode_prompts([""] * rows, None)
-    conds = [] if family.image_input == "required" else [cond]
-    if family.image_input != "none":
-        from PIL import Image
-
-        image = Image.new("RGB", (shape.width, shape.height), (128, 128, 128))
-        generators = [torch.Generator("cpu").manual_seed(row) for row in range(rows)]
-        conds.append(cond.with_image(family.encode_images_one_by_one([image] * rows, shape, generators),
-                                     (True,) * rows))
-    return conds
 
 
 def _all_rows_routed(loras: MultiLora, size: int, device: torch.device):

@@ -66,9 +66,10 @@ class TrunkShape:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a batch of this shape needs: fixed (weights and one reward chunk) and per row."""
+    """Bytes a batch of this shape needs: fixed (weights and one reward backward's graph) and per row."""
 
     weights: int
+    #: One backward's saved bytes: a latent reward's chunk, or one row of a judge's gradient.
     reward: int
     per_row: int
 

@@ -61,6 +61,10 @@ PROGRESS_INTERVAL_S = 0.5
 ABANDON_WAIT_S = 300.0
 
 
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f}"
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -275,6 +279,7 @@ class Engine:
         # reach, and it was re-queued): it must not join its own batch twice.
         held = self.held_job_ids()
         jobs = {job.id: job for job in self.store.queued(self.models) if job.id not in held}
+        self._refuse_over_budget(jobs)
         queued = [QueuedJob(job.id, self._key(job.spec), job.created_at, job.id in self._solo, job.spec.rows)
                   for job in jobs.values()]
         plan = self.policy.plan(queued, self.executor.running(), time.time(), self._capacity(jobs.values()))
@@ -301,6 +306,31 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - isolate the failure to the jobs that joined
             self._isolate(started, exc)
         return None
+
+    def _refuse_over_budget(self, jobs: dict[str, Job]) -> None:
+        """Fail at once (and drop from ``jobs``) the queued jobs that alone need more than the memory budget by
+        the admission estimate: run, they would only run out of memory mid-way. The error gives the figure."""
+        if self.memory_budget is None:
+            return
+        for job in list(jobs.values()):
+            try:
+                estimate = self.executor.estimate(job.spec)
+            except Exception as exc:  # noqa: BLE001 - a probe that fails (out of memory included) fails its job
+                error = ("out_of_memory" if _is_oom(exc) else "generation_error",
+                         f"the memory estimate failed: {type(exc).__name__}: {exc}")
+            else:
+                need = estimate.total(job.spec.rows)
+                if need <= self.memory_budget:
+                    continue
+                message = (f"this job needs about {_gib(need)} GiB by the admission estimate (weights "
+                           f"{_gib(estimate.weights)}, one backward's graph {_gib(estimate.reward)}, {job.spec.rows} "
+                           f"row(s) x {_gib(estimate.per_row)}), over the memory budget of "
+                           f"{_gib(self.memory_budget)} GiB; ask for fewer frames, a smaller size or fewer particles")
+                error = ("exceeds_memory_budget", message)
+            del jobs[job.id]
+            if self.store.claim([job.id], self.worker_id, self.lease_s):
+                log.warning("job %s refused: %s", job.id, error[1])
+                self._finish(job, FAILED, None, error)
 
     def _capacity(self, jobs: Iterable[Job]) -> dict[BatchKey, int] | None:
         """The rows a batch of each queued key may hold within the memory budget (None: no budget)."""

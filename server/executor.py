@@ -19,6 +19,7 @@ from guidance.batch_state import BatchState
 from guidance.families.base import VideoShape
 from guidance.judges.as_reward import JudgeReward
 from guidance.memory import MemoryEstimate, batch_estimate
+from guidance.nrg import GRADIENT_MODES
 from guidance.output_checks import output_problems
 from guidance.rewards import default_chunk_rows
 from guidance.sample_types import SampleProgress, SampleResult, SampleSpec
@@ -82,7 +83,7 @@ class BatchExecutor:
         self.solo = False
         self.jobs: dict[str, RunningJob] = {}
         self._last_step = time.perf_counter()
-        self._estimates: dict[tuple[str, VideoShape], MemoryEstimate] = {}
+        self._estimates: dict[tuple[str, VideoShape, str | None], MemoryEstimate] = {}
 
     @property
     def job_ids(self) -> set[str]:
@@ -95,11 +96,19 @@ class BatchExecutor:
         return RunningBatch(self.key, self.batch.rows_in_use, joinable=self.batch.joinable and not self.solo)
 
     def estimate(self, spec: JobSpec) -> MemoryEstimate:
-        """The memory estimate of batches of this job's model and shape (``guidance.memory``), cached."""
-        key = (spec.model, _shape(spec))
+        """The memory estimate of batches of this job's model, shape and reward (``guidance.memory``), cached.
+        A job guided by a judge's gradient holds that gradient's graph instead of a latent reward chunk:
+        one row's, measured at a small shape by ``JudgeReward.gradient_graph_bytes`` and scaled (the first
+        estimate of a model, shape and judge runs that probe)."""
+        shape = _shape(spec)
+        judged = spec.judge is not None and spec.guidance is not None and spec.guidance.mode in GRADIENT_MODES
+        key = (spec.model, shape, spec.judge if judged else None)
         if key not in self._estimates:
-            model = self.models[key[0]]
-            self._estimates[key] = batch_estimate(model.family, model.reward, key[1])
+            model = self.models[spec.model]
+            estimate = batch_estimate(model.family, model.reward, shape)
+            if judged:
+                estimate = replace(estimate, reward=self._reward_of(model, spec).gradient_graph_bytes(shape))
+            self._estimates[key] = estimate
         return self._estimates[key]
 
     def admit(self, jobs: list[Job], key: BatchKey, started_at: float, solo: bool = False) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -335,6 +335,22 @@ class PipelineFamily(ABC):
         if dtype is not None:
             cond, uncond = cond.to(dtype), None if uncond is None else uncond.to(dtype)
         return TextConditioning(cond), None if uncond is None else TextConditioning(uncond)
+
+    def stand_in_conditionings(self, shape: VideoShape, rows: int) -> list[TextConditioning]:
+        """What a batch of ``rows`` can give the denoiser, with empty prompts (and ``texts``) and a grey image:
+        a prompt's conditioning, and a prompt's with an image's where the model takes one (its image tokens
+        change the blocks' input shapes), as ``BatchState`` builds them. For warm-ups and memory probes."""
+        cond, _ = self.encode_prompts([""] * rows, None)
+        cond = replace(cond, texts=("",) * rows)
+        conds = [] if self.image_input == "required" else [cond]
+        if self.image_input != "none":
+            from PIL import Image
+
+            image = Image.new("RGB", (shape.width, shape.height), (128, 128, 128))
+            generators = [torch.Generator("cpu").manual_seed(row) for row in range(rows)]
+            conds.append(cond.with_image(self.encode_images_one_by_one([image] * rows, shape, generators),
+                                         (True,) * rows))
+        return conds
 
     @abstractmethod
     def prepare_latents(self, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:

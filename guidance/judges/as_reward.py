@@ -27,6 +27,7 @@ checkpointing inside its decoder. Gradient guidance by a judge therefore fits sh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,13 @@ import torch
 
 from guidance.families.base import PipelineFamily, TextConditioning, VideoShape
 from guidance.judges.base import DEFAULT_FPS, Judge
+from guidance.memory import SavedTensorBytes
+
+#: Output pixels x frames a judge gradient's memory is measured at, at most (``probe_shape``): small enough to
+#: take a moment on any device, large enough that the graph's fixed parts do not dominate.
+PROBE_PIXEL_FRAMES = 64 * 64 * 9
+#: Frames of the probe, at least (or the video's, if fewer): what a judge of motion needs to score at all.
+PROBE_MIN_FRAMES = 5
 
 
 @contextmanager
@@ -81,6 +89,22 @@ class JudgeReward:
                 frames = self._frames(latents, t, cond, shape, self.family.decode)
         return self.judge.score(frames, list(cond.texts), self.fps).float().to(latents.device)
 
+    def gradient_graph_bytes(self, shape: VideoShape) -> int:
+        """Bytes autograd holds for one row's gradient at ``shape`` (the pipeline's weights not counted):
+        measured on one row at :func:`probe_shape` (``guidance.memory.SavedTensorBytes``, the peak while the
+        graph is built) and scaled by output pixels x frames, which the decoder's activations, the bulk of it,
+        grow with. The admission estimate counts it for jobs guided by this judge's gradient; a judge that
+        resizes frames to a fixed size (CLIP) grows slower than that, so the figure errs high there."""
+        probe = probe_shape(self.family, shape)
+        cond = self.family.stand_in_conditionings(probe, 1)[-1]
+        latents = self.family.prepare_latents(probe, [torch.Generator("cpu").manual_seed(0)])
+        latents = latents.float().requires_grad_()
+        t = torch.full((1,), 0.5, device=latents.device)
+        weights = [p for module in (*self.family.denoisers, self.family.pipe.vae) for p in module.parameters()]
+        with torch.enable_grad(), SavedTensorBytes(exclude=weights) as saved:
+            self(latents, t, cond, probe)
+        return math.ceil(saved.peak * _pixel_frames(shape) / _pixel_frames(probe))
+
     def score_frames(self, frames: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
         """The judge's scores of decoded final videos ([B, F, H, W, 3]) with their prompts' text: the
         steered batch scores the frames it returns this way instead of decoding its latents again."""
@@ -93,3 +117,33 @@ class JudgeReward:
         x0 = self.family.clean_estimate(latents, t, cond, shape).to(latents.dtype)
         return torch.cat([decode(x0[row:row + 1], shape, [torch.Generator(device=latents.device).manual_seed(0)])
                           for row in range(x0.shape[0])])
+
+
+def _pixel_frames(shape: VideoShape) -> int:
+    return shape.height * shape.width * shape.frames
+
+
+def probe_shape(family: PipelineFamily, shape: VideoShape) -> VideoShape:
+    """A small shape of the same model to measure a gradient's memory on: the fewest frames the model takes
+    from ``PROBE_MIN_FRAMES`` (or the video's, if fewer), and the sides halved together while the result is
+    a shape the model takes and above ``PROBE_PIXEL_FRAMES``."""
+    frames = shape.frames
+    for candidate in range(min(PROBE_MIN_FRAMES, shape.frames), shape.frames + 1):
+        if _valid(family, VideoShape(shape.height, shape.width, candidate)):
+            frames = candidate
+            break
+    probe = VideoShape(shape.height, shape.width, frames)
+    while _pixel_frames(probe) > PROBE_PIXEL_FRAMES and probe.height % 2 == 0 and probe.width % 2 == 0:
+        smaller = VideoShape(probe.height // 2, probe.width // 2, frames)
+        if not _valid(family, smaller):
+            break
+        probe = smaller
+    return probe
+
+
+def _valid(family: PipelineFamily, shape: VideoShape) -> bool:
+    try:
+        family.check_shape(shape)
+    except ValueError:
+        return False
+    return True

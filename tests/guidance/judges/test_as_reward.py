@@ -10,8 +10,9 @@ import torch
 
 from guidance.batch_state import BatchState
 from guidance.families.base import VideoShape
-from guidance.judges.as_reward import JudgeReward
+from guidance.judges.as_reward import PROBE_PIXEL_FRAMES, JudgeReward, probe_shape
 from guidance.judges.classic import ClassicJudge
+from guidance.memory import ESTIMATE_FACTOR, SavedTensorBytes
 from guidance.nrg import GuidanceSpec
 from guidance.rewards import reward_and_gradients
 from guidance.sample_types import SampleSpec
@@ -187,3 +188,23 @@ def test_a_judges_final_score_shares_the_returned_videos_decode(tiny_family, mon
                     JudgeReward(family, judge))
     assert sum(calls) == 2 and result.guidance_decodes == [0, 0]  # one decode per sample, no more
     assert torch.allclose(result.rewards[:, 0], result.frames.mean((1, 2, 3, 4)), atol=1e-6)
+
+
+@pytest.mark.parametrize("family_name", ["wan", "ltx"])
+def test_a_judge_gradients_memory_is_measured_small_and_scales_to_the_video(tiny_family, family_name):
+    """The probe is a shape the model takes, no larger than asked; its figure scaled to a 4x larger video is
+    within the estimate's factor of the bytes that video's gradient graph really saves."""
+    family = tiny_family(family_name)
+    reward = JudgeReward(family, ClassicJudge(("sharpness", "exposure")))
+    frames = 17 if family_name == "wan" else 25
+    shape = VideoShape(height=64, width=64, frames=frames)
+    probe = probe_shape(family, shape)
+    family.check_shape(probe)
+    assert probe.frames < shape.frames and probe.height * probe.width * probe.frames <= PROBE_PIXEL_FRAMES
+    estimate = reward.gradient_graph_bytes(shape)
+    cond = family.stand_in_conditionings(shape, 1)[-1]
+    latents = family.prepare_latents(shape, [torch.Generator("cpu").manual_seed(1)]).float().requires_grad_()
+    weights = [p for m in (*family.denoisers, family.pipe.vae) for p in m.parameters()]
+    with torch.enable_grad(), SavedTensorBytes(exclude=weights) as saved:
+        reward(latents, torch.full((1,), 0.5), cond, shape)
+    assert saved.peak / ESTIMATE_FACTOR <= estimate <= saved.peak * ESTIMATE_FACTOR
