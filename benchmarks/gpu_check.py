@@ -67,6 +67,11 @@ TRUNK_BLOCKS = 4
 DRY_TRUNK_BLOCKS = 1  # the tiny transformer has 2
 STEPS, STEP_INDEX, CFG, STRENGTH = 50, 25, 5.0, 3.0
 PROMPT = "a red circle moving left"
+#: A first-block cache threshold no relative residual change reaches: every call after a row's first skips.
+SKIP_EVERY_CALL = 1e9
+#: Shares of skipped calls the cache part prices: the demo model's at thresholds 0.05, 0.1 and 0.2
+#: (1.10x, 1.62x and 2.62x fewer full calls, docs/benchmarks.md).
+CACHE_SKIP_SHARES = (0.09, 0.38, 0.62)
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -391,6 +396,50 @@ def run_batch(work: Path, dry_run: bool, name: str = "batch") -> None:
         _write(work / f"{name}.json", report)
 
 
+def run_cache(work: Path, dry_run: bool) -> None:
+    """What a skipped denoiser call costs (``--step-cache``): one unguided row of the step part's random
+    Wan2.1-1.3B at 480p x 81 frames, CFG on, stepped with every call full (threshold 0) and with every call
+    after its first skipped (a threshold no residual change reaches), ``BatchState`` steps as the engine runs
+    them. The ratio bounds what caching saves: at a share ``s`` of calls skipped, a step takes
+    ``1 - s + s x ratio`` of its time (``cost_at``). Random weights say nothing about how often a real model's
+    first block stays still: that share comes from ``benchmarks.step_cache_bench`` on a trained model."""
+    import torch
+
+    from guidance.batch_state import BatchState
+    from guidance.families.base import VideoShape
+    from guidance.families.wan import WanFamily
+    from guidance.sample_types import SampleSpec
+    from guidance.step_cache import StepCache
+
+    device = _device(dry_run)
+    dtype = torch.float32 if dry_run else torch.bfloat16
+    height, width, frames = DRY_STEP_SHAPE if dry_run else STEP_SHAPE
+    shape = VideoShape(height=height, width=width, frames=frames)
+    iters = 2 if dry_run else 3
+    family = WanFamily(build_random_wan(dry_run, device, dtype))
+    cache = StepCache(family)
+    report: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device != "cpu" else "cpu",
+                              "dry_run": dry_run, "dtype": str(dtype).removeprefix("torch."), "height": height,
+                              "width": width, "frames": frames, "cfg": CFG, "iters": iters, "rows": [],
+                              "versions": _versions()}
+    timer = _timer(device)
+    for name, threshold in (("full", 0.0), ("skipped", SKIP_EVERY_CALL)):
+        batch = BatchState(family, shape, step_cache=cache)
+        batch.add([SampleSpec(PROMPT, seed=0, cfg_scale=CFG, cache_threshold=threshold)], STEPS, [name])
+        batch.step()  # the row's first call always runs every block: its cache starts empty
+        times = timer(batch.step, iters, 0)
+        row = {"calls": name, "threshold": threshold, "ms": statistics.median(times), "times_ms": times,
+               "cached_calls": batch.cached_calls[name]}
+        report["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        batch.remove([name])
+        _write(work / "cache.json", report)
+    full, skipped = (r["ms"] for r in report["rows"])
+    report["skipped_over_full"] = skipped / full
+    report["cost_at"] = {f"{share:g}": 1 - share + share * skipped / full for share in CACHE_SKIP_SHARES}
+    _write(work / "cache.json", report)
+
+
 # -------------------------------------------------------------------------------------- save-pipeline
 
 
@@ -608,6 +657,25 @@ def _compile_section(work: Path, part: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _cache_section(work: Path, part: dict[str, Any] | None) -> list[str]:
+    lines = ["### `--step-cache`: a skipped denoiser call against a full one", ""]
+    data = _read(work / "cache.json")
+    if data:
+        lines += [f"One unguided row of the random Wan2.1-1.3B-config pipeline, {data['dtype']}, {data['width']}x"
+                  f"{data['height']}, {data['frames']} frames, CFG {data['cfg']}: a `BatchState` step with every "
+                  f"call full, and with every call after the row's first skipped; median of {data['iters']} steps.",
+                  "", "| calls | ms / step | cached calls | x full |", "|---|---|---|---|"]
+        full = data["rows"][0]["ms"]
+        lines += [f"| {r['calls']} | {r['ms']:.1f} | {r['cached_calls']} | {r['ms'] / full:.3f} |" for r in data["rows"]]
+        if "cost_at" in data:
+            lines += ["", "A step's time at the demo model's shares of skipped calls (thresholds 0.05, 0.1, 0.2): "
+                      + ", ".join(f"{share} skipped: {cost:.2f}x" for share, cost in data["cost_at"].items()) + "."]
+        lines.append("")
+    if part is None or part["rc"] != 0:
+        lines += _failure("cache", part, work)
+    return lines
+
+
 def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, commit: str) -> str:
     parts = _status(work)
     versions = _versions()
@@ -629,12 +697,13 @@ def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, 
     lines += _step_section(work, parts.get("step"), dry_run)
     for name in [n for n in parts if n.startswith("batch")] or ["batch"]:
         lines += _batch_section(work, name, parts.get(name), dry_run)
+    lines += _cache_section(work, parts.get("cache"))
     lines += _serve_section(work, parts.get("serve"), dry_run, serve_args)
     lines += _compile_section(work, parts.get("compile"))
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    names = ("kernel", "step", *[n for n in parts if n.startswith("batch")], "serve", "compile")
+    names = ("kernel", "step", *[n for n in parts if n.startswith("batch")], "cache", "serve", "compile")
     combined = {"date": now, "command": command, "device": _gpu(), "versions": versions, "code": commit,
                 "parts": parts, **{name: _read(work / f"{name}.json") for name in names}}
     _write(out.with_suffix(".json"), combined)
@@ -644,7 +713,7 @@ def report(work: Path, out: Path, dry_run: bool, command: str, serve_args: str, 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
-    for name in ("kernel", "step", "batch"):
+    for name in ("kernel", "step", "batch", "cache"):
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True, help="folder for <part>.json")
         p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes")
@@ -665,6 +734,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_step(args.work, args.dry_run)
     elif args.part == "batch":
         run_batch(args.work, args.dry_run, os.environ.get("GPU_CHECK_PART", "batch"))
+    elif args.part == "cache":
+        run_cache(args.work, args.dry_run)
     elif args.part == "save-pipeline":
         save_pipeline(args.dir, args.dry_run)
     else:

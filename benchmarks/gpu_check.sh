@@ -17,6 +17,8 @@
 #   batch    one step of a server batch (BatchState) of that model: a relative-mode row and a best_of_n row
 #            of 2 particles; peak memory against the admission estimate (guidance/memory.py); again on
 #            cuda:1 as part batch-cuda1 when the machine has two GPUs
+#   cache    --step-cache: a BatchState step of that model with every denoiser call full vs every call after
+#            the row's first skipped (what a skipped call costs, and a step's time at the demo's skip shares)
 #   serve    that random pipeline saved to disk, then benchmarks.bench_vs_diffusers on it
 #   compile  --compile: a BatchState step of that model eager vs compiled (inductor), unguided and guided,
 #            B = 1 and 2, at 832x480 x 33 frames (benchmarks.compile_bench), after its warm-up
@@ -53,14 +55,15 @@ fi
 export PYTHONPATH="$ROOT:$ROOT/clients/python${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-# Time allowances in seconds (install + kernel + step + batch (+ batch-cuda1) + serve + compile <= 590 s,
+# Time allowances in seconds (install + kernel + step + batch (+ batch-cuda1) + cache + serve + compile <= 590 s,
 # under 10 minutes with the report; a second GPU's batch part takes what the budget has left).
 BUDGET_S="${GPU_CHECK_BUDGET_S:-590}"
 INSTALL_S=40
 KERNEL_S=90
 STEP_S=100
 BATCH_S=60
-SERVE_S=150
+CACHE_S=30
+SERVE_S=140
 COMPILE_S=120
 # The server-vs-diffusers workload: the step part's shape, 4 steps instead of 50 and 2 requests a side
 # (plus 1 untimed warm-up each), so both sides' loads, runs, VAE decodes and encodes fit SERVE_S.
@@ -143,6 +146,7 @@ fi
 run_part kernel "$KERNEL_S" "$PY" -m benchmarks.gpu_check kernel --work "$WORK" "${DRY[@]}"
 run_part step "$STEP_S" "$PY" -m benchmarks.gpu_check step --work "$WORK" "${DRY[@]}"
 run_part batch "$BATCH_S" "$PY" -m benchmarks.gpu_check batch --work "$WORK" "${DRY[@]}"
+run_part cache "$CACHE_S" "$PY" -m benchmarks.gpu_check cache --work "$WORK" "${DRY[@]}"
 run_part serve "$SERVE_S" bash "$0" --part serve "${DRY[@]}"
 run_part compile "$COMPILE_S" "$PY" -m benchmarks.compile_bench "${COMPILE_ARGS[@]}" --output-file "$WORK/compile.json"
 if [[ $DRY_RUN == 0 ]] && (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
@@ -156,7 +160,7 @@ if [[ $COMMIT != unknown ]] && [[ -n "$(git status --porcelain --untracked-files
   COMMIT="$COMMIT with uncommitted changes"
 fi
 [[ $COMMIT == unknown ]] && COMMIT="unknown (no git checkout here)"
-for name in install kernel step batch serve compile batch-cuda1; do
+for name in install kernel step batch cache serve compile batch-cuda1; do
   [[ -f "$WORK/$name.log" ]] && { echo "===== $name"; cat "$WORK/$name.log"; } >>"$OUT_DIR/gpu-check.log.tmp"
 done
 mv -f "$OUT_DIR/gpu-check.log.tmp" "$OUT_DIR/gpu-check.log" 2>/dev/null || true

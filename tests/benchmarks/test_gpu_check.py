@@ -16,7 +16,7 @@ from benchmarks import gpu_check
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 SECTIONS = ("### Fused guided step", "### One denoising step", "### A guided server batch step",
-            "### nrg-serve vs plain diffusers", "### `--compile`")
+            "### `--step-cache`", "### nrg-serve vs plain diffusers", "### `--compile`")
 
 
 def _tables(markdown: str) -> dict[str, list[str]]:
@@ -50,8 +50,8 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
         heading = next((h for h in tables if h.startswith(section)), None)
         assert heading is not None, f"no table under {section!r}:\n{markdown}"
     # parts, kernel B = 1 and 2, step 3 variants and 1 attention kernel x B = 1 and 2, batch 2 steps, serve
-    # one round of two sides, compile B = 1 and 2 of both modes
-    assert [len(rows) for rows in tables.values()] == [5, 2, 8, 2, 2, 4]
+    # one round of two sides, compile B = 1 and 2 of both modes; cache: full and skipped calls
+    assert [len(rows) for rows in tables.values()] == [6, 2, 8, 2, 2, 2, 4]
     assert "| 1 | unguided, attention _native_math: " in markdown
     for heading, rows in tables.items():
         for row in rows:
@@ -63,6 +63,10 @@ def test_the_dry_run_writes_every_section_with_figures(tmp_path):
     assert "| kernel | 0 |" in markdown and "| step | 0 |" in markdown and "| serve | 0 |" in markdown
     assert "| compile | 0 |" in markdown and "recompiles during the rounds: 0." in markdown
     assert "| batch | 0 |" in markdown and "| 1 | 4 |" in markdown  # the search row's 2 particles count, the LoRA row
+    # Every timed step of the skipping row was skipped (both CFG halves), none of the full row's.
+    assert "| cache | 0 |" in markdown and "| full | " in markdown and "| skipped | " in markdown
+    cache = json.loads((tmp_path / "gpu-check.json").read_text())["cache"]
+    assert [r["cached_calls"] for r in cache["rows"]] == [0, 2 * cache["iters"]]
     combined = json.loads((tmp_path / "gpu-check.json").read_text())
     assert {part: set(combined[part]["versions"]) >= {"torch", "triton", "diffusers"}
             for part in ("kernel", "step", "batch", "compile")} == dict.fromkeys(("kernel", "step", "batch", "compile"),
@@ -80,4 +84,5 @@ def test_a_failed_part_is_reported_with_the_end_of_its_log(tmp_path):
     assert "**Failed** (exit status 1)" in text and "RuntimeError: CUDA out of memory" in text
     assert "**Not run** (no status for part `serve`)" in text
     assert "**Not run** (no status for part `compile`)" in text
+    assert "**Not run** (no status for part `cache`)" in text
     assert (tmp_path / "out" / "gpu-check.json").exists()
