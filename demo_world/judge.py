@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from demo_world.metrics import evaluate, evaluate_clip
+from demo_world.metrics import JERK_SCALE, evaluate, evaluate_clip
 from demo_world.world import parse_prompt
 from guidance.align.methods.frame_judge import FrameJudge
 from guidance.judges import DEFAULT_FPS, JudgeError, check_clips, check_scores
@@ -25,6 +25,10 @@ from guidance.judges import DEFAULT_FPS, JudgeError, check_clips, check_scores
 OBJECTIVES = ("vq", "mq", "ta", "sharpness", "low_background_noise", "low_jerk", "color_ok", "shape_ok",
               "direction_ok")
 _SIGNED = {"low_background_noise": ("background_sigma", -1.0), "low_jerk": ("jerk", -1.0)}
+#: Jerk is infinite where it cannot be measured (the object seen in fewer than three consecutive frames, or no
+#: object); a judge's scores are finite, so the part counts it as this much, where MQ's jerk factor
+#: ``exp(-jerk / JERK_SCALE)`` is already below e^-10: no worse clip is told apart beyond it.
+JERK_CAP = 10 * JERK_SCALE
 
 
 class GroundTruthJudge:
@@ -40,6 +44,7 @@ class GroundTruthJudge:
             except ValueError as exc:
                 raise JudgeError(f"judge ground_truth: {exc}") from None
             report = evaluate_clip(clip, target).as_dict()
+            report["jerk"] = min(report["jerk"], JERK_CAP)
             rows.append([sign * float(report[field]) for field, sign in
                          (_SIGNED.get(name, (name, 1.0)) for name in OBJECTIVES)])
         return check_scores("ground_truth", OBJECTIVES, torch.tensor(rows), len(rows))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from demo_world import metrics, world
-from demo_world.judge import OBJECTIVES, ground_truth
+from demo_world.judge import JERK_CAP, OBJECTIVES, ground_truth
 from guidance.judges import JudgeError, load_judge
 
 
@@ -27,3 +27,12 @@ def test_the_plugin_judge_reports_the_metrics_signed_higher_is_better():
 def test_a_prompt_outside_the_world_has_no_truth():
     with pytest.raises(JudgeError, match="not a demo-world prompt"):
         ground_truth("cpu").score(torch.zeros(1, 3, 16, 16, 3), ["a cat on a sofa"])
+
+
+def test_a_clip_whose_jerk_cannot_be_measured_scores_the_cap_not_infinity():
+    """A blank clip has no object to track: its jerk is infinite in the metrics, its score finite here (a
+    judge's scores must be), and MQ is 0 either way."""
+    prompt = "a red circle moving right"
+    assert metrics.evaluate_clip(torch.zeros(9, 32, 32, 3), prompt).jerk == float("inf")
+    got = dict(zip(OBJECTIVES, ground_truth("cpu").score(torch.zeros(1, 9, 32, 32, 3), [prompt])[0].tolist()))
+    assert got["low_jerk"] == -JERK_CAP and got["mq"] == 0.0
