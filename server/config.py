@@ -80,6 +80,9 @@ class ServerConfig:
     #: its first block when that block's residual moved by less than this fraction since its last full
     #: call; 0: off (docs/server.md, Making it fast).
     step_cache_threshold: float = 0.0
+    #: The VAEs decode in spatial tiles, one sample at a time (``PipelineFamily.tile_vae``): large clips'
+    #: decodes fit, at the cost of blended tile seams (docs/server.md, Memory).
+    vae_tiling: bool = False
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
@@ -146,6 +149,8 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
             reward_dir = demo.DEFAULT_REWARD_DIR  # the embedded model's own reward model
         reward = load_reward_model(reward_dir, family) if reward_dir is not None else None
         set_attention_backend(family, config.attention_backend, reward)  # after the reward trunk's copy of the blocks
+        if config.vae_tiling:
+            family.tile_vae()
         registry = None
         embedded = not config.models
         checkpoints = dict(config.checkpoints.get(name, {}))

@@ -473,6 +473,15 @@ class PipelineFamily(ABC):
         """What :meth:`decode` and :meth:`decode_with_grad` compute, in torch ops only (nothing passes
         through numpy), so that the graph is kept whenever grad mode is on."""
 
+    def tile_vae(self) -> None:
+        """Decode and encode in overlapping spatial tiles, one sample at a time: diffusers' VAE tiling and
+        slicing, so that a long, large clip's decode holds one tile's activations instead of the whole
+        frame's, for every sample at once. Where tiles overlap they are blended, so frames differ from the
+        untiled decode's there; clips no larger than one tile (256 x 256 on the VAEs supported) are
+        decoded as before."""
+        self.pipe.vae.enable_tiling()
+        self.pipe.vae.enable_slicing()
+
     def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         """Frames as float32 [B, F, H, W, 3] in [0, 1] on the latents' device, with the values
         ``output_type="np"`` gives. ``generators`` serve VAEs that add decode-time noise (LTX-Video
