@@ -477,8 +477,8 @@ class PipelineFamily(ABC):
         """Decode and encode in overlapping spatial tiles, one sample at a time: diffusers' VAE tiling and
         slicing, so that a long, large clip's decode holds one tile's activations instead of the whole
         frame's, for every sample at once. Where tiles overlap they are blended, so frames differ from the
-        untiled decode's there; clips no larger than one tile (256 x 256 on the VAEs supported) are
-        decoded as before."""
+        untiled decode's there; clips no larger than one tile (the VAE's default: 256 x 256 on Wan and
+        HunyuanVideo, 512 x 512 on LTX-Video, 240 x 360 on CogVideoX) are decoded as before."""
         self.pipe.vae.enable_tiling()
         self.pipe.vae.enable_slicing()
 

@@ -215,7 +215,7 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
     serve.add_argument("--vae-tiling", action="store_true", default=_env_flag("VAE_TILING", defaults.vae_tiling),
                        help="the VAEs decode in overlapping spatial tiles, one sample at a time (diffusers' tiling "
                             "and slicing): long, large clips decode within memory, with blended tile seams; clips "
-                            "within one tile (256x256) are unchanged (docs/server.md, Memory; default off)")
+                            "within one tile (256x256 on Wan) are unchanged (docs/server.md, Memory; default off)")
     serve.add_argument("--batch-invariant", action="store_true",
                        default=_env_flag("BATCH_INVARIANT", defaults.batch_invariant),
                        help="one row per model call: a job's video is the same bit for bit alone or in any batch "
