@@ -661,9 +661,9 @@ def _cache_section(work: Path, part: dict[str, Any] | None) -> list[str]:
     lines = ["### `--step-cache`: a skipped denoiser call against a full one", ""]
     data = _read(work / "cache.json")
     if data:
-        lines += [f"One unguided row of the random Wan2.1-1.3B-config pipeline, {data['dtype']}, {data['width']}x"
-                  f"{data['height']}, {data['frames']} frames, CFG {data['cfg']}: a `BatchState` step with every "
-                  f"call full, and with every call after the row's first skipped; median of {data['iters']} steps.",
+        lines += [(f"One unguided row of the random Wan2.1-1.3B-config pipeline, {data['dtype']}, {data['width']}x"
+                   f"{data['height']}, {data['frames']} frames, CFG {data['cfg']}: a `BatchState` step with every "
+                   f"call full, and with every call after the row's first skipped; median of {data['iters']} steps."),
                   "", "| calls | ms / step | cached calls | x full |", "|---|---|---|---|"]
         full = data["rows"][0]["ms"]
         lines += [f"| {r['calls']} | {r['ms']:.1f} | {r['cached_calls']} | {r['ms'] / full:.3f} |" for r in data["rows"]]
