@@ -197,6 +197,14 @@ class _TailHook(ModelHook):
 HALVES = ("cond", "uncond")
 
 
+def refuse_with_compile(threshold: float, compiled: bool) -> None:
+    """``ValueError`` when caching (``threshold`` > 0) would run on a compiled denoiser: the cache decides per
+    row between the blocks, which a compiled denoiser would break its graphs on (``nrg serve``, ``nrg generate``)."""
+    if threshold > 0 and compiled:
+        raise ValueError("--step-cache and --compile do not go together yet: the cache decides per row between "
+                         "the blocks, which a compiled denoiser would break its graphs on")
+
+
 class StepCache:
     """A :class:`RowStepCache` on every denoiser of a family (Wan 2.2's two experts each have one). A row's
     key is (its sample id, its CFG half): particles of a search sample share an id, so their rows are

@@ -119,6 +119,7 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
     from guidance.families import load_pipeline
     from guidance.precision import configure_matmul, resolve_device, resolve_dtype
     from guidance.reward_model import load_reward_model
+    from guidance.step_cache import refuse_with_compile
     from server import pipeline_defaults
     from server.hosted_model import HostedModel
     from server.pipeline_defaults import PipelineDefaults
@@ -133,9 +134,7 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
         from guidance.compilation import check_backend
 
         check_backend(config.compile_backend, device)  # before minutes of loading
-    if compiled and config.step_cache_threshold > 0:
-        raise ValueError("--step-cache and --compile do not go together yet: the cache decides per row between "
-                         "the blocks, which a compiled denoiser would break its graphs on")
+    refuse_with_compile(config.step_cache_threshold, compiled)
     sources = config.models or {DEMO_MODEL_NAME: demo.DEFAULT_MODEL_DIR}
     unknown = (set(config.rewards) | set(config.checkpoints)) - set(sources)
     if unknown:

@@ -81,9 +81,8 @@ class Engine:
                  max_step_slowdown: float | None = ServerConfig.max_step_slowdown) -> None:
         """The settings ``nrg serve`` has flags for default to :class:`ServerConfig`'s, their one home: an
         engine built without them runs as ``nrg serve`` would."""
-        #: Each batch step's seconds by key and rows: what the step-cost bound of joins learns from.
-        self.step_times = StepTimes()
-        gate = None if max_step_slowdown is None else StepCostGate(self.step_times, max_step_slowdown)
+        # The step-cost bound of joins learns from each batch step's seconds; without it none are recorded.
+        gate = None if max_step_slowdown is None else StepCostGate(StepTimes(), max_step_slowdown)
         self.policy = BatchingPolicy(batching, max_batch, batch_wait_ms / 1000.0, gate)
         #: Bytes of device memory batches may use by the estimate of ``guidance.memory`` (None: no limit).
         self.memory_budget = memory_budget
@@ -98,7 +97,7 @@ class Engine:
         self.cancels = cancels or LocalCancelRequests()
         self.executor = BatchExecutor(self.models, metrics, judges, batch_invariant,
                                       inputs=getattr(store, "read_input", None), memory_bounded=memory_budget is not None,
-                                      step_times=self.step_times)
+                                      step_times=None if gate is None else gate.times)
         self.writer = OutputWriter(store, self._finish, self._writer_fault)
         #: Why the worker stopped for good (it no longer serves), or None while it is healthy.
         self.failure: str | None = None

@@ -91,8 +91,7 @@ class BatchingPolicy:
         if running is not None and running.size > 0:
             if self.mode == "static" or not running.joinable:
                 return Plan()
-            room = self._room(running.key, capacity) - running.size
-            return self._joiners(queued, running, room)
+            return self._joiners(queued, running, self._room(running.key, capacity))
         first = queued[0]
         if first.solo:
             return Plan((first.id,))
@@ -118,17 +117,16 @@ class BatchingPolicy:
     def _room(self, key: Hashable, capacity: Mapping[Hashable, int] | None) -> int:
         return min(self.max_batch, capacity.get(key, self.max_batch)) if capacity else self.max_batch
 
-    def _joiners(self, queued: Sequence[QueuedJob], running: RunningBatch, room: int) -> Plan:
-        """The oldest queued jobs of the running batch's key whose rows fit ``room`` (and the step-cost
-        bound), stopping at the first job that cannot join, so that no later arrival overtakes it."""
+    def _joiners(self, queued: Sequence[QueuedJob], running: RunningBatch, limit: int) -> Plan:
+        """The oldest queued jobs of the running batch's key that keep it within ``limit`` rows (and the
+        step-cost bound), stopping at the first job that cannot join, so that no later arrival overtakes it."""
         taken: list[str] = []
         rows = running.size
         for job in queued:
-            if job.rows > room or job.key != running.key or job.solo:
+            if rows + job.rows > limit or job.key != running.key or job.solo:
                 break
             if self.step_cost is not None and not self.step_cost.allows(running.key, rows + job.rows):
                 return Plan(tuple(taken), held_by_cost=True)
             taken.append(job.id)
-            room -= job.rows
             rows += job.rows
         return Plan(tuple(taken))

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> None:
     from guidance.precision import resolve_device
     from guidance.reward_model import load_reward_model
     from guidance.sampler import SampleSpec, sample
+    from guidance.step_cache import StepCache, refuse_with_compile
     from guidance.video_io import write_video
     from guidance.video_to_video import sample_start
     from server.judging import HeldOutJudges, load_judges, parse_judge_flags
@@ -101,8 +102,7 @@ def run(args: argparse.Namespace) -> None:
 
         check_backend(args.compile_backend, resolve_device(args.device))  # before the model loads
     check_attention_backend(args.attention_backend, resolve_device(args.device))
-    if args.step_cache > 0 and args.compile_backend is not None:
-        raise ValueError("--step-cache and --compile do not go together yet (docs/server.md, Making it fast)")
+    refuse_with_compile(args.step_cache, args.compile_backend is not None)
     family = _load(args)
     judges = HeldOutJudges(load_judges(judge_specs, str(family.device)))
     shape, steps = _shape_and_steps(args, family)
@@ -143,8 +143,6 @@ def run(args: argparse.Namespace) -> None:
         video = video_file(args.video, shape.width, shape.height, shape.frames, args.fps)
     step_cache = None
     if args.step_cache > 0:
-        from guidance.step_cache import StepCache
-
         step_cache = StepCache(family, args.step_cache)
     spec = SampleSpec(args.prompt, args.negative_prompt, args.seed, args.cfg, guidance, image=image, video=video,
                       denoise_strength=args.denoise_strength, cache_threshold=args.step_cache)

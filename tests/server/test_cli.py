@@ -189,3 +189,6 @@ def test_generate_with_a_step_cache_says_how_many_calls_it_skipped(tiny_dir, tmp
         main(["generate", "--model", str(tiny_dir("ltx")), "--prompt", "x", "--quiet", "--step-cache", "0.3",
               "--out", str(tmp_path / "l.npy")])
     assert "step caching supports Wan models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _generate(tiny_dir("wan"), tmp_path / "d.npy", "--step-cache", "0.3", "--compile", "eager")
+    assert "--step-cache and --compile do not go together" in capsys.readouterr().err
