@@ -50,6 +50,8 @@ DIT_SHARE = 0.47
 
 @dataclass
 class TrainConfig:
+    """One training run; ``TrainConfig.recipe(name)`` gives the settings of a published model."""
+
     seed: int = 0
     minutes: float = 45.0
     vae_steps: int | None = None
@@ -61,6 +63,13 @@ class TrainConfig:
     #: colours of chunks 3 and 4 of a 17-frame clip.
     vae_long_fraction: float = 0.3
     vae_crop: int = 32
+    #: Train on footage of varied quality (``world.render_training``) instead of perfect renders only.
+    varied_quality: bool = False
+    vae_base_dim: int = 8
+    z_dim: int = 8
+    #: Weight of an L1 loss on the reconstruction's spatial differences: plain pixel losses let a
+    #: small decoder smear edges by a pixel or two, which the sharpness metric reads as blur.
+    edge_weight: float = 0.0
     vae_latent_noise: float = 0.1
     vae_lr: float = 3e-3
     kl_weight: float = 1e-5
@@ -79,13 +88,29 @@ class TrainConfig:
     vae_from: str | None = None
     log: dict = field(default_factory=dict)
 
+    @classmethod
+    def recipe(cls, name: str, **overrides) -> TrainConfig:
+        """The settings of a published model (``RECIPES``), with ``overrides`` on top."""
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides})
+
     def resolved_steps(self) -> tuple[int, int]:
         vae = self.vae_steps if self.vae_steps is not None else max(1, round(VAE_STEPS_PER_MIN * VAE_SHARE * self.minutes))
         dit = self.dit_steps if self.dit_steps is not None else max(1, round(DIT_STEPS_PER_MIN * DIT_SHARE * self.minutes))
         return vae, dit
 
 
-def build_demo_pipeline(seed: int = 0, z_dim: int = 8):
+#: v1: the model embedded on 2026-11-24 (perfect renders, a VAE of base width 8 whose round trip halves
+#: edge sharpness). v2: demo world v2, footage of varied quality and a VAE with room to keep edges.
+RECIPES: dict[str, dict] = {
+    "v1": {},
+    "v2": {"varied_quality": True, "vae_base_dim": 16, "z_dim": 16, "edge_weight": 1.0, "vae_latent_noise": 0.05,
+           "latent_clips": 4000, "vae_steps": 1800, "dit_steps": 6000, "minutes": 100.0},
+}
+
+
+def build_demo_pipeline(seed: int = 0, z_dim: int = 8, vae_base_dim: int = 8):
     """The untrained demo ``WanPipeline`` (weights drawn from ``seed``)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -100,7 +125,7 @@ def build_demo_pipeline(seed: int = 0, z_dim: int = 8):
             relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
         )).eval()
         vae = AutoencoderKLWan(
-            base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[True, True],
+            base_dim=vae_base_dim, z_dim=z_dim, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[True, True],
             latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim, scale_factor_spatial=4, scale_factor_temporal=4,
         )
         transformer = WanTransformer3DModel(
@@ -121,25 +146,30 @@ def _to_video_tensor(clips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).mul(2.0).sub(1.0).contiguous()
 
 
-def render_batch(rng: np.random.Generator, batch: int, frames: int = world.FRAMES) -> tuple[np.ndarray, list[str]]:
+def render_batch(rng: np.random.Generator, batch: int, frames: int = world.FRAMES,
+                 varied_quality: bool = False) -> tuple[np.ndarray, list[str]]:
     """``batch`` training clips (random training prompts and seeds), cropped to ``frames`` frames."""
+    render = world.render_training if varied_quality else world.render
     clips, prompts = [], []
     for _ in range(batch):
         prompt = world.sample_training_prompt(rng)
         seed = int(rng.integers(world.EVAL_SEED_BASE))
-        clip = world.render(prompt, seed)
+        clip = render(prompt, seed)
         start = int(rng.integers(world.FRAMES - frames + 1))
         clips.append(clip[start:start + frames])
         prompts.append(prompt.text)
     return np.stack(clips), prompts
 
 
-def render_crops(rng: np.random.Generator, batch: int, frames: int, crop: int) -> np.ndarray:
+def render_crops(rng: np.random.Generator, batch: int, frames: int, crop: int,
+                 varied_quality: bool = False) -> np.ndarray:
     """Training clips cut to ``frames`` frames and a ``crop`` x ``crop`` window around the object."""
     out = []
     for _ in range(batch):
-        params = world.clip_params(world.sample_training_prompt(rng), int(rng.integers(world.EVAL_SEED_BASE)))
-        clip = world.render_params(params)
+        seed = int(rng.integers(world.EVAL_SEED_BASE))
+        params = world.clip_params(world.sample_training_prompt(rng), seed)
+        quality = world.draw_quality(seed) if varied_quality else world.PERFECT
+        clip = world.render_params(params, quality=quality, seed=seed)
         start = int(rng.integers(world.FRAMES - frames + 1))
         cx, cy = params.centre(start + frames // 2)
         x0, y0 = (int(round(c - crop / 2 + rng.integers(-crop // 4, crop // 4 + 1))) for c in (cx, cy))
@@ -199,7 +229,7 @@ def train_vae(pipe, cfg: TrainConfig, steps: int, rng: np.random.Generator, cloc
             for group in opt.param_groups:
                 group["lr"] = _cosine_lr(step, steps, cfg.vae_lr, warmup=20)
             frames = world.FRAMES if step >= steps * (1 - cfg.vae_long_fraction) else cfg.vae_frames
-            x = _to_video_tensor(render_crops(rng, cfg.vae_batch, frames, cfg.vae_crop))
+            x = _to_video_tensor(render_crops(rng, cfg.vae_batch, frames, cfg.vae_crop, cfg.varied_quality))
             h = vae._encode(x)
             mean, logvar = h.chunk(2, dim=1)
             logvar = logvar.clamp(-30.0, 20.0)
@@ -213,6 +243,8 @@ def train_vae(pipe, cfg: TrainConfig, steps: int, rng: np.random.Generator, cloc
             weight = 1.0 + cfg.fg_weight * ((x - background).abs().amax(dim=1, keepdim=True) > 0.2).float()
             err = recon - x
             rec_loss = (weight * (err.abs() + err.pow(2))).mean()
+            if cfg.edge_weight:
+                rec_loss = rec_loss + cfg.edge_weight * _edge_loss(recon, x, weight)
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
             loss = rec_loss + cfg.kl_weight * kl
             opt.zero_grad(set_to_none=True)
@@ -229,6 +261,16 @@ def train_vae(pipe, cfg: TrainConfig, steps: int, rng: np.random.Generator, cloc
             "final_rec_loss": float(np.mean(losses[-20:])) if losses else None}
 
 
+def _edge_loss(recon: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between the horizontal and vertical pixel differences of ``recon`` and ``x``."""
+    loss = recon.new_zeros(())
+    for dim in (-1, -2):
+        size = x.shape[dim] - 1
+        w = weight.narrow(dim, 0, size)
+        loss = loss + (w * (recon.diff(dim=dim) - x.diff(dim=dim)).abs()).mean()
+    return loss
+
+
 @torch.no_grad()
 def encode_clips(pipe, cfg: TrainConfig, rng: np.random.Generator, progress: bool):
     """Pre-encode ``latent_clips`` training clips: posterior means [N, z, 5, 16, 16] and prompt ids."""
@@ -238,7 +280,7 @@ def encode_clips(pipe, cfg: TrainConfig, rng: np.random.Generator, progress: boo
     chunk = 32
     for start in tqdm(range(0, cfg.latent_clips, chunk), desc="encode", unit="batch", disable=not progress):
         n = min(chunk, cfg.latent_clips - start)
-        clips, names = render_batch(rng, n)
+        clips, names = render_batch(rng, n, varied_quality=cfg.varied_quality)
         latents.append(pipe.vae._encode(_to_video_tensor(clips)).chunk(2, dim=1)[0])
         ids.extend(index[name] for name in names)
     return torch.cat(latents), torch.tensor(ids), prompts
@@ -327,7 +369,7 @@ def train_demo(out_dir: str | Path, cfg: TrainConfig, progress: bool = True) -> 
           f"transformer {dit_steps} steps, {cfg.threads} threads", flush=True)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 7])
-    pipe = build_demo_pipeline(cfg.seed)
+    pipe = build_demo_pipeline(cfg.seed, cfg.z_dim, cfg.vae_base_dim)
     summary: dict = {"config": {k: v for k, v in asdict(cfg).items() if k != "log"}}
 
     if cfg.vae_from:

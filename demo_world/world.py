@@ -9,6 +9,11 @@ background level) is drawn from a ``numpy`` generator seeded by the clip's seed,
 Shapes are drawn from their signed distance with a one-pixel anti-aliased edge, so a rendered clip is
 the crispest a 64x64 clip of that shape can be. The object always stays fully inside the frame.
 
+Training footage varies in quality as real data does (``Quality``, drawn per clip by ``draw_quality``):
+softer edges, a textured background, a shaky path, a size that wobbles; each axis is perfect in half
+the clips. A model trained on it draws the prompt but varies in sharpness, noise and smoothness, which
+leaves guidance room on every metric. ``render`` stays the perfect clip (the metrics' reference).
+
 Evaluation split (fixed): the 8 ``(color, shape, direction)`` combinations of ``HELD_OUT_COMBOS`` are
 never used for training (each colour, shape and direction appears in them, never the whole triple
 seen in training), and evaluation seeds start at ``EVAL_SEED_BASE`` (training seeds are below it).
@@ -122,6 +127,41 @@ def _sdf(shape: str, x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """How a training clip falls short of the perfect render, one field per axis a metric reads."""
+
+    #: Width of the anti-aliased edge in pixels (1: the crisp render; VQ's sharpness reads ~1 / width).
+    edge_width: float = 1.0
+    #: Standard deviation of a smooth grey texture on the background (VQ's background noise).
+    texture: float = 0.0
+    #: Standard deviation in pixels of the object's position error, new each frame (MQ's jerk).
+    shake: float = 0.0
+    #: Relative standard deviation of the object's size, new each frame (MQ's size constancy).
+    wobble: float = 0.0
+
+
+PERFECT = Quality()
+#: Each axis is perfect with this probability, else drawn uniformly from its range.
+PERFECT_SHARE = 0.5
+QUALITY_RANGES: dict[str, tuple[float, float]] = {
+    "edge_width": (1.6, 3.5), "texture": (0.01, 0.05), "shake": (0.3, 1.2), "wobble": (0.03, 0.10),
+}
+#: The background texture is drawn on a coarse grid and smoothly upsampled (a VAE with 4x spatial
+#: compression can carry it; pixel-level noise it could not).
+TEXTURE_CELL = 4
+
+
+def draw_quality(seed: int) -> Quality:
+    """The quality of training clip ``seed``: every axis independently perfect or degraded."""
+    rng = np.random.default_rng([int(seed), 0x0A11])
+    values = {}
+    for name, (lo, hi) in QUALITY_RANGES.items():
+        degraded, level = rng.random() >= PERFECT_SHARE, float(rng.uniform(lo, hi))
+        values[name] = level if degraded else getattr(PERFECT, name)
+    return Quality(**values)
+
+
+@dataclass(frozen=True)
 class ClipParams:
     """The hidden variables of one clip."""
 
@@ -160,20 +200,49 @@ def clip_params(prompt: Prompt | str, seed: int, frames: int = FRAMES, height: i
     return ClipParams(p, size, speed, (starts[0], starts[1]), background)
 
 
-def render_params(params: ClipParams, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Zero-mean, unit-std smooth texture [H, W]: Gaussian cells bilinearly upsampled."""
+    cells = rng.standard_normal((height // TEXTURE_CELL + 2, width // TEXTURE_CELL + 2))
+    ys = (np.arange(height) + 0.5) / TEXTURE_CELL + 0.5
+    xs = (np.arange(width) + 0.5) / TEXTURE_CELL + 0.5
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = cells[y0][:, x0] * (1 - fx) + cells[y0][:, x0 + 1] * fx
+    bottom = cells[y0 + 1][:, x0] * (1 - fx) + cells[y0 + 1][:, x0 + 1] * fx
+    texture = top * (1 - fy) + bottom * fy
+    return (texture - texture.mean()) / texture.std()
+
+
+def render_params(params: ClipParams, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH,
+                  quality: Quality = PERFECT, seed: int = 0) -> np.ndarray:
+    """Render ``params``; a ``quality`` other than ``PERFECT`` degrades it with draws from ``seed``."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
     color = np.asarray(COLORS[params.prompt.color])
+    rng = np.random.default_rng([int(seed), 0xB1A5])
+    shake = rng.standard_normal((frames, 2)) * quality.shake
+    scale = np.clip(1.0 + rng.standard_normal(frames) * quality.wobble, 0.7, 1.3)
+    background = np.full((height, width), params.background)
+    if quality.texture:
+        background = np.clip(background + quality.texture * _texture(rng, height, width), 0.0, 1.0)
     out = np.empty((frames, height, width, 3), dtype=np.float32)
     for f in range(frames):
         cx, cy = params.centre(f)
-        alpha = np.clip(0.5 - _sdf(params.prompt.shape, xs - cx, ys - cy, params.size), 0.0, 1.0)[..., None]
-        out[f] = params.background * (1 - alpha) + color * alpha
+        sdf = _sdf(params.prompt.shape, xs - cx - shake[f, 0], ys - cy - shake[f, 1], params.size * scale[f])
+        alpha = np.clip(0.5 - sdf / quality.edge_width, 0.0, 1.0)[..., None]
+        out[f] = background[..., None] * (1 - alpha) + color * alpha
     return out
 
 
 def render(prompt: Prompt | str, seed: int, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
     """The clip of ``prompt`` for ``seed``: float32 [F, H, W, 3] in [0, 1]."""
     return render_params(clip_params(prompt, seed, frames, height, width), frames, height, width)
+
+
+def render_training(prompt: Prompt | str, seed: int, frames: int = FRAMES, height: int = HEIGHT,
+                    width: int = WIDTH) -> np.ndarray:
+    """Training clip ``seed`` of ``prompt``: the render at the quality ``draw_quality(seed)``."""
+    params = clip_params(prompt, seed, frames, height, width)
+    return render_params(params, frames, height, width, draw_quality(seed), seed)
 
 
 def sample_training_prompt(rng: np.random.Generator) -> Prompt:

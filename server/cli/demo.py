@@ -13,7 +13,11 @@ def add_parser(sub) -> None:
 
     train = demo_sub.add_parser("train", help="train the demo Wan pipeline on the synthetic world (CPU)")
     train.add_argument("--out", type=Path, default=Path("out/demo-pipeline"), help="output diffusers directory")
-    train.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget; sets the step counts")
+    train.add_argument("--recipe", choices=("v1", "v2"), default="v1",
+                       help="v1: the embedded model's settings; v2: demo world v2 (footage of varied quality, "
+                            "a wider VAE; fixed step counts)")
+    train.add_argument("--minutes", type=float, default=None,
+                       help="wall-clock budget (v1's default 45 also sets the step counts; v2's is 100)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--vae-steps", type=int, default=None, help="override the VAE step count")
     train.add_argument("--dit-steps", type=int, default=None, help="override the transformer step count")
@@ -61,8 +65,9 @@ def run(args: argparse.Namespace) -> None:
     if args.demo_command == "train":
         from demo_world.train import TrainConfig, train_demo
 
-        cfg = TrainConfig(seed=args.seed, minutes=args.minutes, vae_steps=args.vae_steps, dit_steps=args.dit_steps,
-                          threads=args.threads)
+        given = {"minutes": args.minutes, "vae_steps": args.vae_steps, "dit_steps": args.dit_steps}
+        cfg = TrainConfig.recipe(args.recipe, seed=args.seed, threads=args.threads,
+                                 **{k: v for k, v in given.items() if v is not None})
         if args.latent_clips is not None:
             cfg.latent_clips = args.latent_clips
         if args.check_clips is not None:

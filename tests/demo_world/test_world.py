@@ -50,3 +50,34 @@ def test_object_moves_the_right_way_and_stays_in_frame(prompt):
         dx, dy = world.DIRECTIONS[params.prompt.direction]
         (x0, y0), (x1, y1) = params.centre(0), params.centre(world.FRAMES - 1)
         assert np.sign(x1 - x0) == dx and np.sign(y1 - y0) == dy
+
+
+def test_training_footage_varies_in_quality_on_every_axis_but_always_shows_the_prompt():
+    from demo_world.metrics import evaluate_clip
+
+    qualities = [world.draw_quality(seed) for seed in range(200)]
+    for axis in world.QUALITY_RANGES:
+        perfect = np.mean([getattr(q, axis) == getattr(world.PERFECT, axis) for q in qualities])
+        assert 0.4 < perfect < 0.6  # each axis perfect in about half the clips, independently
+    assert world.draw_quality(3) == world.draw_quality(3)
+    prompt = world.train_prompts()[5]
+    reports = [evaluate_clip(world.render_training(prompt, seed), prompt) for seed in range(24)]
+    assert all(r.ta == 1.0 for r in reports)
+    vq, mq = np.array([r.vq for r in reports]), np.array([r.mq for r in reports])
+    assert vq.max() - vq.min() > 0.5 and mq.max() - mq.min() > 0.5  # room on both quality metrics
+
+
+def test_each_quality_axis_costs_the_metric_that_reads_it():
+    from demo_world.metrics import evaluate_clip
+
+    prompt, seed = "a blue square moving right", 11
+    params = world.clip_params(prompt, seed)
+    base = evaluate_clip(world.render_params(params), prompt)
+    assert np.array_equal(world.render_params(params, quality=world.PERFECT, seed=99), world.render(prompt, seed))
+    for quality, field, worse in ((world.Quality(edge_width=3.0), "sharpness", "vq"),
+                                  (world.Quality(texture=0.04), "background_sigma", "vq"),
+                                  (world.Quality(shake=1.0), "jerk", "mq"),
+                                  (world.Quality(wobble=0.08), "area_cv", "mq")):
+        report = evaluate_clip(world.render_params(params, quality=quality, seed=seed), prompt)
+        assert getattr(report, worse) < getattr(base, worse) - 0.2, quality
+        assert report.ta == 1.0

@@ -189,12 +189,13 @@ def test_eval_rejects_bad_settings(capsys):
 
 
 @pytest.mark.slow
-def test_demo_training_is_deterministic_given_the_seed(tmp_path):
+@pytest.mark.parametrize("recipe", ["v1", "v2"])
+def test_demo_training_is_deterministic_given_the_seed(tmp_path, recipe):
     from demo_world.train import TrainConfig, train_demo
 
     def run(out):
-        cfg = TrainConfig(seed=3, vae_steps=2, dit_steps=2, vae_batch=2, vae_frames=5, latent_clips=2, dit_batch=2,
-                          check_clips=0, threads=1)
+        cfg = TrainConfig.recipe(recipe, seed=3, vae_steps=2, dit_steps=2, vae_batch=2, vae_frames=5, latent_clips=2,
+                                 dit_batch=2, check_clips=0, threads=1)
         train_demo(out, cfg, progress=False)
         return {part: load_file(str(out / part / "diffusion_pytorch_model.safetensors")) for part in ("vae", "transformer")}
 
@@ -219,3 +220,13 @@ def test_serve_loads_the_demo_reward_for_the_embedded_model():
     hosted = load_models(ServerConfig())
     assert hosted[DEMO_MODEL_NAME].reward is not None
     assert hosted[DEMO_MODEL_NAME].reward.objectives == ("vq", "mq", "ta")
+
+
+def test_training_recipes_name_the_published_settings():
+    from demo_world.train import TrainConfig
+
+    v1, v2 = TrainConfig.recipe("v1"), TrainConfig.recipe("v2", seed=3)
+    assert v1 == TrainConfig() and not v1.varied_quality
+    assert v2.varied_quality and v2.z_dim == 16 and v2.seed == 3 and v2.resolved_steps() == (1800, 6000)
+    with pytest.raises(ValueError, match="unknown recipe 'v9'"):
+        TrainConfig.recipe("v9")
