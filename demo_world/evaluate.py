@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from demo_world import world
-from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate
+from demo_world.metrics import METRICS_VERSION, OBJECTIVES, evaluate, object_mask
 from demo_world.pairs import TIE_MARGIN
 from guidance.win_rates import WinRate, win_rate
 
@@ -72,6 +72,21 @@ def score_clips(frames, texts: Sequence[str]) -> list[dict[str, float]]:
     if len(frames) != len(texts):
         raise ValueError(f"{len(frames)} clips but {len(texts)} prompts")
     return [evaluate(clip, text) for clip, text in zip(frames, texts)]
+
+
+def visible_change(guided: np.ndarray, unguided: np.ndarray) -> dict[str, float]:
+    """How far guidance moved the pixels a person looks at: per clip pair, the mean absolute difference
+    (in 1/255) over the object's pixels in either clip and over the whole frame; medians over pairs.
+    A steered object can change by tens of levels while the frame's mean moves by two or three, which
+    a viewer reads as "nearly identical" unless shown where to look."""
+    on_object, on_frame = [], []
+    for g, u in zip(guided, unguided):
+        diff = np.abs(g.astype(np.float64) - u).mean(-1) * 255.0
+        mask = object_mask(g) | object_mask(u)
+        on_frame.append(float(diff.mean()))
+        if mask.any():
+            on_object.append(float(diff[mask].mean()))
+    return {"object": float(np.median(on_object)) if on_object else 0.0, "frame": float(np.median(on_frame))}
 
 
 def paired_win_rates(guided: Sequence[dict], unguided: Sequence[dict],
@@ -172,6 +187,10 @@ def run_eval(
         scores = score_clips(frames, [text for text, _ in items])
         results[(setting, strength)] = {"scores": scores, "seconds_per_clip": seconds / len(items),
                                         "skipped_steps": int(sum(out.skipped_steps)), "rewards": out.rewards}
+        if setting is None:
+            unguided_frames = frames
+        else:
+            results[(setting, strength)]["visible_change"] = visible_change(frames, unguided_frames)
         sheet[(setting, strength)] = list(frames[:SHEET_ITEMS])
 
     base = results[(None, 0.0)]
@@ -191,6 +210,7 @@ def run_eval(
             "seconds_per_clip": res["seconds_per_clip"],
             "cost_vs_unguided": res["seconds_per_clip"] / base["seconds_per_clip"],
             "skipped_steps": res["skipped_steps"],
+            "visible_change": res["visible_change"],
         })
     report = {
         "command": command,
@@ -270,19 +290,23 @@ def format_table(report: dict) -> str:
     """One row per weight setting and strength: win rates against unguided with their evidence, means, cost."""
     u = report["unguided"]
     lines = [
-        "| VQ:MQ:TA | mode | strength | win VQ | win MQ | win TA | mean VQ / MQ / TA | s/clip (x unguided) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| unguided | - | 0 | - | - | - | {u['vq']:.3f} / {u['mq']:.3f} / {u['ta']:.3f} | "
+        "| VQ:MQ:TA | mode | strength | win VQ | win MQ | win TA | mean VQ / MQ / TA | changed /255, object / frame "
+        "| s/clip (x unguided) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| unguided | - | 0 | - | - | - | {u['vq']:.3f} / {u['mq']:.3f} / {u['ta']:.3f} | - | "
         f"{u['seconds_per_clip']:.3f} |",
     ]
     for r in report["rows"]:
         cells = " | ".join(win_cell(r["stats"][o]) for o in OBJECTIVES)
         lines.append(
             f"| {r['weights']} | {r['mode']} | {r['strength']:g} | {cells} | {r['vq']:.3f} / {r['mq']:.3f} / "
-            f"{r['ta']:.3f} | {r['seconds_per_clip']:.3f} ({r['cost_vs_unguided']:.2f}x) |"
+            f"{r['ta']:.3f} | {r['visible_change']['object']:.1f} / {r['visible_change']['frame']:.1f} | "
+            f"{r['seconds_per_clip']:.3f} ({r['cost_vs_unguided']:.2f}x) |"
         )
     lines.append("")
-    lines.append("Win cells: win rate % [95% Wilson interval] wins/decisive pairs, two-sided sign-test p.")
+    lines.append("Win cells: win rate % [95% Wilson interval] wins/decisive pairs, two-sided sign-test p. Changed: "
+                 "median over clips of the mean absolute pixel change against the unguided clip, on the object's "
+                 "pixels and over the whole frame.")
     if "tuning_scores" in report:
         lines.append("Tuning score per strength (mean over the single-objective rows of (wins - losses) / clips "
                      "on the row's own objective): "

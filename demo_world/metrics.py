@@ -159,17 +159,33 @@ def _empty(prompt: Prompt | None, sigma: float) -> ClipReport:
                       float("inf"), 0.0, sigma, 0.0)
 
 
+def _segment(v: np.ndarray) -> tuple[float, float, np.ndarray | None]:
+    """Background level, contrast and the object's pixels per frame of the value channel ``v``
+    [F, H, W]; no pixels (None) when the contrast is too low for the clip to show an object."""
+    b = float(np.median(v))
+    contrast = float(np.quantile(v, 0.995)) - b
+    if contrast < MIN_CONTRAST:
+        return b, contrast, None
+    return b, contrast, _largest_components(v > b + contrast / 2)
+
+
+def object_mask(frames) -> np.ndarray:
+    """Boolean [F, H, W]: the object's pixels as the metrics segment them, grown by one pixel to take
+    in its edge; all False when the clip shows no object."""
+    clip = _as_array(frames)
+    comp = _segment(clip.max(-1))[2]
+    return np.zeros(clip.shape[:3], dtype=bool) if comp is None else _dilate(comp)
+
+
 def evaluate_clip(frames, prompt: str | Prompt | None = None) -> ClipReport:
     """All three metrics of one clip (TA needs the prompt; without it TA is 0)."""
     clip = _as_array(frames)
     target = parse_prompt(prompt) if isinstance(prompt, str) else prompt
     n_frames, height, width, _ = clip.shape
     v = clip.max(-1)
-    b = float(np.median(v))
-    contrast = float(np.quantile(v, 0.995)) - b
-    if contrast < MIN_CONTRAST:
+    b, contrast, comp = _segment(v)
+    if comp is None:
         return _empty(target, float(clip.std(axis=(1, 2)).mean()))
-    comp = _largest_components(v > b + contrast / 2)
     areas = comp.sum(axis=(1, 2)).astype(np.float64)
     present = areas >= MIN_AREA
     weights = np.clip((v - b) / contrast, 0.0, 1.0) * _dilate(comp)
