@@ -21,7 +21,8 @@ The reward backward dominates. Its rows are differentiated a chunk at a time
     reward_bytes = chunk x [tokens x (blocks x D x s + (c_D D + c_F F) x s + 2 x 4 x D)
                             + blocks x text_tokens x 2 D x s]
 
-and a batch of ``rows`` needs ``weights + reward_bytes + rows x row_bytes``, where ``row_bytes``
+and a batch of ``rows`` needs ``weights + reward_bytes + rows x row_bytes`` (``weights`` counts an offloaded
+encoder as the two layers it holds on the device at a time), where ``row_bytes``
 is what every row holds between steps and during the denoiser call (latents, predictions, the
 per-objective gradients, and the denoiser's transient activations: ``tokens x (F + 4 D) x s``). The
 constants were fitted to saved-tensor bytes measured on CPU (``tests/guidance/test_memory.py`` checks
@@ -200,7 +201,17 @@ def batch_estimate(family: Any, reward: Any, shape: Any, chunk_rows: int = DEFAU
     blocks = getattr(reward, "num_blocks", 0)
     objectives = len(getattr(reward, "objectives", ()))
     trunk = trunk_shape(family.transformer, latent_shape, blocks, TEXT_TOKENS_BOUND, objectives)
-    modules = [m for m in family.pipe.components.values() if isinstance(m, torch.nn.Module)]
+    offloaded = [m for name, m in family.pipe.components.items() if name in family.offloaded]
+    modules = [m for name, m in family.pipe.components.items()
+               if isinstance(m, torch.nn.Module) and name not in family.offloaded]
     if isinstance(reward, torch.nn.Module):
         modules.append(reward)
-    return estimate(trunk, module_bytes(modules), chunk_rows if blocks else 0)
+    return estimate(trunk, module_bytes(modules) + offload_transient_bytes(offloaded), chunk_rows if blocks else 0)
+
+
+def offload_transient_bytes(offloaded: Iterable[torch.nn.Module]) -> int:
+    """What offloaded modules hold on the device while one runs: its two largest layers (the one
+    running and the next, prefetched), leaf modules' own tensors counted."""
+    sizes = sorted((module_bytes([leaf]) for module in offloaded for leaf in module.modules()
+                    if not list(leaf.children())), reverse=True)
+    return sum(sizes[:2])

@@ -83,6 +83,9 @@ class ServerConfig:
     #: The VAEs decode in spatial tiles, one sample at a time (``PipelineFamily.tile_vae``): large clips'
     #: decodes fit, at the cost of blended tile seams (docs/server.md, Memory).
     vae_tiling: bool = False
+    #: The text and image encoders stay in host memory and run a layer at a time on the device
+    #: (``PipelineFamily.offload_encoders``): room for rows, for a copy of the encoder per request.
+    offload_encoders: bool = False
     limits: Limits = field(default_factory=Limits)
     #: How long a SIGTERM waits for the running batch before exiting (jobs left over stay queued).
     shutdown_grace_s: float = 30.0
@@ -150,6 +153,8 @@ def load_models(config: ServerConfig) -> dict[str, HostedModel]:
         set_attention_backend(family, config.attention_backend, reward)  # after the reward trunk's copy of the blocks
         if config.vae_tiling:
             family.tile_vae()
+        if config.offload_encoders:
+            family.offload_encoders()
         registry = None
         embedded = not config.models
         checkpoints = dict(config.checkpoints.get(name, {}))

@@ -21,6 +21,9 @@ import torch
 
 from guidance.schedule import Schedule
 
+#: Component names of the encoders (``text_encoder``, ``text_encoder_2``, ``image_encoder``).
+ENCODER_PREFIXES = ("text_encoder", "image_encoder")
+
 Prediction = Literal["flow", "v", "eps"]
 #: What a loaded pipeline does with an image (``PipelineFamily.image_input``).
 ImageInput = Literal["none", "optional", "required"]
@@ -193,6 +196,8 @@ class PipelineFamily(ABC):
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
+        #: Component names whose weights live in host memory (``offload_encoders``).
+        self.offloaded: set[str] = set()
         #: Schedules of a flow Euler scheduler, by (scheduler, steps, shape): pure functions of those.
         self._schedules: dict[tuple[int, int, VideoShape], Schedule] = {}
 
@@ -481,6 +486,27 @@ class PipelineFamily(ABC):
         HunyuanVideo, 512 x 512 on LTX-Video, 240 x 360 on CogVideoX) are decoded as before."""
         self.pipe.vae.enable_tiling()
         self.pipe.vae.enable_slicing()
+
+    def encoders(self) -> dict[str, torch.nn.Module]:
+        """The pipeline's text and image encoders by component name: they run once per request, forward only,
+        and no guidance, checkpoint, LoRA, cache or compilation touches them."""
+        return {name: module for name, module in self.pipe.components.items()
+                if isinstance(module, torch.nn.Module) and name.startswith(ENCODER_PREFIXES)}
+
+    def offload_encoders(self) -> None:
+        """Keep the encoders' weights in host memory and bring each layer to the device only while it runs
+        (diffusers' group offloading at leaf level; on CUDA the next layer's copy overlaps the current one's
+        work on a side stream). A prompt's encoding then holds a layer or two on the device instead of the
+        whole encoder, at the price of copying the encoder once per request; only the encoders, because
+        everything else runs every step or is differentiated, rewritten or cached by the server."""
+        from diffusers.hooks import apply_group_offloading
+
+        device = self.device
+        stream = device.type == "cuda"
+        for name, module in self.encoders().items():
+            apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                                   offload_type="leaf_level", use_stream=stream, non_blocking=stream)
+            self.offloaded.add(name)
 
     def decode(self, latents: torch.Tensor, shape: VideoShape, generators: list[torch.Generator]) -> torch.Tensor:
         """Frames as float32 [B, F, H, W, 3] in [0, 1] on the latents' device, with the values

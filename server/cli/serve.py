@@ -216,6 +216,11 @@ def add_serve_flags(serve: argparse.ArgumentParser, default_role: str) -> None:
                        help="the VAEs decode in overlapping spatial tiles, one sample at a time (diffusers' tiling "
                             "and slicing): long, large clips decode within memory, with blended tile seams; clips "
                             "within one tile (256x256 on Wan) are unchanged (docs/server.md, Memory; default off)")
+    serve.add_argument("--offload-encoders", action="store_true",
+                       default=_env_flag("OFFLOAD_ENCODERS", defaults.offload_encoders),
+                       help="keep the text and image encoders in host memory and run them a layer at a time on the "
+                            "device (diffusers' group offloading): frees their weights' memory for rows, for a copy "
+                            "of the encoder per request (docs/server.md, Memory; default off)")
     serve.add_argument("--batch-invariant", action="store_true",
                        default=_env_flag("BATCH_INVARIANT", defaults.batch_invariant),
                        help="one row per model call: a job's video is the same bit for bit alone or in any batch "
@@ -317,7 +322,8 @@ def server_config(args: argparse.Namespace):
         batch_wait_ms=args.batch_wait_ms, batching=args.batching,
         max_step_slowdown=args.max_step_slowdown, max_queue=args.max_queue, api_keys=tuple(args.api_keys),
         device=args.device, dtype=args.dtype, memory_budget_gib=args.memory_budget,
-        batch_invariant=args.batch_invariant, vae_tiling=args.vae_tiling, compile_backend=args.compile_backend,
+        batch_invariant=args.batch_invariant, vae_tiling=args.vae_tiling,
+        offload_encoders=args.offload_encoders, compile_backend=args.compile_backend,
         attention_backend=args.attention_backend, step_cache_threshold=args.step_cache_threshold,
         limits=Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}),
         shutdown_grace_s=args.shutdown_grace, allow_empty_store=args.allow_empty_store,
