@@ -86,6 +86,9 @@ class TrainConfig:
     #: Take the trained VAE from this earlier run's output instead of training it (stage 1 is
     #: deterministic, so with the same seed and step count this equals training it again).
     vae_from: str | None = None
+    #: Start the transformer from this earlier run's (more training of a model that stopped short); its
+    #: latents are that run's VAE's, so the VAE is taken from there too.
+    transformer_from: str | None = None
     log: dict = field(default_factory=dict)
 
     @classmethod
@@ -372,6 +375,10 @@ def train_demo(out_dir: str | Path, cfg: TrainConfig, progress: bool = True) -> 
     pipe = build_demo_pipeline(cfg.seed, cfg.z_dim, cfg.vae_base_dim)
     summary: dict = {"config": {k: v for k, v in asdict(cfg).items() if k != "log"}}
 
+    if cfg.transformer_from:
+        if cfg.vae_from not in (None, cfg.transformer_from):
+            raise ValueError("--transformer-from takes the VAE of the same run; drop --vae-from or make it the same")
+        cfg.vae_from = summary["config"]["vae_from"] = cfg.transformer_from
     if cfg.vae_from:
         from diffusers import AutoencoderKLWan
 
@@ -395,6 +402,16 @@ def train_demo(out_dir: str | Path, cfg: TrainConfig, progress: bool = True) -> 
     null, _ = pipe.encode_prompt(prompt=[""], do_classifier_free_guidance=False, max_sequence_length=512)
     print(f"encoded {len(latents)} clips at {clock.elapsed_min:.1f} min", flush=True)
 
+    if cfg.transformer_from:
+        from diffusers import WanTransformer3DModel
+
+        source = Path(cfg.transformer_from)
+        start = WanTransformer3DModel.from_pretrained(str(source / "transformer"), use_safetensors=True)
+        pipe.transformer.load_state_dict(start.state_dict())
+        previous = json.loads((source / "demo_training.json").read_text()) if (source / "demo_training.json").is_file() else {}
+        summary["transformer_from"] = {**previous.get("transformer", {}), "from": str(source),
+                                       **({"earlier": previous["transformer_from"]} if "transformer_from" in previous else {})}
+        print(f"transformer starts from {source}: {summary['transformer_from']}", flush=True)
     summary["transformer"] = train_transformer(pipe, cfg, dit_steps, latents, prompt_ids, embeds.detach(),
                                                null[0].detach(), clock, progress)
     summary["transformer"]["minutes"] = round(clock.elapsed_min, 2)

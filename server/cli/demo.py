@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     train.add_argument("--check-clips", type=int, default=None, help="held-out clips scored at the end (0: none)")
     train.add_argument("--vae-from", type=Path, default=None,
                        help="reuse the trained VAE of an earlier run's output directory (same seed: identical)")
+    train.add_argument("--transformer-from", type=Path, default=None,
+                       help="train further the transformer of an earlier run's output directory (its VAE too)")
+    train.add_argument("--dit-lr", type=float, default=None, help="the transformer's peak learning rate")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -74,6 +77,10 @@ def run(args: argparse.Namespace) -> None:
             cfg.check_clips = args.check_clips
         if args.vae_from is not None:
             cfg.vae_from = str(args.vae_from)
+        if args.transformer_from is not None:
+            cfg.transformer_from = str(args.transformer_from)
+        if args.dit_lr is not None:
+            cfg.dit_lr = args.dit_lr
         summary = train_demo(args.out, cfg, progress=not args.quiet)
         print(f"wrote demo pipeline to {args.out} in {summary['total_minutes']} min")
     elif args.demo_command == "diagnose":

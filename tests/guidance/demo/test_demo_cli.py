@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -205,6 +206,27 @@ def test_demo_training_is_deterministic_given_the_seed(tmp_path, recipe):
         assert all((first[part][k] == second[part][k]).all() for k in first[part]), part
     config = json.loads((tmp_path / "a" / "demo_training.json").read_text())
     assert config["vae"]["steps"] == 2 and config["transformer"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_training_further_starts_from_the_earlier_runs_transformer_and_vae(tmp_path):
+    from demo_world.train import TrainConfig, train_demo
+
+    def weights(out):
+        return {part: load_file(str(out / part / "diffusion_pytorch_model.safetensors")) for part in ("vae", "transformer")}
+
+    small = dict(seed=3, vae_steps=2, vae_batch=2, vae_frames=5, latent_clips=2, dit_batch=2, check_clips=0, threads=1)
+    train_demo(tmp_path / "a", TrainConfig.recipe("v2", dit_steps=2, **small), progress=False)
+    train_demo(tmp_path / "b", TrainConfig.recipe("v2", dit_steps=0, transformer_from=str(tmp_path / "a"), **small),
+               progress=False)
+    first, again = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for part in first:
+        assert all(torch.equal(first[part][k], again[part][k]) for k in first[part]), part
+    record = json.loads((tmp_path / "b" / "demo_training.json").read_text())
+    assert record["transformer_from"]["steps"] == 2 and record["config"]["vae_from"] == str(tmp_path / "a")
+    with pytest.raises(ValueError, match="takes the VAE of the same run"):
+        train_demo(tmp_path / "c", TrainConfig.recipe("v2", transformer_from=str(tmp_path / "a"), vae_from="elsewhere",
+                                                      **small), progress=False)
 
 
 def test_generate_on_the_embedded_model_guides_with_the_demo_reward_by_default(tmp_path, capsys):
