@@ -11,8 +11,8 @@ the crispest a 64x64 clip of that shape can be. The object always stays fully in
 
 Training footage varies in quality as real data does (``Quality``, drawn per clip by ``draw_quality``):
 softer edges, a textured background, a shaky path, a size that wobbles; each axis is perfect in half
-the clips. A model trained on it draws the prompt but varies in sharpness, noise and smoothness, which
-leaves guidance room on every metric. ``render`` stays the perfect clip (the metrics' reference).
+the clips. It teaches a model a spread of sharpness, noise and smoothness rather than one level, so
+that guidance has room on every metric. ``render`` stays the perfect clip (the metrics' reference).
 
 Evaluation split (fixed): the 8 ``(color, shape, direction)`` combinations of ``HELD_OUT_COMBOS`` are
 never used for training (each colour, shape and direction appears in them, never the whole triple
