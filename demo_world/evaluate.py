@@ -74,15 +74,19 @@ def score_clips(frames, texts: Sequence[str]) -> list[dict[str, float]]:
     return [evaluate(clip, text) for clip, text in zip(frames, texts)]
 
 
-def visible_change(guided: np.ndarray, unguided: np.ndarray) -> dict[str, float]:
+def visible_change(guided: np.ndarray, unguided: np.ndarray,
+                   unguided_masks: Sequence[np.ndarray] | None = None) -> dict[str, float]:
     """How far guidance moved the pixels a person looks at: per clip pair, the mean absolute difference
     (in 1/255) over the object's pixels in either clip and over the whole frame; medians over pairs.
     A steered object can change by tens of levels while the frame's mean moves by two or three, which
-    a viewer reads as "nearly identical" unless shown where to look."""
+    a viewer reads as "nearly identical" unless shown where to look. ``unguided_masks`` (the unguided
+    clips' ``object_mask``) spare segmenting the same unguided clips again for every guided row."""
+    if unguided_masks is None:
+        unguided_masks = [object_mask(u) for u in unguided]
     on_object, on_frame = [], []
-    for g, u in zip(guided, unguided):
+    for g, u, u_mask in zip(guided, unguided, unguided_masks):
         diff = np.abs(g.astype(np.float64) - u).mean(-1) * 255.0
-        mask = object_mask(g) | object_mask(u)
+        mask = object_mask(g) | u_mask
         on_frame.append(float(diff.mean()))
         if mask.any():
             on_object.append(float(diff[mask].mean()))
@@ -188,9 +192,9 @@ def run_eval(
         results[(setting, strength)] = {"scores": scores, "seconds_per_clip": seconds / len(items),
                                         "skipped_steps": int(sum(out.skipped_steps)), "rewards": out.rewards}
         if setting is None:
-            unguided_frames = frames
+            unguided_frames, unguided_masks = frames, [object_mask(clip) for clip in frames]
         else:
-            results[(setting, strength)]["visible_change"] = visible_change(frames, unguided_frames)
+            results[(setting, strength)]["visible_change"] = visible_change(frames, unguided_frames, unguided_masks)
         sheet[(setting, strength)] = list(frames[:SHEET_ITEMS])
 
     base = results[(None, 0.0)]
@@ -290,8 +294,8 @@ def format_table(report: dict) -> str:
     """One row per weight setting and strength: win rates against unguided with their evidence, means, cost."""
     u = report["unguided"]
     lines = [
-        "| VQ:MQ:TA | mode | strength | win VQ | win MQ | win TA | mean VQ / MQ / TA | changed /255, object / frame "
-        "| s/clip (x unguided) |",
+        ("| VQ:MQ:TA | mode | strength | win VQ | win MQ | win TA | mean VQ / MQ / TA | changed /255, object / frame "
+         "| s/clip (x unguided) |"),
         "|---|---|---|---|---|---|---|---|---|",
         f"| unguided | - | 0 | - | - | - | {u['vq']:.3f} / {u['mq']:.3f} / {u['ta']:.3f} | - | "
         f"{u['seconds_per_clip']:.3f} |",

@@ -362,6 +362,12 @@ def quick_check(out_dir: Path, clips: int) -> dict:
     return {k: float(np.mean([s[k] for s in scores])) for k in ("vq", "mq", "ta")}
 
 
+def _training_record(run_dir: Path) -> dict:
+    """An earlier run's ``demo_training.json`` ({} when it has none)."""
+    record = run_dir / "demo_training.json"
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
 def train_demo(out_dir: str | Path, cfg: TrainConfig, progress: bool = True) -> dict:
     """Train the demo pipeline and save it to ``out_dir`` as a diffusers directory."""
     out = Path(out_dir)
@@ -379,13 +385,14 @@ def train_demo(out_dir: str | Path, cfg: TrainConfig, progress: bool = True) -> 
         if cfg.vae_from not in (None, cfg.transformer_from):
             raise ValueError("--transformer-from takes the VAE of the same run; drop --vae-from or make it the same")
         cfg.vae_from = summary["config"]["vae_from"] = cfg.transformer_from
+    # The earlier run's record (the VAE's and the transformer's source are the same run).
+    previous = _training_record(Path(cfg.vae_from)) if cfg.vae_from else {}
     if cfg.vae_from:
         from diffusers import AutoencoderKLWan
 
         source = Path(cfg.vae_from)
         pipe.vae = AutoencoderKLWan.from_pretrained(str(source / "vae"), use_safetensors=True).eval()
         pipe.register_modules(vae=pipe.vae)
-        previous = json.loads((source / "demo_training.json").read_text()) if (source / "demo_training.json").is_file() else {}
         summary["vae"] = {**previous.get("vae", {}), "from": str(source)}
         print(f"VAE taken from {source}: {summary['vae']}", flush=True)
     else:
@@ -408,7 +415,6 @@ def train_demo(out_dir: str | Path, cfg: TrainConfig, progress: bool = True) -> 
         source = Path(cfg.transformer_from)
         start = WanTransformer3DModel.from_pretrained(str(source / "transformer"), use_safetensors=True)
         pipe.transformer.load_state_dict(start.state_dict())
-        previous = json.loads((source / "demo_training.json").read_text()) if (source / "demo_training.json").is_file() else {}
         summary["transformer_from"] = {**previous.get("transformer", {}), "from": str(source),
                                        **({"earlier": previous["transformer_from"]} if "transformer_from" in previous else {})}
         print(f"transformer starts from {source}: {summary['transformer_from']}", flush=True)
